@@ -1,0 +1,82 @@
+"""The ``data/densepose.zarr`` store: DensePose output per instance, whatever its source.
+
+Every source (synthetic, detectron2, precomputed) writes this layout, so later stages do not care
+where the data came from. ``n`` instances, crops of ``S x S`` pixels covering each box, ``D``
+embedding dims, ``N`` template vertices, ``J`` joints.
+
+=================  =====================  ==================================================
+array              shape, dtype           meaning
+=================  =====================  ==================================================
+labels             (n, S, S) uint8        chart models: part 0..24 (0 background), 255 = missing
+uv                 (n, 2, S, S) float16   chart models: U, V in [0, 1]; NaN = missing
+embedding          (n, D, S, S) float16   CSE models: pixel embeddings (not normalised)
+mask               (n, S, S) bool         CSE models: foreground
+box                (n, 4) float32         x0, y0, x1, y1 in image pixels
+score              (n,) float32           detection score (1 for synthetic)
+image              (n,) int32             index into the ``images`` attribute
+split              (n,) uint8             0 train, 1 test
+gt/vertices        (n, N, 3) float32      synthetic only: camera-frame vertices, metres
+gt/visible         (n, N) bool            synthetic only: vertex seen by the camera (3D test)
+gt/occluded        (n, N) bool            synthetic only: vertex hidden by a pasted occluder
+gt/joints          (n, J, 3) float32      synthetic only: camera-frame joints, metres
+gt/iuv             (n, S, S, 3) uint8     synthetic only: exact IUV (Detectron2 encoding)
+=================  =====================  ==================================================
+
+Crop pixel ``(r, c)`` has image centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
+Group attributes: ``schema`` (:data:`SCHEMA`), ``source``, ``crop`` (S), ``kinds`` (a list of
+"chart" and/or "cse"), ``images`` (list of image names), ``template_hash``, ``params``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import zarr
+
+from pipeline.store import StoreError, open_store
+
+__all__ = ["SCHEMA", "MISSING_LABEL", "SPLIT_TRAIN", "SPLIT_TEST", "densepose_specs", "open_densepose"]
+
+SCHEMA = "densepose/1"
+MISSING_LABEL = 255
+SPLIT_TRAIN, SPLIT_TEST = 0, 1
+
+
+def densepose_specs(crop: int, chart: bool = True, cse_dim: int | None = None,
+                    n_vertices: int | None = None, n_joints: int = 14) -> dict:
+    """Per-instance shapes and dtypes of the store's arrays, for :class:`pipeline.store.StoreWriter`.
+
+    Args:
+        crop: S. chart: write ``labels``/``uv``. cse_dim: D, to write ``embedding``/``mask``.
+        n_vertices: N, to write the synthetic ground truth under ``gt/``.
+    """
+    if not chart and cse_dim is None:
+        raise ValueError("a densepose store holds chart output, CSE output or both")
+    s = crop
+    specs = {"box": ((4,), "float32"), "score": ((), "float32"), "image": ((), "int32"), "split": ((), "uint8")}
+    if chart:
+        specs["labels"] = ((s, s), "uint8")
+        specs["uv"] = ((2, s, s), "float16")
+    if cse_dim is not None:
+        specs["embedding"] = ((cse_dim, s, s), "float16")
+        specs["mask"] = ((s, s), "bool")
+    if n_vertices is not None:
+        specs["gt/vertices"] = ((n_vertices, 3), "float32")
+        specs["gt/visible"] = ((n_vertices,), "bool")
+        specs["gt/occluded"] = ((n_vertices,), "bool")
+        specs["gt/joints"] = ((n_joints, 3), "float32")
+        specs["gt/iuv"] = ((s, s, 3), "uint8")
+    return specs
+
+
+def open_densepose(path: str | Path, template_hash: str | None = None, kind: str | None = None) -> zarr.Group:
+    """Opens ``densepose.zarr`` read-only, checking schema, template and that ``kind`` is present."""
+    required = ("box", "score", "image", "split")
+    if kind == "chart":
+        required += ("labels", "uv")
+    elif kind == "cse":
+        required += ("embedding", "mask")
+    root = open_store(path, schema=SCHEMA, required=required, template_hash=template_hash)
+    if kind is not None and kind not in root.attrs.get("kinds", []):
+        raise StoreError(f"{path}: holds {root.attrs.get('kinds')} output, not {kind!r}")
+    return root
