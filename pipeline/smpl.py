@@ -41,7 +41,7 @@ _ALLOWED = {
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"), ("builtins", "object"),
+    ("__builtin__", "object"), ("builtins", "object"), ("_codecs", "encode"),
 }
 _SPARSE = {"csc_matrix", "csr_matrix", "coo_matrix"}
 

@@ -1,0 +1,22 @@
+"""Shared fixtures: the default template is built once per test session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+
+@pytest.fixture(scope="session")
+def template():
+    """The default Anny template (1229 vertices), built in memory."""
+    from pipeline.template import anny_template
+
+    return anny_template("notoes_collapse10pc", cse_dim=16)
+
+
+@pytest.fixture(scope="session")
+def icosphere():
+    """(vertices, faces) of a unit icosphere with 2562 vertices."""
+    m = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)

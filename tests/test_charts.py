@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import trimesh
+
+from pipeline.charts import (atlas_from_uv_processed, boundary_self_intersects, build_atlas,
+                             parameterize_disk, signed_uv_areas)
+from pipeline.mesh import MeshError
+from pipeline.parts import COARSE_OF_PART, N_PARTS
+
+
+def coverage(uv_tri: np.ndarray, res: int = 160) -> np.ndarray:
+    """How many triangles cover each point of a res x res grid in [0,1]² (points on edges excluded)."""
+    g = (np.arange(res) + 0.5) / res
+    p = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    a, b, c = uv_tri[:, 0], uv_tri[:, 1], uv_tri[:, 2]
+
+    def cross(o, d, q):  # (T, P)
+        return (d[:, None, 0] - o[:, None, 0]) * (q[None, :, 1] - o[:, None, 1]) - \
+               (d[:, None, 1] - o[:, None, 1]) * (q[None, :, 0] - o[:, None, 0])
+
+    eps = 1e-9
+    inside = (cross(a, b, p) > eps) & (cross(b, c, p) > eps) & (cross(c, a, p) > eps)
+    return inside.sum(axis=0)
+
+
+def test_every_face_in_exactly_one_part_and_all_24_parts(template):
+    t = template
+    assert t.face_part.shape == (len(t.faces),)
+    assert np.array_equal(np.unique(t.face_part), np.arange(1, N_PARTS + 1))
+    # each face's three chart points belong to its part, and map back to its vertices
+    assert np.all(t.chart_part[t.chart_faces] == t.face_part[:, None])
+    assert np.array_equal(t.chart_vertex[t.chart_faces], t.faces)
+    # a chart point per (part, vertex) pair, no duplicates
+    pairs = np.stack([t.chart_part, t.chart_vertex], 1)
+    assert len(np.unique(pairs, axis=0)) == len(pairs)
+
+
+def test_no_flipped_or_overlapping_triangles_in_any_chart(template):
+    t = template
+    for p in range(1, N_PARTS + 1):
+        sel = t.face_part == p
+        uv = t.chart_uv.astype(np.float64)
+        area = signed_uv_areas(uv, t.chart_faces[sel])
+        assert np.all(area > 0), f"part {p}: {np.sum(area <= 0)} flipped triangles"
+        assert uv[t.chart_faces[sel]].min() >= 0 and uv[t.chart_faces[sel]].max() <= 1
+        assert coverage(uv[t.chart_faces[sel]]).max() <= 1, f"part {p}: overlapping triangles"
+        # the chart fills the unit square's extent
+        pts = uv[np.unique(t.chart_faces[sel])]
+        assert np.allclose(pts.min(0), 0) and np.allclose(pts.max(0), 1)
+
+
+def test_parts_mean_what_densepose_means(template):
+    """Left parts lie on the body's left (+X for Anny), front parts face forward, the head is on top."""
+    t = template
+    v = t.vertices.astype(np.float64)
+    left = np.cross(t.up, t.forward)
+    centre = {p: v[np.unique(t.faces[t.face_part == p])].mean(0) for p in range(1, 25)}
+    for p_left, p_right in [(4, 3), (5, 6), (8, 7), (10, 9), (12, 11), (14, 13), (15, 16), (17, 18),
+                            (19, 20), (21, 22), (24, 23)]:
+        assert centre[p_left] @ left > centre[p_right] @ left, (p_left, p_right)
+    for back, front in [(1, 2), (7, 9), (8, 10), (11, 13), (12, 14)]:
+        assert centre[front] @ t.forward > centre[back] @ t.forward, (back, front)
+    heights = {p: centre[p] @ t.up for p in centre}
+    assert heights[23] > heights[1] > heights[7] > heights[11] > heights[5]
+    assert heights[15] > heights[19] > heights[4]
+    assert COARSE_OF_PART[1] == COARSE_OF_PART[2] and COARSE_OF_PART[23] == 14
+
+
+def test_build_atlas_on_another_mesh():
+    """The chart builder works for any mesh and labelling: a sphere cut into 6 patches by octant."""
+    m = trimesh.creation.icosphere(subdivisions=3)
+    c = m.triangles_center
+    lab = 1 + (c[:, 2] > 0) + 2 * (np.arctan2(c[:, 1], c[:, 0]) // (2 * np.pi / 3) + 1).astype(int)
+    atlas = build_atlas(m.vertices, m.faces, lab)
+    assert set(atlas.methods) == set(np.unique(lab).tolist())
+    for p in np.unique(lab):
+        f = atlas.chart_faces[lab == p]
+        assert np.all(signed_uv_areas(atlas.chart_uv, f) > 0)
+        assert coverage(atlas.chart_uv[f]).max() <= 1
+
+
+def test_non_disk_part_is_refused_with_its_name():
+    m = trimesh.creation.icosphere(subdivisions=2)
+    band = np.abs(m.triangles_center[:, 2]) < 0.3  # an annulus: two boundary loops
+    lab = np.where(band, 1, 2)
+    lab[m.triangles_center[:, 2] < -0.3] = 3
+    with pytest.raises(MeshError, match="part 1: has 2 boundary loops"):
+        build_atlas(m.vertices, m.faces, lab)
+    with pytest.raises(MeshError, match=r"parts \[7\] have no faces"):
+        build_atlas(m.vertices, m.faces, lab, parts=[1, 2, 3, 7])
+
+
+def test_fallback_gives_a_fold_free_map_for_a_bumpy_disk():
+    """A hemisphere with a tall spike: whichever map is used, no triangle folds."""
+    m = trimesh.creation.icosphere(subdivisions=3)
+    keep = m.triangles_center[:, 2] > 0
+    used, f = np.unique(m.faces[keep], return_inverse=True)
+    v = m.vertices[used].copy()
+    top = np.argmax(v[:, 2])
+    v[top, 2] += 5.0
+    uv, method = parameterize_disk(v, f.reshape(-1, 3))
+    assert method in ("lscm", "harmonic", "tutte")
+    assert np.all(signed_uv_areas(uv, f.reshape(-1, 3)) > 0)
+
+
+def test_boundary_self_intersection():
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float)
+    assert not boundary_self_intersects(square, np.arange(4))
+    bowtie = np.array([[0, 0], [1, 1], [1, 0], [0, 1]], float)
+    assert boundary_self_intersects(bowtie, np.arange(4))
+
+
+def test_uv_processed_tables_round_trip(template):
+    t = template
+    faces, atlas = atlas_from_uv_processed(t.chart_vertex + 1, t.chart_faces + 1, t.face_part,
+                                           t.chart_uv[:, 0], t.chart_uv[:, 1])
+    assert np.array_equal(faces, t.faces)
+    assert np.array_equal(atlas.chart_part, t.chart_part)
+    assert np.allclose(atlas.chart_uv, t.chart_uv)

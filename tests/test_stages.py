@@ -1,0 +1,104 @@
+"""Stage scripts end to end: outputs, bad input, and the DVC pipeline in a copy of the repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import ParamsError
+from pipeline.io import load_npz
+from stages import lbo as lbo_stage
+from stages import template as template_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_template(tmp_path, params="params.yaml"):
+    out, png = tmp_path / "template.npz", tmp_path / "template_parts.png"
+    template_stage.main(["--params", str(params), "--out", str(out), "--png", str(png)])
+    return out, png
+
+
+def test_template_and_lbo_stages_write_their_outputs(tmp_path):
+    out, png = run_template(tmp_path, ROOT / "params.yaml")
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    lbo_out = tmp_path / "lbo.npz"
+    lbo_stage.main(["--params", str(ROOT / "params.yaml"), "--template", str(out), "--out", str(lbo_out),
+                    "--png", str(tmp_path / "lbo.png")])
+    z = load_npz(lbo_out, required=("evals", "evecs", "mass", "template_hash"))
+    assert z["evecs"].shape == (1229, 64) and np.all(np.diff(z["evals"]) >= -1e-9)
+    assert np.sum(np.abs(z["evals"]) < 1e-6 * z["evals"][-1]) == 1
+    # a second run gives byte-identical outputs
+    out2 = tmp_path / "again"
+    out2.mkdir()
+    o2, p2 = run_template(out2, ROOT / "params.yaml")
+    assert o2.read_bytes() == out.read_bytes() and p2.read_bytes() == png.read_bytes()
+
+
+def test_bad_params_write_nothing(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("template: {cse_dim: 0}\n")
+    with pytest.raises(ParamsError, match="template.cse_dim"):
+        run_template(tmp_path, params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_lbo_k_above_vertex_count_writes_nothing(tmp_path):
+    out, _ = run_template(tmp_path, ROOT / "params.yaml")
+    params = tmp_path / "p.yaml"
+    params.write_text("lbo: {k: 2000}\n")
+    with pytest.raises(ValueError, match=r"lbo.k = 2000 must be in \[1, 1228\]"):
+        lbo_stage.main(["--params", str(params), "--template", str(out), "--out", str(tmp_path / "lbo.npz"),
+                        "--png", str(tmp_path / "lbo.png")])
+    assert not (tmp_path / "lbo.npz").exists() and not (tmp_path / "lbo.png").exists()
+
+
+def test_smpl_source_with_missing_files_names_them(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"template: {{source: smpl, smpl_model: {tmp_path / 'SMPL_NEUTRAL.pkl'}}}\n")
+    with pytest.raises(FileNotFoundError, match="SMPL_NEUTRAL.pkl"):
+        run_template(tmp_path, params)
+    assert not (tmp_path / "template.npz").exists()
+
+
+def _repo_copy(tmp_path: Path) -> Path:
+    """A fresh git repository holding the tracked files of this one (no data, no cache)."""
+    dst = tmp_path / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    if not files:
+        pytest.skip("not a git checkout")
+    for f in files:
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               DVC_NO_ANALYTICS="1")
+    res = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, f"dvc {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
+    return res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_dvc_repro_of_template_and_lbo_then_nothing_to_do(tmp_path):
+    repo = _repo_copy(tmp_path)
+    out = _dvc(repo, "repro", "lbo")
+    assert "Running stage 'template'" in out and "Running stage 'lbo'" in out
+    assert (repo / "data" / "template.npz").is_file() and (repo / "data" / "lbo.npz").is_file()
+    again = _dvc(repo, "repro", "lbo")
+    assert "Running stage" not in again
+    # changing lbo.k reruns lbo only
+    params = (repo / "params.yaml").read_text().replace("k: 64 ", "k: 32 ")
+    (repo / "params.yaml").write_text(params)
+    third = _dvc(repo, "repro", "lbo")
+    assert "Running stage 'lbo'" in third and "Running stage 'template'" not in third
+    assert load_npz(repo / "data" / "lbo.npz")["evals"].shape == (32,)
