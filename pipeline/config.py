@@ -31,6 +31,8 @@ __all__ = [
     "CommonParams",
     "TemplateParams",
     "LboParams",
+    "Detectron2Params",
+    "PrecomputedParams",
     "Params",
     "load_params",
     "load_params_dict",
@@ -85,12 +87,42 @@ class LboParams:
 
 
 @dataclass(frozen=True)
+class Detectron2Params:
+    """Stage ``densepose``, ``densepose.source: detectron2``: run a DensePose R-CNN on an image folder."""
+
+    config: str = param("", "DensePose config file (.yaml from the DensePose project's configs/)")
+    weights: str = param("", "model weights file (.pkl or .pth), a local path; nothing is downloaded")
+    images: str = param("", "folder of input images (jpg, jpeg, png, bmp, tif, tiff, webp), read sorted")
+    score_threshold: float = param(0.8, "keep person detections with at least this score", lo=0.0, hi=1.0)
+    max_instances: int = param(0, "keep at most this many best-scoring people per image (0: all)", lo=0, hi=1000)
+    batch_size: int = param(4, "images per forward pass", lo=1, hi=256)
+    test_list: str = param("", "file of image names (one a line) that form the test split; empty: all train")
+    cse_mesh: str = param("smpl_27554", "CSE models: mesh whose vertex embeddings are read from the checkpoint")
+
+
+@dataclass(frozen=True)
+class PrecomputedParams:
+    """Stage ``densepose``, ``densepose.source: precomputed``: import DensePose results made elsewhere."""
+
+    format: str = param("dump", "dump (apply_net.py dump file) or iuv_png (IUV PNG folder + boxes JSON)",
+                        choices=("dump", "iuv_png"))
+    dump: str = param("", "format dump: the file written by `apply_net.py dump`")
+    iuv_folder: str = param("", "format iuv_png: folder of full-frame IUV PNGs (and instance-index PNGs)")
+    boxes_json: str = param("", "format iuv_png: JSON listing each image's IUV PNG, boxes and scores")
+    score_threshold: float = param(0.0, "keep instances with at least this score", lo=0.0, hi=1.0)
+    max_instances: int = param(0, "keep at most this many best-scoring instances per image (0: all)", lo=0, hi=1000)
+    test_list: str = param("", "file of image names (one a line) that form the test split; empty: all train")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``."""
 
     common: CommonParams = field(default_factory=CommonParams)
     template: TemplateParams = field(default_factory=TemplateParams)
     lbo: LboParams = field(default_factory=LboParams)
+    detectron2: Detectron2Params = field(default_factory=Detectron2Params)
+    precomputed: PrecomputedParams = field(default_factory=PrecomputedParams)
 
 
 def _describe(meta: dict, typ: type) -> str:

@@ -1,0 +1,146 @@
+"""Writing ``data/densepose.zarr`` from real-image sources (detectron2, precomputed).
+
+Both sources turn each image into an :class:`ImageInstances` (crops already on the ``S x S`` grid,
+see :mod:`pipeline.densepose_convert`) and hand the list to :func:`write_instances_store`, which
+assigns the train/test split, writes the layout of :mod:`pipeline.densepose_store` and returns a
+summary of counts for the stage's metrics file.
+
+Besides the per-instance arrays, a CSE store carries one group-level array
+``cse_vertex_embedding`` (V, D) float32: the L2-normalised vertex embeddings of the CSE mesh named
+in the attribute ``cse_mesh``, read from the model (detectron2 source) -- pixel embeddings are only
+comparable with the vertex embeddings of the model that made them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.densepose_store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
+from pipeline.store import StoreWriter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ImageInstances", "NoInstancesError", "read_name_list", "write_instances_store"]
+
+
+class NoInstancesError(RuntimeError):
+    """No instance survived (no image read, no person found, or all below the score threshold)."""
+
+
+@dataclass(frozen=True)
+class ImageInstances:
+    """The ``k`` instances kept in one image, on the ``S x S`` crop grid.
+
+    name: the image's name (relative to the image folder, or as given by the dump).
+    boxes: (k, 4) float32 x0, y0, x1, y1 image pixels.  scores: (k,) float32.
+    labels: (k, S, S) uint8 and uv: (k, 2, S, S) float32 (chart models), else None.
+    embedding: (k, D, S, S) float32 and mask: (k, S, S) bool (CSE models), else None.
+    """
+
+    name: str
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def read_name_list(path: str | Path) -> set[str]:
+    """Image names, one a line; blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split list not found: {path}")
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(line)
+    return names
+
+
+def _is_test(name: str, test_names: set[str]) -> bool:
+    return name in test_names or Path(name).name in test_names
+
+
+def write_instances_store(path: str | Path, images: list[ImageInstances], *, crop: int, source: str,
+                          template_hash: str, params: dict, test_names: set[str] | None = None,
+                          skipped: list[str] = (), cse_mesh: str | None = None,
+                          cse_vertex_embedding: np.ndarray | None = None) -> dict:
+    """Writes every instance of ``images`` as ``data/densepose.zarr`` (layout: densepose_store).
+
+    Args:
+        images: one entry per image read, in order (images with no instance included: they are
+            listed in the ``images`` attribute and counted).
+        crop: S.  source: "detectron2" or "precomputed".  params: recorded in the attributes.
+        test_names: image names (or base names) of the test split; None -> all train.
+        skipped: names of images that could not be read (counted, listed in the attributes).
+        cse_mesh, cse_vertex_embedding: (V, D) float32, stored for CSE output.
+
+    Returns:
+        summary: counts of images read / skipped / without instances, instances, train / test.
+
+    Raises:
+        NoInstancesError: not a single instance to write (never an empty store).
+    """
+    n = sum(len(im) for im in images)
+    names = [im.name for im in images]
+    if n == 0:
+        why = (f"{len(images)} image(s) read, {len(skipped)} unreadable; none has a detection that survives "
+               "the score threshold") if images else f"no image could be read ({len(skipped)} unreadable)"
+        raise NoInstancesError(f"{source}: no DensePose instance to store: {why}. Check the image folder, "
+                               "the score threshold and that the model detects people in these images.")
+    chart = any(im.labels is not None for im in images if len(im))
+    cse = any(im.embedding is not None for im in images if len(im))
+    dim = next(im.embedding.shape[1] for im in images if len(im) and im.embedding is not None) if cse else None
+    for im in images:
+        if len(im) and ((im.labels is not None) != chart or (im.embedding is not None) != cse):
+            raise ValueError(f"{im.name}: mixes chart and CSE output with other images")
+    test_names = test_names or set()
+    unknown = sorted(t for t in test_names if not any(_is_test(nm, {t}) for nm in names))
+    if unknown:
+        log.warning("%d name(s) of the test list match no image, e.g. %s", len(unknown), unknown[0])
+    attrs = {"schema": SCHEMA, "source": source, "crop": crop,
+             "kinds": (["chart"] if chart else []) + (["cse"] if cse else []),
+             "images": names, "skipped_images": list(skipped), "template_hash": template_hash,
+             "params": params}
+    if cse_mesh is not None:
+        attrs["cse_mesh"] = cse_mesh
+    specs = densepose_specs(crop, chart=chart, cse_dim=dim)
+    n_test = 0
+    with StoreWriter.create(path, n, specs, attrs) as w:
+        start = 0
+        for idx, im in enumerate(images):
+            k = len(im)
+            if k == 0:
+                continue
+            split = SPLIT_TEST if _is_test(im.name, test_names) else SPLIT_TRAIN
+            n_test += k * (split == SPLIT_TEST)
+            rows = {"box": np.asarray(im.boxes, np.float32).reshape(k, 4),
+                    "score": np.asarray(im.scores, np.float32).reshape(k),
+                    "image": np.full(k, idx, np.int32), "split": np.full(k, split, np.uint8)}
+            if chart:
+                rows["labels"] = np.asarray(im.labels, np.uint8)
+                rows["uv"] = np.asarray(im.uv, np.float32).astype(np.float16)
+            if cse:
+                rows["embedding"] = np.asarray(im.embedding, np.float32).astype(np.float16)
+                rows["mask"] = np.asarray(im.mask, bool)
+            w.write(start, rows)
+            start += k
+        if cse_vertex_embedding is not None:
+            e = np.asarray(cse_vertex_embedding, np.float32)
+            w.root.create_array("cse_vertex_embedding", shape=e.shape, dtype="float32",
+                                chunks=e.shape, fill_value=0)[...] = e
+    summary = {"images": len(images), "images_skipped": len(skipped),
+               "images_without_instances": sum(len(im) == 0 for im in images),
+               "instances": n, "instances_train": n - n_test, "instances_test": n_test}
+    log.info("wrote %s: %d instances from %d images (%d skipped, %d without instances), %d test",
+             path, n, len(images), len(skipped), summary["images_without_instances"], n_test)
+    return summary

@@ -1,0 +1,408 @@
+"""The ``precomputed`` source: DensePose results made elsewhere, read without Detectron2.
+
+Two input formats (``precomputed.format``):
+
+``dump``
+    The file ``apply_net.py dump <config> <weights> <images> --output results.pkl`` writes. Despite
+    the ``.pkl`` name (and its docs) it is written with ``torch.save`` -- a zip archive; older
+    PyTorch wrote the legacy ``torch.save`` stream, and hand-made files may be plain pickles: all
+    three are read. Content: a list with one dict per image::
+
+        {"file_name": str, "scores": (k,) float, "pred_boxes_XYXY": (k, 4) float image pixels,
+         "pred_densepose": [DensePoseChartResultWithConfidences] * k      # chart models
+                        or DensePoseEmbeddingPredictorOutput (k, D, 112, 112)   # CSE models}
+
+    Chart results hold ``labels`` (h, w) long and ``uv`` (2, h, w) float at the integer box size
+    ``(int(y1 - y0), int(x1 - x0))``; they may sit on CUDA (the dump does not move them). The file
+    is unpickled by :func:`load_dump`: the ``densepose.structures`` and ``detectron2.structures``
+    classes are mapped to the stand-ins below, and only those, PyTorch's tensor and storage
+    rebuild functions (PyTorch's own weights-only allowlist) and plain containers are admitted;
+    anything else (``os.system``, ``builtins.eval``...) is refused with :class:`UnsafeDumpError`
+    naming the file and the class. Nothing from Detectron2 is imported.
+
+``iuv_png``
+    A folder of full-frame IUV images (as :mod:`pipeline.fullframe` writes them, and as the
+    original Detectron's ``infer_simple.py`` wrote ``*_IUV.png``) plus a JSON file of boxes::
+
+        {"images": [{"file_name": "a.jpg", "iuv": "a_IUV.png", "inds": "a_INDS.png",
+                     "boxes": [[x0, y0, x1, y1], ...], "scores": [0.99, ...]}, ...]}
+
+    ``iuv``/``inds`` are relative to the folder; ``inds`` (the instance-index map, 0 = none,
+    k + 1 = box k) and ``scores`` are optional. The IUV image has, *as an OpenCV array* (what
+    ``cv2.imread`` returns and ``cv2.imwrite`` takes), channel 0 = I (part 0..24), 1 = U * 255,
+    2 = V * 255. Because OpenCV arrays are BGR, the PNG file's blue channel holds I, green U and
+    red V; a reader that returns RGB (PIL, imageio) sees the channels reversed (V, U, I).
+    Each box's pixels ``[y, y + h) x [x, x + w)`` (Detectron2's integer box) are decoded (bin
+    centres) and resampled to ``S x S`` like a dump's chart result; pixels that the index map
+    gives to another instance become background.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import json
+import logging
+import pickle
+import types
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.densepose_convert import chart_results_to_crops, cse_output_to_crops, decode_iuv, int_box_xywh
+from pipeline.densepose_write import ImageInstances, read_name_list, write_instances_store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["UnsafeDumpError", "ChartResult", "EmbeddingOutput", "ChartPredictorOutput", "Boxes",
+           "Instances", "RESTRICTED_PICKLE", "load_dump", "read_dump", "read_iuv_folder",
+           "select_instances", "write_precomputed_store"]
+
+
+class UnsafeDumpError(pickle.UnpicklingError):
+    """A dump refers to a class or function outside the allowlist."""
+
+
+# --- stand-ins for the classes a dump refers to (same field names as Detectron2's) -------------
+
+@dataclass
+class ChartResult:
+    """Stands in for ``DensePoseChartResult`` and ``DensePoseChartResultWithConfidences``.
+
+    labels: (h, w) long; uv: (2, h, w) float; confidences: (h, w) float or None.
+    """
+
+    labels: torch.Tensor = None
+    uv: torch.Tensor = None
+    sigma_1: torch.Tensor | None = None
+    sigma_2: torch.Tensor | None = None
+    kappa_u: torch.Tensor | None = None
+    kappa_v: torch.Tensor | None = None
+    fine_segm_confidence: torch.Tensor | None = None
+    coarse_segm_confidence: torch.Tensor | None = None
+
+
+@dataclass
+class EmbeddingOutput:
+    """Stands in for ``DensePoseEmbeddingPredictorOutput``: embedding (k, D, h, w), coarse_segm (k, K, h, w)."""
+
+    embedding: torch.Tensor = None
+    coarse_segm: torch.Tensor = None
+
+
+@dataclass
+class ChartPredictorOutput:
+    """Stands in for ``DensePoseChartPredictorOutput`` (raw heatmaps; (k, C, h, w) each)."""
+
+    coarse_segm: torch.Tensor = None
+    fine_segm: torch.Tensor = None
+    u: torch.Tensor = None
+    v: torch.Tensor = None
+
+
+@dataclass
+class Boxes:
+    """Stands in for ``detectron2.structures.Boxes``: tensor (k, 4) XYXY."""
+
+    tensor: torch.Tensor = None
+
+
+class Instances:
+    """Stands in for ``detectron2.structures.Instances`` (``_image_size``, ``_fields``)."""
+
+    _image_size: tuple = ()
+    _fields: dict = {}
+
+    def __getattr__(self, name):
+        fields = self.__dict__.get("_fields", {})
+        if name in fields:
+            return fields[name]
+        raise AttributeError(name)
+
+
+_STRUCTURES = {
+    "DensePoseChartResult": ChartResult,
+    "DensePoseChartResultWithConfidences": ChartResult,
+    "DensePoseEmbeddingPredictorOutput": EmbeddingOutput,
+    "DensePoseChartPredictorOutput": ChartPredictorOutput,
+}
+_DETECTRON2 = {("detectron2.structures.boxes", "Boxes"): Boxes,
+               ("detectron2.structures", "Boxes"): Boxes,
+               ("detectron2.structures.instances", "Instances"): Instances,
+               ("detectron2.structures", "Instances"): Instances}
+_STAND_INS = tuple({*_STRUCTURES.values(), Boxes, Instances})
+
+
+def _torch_globals() -> dict[str, Any]:
+    """PyTorch's own allowlist for ``weights_only`` loading: tensor/storage rebuild functions,
+    dtypes, ``torch.Size``, ``OrderedDict``, ``_codecs.encode`` (bytes in protocol 2)..."""
+    from torch import _weights_only_unpickler
+
+    return dict(_weights_only_unpickler._get_allowed_globals())
+
+
+def _safe_reconstructor(cls, base, state):
+    """``copyreg._reconstructor`` (protocol 0/1 pickles), for stand-ins only."""
+    if base is not object or cls not in _STAND_INS:
+        raise UnsafeDumpError(f"copyreg._reconstructor of {cls!r} with base {base!r} is not allowed")
+    return object.__new__(cls)
+
+
+def _restricted_load_from_bytes(b: bytes):
+    """``torch.storage._load_from_bytes`` (tensors inside plain pickles), through this allowlist."""
+    return torch.load(io.BytesIO(b), map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Admits the stand-ins, PyTorch's tensor rebuild globals and plain containers; nothing else."""
+
+    source = "<dump>"
+    _allowed: dict[str, Any] | None = None
+
+    def find_class(self, module: str, name: str):
+        if _Unpickler._allowed is None:
+            _Unpickler._allowed = _torch_globals()
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 2 writes Python 2 names
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        key = f"{module}.{name}"
+        if (module == "densepose.structures" or module.startswith("densepose.structures.")) and name in _STRUCTURES:
+            return _STRUCTURES[name]
+        if (module, name) in _DETECTRON2:
+            return _DETECTRON2[(module, name)]
+        if key == "torch.storage._load_from_bytes":
+            return _restricted_load_from_bytes
+        if key == "copyreg._reconstructor":
+            return _safe_reconstructor
+        if key in ("builtins.object", "builtins.tuple", "builtins.list", "builtins.dict", "builtins.frozenset"):
+            return getattr(__import__("builtins"), name)
+        if key in _Unpickler._allowed:
+            return _Unpickler._allowed[key]
+        raise UnsafeDumpError(f"{self.source}: refers to {key}, which a DensePose dump never contains; "
+                              "refusing to load it (only densepose/detectron2 structures, tensors and "
+                              "plain containers are allowed)")
+
+
+def _module_like(source: str) -> types.ModuleType:
+    """A ``pickle``-like module whose ``Unpickler`` and ``load`` are restricted and name ``source``."""
+    mod = types.ModuleType("densepose3d_restricted_pickle")
+    mod.Unpickler = type("Unpickler", (_Unpickler,), {"source": source})
+    mod.load = lambda f, **kw: mod.Unpickler(f, **kw).load()
+    mod.loads = lambda b, **kw: mod.Unpickler(io.BytesIO(b), **kw).load()
+    mod.UnpicklingError = pickle.UnpicklingError
+    return mod
+
+
+RESTRICTED_PICKLE = _module_like("<bytes>")
+
+
+def load_dump(path: str | Path) -> Any:
+    """Unpickles an ``apply_net.py dump`` file safely; tensors land on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeDumpError: the file refers to a class or function outside the allowlist (named).
+        ValueError: the file is not a readable torch/pickle file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DensePose dump not found: {path}")
+    module = _module_like(str(path))
+    try:
+        if zipfile.is_zipfile(path):
+            return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+        with open(path, "rb") as f:
+            first = module.Unpickler(f).load()
+            if isinstance(first, int) and first == torch.serialization.MAGIC_NUMBER:
+                f.seek(0)  # legacy torch.save stream
+                return torch.load(f, map_location="cpu", pickle_module=module, weights_only=False)
+            return first  # a plain pickle
+    except UnsafeDumpError:
+        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError,
+            TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable DensePose dump ({type(e).__name__}: {e})") from e
+
+
+@dataclass(frozen=True)
+class DumpImage:
+    """One image of a dump, on the CPU.
+
+    boxes: (k, 4) float32 XYXY.  scores: (k,) float32.  chart: k (labels (h, w), uv (2, h, w)) or None.
+    cse: embedding (k, D, h, w) and coarse_segm (k, K, h, w), or None.
+    """
+
+    file_name: str
+    boxes: np.ndarray
+    scores: np.ndarray
+    chart: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    cse: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _as_tensor(x, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise ValueError(f"{what}: expected a tensor, got {type(x).__name__}")
+
+
+def read_dump(path: str | Path) -> list[DumpImage]:
+    """Reads and checks an ``apply_net.py dump`` file (see the module docstring)."""
+    data = load_dump(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: a dump is a list of per-image dicts, got {type(data).__name__}")
+    out = []
+    for i, entry in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict) or "file_name" not in entry:
+            raise ValueError(f"{where}: expected a dict with 'file_name', got {type(entry).__name__}")
+        name = str(entry["file_name"])
+        boxes = entry.get("pred_boxes_XYXY")
+        boxes = torch.zeros(0, 4) if boxes is None else _as_tensor(getattr(boxes, "tensor", boxes), where)
+        k = len(boxes)
+        scores = entry.get("scores")
+        scores = torch.ones(k) if scores is None else _as_tensor(scores, where)
+        if boxes.shape != (k, 4) or scores.shape != (k,):
+            raise ValueError(f"{where} ({name}): boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} "
+                             "do not match")
+        dp = entry.get("pred_densepose")
+        chart = cse = None
+        if isinstance(dp, EmbeddingOutput):
+            cse = (_as_tensor(dp.embedding, where), _as_tensor(dp.coarse_segm, where))
+            if len(cse[0]) != k:
+                raise ValueError(f"{where} ({name}): {len(cse[0])} embeddings for {k} boxes")
+        elif isinstance(dp, (list, tuple)):
+            if len(dp) != k or not all(isinstance(r, ChartResult) for r in dp):
+                raise ValueError(f"{where} ({name}): expected {k} DensePoseChartResult, got "
+                                 f"{[type(r).__name__ for r in dp]}")
+            chart = [(_as_tensor(r.labels, where), _as_tensor(r.uv, where)) for r in dp]
+        elif dp is None:
+            if k:
+                raise ValueError(f"{where} ({name}): {k} boxes but no 'pred_densepose'")
+            chart = []
+        else:
+            raise ValueError(f"{where} ({name}): unsupported pred_densepose {type(dp).__name__}")
+        out.append(DumpImage(name, boxes.float().numpy(), scores.float().numpy(), chart, cse))
+    log.info("read %s: %d images, %d instances", path, len(out), sum(len(e.scores) for e in out))
+    return out
+
+
+def read_iuv_folder(folder: str | Path, boxes_json: str | Path) -> tuple[list[DumpImage], list[str]]:
+    """Reads full-frame IUV PNGs and their boxes (see the module docstring).
+
+    Returns:
+        the images as :class:`DumpImage` with chart results at box size, and the names of the
+        images whose PNG could not be read (skipped, logged).
+    """
+    import cv2
+
+    folder, boxes_json = Path(folder), Path(boxes_json)
+    if not boxes_json.is_file():
+        raise FileNotFoundError(f"boxes JSON not found: {boxes_json}")
+    try:
+        spec = json.loads(boxes_json.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{boxes_json}: not valid JSON ({e})") from e
+    if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
+        raise ValueError(f"{boxes_json}: expected {{\"images\": [...]}}")
+    out, skipped = [], []
+    for i, item in enumerate(spec["images"]):
+        try:
+            name, iuv_name = str(item["file_name"]), str(item["iuv"])
+            boxes = np.asarray(item.get("boxes", []), np.float32).reshape(-1, 4)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{boxes_json}: images[{i}] needs 'file_name', 'iuv' and 'boxes' ({e})") from e
+        scores = np.asarray(item.get("scores", [1.0] * len(boxes)), np.float32).reshape(-1)
+        if len(scores) != len(boxes):
+            raise ValueError(f"{boxes_json}: images[{i}] ({name}): {len(scores)} scores for {len(boxes)} boxes")
+        iuv = cv2.imread(str(folder / iuv_name), cv2.IMREAD_UNCHANGED)
+        if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
+            log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)
+            skipped.append(name)
+            continue
+        inds = None
+        if item.get("inds"):
+            inds = cv2.imread(str(folder / item["inds"]), cv2.IMREAD_UNCHANGED)
+            if inds is None or inds.shape[:2] != iuv.shape[:2]:
+                log.warning("skipping %s: cannot read the index map %s", name, folder / item["inds"])
+                skipped.append(name)
+                continue
+            inds = inds if inds.ndim == 2 else inds[..., 0]
+        labels_full, uv_full = decode_iuv(iuv)
+        H, W = labels_full.shape
+        chart = []
+        for k, box in enumerate(boxes):
+            x, y, w, h = int_box_xywh(box)
+            lab = np.zeros((h, w), np.int64)
+            uv = np.zeros((2, h, w), np.float32)
+            ys, xs = slice(max(y, 0), min(y + h, H)), slice(max(x, 0), min(x + w, W))
+            dst = (slice(ys.start - y, ys.stop - y), slice(xs.start - x, xs.stop - x))
+            if ys.stop > ys.start and xs.stop > xs.start:
+                lab[dst] = labels_full[ys, xs]
+                uv[(slice(None), *dst)] = uv_full[:, ys, xs]
+                if inds is not None:
+                    other = np.zeros((h, w), bool)
+                    other[dst] = inds[ys, xs] != k + 1
+                    lab[other] = 0
+                    uv[:, other] = 0
+            chart.append((torch.from_numpy(lab), torch.from_numpy(uv)))
+        out.append(DumpImage(name, boxes, scores, chart, None))
+    return out, skipped
+
+
+def select_instances(scores: np.ndarray, threshold: float, max_instances: int) -> np.ndarray:
+    """Indices of the instances kept: score >= threshold, the ``max_instances`` best (0: all),
+    best first (ties: original order)."""
+    scores = np.asarray(scores, np.float64)
+    keep = np.flatnonzero(scores >= threshold)
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    return keep[:max_instances] if max_instances > 0 else keep
+
+
+def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: float = 0.0,
+                             max_instances: int = 0) -> list[ImageInstances]:
+    """Filters each image's instances and brings them onto the ``S x S`` grid."""
+    out = []
+    for im in images:
+        keep = select_instances(im.scores, threshold, max_instances)
+        boxes, scores = im.boxes[keep], im.scores[keep]
+        if im.cse is not None:
+            idx = torch.from_numpy(keep).long()
+            c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop)
+            out.append(ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(),
+                                      mask=c.mask.numpy()))
+        else:
+            c = chart_results_to_crops([im.chart[i] for i in keep], crop)
+            out.append(ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy()))
+    return out
+
+
+def write_precomputed_store(params, crop: int, template_hash: str, out_path: str | Path,
+                            params_record: dict | None = None) -> dict:
+    """The ``precomputed`` source, end to end: read, filter, resample, write ``densepose.zarr``.
+
+    Args:
+        params: :class:`pipeline.config.PrecomputedParams`.  crop: S (``densepose.crop``).
+        template_hash: the template's hash.  params_record: params recorded in the store.
+
+    Returns:
+        summary dict of counts (images, images_skipped, images_without_instances, instances...).
+    """
+    if params.format == "dump":
+        if not params.dump:
+            raise ValueError("precomputed.dump is empty: give the file written by `apply_net.py dump`")
+        images, skipped = read_dump(params.dump), []
+    else:
+        if not params.iuv_folder or not params.boxes_json:
+            raise ValueError("precomputed.format iuv_png needs precomputed.iuv_folder and precomputed.boxes_json")
+        images, skipped = read_iuv_folder(params.iuv_folder, params.boxes_json)
+    instances = dump_images_to_instances(images, crop, params.score_threshold, params.max_instances)
+    test = read_name_list(params.test_list) if params.test_list else None
+    return write_instances_store(out_path, instances, crop=crop, source="precomputed",
+                                 template_hash=template_hash, params=params_record or {},
+                                 test_names=test, skipped=skipped)
