@@ -31,8 +31,12 @@ __all__ = [
     "CommonParams",
     "TemplateParams",
     "LboParams",
+    "DenseposeParams",
+    "SyntheticParams",
+    "CorruptionParams",
     "Detectron2Params",
     "PrecomputedParams",
+    "IuvParams",
     "Params",
     "load_params",
     "load_params_dict",
@@ -115,14 +119,120 @@ class PrecomputedParams:
 
 
 @dataclass(frozen=True)
+class IuvParams:
+    """Stage ``iuv``: repair DensePose output into clean IUV images."""
+
+    fill_missing: bool = param(True, "repair missing labels and U/V inside the person (else drop those pixels)")
+    fill_holes: bool = param(True, "fill holes of the foreground mask")
+    min_component_area: int = param(20, "drop foreground components smaller than this (pixels; 0 keeps all)",
+                                    lo=0, hi=1_000_000)
+    smooth_sigma: float = param(0.0, "Gaussian sigma (pixels) smoothing U/V within each part; 0 is off",
+                                lo=0.0, hi=20.0)
+    inpaint: str = param("telea", "OpenCV inpainting of U/V", choices=("telea", "ns"))
+    inpaint_radius: float = param(3.0, "inpainting neighbourhood radius (pixels)", lo=1.0, hi=20.0)
+    min_foreground: int = param(100, "drop instances left with fewer foreground pixels", lo=0, hi=1_000_000)
+    workers: int = param(2, "processes repairing Zarr chunks in parallel (1: in the stage's own process)",
+                         lo=1, hi=256)
+    previews: int = param(8, "instances shown in the preview PNG (raw, repaired, ground truth)", lo=0, hi=64)
+
+
+@dataclass(frozen=True)
+class DenseposeParams:
+    """Stage ``densepose``: where the DensePose output comes from, and its crop grid."""
+
+    source: str = param("synthetic", "synthetic (rendered Anny bodies), detectron2 (run a model on images) "
+                        "or precomputed (import results)", choices=("synthetic", "detectron2", "precomputed"))
+    crop: int = param(112, "side S of the S x S crop grid every instance is resampled to (pixels)", lo=8, hi=1024)
+
+
+def _check_ranges(section: str, obj: Any, names: tuple[str, ...]) -> None:
+    """Raises ParamsError when a ``<name>_min`` exceeds its ``<name>_max``."""
+    for name in names:
+        lo, hi = getattr(obj, f"{name}_min"), getattr(obj, f"{name}_max")
+        if lo > hi:
+            raise ParamsError(f"params: {section}.{name}_min = {lo!r} > {section}.{name}_max = {hi!r}: "
+                              f"a range needs min <= max")
+
+
+@dataclass(frozen=True)
+class CorruptionParams:
+    """``synthetic.corruption``: DensePose-like errors applied to the exact rendering (all 0: exact)."""
+
+    uv_noise: float = param(0.02, "std of Gaussian noise added to U and V", lo=0.0, hi=1.0)
+    embedding_noise: float = param(0.02, "std of Gaussian noise added to each CSE embedding channel", lo=0.0, hi=1.0)
+    flip_prob: float = param(0.3, "probability that a pixel on a part border takes its neighbour's part",
+                             lo=0.0, hi=1.0)
+    dropout_blobs: float = param(1.0, "mean number (Poisson) of NaN blobs per instance", lo=0.0, hi=100.0)
+    dropout_radius: float = param(0.05, "largest blob radius, as a fraction of S", lo=0.0, hi=1.0)
+    border_px: int = param(1, "silhouette eroded or dilated by up to this many pixels", lo=0, hi=32)
+    occluder_prob: float = param(0.3, "probability that an instance gets an occluder pasted over it", lo=0.0, hi=1.0)
+    occluder_size: float = param(0.35, "largest occluder extent, as a fraction of S", lo=0.0, hi=2.0)
+    occluder_soft: float = param(1.5, "Gaussian sigma (pixels) of the occluder's soft alpha edge", lo=0.0, hi=20.0)
+    occluder_missing: float = param(0.5, "probability that an occluder's pixels become missing "
+                                    "(else background)", lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """Stage ``densepose``, ``densepose.source: synthetic``: posed Anny bodies rendered with exact correspondence."""
+
+    train_bodies: int = param(500, "bodies in the train split", lo=1, hi=1_000_000)
+    test_bodies: int = param(100, "bodies in the test split (no body is in both)", lo=1, hi=1_000_000)
+    views: int = param(6, "random cameras (instances) per body", lo=1, hi=1000)
+    gender_min: float = param(0.0, "Anny phenotype gender range (0 female .. 1 male)", lo=0.0, hi=1.0)
+    gender_max: float = param(1.0, "see gender_min", lo=0.0, hi=1.0)
+    age_min: float = param(0.5, "Anny phenotype age range (0 newborn .. 1 old; ~0.5 young adult)", lo=0.0, hi=1.0)
+    age_max: float = param(1.0, "see age_min", lo=0.0, hi=1.0)
+    muscle_min: float = param(0.0, "Anny phenotype muscle range", lo=0.0, hi=1.0)
+    muscle_max: float = param(1.0, "see muscle_min", lo=0.0, hi=1.0)
+    weight_min: float = param(0.0, "Anny phenotype weight range", lo=0.0, hi=1.0)
+    weight_max: float = param(1.0, "see weight_min", lo=0.0, hi=1.0)
+    height_min: float = param(0.0, "Anny phenotype height range", lo=0.0, hi=1.0)
+    height_max: float = param(1.0, "see height_min", lo=0.0, hi=1.0)
+    proportions_min: float = param(0.0, "Anny phenotype proportions range", lo=0.0, hi=1.0)
+    proportions_max: float = param(1.0, "see proportions_min", lo=0.0, hi=1.0)
+    walk: float = param(1.0, "relative frequency of walking poses", lo=0.0, hi=1000.0)
+    reach: float = param(1.0, "relative frequency of reaching poses", lo=0.0, hi=1000.0)
+    sit: float = param(1.0, "relative frequency of sitting poses", lo=0.0, hi=1000.0)
+    bend: float = param(1.0, "relative frequency of bending poses", lo=0.0, hi=1000.0)
+    pose_amount: float = param(1.0, "scale of each pose mode's configuration (0: rest pose)", lo=0.0, hi=2.0)
+    pose_noise: float = param(0.08, "std of per-angle noise, as a fraction of each joint's range", lo=0.0, hi=1.0)
+    elevation_min: float = param(-15.0, "camera elevation range (degrees; + looks down)", lo=-89.0, hi=89.0)
+    elevation_max: float = param(35.0, "see elevation_min", lo=-89.0, hi=89.0)
+    roll_min: float = param(-10.0, "camera roll range (degrees)", lo=-180.0, hi=180.0)
+    roll_max: float = param(10.0, "see roll_min", lo=-180.0, hi=180.0)
+    distance_min: float = param(3.0, "camera distance range (metres)", lo=0.5, hi=1000.0)
+    distance_max: float = param(5.0, "see distance_min", lo=0.5, hi=1000.0)
+    projection: str = param("orthographic", "camera model", choices=("orthographic", "perspective"))
+    fov: float = param(40.0, "vertical field of view of the virtual image (degrees)", lo=1.0, hi=150.0)
+    image_size: int = param(512, "side of the virtual image (pixels) that boxes are given in", lo=16, hi=100_000)
+    margin: float = param(0.1, "crop box = the body's box grown by this fraction of its size per side",
+                          lo=0.0, hi=2.0)
+    visibility_tol: float = param(0.01, "metres: a vertex is visible iff its ray to the camera, started this "
+                                  "far off the surface, hits nothing", lo=0.0, hi=1.0)
+    batch: int = param(64, "bodies posed and rendered together (speed only: outputs do not depend on it)",
+                       lo=1, hi=100_000)
+    corruption: CorruptionParams = field(default_factory=CorruptionParams)
+
+    def __post_init__(self):
+        _check_ranges("synthetic", self, ("gender", "age", "muscle", "weight", "height", "proportions",
+                                          "elevation", "roll", "distance"))
+        if self.walk + self.reach + self.sit + self.bend <= 0:
+            raise ParamsError("params: synthetic.walk + reach + sit + bend must be > 0 (relative pose mode frequencies)")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``."""
 
     common: CommonParams = field(default_factory=CommonParams)
     template: TemplateParams = field(default_factory=TemplateParams)
     lbo: LboParams = field(default_factory=LboParams)
+    densepose: DenseposeParams = field(default_factory=DenseposeParams)
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
     detectron2: Detectron2Params = field(default_factory=Detectron2Params)
     precomputed: PrecomputedParams = field(default_factory=PrecomputedParams)
+    iuv: IuvParams = field(default_factory=IuvParams)
 
 
 def _describe(meta: dict, typ: type) -> str:

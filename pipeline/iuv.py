@@ -28,7 +28,7 @@ from scipy import ndimage
 
 __all__ = [
     "RepairOptions", "RepairCounts", "encode_iuv", "decode_uv", "missing_pixels", "repair_chart",
-    "repair_cse", "iuv_quality", "COUNT_NAMES",
+    "repair_cse", "iuv_quality", "quality_sums", "quality_from_sums", "COUNT_NAMES",
 ]
 
 N_LABELS = 25  # background + 24 parts
@@ -232,6 +232,40 @@ def repair_cse(mask: np.ndarray, embedding: np.ndarray, opts: RepairOptions = Re
     return fg, out, RepairCounts(filled, holes, comps, dropped)
 
 
+QUALITY_SUMS = ("foreground", "right_part", "uv_error_sum", "usable", "usable_error_sum", "intersection", "union")
+
+
+def quality_sums(labels: np.ndarray, uv: np.ndarray, gt_iuv: np.ndarray) -> np.ndarray:
+    """(7,) float64 sums (named in :data:`QUALITY_SUMS`) behind :func:`iuv_quality`, to add up over chunks.
+
+    Args:
+        labels: (n, S, S) predicted parts (anything outside 1..24 counts as wrong).
+        uv: (n, 2, S, S) predicted U, V (NaN allowed). gt_iuv: (n, S, S, 3) uint8 exact IUV.
+    """
+    gt_l = gt_iuv[..., 0].astype(np.int64)
+    gt_uv = np.stack([decode_uv(gt_iuv[..., 1]), decode_uv(gt_iuv[..., 2])], axis=1)
+    fg = gt_l > 0
+    right = (labels.astype(np.int64) == gt_l) & fg
+    with np.errstate(invalid="ignore"):
+        err = np.abs(uv.astype(np.float32) - gt_uv).mean(axis=1)
+    usable = right & np.isfinite(err)
+    per_pixel = np.where(usable, np.nan_to_num(err, nan=1.0), 1.0)
+    pred_fg = (labels > 0) & (labels < N_LABELS)
+    return np.array([fg.sum(), right.sum(), per_pixel[fg].sum(), usable.sum(), err[usable].sum(),
+                     (pred_fg & fg).sum(), (pred_fg | fg).sum()], dtype=np.float64)
+
+
+def quality_from_sums(sums: np.ndarray) -> dict:
+    """The measures of :func:`iuv_quality` from (summed) :func:`quality_sums`."""
+    fg, right, err, usable, uerr, inter, union = sums
+    return {
+        "part_accuracy": float(right / max(fg, 1)),
+        "uv_error": float(err / fg) if fg else 0.0,
+        "uv_error_right_part": float(uerr / usable) if usable else 0.0,
+        "foreground_iou": float(inter / max(union, 1)),
+    }
+
+
 def iuv_quality(labels: np.ndarray, uv: np.ndarray, gt_iuv: np.ndarray) -> dict:
     """Part accuracy and U/V error against the exact IUV, over the true foreground.
 
@@ -245,19 +279,4 @@ def iuv_quality(labels: np.ndarray, uv: np.ndarray, gt_iuv: np.ndarray) -> dict:
         ``uv_error_right_part``: the same mean over right-part pixels with a valid U/V only;
         ``foreground_iou``: IoU of predicted and true foreground.
     """
-    gt_l = gt_iuv[..., 0].astype(np.int64)
-    gt_uv = np.stack([decode_uv(gt_iuv[..., 1]), decode_uv(gt_iuv[..., 2])], axis=1)
-    fg = gt_l > 0
-    right = (labels.astype(np.int64) == gt_l) & fg
-    with np.errstate(invalid="ignore"):
-        err = np.abs(uv.astype(np.float32) - gt_uv).mean(axis=1)
-    usable = right & np.isfinite(err)
-    per_pixel = np.where(usable, np.nan_to_num(err, nan=1.0), 1.0)
-    pred_fg = (labels > 0) & (labels < N_LABELS)
-    n_fg = max(int(fg.sum()), 1)
-    return {
-        "part_accuracy": float(right.sum() / n_fg),
-        "uv_error": float(per_pixel[fg].mean()) if fg.any() else 0.0,
-        "uv_error_right_part": float(err[usable].mean()) if usable.any() else 0.0,
-        "foreground_iou": float((pred_fg & fg).sum() / max(int((pred_fg | fg).sum()), 1)),
-    }
+    return quality_from_sums(quality_sums(labels, uv, gt_iuv))

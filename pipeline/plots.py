@@ -90,3 +90,43 @@ def eigenfunctions_figure(vertices: np.ndarray, faces: np.ndarray, evecs: np.nda
         ax.set_title(f"φ{k}  λ={evals[k]:.3g}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def iuv_rgb(labels: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S, 3) part colours and (S, S, 3) U/V as red/green for one instance; missing pixels magenta.
+
+    Args:
+        labels: (S, S) int, 0 background, 1..24 parts, other values missing. uv: (2, S, S) float.
+    """
+    colours = part_colours()
+    missing = labels > N_PARTS
+    part = colours[np.where(missing, 0, labels)]
+    part[labels == 0] = 1.0
+    part[missing] = (1.0, 0.0, 1.0)
+    with np.errstate(invalid="ignore"):
+        bad_uv = ~np.all(np.isfinite(uv), axis=0)
+    u, v = np.nan_to_num(uv[0]), np.nan_to_num(uv[1])
+    rgb = np.stack([u, v, np.full_like(u, 0.4)], axis=-1)
+    rgb[labels == 0] = 1.0
+    rgb[((labels > 0) & bad_uv) | missing] = (1.0, 0.0, 1.0)
+    return part, np.clip(rgb, 0, 1)
+
+
+def iuv_preview_figure(columns: list[tuple[str, np.ndarray, np.ndarray]], titles: list[str]):
+    """Instances as rows; per column group (name, labels (n,S,S), uv (n,2,S,S)) the parts and U/V."""
+    n = len(titles)
+    cols = 2 * len(columns)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+    for i in range(n):
+        for j, (name, labels, uv) in enumerate(columns):
+            part, rgb = iuv_rgb(labels[i], uv[i])
+            for k, img in enumerate((part, rgb)):
+                ax = axes[i, 2 * j + k]
+                ax.imshow(img, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{name} {'I' if k == 0 else 'UV'}", fontsize=8)
+        axes[i, 0].set_ylabel(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig

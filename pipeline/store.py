@@ -50,6 +50,10 @@ class StoreWriter:
 
     Rows may be written in any order and batch size; every row of every array must be written
     exactly once (checked at close). Arrays whose name contains "/" go into subgroups (``gt/iuv``).
+
+    When the number of rows is only known at the end (instances dropped on the way), create the
+    writer with an upper bound ``n``, add rows with :meth:`append` and the store is cut to the rows
+    appended when it closes (an empty result is an error: no empty store is ever written).
     """
 
     def __init__(self, tmp: Path, n: int, specs: Mapping[str, tuple[tuple[int, ...], str]], attrs: dict,
@@ -72,6 +76,7 @@ class StoreWriter:
                 compressors=_compressor(), fill_value=0, dimension_names=None)
             self.buffers[name] = {}
             self.written[name] = np.zeros(n, dtype=bool)
+        self.appended: int | None = None
 
     @classmethod
     @contextlib.contextmanager
@@ -108,6 +113,15 @@ class StoreWriter:
                 buf[i] = block[i - start]
             self._flush_full(name)
 
+    def append(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Writes ``rows`` after the rows appended so far (every array at once)."""
+        lengths = {len(np.asarray(v)) for v in rows.values()}
+        if len(lengths) != 1 or set(rows) != set(self.arrays):
+            raise StoreError(f"append needs equally long rows for every array ({', '.join(self.arrays)})")
+        start = self.appended or 0
+        self.write(start, rows)
+        self.appended = start + lengths.pop()
+
     def _flush_full(self, name: str, final: bool = False) -> None:
         buf = self.buffers[name]
         for s0 in sorted({i // self.shard * self.shard for i in buf}):
@@ -128,6 +142,14 @@ class StoreWriter:
         self.root.attrs.update(attrs)
 
     def close(self) -> None:
+        if self.appended is not None:
+            if self.appended == 0:
+                raise StoreError("no instance was written: refusing to write an empty store")
+            for name, arr in self.arrays.items():
+                self._flush_full(name, final=True)
+                arr.resize((self.appended, *arr.shape[1:]))
+                self.written[name] = self.written[name][: self.appended]
+            self.n = self.appended
         for name in self.arrays:
             self._flush_full(name, final=True)
             missing = np.flatnonzero(~self.written[name])

@@ -54,3 +54,16 @@ def test_open_checks_schema_arrays_and_template(tmp_path):
         open_densepose(tmp_path / "d.zarr", kind="cse")
     with pytest.raises(FileNotFoundError, match="no Zarr store"):
         open_densepose(tmp_path / "none.zarr")
+
+
+def test_append_cuts_the_store_to_the_rows_written(tmp_path):
+    a = np.arange(700, dtype=np.int32)
+    with StoreWriter.create(tmp_path / "s.zarr", 1000, {"a": ((), "int32")}, {}, chunk=64, chunks_per_shard=2) as w:
+        for start in range(0, 700, 100):
+            w.append({"a": a[start:start + 100]})
+    g = open_store(tmp_path / "s.zarr")
+    assert g["a"].shape == (700,) and np.array_equal(g["a"][:], a)
+    with pytest.raises(StoreError, match="empty store"):
+        with StoreWriter.create(tmp_path / "e.zarr", 10, {"a": ((), "int32")}, {}) as w:
+            w.append({"a": np.zeros(0, np.int32)})
+    assert not (tmp_path / "e.zarr").exists()

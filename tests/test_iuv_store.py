@@ -1,0 +1,116 @@
+"""The iuv stage on small hand-made densepose.zarr stores."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.densepose_store import SCHEMA, densepose_specs
+from pipeline.iuv import RepairOptions, encode_iuv
+from pipeline.iuv_store import open_iuv, repair_store
+from pipeline.store import StoreError, write_store
+from stages import iuv as iuv_stage
+
+S = 32
+
+
+def exact_instance(rng):
+    """An ellipse split into 3 parts by column, with U, V ramps: (labels (S,S), uv (2,S,S))."""
+    r, c = np.mgrid[0:S, 0:S]
+    cy, cx = rng.uniform(13, 19, 2)
+    body = ((r - cy) / 12) ** 2 + ((c - cx) / 9) ** 2 < 1
+    labels = np.where(body, 1 + np.clip((c - cx + 9) // 6, 0, 2), 0).astype(np.uint8)
+    uv = np.stack([(c % 6 + 0.5) / 6, r / S]).astype(np.float32)
+    uv = np.where(body[None], uv, np.nan)
+    return labels, uv
+
+
+def corrupt(labels, uv, rng):
+    labels, uv = labels.copy(), uv.copy()
+    r0, c0 = rng.integers(10, 18, 2)
+    uv[:, r0:r0 + 3, c0:c0 + 3] = np.nan            # a NaN blob
+    labels[r0 + 4:r0 + 6, c0:c0 + 2] = 255           # missing labels
+    labels[r0 - 3:r0 - 1, c0 + 1:c0 + 3] = 0         # a hole
+    labels[0:2, 0:2], uv[:, 0:2, 0:2] = 7, 0.5       # a speck
+    return labels, uv
+
+
+def make_store(path, n=12, corrupted=True, tiny=()):
+    rng = np.random.default_rng(0)
+    specs = densepose_specs(S, chart=True, cse_dim=None)
+    arrays = {k: np.zeros((n, *shape), dtype) for k, (shape, dtype) in specs.items()}
+    arrays["gt/iuv"] = np.zeros((n, S, S, 3), np.uint8)
+    for i in range(n):
+        labels, uv = exact_instance(rng)
+        if i in tiny:
+            labels[:] = 0
+            labels[3:5, 3:5] = 2
+        arrays["gt/iuv"][i] = encode_iuv(labels, uv)
+        if corrupted and i not in tiny:
+            labels, uv = corrupt(labels, uv, rng)
+        arrays["labels"][i], arrays["uv"][i] = labels, uv.astype(np.float16)
+        arrays["box"][i] = (10, 20, 10 + S, 20 + S)
+        arrays["score"][i], arrays["image"][i], arrays["split"][i] = 1, i, i % 2
+    write_store(path, arrays, {"schema": SCHEMA, "kinds": ["chart"], "crop": S, "source": "test",
+                               "images": [f"im{i}" for i in range(n)], "template_hash": "abc"}, chunk=4)
+    return arrays
+
+
+def test_exact_data_passes_through_unchanged(tmp_path):
+    arrays = make_store(tmp_path / "dp.zarr", corrupted=False)
+    s = repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(min_component_area=5), 10, 1,
+                     progress=False)
+    out = open_iuv(tmp_path / "iuv.zarr", template_hash="abc", kind="chart")
+    assert np.array_equal(out["iuv"][:], encode_iuv(arrays["labels"], arrays["uv"].astype(np.float32)))
+    assert s["pixels_filled"] == s["holes_filled"] == s["components_dropped"] == s["pixels_dropped"] == 0
+    assert s["quality_after"] == s["quality_before"]
+    assert np.array_equal(out["split"][:], arrays["split"]) and np.array_equal(out["gt/iuv"][:], arrays["gt/iuv"])
+
+
+def test_repair_improves_part_accuracy_and_uv_error(tmp_path):
+    make_store(tmp_path / "dp.zarr", corrupted=True)
+    s = repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(min_component_area=5), 10, 1,
+                     progress=False)
+    before, after = s["quality_before"], s["quality_after"]
+    assert after["part_accuracy"] > before["part_accuracy"] + 0.01
+    assert after["uv_error"] < before["uv_error"] - 0.01
+    assert after["foreground_iou"] > before["foreground_iou"]
+    assert s["components_dropped"] == 12 and s["holes_filled"] > 0 and s["pixels_filled"] > 0
+    out = open_iuv(tmp_path / "iuv.zarr")
+    assert out["components_dropped"][:].tolist() == [1] * 12
+
+
+def test_small_instances_are_dropped_and_counted(tmp_path):
+    arrays = make_store(tmp_path / "dp.zarr", tiny=(2, 5))
+    s = repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 20, 1, progress=False)
+    out = open_iuv(tmp_path / "iuv.zarr")
+    assert s["instances_out"] == 10 and s["dropped_small_foreground"] == 2
+    assert out["source_index"][:].tolist() == [i for i in range(12) if i not in (2, 5)]
+    assert np.array_equal(out["image"][:], arrays["image"][out["source_index"][:]])
+
+
+def test_no_surviving_instance_is_an_error_and_writes_nothing(tmp_path):
+    make_store(tmp_path / "dp.zarr", n=3, tiny=(0, 1, 2))
+    with pytest.raises(StoreError, match="no instance kept"):
+        repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 20, 1, progress=False)
+    assert not (tmp_path / "iuv.zarr").exists()
+
+
+def test_workers_do_not_change_the_result(tmp_path):
+    make_store(tmp_path / "dp.zarr")
+    repair_store(tmp_path / "dp.zarr", tmp_path / "a.zarr", RepairOptions(), 10, 1, progress=False)
+    repair_store(tmp_path / "dp.zarr", tmp_path / "b.zarr", RepairOptions(), 10, 2, progress=False)
+    files = sorted(p.relative_to(tmp_path / "a.zarr") for p in (tmp_path / "a.zarr").rglob("*") if p.is_file())
+    assert files and all((tmp_path / "a.zarr" / f).read_bytes() == (tmp_path / "b.zarr" / f).read_bytes()
+                         for f in files)
+
+
+def test_stage_writes_store_metrics_and_preview(tmp_path):
+    make_store(tmp_path / "dp.zarr")
+    params = tmp_path / "params.yaml"
+    params.write_text("iuv: {workers: 1, min_foreground: 10, previews: 3}\n")
+    iuv_stage.main(["--params", str(params), "--densepose", str(tmp_path / "dp.zarr"), "--out", str(tmp_path / "iuv.zarr"),
+                    "--preview", str(tmp_path / "preview"), "--metrics", str(tmp_path / "m" / "iuv.json")])
+    m = json.loads((tmp_path / "m" / "iuv.json").read_text())
+    assert m["instances_out"] == 12 and m["quality_after"]["part_accuracy"] > m["quality_before"]["part_accuracy"]
+    assert (tmp_path / "preview" / "instances.png").stat().st_size > 5000
