@@ -37,6 +37,7 @@ __all__ = [
     "Detectron2Params",
     "PrecomputedParams",
     "IuvParams",
+    "KeypointsParams",
     "Params",
     "load_params",
     "load_params_dict",
@@ -222,6 +223,16 @@ class SyntheticParams:
 
 
 @dataclass(frozen=True)
+class KeypointsParams:
+    """Stage ``keypoints``: dense correspondence to template-vertex keypoints."""
+
+    mode: str = param("iuv", "iuv: chart IUV through a lookup table; cse: nearest vertex embedding",
+                      choices=("iuv", "cse"))
+    min_visible_area: float = param(0.1, "drop instances showing less of the template's surface area (share)",
+                                    lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``."""
 
@@ -233,6 +244,7 @@ class Params:
     detectron2: Detectron2Params = field(default_factory=Detectron2Params)
     precomputed: PrecomputedParams = field(default_factory=PrecomputedParams)
     iuv: IuvParams = field(default_factory=IuvParams)
+    keypoints: KeypointsParams = field(default_factory=KeypointsParams)
 
 
 def _describe(meta: dict, typ: type) -> str:

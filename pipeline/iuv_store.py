@@ -18,8 +18,8 @@ pixels_dropped        (n,) int32             foreground pixels removed
 gt/...                as in densepose.zarr   synthetic ground truth, carried through
 ====================  =====================  ==============================================
 
-Group attributes: ``schema`` (:data:`SCHEMA`), ``kinds``, ``crop``, ``images``, ``source``,
-``template_hash`` (all from densepose.zarr), ``params`` (the iuv section) and ``counts``.
+Group attributes: ``schema`` (:data:`SCHEMA`), ``params`` (the iuv section), ``counts``, and those of
+densepose.zarr carried through (``kinds``, ``crop``, ``images``, ``source``, ``template_hash``, ...).
 
 Instances are repaired in parallel, one Zarr chunk of instances per task, by ``workers``
 processes; results are written in instance order, so the store does not depend on ``workers``.
@@ -143,7 +143,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
     specs.update({k: ((), "int32") for k in COUNT_NAMES})
     chunk = int(root["box"].chunks[0])
     ranges = [(s, min(s + chunk, n_in)) for s in range(0, n_in, chunk)]
-    out_attrs = {k: attrs[k] for k in ("kinds", "crop", "images", "source", "template_hash") if k in attrs}
+    out_attrs = {k: v for k, v in attrs.items() if k not in ("schema", "params", "counts")}
     out_attrs.update(schema=SCHEMA, params=params or dataclasses.asdict(opts))
 
     totals = dict.fromkeys(COUNT_NAMES, 0)

@@ -1,0 +1,151 @@
+"""The ``keypoints`` stage's work: repaired IUV (or CSE) crops to template-vertex keypoints.
+
+``data/keypoints.zarr`` layout (``n`` kept instances, ``N`` template vertices):
+
+=================  ====================  ===================================================
+array              shape, dtype          meaning
+=================  ====================  ===================================================
+xy                 (n, N, 2) float32     vertex keypoints, image pixels; 0 where invisible
+visible            (n, N) bool           some pixel maps to the vertex
+count              (n, N) uint16         pixels mapping to the vertex (a confidence)
+visible_area       (n,) float32          share of the template's surface area visible
+box, score,        as in densepose.zarr  carried through
+image, split
+source_index       (n,) int32            the instance's row in densepose.zarr
+gt/vertices,       as in densepose.zarr  synthetic ground truth carried through (not the
+gt/visible, ...                          per-pixel ``gt/iuv`` and ``gt/depth``)
+gt/pixels          (n, N, 2) float32     synthetic only: true vertices projected to image pixels
+=================  ====================  ===================================================
+
+Group attributes: ``schema`` (:data:`SCHEMA`), ``mode`` (iuv or cse), ``template_hash``,
+``params`` (the keypoints section), ``counts``, and those of iuv.zarr carried through.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.iuv_store import open_iuv
+from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
+                                visible_area_share)
+from pipeline.store import StoreError, StoreWriter, open_store
+from pipeline.template import Template
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SCHEMA", "extract_keypoints", "project_gt", "keypoint_quality", "open_keypoints"]
+
+SCHEMA = "keypoints/1"
+_CARRIED = ("box", "score", "image", "split", "source_index")
+_GT_SKIPPED = ("gt/iuv", "gt/depth")
+
+
+def open_keypoints(path: str | Path, template_hash: str | None = None):
+    """Opens ``keypoints.zarr`` read-only, checking schema, template and arrays."""
+    return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "split"), template_hash=template_hash)
+
+
+def project_gt(vertices: np.ndarray, camera: np.ndarray, projection: str) -> np.ndarray:
+    """(n, N, 2) image pixels of camera-frame points (n, N, 3) with ``camera`` (n, 3) = f, cx, cy."""
+    f, c = camera[:, None, :1], camera[:, None, 1:]
+    if projection == "orthographic":
+        return (f * vertices[..., :2] + c).astype(np.float32)
+    if projection == "perspective":
+        return (f * vertices[..., :2] / vertices[..., 2:3] + c).astype(np.float32)
+    raise ValueError(f"unknown projection {projection!r}")
+
+
+def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
+    """Sums for the keypoint metrics of a block: pixel distances and visibility confusion.
+
+    Returns:
+        (distances (m,) float64 of visible vertices, in source-image pixels and in crop pixels,
+        and [tp, fp, fn] counts of predicted against true visibility).
+    """
+    d = np.linalg.norm(xy - gt_pixels, axis=-1)  # (n, N)
+    scale = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / crop  # image px per crop px
+    d_crop = d / scale[:, None]
+    tp = int((visible & gt_visible).sum())
+    fp = int((visible & ~gt_visible).sum())
+    fn = int((~visible & gt_visible).sum())
+    return d[visible], d_crop[visible], np.array([tp, fp, fn])
+
+
+def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode: str, min_visible_area: float,
+                      device: str = "cpu", params: dict | None = None, progress: bool = True) -> dict:
+    """Writes ``keypoints.zarr`` from ``iuv.zarr``; returns a summary (counts and, on synthetic data,
+    keypoint accuracy and visibility precision/recall).
+
+    Raises:
+        StoreError: another template, a missing array, or no instance left (nothing written then).
+    """
+    if mode not in ("iuv", "cse"):
+        raise ValueError(f"keypoints.mode = {mode!r}: allowed 'iuv' or 'cse'")
+    root = open_iuv(src, template_hash=template.hash, kind="chart" if mode == "iuv" else "cse")
+    attrs = dict(root.attrs)
+    n_in, n_v = root["box"].shape[0], len(template.vertices)
+    crop = int(attrs["crop"])
+    gt_names = [f"gt/{k}" for k in sorted(root["gt"].array_keys())] if "gt" in root else []
+    gt_names = [k for k in gt_names if k not in _GT_SKIPPED]
+    has_gt = {"gt/vertices", "gt/visible", "gt/camera"} <= set(gt_names)
+    if "gt/vertices" in gt_names and root["gt/vertices"].shape[1] != n_v:
+        raise StoreError(f"{src}: gt/vertices has {root['gt/vertices'].shape[1]} vertices, the template {n_v}")
+    specs = {"xy": ((n_v, 2), "float32"), "visible": ((n_v,), "bool"), "count": ((n_v,), "uint16"),
+             "visible_area": ((), "float32")}
+    specs.update({k: (root[k].shape[1:], root[k].dtype.str) for k in _CARRIED + tuple(gt_names)})
+    if has_gt:
+        specs["gt/pixels"] = ((n_v, 2), "float32")
+    out_attrs = {k: v for k, v in attrs.items() if k not in ("schema", "params", "counts")}
+    out_attrs.update(schema=SCHEMA, mode=mode, params=params or {})
+
+    lut = iuv_lookup_table(template.chart_part, template.chart_uv, template.chart_vertex) if mode == "iuv" else None
+    areas = vertex_areas(template.vertices, template.faces)
+    chunk = int(root["box"].chunks[0])
+    kept, dists, dists_crop, confusion = 0, [], [], np.zeros(3, np.int64)
+    with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
+        for a in tqdm(range(0, n_in, chunk), desc="keypoints", unit="chunk", disable=None if progress else True,
+                      leave=False):
+            b = min(a + chunk, n_in)
+            boxes = root["box"][a:b]
+            if mode == "iuv":
+                vertex = iuv_to_vertices(root["iuv"][a:b], lut)
+            else:
+                mask = root["mask"][a:b]
+                emb = root["embedding"][a:b].astype(np.float32)  # (n, D, S, S)
+                vertex = np.full(mask.shape, -1, np.int64)
+                pix = np.moveaxis(emb, 1, -1)[mask]  # (P, D)
+                vertex[mask] = nearest_embedding(pix, template.embedding, device=device)
+            kp = aggregate(vertex, boxes, n_v)
+            share = visible_area_share(kp.visible, areas)
+            keep = share >= min_visible_area
+            block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep]}
+            rows = {k: root[k][a:b] for k in _CARRIED + tuple(gt_names)}
+            block.update({k: v[keep] for k, v in rows.items()})
+            if has_gt:
+                gt_px = project_gt(rows["gt/vertices"], rows["gt/camera"], attrs.get("projection", "orthographic"))
+                block["gt/pixels"] = gt_px[keep]
+                d, dc, conf = keypoint_quality(kp.xy[keep], kp.visible[keep], gt_px[keep], rows["gt/visible"][keep],
+                                               boxes[keep], crop)
+                dists.append(d)
+                dists_crop.append(dc)
+                confusion += conf
+            if keep.any():
+                w.append(block)
+            kept += int(keep.sum())
+        if kept == 0:
+            raise StoreError(f"{src}: no instance shows {min_visible_area:.0%} of the template's surface; "
+                             "nothing to write (lower keypoints.min_visible_area?)")
+        summary = {"instances_in": n_in, "instances_out": kept, "dropped_small_visible_area": n_in - kept}
+        if has_gt:
+            d, dc = np.concatenate(dists), np.concatenate(dists_crop)
+            tp, fp, fn = (int(x) for x in confusion)
+            summary.update(
+                median_error_px=float(np.median(d)), mean_error_px=float(d.mean()),
+                median_error_crop_px=float(np.median(dc)),
+                visibility_precision=tp / max(tp + fp, 1), visibility_recall=tp / max(tp + fn, 1))
+        w.set_attrs(counts=summary)
+    return summary
