@@ -1,0 +1,281 @@
+"""The ``detectron2`` source: a DensePose R-CNN run on a folder of images.
+
+Detectron2 and its DensePose project are optional dependencies, imported only inside
+:func:`build_predictor`; when they are missing the stage stops with :class:`Detectron2MissingError`
+(how to install them, which other ``densepose.source`` values exist) -- it never falls back to
+another source.
+
+Flow (:func:`write_detectron2_store`): list the images of ``detectron2.images`` (sorted, top level
+only), read them with ``cv2.imread`` in batches of ``batch_size`` (an unreadable or corrupt file
+is logged, skipped and counted), run the model under ``torch.no_grad()`` on CUDA when present
+(``common.device``), keep the detections scoring at least ``score_threshold``, best first, at most
+``max_instances`` per image (0: all), and resample each kept instance's 112x112 heatmaps onto the
+``S x S`` crop of its box exactly as Detectron2's converters do
+(:mod:`pipeline.densepose_convert`). Chart models give ``labels``/``uv``; CSE models give
+``embedding``/``mask`` plus the vertex embeddings of ``cse_mesh`` read from the checkpoint
+(``model.roi_heads.embedder(mesh_name)``, Detectron2's ``densepose/modeling/cse/embedder.py``;
+rows L2-normalised), stored as ``cse_vertex_embedding``. An image with no person gives zero
+instances; a run where no instance survives raises :class:`NoInstancesError`.
+
+The model is driven batch-wise as ``DefaultPredictor`` drives it image by image: BGR ``uint8``
+images (flipped to RGB when ``cfg.INPUT.FORMAT`` says so), ``ResizeShortestEdge(MIN_SIZE_TEST,
+MAX_SIZE_TEST)``, ``{"image": (3, h, w) float32, "height": H, "width": W}`` inputs; output boxes are
+in original image pixels. Anything with the :class:`Predictor` call signature can stand in for the
+model (the tests use a fake).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+
+from pipeline.densepose_convert import chart_output_to_crops, cse_output_to_crops
+from pipeline.densepose_write import ImageInstances, NoInstancesError, read_name_list, write_instances_store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Detectron2MissingError", "NoInstancesError", "Detections", "Predictor", "IMAGE_SUFFIXES",
+           "INSTALL_HELP", "resolve_device", "list_images", "build_predictor", "infer_folder",
+           "write_detectron2_store"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+INSTALL_HELP = (
+    "densepose.source 'detectron2' needs Detectron2 and its DensePose project, which are not installed "
+    "(they are optional and never installed by requirements.txt). On a machine with CUDA and a matching "
+    "PyTorch, install them with\n"
+    "    pip install 'git+https://github.com/facebookresearch/detectron2.git'\n"
+    "    pip install 'git+https://github.com/facebookresearch/detectron2.git#subdirectory=projects/DensePose'\n"
+    "(see https://detectron2.readthedocs.io/en/latest/tutorials/install.html). Without Detectron2, use "
+    "densepose.source 'precomputed' (import an `apply_net.py dump` file or IUV PNGs made elsewhere) or "
+    "'synthetic' (rendered bodies with ground truth).")
+
+
+class Detectron2MissingError(ImportError):
+    """Detectron2 or its DensePose project cannot be imported; the message says how to install them."""
+
+
+class Detections(NamedTuple):
+    """A model's detections in one image (tensors on any device).
+
+    boxes: (k, 4) float x0, y0, x1, y1 image pixels.  scores: (k,) float.
+    chart: (fine_segm (k, 25, 112, 112), coarse_segm (k, K, 112, 112), u, v (k, 25, 112, 112)) or None.
+    cse: (embedding (k, D, 112, 112), coarse_segm (k, K, 112, 112)) or None.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    chart: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    cse: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class Predictor(Protocol):
+    """Runs the model on a batch of BGR uint8 images (H, W, 3), one :class:`Detections` each."""
+
+    def __call__(self, images: list[np.ndarray]) -> list[Detections]: ...
+
+    def vertex_embeddings(self, mesh_name: str) -> np.ndarray: ...
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("common.device is 'cuda' but PyTorch sees no CUDA device; use 'auto' or 'cpu'")
+    return device
+
+
+def _import_detectron2():
+    try:
+        import detectron2.data.transforms as T
+        from densepose import add_densepose_config
+        from densepose.structures import DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_model
+    except ImportError as e:
+        raise Detectron2MissingError(f"{INSTALL_HELP}\n(import failed: {e})") from e
+    return (T, add_densepose_config, DensePoseChartPredictorOutput, DensePoseEmbeddingPredictorOutput,
+            DetectionCheckpointer, get_cfg, build_model)
+
+
+class _Detectron2Predictor:
+    """A DensePose R-CNN built from a config file and weights; see the module docstring."""
+
+    def __init__(self, config: str, weights: str, device: str, score_threshold: float):
+        (T, add_densepose_config, self._chart_cls, self._cse_cls, DetectionCheckpointer, get_cfg,
+         build_model) = _import_detectron2()
+        cfg = get_cfg()
+        add_densepose_config(cfg)
+        cfg.merge_from_file(config)
+        cfg.MODEL.WEIGHTS = weights
+        cfg.MODEL.DEVICE = device
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
+        cfg.freeze()
+        self.cfg = cfg
+        self.model = build_model(cfg)
+        self.model.eval()
+        DetectionCheckpointer(self.model).load(weights)
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+            raise ValueError(f"{config}: INPUT.FORMAT {cfg.INPUT.FORMAT!r} is not supported (BGR or RGB)")
+        self.rgb = cfg.INPUT.FORMAT == "RGB"
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
+        inputs = []
+        for img in images:
+            if self.rgb:
+                img = img[:, :, ::-1]
+            h, w = img.shape[:2]
+            resized = self.resize.get_transform(img).apply_image(img)
+            inputs.append({"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
+                           "height": h, "width": w})
+        return [self._detections(out["instances"]) for out in self.model(inputs)]
+
+    def _detections(self, inst) -> Detections:
+        boxes, scores = inst.pred_boxes.tensor, inst.scores
+        if len(inst) == 0 or not inst.has("pred_densepose"):
+            return Detections(boxes.reshape(0, 4), scores.reshape(0))
+        dp = inst.pred_densepose
+        if isinstance(dp, self._chart_cls):
+            return Detections(boxes, scores, chart=(dp.fine_segm, dp.coarse_segm, dp.u, dp.v))
+        if isinstance(dp, self._cse_cls):
+            return Detections(boxes, scores, cse=(dp.embedding, dp.coarse_segm))
+        raise TypeError(f"unsupported DensePose predictor output {type(dp).__name__}")
+
+    def vertex_embeddings(self, mesh_name: str) -> np.ndarray:
+        embedder = getattr(self.model.roi_heads, "embedder", None)
+        if embedder is None:
+            raise ValueError("the model has no CSE embedder (roi_heads.embedder): not a CSE model")
+        if not embedder.has_embeddings(mesh_name):
+            raise ValueError(f"detectron2.cse_mesh {mesh_name!r}: the model has embeddings for "
+                             f"{sorted(embedder.mesh_names)} only")
+        with torch.no_grad():
+            return embedder(mesh_name).float().cpu().numpy()  # (V, D), L2-normalised by the embedder
+
+
+def build_predictor(config: str, weights: str, device: str, score_threshold: float) -> Predictor:
+    """Builds the DensePose R-CNN (imports Detectron2 here, and only here).
+
+    Raises:
+        Detectron2MissingError: Detectron2 / DensePose are not importable.
+        FileNotFoundError: the config or weights file is missing (named).
+    """
+    for key, path in (("detectron2.config", config), ("detectron2.weights", weights)):
+        if not path:
+            raise ValueError(f"{key} is empty: give a local path (see params.yaml)")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{key}: file not found: {path}")
+    _import_detectron2()
+    log.info("building DensePose model from %s with weights %s on %s", config, weights, device)
+    return _Detectron2Predictor(config, weights, device, score_threshold)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder`` (by suffix, case-insensitive), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"detectron2.images: not a folder: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _to_instances(name: str, det: Detections, crop: int, threshold: float, max_instances: int) -> ImageInstances:
+    scores = det.scores.detach().float()
+    keep = torch.nonzero(scores >= threshold).flatten()
+    keep = keep[torch.argsort(-scores[keep], stable=True)]
+    if max_instances > 0:
+        keep = keep[:max_instances]
+    boxes = det.boxes.detach().float()[keep].cpu().numpy().reshape(-1, 4)
+    kept_scores = scores[keep].cpu().numpy()
+    if det.cse is not None:
+        e, c = (t[keep] for t in det.cse)
+        out = cse_output_to_crops(e, c, crop)
+        return ImageInstances(name, boxes, kept_scores, embedding=out.embedding.cpu().numpy(),
+                              mask=out.mask.cpu().numpy())
+    if det.chart is None:
+        if len(keep):
+            raise ValueError(f"{name}: detections without DensePose output")
+        return ImageInstances(name, boxes, kept_scores, labels=np.zeros((0, crop, crop), np.uint8),
+                              uv=np.zeros((0, 2, crop, crop), np.float32))
+    out = chart_output_to_crops(*(t[keep] for t in det.chart), crop)
+    return ImageInstances(name, boxes, kept_scores, labels=out.labels.cpu().numpy(), uv=out.uv.cpu().numpy())
+
+
+def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size: int = 4,
+                 score_threshold: float = 0.8, max_instances: int = 0) -> tuple[list[ImageInstances], list[str]]:
+    """Runs ``predictor`` on every image of ``folder``; see the module docstring.
+
+    Returns:
+        one :class:`ImageInstances` per readable image (names relative to ``folder``), and the names
+        of the images that could not be read.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    paths = list_images(folder)
+    if not paths:
+        raise FileNotFoundError(f"detectron2.images: no image ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    results, skipped = [], []
+    bar = tqdm(total=len(paths), desc="densepose", unit="img", disable=not sys.stderr.isatty())
+    for start in range(0, len(paths), batch_size):
+        names, images = [], []
+        for p in paths[start:start + batch_size]:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None or img.size == 0:
+                log.warning("skipping %s: unreadable or corrupt image", p)
+                skipped.append(p.name)
+                continue
+            names.append(p.name)
+            images.append(img)
+        if images:
+            dets = predictor(images)
+            if len(dets) != len(images):
+                raise RuntimeError(f"the predictor returned {len(dets)} results for {len(images)} images")
+            results += [_to_instances(n, d, crop, score_threshold, max_instances) for n, d in zip(names, dets)]
+        bar.update(len(paths[start:start + batch_size]))
+    bar.close()
+    log.info("ran DensePose on %d images (%d skipped): %d instances kept", len(results), len(skipped),
+             sum(len(r) for r in results))
+    return results, skipped
+
+
+def write_detectron2_store(params, crop: int, device: str, template, out_path: str | Path,
+                           params_record: dict | None = None) -> dict:
+    """The ``detectron2`` source, end to end: build the model, run it, write ``densepose.zarr``.
+
+    Args:
+        params: :class:`pipeline.config.Detectron2Params`.  crop: S (``densepose.crop``).
+        device: ``common.device`` (auto, cpu or cuda).  template: :class:`pipeline.template.Template`
+            (its hash is recorded; for CSE models its vertex count is compared with the mesh's).
+        params_record: params recorded in the store's attributes.
+
+    Returns:
+        summary dict: images, images_skipped, images_without_instances, instances, instances_train,
+        instances_test (for the stage's metrics JSON).
+
+    Raises:
+        Detectron2MissingError, FileNotFoundError, NoInstancesError (see the module docstring).
+    """
+    test = read_name_list(params.test_list) if params.test_list else None
+    list_images(params.images)  # a wrong folder fails before the model is built
+    predictor = build_predictor(params.config, params.weights, resolve_device(device), params.score_threshold)
+    images, skipped = infer_folder(predictor, params.images, crop, params.batch_size,
+                                   params.score_threshold, params.max_instances)
+    cse = any(im.embedding is not None for im in images)
+    vertex_embedding = mesh = None
+    if cse:
+        mesh = params.cse_mesh
+        vertex_embedding = np.asarray(predictor.vertex_embeddings(mesh), np.float32)
+        if len(vertex_embedding) != template.n_vertices:
+            log.warning("CSE mesh %s has %d vertices but the template has %d: keypoints from this store "
+                        "need a template of that mesh", mesh, len(vertex_embedding), template.n_vertices)
+    return write_instances_store(out_path, images, crop=crop, source="detectron2", template_hash=template.hash,
+                                 params=params_record or {}, test_names=test, skipped=skipped,
+                                 cse_mesh=mesh, cse_vertex_embedding=vertex_embedding)
