@@ -1,0 +1,57 @@
+"""Stage `densepose`: DensePose output per instance into data/densepose.zarr, from the source in params.
+
+    python -m stages.densepose --params params.yaml --template data/template.npz \
+        --out data/densepose.zarr --png data/densepose_contact.png
+
+``densepose.source: synthetic`` renders posed Anny bodies (pipeline/synthetic.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pipeline.config import as_dict, load_params
+from pipeline.densepose_plots import contact_sheet_figure
+from pipeline.densepose_store import open_densepose
+from pipeline.io import save_figure
+from pipeline.logs import setup_logging
+from pipeline.template import load_template
+
+log = logging.getLogger("stages.densepose")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--template", required=True, help="template .npz to read")
+    ap.add_argument("--out", required=True, help="densepose.zarr store to write")
+    ap.add_argument("--png", required=True, help="contact sheet of the first 16 instances to write")
+    args = ap.parse_args(argv)
+    setup_logging()
+
+    params = load_params(args.params)
+    source = params.densepose.source
+    template = load_template(args.template)
+    log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash, source)
+    if source == "synthetic":
+        from pipeline.synthetic import write_synthetic_store
+
+        counts = write_synthetic_store(
+            args.out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
+            device=params.common.device,
+            params={k: as_dict(getattr(params, k)) for k in ("common", "densepose", "synthetic")})
+        log.info("wrote %s: %d instances (%d train, %d test) of %d bodies, pose modes %s, on %s in %.1f s "
+                 "(%.0f instances/s)", args.out, counts["instances"], counts["train"], counts["test"],
+                 counts["bodies"], counts["modes"], counts["device"], counts["seconds"],
+                 counts["instances_per_second"])
+    else:
+        raise NotImplementedError(f"densepose.source: {source} is not wired into this stage yet (issue 3 "
+                                  f"landed the synthetic source; the {source} source comes with "
+                                  f"pipeline/{'detectron2_source' if source == 'detectron2' else 'precomputed'}.py)")
+    save_figure(contact_sheet_figure(open_densepose(args.out, template.hash)), args.png)
+    log.info("wrote %s", args.png)
+
+
+if __name__ == "__main__":
+    main()
