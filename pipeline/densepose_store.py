@@ -20,6 +20,11 @@ gt/visible         (n, N) bool            synthetic only: vertex seen by the cam
 gt/occluded        (n, N) bool            synthetic only: vertex hidden by a pasted occluder
 gt/joints          (n, J, 3) float32      synthetic only: camera-frame joints, metres
 gt/iuv             (n, S, S, 3) uint8     synthetic only: exact IUV (Detectron2 encoding)
+gt/depth           (n, S, S) float32      synthetic only: camera-frame z of the surface, metres (0 off body)
+gt/camera          (n, 3) float32         synthetic only: f, cx, cy: image = f (x, y) + (cx, cy) when
+                                          orthographic (f pixels/metre), f (x, y) / z + (cx, cy) when
+                                          perspective (attribute ``projection``)
+gt/body            (n,) int32             synthetic only: the body (phenotype and pose) of the instance
 =================  =====================  ==================================================
 
 Crop pixel ``(r, c)`` has image centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
@@ -66,6 +71,9 @@ def densepose_specs(crop: int, chart: bool = True, cse_dim: int | None = None,
         specs["gt/occluded"] = ((n_vertices,), "bool")
         specs["gt/joints"] = ((n_joints, 3), "float32")
         specs["gt/iuv"] = ((s, s, 3), "uint8")
+        specs["gt/depth"] = ((s, s), "float32")
+        specs["gt/camera"] = ((3,), "float32")
+        specs["gt/body"] = ((), "int32")
     return specs
 
 
