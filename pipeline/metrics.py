@@ -1,0 +1,237 @@
+"""Reconstruction metrics of the ``evaluate`` stage (METHOD.md §6, DP3D §4.1), as pure functions.
+
+Size letters: ``B`` instances, ``N`` template vertices, ``J`` joints (14), ``F`` faces, ``P`` points.
+Inputs are camera-frame metres (OpenCV axes: x right, y down, z away from the camera) unless said
+otherwise; errors come back in metres and the stage reports millimetres.
+
+- Predictions arrive in the *image frame* of the keypoints: x, y image pixels and z in the same
+  pixel units, depth known up to a constant. :func:`image_to_camera` undoes the orthographic camera
+  ``image = f (x, y) + (cx, cy)`` (f pixels per metre).
+- Orthographic depth is only known up to a constant, so :func:`vertex_errors` subtracts each shape's
+  mean depth from predicted and true shapes before measuring (the MPJPE of DP3D §4.1, over all
+  vertices, visible or not).
+- :func:`flip_depth` mirrors a shape in depth; the per-instance better of a prediction and its flip
+  is a diagnostic of the orthographic mirror ambiguity, not the headline.
+- :func:`flat_reference` keeps the true image-plane positions and puts every depth at 0: the MPJPE
+  of this shape is what "no 3D at all" (with perfect x, y) scores.
+- :func:`re14` aligns the 14 regressed joints with a similarity transform (rotation, translation
+  and scale; Umeyama through ``roma``) to the true joints, then averages the joint distances.
+- :func:`s2s` is the surface-to-surface error: point-to-nearest-face distances both ways.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import roma
+import torch
+
+__all__ = ["image_to_camera", "centre_depth", "flip_depth", "flat_reference", "vertex_errors",
+           "similarity_align", "re14", "part_sums", "closest_point_on_triangles", "point_to_mesh_distance",
+           "s2s", "PartSums"]
+
+
+def image_to_camera(points: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """Image-frame shapes to camera-frame metres under an orthographic camera.
+
+    Args:
+        points: (B, N, 3) float, x and y image pixels, z in the same pixel units.
+        camera: (B, 3) float, per instance f (pixels per metre), cx, cy (pixels).
+    Returns:
+        (B, N, 3) float64 metres: ((x - cx) / f, (y - cy) / f, z / f).
+    """
+    points = np.asarray(points, np.float64)
+    camera = np.asarray(camera, np.float64)
+    if points.ndim != 3 or points.shape[-1] != 3 or camera.shape != (len(points), 3):
+        raise ValueError(f"points must be (B, N, 3) and camera (B, 3), got {points.shape} and {camera.shape}")
+    if not (camera[:, 0] > 0).all():
+        raise ValueError("camera focal lengths f must be > 0")
+    f = camera[:, None, :1]  # (B, 1, 1)
+    c = np.concatenate([camera[:, 1:], np.zeros((len(camera), 1))], axis=1)[:, None]  # (B, 1, 3)
+    return (points - c) / f
+
+
+def centre_depth(points: np.ndarray) -> np.ndarray:
+    """(B, N, 3) float64 shapes with each shape's mean depth (z) subtracted."""
+    points = np.array(points, np.float64)
+    points[..., 2] -= points[..., 2].mean(axis=-1, keepdims=True)
+    return points
+
+
+def flip_depth(points: np.ndarray) -> np.ndarray:
+    """(B, N, 3) float64 shapes mirrored in depth about their mean depth (the orthographic twin)."""
+    out = centre_depth(points)
+    out[..., 2] *= -1
+    return out
+
+
+def flat_reference(true: np.ndarray) -> np.ndarray:
+    """(B, N, 3) float64: the true shapes with every depth set to 0 (METHOD.md §6)."""
+    out = np.array(true, np.float64)
+    out[..., 2] = 0.0
+    return out
+
+
+def vertex_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """(B, N) float64 distances between depth-centred predicted and true vertices.
+
+    Args:
+        pred, true: (B, N, 3) float, camera-frame metres (depth offsets do not matter).
+    """
+    pred, true = np.asarray(pred), np.asarray(true)
+    if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
+    return np.linalg.norm(centre_depth(pred) - centre_depth(true), axis=-1)
+
+
+def similarity_align(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(B, P, 3) float64: ``x`` moved onto ``y`` by the best rotation, translation and scale.
+
+    Minimises ``sum_i |s R x_i + t - y_i|^2`` per instance (Umeyama; reflections excluded).
+
+    Args:
+        x, y: (B, P, 3) float corresponding points, P >= 3.
+    """
+    xt = torch.as_tensor(np.asarray(x, np.float64))
+    yt = torch.as_tensor(np.asarray(y, np.float64))
+    if xt.shape != yt.shape or xt.ndim != 3 or xt.shape[-1] != 3:
+        raise ValueError(f"x and y must both be (B, P, 3), got {tuple(xt.shape)} and {tuple(yt.shape)}")
+    r, t, s = roma.rigid_points_registration(xt, yt, compute_scaling=True)
+    aligned = s[:, None, None] * torch.einsum("bij,bpj->bpi", r, xt) + t[:, None]
+    return aligned.numpy()
+
+
+def re14(pred_joints: np.ndarray, true_joints: np.ndarray) -> np.ndarray:
+    """(B,) float64 mean joint distance after similarity-aligning predicted to true joints.
+
+    Args:
+        pred_joints, true_joints: (B, J, 3) float (the 14 LSP joints from the regressor).
+    """
+    aligned = similarity_align(pred_joints, true_joints)
+    return np.linalg.norm(aligned - np.asarray(true_joints, np.float64), axis=-1).mean(axis=-1)
+
+
+class PartSums(NamedTuple):
+    """Error sums and vertex counts per part (index 0 unused when parts are 1-based)."""
+
+    sum_all: np.ndarray    # (P,) float64
+    count_all: np.ndarray  # (P,) int64
+    sum_visible: np.ndarray
+    count_visible: np.ndarray
+
+
+def part_sums(errors: np.ndarray, vertex_part: np.ndarray, visible: np.ndarray, n_parts: int) -> PartSums:
+    """Sums of vertex errors by part, over all and over visible vertices.
+
+    Args:
+        errors: (B, N) float. vertex_part: (N,) int in 0..n_parts-1. visible: (B, N) bool.
+        n_parts: P, the length of the returned arrays.
+    """
+    errors = np.asarray(errors, np.float64)
+    visible = np.asarray(visible, bool)
+    part = np.broadcast_to(np.asarray(vertex_part, np.int64), errors.shape)
+    return PartSums(np.bincount(part.ravel(), errors.ravel(), n_parts),
+                    np.bincount(part.ravel(), minlength=n_parts).astype(np.int64),
+                    np.bincount(part[visible], errors[visible], n_parts),
+                    np.bincount(part[visible], minlength=n_parts).astype(np.int64))
+
+
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return (u * v).sum(-1)
+
+
+def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                               eps: float = 1e-20) -> torch.Tensor:
+    """Closest points on triangles ``(a, b, c)`` to points ``p`` (Ericson, *Real-Time Collision
+    Detection* §5.1.5, branch-free). All arguments broadcast: (..., 3) -> (..., 3).
+
+    ``eps`` guards the divisions of degenerate (zero-area) triangles.
+    """
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = _dot(ab, ap), _dot(ac, ap)
+    bp = p - b
+    d3, d4 = _dot(ab, bp), _dot(ac, bp)
+    cp = p - c
+    d5, d6 = _dot(ab, cp), _dot(ac, cp)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+
+    def safe(num, den):
+        return num / torch.where(den.abs() > eps, den, torch.full_like(den, eps))
+
+    denom = va + vb + vc
+    out = a + ab * safe(vb, denom)[..., None] + ac * safe(vc, denom)[..., None]  # inside the face
+    # Voronoi regions, lowest priority first so that the earlier tests of Ericson's order win.
+    in_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
+    out = torch.where(in_bc[..., None], b + (c - b) * safe(d4 - d3, (d4 - d3) + (d5 - d6))[..., None], out)
+    in_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+    out = torch.where(in_ac[..., None], a + ac * safe(d2, d2 - d6)[..., None], out)
+    in_c = (d6 >= 0) & (d5 <= d6)
+    out = torch.where(in_c[..., None], c.expand_as(out), out)
+    in_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+    out = torch.where(in_ab[..., None], a + ab * safe(d1, d1 - d3)[..., None], out)
+    in_b = (d3 >= 0) & (d4 <= d3)
+    out = torch.where(in_b[..., None], b.expand_as(out), out)
+    in_a = (d1 <= 0) & (d2 <= 0)
+    return torch.where(in_a[..., None], a.expand_as(out), out)
+
+
+def point_to_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
+                           k: int = 16, chunk: int = 4096) -> torch.Tensor:
+    """Distance of each point to the nearest point of a triangle mesh's surface (exact).
+
+    Each point first tests the ``k`` faces with the smallest lower bound ``|p - centre| - radius``
+    (the face's bounding sphere); points whose best exact distance exceeds the next lower bound are
+    redone against every face, so the result is exact while most points test only ``k`` faces.
+
+    Args:
+        points: (P, 3) float. vertices: (V, 3) float. faces: (F, 3) long.
+        k: candidate faces per point. chunk: points per block (memory ~ chunk * F).
+    Returns:
+        (P,) distances, in the units and dtype of ``points``.
+    """
+    tri = vertices[faces]  # (F, 3, 3)
+    centre = tri.mean(dim=1)
+    radius = (tri - centre[:, None]).norm(dim=-1).amax(dim=1)
+    k = min(k, len(faces))
+    out = torch.empty(len(points), dtype=points.dtype, device=points.device)
+    for s in range(0, len(points), chunk):
+        p = points[s:s + chunk]
+        lower = (torch.cdist(p, centre) - radius).clamp_min(0)  # (p, F)
+        lb, idx = torch.topk(lower, min(k + 1, len(faces)), dim=1, largest=False)
+        cand = tri[idx[:, :k]]  # (p, k, 3, 3)
+        q = closest_point_on_triangles(p[:, None], cand[:, :, 0], cand[:, :, 1], cand[:, :, 2])
+        d = (q - p[:, None]).norm(dim=-1).amin(dim=1)
+        if k < len(faces):
+            redo = torch.nonzero(d > lb[:, k]).flatten()
+            if len(redo):
+                pr = p[redo]
+                q = closest_point_on_triangles(pr[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
+                d[redo] = (q - pr[:, None]).norm(dim=-1).amin(dim=1)
+        out[s:s + chunk] = d
+    return out
+
+
+def s2s(vertices_a: np.ndarray, vertices_b: np.ndarray, faces: np.ndarray, faces_b: np.ndarray | None = None,
+        device: str = "cpu") -> np.ndarray:
+    """Surface-to-surface error between meshes: the mean over A's vertices of their distance to B's
+    surface and over B's vertices to A's surface, averaged (Madadi et al. 2021, references/001).
+
+    Args:
+        vertices_a: (B, Na, 3) float. vertices_b: (B, Nb, 3) float.
+        faces: (Fa, 3) int faces of A, also of B unless ``faces_b`` (Fb, 3) is given.
+    Returns:
+        (B,) float64, in the units of the vertices.
+    """
+    va = torch.as_tensor(np.asarray(vertices_a, np.float64), device=device)
+    vb = torch.as_tensor(np.asarray(vertices_b, np.float64), device=device)
+    fa = torch.as_tensor(np.asarray(faces, np.int64), device=device)
+    fb = fa if faces_b is None else torch.as_tensor(np.asarray(faces_b, np.int64), device=device)
+    if va.ndim != 3 or vb.ndim != 3 or len(va) != len(vb):
+        raise ValueError(f"vertices must be (B, N, 3) with the same B, got {tuple(va.shape)} and {tuple(vb.shape)}")
+    out = np.empty(len(va))
+    for i in range(len(va)):
+        ab = point_to_mesh_distance(va[i], vb[i], fb).mean()
+        ba = point_to_mesh_distance(vb[i], va[i], fa).mean()
+        out[i] = float(0.5 * (ab + ba))
+    return out

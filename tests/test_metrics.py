@@ -1,0 +1,128 @@
+"""Reconstruction metrics against hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.spatial.transform import Rotation
+
+from pipeline import metrics as m
+
+
+@pytest.fixture()
+def shapes():
+    """(4, 30, 3) random 'true' shapes in metres, depths around 4 m."""
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(4, 30, 3)) * 0.4
+    true[..., 2] += 4.0
+    return true
+
+
+def test_image_to_camera_inverts_the_orthographic_camera(shapes):
+    camera = np.array([[100.0, 256, 250], [50.0, 10, 20], [200.0, 0, 0], [1.0, 5, 5]])
+    f, c = camera[:, None, :1], camera[:, None, 1:]
+    image = np.concatenate([f * shapes[..., :2] + c, f * shapes[..., 2:]], axis=-1)
+    np.testing.assert_allclose(m.image_to_camera(image, camera), shapes, atol=1e-12)
+    with pytest.raises(ValueError, match="focal"):
+        m.image_to_camera(image, camera * [0, 1, 1])
+
+
+def test_depth_offset_gives_zero_mpjpe(shapes):
+    pred = shapes.copy()
+    pred[..., 2] += np.array([1.0, -3.0, 0.5, 100.0])[:, None]
+    np.testing.assert_allclose(m.vertex_errors(pred, shapes), 0, atol=1e-12)
+    # an x shift is not forgiven: every vertex is off by exactly the shift
+    pred[..., 0] += 0.01
+    np.testing.assert_allclose(m.vertex_errors(pred, shapes), 0.01, atol=1e-12)
+
+
+def test_flat_reference_equals_the_depth_only_error(shapes):
+    err = m.vertex_errors(m.flat_reference(shapes), shapes)
+    z = shapes[..., 2]
+    np.testing.assert_allclose(err, np.abs(z - z.mean(axis=1, keepdims=True)), atol=1e-12)
+
+
+def test_depth_flip_is_the_mirror_and_involutive(shapes):
+    flipped = m.flip_depth(shapes)
+    np.testing.assert_allclose(m.vertex_errors(m.flip_depth(flipped), shapes), 0, atol=1e-12)
+    # the mirror's error is twice each centred depth; the flat shape lies halfway
+    z = m.centre_depth(shapes)[..., 2]
+    np.testing.assert_allclose(m.vertex_errors(flipped, shapes), 2 * np.abs(z), atol=1e-12)
+
+
+def test_re14_is_zero_for_a_similarity_transform(shapes):
+    joints = shapes[:, :14]
+    r = Rotation.from_euler("xyz", [[30, -20, 75], [0, 90, 0], [170, 5, -45], [1, 2, 3]], degrees=True).as_matrix()
+    scale = np.array([0.5, 2.0, 1.0, 3.7])
+    moved = scale[:, None, None] * np.einsum("bij,bpj->bpi", r, joints) + np.array([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(m.re14(moved, joints), 0, atol=1e-9)
+    # a mirror image is not a similarity transform: RE14 stays > 0
+    assert (m.re14(joints * [1, 1, -1], joints) > 1e-3).all()
+
+
+def test_re14_by_hand():
+    # Umeyama by hand: cross-covariance diag(4, 2, 0) gives R = I, t = 0, s = (4 + 2) / 10 = 0.6;
+    # residuals 0.2 (x points, 2 * 0.6 - 1) and 0.4 (y points, 1 - 0.6): mean 0.3
+    true = np.array([[[-1.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0]]])
+    pred = true * [2, 1, 1]
+    np.testing.assert_allclose(m.similarity_align(pred, true), true * [1.2, 0.6, 1], atol=1e-12)
+    np.testing.assert_allclose(m.re14(pred, true), [0.3], atol=1e-12)
+
+
+def test_part_sums_by_hand():
+    errors = np.array([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
+    visible = np.array([[True, False, True, False], [False, False, True, True]])
+    s = m.part_sums(errors, np.array([1, 1, 2, 2]), visible, 3)
+    np.testing.assert_allclose(s.sum_all, [0, 33, 77])
+    np.testing.assert_array_equal(s.count_all, [0, 4, 4])
+    np.testing.assert_allclose(s.sum_visible, [0, 1, 73])
+    np.testing.assert_array_equal(s.count_visible, [0, 1, 3])
+
+
+def _naive_point_triangle(p, a, b, c):
+    """Distance from p to triangle abc: the plane projection if it falls inside, else the nearest edge."""
+    n = np.cross(b - a, c - a)
+    n /= np.linalg.norm(n)
+    q = p - np.dot(p - a, n) * n
+    inside = all(np.dot(np.cross(v1 - v0, q - v0), n) >= 0 for v0, v1 in ((a, b), (b, c), (c, a)))
+    if inside:
+        return abs(np.dot(p - a, n))
+
+    def seg(v0, v1):
+        t = np.clip(np.dot(p - v0, v1 - v0) / np.dot(v1 - v0, v1 - v0), 0, 1)
+        return np.linalg.norm(p - (v0 + t * (v1 - v0)))
+
+    return min(seg(a, b), seg(b, c), seg(c, a))
+
+
+def test_point_to_mesh_distance_matches_a_naive_loop():
+    rng = np.random.default_rng(1)
+    mesh = trimesh.creation.icosphere(subdivisions=1)
+    verts = mesh.vertices + rng.normal(size=mesh.vertices.shape) * 0.05  # irregular triangles
+    pts = rng.normal(size=(60, 3)) * 0.8
+    v, f, p = torch.as_tensor(verts), torch.as_tensor(mesh.faces), torch.as_tensor(pts)
+    tri = verts[mesh.faces]
+    ref = np.array([min(_naive_point_triangle(q, *t) for t in tri) for q in pts])
+    np.testing.assert_allclose(m.point_to_mesh_distance(p, v, f, k=len(mesh.faces)).numpy(), ref, atol=1e-9)
+    # the pruned search (k candidates, redone when unsure) is exact too
+    np.testing.assert_allclose(m.point_to_mesh_distance(p, v, f, k=2, chunk=7).numpy(), ref, atol=1e-9)
+
+
+def test_s2s_identical_is_zero_and_a_shift_is_its_length():
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    v, f = np.asarray(sphere.vertices)[None], np.asarray(sphere.faces)
+    assert m.s2s(v, v, f)[0] == pytest.approx(0, abs=1e-12)
+    d = 0.01
+    assert m.s2s(v * (1 + d), v, f)[0] == pytest.approx(d, rel=0.02)  # each vertex moves d along its normal
+    # a flat grid shifted along its normal by d: exactly d both ways
+    grid = trimesh.creation.box(extents=(1.0, 1.0, 1.0)).subdivide().subdivide()
+    top = grid.vertices[:, 2] > 0.49
+    keep = top[grid.faces].all(axis=1)
+    sheet = trimesh.Trimesh(grid.vertices, grid.faces[keep], process=False)
+    sheet.remove_unreferenced_vertices()
+    sv, sf = np.asarray(sheet.vertices)[None], np.asarray(sheet.faces)
+    assert m.s2s(sv + [0, 0, d], sv, sf)[0] == pytest.approx(d, rel=1e-9)
+    with pytest.raises(ValueError, match="same B"):
+        m.s2s(sv, np.concatenate([sv, sv]), sf)
