@@ -38,6 +38,9 @@ __all__ = [
     "PrecomputedParams",
     "IuvParams",
     "KeypointsParams",
+    "ModelParams",
+    "LossParams",
+    "TrainParams",
     "Params",
     "load_params",
     "load_params_dict",
@@ -233,6 +236,60 @@ class KeypointsParams:
 
 
 @dataclass(frozen=True)
+class ModelParams:
+    """Stage ``train``: the lifting model (METHOD.md §5)."""
+
+    type: str = param("dp3d", "dp3d (LBO parts + skinning), no_parts (LBO shape basis) or c3dpo (free basis)",
+                      choices=("dp3d", "no_parts", "c3dpo"))
+    parts: int = param(10, "number M of latent parts (dp3d)", lo=1, hi=64)
+    lbo_basis: int = param(32, "number K of LBO eigenvectors used (<= lbo.k)", lo=1, hi=4096)
+    sigma_init: float = param(32.0, "σ̄: std of segmentation logits row k is Xavier * σ̄ / (σ̄ + k)",
+                              lo=1e-3, hi=1e6)
+    basis_size: int = param(10, "number D of shape-basis coefficients (no_parts, c3dpo)", lo=1, hi=256)
+    hidden: int = param(1024, "trunk width H (C3DPO: 1024)", lo=8, hi=16384)
+    bottleneck: int = param(256, "residual block bottleneck width (C3DPO: 256)", lo=4, hi=16384)
+    blocks: int = param(6, "residual blocks of the trunk (C3DPO: 6)", lo=0, hi=64)
+    heteroscedastic: bool = param(False, "predict a per-keypoint scale b and use the heteroscedastic loss")
+    blendshapes: int = param(0, "number of LBO blendshapes applied before posing (dp3d; paper dogs: 5)",
+                             lo=0, hi=64)
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """Stage ``train``: loss weights (eq. 9) and robust-norm constants; a weight of 0 skips that loss."""
+
+    canonicalisation: float = param(0.1, "w_canon", lo=0.0, hi=1e6)
+    arap: float = param(0.3, "w_arap", lo=0.0, hi=1e6)
+    entropy: float = param(0.001, "w_entropy", lo=0.0, hi=1e6)
+    huber_eps: float = param(0.01, "ε of the pseudo-Huber norm (normalised keypoint units)", lo=1e-9, hi=1e3)
+    b_min: float = param(0.1, "heteroscedastic loss: smallest scale b dividing the residual", lo=1e-9, hi=1e3)
+    arap_rotations: str = param("horn", "best per-vertex rotations: horn (batched quaternion) or svd",
+                                choices=("horn", "svd"))
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Stage ``train``: optimiser and schedule (supp. A)."""
+
+    optimizer: str = param("adam", "adam, or sgd with the paper's momentum and weight decay",
+                           choices=("adam", "sgd"))
+    lr: float = param(0.001, "initial learning rate (paper, sgd: 0.003)", lo=1e-9, hi=10.0)
+    momentum: float = param(0.99, "sgd momentum (paper: 0.99)", lo=0.0, hi=0.99999)
+    weight_decay: float = param(0.001, "L2 weight decay (paper, sgd: 0.001; adam: L2 added to the gradient)",
+                                lo=0.0, hi=1.0)
+    lr_decay_at: float = param(0.8, "share of the epochs after which the lr is divided", lo=0.0, hi=1.0)
+    lr_decay: float = param(0.1, "factor applied to the lr then", lo=0.0, hi=1.0)
+    epochs: int = param(60, "passes over the train split", lo=1, hi=100_000)
+    batch_size: int = param(256, "instances per step, summed over processes (paper: 512)", lo=2, hi=1_000_000)
+    chunks_in_memory: int = param(8, "Zarr chunks read and shuffled together (bounds memory)", lo=1, hi=100_000)
+    checkpoint_every: int = param(100, "steps between checkpoints (and at the end)", lo=1, hi=10_000_000)
+    log_every: int = param(10, "steps between logged curve points", lo=1, hi=10_000_000)
+    explode_factor: float = param(1000.0, "stop when a loss exceeds this multiple of the first step's loss",
+                                  lo=1.0, hi=1e30)
+    resume: bool = param(False, "continue from the checkpoint at the output path when it matches")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``."""
 
@@ -245,6 +302,9 @@ class Params:
     precomputed: PrecomputedParams = field(default_factory=PrecomputedParams)
     iuv: IuvParams = field(default_factory=IuvParams)
     keypoints: KeypointsParams = field(default_factory=KeypointsParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    loss: LossParams = field(default_factory=LossParams)
+    train: TrainParams = field(default_factory=TrainParams)
 
 
 def _describe(meta: dict, typ: type) -> str:
