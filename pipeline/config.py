@@ -214,7 +214,7 @@ class SyntheticParams:
                           lo=0.0, hi=2.0)
     visibility_tol: float = param(0.01, "metres: a vertex is visible iff its ray to the camera, started this "
                                   "far off the surface, hits nothing", lo=0.0, hi=1.0)
-    batch: int = param(64, "bodies posed and rendered together (speed only: outputs do not depend on it)",
+    batch: int = param(32, "bodies posed and rendered together (speed only: outputs do not depend on it)",
                        lo=1, hi=100_000)
     corruption: CorruptionParams = field(default_factory=CorruptionParams)
 
