@@ -1,0 +1,117 @@
+"""DensePose-like corruption: off gives the exact data; each kind does what it says and only that."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.config import CorruptionParams
+from pipeline.corruption import Crop, corrupt, is_off, occluder_alpha
+from pipeline.densepose_store import MISSING_LABEL
+
+OFF = CorruptionParams(uv_noise=0.0, embedding_noise=0.0, flip_prob=0.0, dropout_blobs=0.0, dropout_radius=0.0,
+                       border_px=0, occluder_prob=0.0, occluder_size=0.0, occluder_soft=0.0, occluder_missing=0.0)
+
+
+def only(**kw) -> CorruptionParams:
+    return dataclasses.replace(OFF, **kw)
+
+
+@pytest.fixture
+def crop():
+    """A 64 x 64 crop: a disc of two parts (left half 3, right half 7), smooth U, V and embedding."""
+    s, d = 64, 4
+    r, c = np.mgrid[0:s, 0:s]
+    mask = (r - 32) ** 2 + (c - 32) ** 2 < 24 ** 2
+    labels = np.where(mask, np.where(c < 32, 3, 7), 0).astype(np.uint8)
+    uv = np.stack([c / s, r / s]).astype(np.float32) * mask
+    emb = (np.stack([np.sin(c / 9 + k) for k in range(d)]) * mask).astype(np.float16)
+    return Crop(labels, uv, emb, mask, np.zeros((s, s), bool))
+
+
+def _same(a: Crop, b: Crop) -> bool:
+    return (np.array_equal(a.labels, b.labels) and np.array_equal(a.uv, b.uv, equal_nan=True)
+            and np.array_equal(a.embedding, b.embedding, equal_nan=True) and np.array_equal(a.mask, b.mask)
+            and np.array_equal(a.occluder, b.occluder))
+
+
+def test_off_gives_exact_data(crop):
+    assert is_off(OFF) and not is_off(CorruptionParams())
+    out = corrupt(crop, OFF, np.random.default_rng(0))
+    assert _same(out, crop)
+
+
+def test_corrupt_leaves_its_input_alone_and_is_deterministic(crop):
+    before = corrupt(crop, OFF, np.random.default_rng(0))
+    a = corrupt(crop, CorruptionParams(occluder_prob=1.0), np.random.default_rng(7))
+    b = corrupt(crop, CorruptionParams(occluder_prob=1.0), np.random.default_rng(7))
+    assert _same(crop, before) and _same(a, b) and not _same(a, crop)
+
+
+def test_uv_and_embedding_noise_touch_only_the_foreground(crop):
+    out = corrupt(crop, only(uv_noise=0.05, embedding_noise=0.05), np.random.default_rng(1))
+    assert np.array_equal(out.labels, crop.labels) and np.array_equal(out.mask, crop.mask)
+    fg = crop.mask
+    assert np.array_equal(out.uv[:, ~fg], crop.uv[:, ~fg])
+    assert np.array_equal(out.embedding[:, ~fg], crop.embedding[:, ~fg])
+    d = out.uv[:, fg] - crop.uv[:, fg]
+    inner = (crop.uv[:, fg] > 0.2) & (crop.uv[:, fg] < 0.8)  # away from the clipping at 0 and 1
+    assert 0.04 < d[inner].std() < 0.06 and abs(d[inner].mean()) < 0.01
+    assert out.uv.min() >= 0 and out.uv.max() <= 1
+    e = out.embedding[:, fg].astype(np.float32) - crop.embedding[:, fg].astype(np.float32)
+    assert 0.02 < e.std() < 0.08
+
+
+def test_label_flips_stay_on_part_borders_and_take_a_neighbours_part(crop):
+    out = corrupt(crop, only(flip_prob=1.0), np.random.default_rng(2))
+    changed = out.labels != crop.labels
+    assert changed.any()
+    rows, cols = np.nonzero(changed)
+    assert (np.abs(cols - 32) <= 1).all()  # the 3 | 7 border is between columns 31 and 32
+    assert set(np.unique(out.labels[changed])) <= {3, 7}
+    assert np.array_equal(out.mask, crop.mask) and np.array_equal(out.uv, crop.uv)
+    half = corrupt(crop, only(flip_prob=0.5), np.random.default_rng(2))
+    assert 0 < (half.labels != crop.labels).sum() < changed.sum() + 10
+
+
+def test_dropout_blobs_make_foreground_pixels_missing(crop):
+    out = corrupt(crop, only(dropout_blobs=3.0, dropout_radius=0.1), np.random.default_rng(3))
+    miss = out.labels == MISSING_LABEL
+    assert miss.any() and not (miss & ~crop.mask).any()
+    assert np.isnan(out.uv[:, miss]).all() and np.isnan(out.embedding[:, miss].astype(np.float32)).all()
+    keep = ~miss
+    assert np.array_equal(out.labels[keep], crop.labels[keep]) and np.array_equal(out.uv[:, keep], crop.uv[:, keep])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_border_erodes_or_dilates_by_at_most_border_px(crop, seed):
+    out = corrupt(crop, only(border_px=2), np.random.default_rng(seed))
+    grown, shrunk = (out.mask & ~crop.mask).sum(), (crop.mask & ~out.mask).sum()
+    assert grown == 0 or shrunk == 0
+    radius_in = np.sqrt(out.mask.sum() / np.pi)
+    assert abs(radius_in - np.sqrt(crop.mask.sum() / np.pi)) <= 2.5
+    assert ((out.labels > 0) == out.mask).all()
+    new = out.mask & ~crop.mask
+    if new.any():  # dilated pixels copy a nearby foreground pixel: same part as their side of the disc
+        cols = np.nonzero(new)[1]
+        assert np.array_equal(out.labels[new], np.where(cols < 32, 3, 7))
+
+
+def test_occluders_cover_the_body_with_soft_edges(crop):
+    alpha = occluder_alpha(64, 30, 2.0, (32, 32), np.random.default_rng(0))
+    assert alpha.max() > 0.99 and ((alpha > 0.05) & (alpha < 0.95)).any()  # a soft edge
+    background = corrupt(crop, only(occluder_prob=1.0, occluder_size=0.5, occluder_soft=1.0, occluder_missing=0.0),
+                         np.random.default_rng(4))
+    occ = background.occluder
+    assert occ.any() and (occ & crop.mask).any()
+    assert not background.mask[occ].any() and (background.labels[occ] == 0).all()
+    assert np.array_equal(background.labels[~occ], crop.labels[~occ])
+    missing = corrupt(crop, only(occluder_prob=1.0, occluder_size=0.5, occluder_soft=1.0, occluder_missing=1.0),
+                      np.random.default_rng(4))
+    hidden = missing.occluder & crop.mask
+    assert hidden.any() and (missing.labels[hidden] == MISSING_LABEL).all() and np.isnan(missing.uv[:, hidden]).all()
+    assert np.array_equal(missing.mask, crop.mask)  # missing, not background
+    never = corrupt(crop, only(occluder_prob=0.0, occluder_size=0.5), np.random.default_rng(4))
+    assert _same(never, crop)

@@ -1,0 +1,168 @@
+"""The synthetic source end to end: exact correspondence, splits, determinism, params errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from pipeline.config import CorruptionParams, ParamsError, load_params_dict
+from pipeline.densepose_store import MISSING_LABEL, SPLIT_TEST, SPLIT_TRAIN, open_densepose
+from pipeline.synthetic import body_model, make_bodies, render_bodies
+
+OFF = CorruptionParams(**{f.name: 0 if f.type in ("int", int) else 0.0
+                          for f in dataclasses.fields(CorruptionParams)})
+
+
+def _params(corruption=None, **kw):
+    p = load_params_dict({"synthetic": {"train_bodies": 2, "test_bodies": 1, "views": 3, **kw}}).synthetic
+    return dataclasses.replace(p, corruption=corruption or p.corruption)
+
+
+@pytest.fixture(scope="module")
+def model(template):
+    return body_model(template)
+
+
+@pytest.fixture(scope="module")
+def exact_rows(template, model):
+    p = _params(OFF, views=4)
+    bodies = make_bodies(model, np.arange(3), p, seed=0)
+    return render_bodies(bodies, template, p, crop=112, seed=0), p
+
+
+def _vertex_parts(template) -> list[set]:
+    parts = [set() for _ in range(template.n_vertices)]
+    for f, part in zip(template.faces, template.face_part):
+        for v in f:
+            parts[v].add(int(part))
+    return parts
+
+
+def test_exact_vertices_land_on_their_own_parts(template, exact_rows):
+    rows, p = exact_rows
+    s = 112
+    cam, verts, vis, box = rows["gt/camera"], rows["gt/vertices"], rows["gt/visible"], rows["box"]
+    xy = verts[..., :2] * cam[:, None, :1] + cam[:, None, 1:]  # orthographic projection
+    col = np.floor((xy[..., 0] - box[:, None, 0]) / (box[:, None, 2] - box[:, None, 0]) * s).astype(int)
+    row = np.floor((xy[..., 1] - box[:, None, 1]) / (box[:, None, 3] - box[:, None, 1]) * s).astype(int)
+    assert (col >= 0).all() and (col < s).all() and (row >= 0).all() and (row < s).all()  # the box holds the body
+    inst = np.broadcast_to(np.arange(len(cam))[:, None], col.shape)
+    # the 3 x 3 pixels around each vertex: a vertex on the silhouette may fall just outside it
+    pad = np.pad(rows["gt/iuv"][..., 0], ((0, 0), (1, 1), (1, 1)))
+    near = np.stack([pad[inst, row + 1 + dr, col + 1 + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)], -1)
+    centre = near[..., 4]
+    assert (centre > 0)[vis].mean() > 0.75  # most visible vertices are well inside the silhouette
+    # (thin parts such as fingers can slip between the rays of a 112-pixel crop of a whole body)
+    assert (near > 0).any(-1)[vis].mean() > 0.98, (near > 0).any(-1)[vis].mean()
+    own = _vertex_parts(template)
+    on_own = np.array([bool(set(near[i, k].tolist()) & own[k]) for i, k in zip(*np.nonzero(vis))])
+    assert on_own.mean() > 0.98, on_own.mean()
+    centre_own = np.array([centre[i, k] in own[k] for i, k in zip(*np.nonzero(vis & (centre > 0)))])
+    assert centre_own.mean() > 0.95, centre_own.mean()
+    assert 0.3 < vis.mean() < 0.8 and not rows["gt/occluded"].any()
+
+
+def test_exact_data_equals_the_ground_truth(exact_rows):
+    rows, _ = exact_rows
+    gt = rows["gt/iuv"]
+    assert np.array_equal(rows["labels"], gt[..., 0])
+    assert np.array_equal(rows["mask"], gt[..., 0] > 0)
+    q = np.floor(np.clip(rows["uv"].astype(np.float32) * 255, 0, 255)).astype(np.uint8)
+    fg = rows["mask"]
+    # the stored U, V are float16: their quantisation agrees with the exact IUV up to one level
+    assert (np.abs(q[:, 0][fg].astype(int) - gt[..., 1][fg]) <= 1).all()
+    assert (rows["labels"] != MISSING_LABEL).all() and not np.isnan(rows["uv"]).any()
+    assert set(np.unique(gt[..., 0])) == set(range(25))  # every part is seen somewhere
+    depth = rows["gt/depth"]
+    assert (depth[fg] > 2.0).all() and (depth[~fg] == 0).all()
+    # joints are the regressor applied to the camera-frame vertices
+    assert rows["gt/joints"].shape == (len(gt), 14, 3)
+
+
+def test_outputs_do_not_depend_on_batching(template, model):
+    p = _params(CorruptionParams(occluder_prob=1.0), views=2)
+    whole = render_bodies(make_bodies(model, np.arange(3), p, 0), template, p, crop=32, seed=0)
+    parts = [render_bodies(make_bodies(model, np.array([b]), p, 0), template, p, crop=32, seed=0,
+                           first_instance=2 * b) for b in range(3)]
+    for name, value in whole.items():
+        joined = np.concatenate([r[name] for r in parts])
+        assert np.array_equal(value, joined, equal_nan=True), name
+
+
+def test_bad_params_are_clear_errors():
+    with pytest.raises(ParamsError, match="synthetic.age_min .* > synthetic.age_max"):
+        load_params_dict({"synthetic": {"age_min": 0.9, "age_max": 0.1}})
+    with pytest.raises(ParamsError, match="synthetic.train_bodies = -3 is out of range"):
+        load_params_dict({"synthetic": {"train_bodies": -3}})
+    with pytest.raises(ParamsError, match="synthetic.views = 0 is out of range"):
+        load_params_dict({"synthetic": {"views": 0}})
+    with pytest.raises(ParamsError, match="synthetic.elevation_min"):
+        load_params_dict({"synthetic": {"elevation_min": 50.0, "elevation_max": 10.0}})
+    with pytest.raises(ParamsError, match="walk \\+ reach \\+ sit \\+ bend"):
+        load_params_dict({"synthetic": {"walk": 0.0, "reach": 0.0, "sit": 0.0, "bend": 0.0}})
+    with pytest.raises(ParamsError, match="synthetic.corruption.uv_noise"):
+        load_params_dict({"synthetic": {"corruption": {"uv_noise": -0.1}}})
+    with pytest.raises(ParamsError, match="densepose.source"):
+        load_params_dict({"densepose": {"source": "openpose"}})
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.slow
+def test_stage_writes_a_byte_identical_store_twice(tmp_path, template):
+    from stages.densepose import main
+
+    tpl = tmp_path / "template.npz"
+    template.save(tpl)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"densepose": {"crop": 48},
+                                      "synthetic": {"train_bodies": 3, "test_bodies": 2, "views": 3, "batch": 2}}))
+    outs = []
+    for k in range(2):
+        out, png = tmp_path / f"dp{k}.zarr", tmp_path / f"dp{k}.png"
+        main(["--params", str(params), "--template", str(tpl), "--out", str(out), "--png", str(png)])
+        outs.append((out, png))
+    a, b = _files(outs[0][0]), _files(outs[1][0])
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    assert outs[0][1].read_bytes() == outs[1][1].read_bytes()
+    assert not list(tmp_path.glob(".dp*"))  # no temporary left behind
+
+    root = open_densepose(outs[0][0], template.hash, kind="chart")
+    assert "cse" in root.attrs["kinds"] and root.attrs["source"] == "synthetic"
+    n = 15
+    assert root["labels"].shape == (n, 48, 48) and root["embedding"].shape == (n, 16, 48, 48)
+    split, body = root["split"][:], root["gt/body"][:]
+    assert (split[:9] == SPLIT_TRAIN).all() and (split[9:] == SPLIT_TEST).all()
+    assert not set(body[split == SPLIT_TRAIN]) & set(body[split == SPLIT_TEST])  # splits disjoint by body
+    assert np.array_equal(body, np.repeat(np.arange(5), 3))
+    assert len(root.attrs["images"]) == n and np.array_equal(root["image"][:], np.arange(n))
+    assert (root["score"][:] == 1).all()
+    labels = root["labels"][:]
+    assert (labels == MISSING_LABEL).any()  # the default corruption is on
+    assert isinstance(zarr.open_group(str(outs[0][0]), mode="r")["gt"]["visible"], zarr.Array)
+
+
+@pytest.mark.slow
+def test_stage_refuses_other_sources_for_now(tmp_path, template):
+    from stages.densepose import main
+
+    tpl = tmp_path / "template.npz"
+    template.save(tpl)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"densepose": {"source": "precomputed"}}))
+    out = tmp_path / "dp.zarr"
+    try:
+        main(["--params", str(params), "--template", str(tpl), "--out", str(out), "--png", str(tmp_path / "x.png")])
+    except NotImplementedError as e:
+        assert "precomputed" in str(e)
+    except (ValueError, FileNotFoundError):
+        pass  # wired by now: the precomputed source refuses the missing dump itself
+    assert not out.exists()
