@@ -41,6 +41,7 @@ __all__ = [
     "ModelParams",
     "LossParams",
     "TrainParams",
+    "EvalParams",
     "Params",
     "load_params",
     "load_params_dict",
@@ -243,7 +244,7 @@ class ModelParams:
                       choices=("dp3d", "no_parts", "c3dpo"))
     parts: int = param(10, "number M of latent parts (dp3d)", lo=1, hi=64)
     lbo_basis: int = param(32, "number K of LBO eigenvectors used (<= lbo.k)", lo=1, hi=4096)
-    sigma_init: float = param(32.0, "σ̄: std of segmentation logits row k is Xavier * σ̄ / (σ̄ + k)",
+    sigma_init: float = param(32.0, "σ̄: std of segmentation logits row k is Xavier * σ̄ / (1 + k)",
                               lo=1e-3, hi=1e6)
     basis_size: int = param(10, "number D of shape-basis coefficients (no_parts, c3dpo)", lo=1, hi=256)
     hidden: int = param(1024, "trunk width H (C3DPO: 1024)", lo=8, hi=16384)
@@ -290,6 +291,22 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class EvalParams:
+    """Stage ``evaluate``: metrics on the test split and the reports."""
+
+    batch_size: int = param(512, "test instances reconstructed together", lo=1, hi=1_000_000)
+    parts: str = param("fine", "per-part errors over the 24 DensePose parts (fine) or the 14 coarse ones",
+                       choices=("fine", "coarse"))
+    s2s_instances: int = param(100, "S2S error on the first this many test instances (0: all; ~0.1 s each on CPU)",
+                               lo=0, hi=100_000_000)
+    grid: int = param(6, "test instances drawn in reports/grid.png", lo=0, hi=64)
+    meshes: int = param(4, "first reconstructions written as PLY meshes (with their ground truth)", lo=0, hi=1000)
+    uv_maps: int = param(4, "first reconstructions written as UV position maps", lo=0, hi=1000)
+    uv_resolution: int = param(64, "texels per chart side of the UV position maps", lo=4, hi=1024)
+    histogram_max_mm: float = param(400.0, "upper end of the error histograms (mm)", lo=1.0, hi=1e6)
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``."""
 
@@ -305,6 +322,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     loss: LossParams = field(default_factory=LossParams)
     train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
 
 
 def _describe(meta: dict, typ: type) -> str:

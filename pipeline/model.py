@@ -150,9 +150,9 @@ class LiftingModel(nn.Module):
         self.trunk = Trunk(3 * n, cfg.hidden, cfg.bottleneck, cfg.blocks)
         m, d, nb = cfg.parts, cfg.basis_size, cfg.blendshapes
         if self.type == "dp3d":
-            # decaying Xavier init: std of row k is g * σ̄ / (σ̄ + k), low frequencies dominate
+            # decaying Xavier init: std of row k is g * σ̄ / (1 + k), low frequencies dominate
             g = math.sqrt(2.0 / (k + m))
-            std = g * cfg.sigma_init / (cfg.sigma_init + torch.arange(k, dtype=torch.float32))
+            std = g * cfg.sigma_init / (1.0 + torch.arange(k, dtype=torch.float32))
             self.logits = nn.Parameter(torch.randn(k, m) * std[:, None])  # A: (K, M)
             self.rest = nn.Parameter(torch.zeros(m, XI_DIM))  # ξ̄_j
             self.blend = nn.Parameter(torch.randn(nb, k, 3) * BASIS_INIT_STD) if nb else None  # C_b

@@ -1,0 +1,247 @@
+"""The trainer of stage ``train`` (METHOD.md §5, supp. A): one process, or many under ``torchrun``.
+
+Checkpoint (``torch.save``, loadable with ``weights_only=True``): ``model`` and ``psi`` state
+dicts, ``optimizer`` state, ``params`` (all of params.yaml as plain dicts), ``step``,
+``template_hash``, ``template`` (N, 3) canonical vertices and ``basis`` (N, K) unit-RMS LBO
+eigenvectors (so :func:`pipeline.model.load_checkpoint` needs nothing else), ``template_scale``,
+``metrics`` (last logged losses), ``first_loss`` and the CPU random state.
+
+Many processes: ``torchrun --nproc_per_node=N -m stages.train ...`` sets ``WORLD_SIZE``; every
+process builds the same model, trains its slice of each batch inside DistributedDataParallel
+(gloo on CPU, nccl on CUDA), and process 0 alone writes checkpoints, curves and the progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from pipeline.config import Params, TrainParams, as_dict
+from pipeline.data import KeypointStream
+from pipeline.devices import resolve_device
+from pipeline.io import atomic_path, load_npz
+from pipeline.lbo import unit_rms
+from pipeline.losses import TrainingObjective, arap_weights
+from pipeline.model import LiftingModel, canonical_template
+from pipeline.normalise import normalise
+from pipeline.template import load_template
+
+log = logging.getLogger(__name__)
+
+__all__ = ["lr_at", "TrainingDiverged", "TrainResult", "build_objective", "make_optimizer", "train"]
+
+# keys of ``train`` that may change when a run is resumed
+_RESUMABLE = ("epochs", "resume", "checkpoint_every", "log_every", "chunks_in_memory")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf or exploded; the last good checkpoint is kept."""
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns: the trained objective (model + Ψ), the final step and last losses."""
+
+    objective: TrainingObjective
+    step: int
+    metrics: dict
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainParams) -> float:
+    """Learning rate at ``step`` of ``total_steps``: ``lr``, times ``lr_decay`` from ``lr_decay_at`` on."""
+    return cfg.lr * (cfg.lr_decay if step >= cfg.lr_decay_at * total_steps else 1.0)
+
+
+def build_objective(params: Params, vertices: np.ndarray, faces: np.ndarray, up: np.ndarray,
+                    forward: np.ndarray, evecs: np.ndarray) -> tuple[TrainingObjective, float]:
+    """Model, Ψ and losses from the template (metres) and the LBO eigenvectors (N, K), seeded.
+
+    Returns the objective and the template scale (metres per canonical unit).
+    """
+    torch.manual_seed(params.common.seed)
+    canon, scale = canonical_template(vertices, up, forward)
+    model = LiftingModel(params.model, canon, unit_rms(np.asarray(evecs, np.float64)))
+    needs_arap = params.loss.arap > 0 and params.model.type != "c3dpo"
+    arap = arap_weights(canon, faces) if needs_arap else None
+    return TrainingObjective(model, params.loss, arap), scale
+
+
+def make_optimizer(module: torch.nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
+    """``sgd`` (momentum, weight decay: the paper's settings by default) or ``adam``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer = {cfg.optimizer!r}: allowed adam or sgd")
+
+
+def _save(path: Path, objective: TrainingObjective, optimizer, params: Params, step: int, template_hash: str,
+          scale: float, metrics: dict, first_loss: float | None) -> None:
+    ck = {
+        "model": objective.model.state_dict(),
+        "psi": objective.psi.state_dict() if objective.psi is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "params": as_dict(params),
+        "step": step,
+        "template_hash": template_hash,
+        "template": objective.model.template.cpu(),
+        "basis": objective.model.basis.cpu(),
+        "template_scale": scale,
+        "metrics": metrics,
+        "first_loss": first_loss,
+        "rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ck, tmp)
+
+
+def _check_resumable(ck: dict, params: Params, template_hash: str, path: Path) -> None:
+    if ck.get("template_hash") != template_hash:
+        raise ValueError(f"train.resume: {path} was trained on template {ck.get('template_hash')!r}, "
+                         f"the template is {template_hash!r}; delete it or set train.resume: false")
+    now = as_dict(params)
+    for section in ("model", "loss", "train", "common"):
+        old, new = dict(ck["params"].get(section, {})), dict(now[section])
+        if section == "train":
+            for k in _RESUMABLE:
+                old.pop(k, None), new.pop(k, None)
+        if section == "common":
+            old.pop("device", None), new.pop("device", None)
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(f"train.resume: {path} was trained with other {section} params "
+                             f"({', '.join(f'{section}.{k}' for k in diff)}); delete it or set train.resume: false")
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str | Path, out: str | Path,
+          live_dir: str | Path | None = None) -> TrainResult:
+    """Trains ``params.model`` on the train split of ``keypoints``; writes the checkpoint ``out``.
+
+    Args:
+        keypoints, template, lbo: ``data/keypoints.zarr``, ``data/template.npz``, ``data/lbo.npz``.
+        out: checkpoint path (rewritten every ``train.checkpoint_every`` steps and at the end).
+        live_dir: dvclive folder for curves and final metrics (None: no curves).
+    Raises:
+        TrainingDiverged: a non-finite or exploding loss (the checkpoint at ``out`` is the last good one).
+        ValueError: ``train.resume`` with a checkpoint of other params or another template.
+    """
+    cfg = params.train
+    out = Path(out)
+    rank, world, local_rank = _distributed()
+    device = resolve_device(params.common.device)
+    if world > 1:
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    tmpl = load_template(template)
+    basis = load_npz(lbo, required=("evecs", "template_hash"))
+    if str(basis["template_hash"]) != tmpl.hash:
+        raise ValueError(f"{lbo} was computed for template {basis['template_hash']}, not {tmpl.hash}; rerun lbo")
+    if params.model.lbo_basis > basis["evecs"].shape[1]:
+        raise ValueError(f"model.lbo_basis = {params.model.lbo_basis} > the {basis['evecs'].shape[1]} "
+                         f"eigenvectors in {lbo} (raise lbo.k)")
+    objective, scale = build_objective(params, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward, basis["evecs"])
+    objective.to(device)
+    optimizer = make_optimizer(objective, cfg)
+    stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, params.common.seed,
+                            split=0, template_hash=tmpl.hash, rank=rank, world=world)
+    spe = stream.steps_per_epoch
+    total = cfg.epochs * spe
+
+    step, first_loss, metrics = 0, None, {}
+    if cfg.resume and out.is_file():
+        ck = torch.load(out, map_location=device, weights_only=True)
+        _check_resumable(ck, params, tmpl.hash, out)
+        objective.model.load_state_dict(ck["model"])
+        if objective.psi is not None:
+            objective.psi.load_state_dict(ck["psi"])
+        optimizer.load_state_dict(ck["optimizer"])
+        step, first_loss, metrics = ck["step"], ck["first_loss"], dict(ck["metrics"] or {})
+        torch.set_rng_state(ck["rng"])
+        log.info("resuming %s at step %d of %d", out, step, total)
+    elif cfg.resume:
+        log.info("train.resume: no checkpoint at %s, starting afresh", out)
+
+    net = objective
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[local_rank] if device.startswith("cuda") else None)
+    live = None
+    if rank == 0 and live_dir is not None:
+        from dvclive import Live
+
+        live = Live(str(live_dir), resume=bool(cfg.resume and step > 0), dvcyaml=None, save_dvc_exp=False,
+                    report=None)
+    lead = rank == 0
+    log.info("training %s (%d parameters) on %s x%d: %d train instances, %d steps/epoch, %d steps",
+             params.model.type, sum(p.numel() for p in objective.parameters()), device, world,
+             stream.n_split, spe, total)
+    bar = tqdm(total=total, initial=step, desc="train", disable=None if lead else True, dynamic_ncols=True)
+    last_saved = step if out.is_file() and cfg.resume else None
+    objective.train()
+    while step < total:
+        epoch = step // spe
+        for batch in stream.epoch(epoch, skip=step - epoch * spe):
+            lr = lr_at(step, total, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            xy, vis = batch.xy.to(device), batch.visible.to(device)
+            norm = normalise(xy, vis)
+            loss, parts = net(norm.xy, vis)
+            value = loss.detach().clone()
+            if world > 1:
+                dist.all_reduce(value)
+                value /= world
+            value = float(value)
+            if first_loss is None:
+                first_loss = value
+            if not math.isfinite(value) or value > cfg.explode_factor * max(first_loss, 1e-12):
+                bar.close()
+                kept = f"the last good checkpoint (step {last_saved}) is kept at {out}" if last_saved is not None \
+                    else "no checkpoint was written yet"
+                why = "is not finite" if not math.isfinite(value) else \
+                    f"exceeds train.explode_factor = {cfg.explode_factor:g} x the first loss {first_loss:.4g}"
+                raise TrainingDiverged(f"train: loss {value:.4g} at step {step} {why}; {kept}. "
+                                       f"Lower train.lr (now {cfg.lr:g}) or check the keypoints.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                metrics = {"loss": value, "lr": lr, **{k: float(v) for k, v in parts.items()}}
+                bar.set_postfix(loss=f"{value:.4f}", rep=f"{metrics['reprojection']:.4f}")
+                if live is not None:
+                    live.step = step
+                    for k, v in metrics.items():
+                        live.log_metric(f"train/{k}", v)
+                    live.make_summary()
+            if lead and (step % cfg.checkpoint_every == 0 or step == total):
+                _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss)
+                last_saved = step
+    bar.close()
+    if live is not None:
+        live.end()
+    if lead and not out.is_file():  # resumed a run that was already complete
+        _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss)
+    log.info("trained %d steps; last losses: %s", step, {k: round(v, 5) for k, v in metrics.items()})
+    return TrainResult(objective, step, metrics)
