@@ -71,7 +71,7 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
             py = (xy[:, 1] - y0) / (y1 - y0) * s - 0.5
             vis = visible[i] & ~occluded[i]
             ax.scatter(px[vis], py[vis], s=0.3, c="k", linewidths=0)
-            ax.scatter(px[occluded[i]], py[occluded[i]], s=0.3, c="r", linewidths=0)
+            ax.scatter(px[occluded[i]], py[occluded[i]], s=3, c="r", linewidths=0)
             ax.set_title(f"#{i} exact + visible", fontsize=6)
             k = 1
         axes[r, c0 + k].imshow(iuv_rgb(labels[i]), **ext)

@@ -165,3 +165,26 @@ def test_same_rays_on_cuda_when_present(template):
     a = cast_crops(BodyMeshes(v[None], template.faces, "cpu"), np.zeros(n, int), cams, boxes, s)
     b = cast_crops(BodyMeshes(v[None], template.faces, dev), np.zeros(n, int), cams, boxes, s)
     assert (a.face == b.face).mean() > 0.995
+
+
+def test_front_and_back_views_show_the_right_parts_on_the_right_side(template):
+    """Rest pose seen from the front: torso front (2) not back (1), the left hand (4) on the image's
+    right; from the back: the reverse (DensePose part ids, METHOD.md §1)."""
+    from pipeline.cameras import look_at
+
+    v = template.vertices.astype(np.float64)
+    centre = 0.5 * (v.min(0) + v.max(0))
+    rot, cen = look_at(np.tile(centre, (2, 1)), [0.0, 180.0], [0.0, 0.0], [0.0, 0.0], [3.0, 3.0],
+                       template.up, template.forward)
+    cams = Cameras(rot, cen, np.full(2, 200.0), np.full((2, 2), 256.0), "orthographic")
+    px = project(cams.to_camera(np.broadcast_to(v, (2, *v.shape))), cams.focal, cams.principal, cams.projection)
+    hits = cast_crops(BodyMeshes(v[None], template.faces), np.zeros(2, int), cams, crop_boxes(px, 0.05), 112)
+    labels = surface_maps(hits, template.faces, template.face_part, template.chart_uv, template.chart_faces).labels
+    cols = np.arange(112)[None, :]
+    front, back = labels
+    assert (front == 2).sum() > 200 and (front == 1).sum() < 20
+    assert (back == 1).sum() > 200 and (back == 2).sum() < 20
+    left_hand, right_hand = 4, 3
+    assert np.broadcast_to(cols, front.shape)[front == left_hand].mean() > 70
+    assert np.broadcast_to(cols, front.shape)[front == right_hand].mean() < 42
+    assert np.broadcast_to(cols, back.shape)[back == left_hand].mean() < 42
