@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cameras import Cameras, crop_boxes, project, sample_cameras
+from pipeline.cameras import crop_boxes, project, sample_cameras
 from pipeline.config import SyntheticParams, as_dict
 from pipeline.corruption import Crop, corrupt_inplace
 from pipeline.densepose_store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
@@ -204,10 +204,3 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     counts["instances_per_second"] = n / counts["seconds"]
     counts["device"] = dev
     return counts
-
-
-def camera_of(rows: dict, projection: str) -> Cameras:  # pragma: no cover - convenience for notebooks
-    """A :class:`Cameras` with identity pose from stored ``gt/camera`` rows (camera-frame data)."""
-    cam = np.asarray(rows["gt/camera"], float)
-    n = len(cam)
-    return Cameras(np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3)), cam[:, 0], cam[:, 1:], projection)

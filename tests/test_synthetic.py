@@ -28,9 +28,9 @@ def model(template):
     return body_model(template)
 
 
-@pytest.fixture(scope="module")
-def exact_rows(template, model):
-    p = _params(OFF, views=4)
+@pytest.fixture(scope="module", params=["orthographic", "perspective"])
+def exact_rows(template, model, request):
+    p = _params(OFF, views=4, projection=request.param)
     bodies = make_bodies(model, np.arange(3), p, seed=0)
     return render_bodies(bodies, template, p, crop=112, seed=0), p
 
@@ -47,7 +47,9 @@ def test_exact_vertices_land_on_their_own_parts(template, exact_rows):
     rows, p = exact_rows
     s = 112
     cam, verts, vis, box = rows["gt/camera"], rows["gt/vertices"], rows["gt/visible"], rows["box"]
-    xy = verts[..., :2] * cam[:, None, :1] + cam[:, None, 1:]  # orthographic projection
+    if p.projection == "perspective":
+        verts = verts / verts[..., 2:3]
+    xy = verts[..., :2] * cam[:, None, :1] + cam[:, None, 1:]  # gt/camera: f, cx, cy
     col = np.floor((xy[..., 0] - box[:, None, 0]) / (box[:, None, 2] - box[:, None, 0]) * s).astype(int)
     row = np.floor((xy[..., 1] - box[:, None, 1]) / (box[:, None, 3] - box[:, None, 1]) * s).astype(int)
     assert (col >= 0).all() and (col < s).all() and (row >= 0).all() and (row < s).all()  # the box holds the body
