@@ -21,6 +21,7 @@ Size letters: ``n`` instances, ``B`` bodies, ``V`` vertices, ``J`` joints, ``S``
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pipeline.cameras import crop_boxes, project, sample_cameras
 from pipeline.config import SyntheticParams, as_dict
@@ -186,6 +188,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     with StoreWriter.create(path, n, specs, attrs, chunk=128, chunks_per_shard=4) as w, \
             ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future] = []
+        bar = tqdm(total=n, desc="densepose synthetic", unit="inst", disable=not sys.stderr.isatty())
         for index in _batches(n_bodies, p.batch):
             bodies = make_bodies(model, index, p, seed)
             rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views)
@@ -197,9 +200,10 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
             counts["occluded_vertices"] += int(rows["gt/occluded"].sum())
             for m in bodies.mode:
                 counts["modes"][int(m)] += 1
-            log.debug("bodies %d..%d rendered", index[0], index[-1])
+            bar.update(len(index) * p.views)
         for f in pending:
             f.result()
+        bar.close()
     counts["seconds"] = time.perf_counter() - t0
     counts["instances_per_second"] = n / counts["seconds"]
     counts["device"] = dev

@@ -41,10 +41,14 @@ def main(argv: list[str] | None = None) -> None:
             args.out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
             device=params.common.device,
             params={k: as_dict(getattr(params, k)) for k in ("common", "densepose", "synthetic")})
+        n, s = counts["instances"], params.densepose.crop
         log.info("wrote %s: %d instances (%d train, %d test) of %d bodies, pose modes %s, on %s in %.1f s "
-                 "(%.0f instances/s)", args.out, counts["instances"], counts["train"], counts["test"],
+                 "(%.0f instances/s)", args.out, n, counts["train"], counts["test"],
                  counts["bodies"], counts["modes"], counts["device"], counts["seconds"],
                  counts["instances_per_second"])
+        log.info("per instance: %.0f%% of the crop is foreground, %.0f of %d vertices visible, %.1f hidden by "
+                 "occluders", 100 * counts["foreground_pixels"] / (n * s * s), counts["visible_vertices"] / n,
+                 template.n_vertices, counts["occluded_vertices"] / n)
     else:
         raise NotImplementedError(f"densepose.source: {source} is not wired into this stage yet (issue 3 "
                                   f"landed the synthetic source; the {source} source comes with "
