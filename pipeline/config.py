@@ -297,7 +297,7 @@ class EvalParams:
     batch_size: int = param(512, "test instances reconstructed together", lo=1, hi=1_000_000)
     parts: str = param("fine", "per-part errors over the 24 DensePose parts (fine) or the 14 coarse ones",
                        choices=("fine", "coarse"))
-    s2s_instances: int = param(100, "S2S error on the first this many test instances (0: all; ~0.1 s each on CPU)",
+    s2s_instances: int = param(100, "S2S error on the first this many test instances (0: off; ~0.2 s each on CPU)",
                                lo=0, hi=100_000_000)
     grid: int = param(6, "test instances drawn in reports/grid.png", lo=0, hi=64)
     meshes: int = param(4, "first reconstructions written as PLY meshes (with their ground truth)", lo=0, hi=1000)

@@ -177,37 +177,42 @@ def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 
 
 def point_to_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                           k: int = 16, chunk: int = 4096) -> torch.Tensor:
+                           k: int = 32, chunk: int = 2048) -> torch.Tensor:
     """Distance of each point to the nearest point of a triangle mesh's surface (exact).
 
     Each point first tests the ``k`` faces with the smallest lower bound ``|p - centre| - radius``
-    (the face's bounding sphere); points whose best exact distance exceeds the next lower bound are
-    redone against every face, so the result is exact while most points test only ``k`` faces.
+    (the face's bounding sphere). A point whose best exact distance exceeds the next lower bound
+    may have missed its face: it is redone with 8 times as many candidates, and so on up to every
+    face, so the result is exact while most points test few faces.
 
     Args:
         points: (P, 3) float. vertices: (V, 3) float. faces: (F, 3) long.
-        k: candidate faces per point. chunk: points per block (memory ~ chunk * F).
+        k: first number of candidate faces per point. chunk: points per block (memory ~ chunk * F).
     Returns:
         (P,) distances, in the units and dtype of ``points``.
     """
     tri = vertices[faces]  # (F, 3, 3)
     centre = tri.mean(dim=1)
     radius = (tri - centre[:, None]).norm(dim=-1).amax(dim=1)
-    k = min(k, len(faces))
+    n_faces = len(faces)
     out = torch.empty(len(points), dtype=points.dtype, device=points.device)
     for s in range(0, len(points), chunk):
         p = points[s:s + chunk]
         lower = (torch.cdist(p, centre) - radius).clamp_min(0)  # (p, F)
-        lb, idx = torch.topk(lower, min(k + 1, len(faces)), dim=1, largest=False)
-        cand = tri[idx[:, :k]]  # (p, k, 3, 3)
-        q = closest_point_on_triangles(p[:, None], cand[:, :, 0], cand[:, :, 1], cand[:, :, 2])
-        d = (q - p[:, None]).norm(dim=-1).amin(dim=1)
-        if k < len(faces):
-            redo = torch.nonzero(d > lb[:, k]).flatten()
-            if len(redo):
-                pr = p[redo]
-                q = closest_point_on_triangles(pr[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
-                d[redo] = (q - pr[:, None]).norm(dim=-1).amin(dim=1)
+        todo = torch.arange(len(p), device=p.device)
+        d = torch.full((len(p),), float("inf"), dtype=p.dtype, device=p.device)
+        kk = min(k, n_faces)
+        while len(todo):
+            lb, idx = torch.topk(lower[todo], min(kk + 1, n_faces), dim=1, largest=False)
+            for b in range(0, len(todo), max(1, (1 << 18) // kk)):  # bound the (b, kk, 3) temporaries
+                rows = todo[b:b + (1 << 18) // kk]
+                cand = tri[idx[b:b + len(rows), :kk]]  # (b, kk, 3, 3)
+                q = closest_point_on_triangles(p[rows, None], cand[:, :, 0], cand[:, :, 1], cand[:, :, 2])
+                d[rows] = (q - p[rows, None]).norm(dim=-1).amin(dim=1)
+            if kk >= n_faces:
+                break
+            todo = todo[d[todo] > lb[:, kk]]
+            kk = min(8 * kk, n_faces)
         out[s:s + chunk] = d
     return out
 
@@ -223,8 +228,9 @@ def s2s(vertices_a: np.ndarray, vertices_b: np.ndarray, faces: np.ndarray, faces
     Returns:
         (B,) float64, in the units of the vertices.
     """
-    va = torch.as_tensor(np.asarray(vertices_a, np.float64), device=device)
-    vb = torch.as_tensor(np.asarray(vertices_b, np.float64), device=device)
+    # float32: an order of magnitude faster than float64 on CPU, and exact to well under a micrometre
+    va = torch.as_tensor(np.asarray(vertices_a, np.float32), device=device)
+    vb = torch.as_tensor(np.asarray(vertices_b, np.float32), device=device)
     fa = torch.as_tensor(np.asarray(faces, np.int64), device=device)
     fb = fa if faces_b is None else torch.as_tensor(np.asarray(faces_b, np.int64), device=device)
     if va.ndim != 3 or vb.ndim != 3 or len(va) != len(vb):

@@ -1,0 +1,207 @@
+"""Figures of the ``evaluate`` stage's reports (matplotlib, headless); see :mod:`pipeline.evaluate`.
+
+Shapes are camera-frame metres (x right, y down, z away from the camera), each with mean depth 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.io import atomic_path
+from pipeline.plots import draw_mesh, part_colours, plt
+
+__all__ = ["CAMERA_UP", "CAMERA_FORWARD", "grid_figure", "segmentation_figure", "errors_figure", "uv_maps_figure",
+           "save_position_png", "segment_colours"]
+
+# The camera frame's axes for draw_mesh: image up is -y; "forward" (from the body to the camera) is -z.
+CAMERA_UP = np.array([0.0, -1.0, 0.0])
+CAMERA_FORWARD = np.array([0.0, 0.0, -1.0])
+_SCREEN = {  # view -> (screen x, screen y) axes of draw_mesh with the camera's up/forward
+    "front": (np.array([1.0, 0, 0]), CAMERA_UP),
+    "side": (np.array([0, 0, -1.0]), CAMERA_UP),
+}
+
+
+def _limits(ax, shapes: list[np.ndarray], view: str, pad: float = 0.05) -> None:
+    """Same square-ish limits for every shape of a row, so predicted and true bodies compare."""
+    sx, sy = _SCREEN[view]
+    pts = np.concatenate([np.asarray(s) for s in shapes])
+    x, y = pts @ sx, pts @ sy
+    cx, cy = (x.max() + x.min()) / 2, (y.max() + y.min()) / 2
+    half = max(x.max() - x.min(), y.max() - y.min()) / 2 + pad
+    ax.set_xlim(cx - half, cx + half)
+    ax.set_ylim(cy - half, cy + half)
+
+
+def grid_figure(template, xy, visible, pred, true, rows, mpjpe):
+    """Test instances as rows: keypoints; prediction from the camera and the side; truth likewise.
+
+    Args:
+        xy: list of (N, 2) keypoints (pixels). visible: list of (N,) bool.
+        pred, true: lists of (N, 3) depth-centred camera-frame metres. rows: store rows. mpjpe: (n,) metres.
+    """
+    colours = part_colours()
+    face_rgb = colours[template.face_part]
+    vert_rgb = colours[template.vertex_part]
+    n = len(rows)
+    titles = ("input keypoints", "prediction, camera", "prediction, side", "truth, camera", "truth, side")
+    fig, axes = plt.subplots(n, 5, figsize=(12.5, 2.9 * n), squeeze=False)
+    for i in range(n):
+        ax = axes[i, 0]
+        v = np.asarray(visible[i], bool)
+        pts = np.asarray(xy[i])[v]
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, c=vert_rgb[v], linewidths=0)
+        if len(pts):
+            mid = (pts.max(0) + pts.min(0)) / 2
+            half = 0.55 * (pts.max(0) - pts.min(0)).max() + 1
+            ax.set_xlim(mid[0] - half, mid[0] + half)
+            ax.set_ylim(mid[1] + half, mid[1] - half)  # image y points down
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(f"row {rows[i]}\nMPJPE {1000 * mpjpe[i]:.0f} mm\n{v.sum()} visible", fontsize=8)
+        for j, (shape, view) in enumerate(((pred[i], "front"), (pred[i], "side"), (true[i], "front"),
+                                           (true[i], "side")), start=1):
+            draw_mesh(axes[i, j], np.asarray(shape), template.faces, face_rgb, CAMERA_UP, CAMERA_FORWARD, view)
+            _limits(axes[i, j], [pred[i], true[i]], view)
+        for j in range(5):
+            if i == 0:
+                axes[i, j].set_title(titles[j], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def segment_colours(m: int) -> np.ndarray:
+    """(M, 3) distinct colours for M learnt parts."""
+    if m <= 24:
+        return part_colours()[1:m + 1]
+    return plt.get_cmap("hsv")(np.arange(m) / m)[:, :3]
+
+
+def segmentation_figure(template, weights: np.ndarray):
+    """The learnt parts on the template: argmax part (front, back) and the largest weight (front).
+
+    Args:
+        weights: (N, M) float part weights, rows summing to 1.
+    """
+    weights = np.asarray(weights, np.float64)
+    m = weights.shape[1]
+    face_w = weights[template.faces].mean(axis=1)  # (F, M)
+    label = face_w.argmax(axis=1)
+    rgb = segment_colours(m)[label]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 5.5))
+    for ax, view in zip(axes[:2], ("front", "back")):
+        draw_mesh(ax, template.vertices, template.faces, rgb, template.up, template.forward, view)
+        ax.set_title(f"{view}: argmax of {m} learnt parts", fontsize=9)
+    conf = face_w.max(axis=1)
+    lo = 1.0 / m
+    draw_mesh(axes[2], template.vertices, template.faces,
+              plt.get_cmap("viridis")((conf - lo) / max(1 - lo, 1e-9))[:, :3], template.up, template.forward, "front")
+    axes[2].set_title(f"front: largest weight ({lo:.2f} .. 1, mean {conf.mean():.2f})", fontsize=9)
+    used = np.bincount(label, minlength=m)
+    fig.suptitle(f"parts used by faces: {(used > 0).sum()} of {m}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def errors_figure(template, per: dict, hist: dict, bins: np.ndarray, vertex_mm: np.ndarray, summary: dict | None = None):
+    """Error histograms, error against visible share, and the mean vertex error on the template.
+
+    Args:
+        per: per-instance arrays (metres): mpjpe, flat, flip, re14, visible_area.
+        hist: {"visible", "invisible"}: (len(bins) - 1,) counts of vertex errors (mm) over ``bins``.
+        vertex_mm: (N,) mean error of each template vertex (mm). summary: metrics printed as text.
+    """
+    top = bins[-1]
+    fig = plt.figure(figsize=(15, 9))
+    grid = fig.add_gridspec(2, 4)
+    ax = fig.add_subplot(grid[0, 0])
+    edges = np.linspace(0, top, 41)
+    for key, label, style in (("mpjpe", "prediction", dict(lw=2.5)), ("flip", "best of depth flip", dict(ls="--")),
+                              ("flat", "flat reference", dict(lw=1.5))):
+        v = 1000 * per[key]
+        ax.hist(np.minimum(v, top), edges, histtype="step", label=f"{label} (mean {v.mean():.0f} mm)", **style)
+    ax.set_xlabel("per-instance MPJPE (mm)")
+    ax.set_ylabel("instances")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[0, 1])
+    centres = (bins[:-1] + bins[1:]) / 2
+    for key in ("visible", "invisible"):
+        h = hist[key]
+        if h.sum():
+            ax.step(centres, h / h.sum(), where="mid", label=f"{key} ({int(h.sum())} vertices)")
+    ax.set_xlabel(f"vertex error (mm; last bin: >= {top:.0f})")
+    ax.set_ylabel("share")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[0, 2])
+    v = 1000 * per["re14"]
+    ax.hist(np.minimum(v, top), edges, histtype="step", color="C3")
+    ax.set_xlabel(f"per-instance RE14 (mm), mean {v.mean():.0f}")
+    ax.set_ylabel("instances")
+    ax = fig.add_subplot(grid[0, 3])
+    ax.scatter(100 * per["visible_area"], 1000 * per["mpjpe"], s=4, label="prediction")
+    ax.scatter(100 * per["visible_area"], 1000 * per["flat"], s=4, label="flat reference")
+    ax.set_xlabel("visible share of the surface (%)")
+    ax.set_ylabel("MPJPE (mm)")
+    ax.legend(fontsize=7)
+    cmap = plt.get_cmap("viridis")
+    hi = max(float(np.percentile(vertex_mm, 99)), 1e-9)
+    rgb = cmap(np.clip(vertex_mm[template.faces].mean(axis=1) / hi, 0, 1))[:, :3]
+    for j, view in enumerate(("front", "back")):
+        ax = fig.add_subplot(grid[1, j])
+        draw_mesh(ax, template.vertices, template.faces, rgb, template.up, template.forward, view)
+        ax.set_title(f"mean vertex error, {view} (0 .. {hi:.0f} mm)", fontsize=9)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, hi))
+    fig.colorbar(sm, ax=ax, fraction=0.08, label="mean vertex error (mm)")
+    ax = fig.add_subplot(grid[1, 2:])
+    ax.axis("off")
+    if summary:
+        lines = [f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()]
+        ax.text(0.05, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=10, transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def _position_rgb(atlas: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.clip((atlas - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
+
+
+def uv_maps_figure(pred: np.ndarray, true: np.ndarray, covered: np.ndarray, rows):
+    """Predicted and true UV position maps side by side; x, y, z as red, green, blue (scaled per row);
+    inpainted texels (between the triangles) dimmed.
+
+    Args:
+        pred, true: (k, 24, R, R, 3) maps. covered: (24, R, R) bool. rows: k store rows.
+    """
+    from pipeline.uvmap import atlas_image
+
+    k = len(pred)
+    dim = np.where(atlas_image(covered[..., None].astype(np.float32)), 1.0, 0.45)
+    fig, axes = plt.subplots(k, 3, figsize=(15, 3.4 * k), squeeze=False)
+    for i in range(k):
+        both = np.concatenate([pred[i].reshape(-1, 3), true[i].reshape(-1, 3)])
+        lo, hi = both.min(0), both.max(0)
+        for j, (name, m) in enumerate((("prediction", pred[i]), ("truth", true[i]))):
+            axes[i, j].imshow(_position_rgb(atlas_image(m), lo, hi) * dim, interpolation="nearest")
+            axes[i, j].set_title(f"row {rows[i]}: {name} (x, y, z as RGB; parts 1-6 top row)", fontsize=9)
+        err = 1000 * np.linalg.norm(atlas_image(pred[i] - true[i]), axis=-1)
+        im = axes[i, 2].imshow(err, cmap="viridis", interpolation="nearest")
+        fig.colorbar(im, ax=axes[i, 2], fraction=0.03, label="mm")
+        axes[i, 2].set_title(f"row {rows[i]}: |prediction - truth| (centroids aligned)", fontsize=9)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def save_position_png(atlas: np.ndarray, path: str | Path, half_range: float = 1.0) -> None:
+    """Writes a position map (H, W, 3) metres as 16-bit RGB: ``value / (2 half_range) + 0.5`` in [0, 1]."""
+    img = np.clip(np.asarray(atlas, np.float64) / (2 * half_range) + 0.5, 0, 1)
+    img = np.round(img * 65535).astype(np.uint16)[..., ::-1]  # OpenCV writes BGR
+    with atomic_path(path) as tmp:  # tmp keeps the .png name, which tells OpenCV the format
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(img)):
+            raise OSError(f"could not write {path}")
