@@ -264,6 +264,8 @@ class LossParams:
     entropy: float = param(0.001, "w_entropy", lo=0.0, hi=1e6)
     huber_eps: float = param(0.01, "ε of the pseudo-Huber norm (normalised keypoint units)", lo=1e-9, hi=1e3)
     b_min: float = param(0.1, "heteroscedastic loss: smallest scale b dividing the residual", lo=1e-9, hi=1e3)
+    arap_instances: int = param(64, "ARAP on this many instances of each batch (a random subset; 0: all)",
+                                lo=0, hi=1_000_000)
     arap_rotations: str = param("horn", "best per-vertex rotations: horn (batched quaternion) or svd",
                                 choices=("horn", "svd"))
 

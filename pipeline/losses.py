@@ -106,11 +106,13 @@ def best_rotations(cov: torch.Tensor, method: str = "horn", iters: int = 6) -> t
         sxx, sxy, sxz = s[..., 0, 0], s[..., 0, 1], s[..., 0, 2]
         syx, syy, syz = s[..., 1, 0], s[..., 1, 1], s[..., 1, 2]
         szx, szy, szz = s[..., 2, 0], s[..., 2, 1], s[..., 2, 2]
-        n = torch.stack([
-            torch.stack([sxx + syy + szz, syz - szy, szx - sxz, sxy - syx], -1),
-            torch.stack([syz - szy, sxx - syy - szz, sxy + syx, szx + sxz], -1),
-            torch.stack([szx - sxz, sxy + syx, -sxx + syy - szz, syz + szy], -1),
-            torch.stack([sxy - syx, szx + sxz, syz + szy, -sxx - syy + szz], -1)], -2)  # (..., 4, 4)
+        n = torch.empty((*s.shape[:-2], 4, 4), dtype=s.dtype, device=s.device)
+        n[..., 0, 0], n[..., 1, 1] = sxx + syy + szz, sxx - syy - szz
+        n[..., 2, 2], n[..., 3, 3] = -sxx + syy - szz, -sxx - syy + szz
+        for (r, c), v in {(0, 1): syz - szy, (0, 2): szx - sxz, (0, 3): sxy - syx, (1, 2): sxy + syx,
+                          (1, 3): szx + sxz, (2, 3): syz + szy}.items():
+            n[..., r, c] = v
+            n[..., c, r] = v
         # shift so every eigenvalue is >= 0 (the top one stays on top), then square: a -> q qᵀ
         shift = n.flatten(-2).norm(dim=-1).clamp(min=1e-30)
         n = n / shift[..., None, None] + torch.eye(4, dtype=n.dtype, device=n.device)
@@ -217,8 +219,9 @@ class TrainingObjective(nn.Module):
         total = parts["reprojection"]
         if self.psi is not None:
             parts["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps)
-        if self.arap is not None:
-            parts["arap"] = arap_loss(self.arap, out.shape, cfg.arap_rotations)
+        if self.arap is not None:  # batches come shuffled: the first rows are a random subset
+            sub = out.shape[: cfg.arap_instances] if cfg.arap_instances else out.shape
+            parts["arap"] = arap_loss(self.arap, sub, cfg.arap_rotations)
         if self.weights["entropy"] > 0:
             parts["entropy"] = entropy_loss(self.model.segmentation())
         for name, value in parts.items():

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from keypoint_fixture import make_keypoints
+from pipeline.data import KeypointStream
+
+
+@pytest.fixture(scope="module")
+def store(template, tmp_path_factory):
+    return make_keypoints(tmp_path_factory.mktemp("kp") / "kp.zarr", template, n=40, seed=0, chunk=8)
+
+
+def test_epoch_covers_split_once_and_is_seeded(store):
+    s = KeypointStream(store, batch_size=4, chunks_in_memory=2, seed=3)
+    rows = np.concatenate([b.rows.numpy() for b in s.epoch(0)])
+    assert len(rows) == s.steps_per_epoch * 4 == s.n_split // 4 * 4
+    assert len(set(rows)) == len(rows) and np.all(s.mask[rows])
+    again = np.concatenate([b.rows.numpy() for b in s.epoch(0)])
+    np.testing.assert_array_equal(rows, again)
+    other = np.concatenate([b.rows.numpy() for b in s.epoch(1)])
+    assert not np.array_equal(rows, other)
+    skipped = np.concatenate([b.rows.numpy() for b in s.epoch(0, skip=2)])
+    np.testing.assert_array_equal(skipped, rows[8:])
+
+
+def test_ranks_take_disjoint_halves(store):
+    full = KeypointStream(store, batch_size=4, seed=0)
+    a = KeypointStream(store, batch_size=4, seed=0, rank=0, world=2)
+    b = KeypointStream(store, batch_size=4, seed=0, rank=1, world=2)
+    for fb, ab, bb in zip(full.epoch(0), a.epoch(0), b.epoch(0)):
+        np.testing.assert_array_equal(fb.rows.numpy(), np.r_[ab.rows.numpy(), bb.rows.numpy()])
+        assert ab.xy.shape == (2, full.n_vertices, 2)

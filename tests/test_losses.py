@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+import roma
+import torch
+import trimesh
+
+from pipeline.config import LossParams, ModelParams
+from pipeline.lbo import eigenbasis, unit_rms
+from pipeline.losses import (_ArapOperator, arap_loss, arap_weights, best_rotations, canonicalisation_loss,
+                             entropy_loss, make_psi, pseudo_huber, reprojection_loss)
+from pipeline.model import build_model
+
+
+@pytest.fixture(scope="module")
+def arap_op(template):
+    x = torch.as_tensor(template.vertices)
+    return x, _ArapOperator(x, arap_weights(template.vertices, template.faces))
+
+
+def test_pseudo_huber_is_quadratic_then_linear():
+    r = torch.tensor([1e-4, 10.0], dtype=torch.float64)
+    rho = pseudo_huber(r**2, eps=0.01)
+    assert rho[0] == pytest.approx(0.5 * 1e-8 / 0.01, rel=1e-3)
+    assert rho[1] == pytest.approx(10.0 - 0.01, rel=1e-3)
+
+
+def test_reprojection_ignores_invisible_and_heteroscedastic_form():
+    xy = torch.zeros(1, 3, 2)
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [100.0, 0.0]]])
+    vis = torch.tensor([[True, True, False]])
+    plain = reprojection_loss(pred, xy, vis, eps=1e-6)
+    assert plain.item() == pytest.approx(0.5, rel=1e-4)
+    b = torch.full((1, 3), 2.0)
+    het = reprojection_loss(pred, xy, vis, eps=1e-6, uncertainty=b, b_min=0.1)
+    assert het.item() == pytest.approx(math.log(2.0) + 0.25, rel=1e-4)
+
+
+def test_horn_rotations_match_svd():
+    torch.manual_seed(0)
+    rot = roma.random_rotmat(500)
+    cov = rot @ (torch.eye(3) + 0.3 * torch.randn(500, 3, 3))  # near-rotations, as in ARAP
+    torch.testing.assert_close(best_rotations(cov, "horn"), best_rotations(cov, "svd"), atol=1e-4, rtol=0)
+    assert torch.all(torch.det(best_rotations(-cov, "svd")) > 0)  # reflection-corrected
+    with pytest.raises(ValueError, match="horn or svd"):
+        best_rotations(cov, "qr")
+
+
+def _arap_naive(x, y, w):
+    """Loop reference: Σ over directed edges c |(Y_i − Y_k) − R_i(X_i − X_k)|² / Σ_dir c, R by SVD."""
+    n = len(x)
+    nbrs = [[] for _ in range(n)]
+    for (i, k), c in zip(w.edges, w.weights):
+        nbrs[i].append((k, c))
+        nbrs[k].append((i, c))
+    total, norm = 0.0, 0.0
+    for i in range(n):
+        p = sum(c * np.outer(y[i] - y[k], x[i] - x[k]) for k, c in nbrs[i])
+        u, _, vt = np.linalg.svd(p)
+        r = u @ np.diag([1, 1, np.sign(np.linalg.det(u @ vt))]) @ vt
+        for k, c in nbrs[i]:
+            total += c * np.sum((y[i] - y[k] - r @ (x[i] - x[k])) ** 2)
+            norm += c
+    return total / norm
+
+
+def test_arap_matches_naive_loop():
+    m = trimesh.creation.icosphere(subdivisions=1)
+    x = np.asarray(m.vertices, np.float64)
+    w = arap_weights(x, np.asarray(m.faces))
+    y = x + 0.1 * np.random.default_rng(0).normal(size=x.shape)
+    op = _ArapOperator(torch.as_tensor(x, dtype=torch.float32), w)
+    got = arap_loss(op, torch.as_tensor(y[None], dtype=torch.float32), "svd").item()
+    assert got == pytest.approx(_arap_naive(x, y, w), rel=1e-3)
+
+
+def test_arap_zero_for_rigid_motion_positive_for_bent_limb(template, arap_op):
+    x, op = arap_op
+    torch.manual_seed(0)
+    y = x @ roma.random_rotmat(2).transpose(-1, -2) + torch.randn(2, 1, 3)
+    assert arap_loss(op, y).abs().item() < 1e-6
+    arm = torch.as_tensor(np.isin(template.vertex_part, (16, 18, 20, 22)))  # one arm
+    pivot = x[arm].mean(0)
+    bend = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.8, 0.0]))
+    bent = x.clone()
+    bent[arm] = (x[arm] - pivot) @ bend.T + pivot
+    assert arap_loss(op, bent[None]).item() > 1e-4
+
+
+def test_entropy_bounds():
+    w = torch.softmax(torch.randn(100, 7) * 3, dim=1)
+    e = entropy_loss(w).item()
+    assert 0.0 <= e <= math.log(7)
+    assert entropy_loss(torch.full((5, 7), 1 / 7)).item() == pytest.approx(math.log(7), rel=1e-5)
+    assert entropy_loss(torch.eye(7)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_canonicalisation_falls_as_psi_trains(template):
+    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
+    torch.manual_seed(0)
+    model = build_model(ModelParams(hidden=64, bottleneck=32, blocks=1, parts=4, lbo_basis=16),
+                        template.vertices, template.up, template.forward, unit_rms(eb.evecs))
+    psi = make_psi(model)
+    opt = torch.optim.Adam(psi.parameters(), lr=3e-3)
+    shape = model.template.expand(16, -1, -1)  # a canonical shape, seen under random rotations
+    losses = []
+    for _ in range(80):
+        loss = canonicalisation_loss(model, psi, shape, eps=LossParams().huber_eps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])

@@ -1,0 +1,118 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from keypoint_fixture import make_keypoints
+from pipeline.config import TrainParams, as_dict, load_params_dict
+from pipeline.io import save_npz
+from pipeline.lbo import eigenbasis
+from pipeline.model import load_checkpoint, reconstruct
+from pipeline.train import TrainingDiverged, lr_at, train
+
+TINY = {"hidden": 64, "bottleneck": 32, "blocks": 1, "lbo_basis": 16, "parts": 5}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def inputs(template, tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    template.save(d / "template.npz")
+    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
+    save_npz(d / "lbo.npz", {"evals": eb.evals, "evecs": eb.evecs.astype(np.float32), "mass": eb.mass,
+                             "template_hash": np.asarray(template.hash)})
+    make_keypoints(d / "kp.zarr", template, n=48, seed=0, chunk=8)
+    return d
+
+
+def _params(model=None, train_=None, loss=None):
+    return load_params_dict({"common": {"device": "cpu"}, "model": {**TINY, **(model or {})}, "loss": loss or {},
+                             "train": {"batch_size": 12, "epochs": 2, "log_every": 1, **(train_ or {})}})
+
+
+def _run(inputs, out, params, live=None):
+    return train(params, inputs / "kp.zarr", inputs / "template.npz", inputs / "lbo.npz", out, live)
+
+
+def _weights(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_lr_schedule():
+    cfg = TrainParams(lr=0.003, lr_decay_at=0.8, lr_decay=0.1)
+    assert lr_at(0, 100, cfg) == 0.003 and lr_at(79, 100, cfg) == 0.003
+    assert lr_at(80, 100, cfg) == pytest.approx(0.0003)
+
+
+def test_deterministic_checkpoint_and_prediction_api(inputs, tmp_path):
+    a = _run(inputs, tmp_path / "a.pt", _params(), tmp_path / "live")
+    b = _run(inputs, tmp_path / "b.pt", _params())
+    wa, wb = _weights(a.objective), _weights(b.objective)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (tmp_path / "live" / "metrics.json").is_file()
+    assert any((tmp_path / "live" / "plots" / "metrics").rglob("reprojection.tsv"))
+    model, info = load_checkpoint(tmp_path / "a.pt", "cpu")
+    assert info["step"] == a.step > 0 and info["template_hash"] and info["params"]["model"]["hidden"] == 64
+    xy = np.random.default_rng(0).uniform(100, 300, (2, model.n_vertices, 2)).astype(np.float32)
+    vis = np.ones((2, model.n_vertices), bool)
+    out = reconstruct(model, xy, vis)
+    torch.testing.assert_close(out, reconstruct(a.objective.model, xy, vis))
+    assert model.segmentation().shape == (model.n_vertices, 5)
+
+
+def test_resume_continues_to_the_same_weights(inputs, tmp_path):
+    straight = _run(inputs, tmp_path / "s.pt", _params(train_={"epochs": 4}))
+    _run(inputs, tmp_path / "r.pt", _params(train_={"epochs": 2}))
+    resumed = _run(inputs, tmp_path / "r.pt", _params(train_={"epochs": 4, "resume": True}))
+    assert resumed.step == straight.step > 0
+    ws, wr = _weights(straight.objective), _weights(resumed.objective)
+    assert all(torch.allclose(ws[k].float(), wr[k].float(), atol=1e-6) for k in ws)
+    with pytest.raises(ValueError, match="model.parts"):
+        _run(inputs, tmp_path / "r.pt", _params(model={"parts": 3}, train_={"epochs": 5, "resume": True}))
+
+
+def test_exploding_loss_stops_and_keeps_last_good_checkpoint(inputs, tmp_path):
+    p = _params(train_={"optimizer": "sgd", "lr": 10.0, "momentum": 0.9, "epochs": 20, "checkpoint_every": 1,
+                        "explode_factor": 5.0})
+    with pytest.raises(TrainingDiverged, match="last good checkpoint") as e:
+        _run(inputs, tmp_path / "m.pt", p)
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert 0 < ck["step"] < 40 and f"step {ck['step']})" in str(e.value)
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dp3d", "no_parts", "c3dpo"])
+def test_reprojection_error_halves(inputs, tmp_path, kind):
+    p = _params(model={"type": kind, "hidden": 128, "bottleneck": 64}, train_={"epochs": 70, "lr": 3e-3})
+    r = _run(inputs, tmp_path / "m.pt", p, tmp_path / "live")
+    import csv
+
+    rows = list(csv.DictReader(open(next((tmp_path / "live").rglob("reprojection.tsv"))), delimiter="\t"))
+    curve = [float(row["reprojection"]) for row in rows]
+    assert np.mean(curve[-10:]) < 0.5 * np.mean(curve[:5]), curve[::20]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_stay_in_sync(inputs, tmp_path):
+    params = as_dict(_params(train_={"epochs": 2}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--nproc_per_node=2", "--standalone",
+           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "params.yaml"), str(inputs / "kp.zarr"),
+           str(inputs / "template.npz"), str(inputs / "lbo.npz"), str(tmp_path)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6) for k in w0)
+    alone = _run(inputs, tmp_path / "x.pt", _params(train_={"epochs": 2}))
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["step"] == alone.step
+    start = _weights(_run(inputs, tmp_path / "y.pt", _params(train_={"epochs": 1, "lr": 1e-9})).objective)
+    assert any(not torch.allclose(w0[k].float(), start[k].float()) for k in w0)  # it did train
