@@ -119,21 +119,35 @@ def _nearest_valid(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _inpaint_part(values: np.ndarray, part: np.ndarray, known: np.ndarray, opts: RepairOptions) -> np.ndarray:
-    """Inpaints ``values`` (2, S, S) float32 at ``part & ~known`` from known pixels of the part only."""
-    rows, cols = np.nonzero(part)
-    pad = int(np.ceil(opts.inpaint_radius)) + 1
-    r0, r1 = max(rows.min() - pad, 0), min(rows.max() + pad + 1, part.shape[0])
-    c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad + 1, part.shape[1])
+    """Inpaints ``values`` (2, S, S) float32 at ``part & ~known`` from known pixels of the part only.
+
+    Works in a window around the pixels to fill. Window pixels outside the part take the value of
+    their nearest known pixel of the part, so OpenCV sees only the part's own values around the
+    hole and nothing leaks across a part border; only the pixels to fill are inpainted.
+    """
+    fill = part & ~known
+    rows, cols = np.nonzero(fill)
+    pad = int(np.ceil(opts.inpaint_radius)) + 2
+    size = part.shape
+    r0, r1 = max(rows.min() - pad, 0), min(rows.max() + pad + 1, size[0])
+    c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad + 1, size[1])
     kn = known[r0:r1, c0:c1]
-    todo = (~kn).astype(np.uint8)  # everything outside the part's known pixels is unknown to OpenCV
+    if not kn.any():  # no known pixel of the part near the hole: use the whole part's extent
+        rows, cols = np.nonzero(part)
+        r0, r1 = max(rows.min() - pad, 0), min(rows.max() + pad + 1, size[0])
+        c0, c1 = max(cols.min() - pad, 0), min(cols.max() + pad + 1, size[1])
+        kn = known[r0:r1, c0:c1]
+    fw = fill[r0:r1, c0:c1]
+    _, (nr, nc) = ndimage.distance_transform_edt(~kn, return_indices=True)
     flag = cv2.INPAINT_TELEA if opts.inpaint == "telea" else cv2.INPAINT_NS
     out = values.copy()
-    fill = part[r0:r1, c0:c1] & ~kn
     for k in range(values.shape[0]):
+        win = values[k, r0:r1, c0:c1]
+        ext = win[nr, nc]  # every pixel: its nearest known part value
         # OpenCV's float32 inpainting is unreliable; 16-bit keeps U, V to 1/65535, far finer than IUV's 1/255
-        img = np.round(np.clip(np.where(kn, values[k, r0:r1, c0:c1], 0), 0, 1) * 65535).astype(np.uint16)
-        res = cv2.inpaint(img, todo, opts.inpaint_radius, flag)
-        out[k, r0:r1, c0:c1][fill] = res[fill].astype(np.float32) / 65535
+        img = np.round(np.clip(ext, 0, 1) * 65535).astype(np.uint16)
+        res = cv2.inpaint(img, fw.astype(np.uint8), opts.inpaint_radius, flag)
+        out[k, r0:r1, c0:c1][fw] = res[fw].astype(np.float32) / 65535
     return out
 
 

@@ -15,7 +15,8 @@ pixels_filled         (n,) int32             missing pixels repaired (holes incl
 holes_filled          (n,) int32             hole pixels filled
 components_dropped    (n,) int32             small components removed
 pixels_dropped        (n,) int32             foreground pixels removed
-gt/...                as in densepose.zarr   synthetic ground truth, carried through
+gt/...                as in densepose.zarr   synthetic ground truth carried through, except the
+                                             per-pixel ``gt/iuv`` and ``gt/depth``
 ====================  =====================  ==============================================
 
 Group attributes: ``schema`` (:data:`SCHEMA`), ``params`` (the iuv section), ``counts``, and those of
@@ -47,6 +48,7 @@ __all__ = ["SCHEMA", "repair_store", "repair_rows", "open_iuv"]
 
 SCHEMA = "iuv/1"
 _CARRIED = ("box", "score", "image", "split")
+_GT_SKIPPED = ("gt/iuv", "gt/depth")  # per-pixel truth: used for the quality measures, not carried
 
 
 def open_iuv(path: str | Path, template_hash: str | None = None, kind: str | None = None):
@@ -105,19 +107,19 @@ def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
     return out
 
 
-def _read(root, names: list[str], start: int, stop: int) -> dict:
-    return {k: root[k][start:stop] for k in names}
-
-
 def _repair_chunk(src: str, names: list[str], start: int, stop: int, opts: RepairOptions, min_foreground: int):
+    """One task: reads what the repair needs of rows start..stop, returns the repaired rows."""
     root = open_densepose(src)
-    rows = _read(root, names, start, stop)
-    return start, rows, repair_rows(rows, opts, min_foreground)
+    rows = {k: root[k][start:stop] for k in names}
+    return start, repair_rows(rows, opts, min_foreground)
 
 
 def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_foreground: int, workers: int,
-                 params: dict | None = None, progress: bool = True) -> dict:
+                 params: dict | None = None, progress: bool = True, kinds: list[str] | None = None) -> dict:
     """Repairs every instance of ``src`` (densepose.zarr) into ``dst`` (iuv.zarr), atomically.
+
+    ``kinds`` picks the outputs to repair and write ("chart", "cse"; default: all the store holds):
+    the default pipeline needs only the chart output, and CSE embeddings are 16 channels a pixel.
 
     Returns:
         a summary: instance counts, total repair counts, and quality before/after repair against
@@ -127,11 +129,17 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
     """
     root = open_densepose(src)
     attrs = dict(root.attrs)
-    kinds = list(attrs.get("kinds", []))
+    held = list(attrs.get("kinds", []))
+    kinds = held if kinds is None else list(kinds)
+    if not kinds or not set(kinds) <= set(held):
+        raise StoreError(f"{src}: holds {held} output; cannot repair {kinds}")
+    attrs["kinds"] = kinds
     n_in = root["box"].shape[0]
-    names = [k for k in ("labels", "uv", "mask", "embedding") if k in root] + list(_CARRIED)
-    gt_names = sorted(f"gt/{k}" for k in root["gt"].array_keys()) if "gt" in root else []
-    names += gt_names
+    gt_all = sorted(f"gt/{k}" for k in root["gt"].array_keys()) if "gt" in root else []
+    names = [k for kind, ks in (("chart", ("labels", "uv")), ("cse", ("mask", "embedding"))) if kind in kinds
+             for k in ks] + ["box"]
+    names += [k for k in gt_all if k == "gt/iuv"]  # for the quality measures
+    gt_names = [k for k in gt_all if k not in _GT_SKIPPED]
     crop = int(attrs["crop"])
     specs = {k: (root[k].shape[1:], root[k].dtype.str) for k in _CARRIED + tuple(gt_names)}
     if "chart" in kinds:
@@ -158,10 +166,11 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
             pool = None
             results = (_repair_chunk(str(src), names, a, b, opts, min_foreground) for a, b in ranges)
         try:
-            for start, rows, res in tqdm(results, total=len(ranges), desc="iuv", unit="chunk",
+            for start, res in tqdm(results, total=len(ranges), desc="iuv", unit="chunk",
                                          disable=None if progress else True, leave=False):
                 keep = res["keep"]
-                block = {k: rows[k][keep] for k in _CARRIED + tuple(gt_names)}
+                stop = start + len(keep)
+                block = {k: root[k][start:stop][keep] for k in _CARRIED + tuple(gt_names)}
                 block.update({k: res[k][keep] for k in ("iuv", "mask", "embedding") if k in specs})
                 block["source_index"] = (start + np.flatnonzero(keep)).astype(np.int32)
                 block.update({k: res[k][keep] for k in COUNT_NAMES})
@@ -178,7 +187,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
             raise StoreError(f"{src}: no instance kept {min_foreground} foreground pixels after repair; "
                              "nothing to write (lower iuv.min_foreground?)")
         summary = {"instances_in": n_in, "instances_out": kept, "dropped_small_foreground": n_in - kept, **totals}
-        if gt_names and "chart" in kinds:
+        if "gt/iuv" in names and "chart" in kinds:
             summary["quality_before"] = quality_from_sums(quality[0])
             summary["quality_after"] = quality_from_sums(quality[1])
         w.set_attrs(counts=summary)

@@ -55,13 +55,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
 
-    p = load_params(args.params).iuv
+    params = load_params(args.params)
+    p = params.iuv
     opts = repair_options(p)
+    kind = "chart" if params.keypoints.mode == "iuv" else "cse"  # only what the keypoints stage will read
     t0 = time.perf_counter()
-    summary = repair_store(args.densepose, args.out, opts, p.min_foreground, p.workers, params=as_dict(p))
+    summary = repair_store(args.densepose, args.out, opts, p.min_foreground, p.workers, params=as_dict(p),
+                           kinds=[kind])
     dt = time.perf_counter() - t0
-    log.info("repaired %d instances in %.1f s (%.0f/s, %d workers); kept %d, dropped %d with < %d foreground pixels",
-             summary["instances_in"], dt, summary["instances_in"] / dt, p.workers, summary["instances_out"],
+    log.info("repaired %s output of %d instances in %.1f s (%.0f/s, %d workers); kept %d, dropped %d with < %d foreground pixels",
+             kind, summary["instances_in"], dt, summary["instances_in"] / dt, p.workers, summary["instances_out"],
              summary["dropped_small_foreground"], p.min_foreground)
     for when in ("before", "after"):
         if f"quality_{when}" in summary:
