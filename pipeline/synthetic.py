@@ -184,8 +184,8 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
               "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0, "modes": [0] * len(POSE_MODES)}
     # one background thread compresses and writes batch k while batch k + 1 renders (Blosc and Warp
     # release the GIL); writes stay in order, so the store's bytes do not depend on the timing
-    # shards of 512 instances (not the default 2048), so that shards fill and compress during the run
-    with StoreWriter.create(path, n, specs, attrs, chunk=128, chunks_per_shard=4) as w, \
+    # shards of 1024 instances (not the default 2048), so that shards fill and compress during the run
+    with StoreWriter.create(path, n, specs, attrs, chunk=128, chunks_per_shard=8) as w, \
             ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future] = []
         bar = tqdm(total=n, desc="densepose synthetic", unit="inst", disable=not sys.stderr.isatty())
