@@ -129,7 +129,9 @@ class IuvParams:
 
     fill_missing: bool = param(True, "repair missing labels and U/V inside the person (else drop those pixels)")
     fill_holes: bool = param(True, "fill holes of the foreground mask")
-    min_component_area: int = param(20, "drop foreground components smaller than this (pixels; 0 keeps all)",
+    max_hole_area: int = param(16, "fill holes up to this many pixels (larger gaps are real background); 0: all",
+                               lo=0, hi=1_000_000)
+    min_component_area: int = param(10, "drop foreground components smaller than this (pixels; 0 keeps all)",
                                     lo=0, hi=1_000_000)
     smooth_sigma: float = param(0.0, "Gaussian sigma (pixels) smoothing U/V within each part; 0 is off",
                                 lo=0.0, hi=20.0)

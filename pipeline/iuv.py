@@ -5,8 +5,9 @@ Per instance, on an ``S x S`` crop:
 1. **Missing values** (label 255 or outside 0..24, or a part pixel whose U or V is NaN or outside
    [0, 1]) inside the person take the part of their nearest valid pixel — labels are categories,
    never averaged — and then U, V by OpenCV inpainting confined to their own part.
-2. **Holes** of the foreground are filled (``scipy.ndimage.binary_fill_holes``) and repaired as in 1;
-   connected components smaller than ``min_component_area`` pixels are dropped.
+2. **Holes** of the foreground up to ``max_hole_area`` pixels are filled (``scipy.ndimage.binary_fill_holes``;
+   larger enclosed gaps, such as between an arm and the torso, are real background) and repaired as in
+   1; connected components smaller than ``min_component_area`` pixels are dropped.
 3. **Smoothing** (optional): U, V blurred within each part only (normalised convolution), never
    across a part border.
 4. **Encoding**, Detectron2's: ``(I, floor(clamp(255 U)), floor(clamp(255 V)))`` uint8, with ``I`` the
@@ -42,6 +43,7 @@ class RepairOptions:
     fill_missing: bool = True
     fill_holes: bool = True
     min_component_area: int = 0  # pixels; 0 keeps every component
+    max_hole_area: int = 0  # pixels; holes up to this size are filled, 0 fills every hole
     smooth_sigma: float = 0.0  # pixels; 0 turns smoothing off
     inpaint: str = "telea"  # telea | ns
     inpaint_radius: float = 3.0
@@ -96,9 +98,13 @@ def _clean_mask(fg: np.ndarray, opts: RepairOptions) -> tuple[np.ndarray, int, i
     """Fills holes and drops small components. Returns mask, hole pixels, components and pixels dropped."""
     holes = 0
     if opts.fill_holes:
-        filled = ndimage.binary_fill_holes(fg)
-        holes = int(filled.sum() - fg.sum())
-        fg = filled
+        hole = ndimage.binary_fill_holes(fg) & ~fg
+        if opts.max_hole_area > 0 and hole.any():  # large enclosed gaps (between an arm and the torso) are real
+            lab, n = ndimage.label(hole)
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)
+            hole &= (sizes <= opts.max_hole_area)[lab]
+        holes = int(hole.sum())
+        fg = fg | hole
     comps = dropped = 0
     if opts.min_component_area > 0 and fg.any():
         lab, n = ndimage.label(fg)  # 4-connectivity

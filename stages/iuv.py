@@ -25,7 +25,8 @@ log = logging.getLogger("stages.iuv")
 
 
 def repair_options(p) -> RepairOptions:
-    return RepairOptions(fill_missing=p.fill_missing, fill_holes=p.fill_holes, min_component_area=p.min_component_area,
+    return RepairOptions(fill_missing=p.fill_missing, fill_holes=p.fill_holes, max_hole_area=p.max_hole_area,
+                         min_component_area=p.min_component_area,
                          smooth_sigma=p.smooth_sigma, inpaint=p.inpaint, inpaint_radius=p.inpaint_radius)
 
 

@@ -21,7 +21,8 @@ def test_missing_keys_take_defaults():
 
 
 @pytest.mark.parametrize("raw, key, words", [
-    ({"model": {"parts": 0}}, "model", "unknown key"),
+    ({"model": {"parts": 0}}, "model.parts", "out of range"),
+    ({"modle": {"parts": 5}}, "modle", "unknown key"),
     ({"lbo": {"k": -3}}, "lbo.k", "out of range"),
     ({"lbo": {"k": 0}}, "lbo.k", "[2, 4096]"),
     ({"lbo": {"k": 2.5}}, "lbo.k", "wrong type"),

@@ -143,3 +143,12 @@ def test_quality_counts_missing_as_wrong():
     q = iuv_quality(broken[None], uv[None], gt)
     assert q["part_accuracy"] == pytest.approx(1 - 24 / 192)
     assert q["uv_error"] == pytest.approx(24 / 192, abs=1e-3)
+
+
+def test_only_holes_up_to_the_maximum_area_are_filled():
+    labels, uv = two_parts()
+    labels[8:10, 5:7] = 0      # 4 pixels: a dropout hole
+    labels[11:17, 13:19] = 0   # 36 pixels: a real gap
+    uv[:, labels == 0] = np.nan
+    out_l, _, counts = repair_chart(labels, uv, RepairOptions(max_hole_area=10))
+    assert np.all(out_l[8:10, 5:7] == 3) and np.all(out_l[11:17, 13:19] == 0) and counts.holes_filled == 4
