@@ -12,7 +12,8 @@ mirrors the left.
 angle is clipped to. A pose is drawn in two steps: a *mode* (walk, reach, sit, bend) sets a
 coherent whole-body configuration with a few random amplitudes (stride phase, reach height, seat
 depth, bend depth), then independent Gaussian noise of ``noise × (range width)`` per angle adds
-variety; clipping keeps every joint within its limits.
+variety; clipping keeps every joint within its limits. The pelvis (Anny's root bone) tilts the
+trunk over the legs: its angles are added to the hips' so that the legs keep their orientation.
 
 Size letters: ``B`` bodies, ``K`` sampled joints (:data:`JOINTS`), ``A`` all Anny bones.
 """
@@ -28,6 +29,7 @@ __all__ = ["JOINTS", "JOINT_LIMITS", "POSE_MODES", "JointPoses", "sample_poses",
 
 # Sampled joints: name -> (Anny bones sharing the angles equally, side). Side "L"/"R" mirrors.
 JOINTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "pelvis": (("root",), "C"),
     "spine": (("spine04", "spine03", "spine02"), "C"),
     "neck": (("neck01", "neck02"), "C"),
     "head": (("head",), "C"),
@@ -40,6 +42,8 @@ JOINTS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 # Limits (degrees, relative to the rest A-pose) per joint kind: (flex, abduct, twist) each (lo, hi).
+# Pelvis: the trunk's tilt over the legs (forward, sideways) at the root; the sampler adds it to the
+# hips' angles so that the legs keep their orientation (a forward bend tilts the trunk, not the legs).
 # Spine/neck/head: flex = forward bend, abduct = lateral bend, twist = axial rotation.
 # Shoulder: flex = arm forward (up to overhead), abduct = arm out sideways (from the A-pose's ~45°,
 # so -35 is arm along the body and 120 overhead), twist = horizontal swing. Elbow and knee are
@@ -47,6 +51,7 @@ JOINTS: dict[str, tuple[tuple[str, ...], str]] = {
 # abduct = leg out, twist = rotation. Ankle: flex = plantar flexion (+) / dorsiflexion (-), abduct
 # = inversion/eversion.
 JOINT_LIMITS: dict[str, tuple[tuple[float, float], ...]] = {
+    "pelvis": ((-15.0, 70.0), (-10.0, 10.0), (0.0, 0.0)),
     "spine": ((-25.0, 80.0), (-30.0, 30.0), (-40.0, 40.0)),
     "neck": ((-40.0, 50.0), (-30.0, 30.0), (-50.0, 50.0)),
     "head": ((-25.0, 25.0), (-15.0, 15.0), (-25.0, 25.0)),
@@ -61,7 +66,7 @@ JOINT_LIMITS: dict[str, tuple[tuple[float, float], ...]] = {
 # World-axis sign of (flex, abduct, twist) for the left/central side; the right side flips the
 # abduct and twist signs (mirror through the sagittal plane X = 0).
 _SIGNS = {
-    "spine": (1, 1, 1), "neck": (1, 1, 1), "head": (1, 1, 1),
+    "pelvis": (1, 1, 1), "spine": (1, 1, 1), "neck": (1, 1, 1), "head": (1, 1, 1),
     "shoulder": (-1, -1, 1), "elbow": (-1, 1, 1), "wrist": (-1, 1, 1),
     "hip": (-1, -1, 1), "knee": (1, 1, 1), "ankle": (1, 1, 1),
 }
@@ -74,6 +79,8 @@ def _kind(name: str) -> str:
     return name.split(".")[0]
 
 
+_PELVIS = _NAMES.index("pelvis")
+_HIPS = (_NAMES.index("hip.L"), _NAMES.index("hip.R"))
 _LO = np.array([[lim[0] for lim in JOINT_LIMITS[_kind(n)]] for n in _NAMES])  # (K, 3)
 _HI = np.array([[lim[1] for lim in JOINT_LIMITS[_kind(n)]] for n in _NAMES])
 
@@ -134,14 +141,15 @@ def _mode_means(mode: str, rng: np.random.Generator, amount: float) -> np.ndarra
             put(f"elbow.{side}", flex=rng.uniform(30, 100))
         put("spine", flex=rng.uniform(0, 30), twist=rng.uniform(-15, 15))
     elif mode == "bend":
-        spine, hip = rng.uniform(25, 75), rng.uniform(10, 60)
+        spine, tilt = rng.uniform(15, 60), rng.uniform(15, 60)
+        put("pelvis", flex=tilt)  # the trunk tilts forward over standing legs
         put("spine", flex=spine, abduct=rng.uniform(-10, 10), twist=rng.uniform(-15, 15))
         put("neck", flex=-rng.uniform(10, 35))  # look up, toward where one is going
         for side in ("L", "R"):
-            put(f"hip.{side}", flex=hip + rng.uniform(-5, 5), abduct=rng.uniform(0, 10))
+            put(f"hip.{side}", flex=rng.uniform(-5, 10), abduct=rng.uniform(0, 10))
             put(f"knee.{side}", flex=rng.uniform(0, 35))
             # arms hang roughly along gravity: forward by about the trunk's inclination
-            put(f"shoulder.{side}", flex=0.8 * (spine + hip) + rng.uniform(-20, 20), abduct=rng.uniform(-30, 0))
+            put(f"shoulder.{side}", flex=0.8 * (spine + tilt) + rng.uniform(-20, 20), abduct=rng.uniform(-30, 0))
             put(f"elbow.{side}", flex=rng.uniform(0, 40))
     else:  # pragma: no cover - guarded by POSE_MODES
         raise ValueError(f"unknown pose mode {mode!r}; known: {', '.join(POSE_MODES)}")
@@ -167,7 +175,11 @@ def sample_poses(rngs: list[np.random.Generator], mode_weights: np.ndarray, nois
     for rng in rngs:
         m = int(rng.choice(len(POSE_MODES), p=p))
         mean = _mode_means(POSE_MODES[m], rng, amount)
-        a = mean + rng.normal(size=mean.shape) * noise * (_HI - _LO)
+        a = np.clip(mean + rng.normal(size=mean.shape) * noise * (_HI - _LO), _LO, _HI)
+        # the pelvis tilts the trunk over the legs: the hips take the tilt so the legs keep their pose
+        pelvis = a[_PELVIS]
+        a[_HIPS[0], :2] += pelvis[:2]
+        a[_HIPS[1], :2] += pelvis[:2] * (1, -1)
         angles.append(np.clip(a, _LO, _HI))
         modes.append(m)
     return JointPoses(np.array(angles).reshape(len(rngs), len(_NAMES), 3), np.array(modes, dtype=np.int64))

@@ -30,8 +30,9 @@ def test_modes_give_their_configuration():
         hips = a[:, [k["hip.L"], k["hip.R"]], 0]
         if mode == "sit":
             assert (hips > 50).all() and (a[:, [k["knee.L"], k["knee.R"]], 0] > 40).all()
-        elif mode == "bend":
-            assert (a[:, k["spine"], 0] >= 25).all()
+        elif mode == "bend":  # the trunk tilts forward over the legs: the hips take the pelvis tilt
+            assert (a[:, k["spine"], 0] + a[:, k["pelvis"], 0] >= 30).all()
+            assert (a[:, k["hip.L"], 0] - a[:, k["pelvis"], 0] <= 10 + 1e-9).all()
         elif mode == "walk":  # legs swing in opposition (up to clipping at the extension limit)
             assert (hips[:, 0] * hips[:, 1] <= 0).all()
             assert np.corrcoef(hips[:, 0], hips[:, 1])[0, 1] < -0.95
@@ -90,3 +91,12 @@ def test_anny_conventions_flex_moves_limbs_forward():
     assert heads("hip.L", (0, 30, 0))[idx["foot.L"], 0] > rest[idx["foot.L"], 0] + 0.1  # abduction: outward (+X left)
     assert heads("hip.R", (0, 30, 0))[idx["foot.R"], 0] < rest[idx["foot.R"], 0] - 0.1
     assert heads("spine", (45, 0, 0))[idx["head"], 1] < rest[idx["head"], 1] - 0.1
+    # the pelvis tilts the whole body about the root; with the hips compensating, the feet stay put
+    a = np.zeros((1, len(NAMES), 3))
+    a[0, k["pelvis"]] = a[0, k["hip.L"]] = a[0, k["hip.R"]] = (40, 0, 0)
+    with torch.no_grad():
+        out = model(pose_parameters=torch.from_numpy(anny_pose_parameters(a, labels)))["bone_poses"][0, :, :3, 3].numpy()
+    assert out[idx["head"], 1] < rest[idx["head"], 1] - 0.2
+    foot_dir = out[idx["foot.L"]] - out[idx["upperleg01.L"]]
+    rest_dir = rest[idx["foot.L"]] - rest[idx["upperleg01.L"]]
+    assert np.allclose(foot_dir, rest_dir, atol=1e-3)  # the legs keep their orientation
