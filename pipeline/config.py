@@ -212,7 +212,8 @@ class SyntheticParams:
     distance_max: float = param(5.0, "see distance_min", lo=0.5, hi=1000.0)
     projection: str = param("orthographic", "camera model", choices=("orthographic", "perspective"))
     fov: float = param(40.0, "vertical field of view of the virtual image (degrees)", lo=1.0, hi=150.0)
-    image_size: int = param(512, "side of the virtual image (pixels) that boxes are given in", lo=16, hi=100_000)
+    image_size: int = param(160, "side of the virtual image (pixels) that boxes are given in", lo=16, hi=100_000)
+    cse: bool = param(False, "also render CSE embeddings (16 channels a pixel; needed by keypoints.mode: cse)")
     margin: float = param(0.1, "crop box = the body's box grown by this fraction of its size per side",
                           lo=0.0, hi=2.0)
     visibility_tol: float = param(0.01, "metres: a vertex is visible iff its ray to the camera, started this "

@@ -1,7 +1,7 @@
 """Zarr v3 stores of per-instance arrays, written atomically and deterministically.
 
 Every per-instance array shares its first axis ``n`` (instances). Arrays are chunked along ``n``
-only (``chunk`` instances a chunk), compressed with Blosc/Zstd and grouped into shards of
+only (``chunk`` instances a chunk), compressed with Blosc/LZ4 and grouped into shards of
 ``chunk * chunks_per_shard`` instances, so an array is a handful of files (DVC hashes every file of
 an output). The group attributes record the schema name and version, the template's content hash
 and the params that made the store.
@@ -36,7 +36,9 @@ class StoreError(ValueError):
 
 
 def _compressor() -> BloscCodec:
-    return BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+    # lz4 with byte shuffle: within a few % of zstd's ratio on these arrays at ~10x its speed, so
+    # compression never bounds a stage (measured on the synthetic store: 800 vs 50 MB/s)
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 class StoreWriter:

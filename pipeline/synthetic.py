@@ -115,7 +115,7 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
     hits = cast_crops(meshes, body, cams, boxes, crop)
     visible = vertex_visibility(meshes, body, cams, p.visibility_tol)
     exact = surface_maps(hits, template.faces, template.face_part, template.chart_uv, template.chart_faces,
-                         template.embedding, device=device)
+                         template.embedding if p.cse else None, device=device)
 
     # the DensePose-like output: the exact maps corrupted in place, one instance at a time (the exact
     # ground truth kept is exact.iuv; no copy of these large arrays is made)
@@ -124,13 +124,15 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
     occluder = np.zeros((n, crop, crop), bool)
     for i in range(n):
         rng = np.random.default_rng([seed, _CORRUPTION_STREAM, first_instance + i])
-        corrupt_inplace(Crop(labels[i], uv[i], emb[i], mask[i], occluder[i]), p.corruption, rng)
+        corrupt_inplace(Crop(labels[i], uv[i], None if emb is None else emb[i], mask[i], occluder[i]),
+                        p.corruption, rng)
     occluded = _occluded_vertices(occluder, visible, pixels, boxes)
 
     split = np.where(bodies.index[body] < p.train_bodies, SPLIT_TRAIN, SPLIT_TEST).astype(np.uint8)
     joints = template.joint_regressor.astype(np.float64) @ cam_v  # (n, J, 3)
+    cse = {"embedding": emb, "mask": mask} if emb is not None else {}
     return {
-        "labels": labels, "uv": uv.astype(np.float16), "embedding": emb, "mask": mask,
+        "labels": labels, "uv": uv.astype(np.float16), **cse,
         "box": boxes.astype(np.float32), "score": np.ones(n, np.float32),
         "image": (first_instance + np.arange(n)).astype(np.int32), "split": split,
         "gt/vertices": cam_v.astype(np.float32), "gt/visible": visible, "gt/occluded": occluded,
@@ -173,9 +175,10 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     model = body_model(template)
     n_bodies = p.train_bodies + p.test_bodies
     n = n_bodies * p.views
-    specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1], n_vertices=template.n_vertices,
+    specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
+                            n_vertices=template.n_vertices,
                             n_joints=template.joint_regressor.shape[0])
-    attrs = {"schema": SCHEMA, "source": "synthetic", "crop": crop, "kinds": ["chart", "cse"],
+    attrs = {"schema": SCHEMA, "source": "synthetic", "crop": crop, "kinds": ["chart", "cse"] if p.cse else ["chart"],
              "images": [f"synthetic/body{b:06d}_view{k:03d}" for b in range(n_bodies) for k in range(p.views)],
              "template_hash": template.hash, "projection": p.projection, "image_size": p.image_size,
              "pose_modes": list(POSE_MODES), "params": params if params is not None else as_dict(p)}
@@ -195,7 +198,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
             while pending:  # at most one batch waits for the writer: bounded memory
                 pending.pop(0).result()
             pending.append(writer.submit(w.write, int(index[0]) * p.views, rows))
-            counts["foreground_pixels"] += int(rows["mask"].sum())
+            counts["foreground_pixels"] += int((rows["gt/iuv"][..., 0] > 0).sum())
             counts["visible_vertices"] += int(rows["gt/visible"].sum())
             counts["occluded_vertices"] += int(rows["gt/occluded"].sum())
             for m in bodies.mode:
