@@ -177,17 +177,18 @@ def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 
 
 def point_to_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                           k: int = 32, chunk: int = 2048) -> torch.Tensor:
+                           chunk: int = 2048, pairs: int = 1 << 18) -> torch.Tensor:
     """Distance of each point to the nearest point of a triangle mesh's surface (exact).
 
-    Each point first tests the ``k`` faces with the smallest lower bound ``|p - centre| - radius``
-    (the face's bounding sphere). A point whose best exact distance exceeds the next lower bound
-    may have missed its face: it is redone with 8 times as many candidates, and so on up to every
-    face, so the result is exact while most points test few faces.
+    The distance to the nearest *vertex* bounds the answer from above, and ``|p - centre| - radius``
+    (each face's bounding sphere) bounds each face's distance from below, so only the faces whose
+    lower bound is below the upper bound can hold the nearest point. Points are grouped by how
+    many such faces they have (rounded up to a power of two) and each tests exactly its group's
+    count of faces with the smallest lower bounds: exact, and most points test a few dozen faces.
 
     Args:
         points: (P, 3) float. vertices: (V, 3) float. faces: (F, 3) long.
-        k: first number of candidate faces per point. chunk: points per block (memory ~ chunk * F).
+        chunk: points per block (memory ~ chunk * (F + V)). pairs: point-face pairs per batch.
     Returns:
         (P,) distances, in the units and dtype of ``points``.
     """
@@ -198,21 +199,20 @@ def point_to_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: 
     out = torch.empty(len(points), dtype=points.dtype, device=points.device)
     for s in range(0, len(points), chunk):
         p = points[s:s + chunk]
+        upper = torch.cdist(p, vertices).amin(dim=1)  # (p,) distance to the nearest vertex
         lower = (torch.cdist(p, centre) - radius).clamp_min(0)  # (p, F)
-        todo = torch.arange(len(p), device=p.device)
-        d = torch.full((len(p),), float("inf"), dtype=p.dtype, device=p.device)
-        kk = min(k, n_faces)
-        while len(todo):
-            lb, idx = torch.topk(lower[todo], min(kk + 1, n_faces), dim=1, largest=False)
-            for b in range(0, len(todo), max(1, (1 << 18) // kk)):  # bound the (b, kk, 3) temporaries
-                rows = todo[b:b + (1 << 18) // kk]
-                cand = tri[idx[b:b + len(rows), :kk]]  # (b, kk, 3, 3)
+        need = (lower <= upper[:, None]).sum(dim=1).clamp_min(1)  # faces that may hold the nearest point
+        bucket = torch.clamp(2 ** torch.ceil(torch.log2(need.double())), max=n_faces).long()
+        d = torch.empty(len(p), dtype=p.dtype, device=p.device)
+        for kk in torch.unique(bucket).tolist():
+            rows_k = torch.nonzero(bucket == kk).flatten()
+            step = max(1, pairs // kk)
+            for b in range(0, len(rows_k), step):  # bound the (b, kk, 3, 3) temporaries
+                rows = rows_k[b:b + step]
+                idx = torch.topk(lower[rows], kk, dim=1, largest=False).indices
+                cand = tri[idx]  # (b, kk, 3, 3)
                 q = closest_point_on_triangles(p[rows, None], cand[:, :, 0], cand[:, :, 1], cand[:, :, 2])
                 d[rows] = (q - p[rows, None]).norm(dim=-1).amin(dim=1)
-            if kk >= n_faces:
-                break
-            todo = todo[d[todo] > lb[:, kk]]
-            kk = min(8 * kk, n_faces)
         out[s:s + chunk] = d
     return out
 

@@ -105,9 +105,13 @@ def test_point_to_mesh_distance_matches_a_naive_loop():
     v, f, p = torch.as_tensor(verts), torch.as_tensor(mesh.faces), torch.as_tensor(pts)
     tri = verts[mesh.faces]
     ref = np.array([min(_naive_point_triangle(q, *t) for t in tri) for q in pts])
-    np.testing.assert_allclose(m.point_to_mesh_distance(p, v, f, k=len(mesh.faces)).numpy(), ref, atol=1e-9)
-    # the pruned search (k candidates, redone when unsure) is exact too
-    np.testing.assert_allclose(m.point_to_mesh_distance(p, v, f, k=2, chunk=7).numpy(), ref, atol=1e-9)
+    np.testing.assert_allclose(m.point_to_mesh_distance(p, v, f).numpy(), ref, atol=1e-9)
+    # small blocks and batches give the same
+    np.testing.assert_allclose(m.point_to_mesh_distance(p, v, f, chunk=7, pairs=5).numpy(), ref, atol=1e-9)
+    # brute force over every face agrees
+    tri_t = torch.as_tensor(tri)
+    q = m.closest_point_on_triangles(p[:, None], tri_t[None, :, 0], tri_t[None, :, 1], tri_t[None, :, 2])
+    np.testing.assert_allclose((q - p[:, None]).norm(dim=-1).amin(dim=1).numpy(), ref, atol=1e-9)
 
 
 def test_s2s_identical_is_zero_and_a_shift_is_its_length():
