@@ -1,24 +1,32 @@
 """Stage `densepose`: DensePose output per instance into data/densepose.zarr, from the source in params.
 
     python -m stages.densepose --params params.yaml --template data/template.npz \
-        --out data/densepose.zarr --png data/densepose_contact.png
+        --out data/densepose.zarr --png data/densepose_contact.png --metrics metrics/densepose.json
 
-``densepose.source: synthetic`` renders posed Anny bodies (pipeline/synthetic.py).
+``densepose.source``: ``synthetic`` renders posed Anny bodies (pipeline/synthetic.py); ``detectron2``
+runs a DensePose R-CNN on a folder of images (pipeline/detectron2_source.py); ``precomputed`` imports
+``apply_net.py dump`` files or IUV PNG folders (pipeline/precomputed.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 from pipeline.config import as_dict, load_params
 from pipeline.densepose_plots import contact_sheet_figure
 from pipeline.densepose_store import open_densepose
-from pipeline.io import save_figure
+from pipeline.io import atomic_path, save_figure
 from pipeline.logs import setup_logging
 from pipeline.template import load_template
 
 log = logging.getLogger("stages.densepose")
+
+
+def _record(params, section: str) -> dict:
+    """The params that made the store, for its attributes."""
+    return {k: as_dict(getattr(params, k)) for k in ("common", "densepose", section)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--template", required=True, help="template .npz to read")
     ap.add_argument("--out", required=True, help="densepose.zarr store to write")
     ap.add_argument("--png", required=True, help="contact sheet of the first 16 instances to write")
+    ap.add_argument("--metrics", required=True, help="counts JSON to write (instances, skipped images, ...)")
     args = ap.parse_args(argv)
     setup_logging()
 
@@ -40,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         counts = write_synthetic_store(
             args.out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
             device=params.common.device,
-            params={k: as_dict(getattr(params, k)) for k in ("common", "densepose", "synthetic")})
+            params=_record(params, "synthetic"))
         n, s = counts["instances"], params.densepose.crop
         log.info("wrote %s: %d instances (%d train, %d test) of %d bodies, pose modes %s, on %s in %.1f s "
                  "(%.0f instances/s)", args.out, n, counts["train"], counts["test"],
@@ -49,10 +58,20 @@ def main(argv: list[str] | None = None) -> None:
         log.info("per instance: %.0f%% of the crop is foreground, %.0f of %d vertices visible, %.1f hidden by "
                  "occluders", 100 * counts["foreground_pixels"] / (n * s * s), counts["visible_vertices"] / n,
                  template.n_vertices, counts["occluded_vertices"] / n)
+    elif source == "detectron2":
+        from pipeline.detectron2_source import write_detectron2_store
+
+        counts = write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template,
+                                        args.out, _record(params, "detectron2"))
     else:
-        raise NotImplementedError(f"densepose.source: {source} is not wired into this stage yet (issue 3 "
-                                  f"landed the synthetic source; the {source} source comes with "
-                                  f"pipeline/{'detectron2_source' if source == 'detectron2' else 'precomputed'}.py)")
+        from pipeline.precomputed import write_precomputed_store
+
+        counts = write_precomputed_store(params.precomputed, params.densepose.crop, template.hash, args.out,
+                                         _record(params, "precomputed"))
+    # the metrics file holds what is reproducible: counts, not timings
+    metrics = {k: v for k, v in counts.items() if k not in ("seconds", "instances_per_second", "device")}
+    with atomic_path(args.metrics) as tmp:
+        tmp.write_text(json.dumps({"source": source, **metrics}, indent=2, sort_keys=True) + "\n")
     save_figure(contact_sheet_figure(open_densepose(args.out, template.hash)), args.png)
     log.info("wrote %s", args.png)
 

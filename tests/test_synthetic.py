@@ -130,7 +130,8 @@ def test_stage_writes_a_byte_identical_store_twice(tmp_path, template):
     outs = []
     for k in range(2):
         out, png = tmp_path / f"dp{k}.zarr", tmp_path / f"dp{k}.png"
-        main(["--params", str(params), "--template", str(tpl), "--out", str(out), "--png", str(png)])
+        main(["--params", str(params), "--template", str(tpl), "--out", str(out), "--png", str(png),
+              "--metrics", str(tmp_path / f"m{k}.json")])
         outs.append((out, png))
     a, b = _files(outs[0][0]), _files(outs[1][0])
     assert a.keys() == b.keys() and len(a) > 10
@@ -154,21 +155,31 @@ def test_stage_writes_a_byte_identical_store_twice(tmp_path, template):
 
 
 @pytest.mark.slow
-def test_stage_refuses_other_sources_for_now(tmp_path, template):
+def test_stage_other_sources_fail_clearly_and_write_nothing(tmp_path, template):
+    from pipeline.detectron2_source import Detectron2MissingError
     from stages.densepose import main
 
     tpl = tmp_path / "template.npz"
     template.save(tpl)
+    out, metrics = tmp_path / "dp.zarr", tmp_path / "densepose.json"
+    args = ["--template", str(tpl), "--out", str(out), "--png", str(tmp_path / "x.png"), "--metrics", str(metrics)]
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"densepose": {"source": "precomputed"}}))
-    out = tmp_path / "dp.zarr"
+    params.write_text(yaml.safe_dump({"densepose": {"source": "precomputed"},
+                                      "precomputed": {"dump": str(tmp_path / "results.pkl")}}))
+    with pytest.raises(FileNotFoundError, match="results.pkl"):
+        main(["--params", str(params), *args])
+    (tmp_path / "cfg.yaml").write_text("x: 1\n")
+    (tmp_path / "model.pkl").write_bytes(b"0")
+    params.write_text(yaml.safe_dump({"densepose": {"source": "detectron2"},
+                                      "detectron2": {"config": str(tmp_path / "cfg.yaml"),
+                                                     "weights": str(tmp_path / "model.pkl"),
+                                                     "images": str(tmp_path)}}))
     try:
-        main(["--params", str(params), "--template", str(tpl), "--out", str(out), "--png", str(tmp_path / "x.png")])
-    except NotImplementedError as e:
-        assert "precomputed" in str(e)
-    except (ValueError, FileNotFoundError):
-        pass  # wired by now: the precomputed source refuses the missing dump itself
-    assert not out.exists()
+        import detectron2  # noqa: F401
+    except ImportError:
+        with pytest.raises(Detectron2MissingError, match="detectron2"):
+            main(["--params", str(params), *args])
+    assert not out.exists() and not metrics.exists()
 
 
 def test_cse_output_only_when_asked(template, model):
