@@ -107,7 +107,8 @@ def segmentation_figure(template, weights: np.ndarray):
     return fig
 
 
-def errors_figure(template, per: dict, hist: dict, bins: np.ndarray, vertex_mm: np.ndarray, summary: dict | None = None):
+def errors_figure(template, per: dict, hist: dict, bins: np.ndarray, vertex_mm: np.ndarray,
+                  summary: dict | None = None):
     """Error histograms, error against visible share, and the mean vertex error on the template.
 
     Args:

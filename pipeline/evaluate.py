@@ -58,7 +58,7 @@ from pipeline.joints import apply_regressor
 from pipeline.keypoints_store import open_keypoints
 from pipeline.metrics import (centre_depth, flat_reference, flip_depth, image_to_camera, part_sums, re14, s2s,
                               vertex_errors)
-from pipeline.parts import COARSE_OF_PART, N_PARTS, PART_NAMES, SEGMENTS
+from pipeline.parts import COARSE_OF_PART, PART_NAMES, SEGMENTS
 from pipeline.store import StoreError
 from pipeline.template import Template
 from pipeline.uvmap import atlas_image, uv_layout, write_uv_maps
