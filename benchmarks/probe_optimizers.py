@@ -12,6 +12,7 @@ import argparse
 import time
 
 import numpy as np
+import torch
 
 from pipeline.config import load_params_dict
 from pipeline.keypoints_store import open_keypoints
@@ -44,7 +45,10 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=6)
     ap.add_argument("--runs", default="adam:0.001,sgd:0.003")
     ap.add_argument("--type", default="dp3d")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for run in args.runs.split(","):
         opt, lr = run.split(":")
         p = load_params_dict({"model": {"type": args.type, "hidden": args.hidden, "bottleneck": args.bottleneck,

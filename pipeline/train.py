@@ -239,6 +239,13 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
                 _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss)
                 last_saved = step
     bar.close()
+    if world > 1:  # BatchNorm statistics were updated on each process's own slice: average them
+        for name, buf in objective.named_buffers():
+            if "running_" in name:
+                dist.all_reduce(buf)
+                buf /= world
+        if lead:
+            _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss)
     if live is not None:
         live.end()
     if lead and not out.is_file():  # resumed a run that was already complete

@@ -15,6 +15,16 @@ from pipeline.lbo import eigenbasis
 from pipeline.model import load_checkpoint, reconstruct
 from pipeline.train import TrainingDiverged, lr_at, train
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread avoids OpenMP oversubscription when the machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = {"hidden": 64, "bottleneck": 32, "blocks": 1, "lbo_basis": 16, "parts": 5}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,8 +121,20 @@ def test_ddp_two_processes_stay_in_sync(inputs, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    assert all(torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6) for k in w0)
+    differ = [k for k in w0 if not torch.allclose(w0[k].float(), w1[k].float(), atol=1e-6)]
+    assert not differ, differ
     alone = _run(inputs, tmp_path / "x.pt", _params(train_={"epochs": 2}))
     assert torch.load(tmp_path / "model.pt", weights_only=True)["step"] == alone.step
     start = _weights(_run(inputs, tmp_path / "y.pt", _params(train_={"epochs": 1, "lr": 1e-9})).objective)
     assert any(not torch.allclose(w0[k].float(), start[k].float()) for k in w0)  # it did train
+
+
+def test_stage_script_writes_checkpoint_and_curves(inputs, tmp_path):
+    from stages.train import main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(as_dict(_params(train_={"epochs": 1}))))
+    main(["--params", str(tmp_path / "params.yaml"), "--keypoints", str(inputs / "kp.zarr"),
+          "--template", str(inputs / "template.npz"), "--lbo", str(inputs / "lbo.npz"),
+          "--out", str(tmp_path / "models" / "model.pt"), "--live", str(tmp_path / "metrics" / "train")])
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert (tmp_path / "metrics" / "train" / "metrics.json").is_file()
