@@ -39,6 +39,7 @@ class ImageInstances:
     boxes: (k, 4) float32 x0, y0, x1, y1 image pixels.  scores: (k,) float32.
     labels: (k, S, S) uint8 and uv: (k, 2, S, S) float32 (chart models), else None.
     embedding: (k, D, S, S) float32 and mask: (k, S, S) bool (CSE models), else None.
+    size: (H, W) of the image when known (for full-frame export), else None.
     """
 
     name: str
@@ -48,6 +49,7 @@ class ImageInstances:
     uv: np.ndarray | None = None
     embedding: np.ndarray | None = None
     mask: np.ndarray | None = None
+    size: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -110,6 +112,7 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
     attrs = {"schema": SCHEMA, "source": source, "crop": crop,
              "kinds": (["chart"] if chart else []) + (["cse"] if cse else []),
              "images": names, "skipped_images": list(skipped), "template_hash": template_hash,
+             "image_sizes": [list(im.size) if im.size else [0, 0] for im in images],
              "params": params}
     if cse_mesh is not None:
         attrs["cse_mesh"] = cse_mesh

@@ -26,6 +26,8 @@ model (the tests use a fake).
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import sys
 from pathlib import Path
@@ -238,7 +240,9 @@ def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size
             dets = predictor(images)
             if len(dets) != len(images):
                 raise RuntimeError(f"the predictor returned {len(dets)} results for {len(images)} images")
-            results += [_to_instances(n, d, crop, score_threshold, max_instances) for n, d in zip(names, dets)]
+            results += [dataclasses.replace(_to_instances(n, d, crop, score_threshold, max_instances),
+                                            size=tuple(int(x) for x in im.shape[:2]))
+                        for n, d, im in zip(names, dets, images)]
         bar.update(len(paths[start:start + batch_size]))
     bar.close()
     log.info("ran DensePose on %d images (%d skipped): %d instances kept", len(results), len(skipped),

@@ -91,3 +91,26 @@ def save_fullframe(frame: FullFrame, iuv_path: str | Path, index_path: str | Pat
             if not ok:
                 raise ValueError(f"could not encode {path} as PNG")
             Path(tmp).write_bytes(buf.tobytes())
+
+
+def export_store_frames(root, folder: str | Path) -> int:
+    """Writes ``<image stem>_IUV.png`` and ``<image stem>_INDS.png`` for every image of an iuv.zarr store.
+
+    Instances are numbered within their image in store order (the index map's k + 1). The canvas
+    is the image's size when the store records it (attribute ``image_sizes``), else the smallest
+    one holding every box. Returns the number of images written.
+    """
+    folder = Path(folder)
+    images = list(root.attrs.get("images", []))
+    sizes = root.attrs.get("image_sizes") or [[0, 0]] * len(images)
+    image, boxes, scores, iuv = root["image"][:], root["box"][:], root["score"][:], root["iuv"]
+    written = 0
+    for i in np.unique(image):
+        rows = np.flatnonzero(image == i)
+        b = boxes[rows]
+        h, w = sizes[i] if sizes[i][0] > 0 else (int(np.ceil(b[:, 3].max())), int(np.ceil(b[:, 2].max())))
+        frame = paste_iuv(iuv[rows[0]:rows[-1] + 1][rows - rows[0]], b, scores[rows], (h, w))
+        stem = Path(images[i]).with_suffix("").as_posix().replace("/", "__")
+        save_fullframe(frame, folder / f"{stem}_IUV.png", folder / f"{stem}_INDS.png")
+        written += 1
+    return written

@@ -1,7 +1,7 @@
 """Stage `iuv`: repair DensePose output into clean, standard IUV images.
 
     python -m stages.iuv --params params.yaml --densepose data/densepose.zarr --out data/iuv.zarr \
-        --preview data/iuv_preview --metrics metrics/iuv.json
+        --preview data/iuv_preview --metrics metrics/iuv.json --frames data/iuv_frames
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pipeline.config import as_dict, load_params
 from pipeline.densepose_store import open_densepose
 from pipeline.io import atomic_path, save_figure
 from pipeline.iuv import RepairOptions, decode_uv, repair_chart
-from pipeline.iuv_store import repair_store
+from pipeline.fullframe import export_store_frames
+from pipeline.iuv_store import open_iuv, repair_store
 from pipeline.logs import setup_logging
 from pipeline.plots import iuv_preview_figure
 
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="iuv.zarr to write")
     ap.add_argument("--preview", required=True, help="folder of preview PNGs to write")
     ap.add_argument("--metrics", required=True, help="metrics JSON to write")
+    ap.add_argument("--frames", required=True,
+                    help="folder of full-frame IUV and instance-index PNGs to write (real images only)")
     args = ap.parse_args(argv)
     setup_logging()
 
@@ -75,7 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.metrics) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     write_preview(args.densepose, args.preview, opts, p.previews)
-    log.info("wrote %s, %s, %s", args.out, args.metrics, args.preview)
+    with atomic_path(args.frames) as tmp:
+        tmp.mkdir()
+        root = open_iuv(args.out)
+        if root.attrs.get("source") != "synthetic" and "iuv" in root:  # synthetic images are virtual
+            log.info("wrote %d full-frame IUV images", export_store_frames(root, tmp))
+    log.info("wrote %s, %s, %s, %s", args.out, args.metrics, args.preview, args.frames)
 
 
 if __name__ == "__main__":

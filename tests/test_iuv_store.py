@@ -110,7 +110,25 @@ def test_stage_writes_store_metrics_and_preview(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("iuv: {workers: 1, min_foreground: 10, previews: 3}\n")
     iuv_stage.main(["--params", str(params), "--densepose", str(tmp_path / "dp.zarr"), "--out", str(tmp_path / "iuv.zarr"),
-                    "--preview", str(tmp_path / "preview"), "--metrics", str(tmp_path / "m" / "iuv.json")])
+                    "--preview", str(tmp_path / "preview"), "--metrics", str(tmp_path / "m" / "iuv.json"),
+                    "--frames", str(tmp_path / "frames")])
     m = json.loads((tmp_path / "m" / "iuv.json").read_text())
     assert m["instances_out"] == 12 and m["quality_after"]["part_accuracy"] > m["quality_before"]["part_accuracy"]
     assert (tmp_path / "preview" / "instances.png").stat().st_size > 5000
+
+
+def test_full_frame_export_of_real_sources(tmp_path):
+    import cv2
+
+    from pipeline.fullframe import export_store_frames
+
+    make_store(tmp_path / "dp.zarr", n=4)
+    repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 10, 1, progress=False)
+    root = open_iuv(tmp_path / "iuv.zarr")
+    assert export_store_frames(root, tmp_path / "frames") == 4
+    iuv = cv2.imread(str(tmp_path / "frames" / "im2_IUV.png"), cv2.IMREAD_UNCHANGED)
+    inds = cv2.imread(str(tmp_path / "frames" / "im2_INDS.png"), cv2.IMREAD_UNCHANGED)
+    assert iuv.shape == (20 + S, 10 + S, 3) and inds.dtype == np.uint16
+    crop = root["iuv"][2]
+    assert np.array_equal(iuv[20:, 10:], crop)  # a box of exactly S pixels: pasted byte for byte
+    assert np.array_equal(inds[20:, 10:] > 0, crop[..., 0] > 0)
