@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_npz", "load_npz", "save_figure"]
+__all__ = ["atomic_path", "save_npz", "load_npz", "save_figure", "save_json"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -90,3 +91,9 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
+
+
+def save_json(path: str | Path, data: dict) -> None:
+    """Writes a metrics JSON atomically, keys sorted, so files diff cleanly across runs."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

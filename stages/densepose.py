@@ -11,13 +11,12 @@ runs a DensePose R-CNN on a folder of images (pipeline/detectron2_source.py); ``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 from pipeline.config import as_dict, load_params
 from pipeline.densepose_plots import contact_sheet_figure
 from pipeline.densepose_store import open_densepose
-from pipeline.io import atomic_path, save_figure
+from pipeline.io import save_figure, save_json
 from pipeline.logs import setup_logging
 from pipeline.template import load_template
 
@@ -70,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                                          _record(params, "precomputed"))
     # the metrics file holds what is reproducible: counts, not timings
     metrics = {k: v for k, v in counts.items() if k not in ("seconds", "instances_per_second", "device")}
-    with atomic_path(args.metrics) as tmp:
-        tmp.write_text(json.dumps({"source": source, **metrics}, indent=2, sort_keys=True) + "\n")
+    save_json(args.metrics, {"source": source, **metrics})
     save_figure(contact_sheet_figure(open_densepose(args.out, template.hash)), args.png)
     log.info("wrote %s", args.png)
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from pipeline.config import as_dict, load_params
 from pipeline.densepose_store import open_densepose
-from pipeline.io import atomic_path, save_figure
+from pipeline.io import atomic_path, save_figure, save_json
 from pipeline.iuv import RepairOptions, decode_uv, repair_chart
 from pipeline.fullframe import export_store_frames
 from pipeline.iuv_store import open_iuv, repair_store
@@ -75,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             q = summary[f"quality_{when}"]
             log.info("%s repair: part accuracy %.4f, U/V error %.4f, foreground IoU %.4f", when,
                      q["part_accuracy"], q["uv_error"], q["foreground_iou"])
-    with atomic_path(args.metrics) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    save_json(args.metrics, summary)
     write_preview(args.densepose, args.preview, opts, p.previews)
     with atomic_path(args.frames) as tmp:
         tmp.mkdir()

@@ -7,13 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
 from pipeline.config import as_dict, load_params
 from pipeline.devices import resolve_device
-from pipeline.io import atomic_path
+from pipeline.io import save_json
 from pipeline.keypoints_store import extract_keypoints
 from pipeline.logs import setup_logging
 from pipeline.template import load_template
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     if "median_error_px" in summary:
         log.info("against ground truth: median error %.3f px, visibility precision %.3f, recall %.3f",
                  summary["median_error_px"], summary["visibility_precision"], summary["visibility_recall"])
-    with atomic_path(args.metrics) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    save_json(args.metrics, summary)
     log.info("wrote %s and %s", args.out, args.metrics)
 
 

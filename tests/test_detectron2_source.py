@@ -3,7 +3,6 @@ and (where Detectron2 is importable) a randomly initialised DensePose R-CNN end 
 
 import importlib.util
 import sys
-import types
 
 import cv2
 import numpy as np
