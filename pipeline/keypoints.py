@@ -72,10 +72,12 @@ def pixel_centres(boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
 
 def iuv_to_vertices(iuv: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """(n, S, S) int32 vertex of every pixel (-1 on the background). iuv: (n, S, S, 3) uint8."""
-    i = iuv[..., 0].astype(np.intp)
+    i = iuv[..., 0]
     if i.max(initial=0) >= N_LABELS:
         raise ValueError(f"IUV part index {int(i.max())} outside 0..24")
-    return lut[i, iuv[..., 1], iuv[..., 2]]
+    # one flat gather: index (I, U, V) -> I * 65536 + U * 256 + V
+    flat = (i.astype(np.int32) << 16) | (iuv[..., 1].astype(np.int32) << 8) | iuv[..., 2]
+    return lut.reshape(-1).take(flat)
 
 
 def nearest_embedding(pixels: np.ndarray, vertices: np.ndarray, device: str = "cpu", chunk: int = 65536) -> np.ndarray:
@@ -99,15 +101,17 @@ def aggregate(vertex: np.ndarray, boxes: np.ndarray, n_vertices: int) -> VertexK
         vertex: (n, S, S) int vertex of each pixel, -1 for none. boxes: (n, 4) x0, y0, x1, y1.
     """
     n, s, _ = vertex.shape
-    xs, ys = pixel_centres(boxes, s)
-    x = np.broadcast_to(xs[:, None, :], (n, s, s))
-    y = np.broadcast_to(ys[:, :, None], (n, s, s))
-    fg = vertex >= 0
-    flat = (np.arange(n)[:, None, None] * n_vertices + vertex)[fg]
+    boxes = np.asarray(boxes, np.float64)
+    pix = np.flatnonzero(vertex.reshape(-1) >= 0)  # foreground pixels only
+    inst, rc = np.divmod(pix, s * s)
+    r, c = np.divmod(rc, s)
+    x = boxes[inst, 0] + (c + 0.5) * ((boxes[inst, 2] - boxes[inst, 0]) / s)
+    y = boxes[inst, 1] + (r + 0.5) * ((boxes[inst, 3] - boxes[inst, 1]) / s)
+    flat = inst * n_vertices + vertex.reshape(-1)[pix]
     size = n * n_vertices
     count = np.bincount(flat, minlength=size)
-    sx = np.bincount(flat, weights=x[fg], minlength=size)
-    sy = np.bincount(flat, weights=y[fg], minlength=size)
+    sx = np.bincount(flat, weights=x, minlength=size)
+    sy = np.bincount(flat, weights=y, minlength=size)
     visible = count > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         xy = np.where(visible[:, None], np.stack([sx, sy], 1) / count[:, None], 0.0)
