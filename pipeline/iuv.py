@@ -262,16 +262,18 @@ def quality_sums(labels: np.ndarray, uv: np.ndarray, gt_iuv: np.ndarray) -> np.n
         labels: (n, S, S) predicted parts (anything outside 1..24 counts as wrong).
         uv: (n, 2, S, S) predicted U, V (NaN allowed). gt_iuv: (n, S, S, 3) uint8 exact IUV.
     """
-    gt_l = gt_iuv[..., 0].astype(np.int64)
-    gt_uv = np.stack([decode_uv(gt_iuv[..., 1]), decode_uv(gt_iuv[..., 2])], axis=1)
+    gt_l = gt_iuv[..., 0]
     fg = gt_l > 0
-    right = (labels.astype(np.int64) == gt_l) & fg
-    with np.errstate(invalid="ignore"):
-        err = np.abs(uv.astype(np.float32) - gt_uv).mean(axis=1)
-    usable = right & np.isfinite(err)
-    per_pixel = np.where(usable, np.nan_to_num(err, nan=1.0), 1.0)
     pred_fg = (labels > 0) & (labels < N_LABELS)
-    return np.array([fg.sum(), right.sum(), per_pixel[fg].sum(), usable.sum(), err[usable].sum(),
+    # work on the true foreground's pixels only: (P,) arrays
+    right = labels[fg] == gt_l[fg]
+    uv_fg = np.moveaxis(uv, 1, -1)[fg].astype(np.float32)  # (P, 2)
+    gt_uv = decode_uv(gt_iuv[fg][:, 1:])  # (P, 2)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(uv_fg - gt_uv).mean(axis=1)
+    usable = right & np.isfinite(err)
+    per_pixel = np.where(usable, err, 1.0)
+    return np.array([fg.sum(), right.sum(), per_pixel.sum(), usable.sum(), err[usable].sum(),
                      (pred_fg & fg).sum(), (pred_fg | fg).sum()], dtype=np.float64)
 
 
