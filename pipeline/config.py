@@ -250,9 +250,9 @@ class ModelParams:
     sigma_init: float = param(32.0, "σ̄: std of segmentation logits row k is Xavier * σ̄ / (1 + k)",
                               lo=1e-3, hi=1e6)
     basis_size: int = param(10, "number D of shape-basis coefficients (no_parts, c3dpo)", lo=1, hi=256)
-    hidden: int = param(1024, "trunk width H (C3DPO: 1024)", lo=8, hi=16384)
-    bottleneck: int = param(256, "residual block bottleneck width (C3DPO: 256)", lo=4, hi=16384)
-    blocks: int = param(6, "residual blocks of the trunk (C3DPO: 6)", lo=0, hi=64)
+    hidden: int = param(256, "trunk width H (C3DPO and full-size runs: 1024)", lo=8, hi=16384)
+    bottleneck: int = param(128, "residual block bottleneck width (C3DPO: 256)", lo=4, hi=16384)
+    blocks: int = param(2, "residual blocks of the trunk (C3DPO: 6)", lo=0, hi=64)
     heteroscedastic: bool = param(False, "predict a per-keypoint scale b and use the heteroscedastic loss")
     blendshapes: int = param(0, "number of LBO blendshapes applied before posing (dp3d; paper dogs: 5)",
                              lo=0, hi=64)
@@ -285,7 +285,7 @@ class TrainParams:
                                 lo=0.0, hi=1.0)
     lr_decay_at: float = param(0.8, "share of the epochs after which the lr is divided", lo=0.0, hi=1.0)
     lr_decay: float = param(0.1, "factor applied to the lr then", lo=0.0, hi=1.0)
-    epochs: int = param(60, "passes over the train split", lo=1, hi=100_000)
+    epochs: int = param(80, "passes over the train split", lo=1, hi=100_000)
     batch_size: int = param(256, "instances per step, summed over processes (paper: 512)", lo=2, hi=1_000_000)
     chunks_in_memory: int = param(8, "Zarr chunks read and shuffled together (bounds memory)", lo=1, hi=100_000)
     checkpoint_every: int = param(100, "steps between checkpoints (and at the end)", lo=1, hi=10_000_000)

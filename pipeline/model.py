@@ -246,8 +246,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     from pipeline.config import load_params_dict
 
     ck = torch.load(Path(path), map_location=device, weights_only=True)
-    params = load_params_dict(ck["params"])
-    model = LiftingModel(params.model, ck["template"].cpu().numpy(), ck["basis"].cpu().numpy())
+    cfg = load_params_dict({"model": ck["params"]["model"]}).model  # other sections may have changed since
+    model = LiftingModel(cfg, ck["template"].cpu().numpy(), ck["basis"].cpu().numpy())
     model.load_state_dict(ck["model"])
     model.to(device).eval()
     info = {k: ck.get(k) for k in ("step", "template_hash", "params", "metrics", "template_scale")}

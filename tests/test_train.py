@@ -138,3 +138,13 @@ def test_stage_script_writes_checkpoint_and_curves(inputs, tmp_path):
           "--out", str(tmp_path / "models" / "model.pt"), "--live", str(tmp_path / "metrics" / "train")])
     assert (tmp_path / "models" / "model.pt").is_file()
     assert (tmp_path / "metrics" / "train" / "metrics.json").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here; CI is CPU-only)")
+def test_cuda_training_and_cpu_loading(inputs, tmp_path):
+    p = load_params_dict({**as_dict(_params(train_={"epochs": 1})), "common": {"device": "cuda"}})
+    r = _run(inputs, tmp_path / "m.pt", p)
+    assert next(r.objective.parameters()).is_cuda
+    model, _ = load_checkpoint(tmp_path / "m.pt", "cpu")
+    xy = np.zeros((1, model.n_vertices, 2), np.float32)
+    assert torch.isfinite(reconstruct(model, xy, np.ones((1, model.n_vertices), bool))).all()
