@@ -20,3 +20,14 @@ def icosphere():
     """(vertices, faces) of a unit icosphere with 2562 vertices."""
     m = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
     return np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread avoids OpenMP oversubscription when the machine is shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

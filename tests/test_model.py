@@ -9,13 +9,7 @@ from pipeline.mesh import edges
 from pipeline.model import XI_DIM, LiftingModel, build_model, canonical_template, reconstruct
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP oversubscription when the machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(hidden=32, bottleneck=16, blocks=1)

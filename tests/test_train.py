@@ -16,13 +16,7 @@ from pipeline.model import load_checkpoint, reconstruct
 from pipeline.train import TrainingDiverged, lr_at, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP oversubscription when the machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"hidden": 64, "bottleneck": 32, "blocks": 1, "lbo_basis": 16, "parts": 5}
@@ -100,7 +94,7 @@ def test_exploding_loss_stops_and_keeps_last_good_checkpoint(inputs, tmp_path):
 @pytest.mark.parametrize("kind", ["dp3d", "no_parts", "c3dpo"])
 def test_reprojection_error_halves(inputs, tmp_path, kind):
     p = _params(model={"type": kind, "hidden": 128, "bottleneck": 64}, train_={"epochs": 70, "lr": 3e-3})
-    r = _run(inputs, tmp_path / "m.pt", p, tmp_path / "live")
+    _run(inputs, tmp_path / "m.pt", p, tmp_path / "live")
     import csv
 
     rows = list(csv.DictReader(open(next((tmp_path / "live").rglob("reprojection.tsv"))), delimiter="\t"))
