@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-run}" = "table" ]; then
-  dvc exp show --json > /tmp/exp_show.json  # all experiments of this commit
+  dvc exp show --json --all-commits > /tmp/exp_show.json  # experiments of every commit
   echo "Table 1 (test split of the default synthetic data):"
   python scripts/tabulate_experiments.py /tmp/exp_show.json --only t1- --no-baseline \
     --params model.type loss.canonicalisation loss.arap loss.entropy \
