@@ -49,10 +49,19 @@ def main() -> None:
     t = load_template(args.template)
     root = open_iuv(args.iuv)
     n = min(args.count, root["box"].shape[0])
-    iuv, boxes = root["iuv"][:n], root["box"][:n]
-    s = iuv.shape[1]
-    print(f"keypoints of {n} instances at S={s}, template of {len(t.vertices)} vertices")
+    boxes = root["box"][:n]
+    print(f"keypoints of {n} instances at S={root.attrs['crop']}, template of {len(t.vertices)} vertices")
+    m = min(n, 256)
+    if "iuv" in root:
+        iuv_benchmarks(root, t, boxes, n, m)
+    else:
+        print("  IUV mode: the store holds no chart output")
 
+    cse_benchmark(root, t, boxes, m)
+
+
+def iuv_benchmarks(root, t, boxes, n, m) -> None:
+    iuv = root["iuv"][:n]
     lut, dt_lut = timed(iuv_lookup_table, t.chart_part, t.chart_uv, t.chart_vertex)
     print(f"  lookup table [25,256,256]: built once in {dt_lut:.2f} s")
     chunk = int(root["box"].chunks[0])  # the stage works a Zarr chunk at a time
@@ -66,12 +75,14 @@ def main() -> None:
     print(f"  IUV mode (table gather + aggregation, {chunk} instances a chunk): {n / dt:8.0f} instances/s")
 
     trees = {p: (sel, cKDTree(t.chart_uv[sel])) for p in range(1, 25) for sel in [np.flatnonzero(t.chart_part == p)]}
-    m = min(n, 256)
     ref, dt_ref = timed(kdtree_vertices, iuv[:m], t, trees)
     kp_ref = aggregate(ref, boxes[:m], len(t.vertices))
     print(f"  per-pixel KD-tree reference:           {m / dt_ref:8.0f} instances/s "
           f"(table is {dt_ref / m / (dt / n):.0f}x faster; same visibility: {np.array_equal(kp_ref.visible, kp.visible[:m])})")
 
+
+
+def cse_benchmark(root, t, boxes, m) -> None:
     if "cse" in root.attrs.get("kinds", []):
         device = resolve_device("auto")
         mask, emb = root["mask"][:m], root["embedding"][:m].astype(np.float32)
