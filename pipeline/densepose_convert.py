@@ -35,15 +35,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 from pipeline.densepose_store import MISSING_LABEL
 
 __all__ = ["N_LABELS", "ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
-           "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops",
-           "encode_iuv", "decode_iuv", "resize_chart"]
+           "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops", "resize_chart"]
 
 N_LABELS = 25  # background + 24 DensePose parts
 
@@ -212,43 +210,3 @@ def chart_results_to_crops(results: list[tuple[torch.Tensor, torch.Tensor]], cro
         return ChartCrops(torch.zeros((0, crop, crop), dtype=torch.uint8), torch.zeros((0, 2, crop, crop)))
     out = [chart_result_to_crop(lab.cpu(), uv.cpu(), crop) for lab, uv in results]
     return ChartCrops(torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out]))
-
-
-def encode_iuv(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Detectron2's quantisation (``quantize_densepose_chart_result``) as an (..., 3) uint8 image.
-
-    Args:
-        labels: (..., H, W) integer 0..24 (255 / missing -> 0).  uv: (..., 2, H, W) float.
-
-    Returns:
-        (..., H, W, 3) uint8 ``(I, floor(clamp(255 U, 0, 255)), floor(clamp(255 V, 0, 255)))``, 0 where
-        the label is background or missing.
-    """
-    labels = np.asarray(labels)
-    uv = np.asarray(uv, dtype=np.float32)
-    valid = (labels > 0) & (labels < N_LABELS) & np.isfinite(uv).all(axis=-3)
-    q = np.floor(np.clip(np.nan_to_num(uv) * 255.0, 0, 255)).astype(np.uint8)  # (..., 2, H, W)
-    iuv = np.stack([np.where(valid, labels, 0).astype(np.uint8), q[..., 0, :, :], q[..., 1, :, :]], axis=-1)
-    iuv[~valid] = 0
-    return iuv
-
-
-def decode_iuv(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode_iuv` up to quantisation: a value q decodes to its bin centre
-    ``min((q + 0.5) / 255, 1)`` (METHOD.md §2).
-
-    Args:
-        iuv: (H, W, 3) uint8, channels I, U, V in this order.
-
-    Returns:
-        labels (H, W) int64 (I > 24 -> 255 missing) and uv (2, H, W) float32 (0 on background).
-    """
-    iuv = np.asarray(iuv)
-    if iuv.ndim != 3 or iuv.shape[-1] != 3:
-        raise ValueError(f"an IUV image is (H, W, 3), got {iuv.shape}")
-    labels = iuv[..., 0].astype(np.int64)
-    labels[labels >= N_LABELS] = MISSING_LABEL
-    uv = np.minimum((iuv[..., 1:].astype(np.float32) + 0.5) / 255.0, 1.0).transpose(2, 0, 1)
-    uv = np.where(labels[None] == 0, 0.0, uv).astype(np.float32)
-    uv[:, labels == MISSING_LABEL] = np.nan
-    return labels, uv

@@ -6,35 +6,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
-from pipeline.densepose_store import MISSING_LABEL  # noqa: E402
-from pipeline.plots import part_colours  # noqa: E402
+from pipeline.plots import part_rgb, uv_rgb  # noqa: E402
 
-__all__ = ["iuv_rgb", "contact_sheet_figure"]
-
-
-def iuv_rgb(labels: np.ndarray) -> np.ndarray:
-    """(S, S, 3) float RGB of part labels (S, S): part colours, white background, black missing."""
-    colours = np.vstack([part_colours(), np.zeros((256 - 25, 3))])
-    rgb = colours[np.minimum(labels, 255)]
-    rgb[labels == 0] = 1.0
-    rgb[labels == MISSING_LABEL] = 0.0
-    return rgb
-
-
-def _uv_rgb(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """(S, S, 3): U in red, V in green, missing black, background white."""
-    u, v = np.nan_to_num(uv[0].astype(np.float32)), np.nan_to_num(uv[1].astype(np.float32))
-    rgb = np.stack([u, v, 0.5 * np.ones_like(u)], axis=-1)
-    rgb[labels == 0] = 1.0
-    rgb[(labels == MISSING_LABEL) | np.isnan(uv[0].astype(np.float32))] = 0.0
-    return rgb
+__all__ = ["contact_sheet_figure"]
 
 
 def contact_sheet_figure(root, count: int = 16, cols: int = 4):
     """The first ``count`` instances: exact parts with the visible ground-truth vertices (when the
-    store has ``gt/``), DensePose parts (missing black) and its U, V (U red, V green).
+    store has ``gt/``), DensePose parts (missing magenta) and its U, V (U red, V green).
 
     Args:
         root: an open ``densepose.zarr`` group.
@@ -65,7 +45,7 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
         k = 0
         if has_gt:
             ax = axes[r, c0]
-            ax.imshow(iuv_rgb(gt_iuv[i, ..., 0]), **ext)
+            ax.imshow(part_rgb(gt_iuv[i, ..., 0]), **ext)
             xy = verts[i, :, :2] / (verts[i, :, 2:3] if perspective else 1.0) * cam[i, 0] + cam[i, 1:]
             px = (xy[:, 0] - x0) / (x1 - x0) * s - 0.5
             py = (xy[:, 1] - y0) / (y1 - y0) * s - 0.5
@@ -74,9 +54,9 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
             ax.scatter(px[occluded[i]], py[occluded[i]], s=3, c="r", linewidths=0)
             ax.set_title(f"#{i} exact + visible", fontsize=6)
             k = 1
-        axes[r, c0 + k].imshow(iuv_rgb(labels[i]), **ext)
+        axes[r, c0 + k].imshow(part_rgb(labels[i]), **ext)
         axes[r, c0 + k].set_title("DensePose I", fontsize=6)
-        axes[r, c0 + k + 1].imshow(_uv_rgb(labels[i], uv[i]), **ext)
+        axes[r, c0 + k + 1].imshow(uv_rgb(labels[i], uv[i]), **ext)
         axes[r, c0 + k + 1].set_title("U (red), V (green)", fontsize=6)
     fig.suptitle(f"first {n} instances ({root.attrs.get('source')}); black dots: visible GT vertices, "
                  "red: hidden by an occluder", fontsize=8)

@@ -28,7 +28,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from pipeline.densepose_convert import decode_iuv, encode_iuv, int_box_xywh, resize_chart
+from pipeline.densepose_convert import int_box_xywh, resize_chart
+from pipeline.iuv import decode_iuv, encode_iuv
 from pipeline.io import atomic_path
 
 __all__ = ["FullFrame", "paste_iuv", "save_fullframe"]

@@ -27,8 +27,10 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from pipeline.densepose_store import MISSING_LABEL
+
 __all__ = [
-    "RepairOptions", "RepairCounts", "encode_iuv", "decode_uv", "missing_pixels", "repair_chart",
+    "RepairOptions", "RepairCounts", "encode_iuv", "decode_uv", "decode_iuv", "missing_pixels", "repair_chart",
     "repair_cse", "iuv_quality", "quality_sums", "quality_from_sums", "COUNT_NAMES",
 ]
 
@@ -59,23 +61,46 @@ class RepairCounts(NamedTuple):
 
 
 def encode_iuv(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Detectron2's quantised IUV image.
+    """Detectron2's quantised IUV image (``quantize_densepose_chart_result``).
 
     Args:
-        labels: (..., S, S) int part 0..24. uv: (..., 2, S, S) float U, V (ignored where labels is 0).
+        labels: (..., H, W) int part 0..24 (anything else is missing). uv: (..., 2, H, W) float U, V.
     Returns:
-        (..., S, S, 3) uint8 ``(I, floor(clamp(255 U, 0, 255)), floor(clamp(255 V, 0, 255)))``; U = V = 0
-        on the background.
+        (..., H, W, 3) uint8 ``(I, floor(clamp(255 U, 0, 255)), floor(clamp(255 V, 0, 255)))``; all 0
+        where the label is background or missing or U/V is NaN.
     """
-    fg = labels > 0
-    q = np.floor(np.clip(np.nan_to_num(uv, nan=0.0) * 255.0, 0, 255)).astype(np.uint8)  # (..., 2, S, S)
-    q = np.where(fg[..., None, :, :], q, 0)
-    return np.stack([labels.astype(np.uint8), q[..., 0, :, :], q[..., 1, :, :]], axis=-1)
+    labels = np.asarray(labels)
+    uv = np.asarray(uv, dtype=np.float32)
+    valid = (labels > 0) & (labels < N_LABELS) & np.isfinite(uv).all(axis=-3)
+    q = np.floor(np.clip(np.nan_to_num(uv) * 255.0, 0, 255)).astype(np.uint8)  # (..., 2, H, W)
+    iuv = np.stack([labels.astype(np.uint8), q[..., 0, :, :], q[..., 1, :, :]], axis=-1)
+    iuv[~valid] = 0
+    return iuv
 
 
 def decode_uv(q: np.ndarray) -> np.ndarray:
     """U or V from a quantised value: the bin centre ``min((q + 0.5) / 255, 1)`` (float32)."""
     return np.minimum((q.astype(np.float32) + 0.5) / 255.0, 1.0)
+
+
+def decode_iuv(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_iuv` up to quantisation (U, V at their bin centres).
+
+    Args:
+        iuv: (H, W, 3) uint8, channels I, U, V in this order.
+    Returns:
+        labels (H, W) int64 (I > 24 -> 255 missing) and uv (2, H, W) float32 (0 on background, NaN
+        where missing).
+    """
+    iuv = np.asarray(iuv)
+    if iuv.ndim != 3 or iuv.shape[-1] != 3:
+        raise ValueError(f"an IUV image is (H, W, 3), got {iuv.shape}")
+    labels = iuv[..., 0].astype(np.int64)
+    labels[labels >= N_LABELS] = MISSING_LABEL
+    uv = decode_uv(iuv[..., 1:]).transpose(2, 0, 1)
+    uv = np.where(labels[None] == 0, 0.0, uv).astype(np.float32)
+    uv[:, labels == MISSING_LABEL] = np.nan
+    return labels, uv
 
 
 def missing_pixels(labels: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,8 +23,9 @@ import torch
 from scipy.spatial import cKDTree
 
 from pipeline.iuv import decode_uv
+from pipeline.mesh import face_areas
 
-__all__ = ["VertexKeypoints", "iuv_lookup_table", "pixel_centres", "iuv_to_vertices", "nearest_embedding",
+__all__ = ["VertexKeypoints", "iuv_lookup_table", "iuv_to_vertices", "nearest_embedding",
            "aggregate", "vertex_areas", "visible_area_share"]
 
 N_LABELS = 25
@@ -58,18 +59,6 @@ def iuv_lookup_table(chart_part: np.ndarray, chart_uv: np.ndarray, chart_vertex:
     return lut
 
 
-def pixel_centres(boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image coordinates of crop pixel centres: x (n, S) per column, y (n, S) per row.
-
-    Crop pixel ``(r, c)`` of box ``(x0, y0, x1, y1)`` has centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
-    """
-    boxes = np.asarray(boxes, np.float64)
-    t = (np.arange(size) + 0.5) / size
-    x = boxes[:, :1] + t[None] * (boxes[:, 2:3] - boxes[:, :1])
-    y = boxes[:, 1:2] + t[None] * (boxes[:, 3:4] - boxes[:, 1:2])
-    return x, y
-
-
 def iuv_to_vertices(iuv: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """(n, S, S) int32 vertex of every pixel (-1 on the background). iuv: (n, S, S, 3) uint8."""
     i = iuv[..., 0]
@@ -96,7 +85,8 @@ def nearest_embedding(pixels: np.ndarray, vertices: np.ndarray, device: str = "c
 
 
 def aggregate(vertex: np.ndarray, boxes: np.ndarray, n_vertices: int) -> VertexKeypoints:
-    """Mean pixel centre and pixel count per vertex.
+    """Mean pixel centre and pixel count per vertex (crop pixel centres as in
+    :func:`pipeline.cameras.crop_pixel_centres`).
 
     Args:
         vertex: (n, S, S) int vertex of each pixel, -1 for none. boxes: (n, 4) x0, y0, x1, y1.
@@ -122,8 +112,7 @@ def aggregate(vertex: np.ndarray, boxes: np.ndarray, n_vertices: int) -> VertexK
 
 def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(N,) float64 a third of the area of each vertex's incident faces (sums to the surface area)."""
-    a, b, c = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
-    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    area = face_areas(np.asarray(vertices, np.float64), faces)
     out = np.zeros(len(vertices))
     for k in range(3):
         np.add.at(out, faces[:, k], area / 3)

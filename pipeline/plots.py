@@ -12,7 +12,8 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from pipeline.mesh import face_normals  # noqa: E402
 from pipeline.parts import N_PARTS, PART_NAMES  # noqa: E402
 
-__all__ = ["part_colours", "draw_mesh", "template_parts_figure", "eigenfunctions_figure"]
+__all__ = ["part_colours", "draw_mesh", "template_parts_figure", "eigenfunctions_figure", "part_rgb", "uv_rgb",
+           "iuv_preview_figure"]
 
 
 def part_colours() -> np.ndarray:
@@ -92,24 +93,28 @@ def eigenfunctions_figure(vertices: np.ndarray, faces: np.ndarray, evecs: np.nda
     return fig
 
 
-def iuv_rgb(labels: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(S, S, 3) part colours and (S, S, 3) U/V as red/green for one instance; missing pixels magenta.
-
-    Args:
-        labels: (S, S) int, 0 background, 1..24 parts, other values missing. uv: (2, S, S) float.
-    """
-    colours = part_colours()
+def part_rgb(labels: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float RGB of part labels (S, S): part colours, white background, magenta missing."""
+    labels = np.asarray(labels)
     missing = labels > N_PARTS
-    part = colours[np.where(missing, 0, labels)]
-    part[labels == 0] = 1.0
-    part[missing] = (1.0, 0.0, 1.0)
+    rgb = part_colours()[np.where(missing, 0, labels)]
+    rgb[labels == 0] = 1.0
+    rgb[missing] = (1.0, 0.0, 1.0)
+    return rgb
+
+
+def uv_rgb(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float RGB of U (red) and V (green) on a part pixel; white background, magenta where
+    the label or U/V is missing. labels: (S, S); uv: (2, S, S)."""
+    labels = np.asarray(labels)
+    uv = np.asarray(uv, np.float32)
     with np.errstate(invalid="ignore"):
         bad_uv = ~np.all(np.isfinite(uv), axis=0)
     u, v = np.nan_to_num(uv[0]), np.nan_to_num(uv[1])
     rgb = np.stack([u, v, np.full_like(u, 0.4)], axis=-1)
     rgb[labels == 0] = 1.0
-    rgb[((labels > 0) & bad_uv) | missing] = (1.0, 0.0, 1.0)
-    return part, np.clip(rgb, 0, 1)
+    rgb[((labels > 0) & bad_uv) | (labels > N_PARTS)] = (1.0, 0.0, 1.0)
+    return np.clip(rgb, 0, 1)
 
 
 def iuv_preview_figure(columns: list[tuple[str, np.ndarray, np.ndarray]], titles: list[str]):
@@ -119,8 +124,7 @@ def iuv_preview_figure(columns: list[tuple[str, np.ndarray, np.ndarray]], titles
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
     for i in range(n):
         for j, (name, labels, uv) in enumerate(columns):
-            part, rgb = iuv_rgb(labels[i], uv[i])
-            for k, img in enumerate((part, rgb)):
+            for k, img in enumerate((part_rgb(labels[i]), uv_rgb(labels[i], uv[i]))):
                 ax = axes[i, 2 * j + k]
                 ax.imshow(img, interpolation="nearest")
                 ax.set_xticks([])

@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.densepose_convert import chart_results_to_crops, cse_output_to_crops, decode_iuv, int_box_xywh
+from pipeline.densepose_convert import chart_results_to_crops, cse_output_to_crops, int_box_xywh
+from pipeline.iuv import decode_iuv
 from pipeline.densepose_write import ImageInstances, read_name_list, write_instances_store
 
 log = logging.getLogger(__name__)

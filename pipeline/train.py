@@ -13,7 +13,6 @@ process builds the same model, trains its slice of each batch inside Distributed
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os

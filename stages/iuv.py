@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.config import as_dict, load_params
 from pipeline.densepose_store import open_densepose
 from pipeline.io import atomic_path, save_figure, save_json
-from pipeline.iuv import RepairOptions, decode_uv, repair_chart
+from pipeline.iuv import RepairOptions, decode_iuv
 from pipeline.fullframe import export_store_frames
 from pipeline.iuv_store import open_iuv, repair_store
 from pipeline.logs import setup_logging
@@ -30,20 +30,22 @@ def repair_options(p) -> RepairOptions:
                          smooth_sigma=p.smooth_sigma, inpaint=p.inpaint, inpaint_radius=p.inpaint_radius)
 
 
-def write_preview(src, folder, opts: RepairOptions, count: int) -> None:
-    """One PNG of the first ``count`` instances: raw, repaired and (synthetic) ground truth."""
-    root = open_densepose(src)
+def write_preview(src, out, folder, count: int) -> None:
+    """One PNG of the first ``count`` written instances: raw (densepose.zarr), repaired (as written to
+    iuv.zarr) and, for synthetic data, the ground truth."""
+    root, rep = open_densepose(src), open_iuv(out)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        if count > 0 and "labels" in root:
-            k = min(count, root["labels"].shape[0])
-            raw_l, raw_uv = root["labels"][:k], root["uv"][:k].astype(np.float32)
-            rep = [repair_chart(raw_l[i], raw_uv[i], opts) for i in range(k)]
-            columns = [("raw", raw_l, raw_uv), ("repaired", np.stack([r[0] for r in rep]), np.stack([r[1] for r in rep]))]
+        if count > 0 and "iuv" in rep:
+            k = min(count, rep["iuv"].shape[0])
+            rows = rep["source_index"][:k]
+            decoded = [decode_iuv(x) for x in rep["iuv"][:k]]
+            columns = [("raw", root["labels"].get_orthogonal_selection(rows), root["uv"].get_orthogonal_selection(rows)),
+                       ("repaired", np.stack([d[0] for d in decoded]), np.stack([d[1] for d in decoded]))]
             if "gt" in root and "iuv" in root["gt"]:
-                gt = root["gt/iuv"][:k]
-                columns.append(("truth", gt[..., 0], np.stack([decode_uv(gt[..., 1]), decode_uv(gt[..., 2])], 1)))
-            save_figure(iuv_preview_figure(columns, [f"instance {i}" for i in range(k)]), tmp / "instances.png")
+                truth = [decode_iuv(x) for x in root["gt/iuv"].get_orthogonal_selection(rows)]
+                columns.append(("truth", np.stack([d[0] for d in truth]), np.stack([d[1] for d in truth])))
+            save_figure(iuv_preview_figure(columns, [f"instance {i}" for i in rows]), tmp / "instances.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             log.info("%s repair: part accuracy %.4f, U/V error %.4f, foreground IoU %.4f", when,
                      q["part_accuracy"], q["uv_error"], q["foreground_iou"])
     save_json(args.metrics, summary)
-    write_preview(args.densepose, args.preview, opts, p.previews)
+    write_preview(args.densepose, args.out, args.preview, p.previews)
     with atomic_path(args.frames) as tmp:
         tmp.mkdir()
         root = open_iuv(args.out)

@@ -8,7 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.densepose_convert import (chart_output_to_crops, chart_result_to_crop, cse_output_to_crops,
-                                        decode_iuv, encode_iuv, int_box_xywh, resize_chart)
+                                        int_box_xywh, resize_chart)
+from pipeline.iuv import decode_iuv, encode_iuv
 
 BOXES = [(10.3, 20.7, 60.9, 220.2),   # tall
          (5.0, 5.0, 205.5, 65.1),     # wide

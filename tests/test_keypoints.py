@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from pipeline.iuv import decode_uv
-from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, pixel_centres,
-                                vertex_areas, visible_area_share)
+from pipeline.cameras import crop_pixel_centres
+from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
+                                visible_area_share)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_aggregate_matches_a_loop():
     vertex = rng.integers(-1, nv, size=(n, s, s))
     boxes = np.array([[0, 0, 6, 6], [10, 20, 22, 26], [5.5, 1, 8.5, 4]], float)
     kp = aggregate(vertex, boxes, nv)
-    xs, ys = pixel_centres(boxes, s)
+    xs, ys = crop_pixel_centres(boxes, s)
     for k in range(n):
         for i in range(nv):
             pts = [(xs[k, c], ys[k, r]) for r in range(s) for c in range(s) if vertex[k, r, c] == i]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tree_bytes
 import yaml
 import zarr
 
@@ -113,8 +113,6 @@ def test_bad_params_are_clear_errors():
         load_params_dict({"densepose": {"source": "openpose"}})
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
 
 
 @pytest.mark.slow
@@ -133,7 +131,7 @@ def test_stage_writes_a_byte_identical_store_twice(tmp_path, template):
         main(["--params", str(params), "--template", str(tpl), "--out", str(out), "--png", str(png),
               "--metrics", str(tmp_path / f"m{k}.json")])
         outs.append((out, png))
-    a, b = _files(outs[0][0]), _files(outs[1][0])
+    a, b = tree_bytes(outs[0][0]), tree_bytes(outs[1][0])
     assert a.keys() == b.keys() and len(a) > 10
     assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
     assert outs[0][1].read_bytes() == outs[1][1].read_bytes()
