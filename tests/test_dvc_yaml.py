@@ -1,0 +1,41 @@
+"""dvc.yaml lists, for each stage, exactly the code it runs: the stage script and every pipeline module
+it imports, directly or through other modules (imports inside functions included). A missing entry
+would let DVC's cache serve a stale output after a code change; an extra one reruns stages for nothing."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def code_closure(script: str) -> set[str]:
+    """Repository-relative paths of ``script`` and every ``pipeline``/``stages`` module it imports."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                candidate = name.replace(".", "/") + ".py"
+                if name.split(".")[0] in ("pipeline", "stages") and (ROOT / candidate).is_file():
+                    todo.append(candidate)
+    return seen
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_code_deps_are_exactly_what_the_stage_imports(stage):
+    deps = {d for d in STAGES[stage]["deps"] if d.endswith(".py")}
+    needed = code_closure(f"stages/{stage}.py")
+    assert not needed - deps, f"dvc.yaml stage {stage}: missing deps {sorted(needed - deps)}"
+    assert not deps - needed, f"dvc.yaml stage {stage}: deps it does not import {sorted(deps - needed)}"
