@@ -15,8 +15,10 @@ pixels_filled         (n,) int32             missing pixels repaired (holes incl
 holes_filled          (n,) int32             hole pixels filled
 components_dropped    (n,) int32             small components removed
 pixels_dropped        (n,) int32             foreground pixels removed
-gt/...                as in densepose.zarr   synthetic ground truth carried through, except the
-                                             per-pixel ``gt/iuv`` and ``gt/depth``
+gt/iuv                (n, S, S, 3) uint8     synthetic only: the exact IUV, as in densepose.zarr
+                                             (the keypoints stage measures keypoints on it too)
+gt/...                as in densepose.zarr   the other synthetic ground truth carried through,
+                                             except the per-pixel ``gt/depth``
 ====================  =====================  ==============================================
 
 Group attributes: ``schema`` (:data:`SCHEMA`), ``params`` (the iuv section), ``counts``, and those of
@@ -48,7 +50,7 @@ __all__ = ["SCHEMA", "repair_store", "repair_rows", "open_iuv"]
 
 SCHEMA = "iuv/1"
 _CARRIED = ("box", "score", "image", "split")
-_GT_SKIPPED = ("gt/iuv", "gt/depth")  # per-pixel truth: used for the quality measures, not carried
+_GT_SKIPPED = ("gt/depth",)  # per-pixel depth: no later stage reads it
 
 
 def open_iuv(path: str | Path, template_hash: str | None = None, kind: str | None = None):

@@ -65,7 +65,7 @@ def test_exact_data_passes_through_unchanged(tmp_path):
     assert np.array_equal(out["iuv"][:], encode_iuv(arrays["labels"], arrays["uv"].astype(np.float32)))
     assert s["pixels_filled"] == s["holes_filled"] == s["components_dropped"] == s["pixels_dropped"] == 0
     assert s["quality_after"] == s["quality_before"]
-    assert np.array_equal(out["split"][:], arrays["split"]) and "gt/iuv" not in out  # per-pixel truth stays upstream
+    assert np.array_equal(out["split"][:], arrays["split"]) and np.array_equal(out["gt/iuv"][:], arrays["gt/iuv"])
 
 
 def test_repair_improves_part_accuracy_and_uv_error(tmp_path):
@@ -88,6 +88,7 @@ def test_small_instances_are_dropped_and_counted(tmp_path):
     assert s["instances_out"] == 10 and s["dropped_small_foreground"] == 2
     assert out["source_index"][:].tolist() == [i for i in range(12) if i not in (2, 5)]
     assert np.array_equal(out["image"][:], arrays["image"][out["source_index"][:]])
+    assert np.array_equal(out["gt/iuv"][:], arrays["gt/iuv"][out["source_index"][:]])  # row-aligned with the kept
 
 
 def test_no_surviving_instance_is_an_error_and_writes_nothing(tmp_path):

@@ -14,7 +14,11 @@ from pipeline.keypoints_store import extract_keypoints, open_keypoints
 from pipeline.store import StoreError
 from pipeline.synthetic import write_synthetic_store
 
-EXACT = {"synthetic": {"train_bodies": 4, "test_bodies": 2, "views": 3, "batch": 6,
+QUALITY_KEYS = ("median_error_px", "mean_error_px", "median_error_crop_px", "visibility_precision",
+                "visibility_recall")
+
+# 120 instances: the visibility precision of a sample scatters around the population value (below)
+EXACT = {"synthetic": {"train_bodies": 20, "test_bodies": 10, "views": 4, "batch": 6,
                        "corruption": {"uv_noise": 0.0, "embedding_noise": 0.0, "flip_prob": 0.0, "dropout_blobs": 0.0,
                                       "border_px": 0, "occluder_prob": 0.0}}}
 
@@ -33,13 +37,21 @@ def exact_iuv(template, tmp_path_factory):
 @pytest.mark.slow
 def test_exact_data_gives_keypoints_on_the_true_vertices(template, exact_iuv):
     s = extract_keypoints(exact_iuv / "iuv.zarr", exact_iuv / "kp.zarr", template, "iuv", 0.1, progress=False)
-    assert s["instances_out"] == s["instances_in"] == 18
+    assert s["instances_out"] == s["instances_in"] == 120
     assert s["median_error_px"] <= 1.0, s  # pixels of the source image
-    # measured 0.943-0.948 on exact renders: pixels next to an occluding contour or the silhouette map
-    # to the nearest chart point, at times a vertex just behind it (the 1229-vertex mesh is coarse)
-    assert s["visibility_precision"] >= 0.94 and s["visibility_recall"] > 0.5, s
+    # Not 1: pixels next to an occluding contour or the silhouette map to the nearest chart point, at
+    # times a vertex just behind it (the 1229-vertex mesh is coarse). On the full default data (3600
+    # exact renders) precision is 0.9535 (train 0.9536, test 0.9530); resampled, 120-instance subsets
+    # fall below 0.95 2% of the time (18-instance ones 22%). This fixture (seed 0): 0.9545.
+    assert s["visibility_precision"] >= 0.95 and s["visibility_recall"] > 0.5, s
+    # nothing corrupted and no clean-up: the repaired IUV is the exact one but for U, V travelling as
+    # float16 in densepose.zarr (one quantisation level on some pixels), so the figures agree closely
+    assert set(s["exact"]) == set(QUALITY_KEYS)
+    for k in QUALITY_KEYS:
+        assert s["exact"][k] == pytest.approx(s[k], abs=2e-3), k
     kp = open_keypoints(exact_iuv / "kp.zarr", template.hash)
-    assert kp["xy"].shape == (18, template.n_vertices, 2) and kp["count"].dtype == np.uint16
+    assert kp["xy"].shape == (120, template.n_vertices, 2) and kp["count"].dtype == np.uint16
+    assert "iuv" not in kp["gt"]  # measured on, not written
     assert np.all(kp["xy"][:][~kp["visible"][:]] == 0)
     # determinism: a second run writes the same bytes
     extract_keypoints(exact_iuv / "iuv.zarr", exact_iuv / "kp2.zarr", template, "iuv", 0.1, progress=False)
@@ -59,10 +71,30 @@ def test_store_of_another_template_is_refused(template, exact_iuv, tmp_path):
 @pytest.mark.slow
 def test_small_visible_area_is_dropped_and_all_dropped_is_an_error(template, exact_iuv, tmp_path):
     s = extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "kp.zarr", template, "iuv", 0.3, progress=False)
-    assert s["instances_out"] + s["dropped_small_visible_area"] == 18
+    assert s["instances_out"] + s["dropped_small_visible_area"] == 120
     with pytest.raises(StoreError, match="no instance shows 100%"):
         extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "none.zarr", template, "iuv", 1.0, progress=False)
     assert not (tmp_path / "none.zarr").exists()
+
+
+@pytest.mark.slow
+def test_corrupted_data_reports_its_figures_and_those_of_the_exact_iuv(template, tmp_path):
+    """Default corruption: the summary holds the keypoints' figures on the repaired IUV and, under
+    ``exact``, those of the same instances' exact IUV, which are as good as on exact data."""
+    p = load_params_dict({"synthetic": {"train_bodies": 3, "test_bodies": 1, "views": 3, "batch": 6}})
+    assert p.synthetic.corruption.flip_prob > 0 and p.synthetic.corruption.occluder_prob > 0
+    write_synthetic_store(tmp_path / "dp.zarr", template, p.synthetic, crop=p.densepose.crop, seed=0, device="cpu")
+    repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 50, 1, progress=False, kinds=["chart"])
+    s = extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "iuv", 0.1, progress=False)
+    assert s["instances_out"] >= 10 and set(s["exact"]) == set(QUALITY_KEYS), s
+    assert all(k in s for k in QUALITY_KEYS), s
+    # measured (seed 0, 12 instances): precision 0.816 against 0.937 exact, mean error 1.88 px against
+    # 0.57 px; 12 instances are too few to hold the exact precision to 0.95 (see the test above)
+    assert s["exact"]["median_error_px"] <= 1.0, s
+    assert s["exact"]["visibility_precision"] > s["visibility_precision"] + 0.05, s
+    assert s["exact"]["mean_error_px"] < s["mean_error_px"], s
+    kp = open_keypoints(tmp_path / "kp.zarr", template.hash)
+    assert kp.attrs["counts"]["exact"] == s["exact"] and "iuv" not in kp["gt"]
 
 
 def test_missing_store_is_named(template, tmp_path):
