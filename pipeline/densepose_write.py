@@ -5,10 +5,10 @@ see :mod:`pipeline.densepose_convert`) and hand the list to :func:`write_instanc
 assigns the train/test split, writes the layout of :mod:`pipeline.densepose_store` and returns a
 summary of counts for the stage's metrics file.
 
-Besides the per-instance arrays, a CSE store carries one group-level array
-``cse_vertex_embedding`` (V, D) float32: the L2-normalised vertex embeddings of the CSE mesh named
-in the attribute ``cse_mesh``, read from the model (detectron2 source) -- pixel embeddings are only
-comparable with the vertex embeddings of the model that made them.
+CSE output is only comparable with the vertex embeddings of the model that made it, so a CSE store
+needs a template built from that model's mesh and weights (``template.source: cse``,
+:mod:`pipeline.cse_mesh`): :func:`check_cse_template` refuses any other, and the store records the
+mesh's name in the attribute ``cse_mesh``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipeline.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageInstances", "NoInstancesError", "read_name_list", "write_instances_store"]
+__all__ = ["ImageInstances", "NoInstancesError", "check_cse_template", "read_name_list", "write_instances_store"]
 
 
 class NoInstancesError(RuntimeError):
@@ -55,6 +55,27 @@ class ImageInstances:
         return len(self.scores)
 
 
+def check_cse_template(template, source: str, dim: int | None = None) -> None:
+    """Refuses CSE output with a template that does not hold its model's vertex embeddings.
+
+    Args:
+        template: :class:`pipeline.template.Template`.  source: the densepose source, for the message.
+        dim: the pixel embeddings' dimension D, when known.
+    Raises:
+        ValueError: the template is not a CSE mesh's (``template.source: cse``), or another D.
+    """
+    if template.source != "cse":
+        raise ValueError(
+            f"densepose.source {source}: the DensePose output comes from a CSE model, whose pixel embeddings "
+            "match only that model's vertex embeddings; the template must be the model's CSE mesh with them: set "
+            "template.source: cse, template.cse_mesh_file (e.g. smpl_27554.pkl), template.cse_weights (the "
+            f"model's weights) and template.parts_from (README, 'Real images'). The template is "
+            f"{template.source!r}.")
+    if dim is not None and dim != template.embedding.shape[1]:
+        raise ValueError(f"densepose.source {source}: pixel embeddings have D = {dim}, the template's vertex "
+                         f"embeddings of {template.topology!r} D = {template.embedding.shape[1]}: another model")
+
+
 def read_name_list(path: str | Path) -> set[str]:
     """Image names, one a line; blank lines and ``#`` comments ignored."""
     path = Path(path)
@@ -74,8 +95,7 @@ def _is_test(name: str, test_names: set[str]) -> bool:
 
 def write_instances_store(path: str | Path, images: list[ImageInstances], *, crop: int, source: str,
                           template_hash: str, params: dict, test_names: set[str] | None = None,
-                          skipped: list[str] = (), cse_mesh: str | None = None,
-                          cse_vertex_embedding: np.ndarray | None = None) -> dict:
+                          skipped: list[str] = (), cse_mesh: str | None = None) -> dict:
     """Writes every instance of ``images`` as ``data/densepose.zarr`` (layout: densepose_store).
 
     Args:
@@ -84,7 +104,7 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
         crop: S.  source: "detectron2" or "precomputed".  params: recorded in the attributes.
         test_names: image names (or base names) of the test split; None -> all train.
         skipped: names of images that could not be read (counted, listed in the attributes).
-        cse_mesh, cse_vertex_embedding: (V, D) float32, stored for CSE output.
+        cse_mesh: for CSE output, the name of the mesh its embeddings refer to (an attribute).
 
     Returns:
         summary: counts of images read / skipped / without instances, instances, train / test.
@@ -137,10 +157,6 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
                 rows["mask"] = np.asarray(im.mask, bool)
             w.write(start, rows)
             start += k
-        if cse_vertex_embedding is not None:
-            e = np.asarray(cse_vertex_embedding, np.float32)
-            w.root.create_array("cse_vertex_embedding", shape=e.shape, dtype="float32",
-                                chunks=e.shape, fill_value=0)[...] = e
     summary = {"images": len(images), "images_skipped": len(skipped),
                "images_without_instances": sum(len(im) == 0 for im in images),
                "instances": n, "instances_train": n - n_test, "instances_test": n_test}

@@ -12,9 +12,10 @@ is logged, skipped and counted), run the model under ``torch.no_grad()`` on CUDA
 ``max_instances`` per image (0: all), and resample each kept instance's 112x112 heatmaps onto the
 ``S x S`` crop of its box exactly as Detectron2's converters do
 (:mod:`pipeline.densepose_convert`). Chart models give ``labels``/``uv``; CSE models give
-``embedding``/``mask`` plus the vertex embeddings of ``cse_mesh`` read from the checkpoint
+``embedding``/``mask``; the vertex embeddings of the template's mesh read from the loaded model
 (``model.roi_heads.embedder(mesh_name)``, Detectron2's ``densepose/modeling/cse/embedder.py``;
-rows L2-normalised), stored as ``cse_vertex_embedding``. An image with no person gives zero
+rows L2-normalised) must equal the template's (``template.source: cse`` built from the same weights),
+checked before any image is read. An image with no person gives zero
 instances; a run where no instance survives raises :class:`NoInstancesError`.
 
 The model is driven batch-wise as ``DefaultPredictor`` drives it image by image: BGR ``uint8``
@@ -37,7 +38,8 @@ import numpy as np
 import torch
 
 from pipeline.densepose_convert import chart_output_to_crops, cse_output_to_crops
-from pipeline.densepose_write import ImageInstances, NoInstancesError, read_name_list, write_instances_store
+from pipeline.densepose_write import (ImageInstances, NoInstancesError, check_cse_template, read_name_list,
+                                      write_instances_store)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,10 @@ class Detections(NamedTuple):
 
 
 class Predictor(Protocol):
-    """Runs the model on a batch of BGR uint8 images (H, W, 3), one :class:`Detections` each."""
+    """Runs the model on a batch of BGR uint8 images (H, W, 3), one :class:`Detections` each.
+    ``is_cse``: a CSE model (it has vertex embeddings)."""
+
+    is_cse: bool
 
     def __call__(self, images: list[np.ndarray]) -> list[Detections]: ...
 
@@ -124,6 +129,8 @@ class _Detectron2Predictor:
         self.model = build_model(cfg)
         self.model.eval()
         DetectionCheckpointer(self.model).load(weights)
+        # DensePose's ROI heads build an embedder only for CSE models (build_densepose_embedder)
+        self.is_cse = getattr(self.model.roi_heads, "embedder", None) is not None
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
             raise ValueError(f"{config}: INPUT.FORMAT {cfg.INPUT.FORMAT!r} is not supported (BGR or RGB)")
@@ -157,7 +164,7 @@ class _Detectron2Predictor:
         if embedder is None:
             raise ValueError("the model has no CSE embedder (roi_heads.embedder): not a CSE model")
         if not embedder.has_embeddings(mesh_name):
-            raise ValueError(f"detectron2.cse_mesh {mesh_name!r}: the model has embeddings for "
+            raise ValueError(f"CSE mesh {mesh_name!r} (template.cse_mesh): the model has embeddings for "
                              f"{sorted(embedder.mesh_names)} only")
         with torch.no_grad():
             return embedder(mesh_name).float().cpu().numpy()  # (V, D), L2-normalised by the embedder
@@ -257,7 +264,7 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
     Args:
         params: :class:`pipeline.config.Detectron2Params`.  crop: S (``densepose.crop``).
         device: ``common.device`` (auto, cpu or cuda).  template: :class:`pipeline.template.Template`
-            (its hash is recorded; for CSE models its vertex count is compared with the mesh's).
+            (its hash is recorded; a CSE model's vertex embeddings must be its own).
         params_record: params recorded in the store's attributes.
 
     Returns:
@@ -270,16 +277,21 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
     test = read_name_list(params.test_list) if params.test_list else None
     list_images(params.images)  # a wrong folder fails before the model is built
     predictor = build_predictor(params.config, params.weights, resolve_device(device), params.score_threshold)
+    mesh = _check_cse_embeddings(predictor, template, params.weights) if predictor.is_cse else None
     images, skipped = infer_folder(predictor, params.images, crop, params.batch_size,
                                    params.score_threshold, params.max_instances)
-    cse = any(im.embedding is not None for im in images)
-    vertex_embedding = mesh = None
-    if cse:
-        mesh = params.cse_mesh
-        vertex_embedding = np.asarray(predictor.vertex_embeddings(mesh), np.float32)
-        if len(vertex_embedding) != template.n_vertices:
-            log.warning("CSE mesh %s has %d vertices but the template has %d: keypoints from this store "
-                        "need a template of that mesh", mesh, len(vertex_embedding), template.n_vertices)
     return write_instances_store(out_path, images, crop=crop, source="detectron2", template_hash=template.hash,
-                                 params=params_record or {}, test_names=test, skipped=skipped,
-                                 cse_mesh=mesh, cse_vertex_embedding=vertex_embedding)
+                                 params=params_record or {}, test_names=test, skipped=skipped, cse_mesh=mesh)
+
+
+def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:
+    """The CSE mesh's name, once the model's vertex embeddings are found equal to the template's."""
+    check_cse_template(template, "detectron2")
+    mesh = template.topology
+    e = np.asarray(predictor.vertex_embeddings(mesh), np.float32)
+    if e.shape != template.embedding.shape or not np.allclose(e, template.embedding, atol=1e-4):
+        raise ValueError(f"the model's vertex embeddings of {mesh!r} {e.shape} are not the template's "
+                         f"{template.embedding.shape}: build the template from the same weights (template.cse_weights "
+                         f"= detectron2.weights = {weights}) and rerun the template stage")
+    log.info("CSE model: the vertex embeddings of %s equal the template's", mesh)
+    return mesh

@@ -55,7 +55,7 @@ import torch
 
 from pipeline.densepose_convert import chart_results_to_crops, cse_output_to_crops, int_box_xywh
 from pipeline.iuv import decode_iuv
-from pipeline.densepose_write import ImageInstances, read_name_list, write_instances_store
+from pipeline.densepose_write import ImageInstances, check_cse_template, read_name_list, write_instances_store
 
 log = logging.getLogger(__name__)
 
@@ -383,13 +383,14 @@ def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: floa
     return out
 
 
-def write_precomputed_store(params, crop: int, template_hash: str, out_path: str | Path,
+def write_precomputed_store(params, crop: int, template, out_path: str | Path,
                             params_record: dict | None = None) -> dict:
     """The ``precomputed`` source, end to end: read, filter, resample, write ``densepose.zarr``.
 
     Args:
         params: :class:`pipeline.config.PrecomputedParams`.  crop: S (``densepose.crop``).
-        template_hash: the template's hash.  params_record: params recorded in the store.
+        template: the :class:`pipeline.template.Template` (its hash is recorded; CSE output needs
+            the CSE mesh's template).  params_record: params recorded in the store.
 
     Returns:
         summary dict of counts (images, images_skipped, images_without_instances, instances...).
@@ -402,8 +403,16 @@ def write_precomputed_store(params, crop: int, template_hash: str, out_path: str
         if not params.iuv_folder or not params.boxes_json:
             raise ValueError("precomputed.format iuv_png needs precomputed.iuv_folder and precomputed.boxes_json")
         images, skipped = read_iuv_folder(params.iuv_folder, params.boxes_json)
+    dims = {int(im.cse[0].shape[1]) for im in images if im.cse is not None}
+    mesh = None
+    if len(dims) > 1:
+        raise ValueError(f"{params.dump or params.iuv_folder}: CSE embeddings of sizes {sorted(dims)}: "
+                         "the output of several models")
+    if dims:
+        check_cse_template(template, "precomputed", dims.pop())
+        mesh = template.topology
     instances = dump_images_to_instances(images, crop, params.score_threshold, params.max_instances)
     test = read_name_list(params.test_list) if params.test_list else None
     return write_instances_store(out_path, instances, crop=crop, source="precomputed",
-                                 template_hash=template_hash, params=params_record or {},
-                                 test_names=test, skipped=skipped)
+                                 template_hash=template.hash, params=params_record or {},
+                                 test_names=test, skipped=skipped, cse_mesh=mesh)

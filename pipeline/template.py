@@ -44,7 +44,8 @@ from pipeline.parts import N_PARTS, anny_face_parts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Template", "build_template", "anny_template", "smpl_template", "cse_embedding", "load_template"]
+__all__ = ["Template", "build_template", "anny_template", "smpl_template", "cse_template", "cse_embedding",
+           "load_template"]
 
 
 @dataclass(frozen=True)
@@ -225,10 +226,48 @@ def smpl_template(model_path: str | Path, uv_path: str | Path, cse_dim: int = 16
                    up, forward, "smpl", Path(model_path).name)
 
 
+def cse_template(mesh_path: str | Path, weights_path: str | Path, mesh_name: str, reference: Template) -> Template:
+    """The user's CSE mesh (DensePose's mesh file) with the vertex embeddings of a CSE model's weights;
+    parts, charts, joints and body axes transferred from ``reference`` (same body, same frame).
+    The mesh keeps its vertex order (the embeddings are indexed by it), so it must need no cleaning."""
+    from pipeline.cse_mesh import (read_checkpoint_embeddings, read_densepose_mesh, transfer_face_parts,
+                                  transfer_regressor)
+    from pipeline.parts import clean_part_labels
+
+    verts, faces = read_densepose_mesh(mesh_path)
+    emb = read_checkpoint_embeddings(weights_path, mesh_name)
+    if len(emb) != len(verts):
+        raise ValueError(f"{weights_path}: the embedder of {mesh_name!r} has {len(emb)} vertices, but {mesh_path} "
+                         f"has {len(verts)}: the mesh file and the weights must be of the same mesh")
+    cm = clean_mesh(verts, faces, components="refuse", name=str(mesh_path))
+    if cm.report["dropped_faces"] or cm.report["dropped_vertices"]:
+        raise MeshError(f"{mesh_path}: the CSE mesh needs cleaning ({cm.report}); it cannot keep the vertex order "
+                        "its embeddings are indexed by")
+    face_part = transfer_face_parts(verts, faces, reference.vertices, reference.faces, reference.face_part,
+                                    name=str(mesh_path))
+    face_part = clean_part_labels(faces, face_part)
+    atlas = build_atlas(verts, faces, face_part, parts=np.arange(1, N_PARTS + 1))
+    regressor = transfer_regressor(reference.joint_regressor, reference.vertices, verts)
+    return _finish(verts, faces, face_part, atlas, emb, regressor, reference.up, reference.forward, "cse", mesh_name)
+
+
+def _reference_template(params: TemplateParams) -> Template:
+    """The template a CSE mesh borrows its parts from (``template.parts_from``)."""
+    if params.parts_from == "smpl":
+        return smpl_template(params.smpl_model, params.smpl_uv, params.cse_dim)
+    if params.parts_from == "":
+        raise ValueError("template.source: cse needs template.parts_from: 'smpl' (the SMPL template of "
+                         "template.smpl_model and template.smpl_uv, for smpl_27554) or the path of a template .npz "
+                         "of the same body in the same frame, to give the CSE mesh its 24 parts and joints")
+    return load_template(params.parts_from)
+
+
 def build_template(params: TemplateParams) -> Template:
     """The template the params ask for."""
     if params.source == "anny":
         return anny_template(params.topology, params.cse_dim, params.components)
     if params.source == "smpl":
         return smpl_template(params.smpl_model, params.smpl_uv, params.cse_dim)
-    raise ValueError(f"template.source = {params.source!r}: allowed 'anny' or 'smpl'")
+    if params.source == "cse":
+        return cse_template(params.cse_mesh_file, params.cse_weights, params.cse_mesh, _reference_template(params))
+    raise ValueError(f"template.source = {params.source!r}: allowed 'anny', 'smpl' or 'cse'")

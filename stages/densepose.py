@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from pipeline.precomputed import write_precomputed_store
 
-        counts = write_precomputed_store(params.precomputed, params.densepose.crop, template.hash, args.out,
+        counts = write_precomputed_store(params.precomputed, params.densepose.crop, template, args.out,
                                          _record(params, "precomputed"))
     # the metrics file holds what is reproducible: counts, not timings
     metrics = {k: v for k, v in counts.items() if k not in ("seconds", "instances_per_second", "device")}

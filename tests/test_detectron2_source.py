@@ -17,12 +17,16 @@ from pipeline.densepose_store import open_densepose
 HAS_D2 = importlib.util.find_spec("detectron2") is not None and importlib.util.find_spec("densepose") is not None
 
 
+VERTEX_EMBEDDING = np.linalg.qr(np.random.default_rng(0).normal(size=(30, 16)))[0].astype(np.float32)
+VERTEX_EMBEDDING /= np.linalg.norm(VERTEX_EMBEDDING, axis=1, keepdims=True)
+
+
 class FakePredictor:
     """Stands in for the model: per image, detections whose count comes from the image's first pixel."""
 
     def __init__(self, cse=False, seed=0):
         self.gen = torch.Generator().manual_seed(seed)
-        self.cse = cse
+        self.cse = self.is_cse = cse
         self.batches = []
         self.outputs = {}
 
@@ -48,8 +52,7 @@ class FakePredictor:
 
     def vertex_embeddings(self, mesh_name):
         assert mesh_name == "smpl_27554"
-        e = torch.randn(30, 16, generator=self.gen)
-        return (e / e.norm(dim=1, keepdim=True)).numpy()
+        return VERTEX_EMBEDDING
 
 
 def _images(folder, people):
@@ -71,6 +74,15 @@ def _params(folder, **kw):
 class _Template:
     n_vertices = 30
     hash = "t123"
+    source = "anny"
+    topology = "notoes_collapse10pc"
+    embedding = np.zeros((30, 16), np.float32)
+
+
+class _CseTemplate(_Template):
+    source = "cse"
+    topology = "smpl_27554"
+    embedding = VERTEX_EMBEDDING
 
 
 def test_missing_detectron2_says_how_to_install_and_names_other_sources(monkeypatch, tmp_path):
@@ -127,18 +139,25 @@ def test_write_detectron2_store_with_fake_model(tmp_path, monkeypatch):
     assert root["labels"].shape == (3, 24, 24) and root["uv"].dtype == np.float16
 
 
-def test_cse_model_stores_embeddings_and_vertex_embeddings(tmp_path, monkeypatch):
+def test_cse_model_needs_the_template_of_its_mesh_and_weights(tmp_path, monkeypatch):
     folder = _images(tmp_path / "imgs", [2])
     fake = FakePredictor(cse=True)
     monkeypatch.setattr(d2, "build_predictor", lambda *a, **k: fake)
-    d2.write_detectron2_store(_params(folder, score_threshold=0.0), 8, "cpu", _Template(), tmp_path / "dp.zarr")
+    params = _params(folder, score_threshold=0.0)
+    d2.write_detectron2_store(params, 8, "cpu", _CseTemplate(), tmp_path / "dp.zarr")
     root = open_densepose(tmp_path / "dp.zarr", kind="cse")
     det = fake.outputs[2, 0]
     ref = cse_output_to_crops(*det.cse, 8)
     np.testing.assert_allclose(root["embedding"][:].astype(np.float32), ref.embedding.numpy(), atol=1e-2, rtol=1e-3)
-    assert np.array_equal(root["mask"][:], ref.mask.numpy())
-    assert root["cse_vertex_embedding"].shape == (30, 16) and root.attrs["cse_mesh"] == "smpl_27554"
-    np.testing.assert_allclose(np.linalg.norm(root["cse_vertex_embedding"][:], axis=1), 1, rtol=1e-5)
+    assert np.array_equal(root["mask"][:], ref.mask.numpy()) and root.attrs["cse_mesh"] == "smpl_27554"
+    # refused before any image is read: a chart template, or a CSE template of other weights
+    with pytest.raises(ValueError, match="template.source: cse.*The template is 'anny'"):
+        d2.write_detectron2_store(params, 8, "cpu", _Template(), tmp_path / "anny.zarr")
+    other = type("Other", (_CseTemplate,), {"embedding": np.roll(VERTEX_EMBEDDING, 1, axis=0)})
+    with pytest.raises(ValueError, match="not the template's .*template.cse_weights = detectron2.weights = w.pkl"):
+        d2.write_detectron2_store(params, 8, "cpu", other(), tmp_path / "other.zarr")
+    assert fake.batches == [1]  # only the first, successful run read images
+    assert not (tmp_path / "anny.zarr").exists() and not (tmp_path / "other.zarr").exists()
 
 
 def test_no_surviving_instance_is_an_error_not_an_empty_store(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import pickle
 import sys
 import types
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import cv2
@@ -142,6 +143,22 @@ def test_cse_dump(tmp_path):
     assert isinstance(load_dump(tmp_path / "cse.pkl")[0]["pred_densepose"], EmbeddingOutput)
     assert torch.equal(im.cse[0], out.embedding) and torch.equal(im.cse[1], out.coarse_segm)
 
+    # CSE output needs the template of the model's CSE mesh, of the same embedding size
+    params = load_params_dict({"precomputed": {"dump": str(tmp_path / "cse.pkl")}}).precomputed
+    cse16 = _stub_template("cse", 16)
+    write_precomputed_store(params, 8, cse16, tmp_path / "dp.zarr")
+    root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="cse")
+    assert root.attrs["cse_mesh"] == "smpl_27554" and root["embedding"].shape == (3, 16, 8, 8)
+    with pytest.raises(ValueError, match="the template must be the model's CSE mesh.*The template is 'anny'"):
+        write_precomputed_store(params, 8, _stub_template("anny", 16), tmp_path / "anny.zarr")
+    with pytest.raises(ValueError, match="pixel embeddings have D = 16, the template's .* D = 8"):
+        write_precomputed_store(params, 8, _stub_template("cse", 8), tmp_path / "d8.zarr")
+    assert not (tmp_path / "anny.zarr").exists() and not (tmp_path / "d8.zarr").exists()
+
+
+def _stub_template(source, dim):
+    return SimpleNamespace(hash="abc", source=source, topology="smpl_27554", embedding=np.zeros((30, dim), np.float32))
+
 
 class _Evil:
     def __reduce__(self):
@@ -223,7 +240,7 @@ def test_write_precomputed_store_end_to_end(tmp_path):
     (tmp_path / "test.txt").write_text("# test images\nb.jpg\n")
     params = load_params_dict({"precomputed": {"dump": str(tmp_path / "results.pkl"), "score_threshold": 0.8,
                                                "test_list": str(tmp_path / "test.txt")}}).precomputed
-    summary = write_precomputed_store(params, 16, "abc", tmp_path / "dp.zarr", {"k": 1})
+    summary = write_precomputed_store(params, 16, _stub_template("anny", 16), tmp_path / "dp.zarr", {"k": 1})
     assert summary == {"images": 2, "images_skipped": 0, "images_without_instances": 1, "instances": 1,
                        "instances_train": 1, "instances_test": 0}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
@@ -236,7 +253,7 @@ def test_write_precomputed_store_end_to_end(tmp_path):
     strict = load_params_dict({"precomputed": {"dump": str(tmp_path / "results.pkl"),
                                                "score_threshold": 0.99}}).precomputed
     with pytest.raises(RuntimeError, match="no DensePose instance"):
-        write_precomputed_store(strict, 16, "abc", tmp_path / "none.zarr")
+        write_precomputed_store(strict, 16, _stub_template("anny", 16), tmp_path / "none.zarr")
     assert not (tmp_path / "none.zarr").exists()
 
 
