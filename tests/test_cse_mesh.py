@@ -116,3 +116,62 @@ def test_cse_template_refuses_mismatches(template, cse_files, tmp_path):
                                        "cse_weights": str(d / "direct.pkl"), "cse_mesh": "sub"}})
     with pytest.raises(ValueError, match="template.source: cse needs template.parts_from"):
         build_template(p.template)
+
+
+@pytest.mark.slow
+def test_cse_output_runs_through_the_stages_to_the_right_vertices(cse_files, tmp_path):
+    """template (cse) -> densepose (precomputed CSE dump) -> iuv -> keypoints (cse): pixels whose
+    embedding is a vertex's (any positive scale: pixel embeddings are not normalised) map to it."""
+    import json
+
+    import yaml
+
+    from stages import densepose as densepose_stage
+    from stages import iuv as iuv_stage
+    from stages import keypoints as keypoints_stage
+    from stages import template as template_stage
+    from test_precomputed import fake_densepose_modules
+
+    from pipeline.keypoints_store import open_keypoints
+
+    d = cse_files["dir"]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "template": {"source": "cse", "cse_mesh_file": str(d / "mesh.pkl"), "cse_weights": str(d / "direct.pkl"),
+                     "cse_mesh": "sub", "parts_from": str(d / "reference.npz")},
+        "densepose": {"source": "precomputed", "crop": 16},
+        "precomputed": {"dump": str(tmp_path / "dump.pth")},
+        "keypoints": {"mode": "cse", "min_visible_area": 0.0}}))
+    template_stage.main(["--params", str(params), "--out", str(tmp_path / "t.npz"), "--png", str(tmp_path / "t.png")])
+    t = load_template(tmp_path / "t.npz")
+    # one person: the box's four quadrants carry the embeddings of four vertices, scaled by 3
+    quads = np.array([10, 2000, 3000, 4000])
+    emb = torch.zeros(1, 16, 112, 112)
+    for k, vtx in enumerate(quads):
+        r, c = divmod(k, 2)
+        emb[0, :, 56 * r:56 * (r + 1), 56 * c:56 * (c + 1)] = 3 * torch.from_numpy(t.embedding[vtx])[:, None, None]
+    coarse = torch.stack([torch.zeros(1, 112, 112), torch.ones(1, 112, 112)], dim=1)  # all foreground
+    with fake_densepose_modules() as dp:
+        torch.save([{"file_name": "a.jpg", "scores": torch.tensor([0.9]),
+                     "pred_boxes_XYXY": torch.tensor([[100.0, 50, 164, 178]]),
+                     "pred_densepose": dp.cse(embedding=emb, coarse_segm=coarse)}], tmp_path / "dump.pth")
+    densepose_stage.main(["--params", str(params), "--template", str(tmp_path / "t.npz"), "--out",
+                          str(tmp_path / "dp.zarr"), "--png", str(tmp_path / "dp.png"), "--metrics",
+                          str(tmp_path / "dp.json")])
+    iuv_stage.main(["--params", str(params), "--densepose", str(tmp_path / "dp.zarr"), "--out",
+                    str(tmp_path / "iuv.zarr"), "--preview", str(tmp_path / "prev"), "--metrics",
+                    str(tmp_path / "iuv.json"), "--frames", str(tmp_path / "frames")])
+    keypoints_stage.main(["--params", str(params), "--iuv", str(tmp_path / "iuv.zarr"), "--template",
+                          str(tmp_path / "t.npz"), "--out", str(tmp_path / "kp.zarr"), "--metrics",
+                          str(tmp_path / "kp.json")])
+    kp = open_keypoints(tmp_path / "kp.zarr", t.hash)
+    visible = np.flatnonzero(kp["visible"][0])
+    assert set(quads) <= set(visible.tolist())
+    # the 8x8 crop pixels inside each quadrant (away from the blended seams) all map to its vertex
+    xy = kp["xy"][0]
+    for k, vtx in enumerate(quads):
+        r, c = divmod(k, 2)
+        centre = np.array([100 + 32 * c + 16, 50 + 64 * r + 32])  # quadrant centre, image pixels
+        assert np.linalg.norm(xy[vtx] - centre) < 8, (vtx, xy[vtx], centre)
+    assert kp["count"][0][quads].sum() >= 4 * 36  # at least the 6x6 inner pixels of each quadrant
+    assert json.loads((tmp_path / "dp.json").read_text())["instances"] == 1
