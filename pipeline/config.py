@@ -120,6 +120,8 @@ class PrecomputedParams:
     format: str = param("dump", "dump (apply_net.py dump file) or iuv_png (IUV PNG folder + boxes JSON)",
                         choices=("dump", "iuv_png"))
     dump: str = param("", "format dump: the file written by `apply_net.py dump`")
+    image_root: str = param("", "format dump: folder of the dump's images (their sizes size the full-frame "
+                            "export); empty: their file_name as written")
     iuv_folder: str = param("", "format iuv_png: folder of full-frame IUV PNGs (and instance-index PNGs)")
     boxes_json: str = param("", "format iuv_png: JSON listing each image's IUV PNG, boxes and scores")
     score_threshold: float = param(0.0, "keep instances with at least this score", lo=0.0, hi=1.0)

@@ -18,7 +18,9 @@ Two input formats (``precomputed.format``):
     classes are mapped to the stand-ins below, and only those, PyTorch's tensor and storage
     rebuild functions (PyTorch's own weights-only allowlist) and plain containers are admitted;
     anything else (``os.system``, ``builtins.eval``...) is refused with :class:`UnsafeDumpError`
-    naming the file and the class. Nothing from Detectron2 is imported.
+    naming the file and the class. Nothing from Detectron2 is imported. The dump does not hold the
+    images' sizes: they are read from the image files' headers when found (``file_name`` as written,
+    or below ``precomputed.image_root``), to size the full-frame export; else the boxes size it.
 
 ``iuv_png``
     A folder of full-frame IUV images (as :mod:`pipeline.fullframe` writes them, and as the
@@ -38,6 +40,8 @@ Two input formats (``precomputed.format``):
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import _compat_pickle
 import io
@@ -235,6 +239,7 @@ class DumpImage:
 
     boxes: (k, 4) float32 XYXY.  scores: (k,) float32.  chart: k (labels (h, w), uv (2, h, w)) or None.
     cse: embedding (k, D, h, w) and coarse_segm (k, K, h, w), or None.
+    size: (H, W) of the image when known (it sizes the full-frame export), else None.
     """
 
     file_name: str
@@ -242,6 +247,23 @@ class DumpImage:
     scores: np.ndarray
     chart: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     cse: tuple[torch.Tensor, torch.Tensor] | None = None
+    size: tuple[int, int] | None = None
+
+
+def image_size(name: str, root: str | Path = "") -> tuple[int, int] | None:
+    """(H, W) of image ``name`` (as written in the dump, or below ``root``: the path, then the base
+    name), read from the file's header; None when no such image file is found or readable."""
+    from PIL import Image, UnidentifiedImageError
+
+    candidates = [Path(name)] if not root else [Path(root) / name, Path(root) / Path(name).name]
+    for path in candidates:
+        if path.is_file():
+            try:
+                with Image.open(path) as im:
+                    return int(im.height), int(im.width)
+            except (UnidentifiedImageError, OSError):
+                return None
+    return None
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:
@@ -352,7 +374,7 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path) -> tuple[list[Du
                     lab[other] = 0
                     uv[:, other] = 0
             chart.append((torch.from_numpy(lab), torch.from_numpy(uv)))
-        out.append(DumpImage(name, boxes, scores, chart, None))
+        out.append(DumpImage(name, boxes, scores, chart, None, size=(H, W)))
     return out, skipped
 
 
@@ -376,10 +398,11 @@ def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: floa
             idx = torch.from_numpy(keep).long()
             c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop)
             out.append(ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(),
-                                      mask=c.mask.numpy()))
+                                      mask=c.mask.numpy(), size=im.size))
         else:
             c = chart_results_to_crops([im.chart[i] for i in keep], crop)
-            out.append(ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy()))
+            out.append(ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(),
+                                      size=im.size))
     return out
 
 
@@ -399,6 +422,11 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
         if not params.dump:
             raise ValueError("precomputed.dump is empty: give the file written by `apply_net.py dump`")
         images, skipped = read_dump(params.dump), []
+        images = [dataclasses.replace(im, size=image_size(im.file_name, params.image_root)) for im in images]
+        unknown = sum(im.size is None for im in images)
+        if unknown:
+            log.info("%d of %d images of the dump not found%s: their full-frame exports are sized by the boxes",
+                     unknown, len(images), f" below {params.image_root}" if params.image_root else "")
     else:
         if not params.iuv_folder or not params.boxes_json:
             raise ValueError("precomputed.format iuv_png needs precomputed.iuv_folder and precomputed.boxes_json")

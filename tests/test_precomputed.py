@@ -222,7 +222,7 @@ def test_iuv_folder_with_index_map(tmp_path):
                        {"file_name": "b.jpg", "iuv": "b_IUV.png", "boxes": [[0, 0, 4, 4]]}]}
     (tmp_path / "boxes.json").write_text(json.dumps(spec))
     images, skipped = read_iuv_folder(tmp_path, tmp_path / "boxes.json")
-    assert skipped == ["b.jpg"] and len(images) == 1
+    assert skipped == ["b.jpg"] and len(images) == 1 and images[0].size == (H, W)
     (l0, uv0), (l1, uv1) = images[0].chart
     want0 = torch.full((20, 15), 3)
     want0[15:, 10:] = 0                                       # the overlap is instance 1's in the index map
@@ -249,6 +249,18 @@ def test_write_precomputed_store_end_to_end(tmp_path):
     assert np.array_equal(root["labels"][0], lab.numpy())
     np.testing.assert_allclose(root["uv"][0].astype(np.float32), uv.numpy(), atol=1e-3)
     assert root["score"][:].tolist() == [pytest.approx(0.95)] and root["image"][:].tolist() == [0]
+
+    assert root.attrs["image_sizes"] == [[0, 0], [0, 0]]  # the images are not on this machine
+
+    # with the images below image_root, their sizes are recorded (for the full-frame export)
+    (tmp_path / "imgs").mkdir()
+    assert cv2.imwrite(str(tmp_path / "imgs" / "b.jpg"), np.zeros((70, 90, 3), np.uint8))
+    (tmp_path / "imgs" / "a.jpg").write_bytes(b"not an image")
+    rooted = load_params_dict({"precomputed": {"dump": str(tmp_path / "results.pkl"),
+                                               "image_root": str(tmp_path / "imgs")}}).precomputed
+    write_precomputed_store(rooted, 16, _stub_template("anny", 16), tmp_path / "sized.zarr")
+    sized = open_densepose(tmp_path / "sized.zarr", template_hash="abc", kind="chart")
+    assert sized.attrs["image_sizes"] == [[0, 0], [70, 90]]
 
     strict = load_params_dict({"precomputed": {"dump": str(tmp_path / "results.pkl"),
                                                "score_threshold": 0.99}}).precomputed
