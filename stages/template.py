@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
 
     params = load_params(args.params).template
-    log.info("building template from %s (%s)", params.source,
-             params.topology if params.source == "anny" else params.smpl_model)
+    what = {"anny": params.topology, "smpl": params.smpl_model,
+            "cse": f"{params.cse_mesh_file}, embeddings of {params.cse_mesh} from {params.cse_weights}"}
+    log.info("building template from %s (%s)", params.source, what.get(params.source, "?"))
     t = build_template(params)
     t.save(args.out)
     save_figure(template_parts_figure(t), args.png)
