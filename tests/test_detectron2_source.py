@@ -177,15 +177,7 @@ def test_device_resolution():
     assert d2.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not HAS_D2, reason="Detectron2 and its DensePose project are not installed here")
-def test_random_densepose_rcnn_end_to_end(tmp_path):  # pragma: no cover - needs Detectron2
-    from densepose import add_densepose_config
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    cfg_text = """
+_CFG_TEXT = """
 MODEL:
   META_ARCHITECTURE: "GeneralizedRCNN"
   BACKBONE: {NAME: "build_resnet_fpn_backbone"}
@@ -199,6 +191,31 @@ MODEL:
   ROI_DENSEPOSE_HEAD: {NAME: "DensePoseV1ConvXHead", POOLER_TYPE: "ROIAlign"}
 INPUT: {MIN_SIZE_TEST: 128, MAX_SIZE_TEST: 256}
 """
+
+# a CSE model (configs/cse/Base-DensePose-RCNN-FPN.yaml's head) with a direct embedder for mesh "sub"
+_CSE_HEAD = """
+  ROI_DENSEPOSE_HEAD:
+    NAME: "DensePoseV1ConvXHead"
+    POOLER_TYPE: "ROIAlign"
+    NUM_COARSE_SEGM_CHANNELS: 2
+    PREDICTOR_NAME: "DensePoseEmbeddingPredictor"
+    LOSS_NAME: "DensePoseCseLoss"
+    CSE:
+      EMBED_SIZE: 16
+      EMBEDDERS:
+        sub: {TYPE: "vertex_direct", NUM_VERTICES: %d, INIT_FILE: "", IS_TRAINABLE: True}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_D2, reason="Detectron2 and its DensePose project are not installed here")
+def test_random_densepose_rcnn_end_to_end(tmp_path):  # pragma: no cover - needs Detectron2
+    from densepose import add_densepose_config
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    cfg_text = _CFG_TEXT
     (tmp_path / "cfg.yaml").write_text(cfg_text)
     cfg = get_cfg()
     add_densepose_config(cfg)
@@ -219,3 +236,52 @@ INPUT: {MIN_SIZE_TEST: 128, MAX_SIZE_TEST: 256}
     assert summary["images"] == 2 and 1 <= summary["instances"] <= 6
     root = open_densepose(tmp_path / "dp.zarr", kind="chart")
     assert root["labels"].shape[1:] == (32, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_D2, reason="Detectron2 and its DensePose project are not installed here")
+def test_random_cse_rcnn_with_its_own_template(template, tmp_path):  # pragma: no cover - needs Detectron2
+    """A randomly initialised CSE model: the template built from its weights (pipeline.cse_mesh) holds
+    exactly the model's vertex embeddings, and the stage runs; another template is refused."""
+    import pickle
+
+    import trimesh
+    from densepose import add_densepose_config
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from pipeline.template import cse_template, load_template
+
+    v, f = trimesh.remesh.subdivide(template.vertices.astype(np.float64), template.faces)
+    with open(tmp_path / "mesh.pkl", "wb") as fh:
+        pickle.dump({"vertices": v, "faces": f}, fh)
+    head = _CFG_TEXT.replace('  ROI_DENSEPOSE_HEAD: {NAME: "DensePoseV1ConvXHead", POOLER_TYPE: "ROIAlign"}\n',
+                             _CSE_HEAD % len(v))
+    (tmp_path / "cfg.yaml").write_text(head)
+    cfg = get_cfg()
+    add_densepose_config(cfg)
+    cfg.merge_from_file(str(tmp_path / "cfg.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.roi_heads.embedder.embedder_sub.embeddings.normal_()
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("random")
+    template.save(tmp_path / "reference.npz")
+    t = cse_template(tmp_path / "mesh.pkl", tmp_path / "random.pth", "sub", load_template(tmp_path / "reference.npz"))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    gen = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.jpg"), gen.integers(0, 255, (120, 90, 3), dtype=np.uint8))
+    params = load_params_dict({"detectron2": {"config": str(tmp_path / "cfg.yaml"),
+                                              "weights": str(tmp_path / "random.pth"),
+                                              "images": str(folder), "score_threshold": 0.0,
+                                              "max_instances": 3, "batch_size": 2}}).detectron2
+    summary = d2.write_detectron2_store(params, 32, "auto", t, tmp_path / "dp.zarr")
+    assert summary["images"] == 2 and 1 <= summary["instances"] <= 6
+    root = open_densepose(tmp_path / "dp.zarr", kind="cse")
+    assert root["embedding"].shape[1:] == (16, 32, 32) and root.attrs["cse_mesh"] == "sub"
+    with pytest.raises(ValueError, match="template.source: cse"):
+        d2.write_detectron2_store(params, 32, "auto", template, tmp_path / "anny.zarr")
