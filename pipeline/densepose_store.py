@@ -29,7 +29,10 @@ gt/body            (n,) int32             synthetic only: the body (phenotype an
 
 Crop pixel ``(r, c)`` has image centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
 Group attributes: ``schema`` (:data:`SCHEMA`), ``source``, ``crop`` (S), ``kinds`` (a list of
-"chart" and/or "cse"), ``images`` (list of image names), ``template_hash``, ``params``.
+"chart" and/or "cse"), ``images`` (list of image names), ``template_hash``, ``params``; real-image
+sources add ``image_sizes`` ([H, W] per image, [0, 0] when unknown) and ``skipped_images``, and CSE
+output from them ``cse_mesh`` (the mesh its embeddings refer to: the template's, ``template.source:
+cse``; synthetic CSE maps use the template's own embeddings).
 """
 
 from __future__ import annotations
