@@ -1,6 +1,7 @@
 """Figures of the ``evaluate`` stage's reports (matplotlib, headless); see :mod:`pipeline.evaluate`.
 
-Shapes are camera-frame metres (x right, y down, z away from the camera), each with mean depth 0.
+Shapes are camera-frame metres (x right, y down, z away from the camera), each with mean depth 0;
+without ground truth they are image-frame pixels with the same axes (no truth panels then).
 """
 
 from __future__ import annotations
@@ -25,30 +26,37 @@ _SCREEN = {  # view -> (screen x, screen y) axes of draw_mesh with the camera's 
 }
 
 
-def _limits(ax, shapes: list[np.ndarray], view: str, pad: float = 0.05) -> None:
-    """Same square-ish limits for every shape of a row, so predicted and true bodies compare."""
+def _limits(ax, shapes: list[np.ndarray], view: str, pad: float | None = 0.05) -> None:
+    """Same square-ish limits for every shape of a row, so predicted and true bodies compare.
+
+    pad: margin in the shapes' units; None: 5 % of the larger extent (shapes of any scale, e.g. pixels).
+    """
     sx, sy = _SCREEN[view]
     pts = np.concatenate([np.asarray(s) for s in shapes])
     x, y = pts @ sx, pts @ sy
     cx, cy = (x.max() + x.min()) / 2, (y.max() + y.min()) / 2
-    half = max(x.max() - x.min(), y.max() - y.min()) / 2 + pad
+    extent = max(x.max() - x.min(), y.max() - y.min())
+    half = extent / 2 + (0.05 * extent if pad is None else pad)
     ax.set_xlim(cx - half, cx + half)
     ax.set_ylim(cy - half, cy + half)
 
 
-def grid_figure(template, xy, visible, pred, true, rows, mpjpe):
-    """Test instances as rows: keypoints; prediction from the camera and the side; truth likewise.
+def grid_figure(template, xy, visible, pred, true, rows, notes, pad: float | None = 0.05):
+    """Instances as rows: keypoints; prediction from the camera and the side; truth likewise (if given).
 
     Args:
         xy: list of (N, 2) keypoints (pixels). visible: list of (N,) bool.
-        pred, true: lists of (N, 3) depth-centred camera-frame metres. rows: store rows. mpjpe: (n,) metres.
+        pred, true: lists of (N, 3) depth-centred shapes (camera-frame metres, or image-frame pixels);
+            true None: no truth columns. rows: store rows. notes: a line per row (its error).
+        pad: margin around the shapes, in their units (None: relative, see :func:`_limits`).
     """
     colours = part_colours()
     face_rgb = colours[template.face_part]
     vert_rgb = colours[template.vertex_part]
     n = len(rows)
     titles = ("input keypoints", "prediction, camera", "prediction, side", "truth, camera", "truth, side")
-    fig, axes = plt.subplots(n, 5, figsize=(12.5, 2.9 * n), squeeze=False)
+    titles = titles if true is not None else titles[:3]
+    fig, axes = plt.subplots(n, len(titles), figsize=(2.5 * len(titles), 2.9 * n), squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
         v = np.asarray(visible[i], bool)
@@ -62,12 +70,12 @@ def grid_figure(template, xy, visible, pred, true, rows, mpjpe):
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(f"row {rows[i]}\nMPJPE {1000 * mpjpe[i]:.0f} mm\n{v.sum()} visible", fontsize=8)
-        for j, (shape, view) in enumerate(((pred[i], "front"), (pred[i], "side"), (true[i], "front"),
-                                           (true[i], "side")), start=1):
+        ax.set_ylabel(f"row {rows[i]}\n{notes[i]}\n{v.sum()} visible", fontsize=8)
+        shapes = [pred[i]] if true is None else [pred[i], true[i]]
+        for j, (shape, view) in enumerate(((s, view) for s in shapes for view in ("front", "side")), start=1):
             draw_mesh(axes[i, j], np.asarray(shape), template.faces, face_rgb, CAMERA_UP, CAMERA_FORWARD, view)
-            _limits(axes[i, j], [pred[i], true[i]], view)
-        for j in range(5):
+            _limits(axes[i, j], shapes, view, pad)
+        for j in range(len(titles)):
             if i == 0:
                 axes[i, j].set_title(titles[j], fontsize=9)
     fig.tight_layout()
@@ -170,28 +178,31 @@ def _position_rgb(atlas: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     return np.clip((atlas - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
 
 
-def uv_maps_figure(pred: np.ndarray, true: np.ndarray, covered: np.ndarray, rows):
+def uv_maps_figure(pred: np.ndarray, true: np.ndarray | None, covered: np.ndarray, rows):
     """Predicted and true UV position maps side by side; x, y, z as red, green, blue (scaled per row);
-    inpainted texels (between the triangles) dimmed.
+    inpainted texels (between the triangles) dimmed. Without ``true``, the predicted maps only.
 
     Args:
-        pred, true: (k, 24, R, R, 3) maps. covered: (24, R, R) bool. rows: k store rows.
+        pred, true: (k, 24, R, R, 3) maps (true in metres, or None). covered: (24, R, R) bool. rows: k store rows.
     """
     from pipeline.uvmap import atlas_image
 
     k = len(pred)
     dim = np.where(atlas_image(covered[..., None].astype(np.float32)), 1.0, 0.45)
-    fig, axes = plt.subplots(k, 3, figsize=(15, 3.4 * k), squeeze=False)
+    cols = 1 if true is None else 3
+    fig, axes = plt.subplots(k, cols, figsize=(5 * cols, 3.4 * k), squeeze=False)
     for i in range(k):
-        both = np.concatenate([pred[i].reshape(-1, 3), true[i].reshape(-1, 3)])
+        named = (("prediction", pred[i]),) if true is None else (("prediction", pred[i]), ("truth", true[i]))
+        both = np.concatenate([m.reshape(-1, 3) for _, m in named])
         lo, hi = both.min(0), both.max(0)
-        for j, (name, m) in enumerate((("prediction", pred[i]), ("truth", true[i]))):
+        for j, (name, m) in enumerate(named):
             axes[i, j].imshow(_position_rgb(atlas_image(m), lo, hi) * dim, interpolation="nearest")
             axes[i, j].set_title(f"row {rows[i]}: {name} (x, y, z as RGB; parts 1-6 top row)", fontsize=9)
-        err = 1000 * np.linalg.norm(atlas_image(pred[i] - true[i]), axis=-1)
-        im = axes[i, 2].imshow(err, cmap="viridis", interpolation="nearest")
-        fig.colorbar(im, ax=axes[i, 2], fraction=0.03, label="mm")
-        axes[i, 2].set_title(f"row {rows[i]}: |prediction - truth| (centroids aligned)", fontsize=9)
+        if true is not None:
+            err = 1000 * np.linalg.norm(atlas_image(pred[i] - true[i]), axis=-1)
+            im = axes[i, 2].imshow(err, cmap="viridis", interpolation="nearest")
+            fig.colorbar(im, ax=axes[i, 2], fraction=0.03, label="mm")
+            axes[i, 2].set_title(f"row {rows[i]}: |prediction - truth| (centroids aligned)", fontsize=9)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -200,7 +211,8 @@ def uv_maps_figure(pred: np.ndarray, true: np.ndarray, covered: np.ndarray, rows
 
 
 def save_position_png(atlas: np.ndarray, path: str | Path, half_range: float = 1.0) -> None:
-    """Writes a position map (H, W, 3) metres as 16-bit RGB: ``value / (2 half_range) + 0.5`` in [0, 1]."""
+    """Writes a position map (H, W, 3) as 16-bit RGB: ``value / (2 half_range) + 0.5`` in [0, 1]
+    (``half_range`` in the map's units: 1 m, or :data:`pipeline.evaluate.UV_HALF_RANGE_PX` for pixels)."""
     img = np.clip(np.asarray(atlas, np.float64) / (2 * half_range) + 0.5, 0, 1)
     img = np.round(img * 65535).astype(np.uint16)[..., ::-1]  # OpenCV writes BGR
     with atomic_path(path) as tmp:  # tmp keeps the .png name, which tells OpenCV the format

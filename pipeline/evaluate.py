@@ -1,7 +1,8 @@
 """The ``evaluate`` stage's work: reconstruct the test split, measure it, draw the reports (METHOD.md §6, §7).
 
-Reads ``keypoints.zarr`` (test split, ``split == 1``, with the synthetic ground truth ``gt/vertices``
-and ``gt/camera``) and a reconstruction function; writes
+Reads ``keypoints.zarr`` and a reconstruction function. **With ground truth** (synthetic data:
+``gt/vertices`` and ``gt/camera``) it reconstructs the test split (``split == 1``; a store without
+one is an error) and writes
 
 - ``metrics/eval.json`` (:data:`METRIC_KEYS`; lengths in mm):
 
@@ -33,6 +34,38 @@ and ``gt/camera``) and a reconstruction function; writes
   ``uv_maps/*.png`` (their UV position maps, 16-bit RGB: ``(position - centroid) / 2 m + 0.5``)
   and ``uv_maps.png`` (those maps side by side for a person to look at).
 
+**Without ground truth** (real images: ``densepose.source`` detectron2 or precomputed) only the 2D
+fit can be measured, in image pixels. It reconstructs the test split or, when the store has none
+(real images are all train unless a test list is given), every instance, with a warning: the
+error is then measured on the instances the model was trained on. It writes
+
+- ``metrics/eval.json`` (:data:`METRIC_KEYS_NO_GT`):
+
+  ========================  =========================================================================
+  key                       meaning
+  ========================  =========================================================================
+  instances                 instances evaluated
+  ground_truth              false: no 3D error can be measured
+  split                     which instances: ``test`` (``split == 1``) or ``all`` (the store has no
+                            test instance)
+  reproj2d_keypoints        visible keypoints measured, all instances together
+  reproj2d_mean_px          mean over the visible keypoints of the distance between the keypoint and the
+                            orthographic re-projection of its predicted vertex (the prediction's x, y:
+                            both are image pixels, so a perfect 2D fit gives 0), image pixels
+  reproj2d_median_px        median of the same distances
+  reproj2d_mean_box_pct     mean of the same distances each divided by its instance's box diagonal
+                            (``box``), percent: comparable across image sizes
+  reproj2d_median_box_pct   median of those
+  ========================  =========================================================================
+
+- ``metrics/eval_parts.csv``: per part ``part, name, vertices, reproj2d_keypoints, reproj2d_mean_px,
+  reproj2d_mean_box_pct`` (empty cells where a part has no visible keypoint);
+- ``reports/``: ``grid.png`` (input keypoints; reconstruction seen from the camera and from the side),
+  ``segmentation.png``, ``meshes/*_pred.ply`` (first reconstructions in the image frame: x, y image
+  pixels, y down, z pixels away from the camera, mean depth 0), ``uv_maps/*_pred.png`` (16-bit RGB:
+  ``(position - centroid) / (2 UV_HALF_RANGE_PX) + 0.5``, :data:`UV_HALF_RANGE_PX` = 4096 px) and
+  ``uv_maps.png``; no ``errors.png``.
+
 Predictions come in the image frame of the keypoints (x, y pixels, z in pixels away from the camera,
 depth up to a constant, :func:`pipeline.model.reconstruct`) and are turned into camera-frame metres
 with the instance's camera: orthographic ``image = f (x, y) + c``; for perspective data the weak-
@@ -44,9 +77,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import trimesh
@@ -66,7 +100,8 @@ from pipeline.uvmap import atlas_image, uv_layout, write_uv_maps
 log = logging.getLogger(__name__)
 
 __all__ = ["Reconstruct", "EvalResult", "evaluate", "model_reconstructor", "camera_for_metres", "write_metrics",
-           "METRIC_KEYS", "PART_COLUMNS"]
+           "reprojection_errors", "box_diagonals", "METRIC_KEYS", "PART_COLUMNS", "METRIC_KEYS_NO_GT",
+           "PART_COLUMNS_NO_GT", "UV_HALF_RANGE_PX"]
 
 # (B, N, 2) float32 keypoints (pixels), (B, N) bool visible, (B,) int store rows -> (B, N, 3) image frame
 Reconstruct = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -74,19 +109,25 @@ Reconstruct = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 METRIC_KEYS = ("test_instances", "mpjpe_mm", "mpjpe_visible_mm", "mpjpe_invisible_mm", "re14_mm", "flat_mpjpe_mm",
                "mpjpe_best_flip_mm", "flip_better_share", "s2s_mm", "s2s_instances")
 PART_COLUMNS = ("part", "name", "vertices", "mpjpe_mm", "visible_mm", "invisible_mm", "flat_mm")
+METRIC_KEYS_NO_GT = ("instances", "ground_truth", "split", "reproj2d_keypoints", "reproj2d_mean_px",
+                     "reproj2d_median_px", "reproj2d_mean_box_pct", "reproj2d_median_box_pct")
+PART_COLUMNS_NO_GT = ("part", "name", "vertices", "reproj2d_keypoints", "reproj2d_mean_px", "reproj2d_mean_box_pct")
 MM = 1000.0
+PCT = 100.0
+UV_HALF_RANGE_PX = 4096.0  # image-frame UV maps: +-4096 px around the centroid, 0.125 px a 16-bit step
 
 
 @dataclass
 class Kept:
-    """The first test instances, kept whole for the reports (camera-frame metres, depth-centred)."""
+    """The first evaluated instances, kept whole for the reports (depth-centred; camera-frame metres with
+    ground truth, else image-frame pixels and no ``true``). error: the per-instance headline error."""
 
     rows: list = field(default_factory=list)
     xy: list = field(default_factory=list)
     visible: list = field(default_factory=list)
     pred: list = field(default_factory=list)
     true: list = field(default_factory=list)
-    mpjpe: list = field(default_factory=list)
+    error: list = field(default_factory=list)
 
     def add(self, limit: int, **arrays) -> None:
         room = limit - len(self.rows)
@@ -97,11 +138,27 @@ class Kept:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """metrics: the eval.json dict. parts: rows of eval_parts.csv. per_instance: (n,) arrays by name."""
+    """metrics: the eval.json dict. parts: rows of eval_parts.csv. per_instance: (n,) arrays by name.
+    ground_truth: whether the 3D metrics (:data:`METRIC_KEYS`) or the 2D ones (:data:`METRIC_KEYS_NO_GT`)."""
 
     metrics: dict
     parts: list[dict]
     per_instance: dict
+    ground_truth: bool = True
+
+    @property
+    def instances(self) -> int:
+        return self.metrics["test_instances" if self.ground_truth else "instances"]
+
+
+class Batch(NamedTuple):
+    """Store rows reconstructed together. read(name): another array of the store at these rows."""
+
+    rows: np.ndarray     # (B,) int64
+    xy: np.ndarray       # (B, N, 2) float32 pixels
+    visible: np.ndarray  # (B, N) bool
+    image: np.ndarray    # (B, N, 3) float64 reconstruction, image frame
+    read: Callable[[str], np.ndarray]
 
 
 def camera_for_metres(camera: np.ndarray, true: np.ndarray, projection: str) -> np.ndarray:
@@ -119,6 +176,27 @@ def camera_for_metres(camera: np.ndarray, true: np.ndarray, projection: str) -> 
     return camera
 
 
+def reprojection_errors(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(B, N) float64 pixel distances between keypoints and the orthographic re-projection of the
+    predicted vertices, ``|image[..., :2] - xy|`` (only meaningful where the keypoint is visible).
+
+    Args:
+        image: (B, N, 3) float image-frame prediction (x, y pixels). xy: (B, N, 2) float keypoints, pixels.
+    """
+    image, xy = np.asarray(image, np.float64), np.asarray(xy, np.float64)
+    if image.ndim != 3 or image.shape[-1] != 3 or xy.shape != image.shape[:2] + (2,):
+        raise ValueError(f"image must be (B, N, 3) and xy (B, N, 2), got {image.shape} and {xy.shape}")
+    return np.linalg.norm(image[..., :2] - xy, axis=-1)
+
+
+def box_diagonals(box: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """(B,) float64 diagonal lengths of (B, 4) boxes x0, y0, x1, y1 (pixels), at least ``eps``."""
+    box = np.asarray(box, np.float64)
+    if box.ndim != 2 or box.shape[1] != 4:
+        raise ValueError(f"box must be (B, 4), got {box.shape}")
+    return np.maximum(np.hypot(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]), eps)
+
+
 def _part_table(template: Template, parts: str) -> tuple[np.ndarray, list[str]]:
     """(N,) part id of each vertex (1-based) and the part names, for ``eval.parts``."""
     if parts == "fine":
@@ -128,34 +206,88 @@ def _part_table(template: Template, parts: str) -> tuple[np.ndarray, list[str]]:
     raise ValueError(f"eval.parts = {parts!r}: allowed 'fine' or 'coarse'")
 
 
+def _has_ground_truth(root) -> bool:
+    return "gt" in root and {"vertices", "camera"} <= set(root["gt"].array_keys())
+
+
+def _eval_rows(root, path, ground_truth: bool) -> tuple[np.ndarray, str]:
+    """(n,) store rows to evaluate and which they are: the test split, or without ground truth and
+    without a test split every row ("all")."""
+    split = root["split"][:]
+    test = np.flatnonzero(split == 1)
+    if len(test):
+        return test, "test"
+    if ground_truth or len(split) == 0:
+        raise StoreError(f"{path}: no test instance (split == 1)")
+    log.warning("%s: no test instance (split == 1): reconstructing all %d instances; the 2D re-projection error "
+                "is then measured on instances the model was trained on", path, len(split))
+    return np.arange(len(split)), "all"
+
+
+def _batches(root, rows: np.ndarray, reconstruct: Reconstruct, batch_size: int,
+             progress: bool) -> Iterator[Batch]:
+    """Reconstructs ``rows`` of the store ``batch_size`` at a time (each batch reads its span once)."""
+    for a in tqdm(range(0, len(rows), batch_size), desc="evaluate", unit="batch",
+                  disable=None if progress else True, leave=False):
+        r = rows[a:a + batch_size]
+        sel = slice(int(r[0]), int(r[-1]) + 1)  # read the span, keep the rows
+        local = r - r[0]
+
+        def read(name: str, sel=sel, local=local) -> np.ndarray:
+            return root[name][sel][local]
+
+        xy = read("xy")
+        visible = read("visible").astype(bool)
+        image = np.asarray(reconstruct(xy, visible, r), np.float64)
+        if image.shape != xy.shape[:2] + (3,):
+            raise ValueError(f"reconstruct returned {image.shape}, expected {xy.shape[:2] + (3,)}")
+        yield Batch(r, xy, visible, image, read)
+
+
 def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct, segmentation: np.ndarray | None,
              cfg: EvalParams, reports: str | Path | None = None, device: str = "cpu",
              progress: bool = True) -> EvalResult:
-    """Reconstructs every test instance, measures it and (if ``reports``) writes the report folder.
+    """Reconstructs the instances to evaluate, measures them and (if ``reports``) writes the report folder:
+    the 3D metrics on the test split with ground truth, else the 2D re-projection error (module docstring).
 
     Args:
-        keypoints: ``keypoints.zarr`` with ground truth. template: the template it was made from.
+        keypoints: ``keypoints.zarr``. template: the template it was made from.
         reconstruct: the model, see :data:`Reconstruct`. segmentation: (N, M) learnt part weights or None.
         cfg: the ``eval`` params. reports: folder to (re)write atomically; None writes nothing.
     Raises:
-        StoreError: no ground truth, or no test instance.
+        StoreError: ground truth but no test instance; no ground truth and no ``box`` array.
     """
     root = open_keypoints(keypoints, template_hash=template.hash)
-    if "gt" not in root or not {"vertices", "camera"} <= set(root["gt"].array_keys()):
-        raise StoreError(f"{keypoints}: no ground truth (gt/vertices, gt/camera): evaluation needs synthetic data")
-    projection = str(root.attrs.get("projection", "orthographic"))
-    split = root["split"][:]
-    test = np.flatnonzero(split == 1)
-    if len(test) == 0:
-        raise StoreError(f"{keypoints}: no test instance (split == 1)")
-    vertex_part, names = _part_table(template, cfg.parts)
+    ground_truth = _has_ground_truth(root)
+    rows, which = _eval_rows(root, keypoints, ground_truth)
+    parts = _part_table(template, cfg.parts)
+    keep = max(cfg.grid, cfg.meshes, cfg.uv_maps)
+    batches = _batches(root, rows, reconstruct, cfg.batch_size, progress)
+    if ground_truth:
+        result, kept, errors = _measure_3d(root, batches, template, parts, cfg, keep, device)
+    else:
+        if "box" not in root:
+            raise StoreError(f"{keypoints}: no ground truth and no box array: the 2D error is relative to the box")
+        log.info("%s: no ground truth (gt/vertices, gt/camera): measuring the 2D re-projection error only",
+                 keypoints)
+        result, kept, errors = _measure_2d(batches, parts, which, keep)
+    if reports is not None:
+        _write_reports(Path(reports), template, segmentation, cfg, kept, errors,
+                       1.0 if ground_truth else UV_HALF_RANGE_PX)
+    return result
+
+
+def _measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[np.ndarray, list[str]],
+                cfg: EvalParams, keep: int, device: str) -> tuple[EvalResult, Kept, dict]:
+    """The 3D metrics of the module docstring; returns the result, the kept instances and the
+    :func:`pipeline.eval_plots.errors_figure` arguments."""
+    vertex_part, names = parts
     n_parts = len(names) + 1
+    projection = str(root.attrs.get("projection", "orthographic"))
     has_area = "visible_area" in root
     s2s_limit = cfg.s2s_instances
-    keep = max(cfg.grid, cfg.meshes, cfg.uv_maps)
 
-    sums = {k: part_sums(np.zeros((0, len(vertex_part))), vertex_part, np.zeros((0, len(vertex_part)), bool), n_parts)
-            for k in ("pred", "flat")}
+    sums = {k: _no_sums(vertex_part, n_parts) for k in ("pred", "flat")}
     vertex_sum = np.zeros(len(vertex_part))
     bins = np.linspace(0, cfg.histogram_max_mm, 81)
     hist = {"visible": np.zeros(len(bins) - 1), "invisible": np.zeros(len(bins) - 1)}
@@ -163,19 +295,11 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
     s2s_values = []
     kept = Kept()
 
-    for a in tqdm(range(0, len(test), cfg.batch_size), desc="evaluate", unit="batch",
-                  disable=None if progress else True, leave=False):
-        rows = test[a:a + cfg.batch_size]
-        sel = slice(int(rows[0]), int(rows[-1]) + 1)  # read the span, keep the test rows
-        local = rows - rows[0]
-        xy = root["xy"][sel][local]
-        visible = root["visible"][sel][local].astype(bool)
-        true = root["gt/vertices"][sel][local].astype(np.float64)
-        camera = camera_for_metres(root["gt/camera"][sel][local], true, projection)
-        image = np.asarray(reconstruct(xy, visible, rows), np.float64)
-        if image.shape != true.shape:
-            raise ValueError(f"reconstruct returned {image.shape}, expected {true.shape}")
-        pred = image_to_camera(image, camera)
+    for b in batches:
+        rows, visible = b.rows, b.visible
+        true = b.read("gt/vertices").astype(np.float64)
+        camera = camera_for_metres(b.read("gt/camera"), true, projection)
+        pred = image_to_camera(b.image, camera)
         err = vertex_errors(pred, true)  # (B, N)
         err_flip = vertex_errors(flip_depth(pred), true)
         err_flat = vertex_errors(flat_reference(true), true)
@@ -192,12 +316,12 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
         per["flip_better"].append(err_flip.mean(1) < err.mean(1))
         per["flat"].append(err_flat.mean(1))
         per["re14"].append(re14(joints_pred, joints_true))
-        per["visible_area"].append(root["visible_area"][sel][local] if has_area else visible.mean(1))
+        per["visible_area"].append(b.read("visible_area") if has_area else visible.mean(1))
         room = s2s_limit - len(s2s_values)
         if room > 0:
             s2s_values.extend(s2s(centre_depth(pred[:room]), centre_depth(true[:room]), template.faces, device=device))
-        kept.add(keep, rows=rows, xy=xy, visible=visible, pred=centre_depth(pred), true=centre_depth(true),
-                 mpjpe=err.mean(1))
+        kept.add(keep, rows=rows, xy=b.xy, visible=visible, pred=centre_depth(pred), true=centre_depth(true),
+                 error=[f"MPJPE {MM * e:.0f} mm" for e in err.mean(1)])
 
     per = {k: np.concatenate(v) for k, v in per.items()}
     n = len(per["mpjpe"])
@@ -216,51 +340,112 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
         "s2s_mm": MM * float(np.mean(s2s_values)) if s2s_values else None,
         "s2s_instances": len(s2s_values),
     }
-    parts = []
-    for k in range(1, n_parts):
-        parts.append({
-            "part": k, "name": names[k - 1], "vertices": int((vertex_part == k).sum()),
-            "mpjpe_mm": _ratio(p.sum_all[k], p.count_all[k]),
-            "visible_mm": _ratio(p.sum_visible[k], p.count_visible[k]),
-            "invisible_mm": _ratio(p.sum_all[k] - p.sum_visible[k], p.count_all[k] - p.count_visible[k]),
-            "flat_mm": _ratio(f.sum_all[k], f.count_all[k]),
-        })
+    part_rows = [dict(_part_head(k, vertex_part, names),
+                      mpjpe_mm=_ratio(p.sum_all[k], p.count_all[k]),
+                      visible_mm=_ratio(p.sum_visible[k], p.count_visible[k]),
+                      invisible_mm=_ratio(p.sum_all[k] - p.sum_visible[k], p.count_all[k] - p.count_visible[k]),
+                      flat_mm=_ratio(f.sum_all[k], f.count_all[k]))
+                 for k in range(1, n_parts)]
     per_instance = dict(per, s2s=np.asarray(s2s_values))
     log.info("%d test instances: MPJPE %.1f mm (visible %s, invisible %s), RE14 %.1f mm, flat reference %.1f mm, "
              "best of depth flip %.1f mm (flip better on %.0f%%)", n, metrics["mpjpe_mm"],
              _fmt(metrics["mpjpe_visible_mm"]), _fmt(metrics["mpjpe_invisible_mm"]), metrics["re14_mm"],
              metrics["flat_mpjpe_mm"], metrics["mpjpe_best_flip_mm"], 100 * metrics["flip_better_share"])
-    if reports is not None:
-        _write_reports(Path(reports), template, segmentation, cfg, kept, per_instance, hist, bins,
-                       vertex_sum / n * MM, metrics)
-    return EvalResult(metrics, parts, per_instance)
+    errors = {"per": per_instance, "hist": hist, "bins": bins, "vertex_mm": vertex_sum / n * MM, "summary": metrics}
+    return EvalResult(metrics, part_rows, per_instance), kept, errors
+
+
+def _measure_2d(batches: Iterator[Batch], parts: tuple[np.ndarray, list[str]], which: str,
+                keep: int) -> tuple[EvalResult, Kept, None]:
+    """The 2D re-projection metrics of the module docstring (no ground truth); returns the result and the
+    kept instances (image-frame pixels, depth-centred)."""
+    vertex_part, names = parts
+    n_parts = len(names) + 1
+    sums = {k: _no_sums(vertex_part, n_parts) for k in ("px", "pct")}
+    dist = {"px": [], "pct": []}  # (K,) float32 per-keypoint distances of each batch, for the medians
+    per = {k: [] for k in ("row", "keypoints", "reproj2d_px", "reproj2d_box_pct")}
+    kept = Kept()
+
+    for b in batches:
+        err = {"px": reprojection_errors(b.image, b.xy)}  # (B, N)
+        err["pct"] = PCT * err["px"] / box_diagonals(b.read("box"))[:, None]
+        n_vis = b.visible.sum(1)
+        for k, e in err.items():
+            sums[k] = _add(sums[k], part_sums(e, vertex_part, b.visible, n_parts))
+            dist[k].append(e[b.visible].astype(np.float32))
+        mean = {k: np.divide(np.where(b.visible, e, 0).sum(1), n_vis, out=np.full(len(e), np.nan), where=n_vis > 0)
+                for k, e in err.items()}  # (B,) NaN without a visible keypoint
+        per["row"].append(b.rows)
+        per["keypoints"].append(n_vis)
+        per["reproj2d_px"].append(mean["px"])
+        per["reproj2d_box_pct"].append(mean["pct"])
+        kept.add(keep, rows=b.rows, xy=b.xy, visible=b.visible, pred=centre_depth(b.image),
+                 error=[f"re-projection {e:.1f} px" for e in mean["px"]])
+
+    per = {k: np.concatenate(v) for k, v in per.items()}
+    dist = {k: np.concatenate(v) for k, v in dist.items()}
+    n_kp = len(dist["px"])
+    metrics = {
+        "instances": len(per["row"]),
+        "ground_truth": False,
+        "split": which,
+        "reproj2d_keypoints": n_kp,
+        "reproj2d_mean_px": _ratio(sums["px"].sum_visible.sum(), n_kp, 1.0),
+        "reproj2d_median_px": float(np.median(dist["px"])) if n_kp else None,
+        "reproj2d_mean_box_pct": _ratio(sums["pct"].sum_visible.sum(), n_kp, 1.0),
+        "reproj2d_median_box_pct": float(np.median(dist["pct"])) if n_kp else None,
+    }
+    part_rows = [dict(_part_head(k, vertex_part, names),
+                      reproj2d_keypoints=int(sums["px"].count_visible[k]),
+                      reproj2d_mean_px=_ratio(sums["px"].sum_visible[k], sums["px"].count_visible[k], 1.0),
+                      reproj2d_mean_box_pct=_ratio(sums["pct"].sum_visible[k], sums["pct"].count_visible[k], 1.0))
+                 for k in range(1, n_parts)]
+    log.info("%d instances (%s), no ground truth: 2D re-projection error of %d visible keypoints: mean %s px "
+             "(median %s px), mean %s%% of the box diagonal (median %s%%)", metrics["instances"], which, n_kp,
+             _fmt(metrics["reproj2d_mean_px"], 2), _fmt(metrics["reproj2d_median_px"], 2),
+             _fmt(metrics["reproj2d_mean_box_pct"], 2), _fmt(metrics["reproj2d_median_box_pct"], 2))
+    return EvalResult(metrics, part_rows, per, ground_truth=False), kept, None
+
+
+def _part_head(k: int, vertex_part: np.ndarray, names: list[str]) -> dict:
+    """The first columns of part ``k``'s row of eval_parts.csv (1-based ``k``)."""
+    return {"part": k, "name": names[k - 1], "vertices": int((vertex_part == k).sum())}
 
 
 def _add(a, b):
     return type(a)(*(x + y for x, y in zip(a, b)))
 
 
-def _ratio(total: float, count: int) -> float | None:
-    """mm mean, None when nothing was counted (JSON null; a CSV cell left empty)."""
-    return MM * float(total) / int(count) if count else None
+def _no_sums(vertex_part: np.ndarray, n_parts: int):
+    """Empty :class:`pipeline.metrics.PartSums` to add batches to."""
+    n = len(vertex_part)
+    return part_sums(np.zeros((0, n)), vertex_part, np.zeros((0, n), bool), n_parts)
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1f}"
+def _ratio(total: float, count: int, scale: float = MM) -> float | None:
+    """``scale`` times the mean (mm by default), None when nothing was counted (JSON null; an empty CSV cell)."""
+    return scale * float(total) / int(count) if count else None
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def write_metrics(result: EvalResult, metrics_path: str | Path, parts_path: str | Path) -> None:
-    """Writes ``eval.json`` and ``eval_parts.csv`` atomically (values rounded to 0.001 mm)."""
+    """Writes ``eval.json`` and ``eval_parts.csv`` atomically (values rounded to 0.001 mm; without ground
+    truth to 0.0001 px and 0.0001 %)."""
+    keys, columns = (METRIC_KEYS, PART_COLUMNS) if result.ground_truth else (METRIC_KEYS_NO_GT, PART_COLUMNS_NO_GT)
+
     def rnd(v):
         return round(v, 4) if isinstance(v, float) else v
 
     with atomic_path(metrics_path) as tmp:
-        tmp.write_text(json.dumps({k: rnd(result.metrics[k]) for k in METRIC_KEYS}, indent=2) + "\n")
+        tmp.write_text(json.dumps({k: rnd(result.metrics[k]) for k in keys}, indent=2) + "\n")
     with atomic_path(parts_path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=PART_COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         for row in result.parts:
-            w.writerow({k: ("" if row[k] is None else rnd(row[k])) for k in PART_COLUMNS})
+            w.writerow({k: ("" if row[k] is None else rnd(row[k])) for k in columns})
 
 
 def model_reconstructor(path: str | Path, template: Template, device: str = "cpu",
@@ -288,37 +473,47 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
     return run, segmentation, info
 
 
-def _write_reports(folder: Path, template: Template, segmentation, cfg: EvalParams, kept: Kept, per: dict,
-                   hist: dict, bins: np.ndarray, vertex_mm: np.ndarray, metrics: dict) -> None:
-    """Writes the report folder atomically (see the module docstring)."""
+def _write_reports(folder: Path, template: Template, segmentation, cfg: EvalParams, kept: Kept, errors: dict | None,
+                   uv_half_range: float) -> None:
+    """Writes the report folder atomically (see the module docstring). Without ground truth ``kept.true``
+    is empty and ``errors`` None: no truth panels, meshes or maps, and no errors.png.
+
+    Args:
+        errors: the :func:`pipeline.eval_plots.errors_figure` keyword arguments, or None.
+        uv_half_range: the UV map PNGs' half range, in the units of ``kept`` (1 m, or UV_HALF_RANGE_PX).
+    """
     from pipeline import eval_plots
 
+    shapes = {"pred": kept.pred, "true": kept.true} if kept.true else {"pred": kept.pred}
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         if cfg.grid:
             k = min(cfg.grid, len(kept.rows))
-            save_figure(eval_plots.grid_figure(template, kept.xy[:k], kept.visible[:k], kept.pred[:k], kept.true[:k],
-                                               kept.rows[:k], kept.mpjpe[:k]), tmp / "grid.png")
+            save_figure(eval_plots.grid_figure(template, kept.xy[:k], kept.visible[:k], kept.pred[:k],
+                                               kept.true[:k] or None, kept.rows[:k], kept.error[:k],
+                                               pad=0.05 if kept.true else None), tmp / "grid.png")
         if segmentation is not None:
             save_figure(eval_plots.segmentation_figure(template, segmentation), tmp / "segmentation.png")
-        save_figure(eval_plots.errors_figure(template, per, hist, bins, vertex_mm, metrics), tmp / "errors.png")
+        if errors is not None:
+            save_figure(eval_plots.errors_figure(template, **errors), tmp / "errors.png")
         if cfg.meshes:
             (tmp / "meshes").mkdir()
             for i in range(min(cfg.meshes, len(kept.rows))):
-                for name, v in (("pred", kept.pred[i]), ("true", kept.true[i])):
-                    mesh = trimesh.Trimesh(np.asarray(v, np.float32), template.faces, process=False)
+                for name, vs in shapes.items():
+                    mesh = trimesh.Trimesh(np.asarray(vs[i], np.float32), template.faces, process=False)
                     mesh.export(tmp / "meshes" / f"{i:03d}_row{kept.rows[i]}_{name}.ply")
         if cfg.uv_maps:
             k = min(cfg.uv_maps, len(kept.rows))
             layout = uv_layout(template.chart_uv, template.chart_faces, template.chart_part, template.chart_vertex,
                                cfg.uv_resolution, len(template.vertices))
             maps = {name: write_uv_maps(layout, np.stack(vs[:k]) - np.stack(vs[:k]).mean(1, keepdims=True))
-                    for name, vs in (("pred", kept.pred), ("true", kept.true))}
+                    for name, vs in shapes.items()}
             (tmp / "uv_maps").mkdir()
             for i in range(k):
-                for name in ("pred", "true"):
+                for name in maps:
                     eval_plots.save_position_png(atlas_image(maps[name][i]),
-                                                 tmp / "uv_maps" / f"{i:03d}_row{kept.rows[i]}_{name}.png")
-            save_figure(eval_plots.uv_maps_figure(maps["pred"], maps["true"], layout.covered, kept.rows[:k]),
+                                                 tmp / "uv_maps" / f"{i:03d}_row{kept.rows[i]}_{name}.png",
+                                                 uv_half_range)
+            save_figure(eval_plots.uv_maps_figure(maps["pred"], maps.get("true"), layout.covered, kept.rows[:k]),
                         tmp / "uv_maps.png")
     log.info("wrote reports to %s", folder)

@@ -1,5 +1,8 @@
 """Stage `evaluate`: reconstruct the test split, write the metrics and the reports.
 
+With ground truth (synthetic data) the 3D metrics; without (real images) the 2D re-projection error of the
+test split, or of every instance when there is no test split (pipeline/evaluate.py).
+
     python -m stages.evaluate --params params.yaml --model models/model.pt --keypoints data/keypoints.zarr \
         --template data/template.npz --metrics metrics/eval.json --parts metrics/eval_parts.csv --reports reports
 """
@@ -23,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--model", required=True, help="checkpoint to read (models/model.pt)")
-    ap.add_argument("--keypoints", required=True, help="keypoints.zarr with the test split and ground truth")
+    ap.add_argument("--keypoints", required=True, help="keypoints.zarr (the test split; ground truth if synthetic)")
     ap.add_argument("--template", required=True, help="template .npz to read")
     ap.add_argument("--metrics", required=True, help="metrics JSON to write")
     ap.add_argument("--parts", required=True, help="per-part CSV to write (a DVC plot)")
@@ -39,8 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     result = evaluate(args.keypoints, template, run, segmentation, params.eval, args.reports, device=device)
     write_metrics(result, args.metrics, args.parts)
-    log.info("evaluated %d test instances in %.1f s; wrote %s, %s and %s", result.metrics["test_instances"],
-             time.perf_counter() - t0, args.metrics, args.parts, args.reports)
+    if result.ground_truth:
+        what = "test instances against the ground truth"
+    else:  # split: "test", or "all" when the store has no test split
+        what = f"instances (split: {result.metrics['split']}) without ground truth, by the 2D re-projection error"
+    log.info("evaluated %d %s in %.1f s; wrote %s, %s and %s", result.instances, what, time.perf_counter() - t0,
+             args.metrics, args.parts, args.reports)
 
 
 if __name__ == "__main__":

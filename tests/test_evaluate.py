@@ -10,18 +10,23 @@ import numpy as np
 import pytest
 import roma
 import torch
+import trimesh
 
 from pipeline.config import EvalParams
-from pipeline.evaluate import METRIC_KEYS, PART_COLUMNS, evaluate, write_metrics
+from pipeline.evaluate import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT, box_diagonals,
+                               evaluate, reprojection_errors, write_metrics)
 from pipeline.keypoints_store import SCHEMA
 from pipeline.mesh import vertex_normals
+from pipeline.metrics import centre_depth
 from pipeline.store import StoreError, write_store
 
 SMALL = EvalParams(batch_size=3, grid=2, meshes=1, uv_maps=1, uv_resolution=8, s2s_instances=0)
 
 
-def _store(path: Path, template, n: int = 10, projection: str = "orthographic") -> dict:
-    """A keypoints store: the template turned about its up axis, 4 m in front of an orthographic camera."""
+def _store(path: Path, template, n: int = 10, projection: str = "orthographic", ground_truth: bool = True,
+           test_split: bool = True) -> dict:
+    """A keypoints store: the template turned about its up axis, 4 m in front of an orthographic camera;
+    without ``gt/*`` arrays unless ``ground_truth``, all train unless ``test_split``."""
     rng = np.random.default_rng(0)
     up, fwd = template.up.astype(np.float64), template.forward.astype(np.float64)
     base = np.stack([np.cross(up, fwd), -up, -fwd])  # body axes -> image x, y (down), z (away)
@@ -36,16 +41,22 @@ def _store(path: Path, template, n: int = 10, projection: str = "orthographic") 
         pixels = f[:, None, None] * cam[..., :2] / cam[..., 2:] + c[:, None]
     visible = np.stack([vertex_normals(b, template.faces)[:, 2] < 0 for b in cam])
     split = np.zeros(n, np.uint8)
-    split[[1, 2, 4, 7, 8, 9]] = 1  # gaps: batches read a span and keep the test rows
+    if test_split:
+        split[[1, 2, 4, 7, 8, 9]] = 1  # gaps: batches read a span and keep the test rows
+    box = np.c_[pixels.min(1), pixels.max(1)].astype(np.float32)
     arrays = {
         "xy": np.where(visible[..., None], pixels, 0).astype(np.float32), "visible": visible,
         "count": visible.astype(np.uint16), "visible_area": visible.mean(1).astype(np.float32), "split": split,
+        "box": box,
         "gt/vertices": cam.astype(np.float32), "gt/visible": visible,
         "gt/camera": np.c_[f, c].astype(np.float32), "gt/pixels": pixels.astype(np.float32),
     }
+    if not ground_truth:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("gt/")}
     write_store(path, arrays, {"schema": SCHEMA, "template_hash": template.hash, "projection": projection},
                 chunk=4)
-    return {"f": f, "c": c, "cam": cam.astype(np.float32).astype(np.float64), "split": split, "visible": visible}
+    return {"f": f, "c": c, "cam": cam.astype(np.float32).astype(np.float64), "split": split, "visible": visible,
+            "xy": arrays["xy"], "box": box}
 
 
 def _image_frame(gt: dict, rows: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -156,19 +167,21 @@ def test_errors_are_named(store, template, tmp_path):
               "visible": np.ones((2, len(template.vertices)), bool),
               "count": np.ones((2, len(template.vertices)), np.uint16), "split": np.array([0, 1], np.uint8)}
     write_store(tmp_path / "nogt.zarr", arrays, {"schema": SCHEMA, "template_hash": template.hash})
-    with pytest.raises(StoreError, match="no ground truth"):
+    with pytest.raises(StoreError, match="no ground truth and no box"):
         evaluate(tmp_path / "nogt.zarr", template, None, None, SMALL, progress=False)
+    _store(tmp_path / "notest.zarr", template, test_split=False)
+    with pytest.raises(StoreError, match="no test instance"):  # with ground truth a test split is needed
+        evaluate(tmp_path / "notest.zarr", template, None, None, SMALL, progress=False)
 
 
-def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
-    """The stage end to end on an untrained tiny model saved as pipeline.train saves it."""
+def _stage(template, tmp_path: Path, keypoints: Path) -> dict:
+    """Runs the stage on an untrained tiny model saved as pipeline.train saves it; returns eval.json."""
     import yaml
 
     from pipeline.config import as_dict, load_params_dict
     from pipeline.model import build_model
     from stages.evaluate import main
 
-    path, _ = store
     raw = {"model": {"parts": 3, "lbo_basis": 4, "hidden": 16, "bottleneck": 8, "blocks": 1},
            "eval": {"batch_size": 4, "grid": 1, "meshes": 1, "uv_maps": 1, "uv_resolution": 8, "s2s_instances": 1}}
     params = load_params_dict(raw)
@@ -179,10 +192,123 @@ def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
     torch.save(ck, tmp_path / "model.pt")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     template.save(tmp_path / "template.npz")
-    main(["--params", str(tmp_path / "params.yaml"), "--model", str(tmp_path / "model.pt"), "--keypoints", str(path),
-          "--template", str(tmp_path / "template.npz"), "--metrics", str(tmp_path / "m" / "eval.json"),
+    main(["--params", str(tmp_path / "params.yaml"), "--model", str(tmp_path / "model.pt"), "--keypoints",
+          str(keypoints), "--template", str(tmp_path / "template.npz"), "--metrics", str(tmp_path / "m" / "eval.json"),
           "--parts", str(tmp_path / "m" / "eval_parts.csv"), "--reports", str(tmp_path / "reports")])
-    metrics = json.loads((tmp_path / "m" / "eval.json").read_text())
+    return json.loads((tmp_path / "m" / "eval.json").read_text())
+
+
+def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
+    """The stage end to end on an untrained tiny model saved as pipeline.train saves it."""
+    path, _ = store
+    metrics = _stage(template, tmp_path, path)
     assert metrics["test_instances"] == 6 and np.isfinite(metrics["mpjpe_mm"]) and metrics["s2s_instances"] == 1
     assert (tmp_path / "reports" / "segmentation.png").is_file()
     assert (tmp_path / "m" / "eval_parts.csv").read_text().startswith(",".join(PART_COLUMNS))
+
+
+@pytest.fixture(scope="module")
+def store_no_gt(tmp_path_factory, template):
+    """Like ``store`` without the ``gt/*`` arrays (as from real images): test split rows 1, 2, 4, 7, 8, 9."""
+    path = tmp_path_factory.mktemp("eval_no_gt") / "keypoints.zarr"
+    return path, _store(path, template, ground_truth=False)
+
+
+def _with_depth(xy: np.ndarray, offset) -> np.ndarray:
+    """(B, N, 3): keypoints moved by ``offset`` (B, N, 2), any depth."""
+    z = np.random.default_rng(3).normal(0, 50, xy.shape[:2] + (1,))
+    return np.concatenate([xy + offset, z], axis=-1)
+
+
+def test_reprojection_errors_and_box_diagonals_match_a_loop():
+    rng = np.random.default_rng(0)
+    image, xy = rng.normal(size=(3, 5, 3)), rng.normal(size=(3, 5, 2))
+    naive = [[np.sqrt((image[b, i, 0] - xy[b, i, 0]) ** 2 + (image[b, i, 1] - xy[b, i, 1]) ** 2) for i in range(5)]
+             for b in range(3)]
+    np.testing.assert_allclose(reprojection_errors(image, xy), naive, rtol=1e-12)
+    np.testing.assert_allclose(box_diagonals(np.array([[0, 0, 3, 4], [10, 20, 16, 28], [5, 5, 5, 5]])),
+                               [5, 10, 1e-6])
+    with pytest.raises(ValueError, match="xy"):
+        reprojection_errors(image, xy[:, :4])
+
+
+def test_without_ground_truth_an_exact_2d_fit_scores_zero(store_no_gt, template, tmp_path):
+    path, gt = store_no_gt
+    seg = np.eye(5)[np.arange(len(template.vertices)) % 5]
+    result = evaluate(path, template, lambda xy, visible, rows: _with_depth(xy, 0.0), seg, SMALL,
+                      tmp_path / "reports", progress=False)
+    m = result.metrics
+    assert not result.ground_truth and result.instances == 6
+    assert m["ground_truth"] is False and m["split"] == "test"
+    assert m["reproj2d_keypoints"] == gt["visible"][gt["split"] == 1].sum()
+    for key in ("reproj2d_mean_px", "reproj2d_median_px", "reproj2d_mean_box_pct", "reproj2d_median_box_pct"):
+        assert m[key] == 0, key
+
+    reports = tmp_path / "reports"
+    assert sorted(p.name for p in reports.iterdir()) == ["grid.png", "meshes", "segmentation.png", "uv_maps",
+                                                         "uv_maps.png"]  # no truth, no errors.png
+    assert (reports / "grid.png").stat().st_size > 1000
+    assert [p.name for p in (reports / "meshes").iterdir()] == ["000_row1_pred.ply"]
+    assert [p.name for p in (reports / "uv_maps").iterdir()] == ["000_row1_pred.png"]
+    # meshes: image-frame pixels, mean depth 0
+    mesh = trimesh.load(reports / "meshes" / "000_row1_pred.ply", process=False)
+    expected = centre_depth(_with_depth(gt["xy"][[1]], 0.0))[0]
+    np.testing.assert_allclose(mesh.vertices, expected, atol=1e-3)
+
+    write_metrics(result, tmp_path / "eval.json", tmp_path / "eval_parts.csv")
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert tuple(saved) == METRIC_KEYS_NO_GT and saved["ground_truth"] is False
+    with open(tmp_path / "eval_parts.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == PART_COLUMNS_NO_GT and len(rows) == 24
+    assert sum(int(r["reproj2d_keypoints"]) for r in rows) == m["reproj2d_keypoints"]
+    assert {r["reproj2d_mean_px"] for r in rows if int(r["reproj2d_keypoints"])} == {"0.0"}
+
+
+def test_without_ground_truth_a_shift_gives_its_length(store_no_gt, template):
+    """Visible keypoints 3, 4 px off (5 px), invisible ones far off (not measured)."""
+    path, gt = store_no_gt
+    vis = gt["visible"]
+
+    def shifted(xy, visible, rows):
+        return _with_depth(xy, np.where(vis[rows][..., None], [3.0, 4.0], [1000.0, -7.0]))
+
+    result = evaluate(path, template, shifted, None, EvalParams(batch_size=4, parts="coarse"), progress=False)
+    m = result.metrics
+    assert m["reproj2d_mean_px"] == pytest.approx(5, rel=1e-9)
+    assert m["reproj2d_median_px"] == pytest.approx(5, rel=1e-6)
+    # by hand: 5 px over each test instance's box diagonal, weighted by its visible keypoints
+    test = np.flatnonzero(gt["split"] == 1)
+    box = gt["box"][test].astype(np.float64)
+    pct = 500 / np.hypot(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    counts = vis[test].sum(1)
+    assert m["reproj2d_mean_box_pct"] == pytest.approx((pct * counts).sum() / counts.sum(), rel=1e-9)
+    assert m["reproj2d_median_box_pct"] == pytest.approx(np.median(np.repeat(pct, counts)), rel=1e-6)
+    np.testing.assert_allclose(result.per_instance["reproj2d_px"], 5, rtol=1e-9)
+    np.testing.assert_array_equal(result.per_instance["row"], test)
+    assert len(result.parts) == 14
+    for r in result.parts:
+        assert r["reproj2d_mean_px"] is None or r["reproj2d_mean_px"] == pytest.approx(5, rel=1e-9)
+
+
+def test_without_ground_truth_or_test_split_every_instance_is_evaluated(template, tmp_path, caplog):
+    path = tmp_path / "train_only.zarr"
+    gt = _store(path, template, ground_truth=False, test_split=False)
+    with caplog.at_level("WARNING", logger="pipeline.evaluate"):
+        result = evaluate(path, template, lambda xy, visible, rows: _with_depth(xy, [0.0, 2.0]), None, SMALL,
+                          tmp_path / "reports", progress=False)
+    assert any("no test instance" in r.message and str(path) in r.message for r in caplog.records)
+    m = result.metrics
+    assert m["instances"] == 10 and m["split"] == "all" and m["reproj2d_keypoints"] == gt["visible"].sum()
+    assert m["reproj2d_mean_px"] == pytest.approx(2, rel=1e-9) and m["reproj2d_median_px"] == pytest.approx(2)
+    assert (tmp_path / "reports" / "grid.png").is_file()
+    assert [p.name for p in (tmp_path / "reports" / "meshes").iterdir()] == ["000_row0_pred.ply"]
+
+
+def test_stage_runs_without_ground_truth(store_no_gt, template, tmp_path):
+    path, _ = store_no_gt
+    metrics = _stage(template, tmp_path, path)
+    assert tuple(metrics) == METRIC_KEYS_NO_GT and metrics["instances"] == 6 and metrics["split"] == "test"
+    assert np.isfinite(metrics["reproj2d_mean_px"]) and metrics["reproj2d_mean_px"] > 0  # an untrained model
+    assert (tmp_path / "m" / "eval_parts.csv").read_text().startswith(",".join(PART_COLUMNS_NO_GT))
+    assert (tmp_path / "reports" / "grid.png").is_file() and not (tmp_path / "reports" / "errors.png").exists()
