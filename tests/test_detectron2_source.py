@@ -207,31 +207,44 @@ _CSE_HEAD = """
 """
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not HAS_D2, reason="Detectron2 and its DensePose project are not installed here")
-def test_random_densepose_rcnn_end_to_end(tmp_path):  # pragma: no cover - needs Detectron2
+def _random_model(tmp_path, cfg_text: str, init=None):  # pragma: no cover - needs Detectron2
+    """Saves a randomly initialised model of ``cfg_text`` as ``random.pth`` (``init(model)`` first)."""
     from densepose import add_densepose_config
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    cfg_text = _CFG_TEXT
     (tmp_path / "cfg.yaml").write_text(cfg_text)
     cfg = get_cfg()
     add_densepose_config(cfg)
     cfg.merge_from_file(str(tmp_path / "cfg.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
-    DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("random")
+    model = build_model(cfg)
+    if init is not None:
+        with torch.no_grad():
+            init(model)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("random")
+
+
+def _two_images_params(tmp_path):
+    """Two generated images and the detectron2 params running ``random.pth`` on them."""
     folder = tmp_path / "imgs"
     folder.mkdir()
     gen = np.random.default_rng(0)
     for i in range(2):
         cv2.imwrite(str(folder / f"{i}.jpg"), gen.integers(0, 255, (120, 90, 3), dtype=np.uint8))
-    params = load_params_dict({"detectron2": {"config": str(tmp_path / "cfg.yaml"),
-                                              "weights": str(tmp_path / "random.pth"),
-                                              "images": str(folder), "score_threshold": 0.0,
-                                              "max_instances": 3, "batch_size": 2}}).detectron2
+    return load_params_dict({"detectron2": {"config": str(tmp_path / "cfg.yaml"),
+                                            "weights": str(tmp_path / "random.pth"),
+                                            "images": str(folder), "score_threshold": 0.0,
+                                            "max_instances": 3, "batch_size": 2}}).detectron2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_D2, reason="Detectron2 and its DensePose project are not installed here")
+def test_random_densepose_rcnn_end_to_end(tmp_path):  # pragma: no cover - needs Detectron2
+    _random_model(tmp_path, _CFG_TEXT)
+    params = _two_images_params(tmp_path)
     summary = d2.write_detectron2_store(params, 32, "auto", _Template(), tmp_path / "dp.zarr")
     assert summary["images"] == 2 and 1 <= summary["instances"] <= 6
     root = open_densepose(tmp_path / "dp.zarr", kind="chart")
@@ -246,39 +259,18 @@ def test_random_cse_rcnn_with_its_own_template(template, tmp_path):  # pragma: n
     import pickle
 
     import trimesh
-    from densepose import add_densepose_config
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
 
     from pipeline.template import cse_template, load_template
 
     v, f = trimesh.remesh.subdivide(template.vertices.astype(np.float64), template.faces)
     with open(tmp_path / "mesh.pkl", "wb") as fh:
         pickle.dump({"vertices": v, "faces": f}, fh)
-    head = _CFG_TEXT.replace('  ROI_DENSEPOSE_HEAD: {NAME: "DensePoseV1ConvXHead", POOLER_TYPE: "ROIAlign"}\n',
-                             _CSE_HEAD % len(v))
-    (tmp_path / "cfg.yaml").write_text(head)
-    cfg = get_cfg()
-    add_densepose_config(cfg)
-    cfg.merge_from_file(str(tmp_path / "cfg.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        model.roi_heads.embedder.embedder_sub.embeddings.normal_()
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("random")
+    cfg_text = _CFG_TEXT.replace('  ROI_DENSEPOSE_HEAD: {NAME: "DensePoseV1ConvXHead", POOLER_TYPE: "ROIAlign"}\n',
+                                 _CSE_HEAD % len(v))
+    _random_model(tmp_path, cfg_text, init=lambda m: m.roi_heads.embedder.embedder_sub.embeddings.normal_())
     template.save(tmp_path / "reference.npz")
     t = cse_template(tmp_path / "mesh.pkl", tmp_path / "random.pth", "sub", load_template(tmp_path / "reference.npz"))
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    gen = np.random.default_rng(0)
-    for i in range(2):
-        cv2.imwrite(str(folder / f"{i}.jpg"), gen.integers(0, 255, (120, 90, 3), dtype=np.uint8))
-    params = load_params_dict({"detectron2": {"config": str(tmp_path / "cfg.yaml"),
-                                              "weights": str(tmp_path / "random.pth"),
-                                              "images": str(folder), "score_threshold": 0.0,
-                                              "max_instances": 3, "batch_size": 2}}).detectron2
+    params = _two_images_params(tmp_path)
     summary = d2.write_detectron2_store(params, 32, "auto", t, tmp_path / "dp.zarr")
     assert summary["images"] == 2 and 1 <= summary["instances"] <= 6
     root = open_densepose(tmp_path / "dp.zarr", kind="cse")
