@@ -97,15 +97,14 @@ def read_checkpoint_embeddings(path: str | Path, mesh_name: str) -> np.ndarray:
     return normalize_embeddings(emb).astype(np.float32)
 
 
-def surface_samples(vertices: np.ndarray, faces: np.ndarray, per_face: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Points spread over each face (centroid and points towards each corner).
+def surface_samples(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Four points on each face: its centroid and one point towards each corner.
 
     Returns:
-        ((F * per_face, 3) points, (F * per_face,) index of the face of each point).
+        ((4 F, 3) points, (4 F,) index of the face of each point).
     """
     tri = np.asarray(vertices, np.float64)[faces]  # (F, 3, 3)
-    weights = [np.full(3, 1 / 3)] + [np.eye(3)[k] * 0.4 + 0.2 for k in range(3)]
-    weights = np.array(weights[:per_face])  # (per_face, 3), rows sum to 1
+    weights = np.vstack([np.full(3, 1 / 3), np.eye(3) * 0.4 + 0.2])  # (4, 3) barycentrics, rows sum to 1
     pts = np.einsum("sk,fkc->fsc", weights, tri).reshape(-1, 3)
     return pts, np.repeat(np.arange(len(faces)), len(weights))
 

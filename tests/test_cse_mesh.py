@@ -130,7 +130,7 @@ def test_cse_output_runs_through_the_stages_to_the_right_vertices(cse_files, tmp
     from stages import iuv as iuv_stage
     from stages import keypoints as keypoints_stage
     from stages import template as template_stage
-    from test_precomputed import fake_densepose_modules
+    from dump_fixture import fake_densepose_modules
 
     from pipeline.keypoints_store import open_keypoints
 

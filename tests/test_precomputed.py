@@ -1,19 +1,18 @@
 """pipeline.precomputed: real dump files written with stand-in Detectron2 classes, read back safely."""
 
-import contextlib
 import json
 import os
 import pickle
 import sys
 import types
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Optional
 
 import cv2
 import numpy as np
 import pytest
 import torch
+
+from dump_fixture import fake_densepose_modules
 
 from pipeline.config import load_params_dict
 from pipeline.densepose_convert import chart_result_to_crop, cse_output_to_crops
@@ -21,49 +20,6 @@ from pipeline.iuv import encode_iuv
 from pipeline.densepose_store import open_densepose
 from pipeline.precomputed import (ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump, read_dump,
                                   read_iuv_folder, select_instances, write_precomputed_store)
-
-
-@contextlib.contextmanager
-def fake_densepose_modules():
-    """``densepose.structures.{chart_result,cse}`` and ``detectron2.structures.boxes`` with classes of
-    the real names and fields, registered only while a test saves a dump."""
-
-    @dataclass
-    class DensePoseChartResultWithConfidences:
-        labels: torch.Tensor
-        uv: torch.Tensor
-        sigma_1: Optional[torch.Tensor] = None
-        sigma_2: Optional[torch.Tensor] = None
-        kappa_u: Optional[torch.Tensor] = None
-        kappa_v: Optional[torch.Tensor] = None
-        fine_segm_confidence: Optional[torch.Tensor] = None
-        coarse_segm_confidence: Optional[torch.Tensor] = None
-
-    @dataclass
-    class DensePoseEmbeddingPredictorOutput:
-        embedding: torch.Tensor
-        coarse_segm: torch.Tensor
-
-    class Boxes:
-        def __init__(self, tensor):
-            self.tensor = tensor
-
-    classes = {"densepose.structures.chart_result": DensePoseChartResultWithConfidences,
-               "densepose.structures.cse": DensePoseEmbeddingPredictorOutput,
-               "detectron2.structures.boxes": Boxes}
-    names = ["densepose", "densepose.structures", "detectron2", "detectron2.structures", *classes]
-    assert not any(n in sys.modules for n in names)
-    for n in names:
-        sys.modules[n] = types.ModuleType(n)
-    for mod, cls in classes.items():
-        cls.__module__, cls.__qualname__ = mod, cls.__name__
-        setattr(sys.modules[mod], cls.__name__, cls)
-    try:
-        yield types.SimpleNamespace(chart=DensePoseChartResultWithConfidences,
-                                    cse=DensePoseEmbeddingPredictorOutput, boxes=Boxes)
-    finally:
-        for n in names:
-            sys.modules.pop(n, None)
 
 
 def _chart_dump(dp, gen):
