@@ -253,7 +253,11 @@ class ModelParams:
                       choices=("dp3d", "no_parts", "c3dpo"))
     parts: int = param(10, "number M of latent parts (dp3d)", lo=1, hi=64)
     lbo_basis: int = param(32, "number K of LBO eigenvectors used (<= lbo.k)", lo=1, hi=4096)
-    sigma_init: float = param(32.0, "σ̄: std of segmentation logits row k is Xavier * σ̄ / (1 + k)",
+    segmentation_init: str = param("spectral", "initial parts: spectral (k-means of the template's eigenvectors) "
+                                   "or random (decaying Xavier rows, constant row 0)", choices=("spectral", "random"))
+    init_sharpness: float = param(3.0, "spectral init: median gap between a vertex's two best part logits",
+                                  lo=1e-3, hi=1e3)
+    sigma_init: float = param(32.0, "random init, σ̄: std of segmentation logits row k is Xavier * σ̄ / (1 + k)",
                               lo=1e-3, hi=1e6)
     basis_size: int = param(10, "number D of shape-basis coefficients (no_parts, c3dpo)", lo=1, hi=256)
     hidden: int = param(256, "trunk width H (C3DPO and full-size runs: 1024)", lo=8, hi=16384)
@@ -269,8 +273,14 @@ class LossParams:
     """Stage ``train``: loss weights (eq. 9) and robust-norm constants; a weight of 0 skips that loss."""
 
     canonicalisation: float = param(0.1, "w_canon", lo=0.0, hi=1e6)
-    arap: float = param(0.3, "w_arap", lo=0.0, hi=1e6)
-    entropy: float = param(0.001, "w_entropy", lo=0.0, hi=1e6)
+    arap: float = param(0.3, "w_arap (relative ARAP energy: the rest shape's energy is 1)", lo=0.0, hi=1e6)
+    entropy: float = param(0.001, "w_entropy (mean vertex entropy in units of log M: 0 hard parts .. 1 uniform)",
+                           lo=0.0, hi=1e6)
+    facing: float = param(1.0, "w_facing: visible vertices' predicted normals must face the camera (not in the paper)",
+                          lo=0.0, hi=1e6)
+    canon_samples: int = param(1, "random rotations drawn per instance for the canonicalisation loss", lo=1, hi=64)
+    oracle_3d: float = param(0.0, "diagnostic: weight of a 3D loss on synthetic ground truth (an upper bound; "
+                             "0 is off)", lo=0.0, hi=1e6)
     huber_eps: float = param(0.01, "ε of the pseudo-Huber norm (normalised keypoint units)", lo=1e-9, hi=1e3)
     b_min: float = param(0.1, "heteroscedastic loss: smallest scale b dividing the residual", lo=1e-9, hi=1e3)
     arap_instances: int = param(64, "ARAP on this many instances of each batch (a random subset; 0: all)",
@@ -283,11 +293,17 @@ class LossParams:
 class TrainParams:
     """Stage ``train``: optimiser and schedule (supp. A)."""
 
-    optimizer: str = param("adam", "adam, or sgd with the paper's momentum and weight decay",
-                           choices=("adam", "sgd"))
+    optimizer: str = param("adamw", "adamw (decoupled decay), adam (L2 in the gradient) or sgd (the paper's)",
+                           choices=("adamw", "adam", "sgd"))
+    part_lr: float = param(0.01, "learning rate of the part logits A and rest transforms (dp3d)", lo=0.0, hi=10.0)
+    seed: int = param(0, "seed of the model's initialisation and the batch order (the data keep common.seed)",
+                      lo=0, hi=2**31 - 1)
+    inplane_augment: bool = param(False, "rotate each batch's keypoints by random in-plane angles (C3DPO)")
+    val_share: float = param(0.0, "share of the train bodies held out of training (eval.split val measures them)",
+                             lo=0.0, hi=0.9)
     lr: float = param(0.001, "initial learning rate (paper, sgd: 0.003)", lo=1e-9, hi=10.0)
     momentum: float = param(0.99, "sgd momentum (paper: 0.99)", lo=0.0, hi=0.99999)
-    weight_decay: float = param(0.001, "L2 weight decay (paper, sgd: 0.001; adam: L2 added to the gradient)",
+    weight_decay: float = param(0.001, "weight decay of the networks' weights (never of A, rest transforms, bases)",
                                 lo=0.0, hi=1.0)
     lr_decay_at: float = param(0.8, "share of the epochs after which the lr is divided", lo=0.0, hi=1.0)
     lr_decay: float = param(0.1, "factor applied to the lr then", lo=0.0, hi=1.0)
@@ -306,6 +322,8 @@ class EvalParams:
     """Stage ``evaluate``: metrics on the test split and the reports."""
 
     batch_size: int = param(512, "test instances reconstructed together", lo=1, hi=1_000_000)
+    split: str = param("test", "instances measured: test, or val (the train bodies held out by train.val_share)",
+                       choices=("test", "val"))
     parts: str = param("fine", "per-part errors over the 24 DensePose parts (fine) or the 14 coarse ones",
                        choices=("fine", "coarse"))
     s2s_instances: int = param(100, "S2S error on the first this many test instances (0: off; ~0.2 s each on CPU)",

@@ -21,15 +21,41 @@ import torch
 
 from pipeline.keypoints_store import open_keypoints
 
-__all__ = ["KeypointBatch", "KeypointStream"]
+__all__ = ["KeypointBatch", "KeypointStream", "holdout_rows"]
 
 
 class KeypointBatch(NamedTuple):
-    """xy: (b, N, 2) float32 image pixels (0 where invisible); visible: (b, N) bool; rows: (b,) int64."""
+    """xy: (b, N, 2) float32 image pixels (0 where invisible); visible: (b, N) bool; rows: (b,) int64.
+    With ``truth``: vertices (b, N, 3) float32 true camera-frame metres and camera (b, 3) float32 f, cx, cy."""
 
     xy: torch.Tensor
     visible: torch.Tensor
     rows: torch.Tensor
+    vertices: torch.Tensor | None = None
+    camera: torch.Tensor | None = None
+
+
+def holdout_rows(root, share: float, seed: int) -> np.ndarray:
+    """(n,) bool: the train rows (``split == 0``) of a keypoints store held out for validation.
+
+    Whole groups are held out, so no body (synthetic ``gt/body``) or image (``image``) is on both sides:
+    ``round(share * groups)`` of the train groups, drawn with ``seed``. ``share`` 0 holds out nothing.
+    """
+    split = np.asarray(root["split"][:])
+    out = np.zeros(len(split), bool)
+    if share <= 0:
+        return out
+    key = "gt/body" if "gt" in root and "body" in root["gt"] else "image" if "image" in root else None
+    group = np.asarray(root[key][:]) if key else np.arange(len(split))
+    train = split == 0
+    groups = np.unique(group[train])
+    n_out = int(round(share * len(groups)))
+    if n_out == 0 or n_out == len(groups):
+        raise ValueError(f"train.val_share = {share}: holds out {n_out} of {len(groups)} train groups "
+                         f"({key or 'rows'}); choose a share that leaves both sides non-empty")
+    chosen = np.random.default_rng(seed).permutation(groups)[:n_out]
+    out[train] = np.isin(group[train], chosen)
+    return out
 
 
 class KeypointStream:
@@ -39,16 +65,30 @@ class KeypointStream:
         path: the keypoints store. template_hash: checked against the store (None: not checked).
         split: 0 train, 1 test. batch_size: global batch (divided among ``world`` processes).
         chunks_in_memory: chunks read and shuffled together. seed: order of chunks and rows.
+        exclude: (n,) bool rows left out (e.g. :func:`holdout_rows`), or None.
+        truth: also yield the true vertices and cameras (``gt/vertices``, ``gt/camera``; an error without).
     """
 
     def __init__(self, path: str | Path, batch_size: int, chunks_in_memory: int = 8, seed: int = 0,
-                 split: int = 0, template_hash: str | None = None, rank: int = 0, world: int = 1):
+                 split: int = 0, template_hash: str | None = None, rank: int = 0, world: int = 1,
+                 exclude: np.ndarray | None = None, truth: bool = False):
         self.root = open_keypoints(path, template_hash)
         self.xy, self.visible = self.root["xy"], self.root["visible"]
+        self.truth = truth
+        if truth:
+            gt = self.root["gt"] if "gt" in self.root else None
+            if gt is None or not {"vertices", "camera"} <= set(gt.array_keys()):
+                raise ValueError(f"{path}: no ground truth (gt/vertices, gt/camera): loss.oracle_3d needs "
+                                 f"synthetic data; set loss.oracle_3d: 0")
+            if str(self.root.attrs.get("projection", "orthographic")) != "orthographic":
+                raise ValueError(f"{path}: loss.oracle_3d needs orthographic synthetic data "
+                                 f"(synthetic.projection: orthographic)")
         split_of = np.asarray(self.root["split"][:])
         self.chunk = int(self.xy.chunks[0])
         self.n = len(split_of)
         self.mask = split_of == split
+        if exclude is not None:
+            self.mask &= ~np.asarray(exclude, bool)
         self.n_split = int(self.mask.sum())
         if self.n_split < 2:
             raise ValueError(f"{path}: {self.n_split} instances in split {split}; training needs at least 2")
@@ -64,27 +104,31 @@ class KeypointStream:
     def steps_per_epoch(self) -> int:
         return self.n_split // self.batch_size
 
-    def _read(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        xy, vis, rows = [], [], []
+    def _names(self) -> tuple[str, ...]:
+        return ("xy", "visible", "gt/vertices", "gt/camera") if self.truth else ("xy", "visible")
+
+    def _read(self, chunk_ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The wanted rows of some chunks: one array per :meth:`_names`, and their (b,) row numbers."""
+        names = self._names()
+        got, rows = {k: [] for k in names}, []
         for c in np.sort(chunk_ids):
             lo, hi = c * self.chunk, min((c + 1) * self.chunk, self.n)
             keep = np.flatnonzero(self.mask[lo:hi])
             if len(keep):
-                xy.append(np.asarray(self.xy[lo:hi])[keep])
-                vis.append(np.asarray(self.visible[lo:hi])[keep])
+                for k in names:
+                    got[k].append(np.asarray(self.root[k][lo:hi])[keep])
                 rows.append(lo + keep)
         if not rows:
-            return (np.zeros((0, self.n_vertices, 2), np.float32), np.zeros((0, self.n_vertices), bool),
-                    np.zeros(0, np.int64))
-        return np.concatenate(xy), np.concatenate(vis), np.concatenate(rows)
+            return [np.zeros((0, *self.root[k].shape[1:]), self.root[k].dtype) for k in names], np.zeros(0, np.int64)
+        return [np.concatenate(got[k]) for k in names], np.concatenate(rows)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[KeypointBatch]:
         """This process's batches of epoch ``epoch``, skipping its first ``skip`` batches."""
         rng = np.random.default_rng([self.seed, epoch])
         n_chunks = -(-self.n // self.chunk)
         order = rng.permutation(n_chunks)
-        buf_xy = np.zeros((0, self.n_vertices, 2), np.float32)
-        buf_vis = np.zeros((0, self.n_vertices), bool)
+        names = self._names()
+        buf = [np.zeros((0, *self.root[k].shape[1:]), self.root[k].dtype) for k in names]
         buf_rows = np.zeros(0, np.int64)
         done = 0
         lo, hi = self.rank * self.local, (self.rank + 1) * self.local
@@ -92,16 +136,14 @@ class KeypointStream:
             if done >= self.steps_per_epoch:
                 break
             group = order[g:g + self.chunks_in_memory]
-            xy, vis, rows = self._read(group)
+            arrays, rows = self._read(group)
             perm = rng.permutation(len(buf_rows) + len(rows))
-            buf_xy = np.concatenate([buf_xy, xy])[perm]
-            buf_vis = np.concatenate([buf_vis, vis])[perm]
+            buf = [np.concatenate([b, a])[perm] for b, a in zip(buf, arrays)]
             buf_rows = np.concatenate([buf_rows, rows])[perm]
             while len(buf_rows) >= self.batch_size and done < self.steps_per_epoch:
                 if done >= skip:
-                    yield KeypointBatch(torch.from_numpy(buf_xy[lo:hi].copy()),
-                                        torch.from_numpy(buf_vis[lo:hi].copy()),
-                                        torch.from_numpy(buf_rows[lo:hi].copy()))
-                buf_xy, buf_vis, buf_rows = (buf_xy[self.batch_size:], buf_vis[self.batch_size:],
-                                             buf_rows[self.batch_size:])
+                    parts = [torch.from_numpy(b[lo:hi].copy()) for b in buf]
+                    yield KeypointBatch(parts[0], parts[1], torch.from_numpy(buf_rows[lo:hi].copy()), *parts[2:])
+                buf = [b[self.batch_size:] for b in buf]
+                buf_rows = buf_rows[self.batch_size:]
                 done += 1

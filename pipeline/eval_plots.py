@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from pipeline.io import atomic_path
+from pipeline.metrics import AZIMUTH_CENTRES, binned_share
 from pipeline.plots import draw_mesh, part_colours, plt
 
 __all__ = ["CAMERA_UP", "CAMERA_FORWARD", "grid_figure", "segmentation_figure", "errors_figure", "uv_maps_figure",
@@ -83,34 +84,77 @@ def grid_figure(template, xy, visible, pred, true, rows, notes, pad: float | Non
 
 
 def segment_colours(m: int) -> np.ndarray:
-    """(M, 3) distinct colours for M learnt parts."""
+    """(M, 3) float distinct colours for M learnt parts: tab10 up to 10 parts; up to 24 the 24 part
+    colours, the strong half of tab20's pairs first; hsv beyond."""
+    if m <= 10:
+        return plt.get_cmap("tab10")(np.arange(m))[:, :3]
     if m <= 24:
-        return part_colours()[1:m + 1]
+        return part_colours()[1:][np.r_[0:20:2, 1:20:2, 20:24]][:m]
     return plt.get_cmap("hsv")(np.arange(m) / m)[:, :3]
 
 
-def segmentation_figure(template, weights: np.ndarray):
-    """The learnt parts on the template: argmax part (front, back) and the largest weight (front).
+def _argmax_views(fig, cells, template, face_w: np.ndarray, colours: np.ndarray, what: str) -> None:
+    """Front and back views of the template coloured by the arg-max part of (F, M) face weights."""
+    rgb = colours[face_w.argmax(axis=1)]
+    for cell, view in zip(cells, ("front", "back")):
+        ax = fig.add_subplot(cell)
+        draw_mesh(ax, template.vertices, template.faces, rgb, template.up, template.forward, view)
+        ax.set_title(f"{what}, {view}", fontsize=9)
+
+
+def segmentation_figure(template, weights: np.ndarray, initial: np.ndarray | None = None,
+                        regions: list[dict] | None = None, summary: dict | None = None):
+    """The learnt parts on the template: arg-max part at initialisation (if known) and after training
+    (front and back, the same colour for a part in both), the largest weight (front), a legend of the part
+    colours and, below, the region table (which part holds each coarse DensePose region).
 
     Args:
-        weights: (N, M) float part weights, rows summing to 1.
+        weights: (N, M) float learnt part weights, rows summing to 1. initial: (N, M) float weights at
+            initialisation, or None. regions: :func:`pipeline.segmentation.region_table` rows, or None.
+        summary: the segmentation keys of eval.json (parts_used, ...), or None.
     """
     weights = np.asarray(weights, np.float64)
     m = weights.shape[1]
+    colours = segment_colours(m)
     face_w = weights[template.faces].mean(axis=1)  # (F, M)
-    label = face_w.argmax(axis=1)
-    rgb = segment_colours(m)[label]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 5.5))
-    for ax, view in zip(axes[:2], ("front", "back")):
-        draw_mesh(ax, template.vertices, template.faces, rgb, template.up, template.forward, view)
-        ax.set_title(f"{view}: argmax of {m} learnt parts", fontsize=9)
+    panels = 5 if initial is not None else 3
+    fig = plt.figure(figsize=(3.3 * panels, 7.2))
+    grid = fig.add_gridspec(2, panels, height_ratios=(5.5, 1.2))
+    if initial is not None:
+        init_w = np.asarray(initial, np.float64)[template.faces].mean(axis=1)
+        _argmax_views(fig, (grid[0, 0], grid[0, 1]), template, init_w, colours, "initial parts")
+    k = panels - 3
+    _argmax_views(fig, (grid[0, k], grid[0, k + 1]), template, face_w, colours, "trained parts")
     conf = face_w.max(axis=1)
     lo = 1.0 / m
-    draw_mesh(axes[2], template.vertices, template.faces,
+    ax = fig.add_subplot(grid[0, k + 2])
+    draw_mesh(ax, template.vertices, template.faces,
               plt.get_cmap("viridis")((conf - lo) / max(1 - lo, 1e-9))[:, :3], template.up, template.forward, "front")
-    axes[2].set_title(f"front: largest weight ({lo:.2f} .. 1, mean {conf.mean():.2f})", fontsize=9)
-    used = np.bincount(label, minlength=m)
-    fig.suptitle(f"parts used by faces: {(used > 0).sum()} of {m}", fontsize=10)
+    ax.set_title(f"trained, largest weight\n({lo:.2f} .. 1, mean {conf.mean():.2f})", fontsize=9)
+    text = fig.add_subplot(grid[1, :])
+    text.axis("off")
+    if m <= 32:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[j]) for j in range(m)]
+        text.legend(handles, [f"part {j}" for j in range(m)], loc="upper center", ncol=min(m, 16), fontsize=8,
+                    frameon=False, handlelength=1.2, columnspacing=1.0)
+    if regions:
+        cells = [f"{r['region']}: part {r['majority_part']} ({100 * r['majority_share']:.0f}%)"
+                 if r["majority_part"] is not None else f"{r['region']}: -" for r in regions]
+        per_line = 5 if panels == 5 else 4
+        lines = ["majority part per region (share of the region's vertices):"]
+        lines += ["   ".join(cells[i:i + per_line]) for i in range(0, len(cells), per_line)]
+        text.text(0.5, 0.45 if m <= 16 else 0.25, "\n".join(lines), ha="center", va="top", fontsize=8,
+                  transform=text.transAxes)
+    title = f"learnt parts: {m}"
+    if summary and summary.get("parts_used") is not None:
+        patch = summary.get("segmentation_min_component_share")
+        title = (f"parts used (arg-max of >= 1% of vertices): {summary['parts_used']} of {m}; entropy "
+                 f"{summary['segmentation_entropy']:.2f}; smallest largest-patch share "
+                 f"{'n/a' if patch is None else f'{patch:.2f}'}")
+        if summary.get("segmentation_changed_share") is not None:
+            title += f"; changed since init: {100 * summary['segmentation_changed_share']:.0f}% of vertices"
+        title += f"\nhead, torso and arms on distinct parts: {'yes' if summary['regions_distinct'] else 'no'}"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -120,7 +164,8 @@ def errors_figure(template, per: dict, hist: dict, bins: np.ndarray, vertex_mm: 
     """Error histograms, error against visible share, and the mean vertex error on the template.
 
     Args:
-        per: per-instance arrays (metres): mpjpe, flat, flip, re14, visible_area.
+        per: per-instance arrays (metres): mpjpe, flat, flip, re14, visible_area; with azimuth_bin and
+            flip_better also a bar chart of the flip share per view azimuth.
         hist: {"visible", "invisible"}: (len(bins) - 1,) counts of vertex errors (mm) over ``bins``.
         vertex_mm: (N,) mean error of each template vertex (mm). summary: metrics printed as text.
     """
@@ -165,13 +210,35 @@ def errors_figure(template, per: dict, hist: dict, bins: np.ndarray, vertex_mm: 
         ax.set_title(f"mean vertex error, {view} (0 .. {hi:.0f} mm)", fontsize=9)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, hi))
     fig.colorbar(sm, ax=ax, fraction=0.08, label="mean vertex error (mm)")
-    ax = fig.add_subplot(grid[1, 2:])
+    ax = fig.add_subplot(grid[1, 2])
     ax.axis("off")
     if summary:
-        lines = [f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()]
-        ax.text(0.05, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=10, transform=ax.transAxes)
+        lines = [f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items()
+                 if not isinstance(v, dict)]
+        ax.text(0.0, 1.0, "\n".join(lines), va="top", family="monospace", fontsize=9, transform=ax.transAxes)
+    if "azimuth_bin" in per:
+        _flip_by_azimuth(fig.add_subplot(grid[1, 3]), per["azimuth_bin"], per["flip_better"])
     fig.tight_layout()
     return fig
+
+
+def _flip_by_azimuth(ax, azimuth_bin: np.ndarray, flip_better: np.ndarray) -> None:
+    """Bars: share of instances whose depth mirror is closer to the truth, per 45° view-azimuth bin.
+
+    Args:
+        azimuth_bin: (B,) int index into :data:`pipeline.metrics.AZIMUTH_CENTRES`. flip_better: (B,) bool.
+    """
+    order = np.argsort(AZIMUTH_CENTRES)  # -135 .. 180, left to right
+    share, count = binned_share(flip_better, azimuth_bin, len(AZIMUTH_CENTRES))
+    x = np.arange(len(order))
+    ax.bar(x, np.nan_to_num(100 * share[order]), color="C1")
+    for xi, j in zip(x, order):
+        ax.text(xi, 1, str(count[j]), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [f"{AZIMUTH_CENTRES[j]:+d}" for j in order], fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_title("depth mirror closer to the truth, by view azimuth", fontsize=9)
+    ax.set_xlabel("view azimuth (°; 0 faces the camera,\n+90 left side to it, ±180 back to it)", fontsize=8)
+    ax.set_ylabel("% of the bin's instances (n on the bars)", fontsize=8)
 
 
 def _position_rgb(atlas: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

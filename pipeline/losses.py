@@ -1,13 +1,29 @@
 """DP3D training losses (METHOD.md §5, eqs. 5-9) and the training objective that combines them.
 
-Sizes: B instances, N vertices, E undirected template edges, M parts, P latent size.
+Sizes: B instances, N vertices, F faces, E undirected template edges, M parts, P latent size.
 Every robust norm is the pseudo-Huber ``ρ(r) = ε(√(1+(r/ε)²) − 1)``. A loss whose weight is 0 is
 neither built nor computed (this is how the ablations run); the baselines skip the losses that do
 not apply to them (``c3dpo``: ARAP and entropy; ``no_parts``: entropy).
+
+Normalisations (the paper's are lost with its equations; these make each term scale-free, so that
+its weight says how much it matters, see docs/MODEL.md):
+
+- ARAP (eq. 7) is the *relative* ARAP energy: the energy divided by the rest shape's own Dirichlet
+  energy ``Σ c_ik |X_i − X_k|²``, i.e. a weighted mean of the squared edge distortion after the
+  best local rotations (0.01 is about a 10 % edge-length change everywhere). Divided by ``Σ c`` only,
+  as before, it was ~100x smaller in canonical units (edges ~0.1 long) and did not act.
+- Entropy (eq. 8) is the mean vertex entropy in units of ``log M``: 0 for hard parts, 1 for uniform.
+- Facing (not in the paper): every visible vertex's predicted normal must face the camera, a hinge
+  on the normal's depth component ``mean_visible max(0, n_z)``. It settles the depth sign of whole
+  turned-around parts, which the orthographic re-projection cannot see. A *reflection* leaves n_z
+  unchanged (it also reverses the faces' winding), but the model only produces rotations of parts.
+- Oracle 3D (diagnostic, off by default): ``mean ρ(|Y − Y*|)`` of depth-centred predicted and true
+  shapes in the normalised frame; needs synthetic ground truth. An upper bound, not a method.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -21,9 +37,10 @@ from pipeline.mesh import edges as mesh_edges
 from pipeline.model import LiftingModel, Trunk, _head
 
 __all__ = ["pseudo_huber", "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
-           "best_rotations", "arap_loss", "entropy_loss", "make_psi", "TrainingObjective", "LOSS_NAMES"]
+           "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "oracle_loss",
+           "make_psi", "TrainingObjective", "LOSS_NAMES"]
 
-LOSS_NAMES = ("reprojection", "canonicalisation", "arap", "entropy")
+LOSS_NAMES = ("reprojection", "canonicalisation", "arap", "entropy", "facing", "oracle_3d")
 
 
 def pseudo_huber(r2: torch.Tensor, eps: float) -> torch.Tensor:
@@ -54,13 +71,16 @@ def make_psi(model: LiftingModel) -> nn.Module:
 
 
 def canonicalisation_loss(model: LiftingModel, psi: nn.Module, shape: torch.Tensor, eps: float,
-                          rotations: torch.Tensor | None = None) -> torch.Tensor:
+                          rotations: torch.Tensor | None = None, samples: int = 1) -> torch.Tensor:
     """Eq. 6: Ψ must re-pose the template from a randomly rotated shape back to the shape.
 
     Args:
         shape: (B, N, 3) posed shapes (object frame), gradients flow into them too.
-        rotations: (B, 3, 3) rotations to apply; uniformly random (torch's generator) when None.
+        rotations: (S B, 3, 3) rotations to apply; uniformly random (torch's generator) when None.
+        samples: S rotations per shape (C3DPO's official code draws several).
     """
+    if samples > 1:
+        shape = shape.repeat(samples, 1, 1)  # (S B, N, 3)
     if rotations is None:
         rotations = roma.random_rotmat(len(shape), device=shape.device, dtype=shape.dtype)
     rotated = shape @ rotations.transpose(-1, -2)  # (B, N, 3)
@@ -165,8 +185,9 @@ class _ArapOperator(nn.Module):
 
 
 def arap_loss(op: _ArapOperator, posed: torch.Tensor, method: str = "horn") -> torch.Tensor:
-    """Eq. 7: ``Σ_i Σ_k c_ik |(Y_i − Y_k) − R_i (X_i − X_k)|² / Σ c`` over both directions of every
-    edge, averaged over the batch; R_i best rotations computed without gradient.
+    """Eq. 7, relative: ``Σ_i Σ_k c_ik |(Y_i − Y_k) − R_i (X_i − X_k)|² / Σ_i Σ_k c_ik |X_i − X_k|²`` over
+    both directions of every edge, averaged over the batch; R_i best rotations computed without gradient.
+    0 for a rigidly moved rest shape; a uniform scaling by s gives (s − 1)².
 
     Expanded as Σ c|Y_i−Y_k|² − 2 Σ_i tr(R_iᵀ P_i) + Σ c|X_i−X_k|², so no (B, E, 3, 3) tensor is formed.
 
@@ -179,29 +200,76 @@ def arap_loss(op: _ArapOperator, posed: torch.Tensor, method: str = "horn") -> t
     posed_energy = 2.0 * (op.c * (dy**2).sum(-1)).sum(-1)  # (B,)
     cross = (rot * cov).sum((-1, -2, -3))  # Σ_i tr(R_iᵀ P_i), (B,)
     total = posed_energy - 2.0 * cross + op.rest_energy
-    return (total / (2.0 * op.c.sum())).mean()
+    return (total / op.rest_energy).mean()
 
 
 def entropy_loss(weights: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Eq. 8: mean over vertices of the entropy of their part distribution; weights (N, M), rows sum to 1."""
-    return -(weights * torch.log(weights.clamp(min=eps))).sum(1).mean()
+    """Eq. 8 in units of log M: mean over vertices of the entropy of their part distribution / log M
+    (0 hard .. 1 uniform; 0 for M = 1). weights: (N, M), rows sum to 1."""
+    m = weights.shape[1]
+    if m < 2:
+        return weights.new_zeros(())
+    return -(weights * torch.log(weights.clamp(min=eps))).sum(1).mean() / math.log(m)
+
+
+def vertex_normals(points: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(B, N, 3) unit area-weighted vertex normals of meshes ``points`` (B, N, 3) with faces (F, 3) long
+    (outward for the template's winding)."""
+    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
+    fn = torch.cross(b - a, c - a, dim=-1)  # (B, F, 3), length 2 area
+    out = torch.zeros_like(points)
+    for k in range(3):
+        out = out.index_add(1, faces[:, k], fn)
+    return out / out.norm(dim=-1, keepdim=True).clamp(min=eps)
+
+
+def facing_loss(points: torch.Tensor, visible: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Visible vertices must face the camera: ``mean over visible of max(0, n_z)``, n the unit vertex
+    normal of the predicted shape in the camera frame (z away from the camera).
+
+    Args:
+        points: (B, N, 3) float camera-frame shapes (normalised frame). visible: (B, N) bool.
+        faces: (F, 3) long template faces.
+    """
+    nz = vertex_normals(points, faces)[..., 2]
+    v = visible.to(nz.dtype)
+    return (torch.relu(nz) * v).sum() / v.sum().clamp(min=1.0)
+
+
+def oracle_loss(points: torch.Tensor, truth: torch.Tensor, eps: float) -> torch.Tensor:
+    """Diagnostic 3D loss: ``mean ρ(|Y_i − Y*_i|)`` over all vertices of depth-centred shapes.
+
+    Args:
+        points, truth: (B, N, 3) float predicted and true shapes, camera frame, normalised keypoint units.
+    """
+    def centred(p):
+        return torch.cat([p[..., :2], p[..., 2:] - p[..., 2:].mean(1, keepdim=True)], dim=-1)
+
+    return pseudo_huber(((centred(points) - centred(truth)) ** 2).sum(-1), eps).mean()
 
 
 class TrainingObjective(nn.Module):
     """The model, Ψ and the loss operators in one module, so DistributedDataParallel syncs all of them.
 
-    ``forward(xy, visible)`` -> (total loss, {name: detached value}) for normalised keypoints
-    xy (B, N, 2) and visible (B, N).
+    ``forward(xy, visible, truth=None)`` -> (total loss, {name: detached value}) for normalised keypoints
+    xy (B, N, 2), visible (B, N) and, for ``loss.oracle_3d``, the true shapes (B, N, 3) in the same frame.
+    The logged dict also holds ``share_<term>``: each weighted term's share of the total.
+
+    Args:
+        faces: (F, 3) int template faces (needed by ``loss.facing``).
     """
 
-    def __init__(self, model: LiftingModel, cfg: LossParams, arap: ArapWeights | None):
+    def __init__(self, model: LiftingModel, cfg: LossParams, arap: ArapWeights | None,
+                 faces: np.ndarray | None = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.weights = {
             "canonicalisation": cfg.canonicalisation,
             "arap": cfg.arap if model.type != "c3dpo" else 0.0,
-            "entropy": cfg.entropy if model.type == "dp3d" else 0.0,
+            "entropy": cfg.entropy if model.type == "dp3d" and model.cfg.parts > 1 else 0.0,
+            "facing": cfg.facing,
+            "oracle_3d": cfg.oracle_3d,
         }
         self.psi = make_psi(model) if self.weights["canonicalisation"] > 0 else None
         if self.weights["arap"] > 0:
@@ -210,24 +278,38 @@ class TrainingObjective(nn.Module):
             self.arap = _ArapOperator(model.template, arap)
         else:
             self.arap = None
+        if self.weights["facing"] > 0:
+            if faces is None:
+                raise ValueError("loss.facing > 0 needs the template's faces")
+            self.register_buffer("faces", torch.as_tensor(np.asarray(faces), dtype=torch.long), persistent=False)
+        else:
+            self.faces = None
 
-    def forward(self, xy: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, xy: torch.Tensor, visible: torch.Tensor,
+                truth: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(xy, visible)
         cfg = self.cfg
         parts = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, cfg.huber_eps,
                                                    out.uncertainty, cfg.b_min)}
-        total = parts["reprojection"]
         if self.psi is not None:
-            parts["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps)
+            parts["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps,
+                                                              samples=cfg.canon_samples)
         if self.arap is not None:  # batches come shuffled: the first rows are a random subset
             sub = out.shape[: cfg.arap_instances] if cfg.arap_instances else out.shape
             parts["arap"] = arap_loss(self.arap, sub, cfg.arap_rotations)
         if self.weights["entropy"] > 0:
             parts["entropy"] = entropy_loss(self.model.segmentation())
-        for name, value in parts.items():
-            if name != "reprojection":
-                total = total + self.weights[name] * value
+        if self.faces is not None:
+            parts["facing"] = facing_loss(out.points, visible, self.faces)
+        if self.weights["oracle_3d"] > 0:
+            if truth is None:
+                raise ValueError("loss.oracle_3d > 0 needs the true shapes (synthetic ground truth)")
+            parts["oracle_3d"] = oracle_loss(out.points, truth, cfg.huber_eps)
+        weighted = {k: v * (self.weights[k] if k != "reprojection" else 1.0) for k, v in parts.items()}
+        total = sum(weighted.values())
         logged = {k: v.detach() for k, v in parts.items()}
+        denom = total.detach().abs().clamp(min=1e-30)
+        logged.update({f"share_{k}": v.detach() / denom for k, v in weighted.items()})
         if out.uncertainty is not None:  # the plain pixel error stays comparable across models
             logged["reprojection_error"] = (((out.points[..., :2] - xy) ** 2).sum(-1).sqrt() * visible).sum().detach() \
                 / visible.sum().clamp(min=1)

@@ -17,6 +17,21 @@ otherwise; errors come back in metres and the stage reports millimetres.
 - :func:`re14` aligns the 14 regressed joints with a similarity transform (rotation, translation
   and scale; Umeyama through ``roma``) to the true joints, then averages the joint distances.
 - :func:`s2s` is the surface-to-surface error: point-to-nearest-face distances both ways.
+- :func:`xy_z_errors` splits the vertex error of depth-centred shapes into its image-plane part
+  ``|(dx, dy)|`` and its depth part ``|dz|``.
+- :func:`view_azimuth` is the body's view azimuth from a rigid (rotation + translation) alignment of
+  the canonical template's torso to the true torso; :func:`azimuth_bins` groups it in 45° bins and
+  :func:`binned_share` gives the share of a per-instance flag in each bin.
+- :func:`torso_forward_z` is the depth component of the torso's back-to-front direction: its sign says
+  whether the chest faces the camera, and :func:`same_facing` compares it between two shapes.
+
+View azimuth (degrees, (-180, 180]): where the camera stands around the body, measured in the body's
+frame as the azimuth of :func:`pipeline.cameras.look_at` (the synthetic cameras' azimuth): the
+direction from the body to the camera (-z, the optical axis) in body axes, projected onto the body's
+horizontal plane, from the body's forward towards its left. 0: the body faces the camera; +90: the
+camera is on the body's left, its *left* side faces the camera (the body has turned to its right,
+clockwise seen from above); -90: its *right* side faces the camera; ±180: its back does. Camera
+elevation and roll do not change it.
 """
 
 from __future__ import annotations
@@ -29,7 +44,10 @@ import torch
 
 __all__ = ["image_to_camera", "centre_depth", "flip_depth", "flat_reference", "vertex_errors",
            "similarity_align", "re14", "part_sums", "closest_point_on_triangles", "point_to_mesh_distance",
-           "s2s", "PartSums"]
+           "s2s", "PartSums", "xy_z_errors", "view_azimuth", "AZIMUTH_CENTRES", "azimuth_bins", "azimuth_key",
+           "binned_share", "torso_forward_z", "same_facing"]
+
+AZIMUTH_CENTRES = (0, 45, 90, 135, 180, -135, -90, -45)  # degrees: centres of the 45° azimuth bins
 
 
 def image_to_camera(points: np.ndarray, camera: np.ndarray) -> np.ndarray:
@@ -83,6 +101,105 @@ def vertex_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 3:
         raise ValueError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
     return np.linalg.norm(centre_depth(pred) - centre_depth(true), axis=-1)
+
+
+def xy_z_errors(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertex error of depth-centred shapes split into its image-plane and depth parts.
+
+    Args:
+        pred, true: (B, N, 3) float, camera-frame metres (depth offsets do not matter).
+    Returns:
+        xy: (B, N) float64 ``|(dx, dy)|``; z: (B, N) float64 ``|dz|`` after each shape's mean depth is
+        subtracted (``xy**2 + z**2`` is the squared :func:`vertex_errors`).
+    """
+    pred, true = np.asarray(pred), np.asarray(true)
+    if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
+    d = centre_depth(pred) - centre_depth(true)
+    return np.linalg.norm(d[..., :2], axis=-1), np.abs(d[..., 2])
+
+
+def view_azimuth(canonical: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(B,) float64 view azimuth in degrees, (-180, 180] (module docstring for the convention).
+
+    The rotation R taking ``canonical`` onto ``points`` (rigid Procrustes, no scale, reflections
+    excluded; ``roma``) puts the body's axes in the camera frame; the camera direction in body axes
+    is ``d = R^T (0, 0, -1)``, and the azimuth is ``atan2(d . left, d . forward)`` with the canonical
+    ``forward = (0, 0, -1)`` and ``left = (1, 0, 0)``.
+
+    Args:
+        canonical: (P, 3) float points of the template in the canonical camera-facing frame of
+            :func:`pipeline.model.canonical_template` (body facing -z, up -y, its left +x), e.g. the torso.
+        points: (B, P, 3) float the same points, camera frame (x right, y down, z away from the camera).
+    """
+    pts = torch.as_tensor(np.asarray(points, np.float64))
+    can = torch.as_tensor(np.asarray(canonical, np.float64))
+    if pts.ndim != 3 or pts.shape[1:] != can.shape or can.shape[-1] != 3:
+        raise ValueError(f"canonical must be (P, 3) and points (B, P, 3), got {tuple(can.shape)} and "
+                         f"{tuple(pts.shape)}")
+    r, _ = roma.rigid_points_registration(can.expand_as(pts), pts)
+    r = r.numpy()
+    return np.degrees(np.arctan2(-r[:, 2, 0], r[:, 2, 2]))
+
+
+def azimuth_bins(azimuth: np.ndarray) -> np.ndarray:
+    """(B,) int64 index into :data:`AZIMUTH_CENTRES` of the 45° bin of each (B,) float azimuth (degrees)."""
+    return np.mod(np.round(np.asarray(azimuth, np.float64) / 45.0), 8).astype(np.int64)
+
+
+def azimuth_key(centre: int) -> str:
+    """The metrics key of an azimuth bin: ``az+000``, ``az+045``, ..., ``az+180``, ``az-135``, ..."""
+    return f"az{int(centre):+04d}"
+
+
+def binned_share(flags: np.ndarray, bins: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Share of true ``flags`` in each bin.
+
+    Args:
+        flags: (B,) bool. bins: (B,) int in 0..n_bins-1.
+    Returns:
+        shares: (n_bins,) float64, NaN for an empty bin; counts: (n_bins,) int64 instances per bin.
+    """
+    flags, bins = np.asarray(flags, bool), np.asarray(bins, np.int64)
+    if flags.shape != bins.shape or flags.ndim != 1:
+        raise ValueError(f"flags and bins must both be (B,), got {flags.shape} and {bins.shape}")
+    counts = np.bincount(bins, minlength=n_bins).astype(np.int64)
+    hits = np.bincount(bins, flags.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / counts, np.nan), counts
+
+
+def torso_forward_z(points: np.ndarray, front: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """(B,) float64 depth (z) component of the torso's back-to-front vector: mean of the ``front`` torso
+    vertices minus mean of the ``back`` ones (DensePose parts 2 and 1). Negative: the chest faces the
+    camera.
+
+    By vertex identity rather than surface normals or a rigid fit: a depth mirror keeps the z of every
+    face normal (it mirrors the positions and turns the mesh inside out), and a rotation fitted to a
+    mirrored torso (thin in depth) keeps it facing as it was, so neither would see the mirror; this
+    vector flips sign under it.
+
+    Args:
+        points: (B, N, 3) float camera frame. front, back: (N,) bool masks of the torso's front and back.
+    """
+    points = np.asarray(points, np.float64)
+    front, back = np.asarray(front, bool), np.asarray(back, bool)
+    if points.ndim != 3 or front.shape != points.shape[1:2] or back.shape != front.shape:
+        raise ValueError(f"points must be (B, N, 3) and front, back (N,), got {points.shape}, {front.shape}, "
+                         f"{back.shape}")
+    if not front.any() or not back.any():
+        raise ValueError("the torso needs front and back vertices")
+    return points[:, front, 2].mean(axis=1) - points[:, back, 2].mean(axis=1)
+
+
+def same_facing(pred: np.ndarray, true: np.ndarray, front: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """(B,) bool: the predicted torso faces the same way as the true one (towards or away from the
+    camera): :func:`torso_forward_z` has the same sign.
+
+    Args:
+        pred, true: (B, N, 3) float camera frame. front, back: (N,) bool torso masks.
+    """
+    return np.sign(torso_forward_z(pred, front, back)) == np.sign(torso_forward_z(true, front, back))
 
 
 def similarity_align(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -28,7 +28,6 @@ Prediction API (used by the evaluate stage):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +38,7 @@ from torch import nn
 
 from pipeline.config import ModelParams
 from pipeline.normalise import denormalise, normalise
+from pipeline.part_init import initial_logits
 
 __all__ = ["Trunk", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "build_model",
            "load_checkpoint", "reconstruct", "CAMERA_DIM", "XI_DIM"]
@@ -137,9 +137,10 @@ class LiftingModel(nn.Module):
         cfg: the ``model`` params.
         vertices: (N, 3) float canonical template (:func:`canonical_template`).
         basis: (N, K') float LBO eigenvectors scaled to unit RMS; the first ``cfg.lbo_basis`` are used.
+        areas: (N,) float vertex areas weighting the ``spectral`` part initialisation (None: equal).
     """
 
-    def __init__(self, cfg: ModelParams, vertices: np.ndarray, basis: np.ndarray):
+    def __init__(self, cfg: ModelParams, vertices: np.ndarray, basis: np.ndarray, areas: np.ndarray | None = None):
         super().__init__()
         n = len(vertices)
         k = min(cfg.lbo_basis, basis.shape[1])
@@ -150,10 +151,10 @@ class LiftingModel(nn.Module):
         self.trunk = Trunk(3 * n, cfg.hidden, cfg.bottleneck, cfg.blocks)
         m, d, nb = cfg.parts, cfg.basis_size, cfg.blendshapes
         if self.type == "dp3d":
-            # decaying Xavier init: std of row k is g * σ̄ / (1 + k), low frequencies dominate
-            g = math.sqrt(2.0 / (k + m))
-            std = g * cfg.sigma_init / (1.0 + torch.arange(k, dtype=torch.float32))
-            self.logits = nn.Parameter(torch.randn(k, m) * std[:, None])  # A: (K, M)
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))  # follows torch's seed
+            logits = initial_logits(np.asarray(basis)[:, :k], m, cfg.segmentation_init, cfg.init_sharpness,
+                                    cfg.sigma_init, areas, seed)
+            self.logits = nn.Parameter(torch.as_tensor(logits))  # A: (K, M), pipeline.part_init
             self.rest = nn.Parameter(torch.zeros(m, XI_DIM))  # ξ̄_j
             self.blend = nn.Parameter(torch.randn(nb, k, 3) * BASIS_INIT_STD) if nb else None  # C_b
             self.latent_dim = m * XI_DIM + nb
@@ -240,8 +241,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     Returns:
         model: :class:`LiftingModel` on ``device``.
         info: dict with ``step``, ``template_hash``, ``params`` (model/loss/train/common sections as
-            plain dicts), ``metrics`` (last logged losses) and ``template_scale`` (metres per
-            canonical unit).
+            plain dicts), ``metrics`` (last logged losses), ``template_scale`` (metres per
+            canonical unit) and ``segmentation_init`` ((N, M) float32 part weights before training;
+            None in checkpoints older than it).
     """
     from pipeline.config import load_params_dict
 
@@ -250,7 +252,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = LiftingModel(cfg, ck["template"].cpu().numpy(), ck["basis"].cpu().numpy())
     model.load_state_dict(ck["model"])
     model.to(device).eval()
-    info = {k: ck.get(k) for k in ("step", "template_hash", "params", "metrics", "template_scale")}
+    info = {k: ck.get(k) for k in ("step", "template_hash", "params", "metrics", "template_scale",
+                                   "segmentation_init")}
     return model, info
 
 

@@ -25,9 +25,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from pipeline.config import Params, TrainParams, as_dict
-from pipeline.data import KeypointStream
+from pipeline.data import KeypointStream, holdout_rows
 from pipeline.devices import resolve_device
 from pipeline.io import atomic_path, load_npz
+from pipeline.keypoints import vertex_areas
 from pipeline.lbo import unit_rms
 from pipeline.losses import TrainingObjective, arap_weights
 from pipeline.model import LiftingModel, canonical_template
@@ -36,7 +37,8 @@ from pipeline.template import load_template
 
 log = logging.getLogger(__name__)
 
-__all__ = ["lr_at", "TrainingDiverged", "TrainResult", "build_objective", "make_optimizer", "train"]
+__all__ = ["lr_at", "TrainingDiverged", "TrainResult", "build_objective", "training_seed", "parameter_groups",
+           "make_optimizer", "inplane_rotations", "normalised_truth", "train"]
 
 # keys of ``train`` that may change when a run is resumed
 _RESUMABLE = ("epochs", "resume", "checkpoint_every", "log_every", "chunks_in_memory")
@@ -55,8 +57,13 @@ class TrainResult(NamedTuple):
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainParams) -> float:
-    """Learning rate at ``step`` of ``total_steps``: ``lr``, times ``lr_decay`` from ``lr_decay_at`` on."""
-    return cfg.lr * (cfg.lr_decay if step >= cfg.lr_decay_at * total_steps else 1.0)
+    """Learning-rate factor at ``step`` of ``total_steps``: 1, then ``lr_decay`` from ``lr_decay_at`` on."""
+    return cfg.lr_decay if step >= cfg.lr_decay_at * total_steps else 1.0
+
+
+def training_seed(params: Params) -> int:
+    """The torch seed of the model's initialisation: from ``common.seed`` and ``train.seed`` together."""
+    return int(np.random.SeedSequence([params.common.seed, params.train.seed]).generate_state(1)[0])
 
 
 def build_objective(params: Params, vertices: np.ndarray, faces: np.ndarray, up: np.ndarray,
@@ -65,26 +72,82 @@ def build_objective(params: Params, vertices: np.ndarray, faces: np.ndarray, up:
 
     Returns the objective and the template scale (metres per canonical unit).
     """
-    torch.manual_seed(params.common.seed)
+    torch.manual_seed(training_seed(params))
     canon, scale = canonical_template(vertices, up, forward)
-    model = LiftingModel(params.model, canon, unit_rms(np.asarray(evecs, np.float64)))
+    model = LiftingModel(params.model, canon, unit_rms(np.asarray(evecs, np.float64)), vertex_areas(canon, faces))
     needs_arap = params.loss.arap > 0 and params.model.type != "c3dpo"
     arap = arap_weights(canon, faces) if needs_arap else None
-    return TrainingObjective(model, params.loss, arap), scale
+    return TrainingObjective(model, params.loss, arap, faces), scale
+
+
+# template-side parameters: never weight-decayed (decay would pull the shape towards 0, not the template)
+TEMPLATE_SIDE = ("model.logits", "model.rest", "model.blend", "model.shape_basis", "model.mean_shape")
+PART_PARAMS = ("model.logits", "model.rest")  # trained at train.part_lr
+
+
+def parameter_groups(module: torch.nn.Module, cfg: TrainParams) -> list[dict]:
+    """Optimiser groups of a :class:`TrainingObjective`: ``parts`` (A, rest transforms: ``part_lr``, no
+    decay), ``template`` (blendshapes, shape bases, mean shape: no decay), ``decay`` (the networks' weight
+    matrices: ``weight_decay``) and ``no_decay`` (biases, BatchNorm). Each group's ``base_lr`` is its lr
+    before the schedule."""
+    groups = {"parts": [], "template": [], "decay": [], "no_decay": []}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name in PART_PARAMS:
+            groups["parts"].append(p)
+        elif name in TEMPLATE_SIDE:
+            groups["template"].append(p)
+        elif p.ndim >= 2:
+            groups["decay"].append(p)
+        else:
+            groups["no_decay"].append(p)
+    lr = {"parts": cfg.part_lr}
+    decay = {"decay": cfg.weight_decay}
+    return [{"name": k, "params": v, "base_lr": lr.get(k, cfg.lr), "lr": lr.get(k, cfg.lr),
+             "weight_decay": decay.get(k, 0.0)} for k, v in groups.items() if v]
 
 
 def make_optimizer(module: torch.nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
-    """``sgd`` (momentum, weight decay: the paper's settings by default) or ``adam``."""
+    """``adamw`` (decoupled decay), ``adam`` (decay as L2 in the gradient) or ``sgd`` (momentum; the paper's),
+    over :func:`parameter_groups`: template-side parameters are never decayed."""
+    groups = parameter_groups(module, cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"train.optimizer = {cfg.optimizer!r}: allowed adam or sgd")
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"train.optimizer = {cfg.optimizer!r}: allowed adamw, adam or sgd")
+
+
+def inplane_rotations(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, 2, 2) float32 rotations of the image plane by uniform random angles."""
+    a = torch.rand(n, generator=generator) * (2 * math.pi)
+    c, s = torch.cos(a), torch.sin(a)
+    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+
+def normalised_truth(vertices: torch.Tensor, camera: torch.Tensor, centre: torch.Tensor,
+                     scale: torch.Tensor) -> torch.Tensor:
+    """True camera-frame shapes in the model's normalised keypoint frame (orthographic data).
+
+    Args:
+        vertices: (B, N, 3) float metres. camera: (B, 3) float f, cx, cy. centre: (B, 2), scale: (B,) of
+            :func:`pipeline.normalise.normalise` (pixels).
+    Returns:
+        (B, N, 3) float: ((f x + c - centre) / scale, f z / scale).
+    """
+    f = camera[:, None, :1]
+    xy = (f * vertices[..., :2] + camera[:, None, 1:] - centre[:, None]) / scale[:, None, None]
+    z = f * vertices[..., 2:] / scale[:, None, None]
+    return torch.cat([xy, z], dim=-1)
 
 
 def _save(path: Path, objective: TrainingObjective, optimizer, params: Params, step: int, template_hash: str,
-          scale: float, metrics: dict, first_loss: float | None) -> None:
+          scale: float, metrics: dict, first_loss: float | None, segmentation_init: torch.Tensor) -> None:
     ck = {
+        "segmentation_init": segmentation_init,
         "model": objective.model.state_dict(),
         "psi": objective.psi.state_dict() if objective.psi is not None else None,
         "optimizer": optimizer.state_dict(),
@@ -159,10 +222,17 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
         raise ValueError(f"model.lbo_basis = {params.model.lbo_basis} > the {basis['evecs'].shape[1]} "
                          f"eigenvectors in {lbo} (raise lbo.k)")
     objective, scale = build_objective(params, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward, basis["evecs"])
+    seg_init = objective.model.segmentation().detach().cpu()  # (N, M), drawn before and after training
     objective.to(device)
     optimizer = make_optimizer(objective, cfg)
-    stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, params.common.seed,
-                            split=0, template_hash=tmpl.hash, rank=rank, world=world)
+    oracle = params.loss.oracle_3d > 0
+    stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
+                            split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle)
+    if cfg.val_share > 0:
+        held = holdout_rows(stream.root, cfg.val_share, params.common.seed)
+        stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
+                                split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle, exclude=held)
+        log.info("train.val_share = %g: %d train instances held out for validation", cfg.val_share, int(held.sum()))
     spe = stream.steps_per_epoch
     total = cfg.epochs * spe
 
@@ -170,6 +240,8 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     if cfg.resume and out.is_file():
         ck = torch.load(out, map_location=device, weights_only=True)
         _check_resumable(ck, params, tmpl.hash, out)
+        if ck.get("segmentation_init") is not None:
+            seg_init = ck["segmentation_init"]
         objective.model.load_state_dict(ck["model"])
         if objective.psi is not None:
             objective.psi.load_state_dict(ck["psi"])
@@ -200,12 +272,21 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     while step < total:
         epoch = step // spe
         for batch in stream.epoch(epoch, skip=step - epoch * spe):
-            lr = lr_at(step, total, cfg)
+            factor = lr_at(step, total, cfg)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = group["base_lr"] * factor
+            lr = cfg.lr * factor
             xy, vis = batch.xy.to(device), batch.visible.to(device)
             norm = normalise(xy, vis)
-            loss, parts = net(norm.xy, vis)
+            kp, truth = norm.xy, None
+            if oracle:
+                truth = normalised_truth(batch.vertices.to(device), batch.camera.to(device), norm.centre, norm.scale)
+            if cfg.inplane_augment:  # rotate the keypoints (and the truth) about the view axis
+                rot = inplane_rotations(len(kp)).to(device)
+                kp = kp @ rot.transpose(-1, -2)
+                if truth is not None:
+                    truth = torch.cat([truth[..., :2] @ rot.transpose(-1, -2), truth[..., 2:]], dim=-1)
+            loss, parts = net(kp, vis, truth)
             value = loss.detach().clone()
             if world > 1:
                 dist.all_reduce(value)
@@ -235,7 +316,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
                         live.log_metric(f"train/{k}", v)
                     live.make_summary()
             if lead and (step % cfg.checkpoint_every == 0 or step == total):
-                _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss)
+                _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
                 last_saved = step
     bar.close()
     if world > 1:  # BatchNorm statistics were updated on each process's own slice: average them
@@ -244,10 +325,10 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
                 dist.all_reduce(buf)
                 buf /= world
         if lead:
-            _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss)
+            _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
     if live is not None:
         live.end()
     if lead and not out.is_file():  # resumed a run that was already complete
-        _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss)
+        _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
     log.info("trained %d steps; last losses: %s", step, {k: round(v, 5) for k, v in metrics.items()})
     return TrainResult(objective, step, metrics)

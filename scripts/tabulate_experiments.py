@@ -14,6 +14,9 @@ it, and prints a Markdown table, e.g. the README's Table-1-like ablation table a
     dvc exp show --json | python scripts/tabulate_experiments.py - --params model.parts \\
         --metrics mpjpe_mm re14_mm --sort-by model.parts --only dp3d-parts-
 
+The paper's Table 1 and parts curve with several seeds (CSV, mean ± std, figure) are made by
+``scripts/paper_experiments.py`` instead.
+
 A param is a dotted key of ``params.yaml`` (``model.parts``); a metric is a key of
 ``metrics/eval.json`` (``mpjpe_mm``) or ``FILE:KEY`` for another metrics file. Rows: every
 baseline commit and its successful experiments (queued, running and failed ones have no results

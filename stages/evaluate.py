@@ -4,7 +4,8 @@ With ground truth (synthetic data) the 3D metrics; without (real images) the 2D 
 test split, or of every instance when there is no test split (pipeline/evaluate.py).
 
     python -m stages.evaluate --params params.yaml --model models/model.pt --keypoints data/keypoints.zarr \
-        --template data/template.npz --metrics metrics/eval.json --parts metrics/eval_parts.csv --reports reports
+        --template data/template.npz --metrics metrics/eval.json --parts metrics/eval_parts.csv \
+        --segmentation metrics/segmentation.csv --reports reports
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--template", required=True, help="template .npz to read")
     ap.add_argument("--metrics", required=True, help="metrics JSON to write")
     ap.add_argument("--parts", required=True, help="per-part CSV to write (a DVC plot)")
+    ap.add_argument("--segmentation", required=True, help="per-region segmentation CSV to write (a DVC plot)")
     ap.add_argument("--reports", required=True, help="report folder to (re)write")
     args = ap.parse_args(argv)
     setup_logging()
@@ -37,17 +39,20 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     device = resolve_device(params.common.device)
     template = load_template(args.template)
-    run, segmentation, info = model_reconstructor(args.model, template, device, params.eval.batch_size)
-    log.info("model %s (step %s) on %s", args.model, info.get("step"), device)
+    model = model_reconstructor(args.model, template, device, params.eval.batch_size)
+    log.info("model %s (step %s) on %s; initial segmentation %s", args.model, model.info.get("step"), device,
+             "saved" if model.segmentation_init is not None else "not saved")
     t0 = time.perf_counter()
-    result = evaluate(args.keypoints, template, run, segmentation, params.eval, args.reports, device=device)
-    write_metrics(result, args.metrics, args.parts)
+    result = evaluate(args.keypoints, template, model.run, model.segmentation, params.eval, args.reports,
+                      device=device, segmentation_init=model.segmentation_init,
+                      holdout=(params.train.val_share, params.common.seed))
+    write_metrics(result, args.metrics, args.parts, args.segmentation)
     if result.ground_truth:
         what = "test instances against the ground truth"
     else:  # split: "test", or "all" when the store has no test split
         what = f"instances (split: {result.metrics['split']}) without ground truth, by the 2D re-projection error"
-    log.info("evaluated %d %s in %.1f s; wrote %s, %s and %s", result.instances, what, time.perf_counter() - t0,
-             args.metrics, args.parts, args.reports)
+    log.info("evaluated %d %s in %.1f s; wrote %s, %s, %s and %s", result.instances, what,
+             time.perf_counter() - t0, args.metrics, args.parts, args.segmentation, args.reports)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ import torch
 import trimesh
 
 from pipeline.config import EvalParams
-from pipeline.evaluate import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT, box_diagonals,
-                               evaluate, reprojection_errors, write_metrics)
+from pipeline.evaluate import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT, SEGMENTATION_COLUMNS,
+                               SEGMENTATION_KEYS, box_diagonals, evaluate, model_reconstructor, reprojection_errors,
+                               write_metrics)
 from pipeline.keypoints_store import SCHEMA
 from pipeline.mesh import vertex_normals
 from pipeline.metrics import centre_depth
+from pipeline.segmentation import REGIONS, layout_change, segmentation_metrics
 from pipeline.store import StoreError, write_store
 
 SMALL = EvalParams(batch_size=3, grid=2, meshes=1, uv_maps=1, uv_resolution=8, s2s_instances=0)
@@ -59,6 +61,11 @@ def _store(path: Path, template, n: int = 10, projection: str = "orthographic", 
             "xy": arrays["xy"], "box": box}
 
 
+def _yaw_degrees(n: int = 10) -> np.ndarray:
+    """(n,) the turn of each body of :func:`_store` about its up axis, degrees (the same random draw)."""
+    return np.degrees(np.random.default_rng(0).uniform(-np.pi, np.pi, (n, 1))[:, 0])
+
+
 def _image_frame(gt: dict, rows: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Camera-frame metres of ``rows`` to the model's image frame (orthographic), depth offset 7 px."""
     f, c = gt["f"][rows, None, None], gt["c"][rows, None]
@@ -82,8 +89,25 @@ def test_oracle_scores_zero_and_writes_the_reports(store, template, tmp_path):
     result = evaluate(path, template, oracle, seg, cfg, tmp_path / "reports", progress=False)
     m = result.metrics
     assert m["test_instances"] == 6
-    for key in ("mpjpe_mm", "mpjpe_visible_mm", "mpjpe_invisible_mm", "re14_mm", "mpjpe_best_flip_mm"):
+    for key in ("mpjpe_mm", "mpjpe_visible_mm", "mpjpe_invisible_mm", "re14_mm", "mpjpe_best_flip_mm", "xy_mm", "z_mm"):
         assert m[key] == pytest.approx(0, abs=1e-3), key
+    assert m["torso_facing_share"] == 1.0
+    # _store turned each body about its up axis by yaw: the camera is at azimuth -yaw; bins and counts follow
+    test = np.flatnonzero(gt["split"] == 1)
+    az = result.per_instance["azimuth"]
+    np.testing.assert_allclose(az, -_yaw_degrees()[test], atol=1e-3)
+    keys = ["az+000", "az+045", "az+090", "az+135", "az+180", "az-135", "az-090", "az-045"]
+    assert list(m["instances_by_azimuth"]) == keys and list(m["flip_share_by_azimuth"]) == keys
+    expected = np.bincount(np.mod(np.round(az / 45), 8).astype(int), minlength=8)
+    assert list(m["instances_by_azimuth"].values()) == expected.tolist()
+    assert {k: v for k, v in m["flip_share_by_azimuth"].items() if v is not None} == \
+        {k: 0.0 for k, c in zip(keys, expected) if c}
+    assert all(v is None for k, v in m["flip_share_by_azimuth"].items() if not m["instances_by_azimuth"][k])
+    for key in ("xy", "z", "azimuth", "azimuth_bin", "torso_facing", "flip_better"):
+        assert result.per_instance[key].shape == (6,), key
+    # segmentation of 5 parts strewn vertex by vertex: all used, hard, scattered
+    assert m["parts_used"] == 5 and m["segmentation_entropy"] == 0 and m["segmentation_min_component_share"] < 0.5
+    assert m["segmentation_changed_share"] is None
     assert m["s2s_mm"] == pytest.approx(0, abs=1e-2)  # float32 closest points: micrometres
     assert m["s2s_instances"] == 4 and m["flip_better_share"] == 0
     # the flat reference by hand: mean |z - mean z| over the test instances
@@ -95,12 +119,18 @@ def test_oracle_scores_zero_and_writes_the_reports(store, template, tmp_path):
     assert sorted(p.name for p in (reports / "meshes").iterdir()) == ["000_row1_pred.ply", "000_row1_true.ply"]
     assert len(list((reports / "uv_maps").glob("*.png"))) == 2
 
-    write_metrics(result, tmp_path / "eval.json", tmp_path / "eval_parts.csv")
-    assert tuple(json.loads((tmp_path / "eval.json").read_text())) == METRIC_KEYS
+    write_metrics(result, tmp_path / "eval.json", tmp_path / "eval_parts.csv", tmp_path / "segmentation.csv")
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert tuple(saved) == METRIC_KEYS and saved["instances_by_azimuth"] == m["instances_by_azimuth"]
     with open(tmp_path / "eval_parts.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == PART_COLUMNS and len(rows) == 24
     assert sum(int(r["vertices"]) for r in rows) == len(template.vertices)
+    with open(tmp_path / "segmentation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == SEGMENTATION_COLUMNS and [r["region"] for r in rows] == list(REGIONS)
+    _, expected_rows = segmentation_metrics(seg, template.faces, template.vertex_part)
+    assert [int(r["majority_part"]) for r in rows] == [r["majority_part"] for r in expected_rows]
 
 
 def test_flat_stand_in_equals_the_flat_reference_and_parts_add_up(store, template):
@@ -134,6 +164,10 @@ def test_mirror_and_visibility_split(store, template):
     assert m["s2s_mm"] is None and m["s2s_instances"] == 0  # S2S off
     assert m["mpjpe_best_flip_mm"] == pytest.approx(0, abs=1e-3)
     assert m["flip_better_share"] == 1.0 and m["mpjpe_mm"] > 10
+    assert set(m["flip_share_by_azimuth"].values()) == {1.0, None}  # every non-empty bin
+    assert m["torso_facing_share"] == 0.0  # the mirror turns the chest the other way
+    assert m["xy_mm"] == pytest.approx(0, abs=1e-3) and m["z_mm"] == pytest.approx(m["mpjpe_mm"], rel=1e-9)
+    assert all(m[k] is None for k in SEGMENTATION_KEYS)  # no segmentation given
 
     def off_when_hidden(xy, visible, rows):
         p = gt["cam"][rows] + np.where(vis[rows][..., None], 0.0, [0.01, 0.0, 0.0])  # 10 mm off when hidden
@@ -144,6 +178,67 @@ def test_mirror_and_visibility_split(store, template):
     assert m["mpjpe_invisible_mm"] == pytest.approx(10, rel=1e-4)
     share = (~vis[gt["split"] == 1]).mean()
     assert m["mpjpe_mm"] == pytest.approx(10 * share, rel=1e-4)
+
+
+def test_depth_and_image_plane_errors_split(store, template):
+    path, gt = store
+    test = gt["split"] == 1
+    z = centre_depth(gt["cam"][test])[..., 2]
+
+    def deep(xy, visible, rows):  # twice the true depth relief: a pure depth error of |z - mean z|
+        return _image_frame(gt, rows, gt["cam"][rows] * [1, 1, 2])
+
+    m = evaluate(path, template, deep, None, SMALL, progress=False).metrics
+    assert m["xy_mm"] == pytest.approx(0, abs=1e-3)
+    assert m["z_mm"] == pytest.approx(1000 * np.abs(z).mean(), rel=1e-6)
+    assert m["z_mm"] == pytest.approx(m["mpjpe_mm"], rel=1e-9)
+    assert m["torso_facing_share"] == 1.0
+
+    def shifted(xy, visible, rows):  # every vertex 3 mm right and 4 mm down: image plane only
+        return _image_frame(gt, rows, gt["cam"][rows] + [0.003, 0.004, 0.0])
+
+    m = evaluate(path, template, shifted, None, SMALL, progress=False).metrics
+    assert m["xy_mm"] == pytest.approx(5, rel=1e-4) and m["z_mm"] == pytest.approx(0, abs=1e-3)
+
+
+def test_segmentation_keys_table_and_figure(store, template, tmp_path):
+    """Parts built from the coarse DensePose regions, initialised as two parts."""
+    path, gt = store
+    labels = np.zeros(len(template.vertices), int)
+    for k, ids in enumerate(REGIONS.values()):
+        labels[np.isin(template.vertex_part, ids)] = k
+    seg = np.eye(10)[labels] * 0.9 + 0.01
+    init = np.eye(10)[np.where(np.isin(labels, [0, 1, 2, 4, 6, 8]), 0, 3)] * 0.5 + 0.05
+
+    def oracle(xy, visible, rows):
+        return _image_frame(gt, rows, gt["cam"][rows])
+
+    cfg = EvalParams(batch_size=3, grid=0, meshes=0, uv_maps=0, s2s_instances=0)
+    result = evaluate(path, template, oracle, seg, cfg, tmp_path / "reports", progress=False,
+                      segmentation_init=init)
+    m = result.metrics
+    assert m["parts_used"] == 10 and m["regions_distinct"] is True
+    assert m["segmentation_min_component_share"] == 1.0
+    assert m["segmentation_changed_share"] == pytest.approx(layout_change(init, seg)) and \
+        0 < m["segmentation_changed_share"] < 1
+    assert 0 < m["segmentation_entropy"] < 1
+    assert [r["majority_part"] for r in result.segmentation] == list(range(10))
+    assert all(r["majority_share"] == 1.0 for r in result.segmentation)
+    assert (tmp_path / "reports" / "segmentation.png").stat().st_size > 1000
+
+    # a mismatching initial segmentation is ignored, with a warning, rather than failing the stage
+    m = evaluate(path, template, oracle, seg, cfg, None, progress=False, segmentation_init=init[:, :4]).metrics
+    assert m["segmentation_changed_share"] is None and m["parts_used"] == 10
+
+    # without a segmentation the table still has the regions and their vertices, and empty cells
+    result = evaluate(path, template, oracle, None, cfg, None, progress=False)
+    write_metrics(result, tmp_path / "eval.json", tmp_path / "eval_parts.csv", tmp_path / "segmentation.csv")
+    with open(tmp_path / "segmentation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["region"] for r in rows] == list(REGIONS) and {r["majority_part"] for r in rows} == {""}
+    assert sum(int(r["vertices"]) for r in rows) == len(template.vertices)
+    assert all(v is None for k, v in json.loads((tmp_path / "eval.json").read_text()).items()
+               if k in SEGMENTATION_KEYS)
 
 
 def test_perspective_uses_weak_perspective(template, tmp_path):
@@ -174,37 +269,72 @@ def test_errors_are_named(store, template, tmp_path):
         evaluate(tmp_path / "notest.zarr", template, None, None, SMALL, progress=False)
 
 
-def _stage(template, tmp_path: Path, keypoints: Path) -> dict:
-    """Runs the stage on an untrained tiny model saved as pipeline.train saves it; returns eval.json."""
+def _checkpoint(template, tmp_path: Path, model_type: str = "dp3d", init: np.ndarray | None = None) -> Path:
+    """An untrained tiny model saved as pipeline.train saves it (``segmentation_init`` if ``init`` is given),
+    with its params.yaml and the template next to it; returns the checkpoint's path."""
     import yaml
 
     from pipeline.config import as_dict, load_params_dict
     from pipeline.model import build_model
-    from stages.evaluate import main
 
-    raw = {"model": {"parts": 3, "lbo_basis": 4, "hidden": 16, "bottleneck": 8, "blocks": 1},
+    raw = {"model": {"type": model_type, "parts": 3, "lbo_basis": 4, "hidden": 16, "bottleneck": 8, "blocks": 1},
            "eval": {"batch_size": 4, "grid": 1, "meshes": 1, "uv_maps": 1, "uv_resolution": 8, "s2s_instances": 1}}
     params = load_params_dict(raw)
     basis = np.random.default_rng(0).normal(size=(len(template.vertices), 4))
     model = build_model(params.model, template.vertices, template.up, template.forward, basis)
     ck = {"model": model.state_dict(), "params": as_dict(params), "step": 0, "template_hash": template.hash,
           "template": model.template, "basis": model.basis, "template_scale": 1.0, "metrics": {}}
+    if init is not None:
+        ck["segmentation_init"] = torch.as_tensor(init, dtype=torch.float32)
     torch.save(ck, tmp_path / "model.pt")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     template.save(tmp_path / "template.npz")
-    main(["--params", str(tmp_path / "params.yaml"), "--model", str(tmp_path / "model.pt"), "--keypoints",
+    return tmp_path / "model.pt"
+
+
+def _stage(template, tmp_path: Path, keypoints: Path, model_type: str = "dp3d",
+           init: np.ndarray | None = None) -> dict:
+    """Runs the stage on :func:`_checkpoint`'s model; returns eval.json."""
+    from stages.evaluate import main
+
+    model = _checkpoint(template, tmp_path, model_type, init)
+    main(["--params", str(tmp_path / "params.yaml"), "--model", str(model), "--keypoints",
           str(keypoints), "--template", str(tmp_path / "template.npz"), "--metrics", str(tmp_path / "m" / "eval.json"),
-          "--parts", str(tmp_path / "m" / "eval_parts.csv"), "--reports", str(tmp_path / "reports")])
+          "--parts", str(tmp_path / "m" / "eval_parts.csv"), "--segmentation", str(tmp_path / "m" / "segmentation.csv"),
+          "--reports", str(tmp_path / "reports")])
     return json.loads((tmp_path / "m" / "eval.json").read_text())
 
 
 def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
-    """The stage end to end on an untrained tiny model saved as pipeline.train saves it."""
+    """The stage end to end on an untrained tiny model saved as pipeline.train saves it, with the initial
+    segmentation in the checkpoint."""
     path, _ = store
-    metrics = _stage(template, tmp_path, path)
+    init = np.eye(3)[np.arange(len(template.vertices)) * 3 // len(template.vertices)]  # three bands of vertices
+    metrics = _stage(template, tmp_path, path, init=init)
+    assert tuple(metrics) == METRIC_KEYS
     assert metrics["test_instances"] == 6 and np.isfinite(metrics["mpjpe_mm"]) and metrics["s2s_instances"] == 1
     assert (tmp_path / "reports" / "segmentation.png").is_file()
     assert (tmp_path / "m" / "eval_parts.csv").read_text().startswith(",".join(PART_COLUMNS))
+    assert (tmp_path / "m" / "segmentation.csv").read_text().startswith(",".join(SEGMENTATION_COLUMNS))
+    learnt = model_reconstructor(tmp_path / "model.pt", template)
+    np.testing.assert_array_equal(learnt.segmentation_init, init.astype(np.float32))
+    expected, _ = segmentation_metrics(learnt.segmentation, template.faces, template.vertex_part, init)
+    assert 1 <= metrics["parts_used"] <= 3 and metrics["segmentation_changed_share"] is not None
+    for key in SEGMENTATION_KEYS:
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-4), key
+
+
+def test_a_baseline_has_one_part_and_an_older_checkpoint_no_initial_segmentation(store, template, tmp_path):
+    path, _ = store
+    assert model_reconstructor(_checkpoint(template, tmp_path), template).segmentation_init is None
+    metrics = _stage(template, tmp_path, path, model_type="no_parts")
+    assert {k: metrics[k] for k in SEGMENTATION_KEYS} == {
+        "parts_used": 1, "segmentation_entropy": 0.0, "segmentation_min_component_share": 1.0,
+        "segmentation_changed_share": None, "regions_distinct": False}
+    with open(tmp_path / "m" / "segmentation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["region"] for r in rows] == list(REGIONS)
+    assert {(r["majority_part"], r["majority_share"]) for r in rows} == {("0", "1.0")}
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +442,5 @@ def test_stage_runs_without_ground_truth(store_no_gt, template, tmp_path):
     assert np.isfinite(metrics["reproj2d_mean_px"]) and metrics["reproj2d_mean_px"] > 0  # an untrained model
     assert (tmp_path / "m" / "eval_parts.csv").read_text().startswith(",".join(PART_COLUMNS_NO_GT))
     assert (tmp_path / "reports" / "grid.png").is_file() and not (tmp_path / "reports" / "errors.png").exists()
+    assert metrics["parts_used"] >= 1 and metrics["segmentation_changed_share"] is None  # no segmentation_init
+    assert (tmp_path / "m" / "segmentation.csv").read_text().startswith(",".join(SEGMENTATION_COLUMNS))

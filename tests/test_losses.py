@@ -9,8 +9,9 @@ import trimesh
 from pipeline.config import LossParams, ModelParams
 from pipeline.lbo import eigenbasis, unit_rms
 from pipeline.losses import (_ArapOperator, arap_loss, arap_weights, best_rotations, canonicalisation_loss,
-                             entropy_loss, make_psi, pseudo_huber, reprojection_loss)
-from pipeline.model import build_model
+                             entropy_loss, facing_loss, make_psi, oracle_loss, pseudo_huber, reprojection_loss,
+                             vertex_normals)
+from pipeline.model import build_model, canonical_template
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,7 +66,7 @@ def _arap_naive(x, y, w):
         r = u @ np.diag([1, 1, np.sign(np.linalg.det(u @ vt))]) @ vt
         for k, c in nbrs[i]:
             total += c * np.sum((y[i] - y[k] - r @ (x[i] - x[k])) ** 2)
-            norm += c
+            norm += c * np.sum((x[i] - x[k]) ** 2)
     return total / norm
 
 
@@ -83,21 +84,87 @@ def test_arap_zero_for_rigid_motion_positive_for_bent_limb(template, arap_op):
     x, op = arap_op
     torch.manual_seed(0)
     y = x @ roma.random_rotmat(2).transpose(-1, -2) + torch.randn(2, 1, 3)
-    assert arap_loss(op, y).abs().item() < 1e-6
+    assert arap_loss(op, y).abs().item() < 1e-4  # float32 cancellation floor of the expanded energy
     arm = torch.as_tensor(np.isin(template.vertex_part, (16, 18, 20, 22)))  # one arm
     pivot = x[arm].mean(0)
     bend = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.8, 0.0]))
     bent = x.clone()
     bent[arm] = (x[arm] - pivot) @ bend.T + pivot
-    assert arap_loss(op, bent[None]).item() > 1e-4
+    bent_loss = arap_loss(op, bent[None]).item()
+    assert bent_loss > 1e-3
+    more = x.clone()
+    more[arm] = (x[arm] - pivot) @ roma.rotvec_to_rotmat(torch.tensor([0.0, 1.6, 0.0])).T + pivot
+    assert arap_loss(op, more[None]).item() > bent_loss  # grows with the distortion
+
+
+def test_arap_is_relative_and_scale_free(template, arap_op):
+    """Relative energy: a uniform scaling by s gives (s - 1)^2, whatever the template's units."""
+    x, op = arap_op
+    for s in (0.9, 1.2):
+        assert arap_loss(op, (s * x)[None]).item() == pytest.approx((s - 1) ** 2, rel=1e-3)
+    big = _ArapOperator(10 * x, arap_weights(10 * x.numpy(), template.faces))
+    assert arap_loss(big, (12 * x)[None]).item() == pytest.approx(0.04, rel=1e-3)
 
 
 def test_entropy_bounds():
     w = torch.softmax(torch.randn(100, 7) * 3, dim=1)
     e = entropy_loss(w).item()
-    assert 0.0 <= e <= math.log(7)
-    assert entropy_loss(torch.full((5, 7), 1 / 7)).item() == pytest.approx(math.log(7), rel=1e-5)
+    assert 0.0 <= e <= 1.0
+    assert entropy_loss(torch.full((5, 7), 1 / 7)).item() == pytest.approx(1.0, rel=1e-5)
     assert entropy_loss(torch.eye(7)).item() == pytest.approx(0.0, abs=1e-6)
+    assert entropy_loss(torch.ones(5, 1)).item() == 0.0
+
+
+def test_entropy_gradient_sharpens_soft_parts():
+    logits = torch.tensor([[1.0, 0.5, 0.0], [0.2, 0.0, 0.9]], requires_grad=True)
+    w = torch.softmax(logits, 1)
+    entropy_loss(w).backward()
+    with torch.no_grad():
+        after = torch.softmax(logits - 0.5 * logits.grad, 1)
+    assert (after.max(1).values > w.max(1).values).all()  # a descent step makes each vertex's best part surer
+    assert entropy_loss(after).item() < entropy_loss(w).item()
+
+
+def test_vertex_normals_face_outward(template):
+    canon, _ = canonical_template(template.vertices, template.up, template.forward)
+    n = vertex_normals(torch.as_tensor(canon)[None], torch.as_tensor(template.faces, dtype=torch.long))[0]
+    assert n[template.vertex_part == 2, 2].mean() < -0.5  # torso front faces the camera (-z)
+    assert n[template.vertex_part == 1, 2].mean() > 0.5  # torso back faces away
+    torch.testing.assert_close(n.norm(dim=-1), torch.ones(len(n)), atol=1e-5, rtol=0)
+
+
+def test_facing_zero_from_the_front_positive_turned_around(template):
+    canon, _ = canonical_template(template.vertices, template.up, template.forward)
+    x = torch.as_tensor(canon)[None]
+    faces = torch.as_tensor(template.faces, dtype=torch.long)
+    visible = vertex_normals(x, faces)[..., 2] < 0  # what a camera in front sees (back-face culling)
+    assert facing_loss(x, visible, faces).item() == 0.0
+    # the depth twin the model can produce: the body turned around (a rotation), same keypoints visible
+    turned = x @ roma.rotvec_to_rotmat(torch.tensor([0.0, math.pi, 0.0])).T
+    assert facing_loss(turned, visible, faces).item() > 0.5
+    # a reflection keeps n_z (it also reverses the winding): the term cannot see it, and need not
+    mirror = x * torch.tensor([1.0, 1.0, -1.0])
+    assert facing_loss(mirror, visible, faces).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_oracle_loss_ignores_depth_offset():
+    torch.manual_seed(0)
+    y = torch.randn(2, 30, 3)
+    assert oracle_loss(y + torch.tensor([0.0, 0.0, 5.0]), y, 0.01).item() == pytest.approx(0.0, abs=1e-6)
+    assert oracle_loss(y * torch.tensor([1.0, 1.0, -1.0]), y, 0.01).item() > 0.1
+
+
+def test_canonicalisation_samples_several_rotations(template):
+    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
+    torch.manual_seed(0)
+    model = build_model(ModelParams(hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
+                        template.vertices, template.up, template.forward, unit_rms(eb.evecs))
+    psi = make_psi(model).eval()
+    shape = model.template.expand(3, -1, -1)
+    rot = roma.random_rotmat(12)
+    four = canonicalisation_loss(model, psi, shape, 0.01, rotations=rot, samples=4)
+    each = [canonicalisation_loss(model, psi, shape, 0.01, rotations=rot[3 * i:3 * i + 3]) for i in range(4)]
+    assert four.item() == pytest.approx(float(torch.stack(each).mean()), rel=1e-5)
 
 
 def test_canonicalisation_falls_as_psi_trains(template):

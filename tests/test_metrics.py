@@ -130,3 +130,90 @@ def test_s2s_identical_is_zero_and_a_shift_is_its_length():
     assert m.s2s(sv + [0, 0, d], sv, sf)[0] == pytest.approx(d, rel=1e-5)
     with pytest.raises(ValueError, match="same B"):
         m.s2s(sv, np.concatenate([sv, sv]), sf)
+
+
+def test_xy_z_split_of_a_pure_depth_error_has_no_image_plane_part(shapes):
+    rng = np.random.default_rng(1)
+    pred = shapes.copy()
+    pred[..., 2] += rng.normal(size=shapes.shape[:2]) * 0.05 + 3.0  # depth error (and an offset)
+    xy, z = m.xy_z_errors(pred, shapes)
+    np.testing.assert_allclose(xy, 0, atol=1e-12)
+    dz = pred[..., 2] - shapes[..., 2]
+    np.testing.assert_allclose(z, np.abs(dz - dz.mean(axis=1, keepdims=True)), atol=1e-12)
+    np.testing.assert_allclose(z, m.vertex_errors(pred, shapes), atol=1e-12)
+    # an image-plane shift (3, 4) mm: xy 5 mm, z 0; the parts add up in quadrature
+    xy, z = m.xy_z_errors(shapes + [0.003, 0.004, 0.0], shapes)
+    np.testing.assert_allclose(xy, 0.005, atol=1e-12)
+    np.testing.assert_allclose(z, 0, atol=1e-12)
+    rnd = shapes + rng.normal(size=shapes.shape) * 0.01
+    xy, z = m.xy_z_errors(rnd, shapes)
+    np.testing.assert_allclose(np.hypot(xy, z), m.vertex_errors(rnd, shapes), atol=1e-12)
+
+
+def _turned(canonical: np.ndarray, azimuth_deg: np.ndarray, elevation_deg: float = 0.0) -> np.ndarray:
+    """(B, P, 3): the canonical body seen by a camera at ``azimuth_deg`` (the body turned about its up
+    axis, -y, by minus that), ``elevation_deg`` above it (a rotation about the camera's x axis), 4 m away."""
+    yaw = Rotation.from_rotvec(-np.radians(azimuth_deg)[:, None] * [0.0, -1.0, 0.0]).as_matrix()
+    tilt = Rotation.from_rotvec([np.radians(elevation_deg), 0, 0]).as_matrix()
+    return np.einsum("ij,bjk,pk->bpi", tilt, yaw, canonical) + [0.1, -0.2, 4.0]
+
+
+@pytest.fixture(scope="module")
+def canonical_body(template):
+    """(N, 3) float64 canonical template (metres), torso mask, front and back torso masks."""
+    from pipeline.model import canonical_template
+
+    c, scale = canonical_template(template.vertices, template.up, template.forward)
+    vp = template.vertex_part
+    return c.astype(np.float64) * scale, np.isin(vp, (1, 2)), vp == 2, vp == 1
+
+
+def test_view_azimuth_of_the_turned_template(canonical_body, template):
+    body, torso, _, _ = canonical_body
+    angles = np.array([0.0, 30.0, 45.0, 90.0, 135.0, 179.0, -179.0, -45.0, -90.0, -120.0])
+    for elevation in (0.0, 25.0, -40.0):
+        az = m.view_azimuth(body[torso], _turned(body, angles, elevation)[:, torso])
+        np.testing.assert_allclose(np.mod(az - angles + 180, 360) - 180, 0, atol=1.0)
+    # noise on the torso does not move it by a degree
+    noise = np.random.default_rng(0).normal(size=(len(angles), torso.sum(), 3)) * 0.005
+    noisy = _turned(body, angles)[:, torso] + noise
+    assert np.abs(np.mod(m.view_azimuth(body[torso], noisy) - angles + 180, 360) - 180).max() < 1.0
+    # the convention: at +90 the body's left side faces the camera (smaller depth), at -90 its right side
+    right = np.isin(template.vertex_part, (16, 18, 20, 22, 3))
+    left = np.isin(template.vertex_part, (15, 17, 19, 21, 4))
+    shapes = _turned(body, np.array([90.0, -90.0]))
+    assert shapes[0, left, 2].mean() < shapes[0, right, 2].mean() - 0.2
+    assert shapes[1, right, 2].mean() < shapes[1, left, 2].mean() - 0.2
+    # the same convention as the synthetic cameras: a look_at camera at azimuth a sees view azimuth a
+    from pipeline.cameras import look_at
+
+    rot, centre = look_at(np.zeros((len(angles), 3)), angles, np.full(len(angles), 20.0), np.full(len(angles), 5.0),
+                          np.full(len(angles), 3.0), template.up, template.forward)
+    seen = np.einsum("nij,vj->nvi", rot, template.vertices - template.vertices.mean(0))
+    az = m.view_azimuth(body[torso], seen[:, torso])
+    np.testing.assert_allclose(np.mod(az - angles + 180, 360) - 180, 0, atol=1.0)
+    with pytest.raises(ValueError, match="canonical"):
+        m.view_azimuth(body[torso], shapes)
+
+
+def test_azimuth_bins_keys_and_shares():
+    az = np.array([0.0, 22.0, 23.0, -22.4, 44.0, 157.6, 179.0, -179.0, -100.0, -157.4, -67.4, -67.6])
+    np.testing.assert_array_equal(m.azimuth_bins(az), [0, 0, 1, 0, 1, 4, 4, 4, 6, 5, 7, 6])
+    assert [m.azimuth_key(c) for c in m.AZIMUTH_CENTRES] == ["az+000", "az+045", "az+090", "az+135", "az+180",
+                                                             "az-135", "az-090", "az-045"]
+    share, count = m.binned_share(np.array([True, False, True, True]), np.array([0, 0, 2, 2]), 4)
+    np.testing.assert_array_equal(count, [2, 0, 2, 0])
+    np.testing.assert_allclose(share, [0.5, np.nan, 1.0, np.nan])
+
+
+def test_a_mirrored_torso_faces_the_wrong_way(canonical_body):
+    body, _, front, back = canonical_body
+    angles = np.array([0.0, 60.0, -60.0, 150.0, 180.0, -120.0])
+    true = _turned(body, angles)
+    z = m.torso_forward_z(true, front, back)
+    np.testing.assert_array_equal(z < 0, np.abs(angles) < 90)  # the chest towards the camera: negative
+    np.testing.assert_array_equal(m.same_facing(true, true, front, back), True)
+    np.testing.assert_array_equal(m.same_facing(m.flip_depth(true), true, front, back), False)
+    # a body turned by half a turn faces the other way too; a small turn does not change the facing
+    np.testing.assert_array_equal(m.same_facing(_turned(body, angles + 180), true, front, back), False)
+    np.testing.assert_array_equal(m.same_facing(_turned(body, angles + 10), true, front, back), True)

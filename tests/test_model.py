@@ -95,3 +95,43 @@ def test_unknown_type_is_an_error(template, basis):
     with pytest.raises(ValueError, match="model.type"):
         LiftingModel(ModelParams.__new__(ModelParams), template.vertices, basis) if False else \
             LiftingModel(type("C", (), {**ModelParams().__dict__, "type": "nope"})(), template.vertices, basis)
+
+
+def _largest_component_share(labels, faces, part):
+    """Share of the vertices labelled ``part`` in their largest connected component on the mesh."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    idx = np.flatnonzero(labels == part)
+    e = edges(faces)[0]
+    keep = np.isin(e, idx).all(1)
+    remap = -np.ones(len(labels), np.int64)
+    remap[idx] = np.arange(len(idx))
+    a = sp.coo_matrix((np.ones(keep.sum()), (remap[e[keep, 0]], remap[e[keep, 1]])), shape=(len(idx),) * 2)
+    _, comp = connected_components(a, directed=False)
+    return np.bincount(comp).max() / len(idx)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spectral_init_gives_coherent_parts(template, basis, seed):
+    """Every one of the 10 parts owns one region of the body from the start, for any seed."""
+    from pipeline.keypoints import vertex_areas
+
+    torch.manual_seed(seed)
+    m = build_model(ModelParams(**SMALL, parts=10), template.vertices, template.up, template.forward, basis)
+    m = LiftingModel(ModelParams(**SMALL, parts=10), m.template.numpy(), basis,
+                     vertex_areas(template.vertices, template.faces))
+    labels = m.segmentation().detach().numpy().argmax(1)
+    counts = np.bincount(labels, minlength=10)
+    assert (counts >= 0.01 * len(labels)).sum() >= 9
+    for j in np.flatnonzero(counts):
+        assert _largest_component_share(labels, template.faces, j) >= 0.9
+    head, hands = template.vertex_part >= 23, np.isin(template.vertex_part, (3, 4))
+    assert np.bincount(labels[head]).argmax() not in set(labels[hands])  # head and hands apart
+
+
+def test_random_init_has_no_part_bias(template, basis):
+    torch.manual_seed(0)
+    m = _model(template, basis, parts=10, segmentation_init="random")
+    assert torch.all(m.logits[0] == 0)  # the constant eigenvector's row: no global head start
+    assert m.logits[1:].abs().sum() > 0

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ from pipeline.config import TrainParams, as_dict, load_params_dict
 from pipeline.io import save_npz
 from pipeline.lbo import eigenbasis
 from pipeline.model import load_checkpoint, reconstruct
-from pipeline.train import TrainingDiverged, lr_at, train
+from pipeline.normalise import normalise
+from pipeline.template import load_template
+from pipeline.train import TrainingDiverged, build_objective, lr_at, make_optimizer, normalised_truth, train
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,8 +52,65 @@ def _weights(module):
 
 def test_lr_schedule():
     cfg = TrainParams(lr=0.003, lr_decay_at=0.8, lr_decay=0.1)
-    assert lr_at(0, 100, cfg) == 0.003 and lr_at(79, 100, cfg) == 0.003
-    assert lr_at(80, 100, cfg) == pytest.approx(0.0003)
+    assert lr_at(0, 100, cfg) == 1.0 and lr_at(79, 100, cfg) == 1.0
+    assert lr_at(80, 100, cfg) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kind", ["dp3d", "c3dpo", "no_parts"])
+def test_optimizer_groups_never_decay_the_template_side(inputs, kind):
+    p = _params(model={"type": kind, "blendshapes": 2 if kind == "dp3d" else 0},
+                train_={"optimizer": "adamw", "weight_decay": 0.01, "part_lr": 0.02})
+    tmpl = load_template(inputs / "template.npz")
+    objective, _ = build_objective(p, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward,
+                                   np.load(inputs / "lbo.npz")["evecs"])
+    opt = make_optimizer(objective, p.train)
+    assert isinstance(opt, torch.optim.AdamW)
+    name_of = {id(v): k for k, v in objective.named_parameters()}
+    groups = {g["name"]: {name_of[id(q)] for q in g["params"]} for g in opt.param_groups}
+    decayed = groups["decay"]
+    template_side = {"dp3d": {"model.logits", "model.rest", "model.blend"}, "c3dpo": {"model.mean_shape",
+                     "model.shape_basis"}, "no_parts": {"model.shape_basis"}}[kind]
+    assert not decayed & template_side
+    assert all(n.endswith("weight") for n in decayed) and not any("bn" in n or ".1." in n for n in decayed)
+    assert {g["name"]: g["weight_decay"] for g in opt.param_groups}["decay"] == 0.01
+    for g in opt.param_groups:
+        if g["name"] != "decay":
+            assert g["weight_decay"] == 0.0
+    if kind == "dp3d":
+        assert groups["parts"] == {"model.logits", "model.rest"}
+        assert {g["name"]: g["lr"] for g in opt.param_groups}["parts"] == 0.02
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(objective.parameters()))
+
+
+def test_oracle_refused_without_ground_truth(inputs, tmp_path):
+    """The 3D diagnostic needs synthetic truth: a store without gt/ is refused with the fix."""
+    dst = tmp_path / "nogt.zarr"
+    shutil.copytree(inputs / "kp.zarr", dst)
+    shutil.rmtree(dst / "gt")
+    p = _params(loss={"oracle_3d": 1.0}, train_={"epochs": 1})
+    with pytest.raises(ValueError, match="oracle_3d"):
+        train(p, dst, inputs / "template.npz", inputs / "lbo.npz", tmp_path / "m.pt")
+
+
+def test_oracle_and_augmentation_train_on_ground_truth(inputs, tmp_path):
+    """With synthetic truth the 3D loss is computed (and logged) and training runs, rotated or not."""
+    p = _params(loss={"oracle_3d": 1.0}, train_={"inplane_augment": True, "epochs": 2})
+    res = _run(inputs, tmp_path / "m.pt", p)
+    assert res.metrics["oracle_3d"] > 0 and 0 < res.metrics["share_oracle_3d"] < 1
+
+
+def test_normalised_truth_matches_the_keypoints(inputs):
+    """The true vertices, put in the normalised frame, project onto the normalised keypoints."""
+    import zarr
+
+    root = zarr.open_group(inputs / "kp.zarr", mode="r")
+    xy, vis = torch.as_tensor(root["xy"][:8]), torch.as_tensor(root["visible"][:8])
+    px = torch.as_tensor(root["gt/pixels"][:8])
+    norm = normalise(xy, vis)
+    truth = normalised_truth(torch.as_tensor(root["gt/vertices"][:8]), torch.as_tensor(root["gt/camera"][:8]),
+                             norm.centre, norm.scale)
+    want = (px - norm.centre[:, None]) / norm.scale[:, None, None]
+    torch.testing.assert_close(truth[..., :2], want, atol=1e-4, rtol=0)
 
 
 def test_deterministic_checkpoint_and_prediction_api(inputs, tmp_path):

@@ -1,0 +1,349 @@
+"""scripts/paper_experiments.py with a fake runner instead of DVC: the CSVs, resuming, failures, the
+statistics on hand-made numbers, the C3DPO weight, the Markdown, the figure, and the DVC command lines
+(through a fake process runner)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+_SPEC = importlib.util.spec_from_file_location("paper_experiments", ROOT / "scripts" / "paper_experiments.py")
+pe = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = pe  # dataclasses look their module up while the file executes
+_SPEC.loader.exec_module(pe)
+
+TABLE1_HEADER = ["experiment", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used"]
+PARTS_HEADER = ["parts", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used"]
+
+
+class FakeRunner:
+    """Deterministic metrics from the overrides; records every call; fails the names in ``fail``."""
+
+    def __init__(self, fail=()):
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.fail = set(fail)
+
+    def __call__(self, name, overrides):
+        self.calls.append((name, tuple(overrides)))
+        if name in self.fail:
+            raise RuntimeError(f"training of {name} diverged")
+        o = dict(x.split("=", 1) for x in overrides)
+        seed = int(o.get("train.seed", 0))
+        mpjpe = 100.0 + int(o.get("model.parts", 10)) + seed + 50.0 * (o.get("model.type") == "c3dpo")
+        mpjpe += 100.0 * float(o.get("loss.canonicalisation", 0.1)) if "eval.split" in o else 0.0
+        return {"mpjpe_mm": mpjpe, "re14_mm": mpjpe / 2, "xy_mm": 10.0, "z_mm": mpjpe - 10.0,
+                "flat_mpjpe_mm": 200.0, "parts_used": int(o.get("model.parts", 10)) - 1}
+
+
+def _read(path):
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], rows[1:]
+
+
+def _write_csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+
+
+def test_table1_csv_has_one_row_per_experiment_and_seed(tmp_path):
+    fake = FakeRunner()
+    assert pe.main(["table1", "--seeds", "0", "1", "--out-dir", str(tmp_path)], run=fake) == 0
+    header, rows = _read(tmp_path / "table1.csv")
+    assert header == TABLE1_HEADER
+    assert [(r[0], r[1]) for r in rows] == [(e, s) for e in pe.TABLE1 for s in ("0", "1")]
+    calls = dict(fake.calls)
+    assert calls["t1-dp3d-s1"] == ("train.seed=1",)
+    assert calls["t1-dp3d_paper-s0"] == ("loss.facing=0", "train.seed=0")
+    assert calls["t1-no_arap-s1"] == ("loss.arap=0", "train.seed=1")
+    assert calls["t1-no_parts-s0"] == ("model.type=no_parts", "train.seed=0")
+    # no selection yet: C3DPO with in-plane augmentation, 4 canonicalisation samples and weight 0.1
+    assert calls["t1-c3dpo-s0"] == ("model.type=c3dpo", "train.inplane_augment=true", "loss.canon_samples=4",
+                                    "loss.canonicalisation=0.1", "train.seed=0")
+    dp3d_s1 = rows[1]
+    assert dp3d_s1 == ["dp3d", "1", "111.0", "55.5", "10.0", "101.0", "200.0", "9"]
+    sidecar = json.loads((tmp_path / "runs.json").read_text())
+    assert sidecar["t1-no_arap-s1"]["overrides"] == ["loss.arap=0", "train.seed=1"]
+    assert sidecar["t1-no_arap-s1"]["wall_s"] >= 0
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_parts_csv_and_the_only_filter(tmp_path):
+    fake = FakeRunner()
+    assert pe.main(["parts", "--seeds", "0,2", "--out-dir", str(tmp_path), "--only", "parts-1"], run=fake) == 0
+    assert [name for name, _ in fake.calls] == ["parts-1-s0", "parts-1-s2", "parts-10-s0", "parts-10-s2",
+                                                "parts-16-s0", "parts-16-s2"]  # a substring of the name
+    assert dict(fake.calls)["parts-10-s2"] == ("model.parts=10", "train.seed=2")
+    assert pe.main(["parts", "--seeds", "0", "2", "--out-dir", str(tmp_path), "--only", "parts-2-"], run=fake) == 0
+    header, rows = _read(tmp_path / "parts_curve.csv")
+    assert header == PARTS_HEADER
+    assert [(r[0], r[1], r[2]) for r in rows] == [  # sorted by number of parts, then seed
+        ("1", "0", "101.0"), ("1", "2", "103.0"), ("2", "0", "102.0"), ("2", "2", "104.0"),
+        ("10", "0", "110.0"), ("10", "2", "112.0"), ("16", "0", "116.0"), ("16", "2", "118.0")]
+
+
+def test_resuming_skips_done_rows_and_reruns_changed_overrides(tmp_path, monkeypatch):
+    args = ["table1", "--seeds", "0", "1", "--out-dir", str(tmp_path)]
+    pe.main(args, run=FakeRunner())
+    again = FakeRunner()
+    assert pe.main(args, run=again) == 0
+    assert again.calls == []  # everything done
+
+    monkeypatch.setitem(pe.TABLE1, "no_arap", ["loss.arap=0", "loss.arap_instances=0"])
+    _, rows = _read(tmp_path / "table1.csv")
+    _write_csv(tmp_path / "table1.csv", TABLE1_HEADER, [r for r in rows if r[:2] != ["dp3d", "0"]])
+    changed = FakeRunner()
+    assert pe.main(args, run=changed) == 0
+    assert sorted(name for name, _ in changed.calls) == ["t1-dp3d-s0", "t1-no_arap-s0", "t1-no_arap-s1"]
+    _, rows = _read(tmp_path / "table1.csv")
+    assert len(rows) == 2 * len(pe.TABLE1)  # rows replaced, not added
+    assert [(r[0], r[1]) for r in rows] == [(e, s) for e in pe.TABLE1 for s in ("0", "1")]
+    assert json.loads((tmp_path / "runs.json").read_text())["t1-no_arap-s0"]["overrides"] == [
+        "loss.arap=0", "loss.arap_instances=0", "train.seed=0"]
+
+
+def test_a_failed_run_is_reported_and_the_others_still_run(tmp_path, capsys):
+    args = ["table1", "--seeds", "0", "1", "--out-dir", str(tmp_path)]
+    fake = FakeRunner(fail={"t1-no_arap-s1"})
+    assert pe.main(args, run=fake) == 1
+    assert len(fake.calls) == 2 * len(pe.TABLE1)
+    _, rows = _read(tmp_path / "table1.csv")
+    assert ("no_arap", "1") not in {(r[0], r[1]) for r in rows} and len(rows) == 2 * len(pe.TABLE1) - 1
+    err = capsys.readouterr().err
+    assert "t1-no_arap-s1: RuntimeError: training of t1-no_arap-s1 diverged" in err
+    assert "python scripts/paper_experiments.py table1 --only t1-no_arap-s1 --seeds 1" in err
+    assert "dvc --wait-for-lock exp run --temp -n t1-no_arap-s1 -S loss.arap=0 -S train.seed=1" in err
+
+    rerun = FakeRunner()
+    assert pe.main(args, run=rerun) == 0
+    assert [name for name, _ in rerun.calls] == ["t1-no_arap-s1"]
+
+
+def test_a_run_without_mpjpe_fails():
+    outcomes = list(pe.serially(lambda name, overrides: {"re14_mm": 1.0})([pe.Run("x", ("x",), (), "table1")]))
+    assert outcomes[0].metrics is None and "mpjpe_mm" in outcomes[0].error
+
+
+def test_mean_std_and_pooled_std_on_hand_made_numbers():
+    assert pe.mean_std([1, "2", 3.0, "", None]) == (2.0, 1.0, 3)
+    mean, std, n = pe.mean_std([5.0])
+    assert (mean, n) == (5.0, 1) and math.isnan(std)
+    assert pe.pooled_std(1.0, 3, 2.0, 3) == pytest.approx(math.sqrt((2 * 1 + 2 * 4) / 4))
+    assert pe.pooled_std(math.nan, 1, 2.0, 3) == pytest.approx(2.0)  # one seed adds no variance
+    assert math.isnan(pe.pooled_std(math.nan, 1, math.nan, 1))
+    assert pe.worse_verdict(3.0, 2.0) == "yes" and pe.worse_verdict(1.0, 2.0) == "no"
+    assert pe.worse_verdict(-5.0, 2.0) == "no" and pe.worse_verdict(3.0, math.nan) == "–"
+
+
+def _table1_rows():
+    def row(exp, seed, mpjpe):
+        return {"experiment": exp, "seed": str(seed), "mpjpe_mm": str(mpjpe), "re14_mm": "50",
+                "xy_mm": "10", "z_mm": "90", "flat_mpjpe_mm": "200", "parts_used": "10"}
+    return ([row("dp3d", s, m) for s, m in enumerate((100, 102, 104))]      # 102 ± 2
+            + [row("no_arap", s, m) for s, m in enumerate((103, 105, 107))]  # 105 ± 2: +3 > pooled 2
+            + [row("no_canon", s, m) for s, m in enumerate((101, 103, 105))]  # 103 ± 2: +1 < 2
+            + [row("c3dpo", 0, 150)])  # one seed: pooled = dp3d's std
+
+
+def test_table1_differences_and_verdicts():
+    lines = {r["experiment"]: r for r in pe.table1_rows(_table1_rows())}
+    assert list(lines) == ["dp3d", "no_canon", "no_arap", "c3dpo"]  # the order of TABLE1
+    assert (lines["no_arap"]["diff"], lines["no_arap"]["pooled"], lines["no_arap"]["verdict"]) == (3.0, 2.0, "yes")
+    assert (lines["no_canon"]["diff"], lines["no_canon"]["verdict"]) == (1.0, "no")
+    assert (lines["c3dpo"]["diff"], lines["c3dpo"]["pooled"], lines["c3dpo"]["verdict"]) == (48.0, 2.0, "yes")
+    assert lines["dp3d"]["verdict"] == "–"
+    no_reference = pe.table1_rows([r for r in _table1_rows() if r["experiment"] != "dp3d"])
+    assert {r["verdict"] for r in no_reference} == {"–"}
+
+
+def test_summarise_writes_the_markdown_and_the_figure(tmp_path):
+    rows = _table1_rows()
+    _write_csv(tmp_path / "table1.csv", TABLE1_HEADER, [[r[c] for c in TABLE1_HEADER] for r in rows])
+    parts = [[p, s, 150 - p + s, 80, 10, 140, 200, p - 1] for p in (1, 2, 5, 10) for s in (0, 1)]
+    _write_csv(tmp_path / "parts_curve.csv", PARTS_HEADER, parts)
+    assert pe.main(["summarise", "--out-dir", str(tmp_path)], run=FakeRunner()) == 0
+
+    table1 = (tmp_path / "table1.md").read_text().splitlines()
+    assert table1[2] == ("| experiment | seeds | MPJPE | RE14 | xy | z | flat ref. | MPJPE / flat | parts used "
+                         "| Δ MPJPE vs dp3d | pooled std | worse by more than pooled std |")
+    assert ("| dp3d | 3 | 102.0 ± 2.0 | 50.0 ± 0.0 | 10.0 ± 0.0 | 90.0 ± 0.0 | 200.0 ± 0.0 | 0.510 "
+            "| 10.0 ± 0.0 | – | – | – |") in table1
+    assert "| no_arap | 3 | 105.0 ± 2.0 | 50.0 ± 0.0 | 10.0 ± 0.0 | 90.0 ± 0.0 | 200.0 ± 0.0 | 0.525 " \
+           "| 10.0 ± 0.0 | +3.0 | 2.0 | yes |" in table1
+    assert any(line.startswith("| no_canon | 3 | 103.0 ± 2.0 |") and line.endswith("| +1.0 | 2.0 | no |")
+               for line in table1)
+    assert any(line.startswith("| c3dpo | 1 | 150.0 | ") for line in table1)  # one seed: no ± std
+
+    curve = (tmp_path / "parts_curve.md").read_text().splitlines()
+    assert curve[2] == "| parts | seeds | MPJPE | RE14 | xy | z | flat ref. | MPJPE / flat | parts used |"
+    assert [line.split(" | ")[:3] for line in curve[4:]] == [
+        ["| 1", "2", "149.5 ± 0.7"], ["| 2", "2", "148.5 ± 0.7"], ["| 5", "2", "145.5 ± 0.7"],
+        ["| 10", "2", "140.5 ± 0.7"]]
+    assert curve[-1].endswith("| 0.703 | 9.0 ± 0.0 |")
+
+    png = tmp_path / "parts_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(png).shape[:2]
+    assert width > 600 and height > 400
+    assert not (tmp_path / "c3dpo_selection.md").exists()  # no selection CSV: nothing to summarise
+
+
+def test_selection_picks_the_lowest_mpjpe_and_table1_uses_it(tmp_path, capsys):
+    fake = FakeRunner()
+    assert pe.main(["select-c3dpo", "--out-dir", str(tmp_path)], run=fake) == 0
+    assert dict(fake.calls)["c3dpo-w10"] == ("model.type=c3dpo", "train.inplane_augment=true", "loss.canon_samples=4",
+                                             "train.val_share=0.1", "eval.split=val", "train.seed=0",
+                                             "loss.canonicalisation=10")
+    header, rows = _read(tmp_path / "c3dpo_selection.csv")
+    assert header == ["weight", "mpjpe_mm", "re14_mm"]
+    assert [r[:2] for r in rows] == [["0.01", "161.0"], ["0.1", "170.0"], ["1", "260.0"], ["10", "1160.0"]]
+    assert "Chosen: **0.01**" in (tmp_path / "c3dpo_selection.md").read_text()
+
+    _write_csv(tmp_path / "c3dpo_selection.csv", ["weight", "mpjpe_mm", "re14_mm"],
+               [["0.01", "300", "1"], ["0.1", "250", "1"], ["1", "240.5", "1"], ["10", "", ""]])
+    assert pe.c3dpo_weight(tmp_path / "c3dpo_selection.csv") == 1.0
+    assert pe.c3dpo_weight(tmp_path / "absent.csv") == 0.1
+    capsys.readouterr()
+    table1 = FakeRunner()
+    assert pe.main(["table1", "--seeds", "0", "--only", "c3dpo", "--out-dir", str(tmp_path)], run=table1) == 0
+    assert table1.calls == [("t1-c3dpo-s0", ("model.type=c3dpo", "train.inplane_augment=true", "loss.canon_samples=4",
+                                             "loss.canonicalisation=1", "train.seed=0"))]
+    assert "c3dpo: loss.canonicalisation=1, chosen by select-c3dpo (selection incomplete: no result for 10)" \
+        in capsys.readouterr().out
+
+
+def test_all_runs_the_selection_first_and_dry_run_runs_nothing(tmp_path, capsys):
+    dry = FakeRunner()
+    assert pe.main(["all", "--seeds", "0", "--dry-run", "--out-dir", str(tmp_path)], run=dry) == 0
+    assert dry.calls == [] and not any(tmp_path.iterdir())
+    out = capsys.readouterr().out
+    assert "dvc --wait-for-lock exp run --temp -n t1-no_canon-s0 -S loss.canonicalisation=0 -S train.seed=0" in out
+    assert "-n parts-16-s0 -S model.parts=16 -S train.seed=0" in out
+
+    fake = FakeRunner()
+    assert pe.main(["all", "--seeds", "0", "--out-dir", str(tmp_path)], run=fake) == 0
+    names = [name for name, _ in fake.calls]
+    assert names[:4] == ["c3dpo-w0.01", "c3dpo-w0.1", "c3dpo-w1", "c3dpo-w10"]
+    assert len(names) == 4 + len(pe.TABLE1) + len(pe.PARTS)
+    assert "loss.canonicalisation=0.01" in dict(fake.calls)["t1-c3dpo-s0"]  # the selection just made
+    for f in ("table1.csv", "table1.md", "parts_curve.csv", "parts_curve.md", "parts_curve.png",
+              "c3dpo_selection.csv", "c3dpo_selection.md", "runs.json"):
+        assert (tmp_path / f).is_file(), f
+
+
+def test_thread_environment_shares_the_cores():
+    assert pe.thread_env(2, 1, {"PATH": "/bin"}) == {"PATH": "/bin", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert pe.thread_env(16, 3, {})["OMP_NUM_THREADS"] == "5"
+    assert pe.thread_env(2, 4, {})["MKL_NUM_THREADS"] == "1"
+
+
+# --- the DVC side, through a fake process runner ---------------------------------------------------
+
+def _exp(name, state, mpjpe=None):
+    data = None if mpjpe is None else {
+        "params": {"params.yaml": {"data": {"model": {"parts": 5}}}},
+        "metrics": {"metrics/eval.json": {"data": {"mpjpe_mm": mpjpe, "re14_mm": 60.0, "xy_mm": 9.0, "z_mm": 70.0,
+                                                   "flat_mpjpe_mm": 195.6, "parts_used": 4}},
+                    "metrics/train/metrics.json": {"data": {"loss": 0.2}}}}
+    executor = None if state == "done" else {"state": state, "name": None, "local": None}
+    return {"name": name, "executor": executor, "revs": [{"rev": "b" * 40, "name": name, "data": data}]}
+
+
+def _exp_show(*experiments):
+    return json.dumps([{"rev": "workspace", "name": None, "data": {}},
+                       {"rev": "a" * 40, "name": "main", "data": {}, "experiments": list(experiments) or None}])
+
+
+class FakeProcesses:
+    """Answers DVC's and git's command lines from a script of ``dvc exp show`` outputs."""
+
+    def __init__(self, shows, fail=()):
+        self.shows, self.fail, self.calls = list(shows), set(fail), []
+
+    def __call__(self, argv, env=None, log=None):
+        self.calls.append((tuple(argv), env, log))
+        if argv[:4] == ["dvc", "exp", "show", "--json"]:
+            return pe.Called(0, self.shows.pop(0) if len(self.shows) > 1 else self.shows[0])
+        if argv[:3] == ["dvc", "queue", "status"]:
+            return pe.Called(0, "Task  Name  Created  Status\n\nWorker status: 1 active, 0 idle\n")
+        if log is not None:
+            log.write_text("training log\n")
+        return pe.Called(1 if tuple(argv) in self.fail else 0, "", "")
+
+
+def test_dvc_run_removes_a_stale_experiment_runs_it_in_a_temp_workspace_and_reads_its_metrics(tmp_path):
+    procs = FakeProcesses([_exp_show(_exp("parts-5-s0", "failed")), _exp_show(),
+                           _exp_show(_exp("other", "done", 1.0), _exp("parts-5-s0", "done", 150.5))])
+    env = pe.thread_env(2, 1, {})
+    dvc = pe.Dvc(env=env, call=procs, log_dir=tmp_path)
+    metrics = dvc.run("parts-5-s0", ("model.parts=5", "train.seed=0"))
+    assert metrics == {"mpjpe_mm": 150.5, "re14_mm": 60.0, "xy_mm": 9.0, "z_mm": 70.0, "flat_mpjpe_mm": 195.6,
+                       "parts_used": 4}
+    argvs = [c[0] for c in procs.calls]
+    assert ("dvc", "--wait-for-lock", "exp", "remove", "parts-5-s0") in argvs
+    run_call = next(c for c in procs.calls if "run" in c[0])
+    assert run_call[0] == ("dvc", "--wait-for-lock", "exp", "run", "--temp", "-n", "parts-5-s0",
+                           "-S", "model.parts=5", "-S", "train.seed=0")
+    assert run_call[1]["OMP_NUM_THREADS"] == "2" and run_call[2] == tmp_path / "parts-5-s0.log"
+
+
+def test_dvc_run_failure_names_the_log(tmp_path):
+    argv = ("dvc", "--wait-for-lock", "exp", "run", "--temp", "-n", "t1-dp3d-s0", "-S", "train.seed=0")
+    dvc = pe.Dvc(env={}, call=FakeProcesses([_exp_show()], fail={argv}), log_dir=tmp_path)
+    with pytest.raises(pe.RunFailed, match=r"exited with 1 \(log: .*t1-dp3d-s0\.log\)"):
+        dvc.run("t1-dp3d-s0", ("train.seed=0",))
+
+
+def test_queued_runs_start_workers_and_report_each_as_it_finishes(tmp_path):
+    a = pe.Run("parts-1-s0", ("1", "0"), ("model.parts=1", "train.seed=0"), "parts")
+    b = pe.Run("parts-2-s0", ("2", "0"), ("model.parts=2", "train.seed=0"), "parts")
+    shows = [_exp_show(), _exp_show(),  # forget(a), forget(b): nothing to remove
+             _exp_show(_exp(a.name, "queued"), _exp(b.name, "queued")),
+             _exp_show(_exp(a.name, "running"), _exp(b.name, "queued")),
+             _exp_show(_exp(a.name, "done", 140.0), _exp(b.name, "running")),
+             _exp_show(_exp(a.name, "done", 140.0), _exp(b.name, "failed"))]
+    procs = FakeProcesses(shows)
+    ticks = iter(range(0, 1000, 10))
+    execute = pe.Dvc(env=pe.thread_env(16, 2, {}), call=procs, log_dir=tmp_path).queued(
+        2, poll_s=0, sleep=lambda s: None, clock=lambda: next(ticks))
+    outcomes = list(execute([a, b]))
+    assert [(o.run.name, o.metrics and o.metrics["mpjpe_mm"]) for o in outcomes] == [(a.name, 140.0), (b.name, None)]
+    assert "dvc queue logs parts-2-s0" in outcomes[1].error
+    argvs = [c[0] for c in procs.calls]
+    assert ("dvc", "--wait-for-lock", "exp", "run", "--queue", "-n", a.name, "-S", "model.parts=1",
+            "-S", "train.seed=0") in argvs
+    start = next(c for c in procs.calls if c[0][2:4] == ("queue", "start"))
+    assert start[0] == ("dvc", "--wait-for-lock", "queue", "start", "-j", "2")
+    assert start[1]["OMP_NUM_THREADS"] == start[1]["MKL_NUM_THREADS"] == "8"
+
+
+def test_queue_without_workers_is_reported_not_waited_for_forever(tmp_path):
+    class NoWorkers(FakeProcesses):
+        def __call__(self, argv, env=None, log=None):
+            if argv[:3] == ["dvc", "queue", "status"]:
+                return pe.Called(0, "No experiment tasks in the queue.\n\nWorker status: 0 active, 0 idle\n")
+            return super().__call__(argv, env, log)
+
+    run = pe.Run("parts-3-s0", ("3", "0"), ("model.parts=3", "train.seed=0"), "parts")
+    procs = NoWorkers([_exp_show(), _exp_show(_exp(run.name, "queued"))])
+    outcomes = list(pe.Dvc(env={}, call=procs, log_dir=tmp_path).queued(1, poll_s=0, sleep=lambda s: None)([run]))
+    assert len(outcomes) == 1 and "no worker" in outcomes[0].error
+    assert pe.parse_workers("Worker status: 2 active, 1 idle") == 3 and pe.parse_workers("nothing") is None
+
+
+def test_dvc_yaml_plots_the_parts_curve():
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    entry = next(p["metrics/paper/parts_curve.csv"] for p in plots if "metrics/paper/parts_curve.csv" in p)
+    assert (entry["x"], entry["y"]) == ("parts", "mpjpe_mm")
+    assert pe.PARTS_CSV.file == "parts_curve.csv" and pe.OUT_DIR == ROOT / "metrics" / "paper"
