@@ -83,10 +83,11 @@ def _head(hidden: int, out: int) -> nn.Linear:
 
 class ShapeOutput(NamedTuple):
     """vertices: (B, N, 3) posed shape, object frame. vertex_xi: (B, N, 6) per-vertex blended se(3)
-    vector (dp3d) or None."""
+    vector (dp3d) or None. part_linear: (B, M, 3, 3) linear part of each ``G_j Ḡ_j⁻¹`` (dp3d) or None."""
 
     vertices: torch.Tensor
     vertex_xi: torch.Tensor | None
+    part_linear: torch.Tensor | None = None
 
 
 class ModelOutput(NamedTuple):
@@ -97,6 +98,8 @@ class ModelOutput(NamedTuple):
     camera: (B, 6) axis-angle, image-plane translation, log-scale.
     points: (B, N, 3) the shape in the camera frame; ``points[..., :2]`` is the projection.
     uncertainty: (B, N) heteroscedastic scale b (``model.heteroscedastic``) or None.
+    normals: (B, N, 3) the template's unit normals moved by the blended part rotations and the camera
+        rotation (dp3d, once :meth:`LiftingModel.set_rest_normals` was called) or None.
     """
 
     latent: torch.Tensor
@@ -104,6 +107,7 @@ class ModelOutput(NamedTuple):
     camera: torch.Tensor
     points: torch.Tensor
     uncertainty: torch.Tensor | None
+    normals: torch.Tensor | None = None
 
 
 def canonical_template(vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,
@@ -148,6 +152,7 @@ class LiftingModel(nn.Module):
         self.type = cfg.type
         self.register_buffer("template", torch.as_tensor(np.asarray(vertices), dtype=torch.float32))
         self.register_buffer("basis", torch.as_tensor(np.asarray(basis)[:, :k], dtype=torch.float32))
+        self.register_buffer("rest_normals", None, persistent=False)  # (N, 3), see set_rest_normals
         self.trunk = Trunk(3 * n, cfg.hidden, cfg.bottleneck, cfg.blocks)
         m, d, nb = cfg.parts, cfg.basis_size, cfg.blendshapes
         if self.type == "dp3d":
@@ -207,7 +212,7 @@ class LiftingModel(nn.Module):
         # Y_i = Σ_j w_ij (A_j X_i + b_j) as one matmul: Z[i, (j, k)] = w_ij X_ik, A'[(j, k), r] = A_j[r, k]
         z = (w[..., None] * x[..., None, :]).flatten(-2)  # (N, 3M) or (B, N, 3M)
         y = z @ a.transpose(-1, -2).reshape(bsz, m * 3, 3) + w @ b  # (B, N, 3)
-        return ShapeOutput(y, w @ xi)
+        return ShapeOutput(y, w @ xi, a)
 
     def forward(self, xy: torch.Tensor, visible: torch.Tensor) -> ModelOutput:
         """xy: (B, N, 2) normalised keypoints (0 where invisible); visible: (B, N) bool."""
@@ -218,6 +223,12 @@ class LiftingModel(nn.Module):
         camera = self.camera_head(h)
         shape = self.shape_from_latent(latent)
         rot = roma.rotvec_to_rotmat(camera[:, :3])  # (B, 3, 3)
+        normals = None
+        if self.rest_normals is not None and shape.part_linear is not None:
+            # n_i' = R_0 Σ_j w_ij A_j n_i: rotations only, so no stretch of the shape changes it
+            n = torch.einsum("nm,bmrc,nc->bnr", self.segmentation(), shape.part_linear, self.rest_normals)
+            normals = n @ rot.transpose(-1, -2)
+            normals = normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         shift = torch.cat([camera[:, 3:5], torch.zeros_like(camera[:, :1])], dim=1)  # (B, 3)
         points = camera[:, 5, None, None].exp() * (shape.vertices @ rot.transpose(-1, -2)) + shift[:, None]
         unc = None
@@ -225,7 +236,12 @@ class LiftingModel(nn.Module):
             xi = shape.vertex_xi if shape.vertex_xi is not None else camera[:, None].expand(-1, self.n_vertices, -1)
             feats = torch.cat([self.basis.expand(len(xy), -1, -1), xi], dim=-1)  # (B, N, K + 6)
             unc = self.hetero(feats)[..., 0]
-        return ModelOutput(latent, shape.vertices, camera, points, unc)
+        return ModelOutput(latent, shape.vertices, camera, points, unc, normals)
+
+    def set_rest_normals(self, normals: np.ndarray | torch.Tensor) -> None:
+        """Gives the model the template's (N, 3) unit outward normals (canonical frame), so that
+        ``forward`` also returns the posed normals (for ``loss.facing``; not saved in checkpoints)."""
+        self.rest_normals = torch.as_tensor(normals, dtype=torch.float32, device=self.template.device)
 
 
 def build_model(cfg: ModelParams, vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,

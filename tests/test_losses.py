@@ -134,17 +134,39 @@ def test_vertex_normals_face_outward(template):
 
 
 def test_facing_zero_from_the_front_positive_turned_around(template):
+    """The model's posed normals: the template seen from the front faces the camera (loss 0); turned
+    around by the camera (its depth twin among rotations) the same visible vertices face away."""
+    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
+    torch.manual_seed(0)
+    model = build_model(ModelParams(hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
+                        template.vertices, template.up, template.forward, unit_rms(eb.evecs))
+    faces = torch.as_tensor(template.faces, dtype=torch.long)
+    model.set_rest_normals(vertex_normals(model.template[None], faces)[0])
+    with torch.no_grad():
+        for p in (model.latent_head, model.camera_head):
+            p.weight.zero_(), p.bias.zero_()
+        out = model.eval()(torch.zeros(1, model.n_vertices, 2), torch.ones(1, model.n_vertices, dtype=torch.bool))
+        visible = out.normals[..., 2] < 0  # what a camera in front sees (back-face culling)
+        assert facing_loss(out.normals, visible).item() == 0.0
+        model.camera_head.bias[:3] = torch.tensor([0.0, math.pi, 0.0])  # the camera turns the body around
+        turned = model(torch.zeros(1, model.n_vertices, 2), torch.ones(1, model.n_vertices, dtype=torch.bool))
+    assert facing_loss(turned.normals, visible).item() > 0.5
+
+
+def test_mesh_normals_reward_depth_stretch_posed_normals_do_not(template):
+    """Why the facing term uses rotated rest normals: mesh normals of a depth-stretched shape turn to the
+    image plane, so their hinge falls by stretching; a reflection (winding reversed) even keeps n_z."""
     canon, _ = canonical_template(template.vertices, template.up, template.forward)
     x = torch.as_tensor(canon)[None]
     faces = torch.as_tensor(template.faces, dtype=torch.long)
-    visible = vertex_normals(x, faces)[..., 2] < 0  # what a camera in front sees (back-face culling)
-    assert facing_loss(x, visible, faces).item() == 0.0
-    # the depth twin the model can produce: the body turned around (a rotation), same keypoints visible
-    turned = x @ roma.rotvec_to_rotmat(torch.tensor([0.0, math.pi, 0.0])).T
-    assert facing_loss(turned, visible, faces).item() > 0.5
-    # a reflection keeps n_z (it also reverses the winding): the term cannot see it, and need not
-    mirror = x * torch.tensor([1.0, 1.0, -1.0])
-    assert facing_loss(mirror, visible, faces).item() == pytest.approx(0.0, abs=1e-6)
+    rot = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.6, 0.0]))
+    x = x @ rot.T  # a three-quarter view: some visible normals point slightly away
+    visible = torch.ones(1, x.shape[1], dtype=torch.bool)
+    plain = facing_loss(vertex_normals(x, faces), visible).item()
+    stretched = facing_loss(vertex_normals(x * torch.tensor([1.0, 1.0, 3.0]), faces), visible).item()
+    assert stretched < 0.8 * plain
+    mirror = facing_loss(vertex_normals(x * torch.tensor([1.0, 1.0, -1.0]), faces), visible).item()
+    assert mirror == pytest.approx(plain, abs=1e-6)
 
 
 def test_oracle_loss_ignores_depth_offset():
