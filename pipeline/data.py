@@ -25,12 +25,14 @@ __all__ = ["KeypointBatch", "KeypointStream", "holdout_rows"]
 
 
 class KeypointBatch(NamedTuple):
-    """xy: (b, N, 2) float32 image pixels (0 where invisible); visible: (b, N) bool; rows: (b,) int64.
-    With ``truth``: vertices (b, N, 3) float32 true camera-frame metres and camera (b, 3) float32 f, cx, cy."""
+    """xy: (b, N, 2) float32 image pixels (0 where invisible); visible: (b, N) bool; rows: (b,) int64;
+    count: (b, N) uint16 pixels mapping to each vertex. With ``truth``: vertices (b, N, 3) float32 true
+    camera-frame metres and camera (b, 3) float32 f, cx, cy."""
 
     xy: torch.Tensor
     visible: torch.Tensor
     rows: torch.Tensor
+    count: torch.Tensor
     vertices: torch.Tensor | None = None
     camera: torch.Tensor | None = None
 
@@ -105,7 +107,7 @@ class KeypointStream:
         return self.n_split // self.batch_size
 
     def _names(self) -> tuple[str, ...]:
-        return ("xy", "visible", "gt/vertices", "gt/camera") if self.truth else ("xy", "visible")
+        return ("xy", "visible", "count", "gt/vertices", "gt/camera") if self.truth else ("xy", "visible", "count")
 
     def _read(self, chunk_ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """The wanted rows of some chunks: one array per :meth:`_names`, and their (b,) row numbers."""

@@ -286,7 +286,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
                 kp = kp @ rot.transpose(-1, -2)
                 if truth is not None:
                     truth = torch.cat([truth[..., :2] @ rot.transpose(-1, -2), truth[..., 2:]], dim=-1)
-            loss, parts = net(kp, vis, truth)
+            loss, parts = net(kp, vis, truth, batch.count.to(device))
             value = loss.detach().clone()
             if world > 1:
                 dist.all_reduce(value)

@@ -146,11 +146,25 @@ def test_facing_zero_from_the_front_positive_turned_around(template):
         for p in (model.latent_head, model.camera_head):
             p.weight.zero_(), p.bias.zero_()
         out = model.eval()(torch.zeros(1, model.n_vertices, 2), torch.ones(1, model.n_vertices, dtype=torch.bool))
-        visible = out.normals[..., 2] < 0  # what a camera in front sees (back-face culling)
-        assert facing_loss(out.normals, visible).item() == 0.0
+        visible = (out.normals[..., 2] < 0).float()  # what a camera in front sees (back-face culling)
+        w = model.segmentation()
+        assert facing_loss(out.normals, visible, w).item() == 0.0
         model.camera_head.bias[:3] = torch.tensor([0.0, math.pi, 0.0])  # the camera turns the body around
         turned = model(torch.zeros(1, model.n_vertices, 2), torch.ones(1, model.n_vertices, dtype=torch.bool))
-    assert facing_loss(turned.normals, visible).item() > 0.5
+    assert facing_loss(turned.normals, visible, w).item() > 0.5
+
+
+def test_facing_sees_one_turned_part_and_ignores_silhouette_vertices():
+    """Per part: a part whose visible side faces away costs, a few away-facing visible vertices of a part
+    that faces the camera (a silhouette) cost nothing."""
+    n = torch.tensor([[0.0, 0.0, -1.0]]).repeat(1, 10, 1)  # 10 vertices facing the camera
+    n[0, 8:] = torch.tensor([0.6, 0.0, 0.8])  # two silhouette vertices of part 1 facing away a little
+    parts = torch.zeros(10, 2)
+    parts[:5, 0], parts[5:, 1] = 1.0, 1.0
+    evidence = torch.ones(1, 10)
+    assert facing_loss(n, evidence, parts).item() == 0.0
+    n[0, :5, 2] = 1.0  # part 0 turned around
+    assert facing_loss(n, evidence, parts).item() == pytest.approx(0.5, abs=1e-6)
 
 
 def test_mesh_normals_reward_depth_stretch_posed_normals_do_not(template):
@@ -161,12 +175,12 @@ def test_mesh_normals_reward_depth_stretch_posed_normals_do_not(template):
     faces = torch.as_tensor(template.faces, dtype=torch.long)
     rot = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.6, 0.0]))
     x = x @ rot.T  # a three-quarter view: some visible normals point slightly away
-    visible = torch.ones(1, x.shape[1], dtype=torch.bool)
-    plain = facing_loss(vertex_normals(x, faces), visible).item()
-    stretched = facing_loss(vertex_normals(x * torch.tensor([1.0, 1.0, 3.0]), faces), visible).item()
-    assert stretched < 0.8 * plain
-    mirror = facing_loss(vertex_normals(x * torch.tensor([1.0, 1.0, -1.0]), faces), visible).item()
-    assert mirror == pytest.approx(plain, abs=1e-6)
+    def hinge(shape):  # the per-vertex hinge on mesh normals, the rejected form
+        return torch.relu(vertex_normals(shape, faces)[..., 2]).mean().item()
+
+    plain = hinge(x)
+    assert hinge(x * torch.tensor([1.0, 1.0, 3.0])) < 0.8 * plain
+    assert hinge(x * torch.tensor([1.0, 1.0, -1.0])) == pytest.approx(plain, abs=1e-6)
 
 
 def test_oracle_loss_ignores_depth_offset():
