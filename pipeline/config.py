@@ -273,8 +273,8 @@ class LossParams:
     """Stage ``train``: loss weights (eq. 9) and robust-norm constants; a weight of 0 skips that loss."""
 
     canonicalisation: float = param(0.1, "w_canon", lo=0.0, hi=1e6)
-    arap: float = param(0.3, "w_arap (relative ARAP energy: the rest shape's energy is 1)", lo=0.0, hi=1e6)
-    entropy: float = param(0.001, "w_entropy (mean vertex entropy in units of log M: 0 hard parts .. 1 uniform)",
+    arap: float = param(1.0, "w_arap (relative ARAP energy: the rest shape's energy is 1; paper 0.3)", lo=0.0, hi=1e6)
+    entropy: float = param(0.01, "w_entropy (mean vertex entropy in units of log M: 0 hard .. 1 uniform; paper 0.001)",
                            lo=0.0, hi=1e6)
     facing: float = param(1.0, "w_facing: visible vertices' predicted normals must face the camera (not in the paper)",
                           lo=0.0, hi=1e6)
