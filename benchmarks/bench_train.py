@@ -64,7 +64,7 @@ def main() -> None:
     for device in devices:
         model = build_model(cfg, v, np.array([0, 0, 1.0]), np.array([0, -1.0, 0]), basis)
         loss_cfg = LossParams(arap_instances=args.arap_instances, arap_rotations=args.rotations)
-        obj = TrainingObjective(model, loss_cfg, arap_weights(model.template.numpy(), f)).to(device)
+        obj = TrainingObjective(model, loss_cfg, arap_weights(model.template.numpy(), f), f).to(device)
         xy = torch.randn(args.batch, len(v), 2, device=device)
         vis = torch.rand(args.batch, len(v), device=device) < 0.5
         obj.eval()
