@@ -24,4 +24,4 @@ test: $(STAMP)
 	python -m pytest -q -ra
 
 bench: $(STAMP)
-	for f in benchmarks/bench_*.py; do python $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do PYTHONPATH=. python $$f || exit 1; done

@@ -490,6 +490,17 @@ def find_experiment(exp_show: list[dict], name: str) -> dict | None:
     return None
 
 
+def same_overrides(row: dict, overrides: Iterable[str]) -> bool:
+    """Whether an experiment row's params.yaml has every ``key=value`` of ``overrides`` (YAML values)."""
+    import yaml
+
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if tabulate.lookup(row, key, "param") != yaml.safe_load(value):
+            return False
+    return True
+
+
 def parse_workers(status_text: str) -> int | None:
     """Active + idle workers from ``dvc queue status``'s "Worker status: A active, I idle" line."""
     match = re.search(r"Worker status:\s*(\d+) active,\s*(\d+) idle", status_text)
@@ -553,10 +564,13 @@ class Dvc:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     call: Callable[..., Called] = call_process
     log_dir: Path = LOG_DIR
+    baseline: str | None = None  # the commit the runs are based on (None: HEAD, whatever it is then)
 
     def exp_show(self) -> list[dict]:
-        """``dvc exp show --json`` (experiments of HEAD, queued and failed ones included)."""
-        res = self.call(["dvc", "exp", "show", "--json"], env=self.env)
+        """``dvc exp show --json`` (experiments of the baseline commit, queued and failed ones included), so
+        commits made while the runs go on do not hide them."""
+        rev = ["--rev", self.baseline] if self.baseline else []
+        res = self.call(["dvc", "exp", "show", "--json", *rev], env=self.env)
         if res.returncode:
             raise RunFailed(f"dvc exp show failed: {res.stderr.strip()[-500:]}")
         return json.loads(res.stdout)
@@ -594,7 +608,15 @@ class Dvc:
         """An executor queueing the runs and running them on ``jobs`` DVC queue workers."""
         def execute(runs: list[Run]) -> Iterator[Outcome]:
             waiting = {}
+            shown = self.exp_show()
             for r in runs:
+                row = find_experiment(shown, r.name)
+                if row is not None and row["state"] == "success" and same_overrides(row, r.overrides):
+                    outcome = _queued_outcome(r, row, "success", 0.0)  # finished earlier (a killed script)
+                    if outcome.error is None:
+                        print(f"  {r.name}: already finished in DVC, read back", flush=True)
+                        yield outcome
+                        continue
                 try:
                     self.forget(r.name)
                     res = self.call(exp_run_argv(r.name, r.overrides, queue=True), env=self.env)
@@ -604,10 +626,13 @@ class Dvc:
                 except RunFailed as e:
                     yield Outcome(r, None, str(e), 0.0)
             if waiting:
-                res = self.call([*DVC, "queue", "start", "-j", str(jobs)], env=self.env)
+                # to a file, not a pipe: the worker daemons inherit it and would hold a pipe open forever
+                res = self.call([*DVC, "queue", "start", "-j", str(jobs)], env=self.env,
+                                log=self.log_dir / "queue_start.log")
                 if res.returncode:
                     for r in waiting.values():
-                        yield Outcome(r, None, f"dvc queue start failed: {res.stderr.strip()[-500:]}", 0.0)
+                        yield Outcome(r, None, f"dvc queue start failed (log: {self.log_dir / 'queue_start.log'})",
+                                      0.0)
                     return
                 yield from self._poll(waiting, poll_s, sleep, clock)
         return execute
@@ -775,7 +800,8 @@ def make_context(args: argparse.Namespace, run: Callable | None) -> Context:
     prefix = " ".join(f"{v}={env[v]}" for v in THREAD_VARS)
     if run is not None:
         return Context(args.out_dir, serially(run), lambda: {}, args.dry_run)
-    dvc = Dvc(env=env)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    dvc = Dvc(env=env, baseline=head.stdout.strip() if head.returncode == 0 else None)
     if args.jobs == 1:
         return Context(args.out_dir, serially(dvc.run), git_provenance, args.dry_run,
                        lambda runs: [f"{prefix} {shlex.join(exp_run_argv(r.name, r.overrides))}" for r in runs])

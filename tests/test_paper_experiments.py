@@ -250,9 +250,9 @@ def test_thread_environment_shares_the_cores():
 
 # --- the DVC side, through a fake process runner ---------------------------------------------------
 
-def _exp(name, state, mpjpe=None):
+def _exp(name, state, mpjpe=None, parts=5):
     data = None if mpjpe is None else {
-        "params": {"params.yaml": {"data": {"model": {"parts": 5}}}},
+        "params": {"params.yaml": {"data": {"model": {"parts": parts}, "train": {"seed": 0}}}},
         "metrics": {"metrics/eval.json": {"data": {"mpjpe_mm": mpjpe, "re14_mm": 60.0, "xy_mm": 9.0, "z_mm": 70.0,
                                                    "flat_mpjpe_mm": 195.6, "parts_used": 4}},
                     "metrics/train/metrics.json": {"data": {"loss": 0.2}}}}
@@ -308,7 +308,7 @@ def test_dvc_run_failure_names_the_log(tmp_path):
 def test_queued_runs_start_workers_and_report_each_as_it_finishes(tmp_path):
     a = pe.Run("parts-1-s0", ("1", "0"), ("model.parts=1", "train.seed=0"), "parts")
     b = pe.Run("parts-2-s0", ("2", "0"), ("model.parts=2", "train.seed=0"), "parts")
-    shows = [_exp_show(), _exp_show(),  # forget(a), forget(b): nothing to remove
+    shows = [_exp_show(), _exp_show(), _exp_show(),  # finished earlier? forget(a), forget(b): nothing there
              _exp_show(_exp(a.name, "queued"), _exp(b.name, "queued")),
              _exp_show(_exp(a.name, "running"), _exp(b.name, "queued")),
              _exp_show(_exp(a.name, "done", 140.0), _exp(b.name, "running")),
@@ -325,6 +325,7 @@ def test_queued_runs_start_workers_and_report_each_as_it_finishes(tmp_path):
             "-S", "train.seed=0") in argvs
     start = next(c for c in procs.calls if c[0][2:4] == ("queue", "start"))
     assert start[0] == ("dvc", "--wait-for-lock", "queue", "start", "-j", "2")
+    assert start[2] == tmp_path / "queue_start.log"  # a file: the worker daemons must not hold a pipe
     assert start[1]["OMP_NUM_THREADS"] == start[1]["MKL_NUM_THREADS"] == "8"
 
 
@@ -336,7 +337,7 @@ def test_queue_without_workers_is_reported_not_waited_for_forever(tmp_path):
             return super().__call__(argv, env, log)
 
     run = pe.Run("parts-3-s0", ("3", "0"), ("model.parts=3", "train.seed=0"), "parts")
-    procs = NoWorkers([_exp_show(), _exp_show(_exp(run.name, "queued"))])
+    procs = NoWorkers([_exp_show(), _exp_show(), _exp_show(_exp(run.name, "queued"))])
     outcomes = list(pe.Dvc(env={}, call=procs, log_dir=tmp_path).queued(1, poll_s=0, sleep=lambda s: None)([run]))
     assert len(outcomes) == 1 and "no worker" in outcomes[0].error
     assert pe.parse_workers("Worker status: 2 active, 1 idle") == 3 and pe.parse_workers("nothing") is None
@@ -347,3 +348,18 @@ def test_dvc_yaml_plots_the_parts_curve():
     entry = next(p["metrics/paper/parts_curve.csv"] for p in plots if "metrics/paper/parts_curve.csv" in p)
     assert (entry["x"], entry["y"]) == ("parts", "mpjpe_mm")
     assert pe.PARTS_CSV.file == "parts_curve.csv" and pe.OUT_DIR == ROOT / "metrics" / "paper"
+
+
+def test_queued_runs_finished_earlier_are_read_back_not_rerun(tmp_path):
+    """A run that DVC already finished with the same overrides (e.g. the script was killed while it
+    waited) is read back from `dvc exp show`; a finished one with other params is removed and rerun."""
+    same = pe.Run("parts-1-s0", ("1", "0"), ("model.parts=1", "train.seed=0"), "parts")
+    other = pe.Run("parts-2-s0", ("2", "0"), ("model.parts=2", "train.seed=0"), "parts")
+    done = _exp_show(_exp(same.name, "done", 140.0, parts=1), _exp(other.name, "done", 150.0, parts=7))
+    procs = FakeProcesses([done, done, _exp_show(), _exp_show(_exp(other.name, "done", 151.0, parts=2))])
+    outcomes = list(pe.Dvc(env={}, call=procs, log_dir=tmp_path).queued(1, poll_s=0, sleep=lambda s: None)(
+        [same, other]))
+    assert [(o.run.name, o.metrics["mpjpe_mm"]) for o in outcomes] == [(same.name, 140.0), (other.name, 151.0)]
+    argvs = [c[0] for c in procs.calls]
+    assert not any(same.name in a and "run" in a for a in argvs)
+    assert ("dvc", "--wait-for-lock", "exp", "remove", other.name) in argvs
