@@ -75,8 +75,9 @@ class KeypointStream:
                  split: int = 0, template_hash: str | None = None, rank: int = 0, world: int = 1,
                  exclude: np.ndarray | None = None, truth: bool = False):
         self.root = open_keypoints(path, template_hash)
-        self.xy, self.visible = self.root["xy"], self.root["visible"]
+        self.xy = self.root["xy"]
         self.truth = truth
+        self.names = ("xy", "visible", "count", "gt/vertices", "gt/camera")[:5 if truth else 3]
         if truth:
             gt = self.root["gt"] if "gt" in self.root else None
             if gt is None or not {"vertices", "camera"} <= set(gt.array_keys()):
@@ -106,12 +107,9 @@ class KeypointStream:
     def steps_per_epoch(self) -> int:
         return self.n_split // self.batch_size
 
-    def _names(self) -> tuple[str, ...]:
-        return ("xy", "visible", "count", "gt/vertices", "gt/camera") if self.truth else ("xy", "visible", "count")
-
     def _read(self, chunk_ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """The wanted rows of some chunks: one array per :meth:`_names`, and their (b,) row numbers."""
-        names = self._names()
+        """The wanted rows of some chunks: one array per ``self.names``, and their (b,) row numbers."""
+        names = self.names
         got, rows = {k: [] for k in names}, []
         for c in np.sort(chunk_ids):
             lo, hi = c * self.chunk, min((c + 1) * self.chunk, self.n)
@@ -129,7 +127,7 @@ class KeypointStream:
         rng = np.random.default_rng([self.seed, epoch])
         n_chunks = -(-self.n // self.chunk)
         order = rng.permutation(n_chunks)
-        names = self._names()
+        names = self.names
         buf = [np.zeros((0, *self.root[k].shape[1:]), self.root[k].dtype) for k in names]
         buf_rows = np.zeros(0, np.int64)
         done = 0

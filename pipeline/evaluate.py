@@ -330,7 +330,6 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
     batches = _batches(root, rows, reconstruct, cfg.batch_size, progress)
     if ground_truth:
         result, kept, errors = _measure_3d(root, batches, template, parts, cfg, keep, device)
-        result.metrics["split"] = which
     else:
         if "box" not in root:
             raise StoreError(f"{keypoints}: no ground truth and no box array: the 2D error is relative to the box")
@@ -338,7 +337,7 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
                  keypoints)
         result, kept, errors = _measure_2d(batches, parts, which, keep)
     seg_metrics, seg_rows = _segmentation(template, segmentation, segmentation_init)
-    result = replace(result, metrics={**result.metrics, **seg_metrics}, segmentation=seg_rows)
+    result = replace(result, metrics={**result.metrics, "split": which, **seg_metrics}, segmentation=seg_rows)
     if reports is not None:
         _write_reports(Path(reports), template, segmentation, segmentation_init, seg_metrics, seg_rows, cfg, kept,
                        errors, 1.0 if ground_truth else UV_HALF_RANGE_PX)

@@ -29,6 +29,7 @@ from pipeline.data import KeypointStream, holdout_rows
 from pipeline.devices import resolve_device
 from pipeline.io import atomic_path, load_npz
 from pipeline.keypoints import vertex_areas
+from pipeline.keypoints_store import open_keypoints
 from pipeline.lbo import unit_rms
 from pipeline.losses import TrainingObjective, arap_weights
 from pipeline.model import LiftingModel, canonical_template
@@ -226,13 +227,12 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     objective.to(device)
     optimizer = make_optimizer(objective, cfg)
     oracle = params.loss.oracle_3d > 0
-    stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
-                            split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle)
-    if cfg.val_share > 0:
-        held = holdout_rows(stream.root, cfg.val_share, params.common.seed)
-        stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
-                                split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle, exclude=held)
+    held = None
+    if cfg.val_share > 0:  # the store's split (and bodies) are read once more; the stream opens it itself
+        held = holdout_rows(open_keypoints(keypoints, tmpl.hash), cfg.val_share, params.common.seed)
         log.info("train.val_share = %g: %d train instances held out for validation", cfg.val_share, int(held.sum()))
+    stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
+                            split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle, exclude=held)
     spe = stream.steps_per_epoch
     total = cfg.epochs * spe
 
