@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 __all__ = ["Cameras", "look_at", "sample_cameras", "project", "crop_boxes", "crop_pixel_centres"]
 
 PROJECTIONS = ("orthographic", "perspective")
@@ -79,7 +81,7 @@ def sample_cameras(rngs: list[np.random.Generator], targets: np.ndarray, *, elev
     of view of the virtual image in degrees.
     """
     if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        raise InputError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
     draws = np.array([[g.uniform(0, 360), g.uniform(*elevation), g.uniform(*roll), g.uniform(*distance)]
                       for g in rngs]).reshape(len(rngs), 4)
     rotation, centre = look_at(targets, draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3], up, forward)

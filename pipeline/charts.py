@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.mesh import MeshError, boundary_loops, face_adjacency, face_areas
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def build_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray,
     faces = np.asarray(faces, dtype=np.int64)
     face_part = np.asarray(face_part, dtype=np.int64)
     if face_part.shape != (len(faces),):
-        raise ValueError(f"face_part must have shape ({len(faces)},), got {face_part.shape}")
+        raise InputError(f"face_part must have shape ({len(faces)},), got {face_part.shape}")
     present = np.unique(face_part)
     parts = present if parts is None else np.asarray(parts)
     missing = np.setdiff1d(parts, present)

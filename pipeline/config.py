@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.errors import UserError
+
 __all__ = [
     "ParamsError",
     "CommonParams",
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A key of ``params.yaml`` is unknown, of the wrong type or out of range."""
 
 

@@ -31,6 +31,7 @@ from scipy.spatial import cKDTree
 
 from pipeline.mesh import MeshError
 from pipeline.pickles import as_array, read_pickle
+from pipeline.errors import InputError
 
 __all__ = ["EMBEDDER_PREFIX", "read_densepose_mesh", "read_checkpoint_embeddings", "normalize_embeddings",
            "transfer_face_parts", "transfer_regressor", "surface_samples"]
@@ -47,13 +48,13 @@ def read_densepose_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     raw = read_pickle(path, "a DensePose mesh file (e.g. smpl_27554.pkl; set template.cse_mesh_file)")
     if not isinstance(raw, dict) or not {"vertices", "faces"} <= set(raw):
         got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{path}: a DensePose mesh file holds a dict with 'vertices' and 'faces', got {got}")
+        raise InputError(f"{path}: a DensePose mesh file holds a dict with 'vertices' and 'faces', got {got}")
     vertices = np.asarray(as_array(raw["vertices"]), np.float64)
     faces = np.asarray(as_array(raw["faces"]))
     if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"{path}: vertices {vertices.shape} and faces {faces.shape} must be (V, 3) and (F, 3)")
+        raise InputError(f"{path}: vertices {vertices.shape} and faces {faces.shape} must be (V, 3) and (F, 3)")
     if faces.dtype.kind not in "iu":
-        raise ValueError(f"{path}: faces must be integer vertex indices, got {faces.dtype}")
+        raise InputError(f"{path}: faces must be integer vertex indices, got {faces.dtype}")
     return vertices, faces.astype(np.int64)
 
 
@@ -65,7 +66,7 @@ def normalize_embeddings(e: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 def _state_dict(raw, path) -> dict:
     state = raw.get("model", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: model weights hold a dict (or {{'model': dict}}), got {type(raw).__name__}")
+        raise InputError(f"{path}: model weights hold a dict (or {{'model': dict}}), got {type(raw).__name__}")
     return state
 
 
@@ -83,17 +84,17 @@ def read_checkpoint_embeddings(path: str | Path, mesh_name: str) -> np.ndarray:
         meshes = sorted({k[len(EMBEDDER_PREFIX):].split(".")[0] for k in state
                          if isinstance(k, str) and k.startswith(EMBEDDER_PREFIX)})
         have = f"it has embedders for {meshes}" if meshes else "it has no CSE embedder: not a CSE model"
-        raise ValueError(f"{path}: no vertex embeddings for mesh {mesh_name!r} ({prefix}embeddings); {have}")
+        raise InputError(f"{path}: no vertex embeddings for mesh {mesh_name!r} ({prefix}embeddings); {have}")
     emb = np.asarray(as_array(own["embeddings"]), np.float64)
     if "features" in own:  # VertexFeatureEmbedder
         feat = np.asarray(as_array(own["features"]), np.float64)
         if feat.ndim != 2 or emb.ndim != 2 or feat.shape[1] != emb.shape[0]:
-            raise ValueError(f"{path}: {prefix}features {feat.shape} and embeddings {emb.shape} do not multiply")
+            raise InputError(f"{path}: {prefix}features {feat.shape} and embeddings {emb.shape} do not multiply")
         emb = feat @ emb
     if emb.ndim != 2:
-        raise ValueError(f"{path}: {prefix}embeddings must be (V, D), got {emb.shape}")
+        raise InputError(f"{path}: {prefix}embeddings must be (V, D), got {emb.shape}")
     if not np.isfinite(emb).all():
-        raise ValueError(f"{path}: {prefix}embeddings hold NaN or infinite values")
+        raise InputError(f"{path}: {prefix}embeddings hold NaN or infinite values")
     return normalize_embeddings(emb).astype(np.float32)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.keypoints_store import open_keypoints
+from pipeline.errors import InputError
 
 __all__ = ["KeypointBatch", "KeypointStream", "holdout_rows"]
 
@@ -53,7 +54,7 @@ def holdout_rows(root, share: float, seed: int) -> np.ndarray:
     groups = np.unique(group[train])
     n_out = int(round(share * len(groups)))
     if n_out == 0 or n_out == len(groups):
-        raise ValueError(f"train.val_share = {share}: holds out {n_out} of {len(groups)} train groups "
+        raise InputError(f"train.val_share = {share}: holds out {n_out} of {len(groups)} train groups "
                          f"({key or 'rows'}); choose a share that leaves both sides non-empty")
     chosen = np.random.default_rng(seed).permutation(groups)[:n_out]
     out[train] = np.isin(group[train], chosen)
@@ -81,10 +82,10 @@ class KeypointStream:
         if truth:
             gt = self.root["gt"] if "gt" in self.root else None
             if gt is None or not {"vertices", "camera"} <= set(gt.array_keys()):
-                raise ValueError(f"{path}: no ground truth (gt/vertices, gt/camera): loss.oracle_3d needs "
+                raise InputError(f"{path}: no ground truth (gt/vertices, gt/camera): loss.oracle_3d needs "
                                  f"synthetic data; set loss.oracle_3d: 0")
             if str(self.root.attrs.get("projection", "orthographic")) != "orthographic":
-                raise ValueError(f"{path}: loss.oracle_3d needs orthographic synthetic data "
+                raise InputError(f"{path}: loss.oracle_3d needs orthographic synthetic data "
                                  f"(synthetic.projection: orthographic)")
         split_of = np.asarray(self.root["split"][:])
         self.chunk = int(self.xy.chunks[0])
@@ -94,9 +95,9 @@ class KeypointStream:
             self.mask &= ~np.asarray(exclude, bool)
         self.n_split = int(self.mask.sum())
         if self.n_split < 2:
-            raise ValueError(f"{path}: {self.n_split} instances in split {split}; training needs at least 2")
+            raise InputError(f"{path}: {self.n_split} instances in split {split}; training needs at least 2")
         if batch_size % world:
-            raise ValueError(f"train.batch_size = {batch_size} is not divisible by the {world} processes")
+            raise InputError(f"train.batch_size = {batch_size} is not divisible by the {world} processes")
         self.batch_size = min(batch_size, self.n_split - self.n_split % world)
         self.local = self.batch_size // world
         self.chunks_in_memory = chunks_in_memory

@@ -39,6 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.densepose_store import MISSING_LABEL
+from pipeline.errors import InputError
 
 __all__ = ["N_LABELS", "ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
            "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops", "resize_chart"]
@@ -70,7 +71,7 @@ class CseCrops(NamedTuple):
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else size
     if h < 1 or w < 1:
-        raise ValueError(f"output size must be positive, got {(h, w)}")
+        raise InputError(f"output size must be positive, got {(h, w)}")
     return int(h), int(w)
 
 
@@ -98,11 +99,11 @@ def chart_output_to_crops(fine_segm: torch.Tensor, coarse_segm: torch.Tensor, u:
         :class:`ChartCrops` with labels (n, H, W) uint8 and uv (n, 2, H, W) float32.
     """
     if not (fine_segm.shape == u.shape == v.shape and fine_segm.dim() == 4):
-        raise ValueError(f"fine_segm, u, v must share a shape (n, C, h, w), got "
+        raise InputError(f"fine_segm, u, v must share a shape (n, C, h, w), got "
                          f"{tuple(fine_segm.shape)}, {tuple(u.shape)}, {tuple(v.shape)}")
     if coarse_segm.dim() != 4 or coarse_segm.shape[0] != fine_segm.shape[0] \
             or coarse_segm.shape[2:] != fine_segm.shape[2:]:
-        raise ValueError(f"coarse_segm of shape {tuple(coarse_segm.shape)} does not match "
+        raise InputError(f"coarse_segm of shape {tuple(coarse_segm.shape)} does not match "
                          f"fine_segm {tuple(fine_segm.shape)}")
     hw = _size(size)
     if fine_segm.shape[0] == 0:
@@ -132,7 +133,7 @@ def cse_output_to_crops(embedding: torch.Tensor, coarse_segm: torch.Tensor,
     """
     if embedding.dim() != 4 or coarse_segm.dim() != 4 or embedding.shape[0] != coarse_segm.shape[0] \
             or embedding.shape[2:] != coarse_segm.shape[2:]:
-        raise ValueError(f"embedding {tuple(embedding.shape)} and coarse_segm {tuple(coarse_segm.shape)} "
+        raise InputError(f"embedding {tuple(embedding.shape)} and coarse_segm {tuple(coarse_segm.shape)} "
                          "must be (n, D, h, w) and (n, K, h, w)")
     hw = _size(size)
     if embedding.shape[0] == 0:
@@ -171,7 +172,7 @@ def resize_chart(labels: torch.Tensor, uv: torch.Tensor, size: int | tuple[int, 
         NaN also where no same-label neighbour has a finite U, V).
     """
     if labels.dim() != 2 or uv.shape != (2, *labels.shape):
-        raise ValueError(f"expected labels (h, w) and uv (2, h, w), got {tuple(labels.shape)} and {tuple(uv.shape)}")
+        raise InputError(f"expected labels (h, w) and uv (2, h, w), got {tuple(labels.shape)} and {tuple(uv.shape)}")
     H, W = _size(size)
     h, w = labels.shape
     lab = labels.long()

@@ -42,6 +42,7 @@ from pathlib import Path
 import zarr
 
 from pipeline.store import StoreError, open_store
+from pipeline.errors import InputError
 
 __all__ = ["SCHEMA", "MISSING_LABEL", "SPLIT_TRAIN", "SPLIT_TEST", "densepose_specs", "open_densepose"]
 
@@ -59,7 +60,7 @@ def densepose_specs(crop: int, chart: bool = True, cse_dim: int | None = None,
         n_vertices: N, to write the synthetic ground truth under ``gt/``.
     """
     if not chart and cse_dim is None:
-        raise ValueError("a densepose store holds chart output, CSE output or both")
+        raise InputError("a densepose store holds chart output, CSE output or both")
     s = crop
     specs = {"box": ((4,), "float32"), "score": ((), "float32"), "image": ((), "int32"), "split": ((), "uint8")}
     if chart:

@@ -21,13 +21,14 @@ import numpy as np
 
 from pipeline.densepose_store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
 from pipeline.store import StoreWriter
+from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ImageInstances", "NoInstancesError", "check_cse_template", "read_name_list", "write_instances_store"]
 
 
-class NoInstancesError(RuntimeError):
+class NoInstancesError(UserError, RuntimeError):
     """No instance survived (no image read, no person found, or all below the score threshold)."""
 
 
@@ -65,14 +66,14 @@ def check_cse_template(template, source: str, dim: int | None = None) -> None:
         ValueError: the template is not a CSE mesh's (``template.source: cse``), or another D.
     """
     if template.source != "cse":
-        raise ValueError(
+        raise InputError(
             f"densepose.source {source}: the DensePose output comes from a CSE model, whose pixel embeddings "
             "match only that model's vertex embeddings; the template must be the model's CSE mesh with them: set "
             "template.source: cse, template.cse_mesh_file (e.g. smpl_27554.pkl), template.cse_weights (the "
             f"model's weights) and template.parts_from (README, 'Real images'). The template is "
             f"{template.source!r}.")
     if dim is not None and dim != template.embedding.shape[1]:
-        raise ValueError(f"densepose.source {source}: pixel embeddings have D = {dim}, the template's vertex "
+        raise InputError(f"densepose.source {source}: pixel embeddings have D = {dim}, the template's vertex "
                          f"embeddings of {template.topology!r} D = {template.embedding.shape[1]}: another model")
 
 
@@ -124,7 +125,7 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
     dim = next(im.embedding.shape[1] for im in images if len(im) and im.embedding is not None) if cse else None
     for im in images:
         if len(im) and ((im.labels is not None) != chart or (im.embedding is not None) != cse):
-            raise ValueError(f"{im.name}: mixes chart and CSE output with other images")
+            raise InputError(f"{im.name}: mixes chart and CSE output with other images")
     test_names = test_names or set()
     unknown = sorted(t for t in test_names if not any(_is_test(nm, {t}) for nm in names))
     if unknown:

@@ -40,6 +40,7 @@ import torch
 from pipeline.densepose_convert import chart_output_to_crops, cse_output_to_crops
 from pipeline.densepose_write import (ImageInstances, NoInstancesError, check_cse_template, read_name_list,
                                       write_instances_store)
+from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ INSTALL_HELP = (
     "'synthetic' (rendered bodies with ground truth).")
 
 
-class Detectron2MissingError(ImportError):
+class Detectron2MissingError(UserError, ImportError):
     """Detectron2 or its DensePose project cannot be imported; the message says how to install them."""
 
 
@@ -94,7 +95,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("common.device is 'cuda' but PyTorch sees no CUDA device; use 'auto' or 'cpu'")
+        raise InputError("common.device is 'cuda' but PyTorch sees no CUDA device; use 'auto' or 'cpu'")
     return device
 
 
@@ -133,7 +134,7 @@ class _Detectron2Predictor:
         self.is_cse = getattr(self.model.roi_heads, "embedder", None) is not None
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
-            raise ValueError(f"{config}: INPUT.FORMAT {cfg.INPUT.FORMAT!r} is not supported (BGR or RGB)")
+            raise InputError(f"{config}: INPUT.FORMAT {cfg.INPUT.FORMAT!r} is not supported (BGR or RGB)")
         self.rgb = cfg.INPUT.FORMAT == "RGB"
 
     @torch.no_grad()
@@ -162,9 +163,9 @@ class _Detectron2Predictor:
     def vertex_embeddings(self, mesh_name: str) -> np.ndarray:
         embedder = getattr(self.model.roi_heads, "embedder", None)
         if embedder is None:
-            raise ValueError("the model has no CSE embedder (roi_heads.embedder): not a CSE model")
+            raise InputError("the model has no CSE embedder (roi_heads.embedder): not a CSE model")
         if not embedder.has_embeddings(mesh_name):
-            raise ValueError(f"CSE mesh {mesh_name!r} (template.cse_mesh): the model has embeddings for "
+            raise InputError(f"CSE mesh {mesh_name!r} (template.cse_mesh): the model has embeddings for "
                              f"{sorted(embedder.mesh_names)} only")
         with torch.no_grad():
             return embedder(mesh_name).float().cpu().numpy()  # (V, D), L2-normalised by the embedder
@@ -179,7 +180,7 @@ def build_predictor(config: str, weights: str, device: str, score_threshold: flo
     """
     for key, path in (("detectron2.config", config), ("detectron2.weights", weights)):
         if not path:
-            raise ValueError(f"{key} is empty: give a local path (see params.yaml)")
+            raise InputError(f"{key} is empty: give a local path (see params.yaml)")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{key}: file not found: {path}")
     _import_detectron2()
@@ -210,7 +211,7 @@ def _to_instances(name: str, det: Detections, crop: int, threshold: float, max_i
                               mask=out.mask.cpu().numpy())
     if det.chart is None:
         if len(keep):
-            raise ValueError(f"{name}: detections without DensePose output")
+            raise InputError(f"{name}: detections without DensePose output")
         return ImageInstances(name, boxes, kept_scores, labels=np.zeros((0, crop, crop), np.uint8),
                               uv=np.zeros((0, 2, crop, crop), np.float32))
     out = chart_output_to_crops(*(t[keep] for t in det.chart), crop)
@@ -290,7 +291,7 @@ def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:
     mesh = template.topology
     e = np.asarray(predictor.vertex_embeddings(mesh), np.float32)
     if e.shape != template.embedding.shape or not np.allclose(e, template.embedding, atol=1e-4):
-        raise ValueError(f"the model's vertex embeddings of {mesh!r} {e.shape} are not the template's "
+        raise InputError(f"the model's vertex embeddings of {mesh!r} {e.shape} are not the template's "
                          f"{template.embedding.shape}: build the template from the same weights (template.cse_weights "
                          f"= detectron2.weights = {weights}) and rerun the template stage")
     log.info("CSE model: the vertex embeddings of %s equal the template's", mesh)

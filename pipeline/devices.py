@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.errors import InputError
+
 
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; ``cuda`` without a GPU is an error."""
@@ -12,5 +14,5 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("common.device = cuda, but torch sees no CUDA device (use auto or cpu)")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"common.device = {name!r}: allowed auto, cpu or cuda")
+        raise InputError(f"common.device = {name!r}: allowed auto, cpu or cuda")
     return name

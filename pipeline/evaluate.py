@@ -140,6 +140,7 @@ from pipeline.segmentation import REGION_COLUMNS, REGIONS, segmentation_metrics
 from pipeline.store import StoreError
 from pipeline.template import Template
 from pipeline.uvmap import atlas_image, uv_layout, write_uv_maps
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def camera_for_metres(camera: np.ndarray, true: np.ndarray, projection: str) -> 
     if projection == "perspective":
         camera[:, 0] /= np.asarray(true, np.float64)[..., 2].mean(axis=1)
     elif projection != "orthographic":
-        raise ValueError(f"projection = {projection!r}: allowed 'orthographic' or 'perspective'")
+        raise InputError(f"projection = {projection!r}: allowed 'orthographic' or 'perspective'")
     return camera
 
 
@@ -237,7 +238,7 @@ def reprojection_errors(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """
     image, xy = np.asarray(image, np.float64), np.asarray(xy, np.float64)
     if image.ndim != 3 or image.shape[-1] != 3 or xy.shape != image.shape[:2] + (2,):
-        raise ValueError(f"image must be (B, N, 3) and xy (B, N, 2), got {image.shape} and {xy.shape}")
+        raise InputError(f"image must be (B, N, 3) and xy (B, N, 2), got {image.shape} and {xy.shape}")
     return np.linalg.norm(image[..., :2] - xy, axis=-1)
 
 
@@ -245,7 +246,7 @@ def box_diagonals(box: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """(B,) float64 diagonal lengths of (B, 4) boxes x0, y0, x1, y1 (pixels), at least ``eps``."""
     box = np.asarray(box, np.float64)
     if box.ndim != 2 or box.shape[1] != 4:
-        raise ValueError(f"box must be (B, 4), got {box.shape}")
+        raise InputError(f"box must be (B, 4), got {box.shape}")
     return np.maximum(np.hypot(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]), eps)
 
 
@@ -255,7 +256,7 @@ def _part_table(template: Template, parts: str) -> tuple[np.ndarray, list[str]]:
         return template.vertex_part.astype(np.int64), list(PART_NAMES)
     if parts == "coarse":
         return COARSE_OF_PART[template.vertex_part], list(SEGMENTS)
-    raise ValueError(f"eval.parts = {parts!r}: allowed 'fine' or 'coarse'")
+    raise InputError(f"eval.parts = {parts!r}: allowed 'fine' or 'coarse'")
 
 
 def _has_ground_truth(root) -> bool:
@@ -292,7 +293,7 @@ def _batches(root, rows: np.ndarray, reconstruct: Reconstruct, batch_size: int,
         visible = read("visible").astype(bool)
         image = np.asarray(reconstruct(xy, visible, r), np.float64)
         if image.shape != xy.shape[:2] + (3,):
-            raise ValueError(f"reconstruct returned {image.shape}, expected {xy.shape[:2] + (3,)}")
+            raise InputError(f"reconstruct returned {image.shape}, expected {xy.shape[:2] + (3,)}")
         yield Batch(r, xy, visible, image, read)
 
 
@@ -320,7 +321,7 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
     ground_truth = _has_ground_truth(root)
     if cfg.split == "val":
         if holdout[0] <= 0:
-            raise ValueError("eval.split = val measures the train bodies held out by train.val_share, which is 0: "
+            raise InputError("eval.split = val measures the train bodies held out by train.val_share, which is 0: "
                              "set train.val_share (e.g. 0.1) or eval.split: test")
         rows, which = np.flatnonzero(holdout_rows(root, *holdout)), "val"
     else:
@@ -596,10 +597,10 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
 
     model, info = load_checkpoint(path, device)
     if info.get("template_hash") not in (None, template.hash):
-        raise ValueError(f"{path}: trained on template {info['template_hash']!r}, but the template is "
+        raise InputError(f"{path}: trained on template {info['template_hash']!r}, but the template is "
                          f"{template.hash!r}; rerun the pipeline (dvc repro)")
     if model.n_vertices != len(template.vertices):
-        raise ValueError(f"{path}: model has {model.n_vertices} vertices, the template {len(template.vertices)}")
+        raise InputError(f"{path}: model has {model.n_vertices} vertices, the template {len(template.vertices)}")
 
     def run(xy: np.ndarray, visible: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return reconstruct(model, xy, visible, batch_size=batch_size).numpy()

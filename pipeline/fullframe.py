@@ -31,6 +31,7 @@ import torch
 from pipeline.densepose_convert import int_box_xywh, resize_chart
 from pipeline.iuv import decode_iuv, encode_iuv
 from pipeline.io import atomic_path
+from pipeline.errors import InputError
 
 __all__ = ["FullFrame", "paste_iuv", "save_fullframe"]
 
@@ -58,7 +59,7 @@ def paste_iuv(crops: np.ndarray, boxes: np.ndarray, scores: np.ndarray, image_si
     scores = np.asarray(scores, np.float64).reshape(-1)
     n = len(crops)
     if crops.ndim != 4 or crops.shape[-1] != 3 or len(boxes) != n or len(scores) != n:
-        raise ValueError(f"expected crops (n, S, S, 3), boxes (n, 4), scores (n,); got {crops.shape}, "
+        raise InputError(f"expected crops (n, S, S, 3), boxes (n, 4), scores (n,); got {crops.shape}, "
                          f"{boxes.shape}, {scores.shape}")
     H, W = (int(s) for s in image_size)
     iuv = np.zeros((H, W, 3), np.uint8)
@@ -83,14 +84,14 @@ def save_fullframe(frame: FullFrame, iuv_path: str | Path, index_path: str | Pat
     import cv2
 
     if frame.index.max(initial=0) > np.iinfo(np.uint16).max:
-        raise ValueError("more than 65535 instances in one image cannot be saved as a 16-bit index PNG")
+        raise InputError("more than 65535 instances in one image cannot be saved as a 16-bit index PNG")
     for path, arr in ((iuv_path, frame.iuv), (index_path, frame.index.astype(np.uint16))):
         if path is None:
             continue
         with atomic_path(path) as tmp:
             ok, buf = cv2.imencode(".png", arr)
             if not ok:
-                raise ValueError(f"could not encode {path} as PNG")
+                raise InputError(f"could not encode {path} as PNG")
             Path(tmp).write_bytes(buf.tobytes())
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 __all__ = ["atomic_path", "save_npz", "load_npz", "save_figure", "save_json"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -77,10 +79,10 @@ def load_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.n
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz archive ({e})") from e
+        raise InputError(f"{path}: not a readable .npz archive ({e})") from e
     missing = [k for k in required if k not in data]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)}")
     return data
 
 

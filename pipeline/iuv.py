@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.densepose_store import MISSING_LABEL
+from pipeline.errors import InputError
 
 __all__ = [
     "RepairOptions", "RepairCounts", "encode_iuv", "decode_uv", "decode_iuv", "missing_pixels", "repair_chart",
@@ -94,7 +95,7 @@ def decode_iuv(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     iuv = np.asarray(iuv)
     if iuv.ndim != 3 or iuv.shape[-1] != 3:
-        raise ValueError(f"an IUV image is (H, W, 3), got {iuv.shape}")
+        raise InputError(f"an IUV image is (H, W, 3), got {iuv.shape}")
     labels = iuv[..., 0].astype(np.int64)
     labels[labels >= N_LABELS] = MISSING_LABEL
     uv = decode_uv(iuv[..., 1:]).transpose(2, 0, 1)

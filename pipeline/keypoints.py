@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 
 from pipeline.iuv import decode_uv
 from pipeline.mesh import face_areas
+from pipeline.errors import InputError
 
 __all__ = ["VertexKeypoints", "iuv_lookup_table", "iuv_to_vertices", "nearest_embedding",
            "aggregate", "vertex_areas", "visible_area_share"]
@@ -53,7 +54,7 @@ def iuv_lookup_table(chart_part: np.ndarray, chart_uv: np.ndarray, chart_vertex:
     for p in range(1, N_LABELS):
         sel = np.flatnonzero(chart_part == p)
         if len(sel) == 0:
-            raise ValueError(f"template atlas has no chart points for part {p}")
+            raise InputError(f"template atlas has no chart points for part {p}")
         _, nearest = cKDTree(chart_uv[sel].astype(np.float64)).query(grid)
         lut[p] = chart_vertex[sel][nearest].reshape(256, 256)
     return lut
@@ -63,7 +64,7 @@ def iuv_to_vertices(iuv: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """(n, S, S) int32 vertex of every pixel (-1 on the background). iuv: (n, S, S, 3) uint8."""
     i = iuv[..., 0]
     if i.max(initial=0) >= N_LABELS:
-        raise ValueError(f"IUV part index {int(i.max())} outside 0..24")
+        raise InputError(f"IUV part index {int(i.max())} outside 0..24")
     # one flat gather: index (I, U, V) -> I * 65536 + U * 256 + V
     flat = (i.astype(np.int32) << 16) | (iuv[..., 1].astype(np.int32) << 8) | iuv[..., 2]
     return lut.reshape(-1).take(flat)

@@ -39,6 +39,7 @@ from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, ne
                                 visible_area_share)
 from pipeline.store import StoreError, StoreWriter, open_store
 from pipeline.template import Template
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def project_gt(vertices: np.ndarray, camera: np.ndarray, projection: str) -> np.
         return (f * vertices[..., :2] + c).astype(np.float32)
     if projection == "perspective":
         return (f * vertices[..., :2] / vertices[..., 2:3] + c).astype(np.float32)
-    raise ValueError(f"unknown projection {projection!r}")
+    raise InputError(f"unknown projection {projection!r}")
 
 
 def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
@@ -108,7 +109,7 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
         StoreError: another template, a missing array, or no instance left (nothing written then).
     """
     if mode not in ("iuv", "cse"):
-        raise ValueError(f"keypoints.mode = {mode!r}: allowed 'iuv' or 'cse'")
+        raise InputError(f"keypoints.mode = {mode!r}: allowed 'iuv' or 'cse'")
     root = open_iuv(src, template_hash=template.hash, kind="chart" if mode == "iuv" else "cse")
     attrs = dict(root.attrs)
     n_in, n_v = root["box"].shape[0], len(template.vertices)

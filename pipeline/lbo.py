@@ -15,6 +15,8 @@ import robust_laplacian
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
+from pipeline.errors import InputError
+
 __all__ = ["Eigenbasis", "laplacian", "eigenbasis", "unit_rms"]
 
 
@@ -45,7 +47,7 @@ def eigenbasis(vertices: np.ndarray, faces: np.ndarray, k: int, name: str = "mes
     """
     n_v = len(vertices)
     if not 1 <= k < n_v:
-        raise ValueError(f"lbo.k = {k} must be in [1, {n_v - 1}]: {name} has {n_v} vertices")
+        raise InputError(f"lbo.k = {k} must be in [1, {n_v - 1}]: {name} has {n_v} vertices")
     L, M = laplacian(vertices, faces)
     mass = M.diagonal()
     # shift slightly below 0 so that L - σM is positive definite despite the zero eigenvalue

@@ -40,6 +40,7 @@ from pipeline.config import LossParams
 from pipeline.lbo import laplacian
 from pipeline.mesh import edges as mesh_edges
 from pipeline.model import LiftingModel, Trunk, _head
+from pipeline.errors import InputError
 
 __all__ = ["pseudo_huber", "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
            "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "oracle_loss",
@@ -126,7 +127,7 @@ def best_rotations(cov: torch.Tensor, method: str = "horn", iters: int = 6) -> t
             u = torch.cat([u[..., :2], u[..., 2:] * d[..., None, None]], dim=-1)
             return u @ vt
         if method != "horn":
-            raise ValueError(f"best_rotations: method = {method!r}: allowed horn or svd")
+            raise InputError(f"best_rotations: method = {method!r}: allowed horn or svd")
         s = cov.transpose(-1, -2)  # Horn's S_ab = Σ rest_a posed_b
         sxx, sxy, sxz = s[..., 0, 0], s[..., 0, 1], s[..., 0, 2]
         syx, syy, syz = s[..., 1, 0], s[..., 1, 1], s[..., 1, 2]
@@ -285,13 +286,13 @@ class TrainingObjective(nn.Module):
         self.psi = make_psi(model) if self.weights["canonicalisation"] > 0 else None
         if self.weights["arap"] > 0:
             if arap is None:
-                raise ValueError("loss.arap > 0 needs the template's ARAP weights")
+                raise InputError("loss.arap > 0 needs the template's ARAP weights")
             self.arap = _ArapOperator(model.template, arap)
         else:
             self.arap = None
         if self.weights["facing"] > 0:
             if faces is None:
-                raise ValueError("loss.facing > 0 needs the template's faces")
+                raise InputError("loss.facing > 0 needs the template's faces")
             x = model.template[None]
             model.set_rest_normals(vertex_normals(x, torch.as_tensor(np.asarray(faces), dtype=torch.long))[0])
 
@@ -314,7 +315,7 @@ class TrainingObjective(nn.Module):
             parts["facing"] = facing_loss(out.normals, evidence, self.model.segmentation())
         if self.weights["oracle_3d"] > 0:
             if truth is None:
-                raise ValueError("loss.oracle_3d > 0 needs the true shapes (synthetic ground truth)")
+                raise InputError("loss.oracle_3d > 0 needs the true shapes (synthetic ground truth)")
             parts["oracle_3d"] = oracle_loss(out.points, truth, cfg.huber_eps)
         weighted = {k: v * (self.weights[k] if k != "reprojection" else 1.0) for k, v in parts.items()}
         total = sum(weighted.values())

@@ -12,6 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from pipeline.errors import InputError, UserError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-class MeshError(ValueError):
+class MeshError(UserError, ValueError):
     """A mesh cannot be used: NaN vertices, bad indices, non-manifold edges, ..."""
 
 
@@ -165,7 +167,7 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, components: str = "keep_
         MeshError: naming the mesh and what is wrong.
     """
     if components not in ("keep_largest", "refuse"):
-        raise ValueError(f"components must be 'keep_largest' or 'refuse', got {components!r}")
+        raise InputError(f"components must be 'keep_largest' or 'refuse', got {components!r}")
     v, f = check_mesh(vertices, faces, name)
     report = {"input_vertices": len(v), "input_faces": len(f)}
     face_index = np.arange(len(f))

@@ -42,6 +42,8 @@ import numpy as np
 import roma
 import torch
 
+from pipeline.errors import InputError
+
 __all__ = ["image_to_camera", "centre_depth", "flip_depth", "flat_reference", "vertex_errors",
            "similarity_align", "re14", "part_sums", "closest_point_on_triangles", "point_to_mesh_distance",
            "s2s", "PartSums", "xy_z_errors", "view_azimuth", "AZIMUTH_CENTRES", "azimuth_bins", "azimuth_key",
@@ -62,9 +64,9 @@ def image_to_camera(points: np.ndarray, camera: np.ndarray) -> np.ndarray:
     points = np.asarray(points, np.float64)
     camera = np.asarray(camera, np.float64)
     if points.ndim != 3 or points.shape[-1] != 3 or camera.shape != (len(points), 3):
-        raise ValueError(f"points must be (B, N, 3) and camera (B, 3), got {points.shape} and {camera.shape}")
+        raise InputError(f"points must be (B, N, 3) and camera (B, 3), got {points.shape} and {camera.shape}")
     if not (camera[:, 0] > 0).all():
-        raise ValueError("camera focal lengths f must be > 0")
+        raise InputError("camera focal lengths f must be > 0")
     f = camera[:, None, :1]  # (B, 1, 1)
     c = np.concatenate([camera[:, 1:], np.zeros((len(camera), 1))], axis=1)[:, None]  # (B, 1, 3)
     return (points - c) / f
@@ -99,7 +101,7 @@ def vertex_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """
     pred, true = np.asarray(pred), np.asarray(true)
     if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 3:
-        raise ValueError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
+        raise InputError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
     return np.linalg.norm(centre_depth(pred) - centre_depth(true), axis=-1)
 
 
@@ -114,7 +116,7 @@ def xy_z_errors(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndar
     """
     pred, true = np.asarray(pred), np.asarray(true)
     if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 3:
-        raise ValueError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
+        raise InputError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
     d = centre_depth(pred) - centre_depth(true)
     return np.linalg.norm(d[..., :2], axis=-1), np.abs(d[..., 2])
 
@@ -135,7 +137,7 @@ def view_azimuth(canonical: np.ndarray, points: np.ndarray) -> np.ndarray:
     pts = torch.as_tensor(np.asarray(points, np.float64))
     can = torch.as_tensor(np.asarray(canonical, np.float64))
     if pts.ndim != 3 or pts.shape[1:] != can.shape or can.shape[-1] != 3:
-        raise ValueError(f"canonical must be (P, 3) and points (B, P, 3), got {tuple(can.shape)} and "
+        raise InputError(f"canonical must be (P, 3) and points (B, P, 3), got {tuple(can.shape)} and "
                          f"{tuple(pts.shape)}")
     r, _ = roma.rigid_points_registration(can.expand_as(pts), pts)
     r = r.numpy()
@@ -162,7 +164,7 @@ def binned_share(flags: np.ndarray, bins: np.ndarray, n_bins: int) -> tuple[np.n
     """
     flags, bins = np.asarray(flags, bool), np.asarray(bins, np.int64)
     if flags.shape != bins.shape or flags.ndim != 1:
-        raise ValueError(f"flags and bins must both be (B,), got {flags.shape} and {bins.shape}")
+        raise InputError(f"flags and bins must both be (B,), got {flags.shape} and {bins.shape}")
     counts = np.bincount(bins, minlength=n_bins).astype(np.int64)
     hits = np.bincount(bins, flags.astype(np.float64), minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -185,10 +187,10 @@ def torso_forward_z(points: np.ndarray, front: np.ndarray, back: np.ndarray) -> 
     points = np.asarray(points, np.float64)
     front, back = np.asarray(front, bool), np.asarray(back, bool)
     if points.ndim != 3 or front.shape != points.shape[1:2] or back.shape != front.shape:
-        raise ValueError(f"points must be (B, N, 3) and front, back (N,), got {points.shape}, {front.shape}, "
+        raise InputError(f"points must be (B, N, 3) and front, back (N,), got {points.shape}, {front.shape}, "
                          f"{back.shape}")
     if not front.any() or not back.any():
-        raise ValueError("the torso needs front and back vertices")
+        raise InputError("the torso needs front and back vertices")
     return points[:, front, 2].mean(axis=1) - points[:, back, 2].mean(axis=1)
 
 
@@ -213,7 +215,7 @@ def similarity_align(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xt = torch.as_tensor(np.asarray(x, np.float64))
     yt = torch.as_tensor(np.asarray(y, np.float64))
     if xt.shape != yt.shape or xt.ndim != 3 or xt.shape[-1] != 3:
-        raise ValueError(f"x and y must both be (B, P, 3), got {tuple(xt.shape)} and {tuple(yt.shape)}")
+        raise InputError(f"x and y must both be (B, P, 3), got {tuple(xt.shape)} and {tuple(yt.shape)}")
     r, t, s = roma.rigid_points_registration(xt, yt, compute_scaling=True)
     aligned = s[:, None, None] * torch.einsum("bij,bpj->bpi", r, xt) + t[:, None]
     return aligned.numpy()
@@ -351,7 +353,7 @@ def s2s(vertices_a: np.ndarray, vertices_b: np.ndarray, faces: np.ndarray, faces
     fa = torch.as_tensor(np.asarray(faces, np.int64), device=device)
     fb = fa if faces_b is None else torch.as_tensor(np.asarray(faces_b, np.int64), device=device)
     if va.ndim != 3 or vb.ndim != 3 or len(va) != len(vb):
-        raise ValueError(f"vertices must be (B, N, 3) with the same B, got {tuple(va.shape)} and {tuple(vb.shape)}")
+        raise InputError(f"vertices must be (B, N, 3) with the same B, got {tuple(va.shape)} and {tuple(vb.shape)}")
     out = np.empty(len(va))
     for i in range(len(va)):
         ab = point_to_mesh_distance(va[i], vb[i], fb).mean()

@@ -39,6 +39,7 @@ from torch import nn
 from pipeline.config import ModelParams
 from pipeline.normalise import denormalise, normalise
 from pipeline.part_init import initial_logits
+from pipeline.errors import InputError
 
 __all__ = ["Trunk", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "build_model",
            "load_checkpoint", "reconstruct", "CAMERA_DIM", "XI_DIM"]
@@ -171,7 +172,7 @@ class LiftingModel(nn.Module):
             self.shape_basis = nn.Parameter(torch.randn(d, n, 3) * BASIS_INIT_STD)  # S_d
             self.latent_dim = d
         else:
-            raise ValueError(f"model.type = {self.type!r}: allowed dp3d, no_parts or c3dpo")
+            raise InputError(f"model.type = {self.type!r}: allowed dp3d, no_parts or c3dpo")
         self.latent_head = _head(cfg.hidden, self.latent_dim)
         self.camera_head = _head(cfg.hidden, CAMERA_DIM)
         if cfg.heteroscedastic:

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from pipeline.errors import InputError
+
 __all__ = ["NormalisedKeypoints", "normalise", "denormalise"]
 
 
@@ -46,7 +48,7 @@ def normalise(xy, visible, eps: float = 1e-6) -> NormalisedKeypoints:
     xy_t, was_np = _to_torch(xy)
     vis_t, _ = _to_torch(visible)
     if xy_t.ndim != 3 or xy_t.shape[-1] != 2 or vis_t.shape != xy_t.shape[:2]:
-        raise ValueError(f"normalise: xy must be (B, N, 2) and visible (B, N), got {tuple(xy_t.shape)} "
+        raise InputError(f"normalise: xy must be (B, N, 2) and visible (B, N), got {tuple(xy_t.shape)} "
                          f"and {tuple(vis_t.shape)}")
     v = vis_t.to(xy_t.dtype)[..., None]  # (B, N, 1)
     count = v.sum(1).clamp(min=1.0)  # (B, 1)

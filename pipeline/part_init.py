@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 __all__ = ["weighted_kmeans", "spectral_logits", "random_logits", "initial_logits", "KMEANS_RESTARTS"]
 
 KMEANS_RESTARTS = 5
@@ -111,4 +113,4 @@ def initial_logits(basis: np.ndarray, m: int, mode: str, sharpness: float, sigma
         return spectral_logits(basis, m, areas, sharpness, rng)
     if mode == "random":
         return random_logits(basis.shape[1], m, sigma, rng)
-    raise ValueError(f"model.segmentation_init = {mode!r}: allowed spectral or random")
+    raise InputError(f"model.segmentation_init = {mode!r}: allowed spectral or random")

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.mesh import MeshError, boundary_loops, face_adjacency, face_normals
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,10 @@ def anny_bone_segments(bone_labels: list[str]) -> list[str]:
         base, _, side = label.partition(".")
         seg = next((s for prefixes, s in _ANNY_BONE_SEGMENT if base.startswith(prefixes)), None)
         if seg is None:
-            raise ValueError(f"Anny bone {label!r} has no body segment")
+            raise InputError(f"Anny bone {label!r} has no body segment")
         if seg not in ("torso", "head"):
             if side not in ("L", "R"):
-                raise ValueError(f"Anny bone {label!r} has no side suffix")
+                raise InputError(f"Anny bone {label!r} has no side suffix")
             seg = ("left " if side == "L" else "right ") + seg
         out.append(seg)
     return out

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from pipeline.errors import InputError
+
 __all__ = ["ArrayUnpickler", "read_pickle", "as_array"]
 
 
@@ -32,7 +34,7 @@ class _ChumpyArray:
 
     def array(self) -> np.ndarray:
         if "x" not in self.state:
-            raise ValueError("a chumpy object without an array value")
+            raise InputError("a chumpy object without an array value")
         return np.asarray(self.state["x"])
 
 
@@ -81,9 +83,9 @@ def read_pickle(path: str | Path, what: str) -> Any:
         with open(path, "rb") as fh:
             return ArrayUnpickler(fh, encoding="latin1").load()
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: refused as {what}: {e}") from e
+        raise InputError(f"{path}: refused as {what}: {e}") from e
     except Exception as e:
-        raise ValueError(f"{path}: not readable as {what} ({type(e).__name__}: {e})") from e
+        raise InputError(f"{path}: not readable as {what} ({type(e).__name__}: {e})") from e
 
 
 def as_array(x) -> np.ndarray | sp.spmatrix:

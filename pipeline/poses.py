@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 __all__ = ["JOINTS", "JOINT_LIMITS", "POSE_MODES", "JointPoses", "sample_poses", "pose_rotations",
            "anny_pose_parameters"]
 
@@ -152,7 +154,7 @@ def _mode_means(mode: str, rng: np.random.Generator, amount: float) -> np.ndarra
             put(f"shoulder.{side}", flex=0.8 * (spine + tilt) + rng.uniform(-20, 20), abduct=rng.uniform(-30, 0))
             put(f"elbow.{side}", flex=rng.uniform(0, 40))
     else:  # pragma: no cover - guarded by POSE_MODES
-        raise ValueError(f"unknown pose mode {mode!r}; known: {', '.join(POSE_MODES)}")
+        raise InputError(f"unknown pose mode {mode!r}; known: {', '.join(POSE_MODES)}")
     return a * amount
 
 
@@ -167,9 +169,9 @@ def sample_poses(rngs: list[np.random.Generator], mode_weights: np.ndarray, nois
     """
     w = np.asarray(mode_weights, float)
     if w.shape != (len(POSE_MODES),) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"mode_weights must be {len(POSE_MODES)} non-negative numbers with a positive sum, got {w}")
+        raise InputError(f"mode_weights must be {len(POSE_MODES)} non-negative numbers with a positive sum, got {w}")
     if noise < 0 or amount < 0:
-        raise ValueError(f"noise and amount must be >= 0, got {noise}, {amount}")
+        raise InputError(f"noise and amount must be >= 0, got {noise}, {amount}")
     p = w / w.sum()
     angles, modes = [], []
     for rng in rngs:
@@ -223,7 +225,7 @@ def anny_pose_parameters(angles: np.ndarray, bone_labels: list[str]) -> np.ndarr
         bones = JOINTS[name][0]
         missing = [x for x in bones if x not in index]
         if missing:
-            raise ValueError(f"the body model has no bone(s) {missing} for joint {name!r}")
+            raise InputError(f"the body model has no bone(s) {missing} for joint {name!r}")
         for bone in bones:
             out[:, index[bone], :3, :3] = rots[:, k]
     return out.astype(np.float32)

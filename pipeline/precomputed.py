@@ -60,6 +60,7 @@ import torch
 from pipeline.densepose_convert import chart_results_to_crops, cse_output_to_crops, int_box_xywh
 from pipeline.iuv import decode_iuv
 from pipeline.densepose_write import ImageInstances, check_cse_template, read_name_list, write_instances_store
+from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ __all__ = ["UnsafeDumpError", "ChartResult", "EmbeddingOutput", "ChartPredictorO
            "select_instances", "write_precomputed_store"]
 
 
-class UnsafeDumpError(pickle.UnpicklingError):
+class UnsafeDumpError(UserError, pickle.UnpicklingError):
     """A dump refers to a class or function outside the allowlist."""
 
 
@@ -230,7 +231,7 @@ def load_dump(path: str | Path) -> Any:
         raise
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError,
             TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable DensePose dump ({type(e).__name__}: {e})") from e
+        raise InputError(f"{path}: not a readable DensePose dump ({type(e).__name__}: {e})") from e
 
 
 @dataclass(frozen=True)
@@ -271,19 +272,19 @@ def _as_tensor(x, what: str) -> torch.Tensor:
         return x.detach().cpu()
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x)
-    raise ValueError(f"{what}: expected a tensor, got {type(x).__name__}")
+    raise InputError(f"{what}: expected a tensor, got {type(x).__name__}")
 
 
 def read_dump(path: str | Path) -> list[DumpImage]:
     """Reads and checks an ``apply_net.py dump`` file (see the module docstring)."""
     data = load_dump(path)
     if not isinstance(data, list):
-        raise ValueError(f"{path}: a dump is a list of per-image dicts, got {type(data).__name__}")
+        raise InputError(f"{path}: a dump is a list of per-image dicts, got {type(data).__name__}")
     out = []
     for i, entry in enumerate(data):
         where = f"{path}: entry {i}"
         if not isinstance(entry, dict) or "file_name" not in entry:
-            raise ValueError(f"{where}: expected a dict with 'file_name', got {type(entry).__name__}")
+            raise InputError(f"{where}: expected a dict with 'file_name', got {type(entry).__name__}")
         name = str(entry["file_name"])
         boxes = entry.get("pred_boxes_XYXY")
         boxes = torch.zeros(0, 4) if boxes is None else _as_tensor(getattr(boxes, "tensor", boxes), where)
@@ -291,25 +292,25 @@ def read_dump(path: str | Path) -> list[DumpImage]:
         scores = entry.get("scores")
         scores = torch.ones(k) if scores is None else _as_tensor(scores, where)
         if boxes.shape != (k, 4) or scores.shape != (k,):
-            raise ValueError(f"{where} ({name}): boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} "
+            raise InputError(f"{where} ({name}): boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} "
                              "do not match")
         dp = entry.get("pred_densepose")
         chart = cse = None
         if isinstance(dp, EmbeddingOutput):
             cse = (_as_tensor(dp.embedding, where), _as_tensor(dp.coarse_segm, where))
             if len(cse[0]) != k:
-                raise ValueError(f"{where} ({name}): {len(cse[0])} embeddings for {k} boxes")
+                raise InputError(f"{where} ({name}): {len(cse[0])} embeddings for {k} boxes")
         elif isinstance(dp, (list, tuple)):
             if len(dp) != k or not all(isinstance(r, ChartResult) for r in dp):
-                raise ValueError(f"{where} ({name}): expected {k} DensePoseChartResult, got "
+                raise InputError(f"{where} ({name}): expected {k} DensePoseChartResult, got "
                                  f"{[type(r).__name__ for r in dp]}")
             chart = [(_as_tensor(r.labels, where), _as_tensor(r.uv, where)) for r in dp]
         elif dp is None:
             if k:
-                raise ValueError(f"{where} ({name}): {k} boxes but no 'pred_densepose'")
+                raise InputError(f"{where} ({name}): {k} boxes but no 'pred_densepose'")
             chart = []
         else:
-            raise ValueError(f"{where} ({name}): unsupported pred_densepose {type(dp).__name__}")
+            raise InputError(f"{where} ({name}): unsupported pred_densepose {type(dp).__name__}")
         out.append(DumpImage(name, boxes.float().numpy(), scores.float().numpy(), chart, cse))
     log.info("read %s: %d images, %d instances", path, len(out), sum(len(e.scores) for e in out))
     return out
@@ -330,19 +331,19 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path) -> tuple[list[Du
     try:
         spec = json.loads(boxes_json.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{boxes_json}: not valid JSON ({e})") from e
+        raise InputError(f"{boxes_json}: not valid JSON ({e})") from e
     if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
-        raise ValueError(f"{boxes_json}: expected {{\"images\": [...]}}")
+        raise InputError(f"{boxes_json}: expected {{\"images\": [...]}}")
     out, skipped = [], []
     for i, item in enumerate(spec["images"]):
         try:
             name, iuv_name = str(item["file_name"]), str(item["iuv"])
             boxes = np.asarray(item.get("boxes", []), np.float32).reshape(-1, 4)
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{boxes_json}: images[{i}] needs 'file_name', 'iuv' and 'boxes' ({e})") from e
+            raise InputError(f"{boxes_json}: images[{i}] needs 'file_name', 'iuv' and 'boxes' ({e})") from e
         scores = np.asarray(item.get("scores", [1.0] * len(boxes)), np.float32).reshape(-1)
         if len(scores) != len(boxes):
-            raise ValueError(f"{boxes_json}: images[{i}] ({name}): {len(scores)} scores for {len(boxes)} boxes")
+            raise InputError(f"{boxes_json}: images[{i}] ({name}): {len(scores)} scores for {len(boxes)} boxes")
         iuv = cv2.imread(str(folder / iuv_name), cv2.IMREAD_UNCHANGED)
         if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
             log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)
@@ -420,7 +421,7 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
     """
     if params.format == "dump":
         if not params.dump:
-            raise ValueError("precomputed.dump is empty: give the file written by `apply_net.py dump`")
+            raise InputError("precomputed.dump is empty: give the file written by `apply_net.py dump`")
         images, skipped = read_dump(params.dump), []
         images = [dataclasses.replace(im, size=image_size(im.file_name, params.image_root)) for im in images]
         unknown = sum(im.size is None for im in images)
@@ -429,12 +430,12 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
                      unknown, len(images), f" below {params.image_root}" if params.image_root else "")
     else:
         if not params.iuv_folder or not params.boxes_json:
-            raise ValueError("precomputed.format iuv_png needs precomputed.iuv_folder and precomputed.boxes_json")
+            raise InputError("precomputed.format iuv_png needs precomputed.iuv_folder and precomputed.boxes_json")
         images, skipped = read_iuv_folder(params.iuv_folder, params.boxes_json)
     dims = {int(im.cse[0].shape[1]) for im in images if im.cse is not None}
     mesh = None
     if len(dims) > 1:
-        raise ValueError(f"{params.dump or params.iuv_folder}: CSE embeddings of sizes {sorted(dims)}: "
+        raise InputError(f"{params.dump or params.iuv_folder}: CSE embeddings of sizes {sorted(dims)}: "
                          "the output of several models")
     if dims:
         check_cse_template(template, "precomputed", dims.pop())

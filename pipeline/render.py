@@ -24,6 +24,7 @@ import numpy as np
 import warp as wp
 
 from pipeline.cameras import Cameras
+from pipeline.errors import InputError
 
 __all__ = ["Hits", "SurfaceMaps", "BodyMeshes", "cast_crops", "vertex_visibility", "surface_maps",
            "surface_maps_reference", "warp_device"]
@@ -175,7 +176,7 @@ def cast_crops(meshes: BodyMeshes, body: np.ndarray, cameras: Cameras, boxes: np
 def vertex_visibility(meshes: BodyMeshes, body: np.ndarray, cameras: Cameras, tol: float) -> np.ndarray:
     """(n, V) bool: vertex seen by the instance's camera (3D ray test with tolerance ``tol`` metres)."""
     if tol < 0:
-        raise ValueError(f"visibility tolerance must be >= 0, got {tol}")
+        raise InputError(f"visibility tolerance must be >= 0, got {tol}")
     dev = meshes.device
     n, v = len(body), meshes.points.shape[1]
     rot, cen = _camera_arrays(cameras, dev)

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.parts import SEGMENTS
+from pipeline.errors import InputError
 
 __all__ = ["REGIONS", "GROUPS", "REGION_COLUMNS", "MIN_SHARE", "labels_of", "used_parts", "parts_used",
            "segmentation_entropy", "largest_component_share", "region_table", "distinct_regions", "layout_change",
@@ -62,7 +63,7 @@ REGION_COLUMNS = ("region", "vertices", "majority_part", "majority_share")
 def _weights(weights: np.ndarray) -> np.ndarray:
     w = np.asarray(weights, np.float64)
     if w.ndim != 2 or w.shape[1] < 1:
-        raise ValueError(f"weights must be (N, M) with M >= 1, got {w.shape}")
+        raise InputError(f"weights must be (N, M) with M >= 1, got {w.shape}")
     return w
 
 
@@ -118,7 +119,7 @@ def largest_component_share(labels: np.ndarray, faces: np.ndarray, m: int) -> np
     labels = np.asarray(labels, np.int64)
     faces = np.asarray(faces, np.int64)
     if labels.ndim != 1 or (len(labels) and (labels.min() < 0 or labels.max() >= m)):
-        raise ValueError(f"labels must be (N,) in 0..{m - 1}")
+        raise InputError(f"labels must be (N,) in 0..{m - 1}")
     n = len(labels)
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).reshape(-1, 2)
     e = e[labels[e[:, 0]] == labels[e[:, 1]]]
@@ -148,7 +149,7 @@ def region_table(weights: np.ndarray, vertex_part: np.ndarray) -> list[dict]:
     w = _weights(weights)
     vertex_part = np.asarray(vertex_part)
     if vertex_part.shape != (len(w),):
-        raise ValueError(f"vertex_part must be ({len(w)},), got {vertex_part.shape}")
+        raise InputError(f"vertex_part must be ({len(w)},), got {vertex_part.shape}")
     labels = labels_of(w)
     rows = []
     for name, ids in REGIONS.items():
@@ -181,7 +182,7 @@ def distinct_regions(rows: list[dict], names: tuple[str, ...] = ("head", "torso"
         regions = GROUPS.get(name, (name,))
         unknown = [r for r in regions if r not in majority]
         if unknown:
-            raise ValueError(f"unknown region {name!r}: allowed {sorted(REGIONS) + sorted(GROUPS)}")
+            raise InputError(f"unknown region {name!r}: allowed {sorted(REGIONS) + sorted(GROUPS)}")
         parts = {majority[r] for r in regions}
         if None in parts:
             return False
@@ -193,7 +194,7 @@ def layout_change(weights_before: np.ndarray, weights_after: np.ndarray) -> floa
     """Share of the N vertices whose arg-max part differs between two (N, M) float segmentations."""
     a, b = _weights(weights_before), _weights(weights_after)
     if a.shape != b.shape:
-        raise ValueError(f"segmentations must have the same (N, M), got {a.shape} and {b.shape}")
+        raise InputError(f"segmentations must have the same (N, M), got {a.shape} and {b.shape}")
     return float((labels_of(a) != labels_of(b)).mean())
 
 

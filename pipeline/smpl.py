@@ -15,6 +15,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from pipeline.pickles import as_array, read_pickle
+from pipeline.errors import InputError
 
 __all__ = ["read_smpl_model", "read_uv_processed", "UV_KEYS"]
 
@@ -39,14 +40,14 @@ def read_smpl_model(path: str | Path) -> dict:
             with np.load(path, allow_pickle=False) as z:
                 raw = {k: z[k] for k in z.files}
         except Exception as e:
-            raise ValueError(f"{path}: not a readable SMPL model file ({type(e).__name__}: {e})") from e
+            raise InputError(f"{path}: not a readable SMPL model file ({type(e).__name__}: {e})") from e
     else:
         raw = read_pickle(path, "an SMPL model file")
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: an SMPL model file holds a dict, got {type(raw).__name__}")
+        raise InputError(f"{path}: an SMPL model file holds a dict, got {type(raw).__name__}")
     missing = [k for k in _SMPL_KEYS if k not in raw]
     if missing:
-        raise ValueError(f"{path}: missing SMPL key(s) {', '.join(missing)}")
+        raise InputError(f"{path}: missing SMPL key(s) {', '.join(missing)}")
     out = {k: as_array(raw[k]) for k in _SMPL_KEYS}
     jr = out["J_regressor"]
     out["J_regressor"] = np.asarray(jr.toarray() if sp.issparse(jr) else jr, np.float64)
@@ -57,7 +58,7 @@ def read_smpl_model(path: str | Path) -> dict:
     for key, shape in (("v_template", (n_v, 3)), ("weights", (n_v, None)), ("J_regressor", (None, n_v))):
         got = out[key].shape
         if len(got) != 2 or any(s is not None and s != g for s, g in zip(shape, got)):
-            raise ValueError(f"{path}: {key} has shape {got}, expected {shape} (None: any)")
+            raise InputError(f"{path}: {key} has shape {got}, expected {shape} (None: any)")
     return out
 
 
@@ -73,8 +74,8 @@ def read_uv_processed(path: str | Path) -> dict:
     try:
         mat = scipy.io.loadmat(path)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable .mat file ({type(e).__name__}: {e})") from e
+        raise InputError(f"{path}: not a readable .mat file ({type(e).__name__}: {e})") from e
     missing = [k for k in UV_KEYS if k not in mat]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)}")
     return {k: np.asarray(mat[k]) for k in UV_KEYS}

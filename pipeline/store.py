@@ -24,6 +24,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from pipeline.io import atomic_path
+from pipeline.errors import UserError
 
 __all__ = ["StoreWriter", "write_store", "open_store", "StoreError"]
 
@@ -31,7 +32,7 @@ DEFAULT_CHUNK = 256
 DEFAULT_CHUNKS_PER_SHARD = 8
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A store is missing, of another schema or template, or lacks an array."""
 
 

@@ -40,6 +40,7 @@ from pipeline.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
 from pipeline.store import StoreWriter
 from pipeline.template import Template
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,14 @@ _BODY_STREAM, _CORRUPTION_STREAM = 1, 2
 def body_model(template: Template):
     """Anny at the template's topology; refuses a template whose vertices are not Anny's."""
     if template.source != "anny":
-        raise ValueError(f"densepose.source: synthetic needs an Anny template (template.source: anny), "
+        raise InputError(f"densepose.source: synthetic needs an Anny template (template.source: anny), "
                          f"got {template.source!r}")
     import anny
 
     model = anny.Anny(topology=template.topology)
     n_model = int(model.template_vertices.shape[0])
     if n_model != template.n_vertices or not np.array_equal(model.get_triangular_faces().numpy(), template.faces):
-        raise ValueError(f"the template has {template.n_vertices} vertices and {len(template.faces)} faces, but Anny "
+        raise InputError(f"the template has {template.n_vertices} vertices and {len(template.faces)} faces, but Anny "
                          f"topology {template.topology!r} has {n_model} vertices: the template must keep Anny's "
                          f"vertex order (rebuild it, or choose a topology clean_mesh keeps whole)")
     return model

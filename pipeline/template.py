@@ -41,6 +41,7 @@ from pipeline.joints import (ANNY_JOINT_BONES, JOINT_NAMES, SMPL_JOINT_INDEX, he
 from pipeline.lbo import eigenbasis, unit_rms
 from pipeline.mesh import MeshError, clean_mesh
 from pipeline.parts import N_PARTS, anny_face_parts
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def check_template(t: Template, name: str = "template") -> None:
 
     def need(cond, msg):
         if not cond:
-            raise ValueError(f"{name}: {msg}")
+            raise InputError(f"{name}: {msg}")
 
     need(t.vertices.shape == (n, 3) and np.isfinite(t.vertices).all(), "vertices must be finite (N, 3)")
     need(t.faces.shape == (f, 3) and t.faces.min() >= 0 and t.faces.max() < n, "faces must index vertices")
@@ -152,7 +153,7 @@ def load_template(path: str | Path) -> Template:
     t = Template(**kw)
     check_template(t, str(path))
     if t.content_hash() != t.hash:
-        raise ValueError(f"{path}: content hash {t.content_hash()} does not match the stored {t.hash}")
+        raise InputError(f"{path}: content hash {t.content_hash()} does not match the stored {t.hash}")
     return t
 
 
@@ -212,7 +213,7 @@ def smpl_template(model_path: str | Path, uv_path: str | Path, cse_dim: int = 16
                                            uv["All_U_norm"], uv["All_V_norm"])
     verts = smpl["v_template"]
     if faces.max() >= len(verts):
-        raise ValueError(f"{uv_path}: All_vertices refers to vertex {faces.max() + 1}, "
+        raise InputError(f"{uv_path}: All_vertices refers to vertex {faces.max() + 1}, "
                          f"but {model_path} has {len(verts)} vertices")
     cm = clean_mesh(verts, faces, components="refuse", name=str(model_path))
     if cm.report["dropped_faces"] or cm.report["dropped_vertices"]:
@@ -237,7 +238,7 @@ def cse_template(mesh_path: str | Path, weights_path: str | Path, mesh_name: str
     verts, faces = read_densepose_mesh(mesh_path)
     emb = read_checkpoint_embeddings(weights_path, mesh_name)
     if len(emb) != len(verts):
-        raise ValueError(f"{weights_path}: the embedder of {mesh_name!r} has {len(emb)} vertices, but {mesh_path} "
+        raise InputError(f"{weights_path}: the embedder of {mesh_name!r} has {len(emb)} vertices, but {mesh_path} "
                          f"has {len(verts)}: the mesh file and the weights must be of the same mesh")
     cm = clean_mesh(verts, faces, components="refuse", name=str(mesh_path))
     if cm.report["dropped_faces"] or cm.report["dropped_vertices"]:
@@ -256,7 +257,7 @@ def _reference_template(params: TemplateParams) -> Template:
     if params.parts_from == "smpl":
         return smpl_template(params.smpl_model, params.smpl_uv, params.cse_dim)
     if params.parts_from == "":
-        raise ValueError("template.source: cse needs template.parts_from: 'smpl' (the SMPL template of "
+        raise InputError("template.source: cse needs template.parts_from: 'smpl' (the SMPL template of "
                          "template.smpl_model and template.smpl_uv, for smpl_27554) or the path of a template .npz "
                          "of the same body in the same frame, to give the CSE mesh its 24 parts and joints")
     return load_template(params.parts_from)
@@ -270,4 +271,4 @@ def build_template(params: TemplateParams) -> Template:
         return smpl_template(params.smpl_model, params.smpl_uv, params.cse_dim)
     if params.source == "cse":
         return cse_template(params.cse_mesh_file, params.cse_weights, params.cse_mesh, _reference_template(params))
-    raise ValueError(f"template.source = {params.source!r}: allowed 'anny', 'smpl' or 'cse'")
+    raise InputError(f"template.source = {params.source!r}: allowed 'anny', 'smpl' or 'cse'")

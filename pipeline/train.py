@@ -35,6 +35,7 @@ from pipeline.losses import TrainingObjective, arap_weights
 from pipeline.model import LiftingModel, canonical_template
 from pipeline.normalise import normalise
 from pipeline.template import load_template
+from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ __all__ = ["lr_at", "TrainingDiverged", "TrainResult", "build_objective", "train
 _RESUMABLE = ("epochs", "resume", "checkpoint_every", "log_every", "chunks_in_memory")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN/inf or exploded; the last good checkpoint is kept."""
 
 
@@ -119,7 +120,7 @@ def make_optimizer(module: torch.nn.Module, cfg: TrainParams) -> torch.optim.Opt
         return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"train.optimizer = {cfg.optimizer!r}: allowed adamw, adam or sgd")
+    raise InputError(f"train.optimizer = {cfg.optimizer!r}: allowed adamw, adam or sgd")
 
 
 def inplane_rotations(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -168,7 +169,7 @@ def _save(path: Path, objective: TrainingObjective, optimizer, params: Params, s
 
 def _check_resumable(ck: dict, params: Params, template_hash: str, path: Path) -> None:
     if ck.get("template_hash") != template_hash:
-        raise ValueError(f"train.resume: {path} was trained on template {ck.get('template_hash')!r}, "
+        raise InputError(f"train.resume: {path} was trained on template {ck.get('template_hash')!r}, "
                          f"the template is {template_hash!r}; delete it or set train.resume: false")
     now = as_dict(params)
     for section in ("model", "loss", "train", "common"):
@@ -180,7 +181,7 @@ def _check_resumable(ck: dict, params: Params, template_hash: str, path: Path) -
             old.pop("device", None), new.pop("device", None)
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ValueError(f"train.resume: {path} was trained with other {section} params "
+            raise InputError(f"train.resume: {path} was trained with other {section} params "
                              f"({', '.join(f'{section}.{k}' for k in diff)}); delete it or set train.resume: false")
 
 
@@ -218,9 +219,9 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     tmpl = load_template(template)
     basis = load_npz(lbo, required=("evecs", "template_hash"))
     if str(basis["template_hash"]) != tmpl.hash:
-        raise ValueError(f"{lbo} was computed for template {basis['template_hash']}, not {tmpl.hash}; rerun lbo")
+        raise InputError(f"{lbo} was computed for template {basis['template_hash']}, not {tmpl.hash}; rerun lbo")
     if params.model.lbo_basis > basis["evecs"].shape[1]:
-        raise ValueError(f"model.lbo_basis = {params.model.lbo_basis} > the {basis['evecs'].shape[1]} "
+        raise InputError(f"model.lbo_basis = {params.model.lbo_basis} > the {basis['evecs'].shape[1]} "
                          f"eigenvectors in {lbo} (raise lbo.k)")
     objective, scale = build_objective(params, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward, basis["evecs"])
     seg_init = objective.model.segmentation().detach().cpu()  # (N, M), drawn before and after training

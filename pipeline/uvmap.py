@@ -24,6 +24,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from pipeline.parts import N_PARTS
+from pipeline.errors import InputError
 
 __all__ = ["UVLayout", "uv_layout", "write_uv_maps", "read_uv_maps", "atlas_image", "ATLAS_GRID"]
 
@@ -91,7 +92,7 @@ def uv_layout(chart_uv: np.ndarray, chart_faces: np.ndarray, chart_part: np.ndar
     """
     r = int(resolution)
     if r < 2:
-        raise ValueError(f"resolution = {resolution!r}: must be >= 2")
+        raise InputError(f"resolution = {resolution!r}: must be >= 2")
     chart_uv = np.asarray(chart_uv, np.float64)
     chart_faces = np.asarray(chart_faces, np.int64)
     chart_part = np.asarray(chart_part, np.int64)
@@ -99,7 +100,7 @@ def uv_layout(chart_uv: np.ndarray, chart_faces: np.ndarray, chart_part: np.ndar
     n = int(chart_vertex.max()) + 1 if n_vertices is None else int(n_vertices)
     missing = np.setdiff1d(np.arange(n), chart_vertex)
     if len(missing):
-        raise ValueError(f"{len(missing)} vertices (first {missing[0]}) have no chart point")
+        raise InputError(f"{len(missing)} vertices (first {missing[0]}) have no chart point")
     face_part = chart_part[chart_faces[:, 0]]
     centres = (np.arange(r) + 0.5) / r
     grid = np.stack(np.meshgrid(centres, 1.0 - centres, indexing="xy"), axis=-1).reshape(-1, 2)  # (R*R, 2) u, v
@@ -133,7 +134,7 @@ def uv_layout(chart_uv: np.ndarray, chart_faces: np.ndarray, chart_part: np.ndar
     covered = covered.reshape(N_PARTS, r, r)
     for p in range(N_PARTS):
         if not covered[p].any():
-            raise ValueError(f"chart {p + 1} has no chart point")
+            raise InputError(f"chart {p + 1} has no chart point")
         _, (ri, ci) = distance_transform_edt(~covered[p], return_indices=True)
         texel_vertex[p] = texel_vertex[p, ri, ci]
         texel_weight[p] = texel_weight[p, ri, ci]
@@ -151,7 +152,7 @@ def write_uv_maps(layout: UVLayout, values: np.ndarray) -> np.ndarray:
     """
     values = np.asarray(values, np.float32)
     if values.ndim != 3 or values.shape[1] != layout.n_vertices:
-        raise ValueError(f"values must be (B, {layout.n_vertices}, D), got {values.shape}")
+        raise InputError(f"values must be (B, {layout.n_vertices}, D), got {values.shape}")
     gathered = values[:, layout.texel_vertex]  # (B, 24, R, R, 3, D)
     return np.einsum("bprckd,prck->bprcd", gathered, layout.texel_weight)
 
@@ -169,7 +170,7 @@ def read_uv_maps(layout: UVLayout, maps: np.ndarray) -> np.ndarray:
     maps = np.asarray(maps, np.float32)
     r = layout.resolution
     if maps.ndim != 5 or maps.shape[1:4] != (N_PARTS, r, r):
-        raise ValueError(f"maps must be (B, {N_PARTS}, {r}, {r}, D), got {maps.shape}")
+        raise InputError(f"maps must be (B, {N_PARTS}, {r}, {r}, D), got {maps.shape}")
     x = layout.chart_uv[:, 0] * r - 0.5  # continuous texel column of each chart point, in [-0.5, R - 0.5]
     y = (1.0 - layout.chart_uv[:, 1]) * r - 0.5
     # Within half a texel of a chart's edge, extrapolate linearly from the two outermost texels
