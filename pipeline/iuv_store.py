@@ -30,10 +30,8 @@ processes; results are written in instance order, so the store does not depend o
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import logging
-import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +41,7 @@ from pipeline.densepose_store import open_densepose
 from pipeline.iuv import (COUNT_NAMES, QUALITY_SUMS, RepairOptions, encode_iuv, quality_from_sums,
                           quality_sums, repair_chart, repair_cse)
 from pipeline.store import StoreError, StoreWriter, open_store
+from pipeline.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
     kept = 0
     with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
         if workers > 1 and len(ranges) > 1:
-            pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = worker_pool(workers)
             results = pool.map(_repair_chunk, [str(src)] * len(ranges), [names] * len(ranges),
                                *zip(*ranges), [opts] * len(ranges), [min_foreground] * len(ranges))
         else:
