@@ -74,6 +74,9 @@ class CommonParams:
     seed: int = param(0, "seed of every random generator", lo=0, hi=2**32 - 1)
     device: str = param("auto", "torch device: auto (CUDA when present), cpu or cuda",
                         choices=("auto", "cpu", "cuda"))
+    threads: int = param(2, "CPU threads of the numerics (torch, BLAS, OpenCV) in the stages after lbo; fixed "
+                         "here, not by the machine, so results are byte-identical on any machine",
+                         lo=1, hi=1024)
 
 
 @dataclass(frozen=True)
