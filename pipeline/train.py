@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pipeline.config import Params, TrainParams, as_dict
 from pipeline.data import KeypointStream, holdout_rows
 from pipeline.devices import resolve_device
-from pipeline.io import atomic_path, load_npz
+from pipeline.io import atomic_path, load_npz, partial_path, remove_path
 from pipeline.keypoints import vertex_areas
 from pipeline.keypoints_store import open_keypoints
 from pipeline.lbo import unit_rms
@@ -167,6 +167,12 @@ def _save(path: Path, objective: TrainingObjective, optimizer, params: Params, s
         torch.save(ck, tmp)
 
 
+def _publish(partial: Path, final: Path) -> None:
+    """Moves finished work from its partial name onto its output name (staged inside a stage run)."""
+    with atomic_path(final) as tmp:
+        os.replace(partial, tmp)
+
+
 def _check_resumable(ck: dict, params: Params, template_hash: str, path: Path) -> None:
     if ck.get("template_hash") != template_hash:
         raise InputError(f"train.resume: {path} was trained on template {ck.get('template_hash')!r}, "
@@ -195,16 +201,22 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
           live_dir: str | Path | None = None) -> TrainResult:
     """Trains ``params.model`` on the train split of ``keypoints``; writes the checkpoint ``out``.
 
+    Until training ends, the checkpoint (rewritten every ``train.checkpoint_every`` steps) and the
+    curves live under their partial names (:func:`pipeline.io.partial_path`: ``.model.pt.partial``),
+    where ``train.resume`` finds them; at the end they are moved onto ``out`` and ``live_dir``.
+
     Args:
         keypoints, template, lbo: ``data/keypoints.zarr``, ``data/template.npz``, ``data/lbo.npz``.
-        out: checkpoint path (rewritten every ``train.checkpoint_every`` steps and at the end).
+        out: checkpoint path, written when training ends.
         live_dir: dvclive folder for curves and final metrics (None: no curves).
     Raises:
-        TrainingDiverged: a non-finite or exploding loss (the checkpoint at ``out`` is the last good one).
+        TrainingDiverged: a non-finite or exploding loss (the partial checkpoint is the last good one).
         ValueError: ``train.resume`` with a checkpoint of other params or another template.
     """
     cfg = params.train
     out = Path(out)
+    ckpt = partial_path(out)
+    live_partial = partial_path(live_dir) if live_dir is not None else None
     rank, world, local_rank = _distributed()
     device = resolve_device(params.common.device)
     if world > 1:
@@ -238,9 +250,14 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     total = cfg.epochs * spe
 
     step, first_loss, metrics = 0, None, {}
-    if cfg.resume and out.is_file():
-        ck = torch.load(out, map_location=device, weights_only=True)
-        _check_resumable(ck, params, tmpl.hash, out)
+    if rank == 0 and not cfg.resume:  # start afresh: earlier partial work is not wanted
+        for stale in (ckpt, live_partial):
+            if stale is not None:
+                remove_path(stale)
+    start = next((p for p in (ckpt, out) if p.is_file()), None) if cfg.resume else None
+    if start is not None:  # the partial checkpoint, or a finished one to train further
+        ck = torch.load(start, map_location=device, weights_only=True)
+        _check_resumable(ck, params, tmpl.hash, start)
         if ck.get("segmentation_init") is not None:
             seg_init = ck["segmentation_init"]
         objective.model.load_state_dict(ck["model"])
@@ -249,9 +266,9 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
         optimizer.load_state_dict(ck["optimizer"])
         step, first_loss, metrics = ck["step"], ck["first_loss"], dict(ck["metrics"] or {})
         torch.set_rng_state(ck["rng"])
-        log.info("resuming %s at step %d of %d", out, step, total)
+        log.info("resuming %s at step %d of %d", start, step, total)
     elif cfg.resume:
-        log.info("train.resume: no checkpoint at %s, starting afresh", out)
+        log.info("train.resume: no checkpoint at %s, starting afresh", ckpt)
 
     net = objective
     if world > 1:
@@ -261,14 +278,14 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     if rank == 0 and live_dir is not None:
         from dvclive import Live
 
-        live = Live(str(live_dir), resume=bool(cfg.resume and step > 0), dvcyaml=None, save_dvc_exp=False,
+        live = Live(str(live_partial), resume=bool(cfg.resume and step > 0), dvcyaml=None, save_dvc_exp=False,
                     report=None)
     lead = rank == 0
     log.info("training %s (%d parameters) on %s x%d: %d train instances, %d steps/epoch, %d steps",
              params.model.type, sum(p.numel() for p in objective.parameters()), device, world,
              stream.n_split, spe, total)
     bar = tqdm(total=total, initial=step, desc="train", disable=None if lead else True, dynamic_ncols=True)
-    last_saved = step if out.is_file() and cfg.resume else None
+    last_saved = (step, start) if start is not None else None  # (step, file) of the last good checkpoint
     objective.train()
     while step < total:
         epoch = step // spe
@@ -297,8 +314,8 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
                 first_loss = value
             if not math.isfinite(value) or value > cfg.explode_factor * max(first_loss, 1e-12):
                 bar.close()
-                kept = f"the last good checkpoint (step {last_saved}) is kept at {out}" if last_saved is not None \
-                    else "no checkpoint was written yet"
+                kept = (f"the last good checkpoint (step {last_saved[0]}) is kept at {last_saved[1]} (train.resume: "
+                        "true continues from it)") if last_saved is not None else "no checkpoint was written yet"
                 why = "is not finite" if not math.isfinite(value) else \
                     f"exceeds train.explode_factor = {cfg.explode_factor:g} x the first loss {first_loss:.4g}"
                 raise TrainingDiverged(f"train: loss {value:.4g} at step {step} {why}; {kept}. "
@@ -317,8 +334,8 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
                         live.log_metric(f"train/{k}", v)
                     live.make_summary()
             if lead and (step % cfg.checkpoint_every == 0 or step == total):
-                _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
-                last_saved = step
+                _save(ckpt, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
+                last_saved = (step, ckpt)
     bar.close()
     if world > 1:  # BatchNorm statistics were updated on each process's own slice: average them
         for name, buf in objective.named_buffers():
@@ -326,10 +343,14 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
                 dist.all_reduce(buf)
                 buf /= world
         if lead:
-            _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
+            _save(ckpt, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
     if live is not None:
         live.end()
-    if lead and not out.is_file():  # resumed a run that was already complete
-        _save(out, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
+    if lead:
+        if not ckpt.is_file():  # resumed a run that was already complete
+            _save(ckpt, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
+        _publish(ckpt, out)
+        if live_partial is not None and live_partial.exists():
+            _publish(live_partial, Path(live_dir))
     log.info("trained %d steps; last losses: %s", step, {k: round(v, 5) for k, v in metrics.items()})
     return TrainResult(objective, step, metrics)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from pipeline.config import as_dict, load_params
 from pipeline.densepose_plots import contact_sheet_figure
 from pipeline.densepose_store import open_densepose
-from pipeline.io import save_figure, save_json
-from pipeline.logs import setup_logging
+from pipeline.io import save_figure, save_json, stage_outputs, written
+from pipeline.stage import cli, fix_threads
 from pipeline.template import load_template
 
 log = logging.getLogger("stages.densepose")
@@ -36,43 +37,44 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--png", required=True, help="contact sheet of the first 16 instances to write")
     ap.add_argument("--metrics", required=True, help="counts JSON to write (instances, skipped images, ...)")
     args = ap.parse_args(argv)
-    setup_logging()
 
-    params = load_params(args.params)
-    source = params.densepose.source
-    template = load_template(args.template)
-    log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash, source)
-    if source == "synthetic":
-        from pipeline.synthetic import write_synthetic_store
+    with stage_outputs(args.out, args.png, args.metrics):
+        params = load_params(args.params)
+        fix_threads(params.common.threads)
+        source = params.densepose.source
+        template = load_template(args.template)
+        log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash, source)
+        if source == "synthetic":
+            from pipeline.synthetic import write_synthetic_store
 
-        counts = write_synthetic_store(
-            args.out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
-            device=params.common.device,
-            params=_record(params, "synthetic"))
-        n, s = counts["instances"], params.densepose.crop
-        log.info("wrote %s: %d instances (%d train, %d test) of %d bodies, pose modes %s, on %s in %.1f s "
-                 "(%.0f instances/s)", args.out, n, counts["train"], counts["test"],
-                 counts["bodies"], counts["modes"], counts["device"], counts["seconds"],
-                 counts["instances_per_second"])
-        log.info("per instance: %.0f%% of the crop is foreground, %.0f of %d vertices visible, %.1f hidden by "
-                 "occluders", 100 * counts["foreground_pixels"] / (n * s * s), counts["visible_vertices"] / n,
-                 template.n_vertices, counts["occluded_vertices"] / n)
-    elif source == "detectron2":
-        from pipeline.detectron2_source import write_detectron2_store
+            counts = write_synthetic_store(
+                args.out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
+                device=params.common.device,
+                params=_record(params, "synthetic"))
+            n, s = counts["instances"], params.densepose.crop
+            log.info("wrote %s: %d instances (%d train, %d test) of %d bodies, pose modes %s, on %s in %.1f s "
+                     "(%.0f instances/s)", args.out, n, counts["train"], counts["test"],
+                     counts["bodies"], counts["modes"], counts["device"], counts["seconds"],
+                     counts["instances_per_second"])
+            log.info("per instance: %.0f%% of the crop is foreground, %.0f of %d vertices visible, %.1f hidden by "
+                     "occluders", 100 * counts["foreground_pixels"] / (n * s * s), counts["visible_vertices"] / n,
+                     template.n_vertices, counts["occluded_vertices"] / n)
+        elif source == "detectron2":
+            from pipeline.detectron2_source import write_detectron2_store
 
-        counts = write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template,
-                                        args.out, _record(params, "detectron2"))
-    else:
-        from pipeline.precomputed import write_precomputed_store
+            counts = write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template,
+                                            args.out, _record(params, "detectron2"))
+        else:
+            from pipeline.precomputed import write_precomputed_store
 
-        counts = write_precomputed_store(params.precomputed, params.densepose.crop, template, args.out,
-                                         _record(params, "precomputed"))
-    # the metrics file holds what is reproducible: counts, not timings
-    metrics = {k: v for k, v in counts.items() if k not in ("seconds", "instances_per_second", "device")}
-    save_json(args.metrics, {"source": source, **metrics})
-    save_figure(contact_sheet_figure(open_densepose(args.out, template.hash)), args.png)
-    log.info("wrote %s", args.png)
+            counts = write_precomputed_store(params.precomputed, params.densepose.crop, template, args.out,
+                                             _record(params, "precomputed"))
+        # the metrics file holds what is reproducible: counts, not timings
+        metrics = {k: v for k, v in counts.items() if k not in ("seconds", "instances_per_second", "device")}
+        save_json(args.metrics, {"source": source, **metrics})
+        save_figure(contact_sheet_figure(open_densepose(written(args.out), template.hash)), args.png)
+        log.info("wrote %s", args.png)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 from pipeline.config import load_params
 from pipeline.devices import resolve_device
 from pipeline.evaluate import evaluate, model_reconstructor, write_metrics
-from pipeline.logs import setup_logging
+from pipeline.io import stage_outputs
+from pipeline.stage import cli, fix_threads
 from pipeline.template import load_template
 
 log = logging.getLogger("stages.evaluate")
@@ -34,26 +36,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--segmentation", required=True, help="per-region segmentation CSV to write (a DVC plot)")
     ap.add_argument("--reports", required=True, help="report folder to (re)write")
     args = ap.parse_args(argv)
-    setup_logging()
 
-    params = load_params(args.params)
-    device = resolve_device(params.common.device)
-    template = load_template(args.template)
-    model = model_reconstructor(args.model, template, device, params.eval.batch_size)
-    log.info("model %s (step %s) on %s; initial segmentation %s", args.model, model.info.get("step"), device,
-             "saved" if model.segmentation_init is not None else "not saved")
-    t0 = time.perf_counter()
-    result = evaluate(args.keypoints, template, model.run, model.segmentation, params.eval, args.reports,
-                      device=device, segmentation_init=model.segmentation_init,
-                      holdout=(params.train.val_share, params.common.seed))
-    write_metrics(result, args.metrics, args.parts, args.segmentation)
-    if result.ground_truth:
-        what = "test instances against the ground truth"
-    else:  # split: "test", or "all" when the store has no test split
-        what = f"instances (split: {result.metrics['split']}) without ground truth, by the 2D re-projection error"
-    log.info("evaluated %d %s in %.1f s; wrote %s, %s, %s and %s", result.instances, what,
-             time.perf_counter() - t0, args.metrics, args.parts, args.segmentation, args.reports)
+    with stage_outputs(args.metrics, args.parts, args.segmentation, args.reports):
+        params = load_params(args.params)
+        fix_threads(params.common.threads)
+        device = resolve_device(params.common.device)
+        template = load_template(args.template)
+        model = model_reconstructor(args.model, template, device, params.eval.batch_size)
+        log.info("model %s (step %s) on %s; initial segmentation %s", args.model, model.info.get("step"), device,
+                 "saved" if model.segmentation_init is not None else "not saved")
+        t0 = time.perf_counter()
+        result = evaluate(args.keypoints, template, model.run, model.segmentation, params.eval, args.reports,
+                          device=device, segmentation_init=model.segmentation_init,
+                          holdout=(params.train.val_share, params.common.seed))
+        write_metrics(result, args.metrics, args.parts, args.segmentation)
+        if result.ground_truth:
+            what = "test instances against the ground truth"
+        else:  # split: "test", or "all" when the store has no test split
+            what = f"instances (split: {result.metrics['split']}) without ground truth, by the 2D re-projection error"
+        log.info("evaluated %d %s in %.1f s; wrote %s, %s, %s and %s", result.instances, what,
+                 time.perf_counter() - t0, args.metrics, args.parts, args.segmentation, args.reports)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

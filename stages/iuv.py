@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 import numpy as np
 
 from pipeline.config import as_dict, load_params
 from pipeline.densepose_store import open_densepose
-from pipeline.io import atomic_path, save_figure, save_json
+from pipeline.io import atomic_path, save_figure, save_json, stage_outputs, written
 from pipeline.iuv import RepairOptions, decode_iuv
 from pipeline.fullframe import export_store_frames
 from pipeline.iuv_store import open_iuv, repair_store
-from pipeline.logs import setup_logging
 from pipeline.plots import iuv_preview_figure
+from pipeline.stage import cli, fix_threads
 
 log = logging.getLogger("stages.iuv")
 
@@ -33,7 +34,7 @@ def repair_options(p) -> RepairOptions:
 def write_preview(src, out, folder, count: int) -> None:
     """One PNG of the first ``count`` written instances: raw (densepose.zarr), repaired (as written to
     iuv.zarr) and, for synthetic data, the ground truth."""
-    root, rep = open_densepose(src), open_iuv(out)
+    root, rep = open_densepose(src), open_iuv(written(out))
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         if count > 0 and "iuv" in rep:
@@ -58,33 +59,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", required=True,
                     help="folder of full-frame IUV and instance-index PNGs to write (real images only)")
     args = ap.parse_args(argv)
-    setup_logging()
 
-    params = load_params(args.params)
-    p = params.iuv
-    opts = repair_options(p)
-    kind = "chart" if params.keypoints.mode == "iuv" else "cse"  # only what the keypoints stage will read
-    t0 = time.perf_counter()
-    summary = repair_store(args.densepose, args.out, opts, p.min_foreground, p.workers, params=as_dict(p),
-                           kinds=[kind])
-    dt = time.perf_counter() - t0
-    log.info("repaired %s output of %d instances in %.1f s (%.0f/s, %d workers); kept %d, dropped %d with < %d foreground pixels",
-             kind, summary["instances_in"], dt, summary["instances_in"] / dt, p.workers, summary["instances_out"],
-             summary["dropped_small_foreground"], p.min_foreground)
-    for when in ("before", "after"):
-        if f"quality_{when}" in summary:
-            q = summary[f"quality_{when}"]
-            log.info("%s repair: part accuracy %.4f, U/V error %.4f, foreground IoU %.4f", when,
-                     q["part_accuracy"], q["uv_error"], q["foreground_iou"])
-    save_json(args.metrics, summary)
-    write_preview(args.densepose, args.out, args.preview, p.previews)
-    with atomic_path(args.frames) as tmp:
-        tmp.mkdir()
-        root = open_iuv(args.out)
-        if root.attrs.get("source") != "synthetic" and "iuv" in root:  # synthetic images are virtual
-            log.info("wrote %d full-frame IUV images", export_store_frames(root, tmp))
-    log.info("wrote %s, %s, %s, %s", args.out, args.metrics, args.preview, args.frames)
+    with stage_outputs(args.out, args.preview, args.metrics, args.frames):
+        params = load_params(args.params)
+        fix_threads(params.common.threads)
+        p = params.iuv
+        opts = repair_options(p)
+        kind = "chart" if params.keypoints.mode == "iuv" else "cse"  # only what the keypoints stage will read
+        t0 = time.perf_counter()
+        summary = repair_store(args.densepose, args.out, opts, p.min_foreground, p.workers, params=as_dict(p),
+                               kinds=[kind])
+        dt = time.perf_counter() - t0
+        log.info("repaired %s output of %d instances in %.1f s (%.0f/s, %d workers); kept %d, dropped %d with < %d foreground pixels",
+                 kind, summary["instances_in"], dt, summary["instances_in"] / dt, p.workers, summary["instances_out"],
+                 summary["dropped_small_foreground"], p.min_foreground)
+        for when in ("before", "after"):
+            if f"quality_{when}" in summary:
+                q = summary[f"quality_{when}"]
+                log.info("%s repair: part accuracy %.4f, U/V error %.4f, foreground IoU %.4f", when,
+                         q["part_accuracy"], q["uv_error"], q["foreground_iou"])
+        save_json(args.metrics, summary)
+        write_preview(args.densepose, args.out, args.preview, p.previews)
+        with atomic_path(args.frames) as tmp:
+            tmp.mkdir()
+            root = open_iuv(written(args.out))
+            if root.attrs.get("source") != "synthetic" and "iuv" in root:  # synthetic images are virtual
+                log.info("wrote %d full-frame IUV images", export_store_frames(root, tmp))
+        log.info("wrote %s, %s, %s, %s", args.out, args.metrics, args.preview, args.frames)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

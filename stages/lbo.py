@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import numpy as np
 
 from pipeline.config import load_params
-from pipeline.io import save_figure, save_npz
+from pipeline.io import save_figure, save_npz, stage_outputs
 from pipeline.lbo import eigenbasis
-from pipeline.logs import setup_logging
 from pipeline.plots import eigenfunctions_figure
+from pipeline.stage import GEOMETRY_THREADS, cli, fix_threads
 from pipeline.template import load_template
 
 log = logging.getLogger("stages.lbo")
@@ -27,18 +28,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="eigenbasis .npz to write")
     ap.add_argument("--png", required=True, help="figure of the first eigenfunctions to write")
     args = ap.parse_args(argv)
-    setup_logging()
 
-    k = load_params(args.params).lbo.k
-    t = load_template(args.template)
-    log.info("read %s: %d vertices (hash %s); solving for %d eigenpairs", args.template, len(t.vertices), t.hash, k)
-    basis = eigenbasis(t.vertices.astype(np.float64), t.faces, k, name=args.template)
-    save_npz(args.out, {"evals": basis.evals, "evecs": basis.evecs.astype(np.float32), "mass": basis.mass,
-                        "template_hash": np.asarray(t.hash)})
-    save_figure(eigenfunctions_figure(t.vertices, t.faces, basis.evecs, basis.evals, t.up, t.forward), args.png)
+    with stage_outputs(args.out, args.png):
+        k = load_params(args.params).lbo.k
+        fix_threads(GEOMETRY_THREADS)
+        t = load_template(args.template)
+        log.info("read %s: %d vertices (hash %s); solving for %d eigenpairs", args.template, len(t.vertices), t.hash,
+                 k)
+        basis = eigenbasis(t.vertices.astype(np.float64), t.faces, k, name=args.template)
+        save_npz(args.out, {"evals": basis.evals, "evecs": basis.evecs.astype(np.float32), "mass": basis.mass,
+                            "template_hash": np.asarray(t.hash)})
+        save_figure(eigenfunctions_figure(t.vertices, t.faces, basis.evecs, basis.evals, t.up, t.forward), args.png)
     log.info("wrote %s: eigenvalues %.3g .. %.3g; %d near zero", args.out, basis.evals[0], basis.evals[-1],
              int(np.sum(np.abs(basis.evals) < 1e-6 * basis.evals[-1])))
 
-
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

@@ -4,15 +4,22 @@
         --lbo data/lbo.npz --out models/model.pt --live metrics/train
 
 Many processes (one per GPU, or gloo on CPU): ``torchrun --nproc_per_node=N -m stages.train ...``
+
+Until training ends, the checkpoint and the curves live as ``models/.model.pt.partial`` and
+``metrics/.train.partial`` (``train.resume: true`` continues from them); the outputs appear together
+at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
 from pipeline.config import load_params
-from pipeline.logs import setup_logging
+from pipeline.io import stage_outputs
+from pipeline.stage import cli, fix_threads
 from pipeline.train import train
 
 log = logging.getLogger("stages.train")
@@ -27,10 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="checkpoint to write")
     ap.add_argument("--live", default=None, help="dvclive folder for curves and metrics")
     args = ap.parse_args(argv)
-    setup_logging()
-    result = train(load_params(args.params), args.keypoints, args.template, args.lbo, args.out, args.live)
+
+    # process 0 writes the outputs; under torchrun the others only train
+    outputs = [p for p in (args.out, args.live) if p is not None] if int(os.environ.get("RANK", "0")) == 0 else []
+    with stage_outputs(*outputs, keep=tuple(outputs)):
+        params = load_params(args.params)
+        fix_threads(params.common.threads)
+        result = train(params, args.keypoints, args.template, args.lbo, args.out, args.live)
     log.info("wrote %s after %d steps", args.out, result.step)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

@@ -146,8 +146,9 @@ def test_exploding_loss_stops_and_keeps_last_good_checkpoint(inputs, tmp_path):
                         "explode_factor": 5.0})
     with pytest.raises(TrainingDiverged, match="last good checkpoint") as e:
         _run(inputs, tmp_path / "m.pt", p)
-    ck = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert 0 < ck["step"] < 40 and f"step {ck['step']})" in str(e.value)
+    assert not (tmp_path / "m.pt").exists()  # the output's name only holds a finished model
+    ck = torch.load(tmp_path / ".m.pt.partial", weights_only=True)
+    assert 0 < ck["step"] < 40 and f"step {ck['step']}) is kept at {tmp_path / '.m.pt.partial'}" in str(e.value)
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
