@@ -17,6 +17,13 @@ label is 0. :func:`chart_output_to_crops` and :func:`cse_output_to_crops` do exa
 any output size; the store uses a fixed ``S x S`` grid covering the float box, so that crop pixel
 ``(r, c)`` has image centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
 
+A box clipped to its image (:func:`pipeline.door.door_boxes`) keeps a *window* ``(u0, v0, u1, v1)``
+of the original box's unit square; both converters then sample the heatmaps over that window only
+(the same bilinear, ``align_corners=False`` sampling, at the clipped box's grid points, through
+``grid_sample``), so that the crop covers the clipped box. Unclipped instances (window
+``(0, 0, 1, 1)``) go through ``F.interpolate`` exactly as before. A box-size result is cut to the
+clipped box's integer pixels by :func:`cut_result_to_box`.
+
 Conventions of the crops (and of ``data/densepose.zarr``): ``labels`` 0 = background, 1..24 the
 parts, 255 (:data:`pipeline.densepose_store.MISSING_LABEL`) = missing; ``uv`` is meaningful only
 where ``labels`` is 1..24; it is 0 on background (Detectron2's own convention, so quantised IUV
@@ -42,7 +49,8 @@ from pipeline.densepose_store import MISSING_LABEL
 from pipeline.errors import InputError
 
 __all__ = ["N_LABELS", "ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
-           "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops", "resize_chart"]
+           "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops", "resize_chart",
+           "resize_window", "cut_result_to_box"]
 
 N_LABELS = 25  # background + 24 DensePose parts
 
@@ -86,14 +94,69 @@ def int_box_xywh(box_xyxy) -> tuple[int, int, int, int]:
     return int(x0), int(y0), max(int(x1 - x0), 1), max(int(y1 - y0), 1)
 
 
+def cut_result_to_box(labels: torch.Tensor, uv: torch.Tensor, box, clipped) -> tuple[torch.Tensor, torch.Tensor]:
+    """A box-size chart result cut to a box inside its own.
+
+    Args:
+        labels: (h, w) and uv: (2, h, w), covering the integer pixels of ``box`` (x0, y0, x1, y1).
+        clipped: (4,) a box inside ``box`` (:func:`pipeline.door.clip_boxes`).
+    Returns:
+        labels (h', w') and uv (2, h', w') (views), the pixels of ``clipped``'s integer box, at least 1 x 1.
+    """
+    x, y, _, _ = int_box_xywh(box)
+    cx, cy, cw, ch = int_box_xywh(clipped)
+    h, w = labels.shape
+    r0, c0 = min(max(cy - y, 0), h - 1), min(max(cx - x, 0), w - 1)
+    rows, cols = slice(r0, min(r0 + ch, h)), slice(c0, min(c0 + cw, w))
+    return labels[rows, cols], uv[:, rows, cols]
+
+
+def resize_window(t: torch.Tensor, window: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear (``align_corners=False``) resampling of a window of each map onto ``size``.
+
+    Args:
+        t: (n, C, h, w) float.  window: (n, 4) (u0, v0, u1, v1) in each map's unit square; with
+            ``(0, 0, 1, 1)`` this is ``F.interpolate(t, size, mode="bilinear", align_corners=False)``
+            (up to rounding).  size: S or (H, W).
+    Returns:
+        (n, C, H, W) float32: output pixel ``(r, c)`` samples the map at
+        ``(u0 + (c + 0.5) (u1 - u0) / W, v0 + (r + 0.5) (v1 - v0) / H)``, edges clamped.
+    """
+    H, W = _size(size)
+    win = torch.as_tensor(window, dtype=torch.float64, device=t.device).reshape(-1, 4)
+
+    def axis(lo, hi, n):  # (n_maps, n) grid_sample coordinates: -1 .. 1 spans the map
+        f = (torch.arange(n, dtype=torch.float64, device=t.device) + 0.5) / n
+        return 2 * (lo[:, None] + f[None] * (hi - lo)[:, None]) - 1
+
+    gx, gy = axis(win[:, 0], win[:, 2], W), axis(win[:, 1], win[:, 3], H)  # (n, W), (n, H)
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (n, H, W, 2) x, y
+    out = F.grid_sample(t.double(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.float()
+
+
+def _resize(t: torch.Tensor, hw: tuple[int, int], window: torch.Tensor | None) -> torch.Tensor:
+    """(n, C, h, w) -> (n, C, H, W) float32: ``F.interpolate`` (bilinear, ``align_corners=False``), and
+    :func:`resize_window` for the rows of ``window`` (n, 4) that are not the whole map."""
+    out = F.interpolate(t.float(), hw, mode="bilinear", align_corners=False)
+    if window is not None:
+        win = torch.as_tensor(window, dtype=torch.float64, device=t.device).reshape(-1, 4)
+        part = (win != torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64, device=t.device)).any(dim=1)
+        if bool(part.any()):
+            out[part] = resize_window(t[part], win[part], hw)
+    return out
+
+
 def chart_output_to_crops(fine_segm: torch.Tensor, coarse_segm: torch.Tensor, u: torch.Tensor,
-                          v: torch.Tensor, size: int | tuple[int, int]) -> ChartCrops:
+                          v: torch.Tensor, size: int | tuple[int, int], window=None) -> ChartCrops:
     """Chart predictor output -> labels and U, V on a grid of ``size`` covering each box.
 
     Args:
         fine_segm, u, v: (n, C, h, w) float (Detectron2: C = 25, h = w = 112).
         coarse_segm: (n, K, h, w) float (K = 2, or more for models trained with coarse parts).
         size: S or (H, W); with ``(int(box_h), int(box_w))`` this is Detectron2's own result.
+        window: None, or (n, 4) the part of each box its crop covers (a box clipped to its image;
+            see the module docstring).
 
     Returns:
         :class:`ChartCrops` with labels (n, H, W) uint8 and uv (n, 2, H, W) float32.
@@ -111,7 +174,7 @@ def chart_output_to_crops(fine_segm: torch.Tensor, coarse_segm: torch.Tensor, u:
                           torch.zeros((0, 2, *hw), dtype=torch.float32, device=fine_segm.device))
 
     def resize(t):
-        return F.interpolate(t.float(), hw, mode="bilinear", align_corners=False)
+        return _resize(t, hw, window)
 
     foreground = resize(coarse_segm).argmax(dim=1) > 0  # (n, H, W)
     labels = resize(fine_segm).argmax(dim=1) * foreground  # (n, H, W) long
@@ -122,7 +185,7 @@ def chart_output_to_crops(fine_segm: torch.Tensor, coarse_segm: torch.Tensor, u:
 
 
 def cse_output_to_crops(embedding: torch.Tensor, coarse_segm: torch.Tensor,
-                        size: int | tuple[int, int]) -> CseCrops:
+                        size: int | tuple[int, int], window=None) -> CseCrops:
     """CSE predictor output -> embedding and foreground mask on a grid of ``size`` per box.
 
     As ``densepose/modeling/cse/utils.py: get_closest_vertices_mask_from_ES``: bilinear resize
@@ -130,6 +193,7 @@ def cse_output_to_crops(embedding: torch.Tensor, coarse_segm: torch.Tensor,
 
     Args:
         embedding: (n, D, h, w) float.  coarse_segm: (n, K, h, w) float.  size: S or (H, W).
+        window: None, or (n, 4) the part of each box its crop covers (see :func:`chart_output_to_crops`).
     """
     if embedding.dim() != 4 or coarse_segm.dim() != 4 or embedding.shape[0] != coarse_segm.shape[0] \
             or embedding.shape[2:] != coarse_segm.shape[2:]:
@@ -139,8 +203,8 @@ def cse_output_to_crops(embedding: torch.Tensor, coarse_segm: torch.Tensor,
     if embedding.shape[0] == 0:
         return CseCrops(torch.zeros((0, embedding.shape[1], *hw), device=embedding.device),
                         torch.zeros((0, *hw), dtype=torch.bool, device=embedding.device))
-    e = F.interpolate(embedding.float(), hw, mode="bilinear", align_corners=False)
-    mask = F.interpolate(coarse_segm.float(), hw, mode="bilinear", align_corners=False).argmax(dim=1) > 0
+    e = _resize(embedding, hw, window)
+    mask = _resize(coarse_segm, hw, window).argmax(dim=1) > 0
     return CseCrops(e, mask)
 
 

@@ -3,7 +3,8 @@
 Both sources turn each image into an :class:`ImageInstances` (crops already on the ``S x S`` grid,
 see :mod:`pipeline.densepose_convert`) and hand the list to :func:`write_instances_store`, which
 assigns the train/test split, writes the layout of :mod:`pipeline.densepose_store` and returns a
-summary of counts for the stage's metrics file.
+summary of counts for the stage's metrics file, including the counts of instances skipped or clipped
+at the door (:mod:`pipeline.door`; always present, 0 when none).
 
 CSE output is only comparable with the vertex embeddings of the model that made it, so a CSE store
 needs a template built from that model's mesh and weights (``template.source: cse``,
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.densepose_store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
+from pipeline.door import zero_counts
 from pipeline.store import StoreWriter
 from pipeline.errors import InputError, UserError
 
@@ -96,7 +98,8 @@ def _is_test(name: str, test_names: set[str]) -> bool:
 
 def write_instances_store(path: str | Path, images: list[ImageInstances], *, crop: int, source: str,
                           template_hash: str, params: dict, test_names: set[str] | None = None,
-                          skipped: list[str] = (), cse_mesh: str | None = None) -> dict:
+                          skipped: list[str] = (), cse_mesh: str | None = None,
+                          counts: dict[str, int] | None = None) -> dict:
     """Writes every instance of ``images`` as ``data/densepose.zarr`` (layout: densepose_store).
 
     Args:
@@ -106,9 +109,11 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
         test_names: image names (or base names) of the test split; None -> all train.
         skipped: names of images that could not be read (counted, listed in the attributes).
         cse_mesh: for CSE output, the name of the mesh its embeddings refer to (an attribute).
+        counts: the door's counts (:class:`pipeline.door.DoorCounts` ``.summary()``); None: all 0.
 
     Returns:
-        summary: counts of images read / skipped / without instances, instances, train / test.
+        summary: counts of images read / skipped / without instances, instances, train / test, and
+        the door's skipped / clipped boxes (:data:`pipeline.door.COUNT_KEYS`).
 
     Raises:
         NoInstancesError: not a single instance to write (never an empty store).
@@ -160,7 +165,8 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
             start += k
     summary = {"images": len(images), "images_skipped": len(skipped),
                "images_without_instances": sum(len(im) == 0 for im in images),
-               "instances": n, "instances_train": n - n_test, "instances_test": n_test}
+               "instances": n, "instances_train": n - n_test, "instances_test": n_test,
+               **zero_counts(), **(counts or {})}
     log.info("wrote %s: %d instances from %d images (%d skipped, %d without instances), %d test",
              path, n, len(images), len(skipped), summary["images_without_instances"], n_test)
     return summary

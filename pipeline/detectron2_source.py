@@ -5,18 +5,24 @@ Detectron2 and its DensePose project are optional dependencies, imported only in
 (how to install them, which other ``densepose.source`` values exist) -- it never falls back to
 another source.
 
-Flow (:func:`write_detectron2_store`): list the images of ``detectron2.images`` (sorted, top level
-only), read them with ``cv2.imread`` in batches of ``batch_size`` (an unreadable or corrupt file
-is logged, skipped and counted), run the model under ``torch.no_grad()`` on CUDA when present
-(``common.device``), keep the detections scoring at least ``score_threshold``, best first, at most
-``max_instances`` per image (0: all), and resample each kept instance's 112x112 heatmaps onto the
-``S x S`` crop of its box exactly as Detectron2's converters do
-(:mod:`pipeline.densepose_convert`). Chart models give ``labels``/``uv``; CSE models give
-``embedding``/``mask``; the vertex embeddings of the template's mesh read from the loaded model
-(``model.roi_heads.embedder(mesh_name)``, Detectron2's ``densepose/modeling/cse/embedder.py``;
-rows L2-normalised) must equal the template's (``template.source: cse`` built from the same weights),
-checked before any image is read. An image with no person gives zero
-instances; a run where no instance survives raises :class:`NoInstancesError`.
+Flow (:func:`write_detectron2_store`): first :func:`check_detectron2_inputs` fails fast, reporting
+in one error every problem it finds (Detectron2 not importable, config or weights missing or
+unreadable, no image in the folder, an unreadable test list, ``cuda`` without CUDA); then list the
+images of ``detectron2.images`` (sorted, top level only), read them with ``cv2.imread`` in batches
+of ``batch_size`` (an unreadable or corrupt file is logged, skipped and counted), run the model
+under ``torch.no_grad()`` on CUDA when present (``common.device``), check each image's detections at
+the door (:func:`pipeline.door.door_boxes`: non-finite boxes or scores and scores outside [0, 1]
+are errors naming the image and instance, empty boxes and boxes outside the image are skipped,
+boxes partly outside clipped, each counted; non-finite heatmaps are errors; the policy table is
+:mod:`pipeline.door`'s), keep the detections scoring at least ``score_threshold``, best first, at
+most ``max_instances`` per image (0: all), and resample each kept instance's 112x112 heatmaps onto
+the ``S x S`` crop of its box exactly as Detectron2's converters do
+(:mod:`pipeline.densepose_convert`; a clipped box's crop covers the clipped box). Chart models give
+``labels``/``uv``; CSE models give ``embedding``/``mask``; the vertex embeddings of the template's
+mesh read from the loaded model (``model.roi_heads.embedder(mesh_name)``, Detectron2's
+``densepose/modeling/cse/embedder.py``; rows L2-normalised) must equal the template's
+(``template.source: cse`` built from the same weights), checked before any image is read. An image
+with no person gives zero instances; a run where no instance survives raises :class:`NoInstancesError`.
 
 The model is driven batch-wise as ``DefaultPredictor`` drives it image by image: BGR ``uint8``
 images (flipped to RGB when ``cfg.INPUT.FORMAT`` says so), ``ResizeShortestEdge(MIN_SIZE_TEST,
@@ -26,8 +32,6 @@ model (the tests use a fake).
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import logging
 import sys
@@ -40,13 +44,14 @@ import torch
 from pipeline.densepose_convert import chart_output_to_crops, cse_output_to_crops
 from pipeline.densepose_write import (ImageInstances, NoInstancesError, check_cse_template, read_name_list,
                                       write_instances_store)
+from pipeline.door import DoorCounts, check_finite, door_boxes, path_problems, raise_problems, select_instances
 from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Detectron2MissingError", "NoInstancesError", "Detections", "Predictor", "IMAGE_SUFFIXES",
            "INSTALL_HELP", "resolve_device", "list_images", "build_predictor", "infer_folder",
-           "write_detectron2_store"]
+           "check_detectron2_inputs", "write_detectron2_store"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -196,32 +201,46 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _to_instances(name: str, det: Detections, crop: int, threshold: float, max_instances: int) -> ImageInstances:
-    scores = det.scores.detach().float()
-    keep = torch.nonzero(scores >= threshold).flatten()
-    keep = keep[torch.argsort(-scores[keep], stable=True)]
-    if max_instances > 0:
-        keep = keep[:max_instances]
-    boxes = det.boxes.detach().float()[keep].cpu().numpy().reshape(-1, 4)
-    kept_scores = scores[keep].cpu().numpy()
+def _to_instances(where: str, name: str, det: Detections, size: tuple[int, int], crop: int, threshold: float,
+                  max_instances: int, counts: DoorCounts) -> ImageInstances:
+    """One image's detections, checked at the door, filtered and resampled onto the crop grid.
+
+    where: the image file (for the messages).  name: its name in the store.  size: its (H, W).
+    """
+    boxes = det.boxes.detach().float().cpu().numpy()
+    scores = det.scores.detach().float().cpu().numpy()
+    v = door_boxes(boxes.reshape(-1, 4) if boxes.size == 0 else boxes, scores, size, where, counts)
+    keep = select_instances(scores, threshold, max_instances, usable=v.keep)
+    idx = torch.from_numpy(keep).long()
+    kept_boxes, kept_scores, window = v.boxes[keep], scores[keep], torch.from_numpy(v.window[keep])
+    fix = "check detectron2.weights (a damaged or mismatched file) and detectron2.config"
     if det.cse is not None:
-        e, c = (t[keep] for t in det.cse)
-        out = cse_output_to_crops(e, c, crop)
-        return ImageInstances(name, boxes, kept_scores, embedding=out.embedding.cpu().numpy(),
-                              mask=out.mask.cpu().numpy())
+        e, c = (t[idx.to(t.device)] for t in det.cse)
+        for t, what in ((e, "the model's embedding"), (c, "the model's coarse_segm")):
+            check_finite(t, what, where, fix, keep)
+        out = cse_output_to_crops(e, c, crop, window=window)
+        return ImageInstances(name, kept_boxes, kept_scores, embedding=out.embedding.cpu().numpy(),
+                              mask=out.mask.cpu().numpy(), size=size)
     if det.chart is None:
         if len(keep):
-            raise InputError(f"{name}: detections without DensePose output")
-        return ImageInstances(name, boxes, kept_scores, labels=np.zeros((0, crop, crop), np.uint8),
-                              uv=np.zeros((0, 2, crop, crop), np.float32))
-    out = chart_output_to_crops(*(t[keep] for t in det.chart), crop)
-    return ImageInstances(name, boxes, kept_scores, labels=out.labels.cpu().numpy(), uv=out.uv.cpu().numpy())
+            raise InputError(f"{where}: detections without DensePose output")
+        return ImageInstances(name, kept_boxes, kept_scores, labels=np.zeros((0, crop, crop), np.uint8),
+                              uv=np.zeros((0, 2, crop, crop), np.float32), size=size)
+    heatmaps = [t[idx.to(t.device)] for t in det.chart]
+    for t, what in zip(heatmaps, ("fine_segm", "coarse_segm", "u", "v")):
+        check_finite(t, f"the model's {what}", where, fix, keep)
+    out = chart_output_to_crops(*heatmaps, crop, window=window)
+    return ImageInstances(name, kept_boxes, kept_scores, labels=out.labels.cpu().numpy(), uv=out.uv.cpu().numpy(),
+                          size=size)
 
 
 def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size: int = 4,
-                 score_threshold: float = 0.8, max_instances: int = 0) -> tuple[list[ImageInstances], list[str]]:
+                 score_threshold: float = 0.8, max_instances: int = 0,
+                 counts: DoorCounts | None = None) -> tuple[list[ImageInstances], list[str]]:
     """Runs ``predictor`` on every image of ``folder``; see the module docstring.
 
+    Args:
+        counts: where boxes skipped or clipped at the door are counted (default: a new, discarded one).
     Returns:
         one :class:`ImageInstances` per readable image (names relative to ``folder``), and the names
         of the images that could not be read.
@@ -229,33 +248,65 @@ def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size
     import cv2
     from tqdm import tqdm
 
+    counts = counts if counts is not None else DoorCounts()
     paths = list_images(folder)
     if not paths:
         raise FileNotFoundError(f"detectron2.images: no image ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     results, skipped = [], []
     bar = tqdm(total=len(paths), desc="densepose", unit="img", disable=not sys.stderr.isatty())
     for start in range(0, len(paths), batch_size):
-        names, images = [], []
+        read, images = [], []
         for p in paths[start:start + batch_size]:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is None or img.size == 0:
                 log.warning("skipping %s: unreadable or corrupt image", p)
                 skipped.append(p.name)
                 continue
-            names.append(p.name)
+            read.append(p)
             images.append(img)
         if images:
             dets = predictor(images)
             if len(dets) != len(images):
                 raise RuntimeError(f"the predictor returned {len(dets)} results for {len(images)} images")
-            results += [dataclasses.replace(_to_instances(n, d, crop, score_threshold, max_instances),
-                                            size=tuple(int(x) for x in im.shape[:2]))
-                        for n, d, im in zip(names, dets, images)]
+            results += [_to_instances(str(p), p.name, d, tuple(int(x) for x in im.shape[:2]), crop, score_threshold,
+                                      max_instances, counts)
+                        for p, d, im in zip(read, dets, images)]
         bar.update(len(paths[start:start + batch_size]))
     bar.close()
     log.info("ran DensePose on %d images (%d skipped): %d instances kept", len(results), len(skipped),
              sum(len(r) for r in results))
     return results, skipped
+
+
+def check_detectron2_inputs(params, device: str | None = None) -> None:
+    """Fails fast, before any model is built or image read: Detectron2 importable, ``params``
+    (:class:`pipeline.config.Detectron2Params`) naming a readable config, weights and a folder with
+    images (and test list), ``device`` (``common.device``) usable.
+
+    Raises:
+        Detectron2MissingError: Detectron2 is not importable (the message lists every other problem too).
+        InputError: every problem found, in one message.
+    """
+    problems, error = [], InputError
+    try:
+        _import_detectron2()
+    except Detectron2MissingError as e:
+        problems.append(str(e))
+        error = Detectron2MissingError
+    problems += path_problems("detectron2.config", params.config, hint="a DensePose config file (.yaml)")
+    problems += path_problems("detectron2.weights", params.weights, hint="the model's weights file, a local path")
+    folder = path_problems("detectron2.images", params.images, "folder", hint="a folder of images")
+    if not folder and not list_images(params.images):
+        folder = [f"detectron2.images: no image ({', '.join(IMAGE_SUFFIXES)}) in {params.images}"]
+    problems += folder
+    if params.test_list:
+        problems += path_problems("detectron2.test_list", params.test_list)
+    if device is not None:
+        try:
+            resolve_device(device)
+        except InputError as e:
+            problems.append(str(e))
+    raise_problems("densepose.source detectron2", problems, error)
 
 
 def write_detectron2_store(params, crop: int, device: str, template, out_path: str | Path,
@@ -270,19 +321,22 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
 
     Returns:
         summary dict: images, images_skipped, images_without_instances, instances, instances_train,
-        instances_test (for the stage's metrics JSON).
+        instances_test and the door's :data:`pipeline.door.COUNT_KEYS` (for the stage's metrics JSON).
 
     Raises:
-        Detectron2MissingError, FileNotFoundError, NoInstancesError (see the module docstring).
+        Detectron2MissingError, InputError (every problem :func:`check_detectron2_inputs` finds, in
+        one message, before any work; then bad detections, see :mod:`pipeline.door`), NoInstancesError.
     """
+    check_detectron2_inputs(params, device)
     test = read_name_list(params.test_list) if params.test_list else None
-    list_images(params.images)  # a wrong folder fails before the model is built
     predictor = build_predictor(params.config, params.weights, resolve_device(device), params.score_threshold)
     mesh = _check_cse_embeddings(predictor, template, params.weights) if predictor.is_cse else None
+    counts = DoorCounts()
     images, skipped = infer_folder(predictor, params.images, crop, params.batch_size,
-                                   params.score_threshold, params.max_instances)
+                                   params.score_threshold, params.max_instances, counts)
     return write_instances_store(out_path, images, crop=crop, source="detectron2", template_hash=template.hash,
-                                 params=params_record or {}, test_names=test, skipped=skipped, cse_mesh=mesh)
+                                 params=params_record or {}, test_names=test, skipped=skipped, cse_mesh=mesh,
+                                 counts=counts.summary())
 
 
 def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:

@@ -6,6 +6,15 @@ containers and ``chumpy`` objects (SMPL's official files; each becomes a stand-i
 array), and refuses anything else with :class:`pickle.UnpicklingError`. Files written by
 ``torch.save`` (zip archives) are read with ``torch.load(weights_only=True)``, PyTorch's own
 restricted loader.
+
+:data:`NUMPY_GLOBALS` is the one list of numpy names a pickle of arrays needs (shared with the
+DensePose dump loader, :mod:`pipeline.precomputed`): the ``ndarray`` and ``dtype`` classes, the
+``_reconstruct`` function ``ndarray.__reduce__`` names (protocols 0-4), ``_frombuffer``
+(``__reduce_ex__`` at protocol 5) and ``scalar`` (numpy scalars), under both the numpy 1
+(``numpy.core``) and numpy 2 (``numpy._core``) module names. None of them calls anything it is
+given: they build an array, a dtype or a scalar from bytes (an object array's elements are
+unpickled by the same restricted unpickler). :func:`unreadable_message` says "truncated or corrupt"
+for a cut ``torch.save`` zip archive or pickle, whatever error the reader tripped over.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import scipy.sparse as sp
 
 from pipeline.errors import InputError
 
-__all__ = ["ArrayUnpickler", "read_pickle", "as_array"]
+__all__ = ["NUMPY_GLOBALS", "ArrayUnpickler", "read_pickle", "as_array", "looks_truncated", "unreadable_message"]
 
 
 class _ChumpyArray:
@@ -38,15 +47,25 @@ class _ChumpyArray:
         return np.asarray(self.state["x"])
 
 
-_ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"), ("builtins", "object"), ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-}
-_RENAMED = {"copy_reg": "copyreg", "__builtin__": "builtins", "numpy.core.multiarray": "numpy._core.multiarray"}
+def _numpy_globals() -> dict[str, Any]:
+    try:  # numpy 2
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray, numeric
+    found = {"ndarray": np.ndarray, "dtype": np.dtype, "multiarray._reconstruct": multiarray._reconstruct,
+             "multiarray.scalar": multiarray.scalar, "numeric._frombuffer": numeric._frombuffer}
+    return {f"numpy{sub}.{name}": obj for name, obj in found.items()
+            for sub in (("",) if "." not in name else (".core", "._core"))}
+
+
+NUMPY_GLOBALS: dict[str, Any] = _numpy_globals()
+"""``module.name`` -> object, for the numpy names a pickle of arrays refers to (and nothing else)."""
+
+_OTHERS = {"copy_reg._reconstructor", "copyreg._reconstructor", "__builtin__.object", "builtins.object",
+           "_codecs.encode", "collections.OrderedDict"}
+_RENAMED = {"copy_reg": "copyreg", "__builtin__": "builtins"}
 _SPARSE = {"csc_matrix", "csr_matrix", "coo_matrix"}
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class ArrayUnpickler(pickle.Unpickler):
@@ -55,7 +74,10 @@ class ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module.split(".")[0] == "chumpy":
             return _ChumpyArray
-        if (module, name) in _ALLOWED:
+        key = f"{module}.{name}"
+        if key in NUMPY_GLOBALS:
+            return NUMPY_GLOBALS[key]
+        if key in _OTHERS:
             mod = _RENAMED.get(module, module)
             return getattr(__import__(mod, fromlist=[name]), name)
         if module.startswith("scipy.sparse") and name in _SPARSE:
@@ -83,9 +105,40 @@ def read_pickle(path: str | Path, what: str) -> Any:
         with open(path, "rb") as fh:
             return ArrayUnpickler(fh, encoding="latin1").load()
     except pickle.UnpicklingError as e:
+        if looks_truncated(path, e):
+            raise InputError(unreadable_message(path, what, e)) from e
         raise InputError(f"{path}: refused as {what}: {e}") from e
     except Exception as e:
-        raise InputError(f"{path}: not readable as {what} ({type(e).__name__}: {e})") from e
+        raise InputError(unreadable_message(path, what, e)) from e
+
+
+def _starts_like_zip(path: str | Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == _ZIP_MAGIC
+
+
+def looks_truncated(path: str | Path, e: BaseException) -> bool:
+    """Whether ``e``, raised reading ``path``, comes from a cut or damaged file: a file that starts
+    as a zip archive (``torch.save``) but has no readable directory, or a pickle that ends early."""
+    said = str(e).lower()
+    if isinstance(e, (EOFError, zipfile.BadZipFile)) or any(w in said for w in ("truncated", "corrupt",
+                                                                                 "central directory")):
+        return True
+    return _starts_like_zip(path) and not zipfile.is_zipfile(path)
+
+
+def unreadable_message(path: str | Path, what: str, e: BaseException) -> str:
+    """One line for a file that could not be read as ``what``: "truncated or corrupt" when it is."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if not looks_truncated(path, e):
+        return f"{path}: not readable as {what} ({type(e).__name__}: {first})"
+    if _starts_like_zip(path):
+        why = ("its zip directory, at the end of the file, is missing: the file was cut short"
+               if not zipfile.is_zipfile(path) else f"{type(e).__name__}: {first}")
+        return f"{path}: truncated or corrupt zip archive (a torch.save file), not readable as {what} ({why}); " \
+               "copy or write the file again"
+    return (f"{path}: truncated or corrupt pickle, not readable as {what} ({type(e).__name__}: {first}); "
+            "copy or write the file again")
 
 
 def as_array(x) -> np.ndarray | sp.spmatrix:

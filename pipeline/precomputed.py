@@ -5,8 +5,8 @@ Two input formats (``precomputed.format``):
 ``dump``
     The file ``apply_net.py dump <config> <weights> <images> --output results.pkl`` writes. Despite
     the ``.pkl`` name (and its docs) it is written with ``torch.save`` -- a zip archive; older
-    PyTorch wrote the legacy ``torch.save`` stream, and hand-made files may be plain pickles: all
-    three are read. Content: a list with one dict per image::
+    PyTorch wrote the legacy ``torch.save`` stream, and hand-made files may be plain pickles (of
+    tensors or of numpy arrays, any protocol): all are read. Content: a list with one dict per image::
 
         {"file_name": str, "scores": (k,) float, "pred_boxes_XYXY": (k, 4) float image pixels,
          "pred_densepose": [DensePoseChartResultWithConfidences] * k      # chart models
@@ -16,11 +16,14 @@ Two input formats (``precomputed.format``):
     ``(int(y1 - y0), int(x1 - x0))``; they may sit on CUDA (the dump does not move them). The file
     is unpickled by :func:`load_dump`: the ``densepose.structures`` and ``detectron2.structures``
     classes are mapped to the stand-ins below, and only those, PyTorch's tensor and storage
-    rebuild functions (PyTorch's own weights-only allowlist) and plain containers are admitted;
-    anything else (``os.system``, ``builtins.eval``...) is refused with :class:`UnsafeDumpError`
-    naming the file and the class. Nothing from Detectron2 is imported. The dump does not hold the
+    rebuild functions (PyTorch's own weights-only allowlist), the numpy names an array pickle needs
+    (:data:`pipeline.pickles.NUMPY_GLOBALS`) and plain containers are admitted; anything else
+    (``os.system``, ``builtins.eval``...) is refused with :class:`UnsafeDumpError` naming the file
+    and the class, also inside a tensor's storage bytes. A cut or damaged file is reported as
+    "truncated or corrupt". Nothing from Detectron2 is imported. The dump does not hold the
     images' sizes: they are read from the image files' headers when found (``file_name`` as written,
-    or below ``precomputed.image_root``), to size the full-frame export; else the boxes size it.
+    or below ``precomputed.image_root``), to size the full-frame export and to check the boxes;
+    else the boxes size it.
 
 ``iuv_png``
     A folder of full-frame IUV images (as :mod:`pipeline.fullframe` writes them, and as the
@@ -37,6 +40,11 @@ Two input formats (``precomputed.format``):
     Each box's pixels ``[y, y + h) x [x, x + w)`` (Detectron2's integer box) are decoded (bin
     centres) and resampled to ``S x S`` like a dump's chart result; pixels that the index map
     gives to another instance become background.
+
+Both formats are checked at the door (:mod:`pipeline.door`, whose docstring has the policy table):
+first :func:`check_precomputed_inputs` (the params' files and folders, every problem in one error),
+then each image's boxes, scores and arrays as they are read -- an error naming the file, the image
+and the instance, or a skip or clip counted in the returned summary.
 """
 
 from __future__ import annotations
@@ -57,16 +65,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.densepose_convert import chart_results_to_crops, cse_output_to_crops, int_box_xywh
+from pipeline.densepose_convert import chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh
+from pipeline.door import (DoorCounts, check_boxes, check_chart_result, check_cse_output, door_boxes, path_problems,
+                           raise_problems, select_instances)
 from pipeline.iuv import decode_iuv
 from pipeline.densepose_write import ImageInstances, check_cse_template, read_name_list, write_instances_store
 from pipeline.errors import InputError, UserError
+from pipeline.pickles import NUMPY_GLOBALS, unreadable_message
 
 log = logging.getLogger(__name__)
 
 __all__ = ["UnsafeDumpError", "ChartResult", "EmbeddingOutput", "ChartPredictorOutput", "Boxes",
-           "Instances", "RESTRICTED_PICKLE", "load_dump", "read_dump", "read_iuv_folder",
-           "select_instances", "write_precomputed_store"]
+           "Instances", "restricted_pickle", "load_dump", "read_dump", "read_iuv_folder", "door_image",
+           "select_instances", "check_precomputed_inputs", "write_precomputed_store"]
 
 
 class UnsafeDumpError(UserError, pickle.UnpicklingError):
@@ -158,13 +169,9 @@ def _safe_reconstructor(cls, base, state):
     return object.__new__(cls)
 
 
-def _restricted_load_from_bytes(b: bytes):
-    """``torch.storage._load_from_bytes`` (tensors inside plain pickles), through this allowlist."""
-    return torch.load(io.BytesIO(b), map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False)
-
-
 class _Unpickler(pickle.Unpickler):
-    """Admits the stand-ins, PyTorch's tensor rebuild globals and plain containers; nothing else."""
+    """Admits the stand-ins, PyTorch's tensor rebuild globals, numpy arrays and plain containers;
+    nothing else. ``source`` (the file) is named in every refusal."""
 
     source = "<dump>"
     _allowed: dict[str, Any] | None = None
@@ -180,21 +187,26 @@ class _Unpickler(pickle.Unpickler):
             return _STRUCTURES[name]
         if (module, name) in _DETECTRON2:
             return _DETECTRON2[(module, name)]
-        if key == "torch.storage._load_from_bytes":
-            return _restricted_load_from_bytes
+        if key == "torch.storage._load_from_bytes":  # a tensor in a plain pickle: a torch.save stream
+            source = self.source
+            return lambda b: torch.load(io.BytesIO(b), map_location="cpu", pickle_module=restricted_pickle(source),
+                                        weights_only=False)
         if key == "copyreg._reconstructor":
             return _safe_reconstructor
         if key in ("builtins.object", "builtins.tuple", "builtins.list", "builtins.dict", "builtins.frozenset"):
             return getattr(__import__("builtins"), name)
+        if key in NUMPY_GLOBALS:
+            return NUMPY_GLOBALS[key]
         if key in _Unpickler._allowed:
             return _Unpickler._allowed[key]
         raise UnsafeDumpError(f"{self.source}: refers to {key}, which a DensePose dump never contains; "
-                              "refusing to load it (only densepose/detectron2 structures, tensors and "
-                              "plain containers are allowed)")
+                              "refusing to load it (only densepose/detectron2 structures, tensors, numpy "
+                              "arrays and plain containers are allowed)")
 
 
-def _module_like(source: str) -> types.ModuleType:
-    """A ``pickle``-like module whose ``Unpickler`` and ``load`` are restricted and name ``source``."""
+def restricted_pickle(source: str) -> types.ModuleType:
+    """A ``pickle``-like module whose ``Unpickler`` and ``load`` are restricted and name ``source``
+    (the file) in their refusals; for ``torch.load(pickle_module=...)``."""
     mod = types.ModuleType("densepose3d_restricted_pickle")
     mod.Unpickler = type("Unpickler", (_Unpickler,), {"source": source})
     mod.load = lambda f, **kw: mod.Unpickler(f, **kw).load()
@@ -203,21 +215,18 @@ def _module_like(source: str) -> types.ModuleType:
     return mod
 
 
-RESTRICTED_PICKLE = _module_like("<bytes>")
-
-
 def load_dump(path: str | Path) -> Any:
     """Unpickles an ``apply_net.py dump`` file safely; tensors land on the CPU.
 
     Raises:
         FileNotFoundError: no such file.
         UnsafeDumpError: the file refers to a class or function outside the allowlist (named).
-        ValueError: the file is not a readable torch/pickle file.
+        InputError: the file is not a readable torch/pickle file ("truncated or corrupt" when cut).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"DensePose dump not found: {path}")
-    module = _module_like(str(path))
+    module = restricted_pickle(str(path))
     try:
         if zipfile.is_zipfile(path):
             return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
@@ -231,7 +240,7 @@ def load_dump(path: str | Path) -> Any:
         raise
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError,
             TypeError, ValueError) as e:
-        raise InputError(f"{path}: not a readable DensePose dump ({type(e).__name__}: {e})") from e
+        raise InputError(unreadable_message(path, "a DensePose dump", e)) from e
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,7 @@ class DumpImage:
     boxes: (k, 4) float32 XYXY.  scores: (k,) float32.  chart: k (labels (h, w), uv (2, h, w)) or None.
     cse: embedding (k, D, h, w) and coarse_segm (k, K, h, w), or None.
     size: (H, W) of the image when known (it sizes the full-frame export), else None.
+    window: (k, 4) the part of each box its crop covers (boxes clipped at the door), or None: all.
     """
 
     file_name: str
@@ -249,6 +259,7 @@ class DumpImage:
     chart: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     cse: tuple[torch.Tensor, torch.Tensor] | None = None
     size: tuple[int, int] | None = None
+    window: np.ndarray | None = None
 
 
 def image_size(name: str, root: str | Path = "") -> tuple[int, int] | None:
@@ -268,15 +279,36 @@ def image_size(name: str, root: str | Path = "") -> tuple[int, int] | None:
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:
+    """A tensor or numeric numpy array as a CPU tensor (a copy of the array: it may be read-only)."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    raise InputError(f"{what}: expected a tensor, got {type(x).__name__}")
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+        return torch.from_numpy(np.array(x))
+    kind = f"a numpy array of dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+    raise InputError(f"{what}: expected a tensor or numeric numpy array, got {kind}")
+
+
+def _chart_results(dp, boxes: np.ndarray, where: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A dump entry's chart results, checked (:func:`pipeline.door.check_chart_result`)."""
+    k = len(boxes)
+    if len(dp) != k or not all(isinstance(r, ChartResult) for r in dp):
+        raise InputError(f"{where}: expected {k} DensePoseChartResult, got {[type(r).__name__ for r in dp]}")
+    out = []
+    for j, r in enumerate(dp):
+        at = f"{where}, instance {j}"
+        lab, uv = _as_tensor(r.labels, at), _as_tensor(r.uv, at)
+        check_chart_result(lab, uv, boxes[j], at)
+        out.append((lab, uv))
+    return out
 
 
 def read_dump(path: str | Path) -> list[DumpImage]:
-    """Reads and checks an ``apply_net.py dump`` file (see the module docstring)."""
+    """Reads and checks an ``apply_net.py dump`` file (see the module docstring).
+
+    Raises:
+        InputError: naming the file, the image and the instance, for anything that is not a dump of
+            the documented form (the per-instance policy is :mod:`pipeline.door`'s table).
+    """
     data = load_dump(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: a dump is a list of per-image dicts, got {type(data).__name__}")
@@ -286,51 +318,87 @@ def read_dump(path: str | Path) -> list[DumpImage]:
         if not isinstance(entry, dict) or "file_name" not in entry:
             raise InputError(f"{where}: expected a dict with 'file_name', got {type(entry).__name__}")
         name = str(entry["file_name"])
+        where = f"{path}: image {name!r} (entry {i})"
         boxes = entry.get("pred_boxes_XYXY")
         boxes = torch.zeros(0, 4) if boxes is None else _as_tensor(getattr(boxes, "tensor", boxes), where)
-        k = len(boxes)
+        k = len(boxes) if boxes.dim() else 0
         scores = entry.get("scores")
         scores = torch.ones(k) if scores is None else _as_tensor(scores, where)
-        if boxes.shape != (k, 4) or scores.shape != (k,):
-            raise InputError(f"{where} ({name}): boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} "
-                             "do not match")
+        boxes, scores = boxes.double().numpy(), scores.double().numpy()
+        check_boxes(boxes, scores, where)
+        boxes, scores = boxes.astype(np.float32), scores.astype(np.float32)
         dp = entry.get("pred_densepose")
         chart = cse = None
         if isinstance(dp, EmbeddingOutput):
             cse = (_as_tensor(dp.embedding, where), _as_tensor(dp.coarse_segm, where))
-            if len(cse[0]) != k:
-                raise InputError(f"{where} ({name}): {len(cse[0])} embeddings for {k} boxes")
+            check_cse_output(*cse, k, where)
         elif isinstance(dp, (list, tuple)):
-            if len(dp) != k or not all(isinstance(r, ChartResult) for r in dp):
-                raise InputError(f"{where} ({name}): expected {k} DensePoseChartResult, got "
-                                 f"{[type(r).__name__ for r in dp]}")
-            chart = [(_as_tensor(r.labels, where), _as_tensor(r.uv, where)) for r in dp]
+            chart = _chart_results(dp, boxes, where)
         elif dp is None:
             if k:
-                raise InputError(f"{where} ({name}): {k} boxes but no 'pred_densepose'")
+                raise InputError(f"{where}: {k} boxes but no 'pred_densepose'")
             chart = []
         else:
-            raise InputError(f"{where} ({name}): unsupported pred_densepose {type(dp).__name__}")
-        out.append(DumpImage(name, boxes.float().numpy(), scores.float().numpy(), chart, cse))
+            raise InputError(f"{where}: unsupported pred_densepose {type(dp).__name__}")
+        out.append(DumpImage(name, boxes, scores, chart, cse))
     log.info("read %s: %d images, %d instances", path, len(out), sum(len(e.scores) for e in out))
     return out
 
 
-def read_iuv_folder(folder: str | Path, boxes_json: str | Path) -> tuple[list[DumpImage], list[str]]:
-    """Reads full-frame IUV PNGs and their boxes (see the module docstring).
+def door_image(im: DumpImage, where: str, counts: DoorCounts) -> DumpImage:
+    """One dump image after the door's box checks (:func:`pipeline.door.door_boxes`): skipped
+    instances removed, clipped boxes in place with their chart results cut to them (or, for CSE
+    output, their windows recorded)."""
+    v = door_boxes(im.boxes, im.scores, im.size, where, counts)
+    keep = np.flatnonzero(v.keep)
+    chart = cse = window = None
+    if im.chart is not None:
+        chart = [cut_result_to_box(*im.chart[i], im.boxes[i], v.boxes[i]) if v.clipped[i] else im.chart[i]
+                 for i in keep]
+    if im.cse is not None:
+        idx = torch.from_numpy(keep).long()
+        cse, window = (im.cse[0][idx], im.cse[1][idx]), v.window[keep]
+    return dataclasses.replace(im, boxes=v.boxes[keep], scores=im.scores[keep], chart=chart, cse=cse, window=window)
 
+
+def _iuv_boxes(item, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """An ``images[i]`` entry's boxes (k, 4) and scores (k,) float32, checked."""
+    boxes = np.asarray(item.get("boxes", []), np.float64)
+    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+    scores = np.asarray(item.get("scores", [1.0] * len(boxes) if boxes.ndim else []), np.float64)
+    check_boxes(boxes, scores, where)
+    return boxes.astype(np.float32), scores.astype(np.float32)
+
+
+def _check_part_channel(iuv: np.ndarray, where: str) -> None:
+    """Refuses an IUV image (H, W, 3) uint8 whose channel 0 (part index) exceeds 24."""
+    bad = iuv[..., 0] > 24
+    if bad.any():
+        raise InputError(f"{where}: {int(bad.sum())} pixels have a part index above 24 (up to "
+                         f"{int(iuv[..., 0].max())}) in channel 0 (the PNG's blue channel): not an IUV image as "
+                         "cv2.imwrite writes it (channel 0 = I, 1 = 255 U, 2 = 255 V); if it was saved from an RGB "
+                         "array (PIL, imageio), reverse its channels")
+
+
+def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
+                    counts: DoorCounts | None = None) -> tuple[list[DumpImage], list[str]]:
+    """Reads full-frame IUV PNGs and their boxes (see the module docstring), checked at the door.
+
+    Args:
+        counts: where skipped and clipped boxes are counted (default: a new, discarded one).
     Returns:
-        the images as :class:`DumpImage` with chart results at box size, and the names of the
-        images whose PNG could not be read (skipped, logged).
+        the images as :class:`DumpImage` with chart results at (clipped) box size, and the names of
+        the images whose PNG could not be read (skipped, logged).
     """
     import cv2
 
+    counts = counts if counts is not None else DoorCounts()
     folder, boxes_json = Path(folder), Path(boxes_json)
     if not boxes_json.is_file():
         raise FileNotFoundError(f"boxes JSON not found: {boxes_json}")
     try:
         spec = json.loads(boxes_json.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{boxes_json}: not valid JSON ({e})") from e
     if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
         raise InputError(f"{boxes_json}: expected {{\"images\": [...]}}")
@@ -338,17 +406,19 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path) -> tuple[list[Du
     for i, item in enumerate(spec["images"]):
         try:
             name, iuv_name = str(item["file_name"]), str(item["iuv"])
-            boxes = np.asarray(item.get("boxes", []), np.float32).reshape(-1, 4)
+            where = f"{boxes_json}: image {name!r} (images[{i}])"
+            boxes, scores = _iuv_boxes(item, where)
         except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{boxes_json}: images[{i}] needs 'file_name', 'iuv' and 'boxes' ({e})") from e
-        scores = np.asarray(item.get("scores", [1.0] * len(boxes)), np.float32).reshape(-1)
-        if len(scores) != len(boxes):
-            raise InputError(f"{boxes_json}: images[{i}] ({name}): {len(scores)} scores for {len(boxes)} boxes")
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{boxes_json}: images[{i}] needs 'file_name', 'iuv' and 'boxes' [[x0, y0, x1, y1], "
+                             f"...] ({type(e).__name__}: {e})") from e
         iuv = cv2.imread(str(folder / iuv_name), cv2.IMREAD_UNCHANGED)
         if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
             log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)
             skipped.append(name)
             continue
+        _check_part_channel(iuv, f"{folder / iuv_name} (image {name!r}, {boxes_json} images[{i}])")
         inds = None
         if item.get("inds"):
             inds = cv2.imread(str(folder / item["inds"]), cv2.IMREAD_UNCHANGED)
@@ -359,33 +429,33 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path) -> tuple[list[Du
             inds = inds if inds.ndim == 2 else inds[..., 0]
         labels_full, uv_full = decode_iuv(iuv)
         H, W = labels_full.shape
-        chart = []
-        for k, box in enumerate(boxes):
-            x, y, w, h = int_box_xywh(box)
-            lab = np.zeros((h, w), np.int64)
-            uv = np.zeros((2, h, w), np.float32)
-            ys, xs = slice(max(y, 0), min(y + h, H)), slice(max(x, 0), min(x + w, W))
-            dst = (slice(ys.start - y, ys.stop - y), slice(xs.start - x, xs.stop - x))
-            if ys.stop > ys.start and xs.stop > xs.start:
-                lab[dst] = labels_full[ys, xs]
-                uv[(slice(None), *dst)] = uv_full[:, ys, xs]
-                if inds is not None:
-                    other = np.zeros((h, w), bool)
-                    other[dst] = inds[ys, xs] != k + 1
-                    lab[other] = 0
-                    uv[:, other] = 0
-            chart.append((torch.from_numpy(lab), torch.from_numpy(uv)))
-        out.append(DumpImage(name, boxes, scores, chart, None, size=(H, W)))
+        v = door_boxes(boxes, scores, (H, W), where, counts)
+        keep = np.flatnonzero(v.keep)
+        chart = [_box_pixels(labels_full, uv_full, inds, v.boxes[k], k) for k in keep]
+        out.append(DumpImage(name, v.boxes[keep], scores[keep], chart, None, size=(H, W)))
     return out, skipped
 
 
-def select_instances(scores: np.ndarray, threshold: float, max_instances: int) -> np.ndarray:
-    """Indices of the instances kept: score >= threshold, the ``max_instances`` best (0: all),
-    best first (ties: original order)."""
-    scores = np.asarray(scores, np.float64)
-    keep = np.flatnonzero(scores >= threshold)
-    keep = keep[np.argsort(-scores[keep], kind="stable")]
-    return keep[:max_instances] if max_instances > 0 else keep
+def _box_pixels(labels_full: np.ndarray, uv_full: np.ndarray, inds: np.ndarray | None, box: np.ndarray,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instance ``k``'s chart result at its integer box size from a decoded full-frame IUV image
+    (labels (H, W), uv (2, H, W)); pixels outside the image, or the index map's other instances
+    (``inds`` (H, W), k + 1 = this one), are background."""
+    H, W = labels_full.shape
+    x, y, w, h = int_box_xywh(box)
+    lab = np.zeros((h, w), np.int64)
+    uv = np.zeros((2, h, w), np.float32)
+    ys, xs = slice(max(y, 0), min(y + h, H)), slice(max(x, 0), min(x + w, W))
+    dst = (slice(ys.start - y, ys.stop - y), slice(xs.start - x, xs.stop - x))
+    if ys.stop > ys.start and xs.stop > xs.start:
+        lab[dst] = labels_full[ys, xs]
+        uv[(slice(None), *dst)] = uv_full[:, ys, xs]
+        if inds is not None:
+            other = np.zeros((h, w), bool)
+            other[dst] = inds[ys, xs] != k + 1
+            lab[other] = 0
+            uv[:, other] = 0
+    return torch.from_numpy(lab), torch.from_numpy(uv)
 
 
 def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: float = 0.0,
@@ -397,7 +467,8 @@ def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: floa
         boxes, scores = im.boxes[keep], im.scores[keep]
         if im.cse is not None:
             idx = torch.from_numpy(keep).long()
-            c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop)
+            window = None if im.window is None else im.window[keep]
+            c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop, window=window)
             out.append(ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(),
                                       mask=c.mask.numpy(), size=im.size))
         else:
@@ -407,9 +478,26 @@ def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: floa
     return out
 
 
+def check_precomputed_inputs(params) -> None:
+    """Fails fast: the files and folders ``params`` (:class:`pipeline.config.PrecomputedParams`) name
+    exist and are readable. Raises one :class:`InputError` listing every problem."""
+    if params.format == "dump":
+        problems = path_problems("precomputed.dump", params.dump, hint="the file written by `apply_net.py dump`")
+        if params.image_root:
+            problems += path_problems("precomputed.image_root", params.image_root, "folder")
+    else:
+        problems = (path_problems("precomputed.iuv_folder", params.iuv_folder, "folder",
+                                  hint="the folder of the IUV PNGs")
+                    + path_problems("precomputed.boxes_json", params.boxes_json,
+                                    hint="the JSON file of each image's IUV PNG and boxes"))
+    if params.test_list:
+        problems += path_problems("precomputed.test_list", params.test_list)
+    raise_problems(f"densepose.source precomputed (format {params.format})", problems)
+
+
 def write_precomputed_store(params, crop: int, template, out_path: str | Path,
                             params_record: dict | None = None) -> dict:
-    """The ``precomputed`` source, end to end: read, filter, resample, write ``densepose.zarr``.
+    """The ``precomputed`` source, end to end: check, read, filter, resample, write ``densepose.zarr``.
 
     Args:
         params: :class:`pipeline.config.PrecomputedParams`.  crop: S (``densepose.crop``).
@@ -417,21 +505,23 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
             the CSE mesh's template).  params_record: params recorded in the store.
 
     Returns:
-        summary dict of counts (images, images_skipped, images_without_instances, instances...).
+        summary dict of counts (images, images_skipped, images_without_instances, instances...,
+        and the door's :data:`pipeline.door.COUNT_KEYS`).
     """
+    check_precomputed_inputs(params)
+    counts = DoorCounts()
     if params.format == "dump":
-        if not params.dump:
-            raise InputError("precomputed.dump is empty: give the file written by `apply_net.py dump`")
         images, skipped = read_dump(params.dump), []
         images = [dataclasses.replace(im, size=image_size(im.file_name, params.image_root)) for im in images]
         unknown = sum(im.size is None for im in images)
         if unknown:
-            log.info("%d of %d images of the dump not found%s: their full-frame exports are sized by the boxes",
-                     unknown, len(images), f" below {params.image_root}" if params.image_root else "")
+            log.info("%d of %d images of the dump not found%s: their full-frame exports are sized by the boxes, "
+                     "which cannot be checked against them", unknown, len(images),
+                     f" below {params.image_root}" if params.image_root else "")
+        images = [door_image(im, f"{params.dump}: image {im.file_name!r} (entry {i})", counts)
+                  for i, im in enumerate(images)]
     else:
-        if not params.iuv_folder or not params.boxes_json:
-            raise InputError("precomputed.format iuv_png needs precomputed.iuv_folder and precomputed.boxes_json")
-        images, skipped = read_iuv_folder(params.iuv_folder, params.boxes_json)
+        images, skipped = read_iuv_folder(params.iuv_folder, params.boxes_json, counts)
     dims = {int(im.cse[0].shape[1]) for im in images if im.cse is not None}
     mesh = None
     if len(dims) > 1:
@@ -444,4 +534,4 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
     test = read_name_list(params.test_list) if params.test_list else None
     return write_instances_store(out_path, instances, crop=crop, source="precomputed",
                                  template_hash=template.hash, params=params_record or {},
-                                 test_names=test, skipped=skipped, cse_mesh=mesh)
+                                 test_names=test, skipped=skipped, cse_mesh=mesh, counts=counts.summary())

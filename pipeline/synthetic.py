@@ -36,6 +36,7 @@ from pipeline.cameras import crop_boxes, project, sample_cameras
 from pipeline.config import SyntheticParams, as_dict
 from pipeline.corruption import Crop, corrupt_inplace
 from pipeline.densepose_store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
+from pipeline.door import zero_counts
 from pipeline.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
 from pipeline.store import StoreWriter
@@ -171,7 +172,8 @@ def _batches(total: int, size: int) -> Iterator[np.ndarray]:
 
 def write_synthetic_store(path: str | Path, template: Template, p: SyntheticParams, *, crop: int, seed: int,
                           device: str = "auto", params: dict | None = None) -> dict:
-    """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns counts and timings."""
+    """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns counts and timings
+    (with the door's counts, :data:`pipeline.door.COUNT_KEYS`, all 0: nothing is read from the user)."""
     dev = warp_device(device)
     model = body_model(template)
     n_bodies = p.train_bodies + p.test_bodies
@@ -185,7 +187,8 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
              "pose_modes": list(POSE_MODES), "params": params if params is not None else as_dict(p)}
     t0 = time.perf_counter()
     counts = {"instances": n, "bodies": n_bodies, "train": p.train_bodies * p.views, "test": p.test_bodies * p.views,
-              "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0, "modes": [0] * len(POSE_MODES)}
+              "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0, "modes": [0] * len(POSE_MODES),
+              **zero_counts()}
     # one background thread compresses and writes batch k while batch k + 1 renders (Blosc and Warp
     # release the GIL); writes stay in order, so the store's bytes do not depend on the timing
     # shards of 1024 instances (not the default 2048), so that shards fill and compress during the run

@@ -53,3 +53,28 @@ def fake_densepose_modules():
     finally:
         for n in names:
             sys.modules.pop(n, None)
+
+
+def chart_at_box(dp, box, gen: torch.Generator, labels=None, uv=None):
+    """A ``DensePoseChartResultWithConfidences`` at ``box``'s integer size, as apply_net.py writes it:
+    random labels 0..24 and U, V in [0, 1) (0 on the background) unless given."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = max(int(y1 - y0), 1), max(int(x1 - x0), 1)
+    lab = torch.randint(0, 25, (h, w), generator=gen) if labels is None else labels
+    uvs = torch.rand(2, h, w, generator=gen) * (lab > 0) if uv is None else uv
+    return dp.chart(labels=lab, uv=uvs)
+
+
+def save_dump(entries, path, writer: str = "torch"):
+    """Writes ``entries`` as apply_net.py does (``torch``: a zip), with the legacy ``torch.save``
+    stream (``legacy``), or as a plain pickle (``pickle``, protocol 2, or ``pickleN``)."""
+    import pickle
+
+    if writer == "torch":
+        torch.save(entries, path)
+    elif writer == "legacy":
+        torch.save(entries, path, _use_new_zipfile_serialization=False)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(entries, f, protocol=int(writer[6:] or 2))
+    return path

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.densepose_convert import (chart_output_to_crops, chart_result_to_crop, cse_output_to_crops,
-                                        int_box_xywh, resize_chart)
+                                        cut_result_to_box, int_box_xywh, resize_chart, resize_window)
 from pipeline.iuv import decode_iuv, encode_iuv
 
 BOXES = [(10.3, 20.7, 60.9, 220.2),   # tall
@@ -209,3 +209,59 @@ def test_encode_decode_iuv_detectron2_quantisation():
     assert (dec[:, 0, 0] == 0).all()
     iuv[0, 0, 0] = 99
     assert decode_iuv(iuv)[0][0, 0] == 255 and np.isnan(decode_iuv(iuv)[1][:, 0, 0]).all()
+
+
+def _bilinear_at(img, ys, xs):
+    """Bilinear samples of img (h, w) at pixel coordinates ys (H,), xs (W,) (clamped to the edges)."""
+    h, w = img.shape
+    out = np.zeros((len(ys), len(xs)))
+    for r, sy in enumerate(np.clip(ys, 0, h - 1)):
+        y0 = min(int(math.floor(sy)), h - 1)
+        y1, ly = min(y0 + 1, h - 1), sy - y0
+        for c, sx in enumerate(np.clip(xs, 0, w - 1)):
+            x0 = min(int(math.floor(sx)), w - 1)
+            x1, lx = min(x0 + 1, w - 1), sx - x0
+            out[r, c] = ((1 - ly) * ((1 - lx) * img[y0, x0] + lx * img[y0, x1])
+                         + ly * ((1 - lx) * img[y1, x0] + lx * img[y1, x1]))
+    return out
+
+
+def test_resize_window_of_the_whole_map_is_interpolate():
+    t = torch.randn(3, 5, 112, 112, generator=torch.Generator().manual_seed(6))
+    got = resize_window(t, torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 3), (17, 23))
+    ref = F.interpolate(t.double(), (17, 23), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=0)
+
+
+def test_resize_window_samples_the_window_against_per_pixel_loop():
+    t = torch.randn(2, 1, 9, 7, generator=torch.Generator().manual_seed(7))
+    window = torch.tensor([[0.0, 0.0, 0.5, 0.25], [0.3, 0.6, 1.0, 1.0]])
+    H, W = 5, 6
+    got = resize_window(t, window, (H, W))
+    for i, (u0, v0, u1, v1) in enumerate(window.tolist()):
+        xs = (u0 + (np.arange(W) + 0.5) * (u1 - u0) / W) * 7 - 0.5
+        ys = (v0 + (np.arange(H) + 0.5) * (v1 - v0) / H) * 9 - 0.5
+        np.testing.assert_allclose(got[i, 0].numpy(), _bilinear_at(t[i, 0].double().numpy(), ys, xs), atol=1e-5)
+
+
+def test_full_windows_leave_the_converters_bit_exact():
+    gen = torch.Generator().manual_seed(8)
+    fine, coarse, u, v = _chart_outputs(2, gen)
+    full = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2)
+    a, b = chart_output_to_crops(fine, coarse, u, v, 16), chart_output_to_crops(fine, coarse, u, v, 16, window=full)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.uv, b.uv)
+    half = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.5, 0.0, 1.0, 1.0]])
+    c = chart_output_to_crops(fine, coarse, u, v, 16, window=half)
+    assert torch.equal(c.labels[0], a.labels[0]) and not torch.equal(c.labels[1], a.labels[1])
+    e = cse_output_to_crops(u, coarse, 16, window=full)
+    assert torch.equal(e.embedding, cse_output_to_crops(u, coarse, 16).embedding)
+
+
+def test_cut_result_to_box():
+    labels = torch.arange(50 * 70).reshape(70, 50)
+    uv = torch.stack([labels, -labels]).float()
+    # int box (-20, -10, 50, 70) clipped to (0, 0, 30, 60): rows 10.., columns 20..
+    lab, cut_uv = cut_result_to_box(labels, uv, (-20.5, -10.2, 30.0, 60.0), (0.0, 0.0, 30.0, 60.0))
+    assert torch.equal(lab, labels[10:70, 20:50]) and torch.equal(cut_uv, uv[:, 10:70, 20:50])
+    lab, _ = cut_result_to_box(labels, uv, (0.0, 0.0, 50.0, 70.0), (49.5, 0.0, 50.0, 70.0))  # at least 1 pixel
+    assert lab.shape == (70, 1) and torch.equal(lab, labels[:, 49:50])

@@ -147,7 +147,7 @@ def test_unknown_class_and_garbage_are_clear_errors(tmp_path):
     with pytest.raises(UnsafeDumpError, match="types.SimpleNamespace"):
         load_dump(path)
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle at all")
-    with pytest.raises(ValueError, match="not a readable DensePose dump"):
+    with pytest.raises(ValueError, match="not readable as a DensePose dump"):
         load_dump(tmp_path / "junk.pkl")
     with pytest.raises(FileNotFoundError):
         load_dump(tmp_path / "missing.pkl")
@@ -161,6 +161,7 @@ def test_select_instances_threshold_cap_and_order():
     assert select_instances(s, 0.6, 0).tolist() == [1, 3, 2]
     assert select_instances(s, 0.0, 2).tolist() == [1, 3]
     assert select_instances(s, 0.95, 0).tolist() == []
+    assert select_instances(s, 0.6, 2, usable=np.array([1, 0, 1, 1, 1], bool)).tolist() == [3, 2]
 
 
 def test_iuv_folder_with_index_map(tmp_path):
@@ -198,7 +199,8 @@ def test_write_precomputed_store_end_to_end(tmp_path):
                                                "test_list": str(tmp_path / "test.txt")}}).precomputed
     summary = write_precomputed_store(params, 16, _stub_template("anny", 16), tmp_path / "dp.zarr", {"k": 1})
     assert summary == {"images": 2, "images_skipped": 0, "images_without_instances": 1, "instances": 1,
-                       "instances_train": 1, "instances_test": 0}
+                       "instances_train": 1, "instances_test": 0, "skipped_empty_boxes": 0,
+                       "skipped_boxes_outside_image": 0, "clipped_boxes": 0}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
     assert root.attrs["images"] == ["/data/imgs/a.jpg", "/data/imgs/b.jpg"]
     lab, uv = chart_result_to_crop(dump[0]["pred_densepose"][0].labels, dump[0]["pred_densepose"][0].uv, 16)
