@@ -10,6 +10,11 @@ allowed, before any work starts::
     ...
     pipeline.config.ParamsError: params: lbo.k = -3 is out of range: allowed an integer in [2, 4096]
 
+Every problem is reported, not only the first: the message lists each key. Constraints between
+keys of different sections (``model.lbo_basis`` <= ``lbo.k``, ``model.parts`` within the basis, a CSE
+``keypoints.mode`` with CSE data, ...) are checked too, by :class:`Params` (:data:`CROSS_SECTION`),
+so a stage never starts on params that a later stage would refuse.
+
 Adding a parameter: add a field with ``param(...)`` to its section, document it in ``params.yaml``,
 and list it under the stage's ``params`` in ``dvc.yaml``.
 """
@@ -47,6 +52,7 @@ __all__ = [
     "Params",
     "load_params",
     "load_params_dict",
+    "CROSS_SECTION",
 ]
 
 
@@ -358,6 +364,83 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
 
+    def __post_init__(self):
+        _raise_all([m for check in CROSS_SECTION if (m := check(self))])
+
+
+def _lbo_basis_within_lbo_k(p: Params) -> str | None:
+    if p.model.lbo_basis > p.lbo.k:
+        return (f"model.lbo_basis = {p.model.lbo_basis} > lbo.k = {p.lbo.k}: the model uses the first "
+                f"model.lbo_basis of the lbo.k eigenvectors that the lbo stage computes; lower model.lbo_basis "
+                f"to <= {p.lbo.k} or raise lbo.k to >= {p.model.lbo_basis}")
+    return None
+
+
+def _parts_within_basis(p: Params) -> str | None:
+    m, k = p.model, min(p.model.lbo_basis, p.lbo.k)
+    if m.type == "dp3d" and m.segmentation_init == "spectral" and m.parts > k:
+        return (f"model.parts = {m.parts} > the {k} eigenvectors the model uses (model.lbo_basis = {m.lbo_basis}, "
+                f"lbo.k = {p.lbo.k}): the spectral part init (model.segmentation_init: spectral) clusters the "
+                f"template on the first model.parts - 1 = {m.parts - 1} non-constant eigenvectors; lower "
+                f"model.parts to <= {k}, raise model.lbo_basis and lbo.k to >= {m.parts}, or set "
+                f"model.segmentation_init: random")
+    return None
+
+
+def _cse_mode_has_cse_data(p: Params) -> str | None:
+    if p.keypoints.mode != "cse":
+        return None
+    if p.densepose.source == "synthetic" and not p.synthetic.cse:
+        return ("keypoints.mode = 'cse' needs CSE embeddings, but densepose.source: synthetic renders them only "
+                "with synthetic.cse: true; set synthetic.cse: true or keypoints.mode: iuv")
+    if p.densepose.source == "precomputed" and p.precomputed.format == "iuv_png":
+        return ("keypoints.mode = 'cse' needs CSE embeddings, but precomputed.format: iuv_png holds chart IUV "
+                "only; set keypoints.mode: iuv, or import a CSE dump (precomputed.format: dump)")
+    return None
+
+
+def _oracle_has_truth(p: Params) -> str | None:
+    if p.loss.oracle_3d <= 0:
+        return None
+    if p.densepose.source != "synthetic":
+        return (f"loss.oracle_3d = {p.loss.oracle_3d} needs synthetic ground truth, but densepose.source = "
+                f"{p.densepose.source!r}; set loss.oracle_3d: 0 or densepose.source: synthetic")
+    if p.synthetic.projection != "orthographic":
+        return (f"loss.oracle_3d = {p.loss.oracle_3d} needs orthographic synthetic data, but synthetic.projection "
+                f"= {p.synthetic.projection!r}; set loss.oracle_3d: 0 or synthetic.projection: orthographic")
+    return None
+
+
+def _val_split_has_holdout(p: Params) -> str | None:
+    if p.eval.split == "val" and p.train.val_share <= 0:
+        return ("eval.split = 'val' measures the train bodies held out by train.val_share, which is 0; set "
+                "train.val_share (e.g. 0.1) or eval.split: test")
+    return None
+
+
+# the constraints between keys checked by Params: each returns the problem (naming both keys and the
+# fix) or None
+CROSS_SECTION = (_lbo_basis_within_lbo_k, _parts_within_basis, _cse_mode_has_cse_data, _oracle_has_truth,
+                 _val_split_has_holdout)
+
+
+def _raise_all(problems: list[str]) -> None:
+    """Raises one ParamsError listing every problem (each without the leading 'params: '); none: returns."""
+    problems = [m.removeprefix("params: ") for m in problems]
+    if len(problems) == 1:
+        raise ParamsError(f"params: {problems[0]}")
+    if problems:
+        raise ParamsError(f"params: {len(problems)} problems:\n" + "\n".join(f"  - {m}" for m in problems))
+
+
+def _show(value: Any) -> str:
+    """A value as an error shows it: its repr, cut to 80 characters (huge integers by their size)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer beyond Python's digit limit
+        text = f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
 
 def _describe(meta: dict, typ: type) -> str:
     """Human text for what a field accepts, e.g. 'an integer in [1, 256]'."""
@@ -374,58 +457,91 @@ def _describe(meta: dict, typ: type) -> str:
     return name
 
 
-def _check_value(key: str, value: Any, typ: type, meta: dict) -> Any:
-    allowed = _describe(meta, typ)
+def _is_a(value: Any, typ: type) -> bool:
+    """Whether ``value`` has the YAML type of a field of type ``typ`` (an int is a float; a bool is neither)."""
     if typ is bool:
-        ok = isinstance(value, bool)
-    elif typ is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif typ is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
+        return isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _check_value(key: str, value: Any, typ: type, meta: dict) -> Any:
+    """The value of field ``key`` of type ``typ`` (a float as float); raises ParamsError naming the key."""
+    allowed = _describe(meta, typ)
+    if not _is_a(value, typ):
+        raise ParamsError(f"params: {key} = {_show(value)} has the wrong type: allowed {allowed}")
+    if typ is float:
+        shown = _show(value)
+        try:
             value = float(value)
-            ok = math.isfinite(value)
-    else:
-        ok = isinstance(value, typ)
-    if not ok:
-        raise ParamsError(f"params: {key} = {value!r} has the wrong type: allowed {allowed}")
+        except OverflowError:  # an integer beyond the float range
+            raise ParamsError(f"params: {key} = {shown} is out of range: allowed {allowed}") from None
+        if not math.isfinite(value):
+            raise ParamsError(f"params: {key} = {shown} is not a finite number: allowed {allowed}")
     if meta.get("choices") and value not in meta["choices"]:
-        raise ParamsError(f"params: {key} = {value!r} is not allowed: allowed {allowed}")
+        raise ParamsError(f"params: {key} = {_show(value)} is not allowed: allowed {allowed}")
     lo, hi = meta.get("lo"), meta.get("hi")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ParamsError(f"params: {key} = {value!r} is out of range: allowed {allowed}")
+        raise ParamsError(f"params: {key} = {_show(value)} is out of range: allowed {allowed}")
     return value
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    """Builds dataclass ``cls`` from a mapping, checking every key recursively."""
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """Builds dataclass ``cls`` from a mapping, checking every key recursively.
+
+    Appends one line per problem to ``problems`` and returns None when this section has any.
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"params: {prefix or 'the file'} must be a mapping, got {type(raw).__name__}")
+        problems.append(f"{prefix or 'the file'} must be a mapping, got {type(raw).__name__}")
+        return None
+    before = len(problems)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        where = f"section '{prefix}'" if prefix else "the top level"
-        raise ParamsError(f"params: unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}; "
-                          f"known keys: {', '.join(fields)}")
+    where = f"section '{prefix}'" if prefix else "the top level"
+    for name in sorted((k for k in raw if k not in fields), key=_show):
+        shown = name if isinstance(name, str) and len(name) <= 80 else _show(name)
+        problems.append(f"unknown key {prefix + '.' if prefix else ''}{shown} in {where}; "
+                        f"known keys: {', '.join(fields)}")
     kwargs = {}
     for name, value in raw.items():
+        if name not in fields:
+            continue
         key = f"{prefix}.{name}" if prefix else name
         typ = hints[name]
         if isinstance(typ, types.UnionType):
             raise TypeError(f"{cls.__name__}.{name}: union types are not supported")
         if dataclasses.is_dataclass(typ):
-            kwargs[name] = _build(typ, value, key)
-        else:
+            kwargs[name] = _build(typ, value, key, problems)
+            continue
+        try:
             kwargs[name] = _check_value(key, value, typ, dict(fields[name].metadata))
-    return cls(**kwargs)
+        except ParamsError as e:
+            problems.append(str(e).removeprefix("params: "))
+    if len(problems) > before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ParamsError as e:  # a constraint between its keys (__post_init__)
+        problems.append(str(e).removeprefix("params: "))
+        return None
 
 
 def load_params_dict(raw: dict | None) -> Params:
-    """Validates a parsed ``params.yaml`` mapping; missing keys take their defaults."""
-    return _build(Params, raw, "")
+    """Validates a parsed ``params.yaml`` mapping; missing keys take their defaults.
+
+    Raises:
+        ParamsError: listing every unknown, mistyped or out-of-range key, or else every violated
+            constraint between keys (:data:`CROSS_SECTION`).
+    """
+    problems: list[str] = []
+    params = _build(Params, raw, "", problems)
+    _raise_all(problems)
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -433,14 +549,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
     Raises:
         FileNotFoundError: the file is missing (names it).
-        ParamsError: the YAML is invalid, or a key is unknown, mistyped or out of range.
+        ParamsError: the YAML is invalid; or keys are unknown, mistyped or out of range, or break a
+            constraint between keys (every problem listed, each naming its keys).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: not UTF-8, or a date like 2001-13-45
         raise ParamsError(f"params: {path} is not valid YAML: {e}") from e
     try:
         return load_params_dict(raw)

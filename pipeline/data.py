@@ -9,6 +9,11 @@ Every epoch yields exactly ``steps_per_epoch = n_split // batch_size`` batches, 
 pure function of (seed, epoch) and a resumed run can skip straight to its step. Under
 DistributedDataParallel every process reads the same rows and keeps its own slice of each global
 batch (``rank``, ``world``), so the processes stay in step.
+
+Every chunk is read through the checks of :func:`pipeline.keypoints_store.open_keypoints`: NaN or Inf
+in ``xy`` (or the truth) and a damaged shard are a :class:`pipeline.store.StoreError` naming the store,
+the array and the instance, with the fix (``dvc repro -f keypoints``), before any batch reaches the
+model (not a NaN loss a few steps later).
 """
 
 from __future__ import annotations

@@ -33,31 +33,45 @@ Group attributes: ``schema`` (:data:`SCHEMA`), ``source``, ``crop`` (S), ``kinds
 sources add ``image_sizes`` ([H, W] per image, [0, 0] when unknown) and ``skipped_images``, and CSE
 output from them ``cse_mesh`` (the mesh its embeddings refer to: the template's, ``template.source:
 cse``; synthetic CSE maps use the template's own embeddings).
+
+:func:`open_densepose` checks the layout above (dtypes and per-instance shapes, S the ``crop``
+attribute) and refuses NaN or Inf read from the arrays of :data:`FINITE` (:func:`pipeline.store.open_store`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-import zarr
-
-from pipeline.store import StoreError, open_store
+from pipeline.store import StoreError, StoreGroup, open_store
 from pipeline.errors import InputError
 
-__all__ = ["SCHEMA", "MISSING_LABEL", "SPLIT_TRAIN", "SPLIT_TEST", "densepose_specs", "open_densepose"]
+__all__ = ["SCHEMA", "MISSING_LABEL", "SPLIT_TRAIN", "SPLIT_TEST", "FINITE", "KIND_ARRAYS", "densepose_specs",
+           "densepose_layout", "open_densepose", "require_kind"]
 
 SCHEMA = "densepose/1"
 MISSING_LABEL = 255
 SPLIT_TRAIN, SPLIT_TEST = 0, 1
+# float arrays never NaN or Inf when written (U, V and embeddings are NaN where missing); also in the
+# stores made from this one
+FINITE = ("box", "score", "gt/vertices", "gt/joints", "gt/camera")
+KIND_ARRAYS = {"chart": ("labels", "uv"), "cse": ("embedding", "mask")}
+_KIND_FIX = {
+    "cse": "keypoints.mode: cse needs CSE output: set synthetic.cse: true (densepose.source: synthetic), use a "
+           "DensePose CSE model or dump (detectron2, precomputed), or set keypoints.mode: iuv",
+    "chart": "keypoints.mode: iuv needs chart (IUV) output: use a DensePose chart model or dump, or set "
+             "keypoints.mode: cse",
+}
 
 
-def densepose_specs(crop: int, chart: bool = True, cse_dim: int | None = None,
-                    n_vertices: int | None = None, n_joints: int = 14) -> dict:
+def densepose_specs(crop: int | str, chart: bool = True, cse_dim: int | str | None = None,
+                    n_vertices: int | str | None = None, n_joints: int | str = 14) -> dict:
     """Per-instance shapes and dtypes of the store's arrays, for :class:`pipeline.store.StoreWriter`.
 
     Args:
         crop: S. chart: write ``labels``/``uv``. cse_dim: D, to write ``embedding``/``mask``.
-        n_vertices: N, to write the synthetic ground truth under ``gt/``.
+        n_vertices: N, to write the synthetic ground truth under ``gt/``. n_joints: J.
+        Sizes may be symbols ("S") to describe the layout (:func:`densepose_layout`).
     """
     if not chart and cse_dim is None:
         raise InputError("a densepose store holds chart output, CSE output or both")
@@ -81,14 +95,27 @@ def densepose_specs(crop: int, chart: bool = True, cse_dim: int | None = None,
     return specs
 
 
-def open_densepose(path: str | Path, template_hash: str | None = None, kind: str | None = None) -> zarr.Group:
-    """Opens ``densepose.zarr`` read-only, checking schema, template and that ``kind`` is present."""
-    required = ("box", "score", "image", "split")
-    if kind == "chart":
-        required += ("labels", "uv")
-    elif kind == "cse":
-        required += ("embedding", "mask")
-    root = open_store(path, schema=SCHEMA, required=required, template_hash=template_hash)
-    if kind is not None and kind not in root.attrs.get("kinds", []):
-        raise StoreError(f"{path}: holds {root.attrs.get('kinds')} output, not {kind!r}")
+def densepose_layout() -> dict:
+    """Every array a densepose.zarr may hold: name -> (per-instance shape in symbols S, D, N, J, dtype)."""
+    return densepose_specs("S", chart=True, cse_dim="D", n_vertices="N", n_joints="J")
+
+
+def require_kind(root: StoreGroup, path: str | Path, kind: str | None, arrays: Mapping[str, tuple[str, ...]]) -> None:
+    """Raises StoreError (with the params fix) unless the store holds ``kind`` output ("chart", "cse"; None:
+    any) and its ``arrays[kind]``."""
+    if kind is None:
+        return
+    held = list(root.attrs.get("kinds", []))
+    if kind not in held:
+        raise StoreError(f"{path}: holds {held} output, not {kind!r}; {_KIND_FIX.get(kind, '')}")
+    missing = [a for a in arrays[kind] if a not in root]
+    if missing:
+        raise StoreError(f"{path}: {kind} output without its array(s) {', '.join(map(repr, missing))}; {root.fix}")
+
+
+def open_densepose(path: str | Path, template_hash: str | None = None, kind: str | None = None) -> StoreGroup:
+    """Opens ``densepose.zarr`` read-only, checking schema, template, layout and that ``kind`` is present."""
+    root = open_store(path, schema=SCHEMA, required=("box", "score", "image", "split"), template_hash=template_hash,
+                      layout=densepose_layout(), finite=FINITE, stage="densepose")
+    require_kind(root, path, kind, KIND_ARRAYS)
     return root

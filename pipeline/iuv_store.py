@@ -24,6 +24,9 @@ gt/...                as in densepose.zarr   the other synthetic ground truth ca
 Group attributes: ``schema`` (:data:`SCHEMA`), ``params`` (the iuv section), ``counts``, and those of
 densepose.zarr carried through (``kinds``, ``crop``, ``images``, ``source``, ``template_hash``, ...).
 
+:func:`open_iuv` checks the layout above and refuses NaN or Inf read from the arrays of
+:data:`pipeline.densepose_store.FINITE` (:func:`pipeline.store.open_store`).
+
 Instances are repaired in parallel, one Zarr chunk of instances per task, by ``workers``
 processes; results are written in instance order, so the store does not depend on ``workers``.
 """
@@ -37,27 +40,37 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.densepose_store import open_densepose
+from pipeline.densepose_store import FINITE, densepose_layout, open_densepose, require_kind
 from pipeline.iuv import (COUNT_NAMES, QUALITY_SUMS, RepairOptions, encode_iuv, quality_from_sums,
                           quality_sums, repair_chart, repair_cse)
-from pipeline.store import StoreError, StoreWriter, open_store
+from pipeline.store import StoreError, StoreGroup, StoreWriter, open_store
 from pipeline.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "repair_store", "repair_rows", "open_iuv"]
+__all__ = ["SCHEMA", "repair_store", "repair_rows", "open_iuv", "iuv_layout"]
 
 SCHEMA = "iuv/1"
 _CARRIED = ("box", "score", "image", "split")
 _GT_SKIPPED = ("gt/depth",)  # per-pixel depth: no later stage reads it
+_KIND_ARRAYS = {"chart": ("iuv",), "cse": ("mask", "embedding")}
 
 
-def open_iuv(path: str | Path, template_hash: str | None = None, kind: str | None = None):
-    """Opens ``iuv.zarr`` read-only, checking schema, template and that ``kind`` is present."""
-    required = _CARRIED + ("source_index",) + {"chart": ("iuv",), "cse": ("mask", "embedding"), None: ()}[kind]
-    root = open_store(path, schema=SCHEMA, required=required, template_hash=template_hash)
-    if kind is not None and kind not in root.attrs.get("kinds", []):
-        raise StoreError(f"{path}: holds {root.attrs.get('kinds')} output, not {kind!r}")
+def iuv_layout() -> dict:
+    """Every array an iuv.zarr may hold: name -> (per-instance shape in symbols S, D, N, J, dtype)."""
+    dp = densepose_layout()
+    layout = {k: v for k, v in dp.items()
+              if k in _CARRIED + ("mask", "embedding") or (k.startswith("gt/") and k not in _GT_SKIPPED)}
+    layout["iuv"] = (("S", "S", 3), "uint8")
+    layout.update({k: ((), "int32") for k in ("source_index",) + tuple(COUNT_NAMES)})
+    return layout
+
+
+def open_iuv(path: str | Path, template_hash: str | None = None, kind: str | None = None) -> StoreGroup:
+    """Opens ``iuv.zarr`` read-only, checking schema, template, layout and that ``kind`` is present."""
+    root = open_store(path, schema=SCHEMA, required=_CARRIED + ("source_index",), template_hash=template_hash,
+                      layout=iuv_layout(), finite=FINITE, stage="iuv")
+    require_kind(root, path, kind, _KIND_ARRAYS)
     return root
 
 

@@ -20,6 +20,11 @@ gt/pixels          (n, N, 2) float32     synthetic only: true vertices projected
 Group attributes: ``schema`` (:data:`SCHEMA`), ``mode`` (iuv or cse), ``template_hash``,
 ``params`` (the keypoints section), ``counts``, and those of iuv.zarr carried through.
 
+:func:`open_keypoints` checks this layout (N the same in every array) and refuses NaN or Inf read
+from ``xy``, ``visible_area``, ``gt/pixels`` and the float arrays carried through, wherever batches
+are read (training, evaluation): a :class:`pipeline.store.StoreError` naming the store, the array and
+the instances, with the fix (``dvc repro -f keypoints``).
+
 On synthetic data ``counts`` (and the stage's metrics) hold the keypoint accuracy and visibility
 precision/recall of the written keypoints (from the repaired IUV) against ``gt/pixels`` and
 ``gt/visible`` and, in iuv mode, the same measures of keypoints from the exact rendering ``gt/iuv``
@@ -34,25 +39,45 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.iuv_store import open_iuv
+from pipeline.densepose_store import FINITE
+from pipeline.iuv_store import iuv_layout, open_iuv
 from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
                                 visible_area_share)
-from pipeline.store import StoreError, StoreWriter, open_store
+from pipeline.store import StoreError, StoreGroup, StoreWriter, open_store
 from pipeline.template import Template
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "extract_keypoints", "project_gt", "keypoint_quality", "quality_summary", "open_keypoints"]
+__all__ = ["SCHEMA", "extract_keypoints", "project_gt", "keypoint_quality", "quality_summary", "open_keypoints",
+           "keypoint_specs", "keypoints_layout"]
 
 SCHEMA = "keypoints/1"
 _CARRIED = ("box", "score", "image", "split", "source_index")
 _GT_SKIPPED = ("gt/iuv", "gt/depth")  # per-pixel truth: gt/iuv is read for the exact measures, not written
 
 
-def open_keypoints(path: str | Path, template_hash: str | None = None):
-    """Opens ``keypoints.zarr`` read-only, checking schema, template and arrays."""
-    return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "split"), template_hash=template_hash)
+def keypoint_specs(n_vertices: int | str) -> dict:
+    """Per-instance shapes and dtypes of the keypoint arrays (``xy``, ``visible``, ``count``, ``visible_area``)
+    of N = ``n_vertices`` vertices (a symbol to describe the layout)."""
+    return {"xy": ((n_vertices, 2), "float32"), "visible": ((n_vertices,), "bool"), "count": ((n_vertices,), "uint16"),
+            "visible_area": ((), "float32")}
+
+
+def keypoints_layout() -> dict:
+    """Every array a keypoints.zarr may hold: name -> (per-instance shape in symbols N, J, dtype)."""
+    layout = {k: v for k, v in iuv_layout().items()
+              if k in _CARRIED or (k.startswith("gt/") and k not in _GT_SKIPPED)}
+    layout.update(keypoint_specs("N"))
+    layout["gt/pixels"] = (("N", 2), "float32")
+    return layout
+
+
+def open_keypoints(path: str | Path, template_hash: str | None = None) -> StoreGroup:
+    """Opens ``keypoints.zarr`` read-only, checking schema, template, layout and shard files; reads of
+    ``xy`` and the other float arrays refuse NaN and Inf (module docstring)."""
+    return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "split"), template_hash=template_hash,
+                      layout=keypoints_layout(), finite=FINITE + ("xy", "visible_area", "gt/pixels"), stage="keypoints")
 
 
 def project_gt(vertices: np.ndarray, camera: np.ndarray, projection: str) -> np.ndarray:
@@ -120,8 +145,7 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
     has_exact = has_gt and mode == "iuv" and "gt/iuv" in gt_all
     if "gt/vertices" in gt_names and root["gt/vertices"].shape[1] != n_v:
         raise StoreError(f"{src}: gt/vertices has {root['gt/vertices'].shape[1]} vertices, the template {n_v}")
-    specs = {"xy": ((n_v, 2), "float32"), "visible": ((n_v,), "bool"), "count": ((n_v,), "uint16"),
-             "visible_area": ((), "float32")}
+    specs = keypoint_specs(n_v)
     specs.update({k: (root[k].shape[1:], root[k].dtype.str) for k in _CARRIED + tuple(gt_names)})
     if has_gt:
         specs["gt/pixels"] = ((n_v, 2), "float32")

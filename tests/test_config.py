@@ -59,3 +59,70 @@ def test_every_key_in_params_yaml_is_documented():
         for key in keys:
             line = next(l for l in text.splitlines() if re.match(rf"\s+{key}:", l))
             assert "#" in line, f"params.yaml: {section}.{key} has no comment"
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"model": {"lbo_basis": 40}, "lbo": {"k": 32}}, ("model.lbo_basis = 40 > lbo.k = 32", "raise lbo.k to >= 40")),
+    ({"model": {"parts": 12, "lbo_basis": 8}}, ("model.parts = 12", "model.lbo_basis = 8", "lbo.k = 64",
+                                               "segmentation_init: random")),
+    ({"keypoints": {"mode": "cse"}}, ("keypoints.mode = 'cse'", "set synthetic.cse: true")),
+    ({"keypoints": {"mode": "cse"}, "densepose": {"source": "precomputed"}, "precomputed": {"format": "iuv_png"}},
+     ("keypoints.mode = 'cse'", "precomputed.format: iuv_png")),
+    ({"loss": {"oracle_3d": 1.0}, "densepose": {"source": "detectron2"}}, ("loss.oracle_3d = 1.0", "densepose.source")),
+    ({"loss": {"oracle_3d": 1.0}, "synthetic": {"projection": "perspective"}},
+     ("loss.oracle_3d", "synthetic.projection: orthographic")),
+    ({"eval": {"split": "val"}}, ("eval.split = 'val'", "train.val_share")),
+])
+def test_cross_section_constraints_name_both_keys_and_the_fix(raw, words):
+    with pytest.raises(ParamsError) as e:
+        load_params_dict(raw)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("raw", [
+    {"model": {"parts": 64, "lbo_basis": 64}, "lbo": {"k": 64}},
+    {"model": {"parts": 64, "segmentation_init": "random"}},
+    {"model": {"parts": 64, "type": "no_parts"}},
+    {"keypoints": {"mode": "cse"}, "synthetic": {"cse": True}},
+    {"keypoints": {"mode": "cse"}, "densepose": {"source": "precomputed"}},  # a dump may hold CSE output
+    {"keypoints": {"mode": "cse"}, "densepose": {"source": "detectron2"}},  # a CSE model: known from its config
+    {"eval": {"split": "val"}, "train": {"val_share": 0.1}},
+    {"loss": {"oracle_3d": 1.0}},
+])
+def test_consistent_combinations_load(raw):
+    load_params_dict(raw)
+
+
+def test_every_problem_is_reported_in_one_message(tmp_path):
+    """model.parts: 64 with lbo.k: 2 breaks two constraints: both named; key errors are listed together."""
+    with pytest.raises(ParamsError) as e:
+        load_params_dict({"model": {"parts": 64}, "lbo": {"k": 2}, "keypoints": {"mode": "cse"}})
+    msg = str(e.value)
+    assert msg.startswith("params: 3 problems:") and "model.lbo_basis = 32 > lbo.k = 2" in msg
+    assert "model.parts = 64" in msg and "synthetic.cse: true" in msg
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lbo: {k: -3}\nmodel: {parts: 0.5, colour: red}\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(bad)
+    msg = str(e.value)
+    assert msg.startswith(f"{bad}: params: 3 problems:")
+    assert "lbo.k = -3 is out of range" in msg and "model.parts = 0.5 has the wrong type" in msg
+    assert "unknown key model.colour" in msg
+
+
+def test_hostile_values_are_params_errors(tmp_path):
+    for raw, words in [({"lbo": {"k": 10**5000}}, "lbo.k = <an integer of"),
+                       ({"train": {"lr": 10**400}}, "out of range"),
+                       ({"train": {"lr": float("nan")}}, "not a finite number"), ({1: 2}, "unknown key 1"),
+                       ({"lbo": {"k": "x" * 500}}, "lbo.k = 'xxx")]:
+        with pytest.raises(ParamsError) as e:
+            load_params_dict(raw)
+        assert words in str(e.value) and len(str(e.value)) < 400, str(e.value)
+    for text in ("lbo: {k: 2001-13-45}\n", "lbo: [\n"):
+        (tmp_path / "p.yaml").write_text(text)
+        with pytest.raises(ParamsError, match="not valid YAML"):
+            load_params(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_bytes(b"lbo: {k: \xff}\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "p.yaml")

@@ -1,8 +1,12 @@
+import shutil
+
 import numpy as np
 import pytest
+import zarr
 
 from keypoint_fixture import make_keypoints
 from pipeline.data import KeypointStream
+from pipeline.store import StoreError
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +34,13 @@ def test_ranks_take_disjoint_halves(store):
     for fb, ab, bb in zip(full.epoch(0), a.epoch(0), b.epoch(0)):
         np.testing.assert_array_equal(fb.rows.numpy(), np.r_[ab.rows.numpy(), bb.rows.numpy()])
         assert ab.xy.shape == (2, full.n_vertices, 2)
+
+
+def test_nan_keypoints_are_a_store_error_naming_the_instance(store, tmp_path):
+    """Not a NaN loss a few steps later (with the advice to lower train.lr): the store, array and instance."""
+    bad = shutil.copytree(store, tmp_path / "kp.zarr")
+    zarr.open_group(str(bad), mode="a")["xy"][21, 5] = [np.nan, 1.0]
+    s = KeypointStream(bad, batch_size=4, chunks_in_memory=2, seed=3)
+    with pytest.raises(StoreError, match=rf"{bad}: array 'xy' holds NaN or Inf at instance 21.*dvc repro -f keypoints"):
+        for _ in s.epoch(0):
+            pass
