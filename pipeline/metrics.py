@@ -19,6 +19,8 @@ otherwise; errors come back in metres and the stage reports millimetres.
 - :func:`s2s` is the surface-to-surface error: point-to-nearest-face distances both ways.
 - :func:`xy_z_errors` splits the vertex error of depth-centred shapes into its image-plane part
   ``|(dx, dy)|`` and its depth part ``|dz|``.
+- :func:`batch_vertex_errors` gives the stage all of these per-vertex errors at once, bit for bit, without
+  copying the (B, N, 3) shapes.
 - :func:`view_azimuth` is the body's view azimuth from a rigid (rotation + translation) alignment of
   the canonical template's torso to the true torso; :func:`azimuth_bins` groups it in 45° bins and
   :func:`binned_share` gives the share of a per-instance flag in each bin.
@@ -44,10 +46,10 @@ import torch
 
 from pipeline.errors import InputError
 
-__all__ = ["image_to_camera", "centre_depth", "flip_depth", "flat_reference", "vertex_errors",
-           "similarity_align", "re14", "part_sums", "closest_point_on_triangles", "point_to_mesh_distance",
-           "s2s", "PartSums", "xy_z_errors", "view_azimuth", "AZIMUTH_CENTRES", "azimuth_bins", "azimuth_key",
-           "binned_share", "torso_forward_z", "same_facing"]
+__all__ = ["image_to_camera", "centre_depth", "flip_depth", "flat_reference", "vertex_errors", "VertexErrors",
+           "batch_vertex_errors", "similarity_align", "re14", "part_sums", "closest_point_on_triangles",
+           "point_to_mesh_distance", "s2s", "PartSums", "xy_z_errors", "view_azimuth", "AZIMUTH_CENTRES",
+           "azimuth_bins", "azimuth_key", "binned_share", "torso_forward_z", "same_facing"]
 
 AZIMUTH_CENTRES = (0, 45, 90, 135, 180, -135, -90, -45)  # degrees: centres of the 45° azimuth bins
 
@@ -69,7 +71,9 @@ def image_to_camera(points: np.ndarray, camera: np.ndarray) -> np.ndarray:
         raise InputError("camera focal lengths f must be > 0")
     f = camera[:, None, :1]  # (B, 1, 1)
     c = np.concatenate([camera[:, 1:], np.zeros((len(camera), 1))], axis=1)[:, None]  # (B, 1, 3)
-    return (points - c) / f
+    out = points - c
+    out /= f
+    return out
 
 
 def centre_depth(points: np.ndarray) -> np.ndarray:
@@ -119,6 +123,47 @@ def xy_z_errors(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndar
         raise InputError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
     d = centre_depth(pred) - centre_depth(true)
     return np.linalg.norm(d[..., :2], axis=-1), np.abs(d[..., 2])
+
+
+class VertexErrors(NamedTuple):
+    """Per-vertex errors of a batch, each (B, N) float64 metres (:func:`batch_vertex_errors`)."""
+
+    all: np.ndarray   # :func:`vertex_errors` of the prediction
+    flip: np.ndarray  # ... of its depth mirror (:func:`flip_depth`)
+    flat: np.ndarray  # ... of the flat reference (:func:`flat_reference`)
+    xy: np.ndarray    # the image-plane part of ``all`` (:func:`xy_z_errors`)
+    z: np.ndarray     # its depth part
+
+
+def batch_vertex_errors(pred: np.ndarray, true: np.ndarray) -> VertexErrors:
+    """Every per-vertex error of the evaluate stage at once, bit for bit ``vertex_errors(pred, true)``,
+    ``vertex_errors(flip_depth(pred), true)``, ``vertex_errors(flat_reference(true), true)`` and
+    ``xy_z_errors(pred, true)``, from (B, N) arrays only: no (B, N, 3) copy of the shapes (same sums in the same
+    order; the flat reference's error is ``|true z - mean|``, the square root of its square).
+
+    Args:
+        pred, true: (B, N, 3) float64, camera-frame metres (depth offsets do not matter).
+    """
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise InputError(f"pred and true must both be (B, N, 3), got {pred.shape} and {true.shape}")
+    # in place where it can: at most six (B, N) arrays alive
+    pz, tz = (p[..., 2] - p[..., 2].mean(axis=-1, keepdims=True) for p in (pred, true))  # centre_depth's z
+    dz = pz - tz
+    flip = np.negative(pz, out=pz)
+    flip -= flip.mean(axis=-1, keepdims=True)  # flip_depth's z centred again: its mean is not exactly 0
+    flip -= tz
+    flip *= flip
+    xy = pred[..., 0] - true[..., 0]
+    xy *= xy
+    square = pred[..., 1] - true[..., 1]
+    square *= square
+    xy += square  # dx**2 + dy**2
+    flip += xy
+    total = np.multiply(dz, dz, out=square)
+    total += xy
+    return VertexErrors(all=np.sqrt(total, out=total), flip=np.sqrt(flip, out=flip), flat=np.abs(tz, out=tz),
+                        xy=np.sqrt(xy, out=xy), z=np.abs(dz, out=dz))
 
 
 def view_azimuth(canonical: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -250,8 +295,9 @@ def part_sums(errors: np.ndarray, vertex_part: np.ndarray, visible: np.ndarray, 
     errors = np.asarray(errors, np.float64)
     visible = np.asarray(visible, bool)
     part = np.broadcast_to(np.asarray(vertex_part, np.int64), errors.shape)
-    return PartSums(np.bincount(part.ravel(), errors.ravel(), n_parts),
-                    np.bincount(part.ravel(), minlength=n_parts).astype(np.int64),
+    every = part.ravel()
+    return PartSums(np.bincount(every, errors.ravel(), n_parts),
+                    np.bincount(every, minlength=n_parts).astype(np.int64),
                     np.bincount(part[visible], errors[visible], n_parts),
                     np.bincount(part[visible], minlength=n_parts).astype(np.int64))
 

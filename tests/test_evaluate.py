@@ -21,6 +21,8 @@ from pipeline.mesh import vertex_normals
 from pipeline.metrics import centre_depth
 from pipeline.segmentation import REGIONS, layout_change, segmentation_metrics
 from pipeline.store import StoreError, write_store
+from pipeline.streaming import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH, add_histograms, bin_lower_edges,
+                                empty_histogram, histogram_median, histogram_quantile, log_bins, log_histogram)
 
 SMALL = EvalParams(batch_size=3, grid=2, meshes=1, uv_maps=1, uv_resolution=8, s2s_instances=0)
 
@@ -444,3 +446,92 @@ def test_stage_runs_without_ground_truth(store_no_gt, template, tmp_path):
     assert (tmp_path / "reports" / "grid.png").is_file() and not (tmp_path / "reports" / "errors.png").exists()
     assert metrics["parts_used"] >= 1 and metrics["segmentation_changed_share"] is None  # no segmentation_init
     assert (tmp_path / "m" / "segmentation.csv").read_text().startswith(",".join(SEGMENTATION_COLUMNS))
+
+
+def _streamed(values: np.ndarray, parts: int = 7):
+    """The log histogram of ``values`` added up from ``parts`` batches."""
+    h = empty_histogram()
+    for part in np.array_split(values, parts):
+        h = add_histograms(h, log_histogram(part))
+    return h
+
+
+def test_streamed_quantiles_are_the_exact_ones_within_the_bound():
+    rng = np.random.default_rng(0)
+    samples = {"exponential, odd count": rng.exponential(3.0, 100_001), "16 octaves, even": rng.lognormal(0, 4, 50_000),
+               "keypoint-like": np.abs(rng.normal(0, 2, (40, 300))).ravel()}
+    for name, values in samples.items():
+        h = _streamed(values)
+        assert h.counts.sum() == len(values) and h.nans == 0
+        ordered = np.sort(values)
+        for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+            upper = ordered[int(np.ceil(q * (len(values) - 1)))]  # the larger order statistic interpolated
+            bound = RELATIVE_BIN_WIDTH * upper + 2.0 ** MIN_EXPONENT
+            assert abs(histogram_quantile(h, q) - np.quantile(values, q)) <= bound, (name, q)
+        assert histogram_median(h) == histogram_quantile(h, 0.5)
+        assert abs(histogram_median(h) - np.median(values)) <= 1e-4 * np.median(values), name  # measured: ~1e-6
+
+
+def test_streamed_median_is_exact_for_repeated_values_and_follows_numpy_otherwise():
+    ties = np.random.default_rng(1).integers(0, 20, 10_001) * 0.3  # each value alone in its bin
+    assert histogram_median(_streamed(ties)) == pytest.approx(np.median(ties), rel=1e-12)
+    assert histogram_median(_streamed(np.r_[np.zeros(9), np.full(8, 5.0)])) == 0.0
+    assert histogram_median(_streamed(np.full(10, 5.0))) == 5.0
+    assert histogram_median(_streamed(np.array([1.0, 3.0]), parts=2)) == 2.0  # an even count: the two middle ones
+    assert histogram_median(empty_histogram()) is None
+    assert np.isnan(histogram_median(log_histogram(np.array([1.0, np.nan]))))  # as np.median
+    assert histogram_quantile(log_histogram(np.array([np.inf, 1.0, 2.0])), 0.5) == 2.0
+    with pytest.raises(ValueError, match="non-negative"):
+        log_histogram(np.array([1.0, -0.5]))
+    with pytest.raises(ValueError, match="quantile"):
+        histogram_quantile(empty_histogram(), 1.5)
+
+
+def test_log_bins_edges_and_widths():
+    index = np.array([1, 2, 5000, 16383, 16384, 16385, 400_000, N_BINS - 2])
+    lower, upper = bin_lower_edges(index), bin_lower_edges(index + 1)
+    np.testing.assert_array_equal(log_bins(lower), index)  # a lower edge is in its bin ...
+    np.testing.assert_array_equal(log_bins(np.nextafter(upper, 0)), index)  # ... and so is just below the next
+    assert ((upper - lower) <= RELATIVE_BIN_WIDTH * lower).all()
+    np.testing.assert_array_equal(log_bins(np.array([0.0, 2.0 ** (MIN_EXPONENT - 1), np.inf, 1e300])),
+                                  [0, 0, N_BINS - 1, N_BINS - 1])
+    v = np.random.default_rng(2).lognormal(0, 5, 10_000)
+    b = log_bins(v)
+    assert ((bin_lower_edges(b) <= v) & ((v < bin_lower_edges(b + 1)) | (b == N_BINS - 1))).all()
+
+
+def test_without_ground_truth_the_medians_are_the_exact_ones_within_the_bound(store_no_gt, template):
+    path, gt = store_no_gt
+    offsets = np.random.default_rng(4).normal(0, 3, gt["xy"].shape)  # (n, N, 2) pixels
+
+    def jittered(xy, visible, rows):
+        return _with_depth(xy, offsets[rows])
+
+    m = evaluate(path, template, jittered, None, EvalParams(batch_size=4), progress=False).metrics
+    test = gt["split"] == 1
+    vis = gt["visible"][test]
+    px = reprojection_errors(_with_depth(gt["xy"][test], offsets[test]), gt["xy"][test])[vis]
+    pct = (100 * reprojection_errors(_with_depth(gt["xy"][test], offsets[test]), gt["xy"][test])
+           / box_diagonals(gt["box"][test])[:, None])[vis]
+    for key, values in (("reproj2d_median_px", px), ("reproj2d_median_box_pct", pct)):
+        exact = np.median(values)
+        assert m[key] == pytest.approx(exact, rel=RELATIVE_BIN_WIDTH, abs=0), key
+    assert m["reproj2d_mean_px"] == pytest.approx(px.mean(), rel=1e-9)
+
+
+def test_without_ground_truth_memory_does_not_grow_with_the_instances(template, tmp_path):
+    """Peak traced memory (numpy's arrays included) of evaluating 12 and 400 instances: the per-keypoint
+    distances kept before the medians were streamed grew it by ~10 kB an instance (4 MB here)."""
+    import tracemalloc
+
+    peaks = []
+    for n in (12, 400):
+        path = tmp_path / f"{n}.zarr"
+        _store(path, template, n=n, ground_truth=False, test_split=False)
+        tracemalloc.start()
+        result = evaluate(path, template, lambda xy, visible, rows: _with_depth(xy, 1.0), None,
+                          EvalParams(batch_size=8, grid=0, meshes=0, uv_maps=0), progress=False)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert result.instances == n
+    assert peaks[1] - peaks[0] < 1_000_000, peaks  # per-instance scalars only: ~30 bytes an instance

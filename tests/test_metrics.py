@@ -150,6 +150,23 @@ def test_xy_z_split_of_a_pure_depth_error_has_no_image_plane_part(shapes):
     np.testing.assert_allclose(np.hypot(xy, z), m.vertex_errors(rnd, shapes), atol=1e-12)
 
 
+@pytest.mark.parametrize("n", [7, 1229, 9001])  # 9001: past numpy's 8192-element reduction buffers
+def test_batch_vertex_errors_are_bit_for_bit_the_separate_ones(n):
+    rng = np.random.default_rng(n)
+    true = rng.normal(size=(3, n, 3)) * rng.choice([1e-4, 0.4, 10.0], size=(3, n, 3)) + [0.0, 0.0, 4.0]
+    pred = true + rng.normal(size=true.shape) * 0.05 + [0.0, 0.0, 2.5]
+    kept = pred.copy(), true.copy()
+    e = m.batch_vertex_errors(pred, true)
+    xy, z = m.xy_z_errors(pred, true)
+    for got, expected in ((e.all, m.vertex_errors(pred, true)), (e.flip, m.vertex_errors(m.flip_depth(pred), true)),
+                          (e.flat, m.vertex_errors(m.flat_reference(true), true)), (e.xy, xy), (e.z, z)):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(pred, kept[0])  # inputs untouched
+    np.testing.assert_array_equal(true, kept[1])
+    with pytest.raises(ValueError, match="pred and true"):
+        m.batch_vertex_errors(pred[:, :-1], true)
+
+
 def _turned(canonical: np.ndarray, azimuth_deg: np.ndarray, elevation_deg: float = 0.0) -> np.ndarray:
     """(B, P, 3): the canonical body seen by a camera at ``azimuth_deg`` (the body turned about its up
     axis, -y, by minus that), ``elevation_deg`` above it (a rotation about the camera's x axis), 4 m away."""
