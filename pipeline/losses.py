@@ -6,7 +6,7 @@ neither built nor computed (this is how the ablations run); the baselines skip t
 not apply to them (``c3dpo``: ARAP and entropy; ``no_parts``: entropy).
 
 Normalisations (the paper's are lost with its equations; these make each term scale-free, so that
-its weight says how much it matters, see docs/MODEL.md):
+its weight says how much it matters, see docs/METHOD.md §5.6):
 
 - ARAP (eq. 7) is the *relative* ARAP energy: the energy divided by the rest shape's own Dirichlet
   energy ``Σ c_ik |X_i − X_k|²``, i.e. a weighted mean of the squared edge distortion after the
@@ -16,7 +16,7 @@ its weight says how much it matters, see docs/MODEL.md):
 - Facing (not in the paper; dp3d only): the side of each part that the keypoints show must face the
   camera: a hinge on the depth component of the evidence-weighted mean normal of each part's visible
   vertices (:func:`facing_loss`). It settles the depth sign of turned-around parts, which the
-  orthographic re-projection cannot see. Two simpler forms failed, measured (docs/MODEL.md): a
+  orthographic re-projection cannot see. Two simpler forms failed, measured (docs/METHOD.md §5.6): a
   per-vertex hinge on the predicted *mesh* normals paid the model to stretch depth (DP3D 1.29x the
   flat reference), and a per-vertex hinge on rotated template normals pushed the parts to face the
   camera (1.03x): 18 % of the visible vertices truly face away a little (silhouettes, false
