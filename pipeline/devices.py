@@ -12,7 +12,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("common.device = cuda, but torch sees no CUDA device (use auto or cpu)")
+        raise InputError("common.device = cuda, but torch sees no CUDA device: set common.device to auto or cpu")
     if name not in ("cpu", "cuda"):
         raise InputError(f"common.device = {name!r}: allowed auto, cpu or cuda")
     return name

@@ -3,7 +3,7 @@
 Sizes: B instances, N vertices, F faces, E undirected template edges, M parts, P latent size.
 Every robust norm is the pseudo-Huber ``ρ(r) = ε(√(1+(r/ε)²) − 1)``. A loss whose weight is 0 is
 neither built nor computed (this is how the ablations run); the baselines skip the losses that do
-not apply to them (``c3dpo``: ARAP and entropy; ``no_parts``: entropy).
+not apply to them (``c3dpo``: ARAP, entropy and facing; ``no_parts``: entropy and facing).
 
 Normalisations (the paper's are lost with its equations; these make each term scale-free, so that
 its weight says how much it matters, see docs/METHOD.md §5.6):
@@ -11,7 +11,7 @@ its weight says how much it matters, see docs/METHOD.md §5.6):
 - ARAP (eq. 7) is the *relative* ARAP energy: the energy divided by the rest shape's own Dirichlet
   energy ``Σ c_ik |X_i − X_k|²``, i.e. a weighted mean of the squared edge distortion after the
   best local rotations (0.01 is about a 10 % edge-length change everywhere). Divided by ``Σ c`` only,
-  as before, it was ~100x smaller in canonical units (edges ~0.1 long) and did not act.
+  as before, it was 326x smaller on the default template (median canonical edge 0.064) and did not act.
 - Entropy (eq. 8) is the mean vertex entropy in units of ``log M``: 0 for hard parts, 1 for uniform.
 - Facing (not in the paper; dp3d only): the side of each part that the keypoints show must face the
   camera: a hinge on the depth component of the evidence-weighted mean normal of each part's visible

@@ -40,7 +40,7 @@ def warp_device(device: str) -> str:
         return "cuda:0" if wp.is_cuda_available() else "cpu"
     if device == "cuda":
         if not wp.is_cuda_available():
-            raise RuntimeError("common.device = cuda, but Warp finds no CUDA device")
+            raise InputError("common.device = cuda, but Warp finds no CUDA device: set common.device to auto or cpu")
         return "cuda:0"
     return "cpu"
 

@@ -39,3 +39,12 @@ def test_code_deps_are_exactly_what_the_stage_imports(stage):
     needed = code_closure(f"stages/{stage}.py")
     assert not needed - deps, f"dvc.yaml stage {stage}: missing deps {sorted(needed - deps)}"
     assert not deps - needed, f"dvc.yaml stage {stage}: deps it does not import {sorted(deps - needed)}"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_that_fixes_its_threads_by_params_lists_them(stage):
+    """`common.threads` changes the numerics: a stage that reads it must rerun when it changes."""
+    if "params.common.threads" not in (ROOT / f"stages/{stage}.py").read_text():
+        return
+    params = STAGES[stage]["params"]
+    assert "common" in params or "common.threads" in params, f"dvc.yaml stage {stage}: add common.threads"

@@ -313,3 +313,15 @@ def test_a_full_disk_names_the_outputs_and_the_fix(tmp_path):
     assert str(out) in message and "free disk space" in message
     assert describe_os_error(FileNotFoundError(2, "No such file or directory", "data/x.npz")).startswith(
         "data/x.npz: No such file or directory; check the path")
+
+
+def test_cuda_without_a_gpu_is_a_user_error():
+    import torch
+
+    from pipeline.devices import resolve_device
+    from pipeline.errors import UserError
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="common.device = cuda.*set common.device to auto or cpu"):
+        resolve_device("cuda")
