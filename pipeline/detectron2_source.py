@@ -44,13 +44,14 @@ import torch
 from pipeline.densepose_convert import chart_output_to_crops, cse_output_to_crops
 from pipeline.densepose_write import (ImageInstances, NoInstancesError, check_cse_template, read_name_list,
                                       write_instances_store)
+from pipeline.devices import resolve_device
 from pipeline.door import DoorCounts, check_finite, door_boxes, path_problems, raise_problems, select_instances
 from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Detectron2MissingError", "NoInstancesError", "Detections", "Predictor", "IMAGE_SUFFIXES",
-           "INSTALL_HELP", "resolve_device", "list_images", "build_predictor", "infer_folder",
+           "INSTALL_HELP", "list_images", "build_predictor", "infer_folder",
            "check_detectron2_inputs", "write_detectron2_store"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -93,15 +94,6 @@ class Predictor(Protocol):
     def __call__(self, images: list[np.ndarray]) -> list[Detections]: ...
 
     def vertex_embeddings(self, mesh_name: str) -> np.ndarray: ...
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("common.device is 'cuda' but PyTorch sees no CUDA device; use 'auto' or 'cpu'")
-    return device
 
 
 def _import_detectron2():

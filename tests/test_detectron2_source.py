@@ -13,6 +13,7 @@ from pipeline import detectron2_source as d2
 from pipeline.config import load_params_dict
 from pipeline.densepose_convert import chart_output_to_crops, cse_output_to_crops
 from pipeline.densepose_store import open_densepose
+from pipeline.devices import resolve_device
 
 HAS_D2 = importlib.util.find_spec("detectron2") is not None and importlib.util.find_spec("densepose") is not None
 
@@ -183,7 +184,7 @@ def test_no_surviving_instance_is_an_error_not_an_empty_store(tmp_path, monkeypa
 
 
 def test_device_resolution():
-    assert d2.resolve_device("cpu") == "cpu"
+    assert d2.resolve_device is resolve_device and d2.resolve_device("cpu") == "cpu"
     assert d2.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -497,7 +497,7 @@ def test_detectron2_missing_files_and_folder_without_images_in_one_error(tmp_pat
 def test_detectron2_cuda_without_cuda_is_listed(tmp_path, monkeypatch):
     monkeypatch.setattr(d2, "_import_detectron2", lambda: None)
     params = load_params_dict({"detectron2": {"images": str(tmp_path)}}).detectron2
-    with pytest.raises(InputError, match="(?s)4 problem.*common.device is 'cuda'"):
+    with pytest.raises(InputError, match="(?s)4 problem.*common.device = cuda, but torch sees no CUDA device"):
         d2.check_detectron2_inputs(params, "cuda")
 
 
