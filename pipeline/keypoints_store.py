@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.cameras import project
 from pipeline.densepose_store import FINITE
 from pipeline.iuv_store import iuv_layout, open_iuv
 from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
@@ -49,7 +50,7 @@ from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "extract_keypoints", "project_gt", "keypoint_quality", "quality_summary", "open_keypoints",
+__all__ = ["SCHEMA", "extract_keypoints", "keypoint_quality", "quality_summary", "open_keypoints",
            "keypoint_specs", "keypoints_layout"]
 
 SCHEMA = "keypoints/1"
@@ -78,16 +79,6 @@ def open_keypoints(path: str | Path, template_hash: str | None = None) -> StoreG
     ``xy`` and the other float arrays refuse NaN and Inf (module docstring)."""
     return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "split"), template_hash=template_hash,
                       layout=keypoints_layout(), finite=FINITE + ("xy", "visible_area", "gt/pixels"), stage="keypoints")
-
-
-def project_gt(vertices: np.ndarray, camera: np.ndarray, projection: str) -> np.ndarray:
-    """(n, N, 2) image pixels of camera-frame points (n, N, 3) with ``camera`` (n, 3) = f, cx, cy."""
-    f, c = camera[:, None, :1], camera[:, None, 1:]
-    if projection == "orthographic":
-        return (f * vertices[..., :2] + c).astype(np.float32)
-    if projection == "perspective":
-        return (f * vertices[..., :2] / vertices[..., 2:3] + c).astype(np.float32)
-    raise InputError(f"unknown projection {projection!r}")
 
 
 def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
@@ -176,7 +167,9 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
             rows = {k: root[k][a:b] for k in _CARRIED + tuple(gt_names)}
             block.update({k: v[keep] for k, v in rows.items()})
             if has_gt:
-                gt_px = project_gt(rows["gt/vertices"], rows["gt/camera"], attrs.get("projection", "orthographic"))
+                camera = rows["gt/camera"]  # (n, 3) f, cx, cy
+                gt_px = project(rows["gt/vertices"], camera[:, 0], camera[:, 1:],
+                                attrs.get("projection", "orthographic")).astype(np.float32)
                 block["gt/pixels"] = gt_px[keep]
                 quality.append(keypoint_quality(kp.xy[keep], kp.visible[keep], gt_px[keep], rows["gt/visible"][keep],
                                                 boxes[keep], crop))

@@ -39,7 +39,7 @@ from torch import nn
 from pipeline.config import LossParams
 from pipeline.lbo import laplacian
 from pipeline.mesh import edges as mesh_edges
-from pipeline.model import LiftingModel, Trunk, _head
+from pipeline.model import LiftingModel, Trunk, head
 from pipeline.errors import InputError
 
 __all__ = ["pseudo_huber", "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
@@ -73,7 +73,7 @@ def make_psi(model: LiftingModel) -> nn.Module:
     """Ψ (eq. 6): the C3DPO trunk from a flattened 3D shape (B, 3N) to the model's latent (B, P)."""
     cfg = model.cfg
     return nn.Sequential(Trunk(3 * model.n_vertices, cfg.hidden, cfg.bottleneck, cfg.blocks),
-                         _head(cfg.hidden, model.latent_dim))
+                         head(cfg.hidden, model.latent_dim))
 
 
 def canonicalisation_loss(model: LiftingModel, psi: nn.Module, shape: torch.Tensor, eps: float,

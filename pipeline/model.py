@@ -41,7 +41,7 @@ from pipeline.normalise import denormalise, normalise
 from pipeline.part_init import initial_logits
 from pipeline.errors import InputError
 
-__all__ = ["Trunk", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "build_model",
+__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "build_model",
            "load_checkpoint", "reconstruct", "CAMERA_DIM", "XI_DIM"]
 
 XI_DIM = 6  # se(3) vector: axis-angle (3) + translation (3)
@@ -75,7 +75,8 @@ class Trunk(nn.Module):
         return h
 
 
-def _head(hidden: int, out: int) -> nn.Linear:
+def head(hidden: int, out: int) -> nn.Linear:
+    """A linear output layer (hidden -> out) started near 0: small weights, zero bias."""
     lin = nn.Linear(hidden, out)
     nn.init.normal_(lin.weight, std=HEAD_INIT_STD)
     nn.init.zeros_(lin.bias)
@@ -173,8 +174,8 @@ class LiftingModel(nn.Module):
             self.latent_dim = d
         else:
             raise InputError(f"model.type = {self.type!r}: allowed dp3d, no_parts or c3dpo")
-        self.latent_head = _head(cfg.hidden, self.latent_dim)
-        self.camera_head = _head(cfg.hidden, CAMERA_DIM)
+        self.latent_head = head(cfg.hidden, self.latent_dim)
+        self.camera_head = head(cfg.hidden, CAMERA_DIM)
         if cfg.heteroscedastic:
             self.hetero = nn.Sequential(nn.Linear(k + XI_DIM, HETERO_HIDDEN), nn.ReLU(),
                                         nn.Linear(HETERO_HIDDEN, 1), nn.Softplus())
