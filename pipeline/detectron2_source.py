@@ -34,7 +34,6 @@ model (the tests use a fake).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -47,6 +46,7 @@ from pipeline.densepose_write import (ImageInstances, NoInstancesError, check_cs
 from pipeline.devices import resolve_device
 from pipeline.door import DoorCounts, check_finite, door_boxes, path_problems, raise_problems, select_instances
 from pipeline.errors import InputError, UserError
+from pipeline.logs import progress
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +238,13 @@ def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size
         of the images that could not be read.
     """
     import cv2
-    from tqdm import tqdm
-
+    
     counts = counts if counts is not None else DoorCounts()
     paths = list_images(folder)
     if not paths:
         raise FileNotFoundError(f"detectron2.images: no image ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     results, skipped = [], []
-    bar = tqdm(total=len(paths), desc="densepose", unit="img", disable=not sys.stderr.isatty())
+    bar = progress(total=len(paths), desc="densepose", unit="img")
     for start in range(0, len(paths), batch_size):
         read, images = [], []
         for p in paths[start:start + batch_size]:

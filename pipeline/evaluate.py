@@ -134,13 +134,13 @@ from typing import NamedTuple
 
 import numpy as np
 import trimesh
-from tqdm import tqdm
 
 from pipeline.config import EvalParams
 from pipeline.data import holdout_rows
 from pipeline.io import atomic_path, save_figure
 from pipeline.joints import apply_regressor
 from pipeline.keypoints_store import open_keypoints
+from pipeline.logs import progress as progress_bar
 from pipeline.metrics import (AZIMUTH_CENTRES, azimuth_bins, azimuth_key, binned_share, centre_depth,
                               batch_vertex_errors, image_to_camera, part_sums, re14, s2s, same_facing, view_azimuth)
 from pipeline.model import canonical_template
@@ -291,8 +291,7 @@ def _eval_rows(root, path, ground_truth: bool) -> tuple[np.ndarray, str]:
 def _batches(root, rows: np.ndarray, reconstruct: Reconstruct, batch_size: int,
              progress: bool) -> Iterator[Batch]:
     """Reconstructs ``rows`` of the store ``batch_size`` at a time (each batch reads its span once)."""
-    for a in tqdm(range(0, len(rows), batch_size), desc="evaluate", unit="batch",
-                  disable=None if progress else True, leave=False):
+    for a in progress_bar(range(0, len(rows), batch_size), desc="evaluate", unit="batch", enabled=progress):
         r = rows[a:a + batch_size]
         sel = slice(int(r[0]), int(r[-1]) + 1)  # read the span, keep the rows
         local = r - r[0]

@@ -20,6 +20,7 @@ Everything here takes and returns arrays; the stage does the I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -50,6 +51,11 @@ class RepairOptions:
     smooth_sigma: float = 0.0  # pixels; 0 turns smoothing off
     inpaint: str = "telea"  # telea | ns
     inpaint_radius: float = 3.0
+
+    @classmethod
+    def from_params(cls, params) -> "RepairOptions":
+        """The options of the ``iuv`` params section (:class:`pipeline.config.IuvParams`), same names."""
+        return cls(**{f.name: getattr(params, f.name) for f in dataclasses.fields(cls)})
 
 
 class RepairCounts(NamedTuple):

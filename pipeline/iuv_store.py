@@ -38,11 +38,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.densepose_store import FINITE, densepose_layout, open_densepose, require_kind
 from pipeline.iuv import (COUNT_NAMES, QUALITY_SUMS, RepairOptions, encode_iuv, quality_from_sums,
                           quality_sums, repair_chart, repair_cse)
+from pipeline.logs import progress as progress_bar
 from pipeline.store import StoreError, StoreGroup, StoreWriter, open_store
 from pipeline.workers import worker_pool
 
@@ -180,8 +180,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
             pool = None
             results = (_repair_chunk(str(src), names, a, b, opts, min_foreground) for a, b in ranges)
         try:
-            for start, res in tqdm(results, total=len(ranges), desc="iuv", unit="chunk",
-                                         disable=None if progress else True, leave=False):
+            for start, res in progress_bar(results, total=len(ranges), desc="iuv", unit="chunk", enabled=progress):
                 keep = res["keep"]
                 stop = start + len(keep)
                 block = {k: root[k][start:stop][keep] for k in _CARRIED + tuple(gt_names)}

@@ -37,13 +37,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.cameras import project
 from pipeline.densepose_store import FINITE
 from pipeline.iuv_store import iuv_layout, open_iuv
 from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
                                 visible_area_share)
+from pipeline.logs import progress as progress_bar
 from pipeline.store import StoreError, StoreGroup, StoreWriter, open_store
 from pipeline.template import Template
 from pipeline.errors import InputError
@@ -148,8 +148,7 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
     chunk = int(root["box"].chunks[0])
     kept, quality, quality_exact = 0, [], []  # keypoint_quality of each block
     with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
-        for a in tqdm(range(0, n_in, chunk), desc="keypoints", unit="chunk", disable=None if progress else True,
-                      leave=False):
+        for a in progress_bar(range(0, n_in, chunk), desc="keypoints", unit="chunk", enabled=progress):
             b = min(a + chunk, n_in)
             boxes = root["box"][a:b]
             if mode == "iuv":

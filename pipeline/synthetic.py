@@ -21,7 +21,6 @@ Size letters: ``n`` instances, ``B`` bodies, ``V`` vertices, ``J`` joints, ``S``
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.cameras import crop_boxes, project, sample_cameras
 from pipeline.config import SyntheticParams, as_dict
 from pipeline.corruption import Crop, corrupt_inplace
 from pipeline.densepose_store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
 from pipeline.door import zero_counts
+from pipeline.logs import progress
 from pipeline.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
 from pipeline.store import StoreWriter
@@ -195,7 +194,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     with StoreWriter.create(path, n, specs, attrs, chunk=128, chunks_per_shard=8) as w, \
             ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future] = []
-        bar = tqdm(total=n, desc="densepose synthetic", unit="inst", disable=not sys.stderr.isatty())
+        bar = progress(total=n, desc="densepose synthetic", unit="inst")
         for index in _batches(n_bodies, p.batch):
             bodies = make_bodies(model, index, p, seed)
             rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views)

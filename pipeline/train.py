@@ -22,7 +22,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from pipeline.config import Params, TrainParams, as_dict
 from pipeline.data import KeypointStream, holdout_rows
@@ -31,6 +30,7 @@ from pipeline.io import atomic_path, load_npz, partial_path, remove_path
 from pipeline.keypoints import vertex_areas
 from pipeline.keypoints_store import open_keypoints
 from pipeline.lbo import unit_rms
+from pipeline.logs import progress
 from pipeline.losses import TrainingObjective, arap_weights
 from pipeline.model import LiftingModel, canonical_template
 from pipeline.normalise import normalise
@@ -284,7 +284,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     log.info("training %s (%d parameters) on %s x%d: %d train instances, %d steps/epoch, %d steps",
              params.model.type, sum(p.numel() for p in objective.parameters()), device, world,
              stream.n_split, spe, total)
-    bar = tqdm(total=total, initial=step, desc="train", disable=None if lead else True, dynamic_ncols=True)
+    bar = progress(total=total, initial=step, desc="train", unit="step", enabled=lead)
     last_saved = (step, start) if start is not None else None  # (step, file) of the last good checkpoint
     objective.train()
     while step < total:

@@ -11,42 +11,15 @@ import logging
 import sys
 import time
 
-import numpy as np
-
 from pipeline.config import as_dict, load_params
-from pipeline.densepose_store import open_densepose
-from pipeline.io import atomic_path, save_figure, save_json, stage_outputs, written
-from pipeline.iuv import RepairOptions, decode_iuv
+from pipeline.io import atomic_path, save_json, stage_outputs, written
+from pipeline.iuv import RepairOptions
 from pipeline.fullframe import export_store_frames
+from pipeline.iuv_preview import write_preview
 from pipeline.iuv_store import open_iuv, repair_store
-from pipeline.plots import iuv_preview_figure
 from pipeline.stage import cli, fix_threads
 
 log = logging.getLogger("stages.iuv")
-
-
-def repair_options(p) -> RepairOptions:
-    return RepairOptions(fill_missing=p.fill_missing, fill_holes=p.fill_holes, max_hole_area=p.max_hole_area,
-                         min_component_area=p.min_component_area,
-                         smooth_sigma=p.smooth_sigma, inpaint=p.inpaint, inpaint_radius=p.inpaint_radius)
-
-
-def write_preview(src, out, folder, count: int) -> None:
-    """One PNG of the first ``count`` written instances: raw (densepose.zarr), repaired (as written to
-    iuv.zarr) and, for synthetic data, the ground truth."""
-    root, rep = open_densepose(src), open_iuv(written(out))
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        if count > 0 and "iuv" in rep:
-            k = min(count, rep["iuv"].shape[0])
-            rows = rep["source_index"][:k]
-            decoded = [decode_iuv(x) for x in rep["iuv"][:k]]
-            columns = [("raw", root["labels"].get_orthogonal_selection(rows), root["uv"].get_orthogonal_selection(rows)),
-                       ("repaired", np.stack([d[0] for d in decoded]), np.stack([d[1] for d in decoded]))]
-            if "gt" in root and "iuv" in root["gt"]:
-                truth = [decode_iuv(x) for x in root["gt/iuv"].get_orthogonal_selection(rows)]
-                columns.append(("truth", np.stack([d[0] for d in truth]), np.stack([d[1] for d in truth])))
-            save_figure(iuv_preview_figure(columns, [f"instance {i}" for i in rows]), tmp / "instances.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(args.params)
         fix_threads(params.common.threads)
         p = params.iuv
-        opts = repair_options(p)
+        opts = RepairOptions.from_params(p)
         kind = "chart" if params.keypoints.mode == "iuv" else "cse"  # only what the keypoints stage will read
         t0 = time.perf_counter()
         summary = repair_store(args.densepose, args.out, opts, p.min_foreground, p.workers, params=as_dict(p),
@@ -79,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
                 log.info("%s repair: part accuracy %.4f, U/V error %.4f, foreground IoU %.4f", when,
                          q["part_accuracy"], q["uv_error"], q["foreground_iou"])
         save_json(args.metrics, summary)
-        write_preview(args.densepose, args.out, args.preview, p.previews)
+        write_preview(args.densepose, written(args.out), args.preview, p.previews)
         with atomic_path(args.frames) as tmp:
             tmp.mkdir()
             root = open_iuv(written(args.out))
