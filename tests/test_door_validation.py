@@ -24,8 +24,8 @@ from pipeline.densepose_convert import chart_output_to_crops, chart_result_to_cr
 from pipeline.densepose_store import open_densepose
 from pipeline.errors import InputError, UserError
 from pipeline.pickles import read_pickle
-from pipeline.precomputed import (UnsafeDumpError, check_precomputed_inputs, load_dump, read_dump, read_iuv_folder,
-                                  write_precomputed_store)
+from pipeline.dump_unpickler import UnsafeDumpError, load_dump
+from pipeline.precomputed import check_precomputed_inputs, read_dump, read_iuv_folder, write_precomputed_store
 
 NAN, INF = float("nan"), float("inf")
 ZERO = {"skipped_empty_boxes": 0, "skipped_boxes_outside_image": 0, "clipped_boxes": 0}

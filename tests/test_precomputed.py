@@ -18,8 +18,8 @@ from pipeline.config import load_params_dict
 from pipeline.densepose_convert import chart_result_to_crop, cse_output_to_crops
 from pipeline.iuv import encode_iuv
 from pipeline.densepose_store import open_densepose
-from pipeline.precomputed import (ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump, read_dump,
-                                  read_iuv_folder, select_instances, write_precomputed_store)
+from pipeline.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump
+from pipeline.precomputed import read_dump, read_iuv_folder, select_instances, write_precomputed_store
 
 
 def _chart_dump(dp, gen):
