@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -197,6 +198,113 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def _device_and_world(params: Params) -> tuple[str, int, int, int]:
+    """This process's device and (rank, world size, local rank); joins the process group under torchrun."""
+    rank, world, local_rank = _distributed()
+    device = resolve_device(params.common.device)
+    if world > 1:
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device, rank, world, local_rank
+
+
+def _load_basis(lbo: str | Path, template_hash: str, params: Params) -> np.ndarray:
+    """(N, K) eigenvectors of ``lbo``, checked against the template and ``model.lbo_basis``."""
+    basis = load_npz(lbo, required=("evecs", "template_hash"))
+    if str(basis["template_hash"]) != template_hash:
+        raise InputError(f"{lbo} was computed for template {basis['template_hash']}, not {template_hash}; rerun lbo")
+    if params.model.lbo_basis > basis["evecs"].shape[1]:
+        raise InputError(f"model.lbo_basis = {params.model.lbo_basis} > the {basis['evecs'].shape[1]} "
+                         f"eigenvectors in {lbo} (raise lbo.k)")
+    return basis["evecs"]
+
+
+@dataclass
+class _Progress:
+    """Where training stands: the step, the first loss (the explosion test's yardstick), the last logged
+    losses and the last good checkpoint (step, file)."""
+
+    step: int = 0
+    first_loss: float | None = None
+    metrics: dict = field(default_factory=dict)
+    last_saved: tuple[int, Path] | None = None
+
+
+def _resume(start: Path, objective: TrainingObjective, optimizer, params: Params, template_hash: str,
+            device: str) -> tuple[_Progress, torch.Tensor | None]:
+    """Loads a checkpoint into the objective and optimiser; returns the progress and its initial segmentation."""
+    ck = torch.load(start, map_location=device, weights_only=True)
+    _check_resumable(ck, params, template_hash, start)
+    objective.model.load_state_dict(ck["model"])
+    if objective.psi is not None:
+        objective.psi.load_state_dict(ck["psi"])
+    optimizer.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["rng"])
+    state = _Progress(ck["step"], ck["first_loss"], dict(ck["metrics"] or {}), (ck["step"], start))
+    return state, ck.get("segmentation_init")
+
+
+def _batch_inputs(batch, device: str, oracle: bool, inplane: bool) -> tuple[torch.Tensor, ...]:
+    """A batch as the objective takes it: normalised keypoints (B, N, 2), visibility (B, N), the true
+    shapes in the same frame (B, N, 3; only for the oracle loss, else None) and the counts (B, N),
+    with the keypoints (and truth) rotated about the view axis when ``inplane``."""
+    xy, vis = batch.xy.to(device), batch.visible.to(device)
+    norm = normalise(xy, vis)
+    kp, truth = norm.xy, None
+    if oracle:
+        truth = normalised_truth(batch.vertices.to(device), batch.camera.to(device), norm.centre, norm.scale)
+    if inplane:
+        rot = inplane_rotations(len(kp)).to(device)
+        kp = kp @ rot.transpose(-1, -2)
+        if truth is not None:
+            truth = torch.cat([truth[..., :2] @ rot.transpose(-1, -2), truth[..., 2:]], dim=-1)
+    return kp, vis, truth, batch.count.to(device)
+
+
+def _mean_over_processes(value: torch.Tensor, world: int) -> float:
+    """The loss averaged over the torchrun processes (itself alone)."""
+    value = value.detach().clone()
+    if world > 1:
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def _divergence(value: float, state: _Progress, cfg: TrainParams) -> TrainingDiverged | None:
+    """The error that stops training when the loss ``value`` is not finite or exploded, else None."""
+    if math.isfinite(value) and value <= cfg.explode_factor * max(state.first_loss, 1e-12):
+        return None
+    kept = (f"the last good checkpoint (step {state.last_saved[0]}) is kept at {state.last_saved[1]} "
+            "(train.resume: true continues from it)") if state.last_saved is not None else "no checkpoint was written yet"
+    why = "is not finite" if not math.isfinite(value) else \
+        f"exceeds train.explode_factor = {cfg.explode_factor:g} x the first loss {state.first_loss:.4g}"
+    return TrainingDiverged(f"train: loss {value:.4g} at step {state.step} {why}; {kept}. "
+                            f"Lower train.lr (now {cfg.lr:g}) or check the keypoints.")
+
+
+def _log_losses(state: _Progress, live, bar) -> None:
+    """Shows the last losses on the progress bar and logs them as dvclive curves."""
+    bar.set_postfix(loss=f"{state.metrics['loss']:.4f}", rep=f"{state.metrics['reprojection']:.4f}")
+    if live is not None:
+        live.step = state.step
+        for k, v in state.metrics.items():
+            live.log_metric(f"train/{k}", v)
+        live.make_summary()
+
+
+def _average_batchnorm(objective: TrainingObjective, world: int) -> None:
+    """BatchNorm statistics were updated on each process's own slice of the batches: average them."""
+    for name, buf in objective.named_buffers():
+        if "running_" in name:
+            dist.all_reduce(buf)
+            buf /= world
+
+
 def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str | Path, out: str | Path,
           live_dir: str | Path | None = None) -> TrainResult:
     """Trains ``params.model`` on the train split of ``keypoints``; writes the checkpoint ``out``.
@@ -217,25 +325,13 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     out = Path(out)
     ckpt = partial_path(out)
     live_partial = partial_path(live_dir) if live_dir is not None else None
-    rank, world, local_rank = _distributed()
-    device = resolve_device(params.common.device)
-    if world > 1:
-        if device == "cuda":
-            torch.cuda.set_device(local_rank)
-            device = f"cuda:{local_rank}"
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if device == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    device, rank, world, local_rank = _device_and_world(params)
+    lead = rank == 0
 
+    # the model, its optimiser and the batches
     tmpl = load_template(template)
-    basis = load_npz(lbo, required=("evecs", "template_hash"))
-    if str(basis["template_hash"]) != tmpl.hash:
-        raise InputError(f"{lbo} was computed for template {basis['template_hash']}, not {tmpl.hash}; rerun lbo")
-    if params.model.lbo_basis > basis["evecs"].shape[1]:
-        raise InputError(f"model.lbo_basis = {params.model.lbo_basis} > the {basis['evecs'].shape[1]} "
-                         f"eigenvectors in {lbo} (raise lbo.k)")
-    objective, scale = build_objective(params, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward, basis["evecs"])
+    evecs = _load_basis(lbo, tmpl.hash, params)
+    objective, scale = build_objective(params, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward, evecs)
     seg_init = objective.model.segmentation().detach().cpu()  # (N, M), drawn before and after training
     objective.to(device)
     optimizer = make_optimizer(objective, cfg)
@@ -249,108 +345,80 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     spe = stream.steps_per_epoch
     total = cfg.epochs * spe
 
-    step, first_loss, metrics = 0, None, {}
-    if rank == 0 and not cfg.resume:  # start afresh: earlier partial work is not wanted
+    # afresh, or from the partial checkpoint (or a finished one, to train further)
+    if lead and not cfg.resume:
         for stale in (ckpt, live_partial):
             if stale is not None:
                 remove_path(stale)
     start = next((p for p in (ckpt, out) if p.is_file()), None) if cfg.resume else None
-    if start is not None:  # the partial checkpoint, or a finished one to train further
-        ck = torch.load(start, map_location=device, weights_only=True)
-        _check_resumable(ck, params, tmpl.hash, start)
-        if ck.get("segmentation_init") is not None:
-            seg_init = ck["segmentation_init"]
-        objective.model.load_state_dict(ck["model"])
-        if objective.psi is not None:
-            objective.psi.load_state_dict(ck["psi"])
-        optimizer.load_state_dict(ck["optimizer"])
-        step, first_loss, metrics = ck["step"], ck["first_loss"], dict(ck["metrics"] or {})
-        torch.set_rng_state(ck["rng"])
-        log.info("resuming %s at step %d of %d", start, step, total)
+    state = _Progress()
+    if start is not None:
+        state, saved_init = _resume(start, objective, optimizer, params, tmpl.hash, device)
+        seg_init = saved_init if saved_init is not None else seg_init
+        log.info("resuming %s at step %d of %d", start, state.step, total)
     elif cfg.resume:
         log.info("train.resume: no checkpoint at %s, starting afresh", ckpt)
+
+    def save() -> None:
+        _save(ckpt, objective, optimizer, params, state.step, tmpl.hash, scale, state.metrics, state.first_loss,
+              seg_init)
+        state.last_saved = (state.step, ckpt)
 
     net = objective
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[local_rank] if device.startswith("cuda") else None)
     live = None
-    if rank == 0 and live_dir is not None:
+    if lead and live_dir is not None:
         from dvclive import Live
 
-        live = Live(str(live_partial), resume=bool(cfg.resume and step > 0), dvcyaml=None, save_dvc_exp=False,
-                    report=None)
-    lead = rank == 0
+        live = Live(str(live_partial), resume=bool(cfg.resume and state.step > 0), dvcyaml=None,
+                    save_dvc_exp=False, report=None)
     log.info("training %s (%d parameters) on %s x%d: %d train instances, %d steps/epoch, %d steps",
              params.model.type, sum(p.numel() for p in objective.parameters()), device, world,
              stream.n_split, spe, total)
-    bar = progress(total=total, initial=step, desc="train", unit="step", enabled=lead)
-    last_saved = (step, start) if start is not None else None  # (step, file) of the last good checkpoint
+
+    # the steps
+    bar = progress(total=total, initial=state.step, desc="train", unit="step", enabled=lead)
     objective.train()
-    while step < total:
-        epoch = step // spe
-        for batch in stream.epoch(epoch, skip=step - epoch * spe):
-            factor = lr_at(step, total, cfg)
+    while state.step < total:
+        epoch = state.step // spe
+        for batch in stream.epoch(epoch, skip=state.step - epoch * spe):
+            factor = lr_at(state.step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            lr = cfg.lr * factor
-            xy, vis = batch.xy.to(device), batch.visible.to(device)
-            norm = normalise(xy, vis)
-            kp, truth = norm.xy, None
-            if oracle:
-                truth = normalised_truth(batch.vertices.to(device), batch.camera.to(device), norm.centre, norm.scale)
-            if cfg.inplane_augment:  # rotate the keypoints (and the truth) about the view axis
-                rot = inplane_rotations(len(kp)).to(device)
-                kp = kp @ rot.transpose(-1, -2)
-                if truth is not None:
-                    truth = torch.cat([truth[..., :2] @ rot.transpose(-1, -2), truth[..., 2:]], dim=-1)
-            loss, parts = net(kp, vis, truth, batch.count.to(device))
-            value = loss.detach().clone()
-            if world > 1:
-                dist.all_reduce(value)
-                value /= world
-            value = float(value)
-            if first_loss is None:
-                first_loss = value
-            if not math.isfinite(value) or value > cfg.explode_factor * max(first_loss, 1e-12):
+            loss, parts = net(*_batch_inputs(batch, device, oracle, cfg.inplane_augment))
+            value = _mean_over_processes(loss, world)
+            if state.first_loss is None:
+                state.first_loss = value
+            error = _divergence(value, state, cfg)
+            if error is not None:
                 bar.close()
-                kept = (f"the last good checkpoint (step {last_saved[0]}) is kept at {last_saved[1]} (train.resume: "
-                        "true continues from it)") if last_saved is not None else "no checkpoint was written yet"
-                why = "is not finite" if not math.isfinite(value) else \
-                    f"exceeds train.explode_factor = {cfg.explode_factor:g} x the first loss {first_loss:.4g}"
-                raise TrainingDiverged(f"train: loss {value:.4g} at step {step} {why}; {kept}. "
-                                       f"Lower train.lr (now {cfg.lr:g}) or check the keypoints.")
+                raise error
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            step += 1
+            state.step += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == total:
-                metrics = {"loss": value, "lr": lr, **{k: float(v) for k, v in parts.items()}}
-                bar.set_postfix(loss=f"{value:.4f}", rep=f"{metrics['reprojection']:.4f}")
-                if live is not None:
-                    live.step = step
-                    for k, v in metrics.items():
-                        live.log_metric(f"train/{k}", v)
-                    live.make_summary()
-            if lead and (step % cfg.checkpoint_every == 0 or step == total):
-                _save(ckpt, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
-                last_saved = (step, ckpt)
+            if state.step % cfg.log_every == 0 or state.step == total:
+                state.metrics = {"loss": value, "lr": cfg.lr * factor, **{k: float(v) for k, v in parts.items()}}
+                _log_losses(state, live, bar)
+            if lead and (state.step % cfg.checkpoint_every == 0 or state.step == total):
+                save()
     bar.close()
-    if world > 1:  # BatchNorm statistics were updated on each process's own slice: average them
-        for name, buf in objective.named_buffers():
-            if "running_" in name:
-                dist.all_reduce(buf)
-                buf /= world
+
+    # the end: one model for all processes, the outputs under their names
+    if world > 1:
+        _average_batchnorm(objective, world)
         if lead:
-            _save(ckpt, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
+            save()
     if live is not None:
         live.end()
     if lead:
         if not ckpt.is_file():  # resumed a run that was already complete
-            _save(ckpt, objective, optimizer, params, step, tmpl.hash, scale, metrics, first_loss, seg_init)
+            save()
         _publish(ckpt, out)
         if live_partial is not None and live_partial.exists():
             _publish(live_partial, Path(live_dir))
-    log.info("trained %d steps; last losses: %s", step, {k: round(v, 5) for k, v in metrics.items()})
-    return TrainResult(objective, step, metrics)
+    log.info("trained %d steps; last losses: %s", state.step, {k: round(v, 5) for k, v in state.metrics.items()})
+    return TrainResult(objective, state.step, state.metrics)
