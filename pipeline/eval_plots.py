@@ -279,7 +279,7 @@ def uv_maps_figure(pred: np.ndarray, true: np.ndarray | None, covered: np.ndarra
 
 def save_position_png(atlas: np.ndarray, path: str | Path, half_range: float = 1.0) -> None:
     """Writes a position map (H, W, 3) as 16-bit RGB: ``value / (2 half_range) + 0.5`` in [0, 1]
-    (``half_range`` in the map's units: 1 m, or :data:`pipeline.evaluate.UV_HALF_RANGE_PX` for pixels)."""
+    (``half_range`` in the map's units: 1 m, or :data:`pipeline.eval_reports.UV_HALF_RANGE_PX` for pixels)."""
     img = np.clip(np.asarray(atlas, np.float64) / (2 * half_range) + 0.5, 0, 1)
     img = np.round(img * 65535).astype(np.uint16)[..., ::-1]  # OpenCV writes BGR
     with atomic_path(path) as tmp:  # tmp keeps the .png name, which tells OpenCV the format

@@ -17,8 +17,10 @@ import time
 
 from pipeline.config import load_params
 from pipeline.devices import resolve_device
-from pipeline.evaluate import evaluate, model_reconstructor, write_metrics
+from pipeline.eval_tables import write_metrics
+from pipeline.evaluate import evaluate
 from pipeline.io import stage_outputs
+from pipeline.reconstructor import model_reconstructor
 from pipeline.stage import cli, fix_threads
 from pipeline.template import load_template
 
