@@ -1,4 +1,5 @@
-"""Laplace-Beltrami eigenbasis of a mesh (METHOD.md §4).
+"""Laplace-Beltrami eigenbasis of a mesh (METHOD.md §4), and ``lbo.npz``, its file (:func:`save_basis`,
+:func:`load_basis`).
 
 Solves ``L φ = λ M φ`` for the K smallest pairs, with ``L`` the cotangent Laplacian (positive
 semi-definite) and ``M`` the lumped mass matrix, both from ``robust_laplacian`` (intrinsic
@@ -8,6 +9,7 @@ from a fixed start vector; signs are fixed so that results are reproducible bit 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -16,8 +18,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
 from pipeline.errors import InputError
+from pipeline.io import load_npz, save_npz
 
-__all__ = ["Eigenbasis", "laplacian", "eigenbasis", "unit_rms"]
+__all__ = ["Eigenbasis", "laplacian", "eigenbasis", "unit_rms", "save_basis", "load_basis"]
 
 
 class Eigenbasis(NamedTuple):
@@ -67,3 +70,24 @@ def eigenbasis(vertices: np.ndarray, faces: np.ndarray, k: int, name: str = "mes
 def unit_rms(evecs: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """(V, K) eigenvectors scaled to unit RMS over vertices (the scaling the model uses)."""
     return evecs / np.maximum(np.sqrt(np.mean(evecs**2, axis=0, keepdims=True)), eps)
+
+
+def save_basis(path: str | Path, basis: Eigenbasis, template_hash: str) -> None:
+    """Writes ``lbo.npz``: ``evals`` (K,) float64, ``evecs`` (N, K) float32, ``mass`` (N,) float64 and the
+    ``template_hash`` of the template it was computed on."""
+    save_npz(path, {"evals": basis.evals, "evecs": basis.evecs.astype(np.float32), "mass": basis.mass,
+                    "template_hash": np.asarray(template_hash)})
+
+
+def load_basis(path: str | Path, template_hash: str | None = None) -> Eigenbasis:
+    """Reads ``lbo.npz`` (``evecs`` as stored: float32).
+
+    Raises:
+        InputError: the file is unreadable, lacks an array, or was computed on another template than
+            ``template_hash`` (when given).
+    """
+    z = load_npz(path, required=("evals", "evecs", "mass", "template_hash"))
+    if template_hash is not None and str(z["template_hash"]) != template_hash:
+        raise InputError(f"{path} was computed for template {z['template_hash']}, not {template_hash}; rerun lbo "
+                         "(dvc repro lbo)")
+    return Eigenbasis(z["evals"], z["evecs"], z["mass"])

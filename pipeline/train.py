@@ -27,10 +27,10 @@ import torch.distributed as dist
 from pipeline.config import Params, TrainParams, as_dict
 from pipeline.data import KeypointStream, holdout_rows
 from pipeline.devices import resolve_device
-from pipeline.io import atomic_path, load_npz, partial_path, remove_path
+from pipeline.io import atomic_path, partial_path, remove_path
 from pipeline.keypoints import vertex_areas
 from pipeline.keypoints_store import open_keypoints
-from pipeline.lbo import unit_rms
+from pipeline.lbo import load_basis, unit_rms
 from pipeline.logs import progress
 from pipeline.losses import TrainingObjective, arap_weights
 from pipeline.model import LiftingModel, canonical_template
@@ -215,13 +215,11 @@ def _device_and_world(params: Params) -> tuple[str, int, int, int]:
 
 def _load_basis(lbo: str | Path, template_hash: str, params: Params) -> np.ndarray:
     """(N, K) eigenvectors of ``lbo``, checked against the template and ``model.lbo_basis``."""
-    basis = load_npz(lbo, required=("evecs", "template_hash"))
-    if str(basis["template_hash"]) != template_hash:
-        raise InputError(f"{lbo} was computed for template {basis['template_hash']}, not {template_hash}; rerun lbo")
-    if params.model.lbo_basis > basis["evecs"].shape[1]:
-        raise InputError(f"model.lbo_basis = {params.model.lbo_basis} > the {basis['evecs'].shape[1]} "
+    evecs = load_basis(lbo, template_hash).evecs
+    if params.model.lbo_basis > evecs.shape[1]:
+        raise InputError(f"model.lbo_basis = {params.model.lbo_basis} > the {evecs.shape[1]} "
                          f"eigenvectors in {lbo} (raise lbo.k)")
-    return basis["evecs"]
+    return evecs
 
 
 @dataclass

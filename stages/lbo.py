@@ -12,8 +12,8 @@ import sys
 import numpy as np
 
 from pipeline.config import load_params
-from pipeline.io import save_figure, save_npz, stage_outputs
-from pipeline.lbo import eigenbasis
+from pipeline.io import save_figure, stage_outputs
+from pipeline.lbo import eigenbasis, save_basis
 from pipeline.plots import eigenfunctions_figure
 from pipeline.stage import GEOMETRY_THREADS, cli, fix_threads
 from pipeline.template import load_template
@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("read %s: %d vertices (hash %s); solving for %d eigenpairs", args.template, len(t.vertices), t.hash,
                  k)
         basis = eigenbasis(t.vertices.astype(np.float64), t.faces, k, name=args.template)
-        save_npz(args.out, {"evals": basis.evals, "evecs": basis.evecs.astype(np.float32), "mass": basis.mass,
-                            "template_hash": np.asarray(t.hash)})
+        save_basis(args.out, basis, t.hash)
         save_figure(eigenfunctions_figure(t.vertices, t.faces, basis.evecs, basis.evals, t.up, t.forward), args.png)
     log.info("wrote %s: eigenvalues %.3g .. %.3g; %d near zero", args.out, basis.evals[0], basis.evals[-1],
              int(np.sum(np.abs(basis.evals) < 1e-6 * basis.evals[-1])))

@@ -45,3 +45,17 @@ def test_k_too_large_is_an_error(icosphere):
 def test_unit_rms():
     x = np.random.default_rng(0).normal(size=(100, 3)) * [1, 5, 0.1]
     assert np.allclose(np.sqrt(np.mean(unit_rms(x) ** 2, axis=0)), 1)
+
+
+def test_basis_file_round_trip_and_template_check(tmp_path, icosphere):
+    from pipeline.errors import InputError
+    from pipeline.lbo import load_basis, save_basis
+
+    v, f = icosphere
+    basis = eigenbasis(v, f, 8)
+    save_basis(tmp_path / "lbo.npz", basis, "abc")
+    back = load_basis(tmp_path / "lbo.npz", "abc")
+    assert back.evecs.dtype == np.float32 and np.array_equal(back.evecs, basis.evecs.astype(np.float32))
+    assert np.array_equal(back.evals, basis.evals) and np.array_equal(back.mass, basis.mass)
+    with pytest.raises(InputError, match="computed for template abc, not xyz; rerun lbo"):
+        load_basis(tmp_path / "lbo.npz", "xyz")

@@ -11,8 +11,7 @@ import yaml
 
 from keypoint_fixture import make_keypoints
 from pipeline.config import TrainParams, as_dict, load_params_dict
-from pipeline.io import save_npz
-from pipeline.lbo import eigenbasis
+from pipeline.lbo import eigenbasis, save_basis
 from pipeline.model import load_checkpoint, reconstruct
 from pipeline.normalise import normalise
 from pipeline.template import load_template
@@ -31,8 +30,7 @@ def inputs(template, tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
     template.save(d / "template.npz")
     eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
-    save_npz(d / "lbo.npz", {"evals": eb.evals, "evecs": eb.evecs.astype(np.float32), "mass": eb.mass,
-                             "template_hash": np.asarray(template.hash)})
+    save_basis(d / "lbo.npz", eb, template.hash)
     make_keypoints(d / "kp.zarr", template, n=48, seed=0, chunk=8)
     return d
 
