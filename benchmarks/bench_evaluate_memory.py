@@ -6,7 +6,7 @@
 Builds, in a temporary folder (``--folder``: kept there), a template of 27,554 vertices (the vertex count of
 DensePose's ``smpl_27554`` CSE mesh, which is licensed and not bundled: the default Anny template with edges split
 at their midpoints until it has as many, parts, charts and joints carried over; written with
-:meth:`pipeline.template.Template.save`) and keypoints stores of every ``--instances`` count of test instances:
+:meth:`pipeline.template_file.Template.save`) and keypoints stores of every ``--instances`` count of test instances:
 the template turned about its up axis, 4 m in front of random orthographic cameras, its camera-facing vertices
 visible. Only the first shard (2,048 instances) is computed and written (:class:`pipeline.store.StoreWriter`); a
 store of ``n`` instances repeats it (its shard files hard-linked, the arrays resized with ``zarr``), so building
@@ -41,7 +41,8 @@ import zarr
 from pipeline.charts import dominant_vertex_part
 from pipeline.mesh import vertex_normals
 from pipeline.store import StoreWriter
-from pipeline.template import Template, anny_template, check_template, load_template
+from pipeline.template import anny_template
+from pipeline.template_file import Template, check_template, load_template
 
 VERTICES = 27554
 TILE = 2048  # instances computed and written: one shard at the store's default chunking

@@ -18,7 +18,7 @@ from pipeline.devices import resolve_device
 from pipeline.iuv import decode_uv
 from pipeline.iuv_store import open_iuv
 from pipeline.keypoints import aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding
-from pipeline.template import load_template
+from pipeline.template_file import load_template
 
 
 def kdtree_vertices(iuv: np.ndarray, template, trees) -> np.ndarray:

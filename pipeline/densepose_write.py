@@ -62,7 +62,7 @@ def check_cse_template(template, source: str, dim: int | None = None) -> None:
     """Refuses CSE output with a template that does not hold its model's vertex embeddings.
 
     Args:
-        template: :class:`pipeline.template.Template`.  source: the densepose source, for the message.
+        template: :class:`pipeline.template_file.Template`.  source: the densepose source, for the message.
         dim: the pixel embeddings' dimension D, when known.
     Raises:
         ValueError: the template is not a CSE mesh's (``template.source: cse``), or another D.

@@ -306,7 +306,7 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
 
     Args:
         params: :class:`pipeline.config.Detectron2Params`.  crop: S (``densepose.crop``).
-        device: ``common.device`` (auto, cpu or cuda).  template: :class:`pipeline.template.Template`
+        device: ``common.device`` (auto, cpu or cuda).  template: :class:`pipeline.template_file.Template`
             (its hash is recorded; a CSE model's vertex embeddings must be its own).
         params_record: params recorded in the store's attributes.
 

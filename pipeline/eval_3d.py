@@ -15,7 +15,7 @@ from pipeline.joints import apply_regressor
 from pipeline.metrics import (AZIMUTH_CENTRES, azimuth_bins, azimuth_key, batch_vertex_errors, binned_share,
                               centre_depth, image_to_camera, part_sums, re14, s2s, same_facing, view_azimuth)
 from pipeline.model import canonical_template
-from pipeline.template import Template
+from pipeline.template_file import Template
 
 log = logging.getLogger(__name__)
 

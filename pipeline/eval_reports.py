@@ -11,7 +11,7 @@ import trimesh
 from pipeline.config import EvalParams
 from pipeline.eval_batches import Kept
 from pipeline.io import atomic_path, save_figure
-from pipeline.template import Template
+from pipeline.template_file import Template
 from pipeline.uvmap import atlas_image, uv_layout, write_uv_maps
 
 log = logging.getLogger(__name__)

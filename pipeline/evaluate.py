@@ -144,7 +144,7 @@ from pipeline.parts import COARSE_OF_PART, PART_NAMES, SEGMENTS
 from pipeline.reconstructor import Reconstructor, model_reconstructor
 from pipeline.segmentation import REGIONS, segmentation_metrics
 from pipeline.store import StoreError
-from pipeline.template import Template
+from pipeline.template_file import Template
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, ne
                                 visible_area_share)
 from pipeline.logs import progress as progress_bar
 from pipeline.store import StoreError, StoreGroup, StoreWriter, open_store
-from pipeline.template import Template
+from pipeline.template_file import Template
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -327,7 +327,7 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
 
     Args:
         params: :class:`pipeline.config.PrecomputedParams`.  crop: S (``densepose.crop``).
-        template: the :class:`pipeline.template.Template` (its hash is recorded; CSE output needs
+        template: the :class:`pipeline.template_file.Template` (its hash is recorded; CSE output needs
             the CSE mesh's template).  params_record: params recorded in the store.
 
     Returns:

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.eval_batches import Reconstruct
-from pipeline.template import Template
+from pipeline.template_file import Template
 
 log = logging.getLogger(__name__)
 

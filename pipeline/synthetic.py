@@ -39,7 +39,7 @@ from pipeline.logs import progress
 from pipeline.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
 from pipeline.store import StoreWriter
-from pipeline.template import Template
+from pipeline.template_file import Template
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from pipeline.logs import progress
 from pipeline.losses import TrainingObjective, arap_weights
 from pipeline.model import LiftingModel, canonical_template
 from pipeline.normalise import normalise
-from pipeline.template import load_template
+from pipeline.template_file import load_template
 from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)

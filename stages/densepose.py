@@ -19,7 +19,7 @@ from pipeline.densepose_plots import contact_sheet_figure
 from pipeline.densepose_store import open_densepose
 from pipeline.io import save_figure, save_json, stage_outputs, written
 from pipeline.stage import cli, fix_threads
-from pipeline.template import load_template
+from pipeline.template_file import load_template
 
 log = logging.getLogger("stages.densepose")
 

@@ -22,7 +22,7 @@ from pipeline.evaluate import evaluate
 from pipeline.io import stage_outputs
 from pipeline.reconstructor import model_reconstructor
 from pipeline.stage import cli, fix_threads
-from pipeline.template import load_template
+from pipeline.template_file import load_template
 
 log = logging.getLogger("stages.evaluate")
 

@@ -16,7 +16,7 @@ from pipeline.devices import resolve_device
 from pipeline.io import save_json, stage_outputs
 from pipeline.keypoints_store import extract_keypoints
 from pipeline.stage import cli, fix_threads
-from pipeline.template import load_template
+from pipeline.template_file import load_template
 
 log = logging.getLogger("stages.keypoints")
 

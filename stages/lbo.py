@@ -16,7 +16,7 @@ from pipeline.io import save_figure, stage_outputs
 from pipeline.lbo import eigenbasis, save_basis
 from pipeline.plots import eigenfunctions_figure
 from pipeline.stage import GEOMETRY_THREADS, cli, fix_threads
-from pipeline.template import load_template
+from pipeline.template_file import load_template
 
 log = logging.getLogger("stages.lbo")
 

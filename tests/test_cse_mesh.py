@@ -17,7 +17,8 @@ from pipeline.config import load_params_dict
 from pipeline.cse_mesh import read_checkpoint_embeddings, read_densepose_mesh
 from pipeline.joints import apply_regressor
 from pipeline.mesh import MeshError
-from pipeline.template import build_template, cse_template, load_template
+from pipeline.template import build_template, cse_template
+from pipeline.template_file import load_template
 
 PREFIX = "roi_heads.embedder.embedder_"
 

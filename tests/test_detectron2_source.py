@@ -271,7 +271,8 @@ def test_random_cse_rcnn_with_its_own_template(template, tmp_path):  # pragma: n
 
     import trimesh
 
-    from pipeline.template import cse_template, load_template
+    from pipeline.template import cse_template
+    from pipeline.template_file import load_template
 
     v, f = trimesh.remesh.subdivide(template.vertices.astype(np.float64), template.faces)
     with open(tmp_path / "mesh.pkl", "wb") as fh:

@@ -14,7 +14,7 @@ from pipeline.config import TrainParams, as_dict, load_params_dict
 from pipeline.lbo import eigenbasis, save_basis
 from pipeline.model import load_checkpoint, reconstruct
 from pipeline.normalise import normalise
-from pipeline.template import load_template
+from pipeline.template_file import load_template
 from pipeline.train import TrainingDiverged, build_objective, lr_at, make_optimizer, normalised_truth, train
 
 
