@@ -22,16 +22,15 @@ class InputError(UserError, ValueError):
     """An input file, array or instance is missing, unreadable or outside its documented range."""
 
 
-def describe_os_error(e: OSError, writing: tuple[str, ...] = ()) -> str:
+def describe_os_error(e: OSError) -> str:
     """One line for an operating-system error: the path, what happened and what to do.
 
-    Args:
-        e: the error (``filename`` may be None, e.g. inside a Zarr write).
-        writing: the outputs the stage was writing, named when the error carries no path.
+    A stage's error without a path (e.g. a full disk inside a Zarr write) has been given the stage's
+    outputs as its ``filename`` by :func:`pipeline.io.stage_outputs`.
     """
     import errno
 
-    where = e.filename or (", ".join(writing) if writing else "?")
+    where = e.filename or "?"
     what = e.strerror or str(e)
     fix = {
         errno.ENOSPC: "free disk space (or move the DVC cache and outputs to a larger disk) and rerun",

@@ -143,12 +143,20 @@ def stage_outputs(*paths: str | Path, keep: tuple[str | Path, ...] = ()) -> Iter
         raise
 
 
-def written(path: str | Path) -> Path:
-    """Where the output ``path`` can be read back now: its staged copy inside :func:`stage_outputs`."""
+def _owner(path: str | Path) -> tuple[StageOutputs, Path] | None:
+    """The innermost open :func:`stage_outputs` that declares ``path``, and ``path`` as it declares it."""
     for outputs in reversed(_ACTIVE):
         p = outputs.owns(path)
-        if p is not None and p in outputs.staged:
-            return outputs.staged[p]
+        if p is not None:
+            return outputs, p
+    return None
+
+
+def written(path: str | Path) -> Path:
+    """Where the output ``path`` can be read back now: its staged copy inside :func:`stage_outputs`."""
+    found = _owner(path)
+    if found is not None and found[1] in found[0].staged:
+        return found[0].staged[found[1]]
     return Path(path)
 
 
@@ -168,9 +176,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield target
         if not target.exists():
             raise RuntimeError(f"nothing was written to {path}")
-        owner = next((o for o in reversed(_ACTIVE) if o.owns(path) is not None), None)
-        if owner is not None:
-            owner.stage(owner.owns(path), target)
+        found = _owner(path)
+        if found is not None:
+            found[0].stage(found[1], target)
         else:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

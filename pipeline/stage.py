@@ -13,7 +13,6 @@ not the number of cores, because parallel reductions sum in an order that depend
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from pipeline.errors import UserError, describe_os_error
 from pipeline.logs import setup_logging
 
 __all__ = ["cli", "fix_threads", "GEOMETRY_THREADS"]
-
-log = logging.getLogger("stages")
 
 # the geometry stages (template, lbo) always use one thread: their outputs are then the same on
 # every machine whatever its params, and they take seconds
@@ -34,23 +31,15 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 def fix_threads(n: int) -> None:
     """Makes torch, BLAS, OpenMP and OpenCV use ``n`` threads in this process and in processes it starts."""
-    for name in _THREAD_VARIABLES:  # inherited by spawned workers before they load a library
+    for name in _THREAD_VARIABLES:  # read by a library when it loads, here or in a spawned worker
         os.environ[name] = str(n)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=n)
-    if "torch" in sys.modules or _importable("torch"):
-        import torch
-
-        torch.set_num_threads(n)
+    threadpool_limits(limits=n)  # the pools already loaded; libraries loaded later read the variables
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(n)
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
