@@ -6,14 +6,14 @@
 Builds, in a temporary folder (``--folder``: kept there), a template of 27,554 vertices (the vertex count of
 DensePose's ``smpl_27554`` CSE mesh, which is licensed and not bundled: the default Anny template with edges split
 at their midpoints until it has as many, parts, charts and joints carried over; written with
-:meth:`pipeline.template_file.Template.save`) and keypoints stores of every ``--instances`` count of test instances:
+:meth:`pipeline.template.file.Template.save`) and keypoints stores of every ``--instances`` count of test instances:
 the template turned about its up axis, 4 m in front of random orthographic cameras, its camera-facing vertices
-visible. Only the first shard (2,048 instances) is computed and written (:class:`pipeline.store.StoreWriter`); a
+visible. Only the first shard (2,048 instances) is computed and written (:class:`pipeline.core.store.StoreWriter`); a
 store of ``n`` instances repeats it (its shard files hard-linked, the arrays resized with ``zarr``), so building
 the stores costs seconds and no disk. Each ``n`` has a store with ground truth (the 3D metrics) and one without
 (``gt/`` left out: the 2D re-projection metrics, whose medians are over every visible keypoint).
 
-Each run is a fresh process evaluating one store (:func:`pipeline.evaluate.evaluate`, no reports, S2S off) with
+Each run is a fresh process evaluating one store (:func:`pipeline.evaluate.loop.evaluate`, no reports, S2S off) with
 a stand-in model (the keypoints, a fixed per-vertex jitter of about 2 px, depth 0); it prints the wall time, the
 process's peak RSS during the evaluation (``VmHWM`` of ``/proc/self/status``, reset just before it) and that
 peak less the RSS before it (imports, template). Flat across ``n``: the
@@ -38,11 +38,11 @@ import roma
 import torch
 import zarr
 
-from pipeline.charts import dominant_vertex_part
-from pipeline.mesh import vertex_normals
-from pipeline.store import StoreWriter
-from pipeline.template import anny_template
-from pipeline.template_file import Template, check_template, load_template
+from pipeline.geometry.charts import dominant_vertex_part
+from pipeline.geometry.mesh import vertex_normals
+from pipeline.core.store import StoreWriter
+from pipeline.template.build import anny_template
+from pipeline.template.file import Template, check_template, load_template
 
 VERTICES = 27554
 TILE = 2048  # instances computed and written: one shard at the store's default chunking
@@ -112,7 +112,7 @@ def refined_template(vertices: int = VERTICES) -> Template:
 
 def write_tile(path: Path, template: Template, n: int = TILE) -> None:
     """A keypoints store of ``n`` test instances of ``template`` (module docstring), with ground truth."""
-    from pipeline.keypoints_store import SCHEMA
+    from pipeline.keypoints.write import SCHEMA
 
     rng = np.random.default_rng(0)
     up, fwd = template.up.astype(np.float64), template.forward.astype(np.float64)
@@ -170,8 +170,8 @@ def tiled_store(tile: Path, path: Path, n: int, ground_truth: bool) -> None:
 
 def child(store: str, template_path: str, batch_size: int) -> None:
     """One measured run (a fresh process): prints a JSON line."""
-    from pipeline.config import EvalParams
-    from pipeline.evaluate import evaluate
+    from pipeline.core.config import EvalParams
+    from pipeline.evaluate.loop import evaluate
 
     template = load_template(template_path)
     jitter = np.random.default_rng(1).normal(0, 2, (len(template.vertices), 2)).astype(np.float32)

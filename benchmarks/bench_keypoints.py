@@ -14,11 +14,11 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pipeline.devices import resolve_device
-from pipeline.iuv import decode_uv
-from pipeline.iuv_store import open_iuv
-from pipeline.keypoints import aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding
-from pipeline.template_file import load_template
+from pipeline.core.devices import resolve_device
+from pipeline.iuv.repair import decode_uv
+from pipeline.iuv.write import open_iuv
+from pipeline.keypoints.lookup import aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding
+from pipeline.template.file import load_template
 
 
 def kdtree_vertices(iuv: np.ndarray, template, trees) -> np.ndarray:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import trimesh
 
-from pipeline.config import LossParams, ModelParams
-from pipeline.lbo import unit_rms
-from pipeline.losses import TrainingObjective, arap_weights
-from pipeline.model import build_model
+from pipeline.core.config import LossParams, ModelParams
+from pipeline.geometry.lbo import unit_rms
+from pipeline.train.losses import TrainingObjective, arap_weights
+from pipeline.train.model import build_model
 
 
 def mesh_6890() -> tuple[np.ndarray, np.ndarray]:

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import load_params_dict
-from pipeline.keypoints_store import open_keypoints
-from pipeline.model import reconstruct
-from pipeline.train import train
+from pipeline.core.config import load_params_dict
+from pipeline.keypoints.write import open_keypoints
+from pipeline.train.model import reconstruct
+from pipeline.train.loop import train
 
 
 def mpjpe(model, root) -> tuple[float, float, float]:

@@ -3,9 +3,9 @@
     python -m stages.densepose --params params.yaml --template data/template.npz \
         --out data/densepose.zarr --png data/densepose_contact.png --metrics metrics/densepose.json
 
-``densepose.source``: ``synthetic`` renders posed Anny bodies (pipeline/synthetic.py); ``detectron2``
-runs a DensePose R-CNN on a folder of images (pipeline/detectron2_source.py); ``precomputed`` imports
-``apply_net.py dump`` files or IUV PNG folders (pipeline/precomputed.py).
+``densepose.source``: ``synthetic`` renders posed Anny bodies (pipeline/densepose/synthetic/source.py); ``detectron2``
+runs a DensePose R-CNN on a folder of images (pipeline/densepose/detectron2.py); ``precomputed`` imports
+``apply_net.py dump`` files or IUV PNG folders (pipeline/densepose/precomputed.py).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import argparse
 import logging
 import sys
 
-from pipeline.config import as_dict, load_params
-from pipeline.densepose_plots import contact_sheet_figure
-from pipeline.densepose_store import open_densepose
-from pipeline.io import save_figure, save_json, stage_outputs, written
-from pipeline.stage import cli, fix_threads
-from pipeline.template_file import load_template
+from pipeline.core.config import as_dict, load_params
+from pipeline.densepose.figures import contact_sheet_figure
+from pipeline.densepose.store import open_densepose
+from pipeline.core.io import save_figure, save_json, stage_outputs, written
+from pipeline.core.stage import cli, fix_threads
+from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.densepose")
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         template = load_template(args.template)
         log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash, source)
         if source == "synthetic":
-            from pipeline.synthetic import write_synthetic_store
+            from pipeline.densepose.synthetic.source import write_synthetic_store
 
             counts = write_synthetic_store(
                 args.out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> None:
                      "occluders", 100 * counts["foreground_pixels"] / (n * s * s), counts["visible_vertices"] / n,
                      template.n_vertices, counts["occluded_vertices"] / n)
         elif source == "detectron2":
-            from pipeline.detectron2_source import write_detectron2_store
+            from pipeline.densepose.detectron2 import write_detectron2_store
 
             counts = write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template,
                                             args.out, _record(params, "detectron2"))
         else:
-            from pipeline.precomputed import write_precomputed_store
+            from pipeline.densepose.precomputed import write_precomputed_store
 
             counts = write_precomputed_store(params.precomputed, params.densepose.crop, template, args.out,
                                              _record(params, "precomputed"))

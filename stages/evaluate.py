@@ -1,7 +1,7 @@
 """Stage `evaluate`: reconstruct the test split, write the metrics and the reports.
 
 With ground truth (synthetic data) the 3D metrics; without (real images) the 2D re-projection error of the
-test split, or of every instance when there is no test split (pipeline/evaluate.py).
+test split, or of every instance when there is no test split (pipeline/evaluate/loop.py).
 
     python -m stages.evaluate --params params.yaml --model models/model.pt --keypoints data/keypoints.zarr \
         --template data/template.npz --metrics metrics/eval.json --parts metrics/eval_parts.csv \
@@ -15,14 +15,14 @@ import logging
 import sys
 import time
 
-from pipeline.config import load_params
-from pipeline.devices import resolve_device
-from pipeline.eval_tables import write_metrics
-from pipeline.evaluate import evaluate
-from pipeline.io import stage_outputs
-from pipeline.reconstructor import model_reconstructor
-from pipeline.stage import cli, fix_threads
-from pipeline.template_file import load_template
+from pipeline.core.config import load_params
+from pipeline.core.devices import resolve_device
+from pipeline.evaluate.tables import write_metrics
+from pipeline.evaluate.loop import evaluate
+from pipeline.core.io import stage_outputs
+from pipeline.evaluate.reconstructor import model_reconstructor
+from pipeline.core.stage import cli, fix_threads
+from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.evaluate")
 

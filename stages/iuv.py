@@ -11,13 +11,13 @@ import logging
 import sys
 import time
 
-from pipeline.config import as_dict, load_params
-from pipeline.io import atomic_path, save_json, stage_outputs, written
-from pipeline.iuv import RepairOptions
-from pipeline.fullframe import export_store_frames
-from pipeline.iuv_preview import write_preview
-from pipeline.iuv_store import open_iuv, repair_store
-from pipeline.stage import cli, fix_threads
+from pipeline.core.config import as_dict, load_params
+from pipeline.core.io import atomic_path, save_json, stage_outputs, written
+from pipeline.iuv.repair import RepairOptions
+from pipeline.iuv.fullframe import export_store_frames
+from pipeline.iuv.preview import write_preview
+from pipeline.iuv.write import open_iuv, repair_store
+from pipeline.core.stage import cli, fix_threads
 
 log = logging.getLogger("stages.iuv")
 

@@ -11,12 +11,12 @@ import logging
 import sys
 import time
 
-from pipeline.config import as_dict, load_params
-from pipeline.devices import resolve_device
-from pipeline.io import save_json, stage_outputs
-from pipeline.keypoints_store import extract_keypoints
-from pipeline.stage import cli, fix_threads
-from pipeline.template_file import load_template
+from pipeline.core.config import as_dict, load_params
+from pipeline.core.devices import resolve_device
+from pipeline.core.io import save_json, stage_outputs
+from pipeline.keypoints.write import extract_keypoints
+from pipeline.core.stage import cli, fix_threads
+from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.keypoints")
 

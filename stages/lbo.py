@@ -11,12 +11,12 @@ import sys
 
 import numpy as np
 
-from pipeline.config import load_params
-from pipeline.io import save_figure, stage_outputs
-from pipeline.lbo import eigenbasis, save_basis
-from pipeline.plots import eigenfunctions_figure
-from pipeline.stage import GEOMETRY_THREADS, cli, fix_threads
-from pipeline.template_file import load_template
+from pipeline.core.config import load_params
+from pipeline.core.io import save_figure, stage_outputs
+from pipeline.geometry.lbo import eigenbasis, save_basis
+from pipeline.template.figures import eigenfunctions_figure
+from pipeline.core.stage import GEOMETRY_THREADS, cli, fix_threads
+from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.lbo")
 

@@ -17,10 +17,10 @@ import logging
 import os
 import sys
 
-from pipeline.config import load_params
-from pipeline.io import stage_outputs
-from pipeline.stage import cli, fix_threads
-from pipeline.train import train
+from pipeline.core.config import load_params
+from pipeline.core.io import stage_outputs
+from pipeline.core.stage import cli, fix_threads
+from pipeline.train.loop import train
 
 log = logging.getLogger("stages.train")
 

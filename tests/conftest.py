@@ -12,7 +12,7 @@ import trimesh
 @pytest.fixture(scope="session")
 def template():
     """The default Anny template (1229 vertices), built in memory."""
-    from pipeline.template import anny_template
+    from pipeline.template.build import anny_template
 
     return anny_template("notoes_collapse10pc", cse_dim=16)
 

@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from pipeline.config import load_params
-from pipeline.train import train
+from pipeline.core.config import load_params
+from pipeline.train.loop import train
 
 params, keypoints, template, lbo, outdir = sys.argv[1:6]
 result = train(load_params(params), keypoints, template, lbo, os.path.join(outdir, "model.pt"))

@@ -1,5 +1,5 @@
 """Stand-ins for the Detectron2 / DensePose classes an ``apply_net.py dump`` file pickles, so tests can
-write real dump files without Detectron2 (read back by :mod:`pipeline.precomputed`)."""
+write real dump files without Detectron2 (read back by :mod:`pipeline.densepose.precomputed`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A small synthetic ``keypoints.zarr`` for the train tests (layout: pipeline/keypoints_store.py).
+"""A small synthetic ``keypoints.zarr`` for the train tests (layout: pipeline/keypoints/write.py).
 
 Bodies are the template with a few random rigid part motions (DensePose parts rotated about their
 centroid), seen by a random orthographic camera; a vertex is visible when its normal faces the camera.
@@ -12,9 +12,9 @@ import numpy as np
 import roma
 import torch
 
-from pipeline.keypoints_store import SCHEMA
-from pipeline.mesh import vertex_normals
-from pipeline.store import write_store
+from pipeline.keypoints.write import SCHEMA
+from pipeline.geometry.mesh import vertex_normals
+from pipeline.core.store import write_store
 
 # (parts of a limb, moving together): DensePose part ids
 LIMBS = ((3, 4), (5, 6), (7, 9, 11, 13), (8, 10, 12, 14), (15, 17, 19, 21), (16, 18, 20, 22), (23, 24))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.cameras import crop_boxes, crop_pixel_centres, look_at, project, sample_cameras
+from pipeline.geometry.cameras import crop_boxes, crop_pixel_centres, look_at, project, sample_cameras
 
 UP, FORWARD = np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])  # Anny: Z up, facing -Y; left is +X
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Params, ParamsError, load_params, load_params_dict
+from pipeline.core.config import Params, ParamsError, load_params, load_params_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

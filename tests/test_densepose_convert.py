@@ -1,4 +1,4 @@
-"""pipeline.densepose_convert: against a port of Detectron2's converters and naive per-pixel loops."""
+"""pipeline.densepose.convert: against a port of Detectron2's converters and naive per-pixel loops."""
 
 import math
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pipeline.densepose_convert import (chart_output_to_crops, chart_result_to_crop, cse_output_to_crops,
+from pipeline.densepose.convert import (chart_output_to_crops, chart_result_to_crop, cse_output_to_crops,
                                         cut_result_to_box, int_box_xywh, resize_chart, resize_window)
-from pipeline.iuv import decode_iuv, encode_iuv
+from pipeline.iuv.repair import decode_iuv, encode_iuv
 
 BOXES = [(10.3, 20.7, 60.9, 220.2),   # tall
          (5.0, 5.0, 205.5, 65.1),     # wide

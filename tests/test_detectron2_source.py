@@ -1,4 +1,4 @@
-"""pipeline.detectron2_source: the missing-Detectron2 message, batching and filtering with a fake model,
+"""pipeline.densepose.detectron2: the missing-Detectron2 message, batching and filtering with a fake model,
 and (where Detectron2 is importable) a randomly initialised DensePose R-CNN end to end."""
 
 import importlib.util
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import detectron2_source as d2
-from pipeline.config import load_params_dict
-from pipeline.densepose_convert import chart_output_to_crops, cse_output_to_crops
-from pipeline.densepose_store import open_densepose
-from pipeline.devices import resolve_device
+from pipeline.densepose import detectron2 as d2
+from pipeline.core.config import load_params_dict
+from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
+from pipeline.densepose.store import open_densepose
+from pipeline.core.devices import resolve_device
 
 HAS_D2 = importlib.util.find_spec("detectron2") is not None and importlib.util.find_spec("densepose") is not None
 
@@ -265,14 +265,14 @@ def test_random_densepose_rcnn_end_to_end(tmp_path):  # pragma: no cover - needs
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_D2, reason="Detectron2 and its DensePose project are not installed here")
 def test_random_cse_rcnn_with_its_own_template(template, tmp_path):  # pragma: no cover - needs Detectron2
-    """A randomly initialised CSE model: the template built from its weights (pipeline.cse_mesh) holds
+    """A randomly initialised CSE model: the template built from its weights (pipeline.template.cse_mesh) holds
     exactly the model's vertex embeddings, and the stage runs; another template is refused."""
     import pickle
 
     import trimesh
 
-    from pipeline.template import cse_template
-    from pipeline.template_file import load_template
+    from pipeline.template.build import cse_template
+    from pipeline.template.file import load_template
 
     v, f = trimesh.remesh.subdivide(template.vertices.astype(np.float64), template.faces)
     with open(tmp_path / "mesh.pkl", "wb") as fh:

@@ -1,4 +1,4 @@
-"""Validation at the door (pipeline/door.py's policy table): every bad-input class of every densepose
+"""Validation at the door (pipeline/densepose/door.py's policy table): every bad-input class of every densepose
 source, each with its exact behaviour -- an error naming the file, the image and the instance, or a
 skip / clip counted in the summary (metrics/densepose.json) with the store written without it."""
 
@@ -17,15 +17,15 @@ import torch
 
 from dump_fixture import chart_at_box, fake_densepose_modules, save_dump
 
-from pipeline import detectron2_source as d2
-from pipeline import door
-from pipeline.config import load_params_dict
-from pipeline.densepose_convert import chart_output_to_crops, chart_result_to_crop, cse_output_to_crops
-from pipeline.densepose_store import open_densepose
-from pipeline.errors import InputError, UserError
-from pipeline.pickles import read_pickle
-from pipeline.dump_unpickler import UnsafeDumpError, load_dump
-from pipeline.precomputed import check_precomputed_inputs, read_dump, read_iuv_folder, write_precomputed_store
+from pipeline.densepose import detectron2 as d2
+from pipeline.densepose import door
+from pipeline.core.config import load_params_dict
+from pipeline.densepose.convert import chart_output_to_crops, chart_result_to_crop, cse_output_to_crops
+from pipeline.densepose.store import open_densepose
+from pipeline.core.errors import InputError, UserError
+from pipeline.core.pickles import read_pickle
+from pipeline.core.dump_unpickler import UnsafeDumpError, load_dump
+from pipeline.densepose.precomputed import check_precomputed_inputs, read_dump, read_iuv_folder, write_precomputed_store
 
 NAN, INF = float("nan"), float("inf")
 ZERO = {"skipped_empty_boxes": 0, "skipped_boxes_outside_image": 0, "clipped_boxes": 0}
@@ -523,7 +523,7 @@ def test_precomputed_reports_every_problem_at_once(tmp_path):
 # --- the same count keys from every source --------------------------------------------------------
 
 def test_every_source_returns_the_door_counts(tmp_path, template):
-    from pipeline.synthetic import write_synthetic_store
+    from pipeline.densepose.synthetic.source import write_synthetic_store
 
     p = load_params_dict({"synthetic": {"train_bodies": 1, "test_bodies": 1, "views": 1, "batch": 2}}).synthetic
     counts = write_synthetic_store(tmp_path / "syn.zarr", template, p, crop=8, seed=0, device="cpu")

@@ -12,16 +12,16 @@ import roma
 import torch
 import trimesh
 
-from pipeline.config import EvalParams
-from pipeline.evaluate import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT, SEGMENTATION_COLUMNS,
+from pipeline.core.config import EvalParams
+from pipeline.evaluate.loop import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT, SEGMENTATION_COLUMNS,
                                SEGMENTATION_KEYS, box_diagonals, evaluate, model_reconstructor, reprojection_errors,
                                write_metrics)
-from pipeline.keypoints_store import SCHEMA
-from pipeline.mesh import vertex_normals
-from pipeline.metrics import centre_depth
-from pipeline.segmentation import REGIONS, layout_change, segmentation_metrics
-from pipeline.store import StoreError, write_store
-from pipeline.streaming import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH, add_histograms, bin_lower_edges,
+from pipeline.keypoints.write import SCHEMA
+from pipeline.geometry.mesh import vertex_normals
+from pipeline.evaluate.metrics import centre_depth
+from pipeline.evaluate.segmentation import REGIONS, layout_change, segmentation_metrics
+from pipeline.core.store import StoreError, write_store
+from pipeline.evaluate.streaming import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH, add_histograms, bin_lower_edges,
                                 empty_histogram, histogram_median, histogram_quantile, log_bins, log_histogram)
 
 SMALL = EvalParams(batch_size=3, grid=2, meshes=1, uv_maps=1, uv_resolution=8, s2s_instances=0)
@@ -272,12 +272,12 @@ def test_errors_are_named(store, template, tmp_path):
 
 
 def _checkpoint(template, tmp_path: Path, model_type: str = "dp3d", init: np.ndarray | None = None) -> Path:
-    """An untrained tiny model saved as pipeline.train saves it (``segmentation_init`` if ``init`` is given),
+    """An untrained tiny model saved as pipeline.train.loop saves it (``segmentation_init`` if ``init`` is given),
     with its params.yaml and the template next to it; returns the checkpoint's path."""
     import yaml
 
-    from pipeline.config import as_dict, load_params_dict
-    from pipeline.model import build_model
+    from pipeline.core.config import as_dict, load_params_dict
+    from pipeline.train.model import build_model
 
     raw = {"model": {"type": model_type, "parts": 3, "lbo_basis": 4, "hidden": 16, "bottleneck": 8, "blocks": 1},
            "eval": {"batch_size": 4, "grid": 1, "meshes": 1, "uv_maps": 1, "uv_resolution": 8, "s2s_instances": 1}}
@@ -308,7 +308,7 @@ def _stage(template, tmp_path: Path, keypoints: Path, model_type: str = "dp3d",
 
 
 def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
-    """The stage end to end on an untrained tiny model saved as pipeline.train saves it, with the initial
+    """The stage end to end on an untrained tiny model saved as pipeline.train.loop saves it, with the initial
     segmentation in the checkpoint."""
     path, _ = store
     init = np.eye(3)[np.arange(len(template.vertices)) * 3 // len(template.vertices)]  # three bands of vertices
@@ -426,7 +426,7 @@ def test_without_ground_truth_a_shift_gives_its_length(store_no_gt, template):
 def test_without_ground_truth_or_test_split_every_instance_is_evaluated(template, tmp_path, caplog):
     path = tmp_path / "train_only.zarr"
     gt = _store(path, template, ground_truth=False, test_split=False)
-    with caplog.at_level("WARNING", logger="pipeline.evaluate"):
+    with caplog.at_level("WARNING", logger="pipeline.evaluate.loop"):
         result = evaluate(path, template, lambda xy, visible, rows: _with_depth(xy, [0.0, 2.0]), None, SMALL,
                           tmp_path / "reports", progress=False)
     assert any("no test instance" in r.message and str(path) in r.message for r in caplog.records)

@@ -1,4 +1,4 @@
-"""pipeline.fullframe: pasting crops back, overlaps, clipping and the PNG round trip."""
+"""pipeline.iuv.fullframe: pasting crops back, overlaps, clipping and the PNG round trip."""
 
 import json
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.fullframe import paste_iuv, save_fullframe
-from pipeline.precomputed import read_iuv_folder
+from pipeline.iuv.fullframe import paste_iuv, save_fullframe
+from pipeline.densepose.precomputed import read_iuv_folder
 
 
 def _crop(part, u, v, S=4):

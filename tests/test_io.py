@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.io import atomic_path, load_npz, save_npz
+from pipeline.core.io import atomic_path, load_npz, save_npz
 
 
 def test_npz_is_byte_identical_and_round_trips(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.iuv import (RepairOptions, decode_uv, encode_iuv, iuv_quality, missing_pixels, repair_chart,
+from pipeline.iuv.repair import (RepairOptions, decode_uv, encode_iuv, iuv_quality, missing_pixels, repair_chart,
                           repair_cse)
 
 S = 24

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import tree_bytes
 
-from pipeline.densepose_store import SCHEMA, densepose_specs
-from pipeline.iuv import RepairOptions, encode_iuv
-from pipeline.iuv_store import open_iuv, repair_store
-from pipeline.store import StoreError, write_store
+from pipeline.densepose.store import SCHEMA, densepose_specs
+from pipeline.iuv.repair import RepairOptions, encode_iuv
+from pipeline.iuv.write import open_iuv, repair_store
+from pipeline.core.store import StoreError, write_store
 from stages import iuv as iuv_stage
 
 S = 32
@@ -121,7 +121,7 @@ def test_stage_writes_store_metrics_and_preview(tmp_path):
 def test_full_frame_export_of_real_sources(tmp_path):
     import cv2
 
-    from pipeline.fullframe import export_store_frames
+    from pipeline.iuv.fullframe import export_store_frames
 
     make_store(tmp_path / "dp.zarr", n=4)
     repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 10, 1, progress=False)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.iuv import decode_uv
-from pipeline.cameras import crop_pixel_centres
-from pipeline.keypoints import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
+from pipeline.iuv.repair import decode_uv
+from pipeline.geometry.cameras import crop_pixel_centres
+from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
                                 visible_area_share)
 
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from conftest import tree_bytes
 
-from pipeline.config import load_params_dict
-from pipeline.iuv import RepairOptions
-from pipeline.iuv_store import repair_store
-from pipeline.keypoints_store import extract_keypoints, open_keypoints
-from pipeline.store import StoreError
-from pipeline.synthetic import write_synthetic_store
+from pipeline.core.config import load_params_dict
+from pipeline.iuv.repair import RepairOptions
+from pipeline.iuv.write import repair_store
+from pipeline.keypoints.write import extract_keypoints, open_keypoints
+from pipeline.core.store import StoreError
+from pipeline.densepose.synthetic.source import write_synthetic_store
 
 QUALITY_KEYS = ("median_error_px", "mean_error_px", "median_error_crop_px", "visibility_precision",
                 "visibility_recall")
@@ -106,8 +106,8 @@ def test_missing_store_is_named(template, tmp_path):
 def test_iuv_stage_changes_nothing_on_exact_renders(exact_iuv, tmp_path):
     """Corruption off: nothing is missing, so nothing is repaired; the output is the exact IUV. With the
     default mask clean-up, only pinholes and specks of the rendering change."""
-    from pipeline.densepose_store import open_densepose
-    from pipeline.iuv_store import open_iuv
+    from pipeline.densepose.store import open_densepose
+    from pipeline.iuv.write import open_iuv
 
     truth = open_densepose(exact_iuv / "dp.zarr")["gt/iuv"][:]
     s = repair_store(exact_iuv / "dp.zarr", tmp_path / "a.zarr", RepairOptions(fill_holes=False), 1, 1,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.lbo import eigenbasis, laplacian, unit_rms
+from pipeline.geometry.lbo import eigenbasis, laplacian, unit_rms
 
 
 def test_unit_sphere_spectrum(icosphere):
@@ -48,8 +48,8 @@ def test_unit_rms():
 
 
 def test_basis_file_round_trip_and_template_check(tmp_path, icosphere):
-    from pipeline.errors import InputError
-    from pipeline.lbo import load_basis, save_basis
+    from pipeline.core.errors import InputError
+    from pipeline.geometry.lbo import load_basis, save_basis
 
     v, f = icosphere
     basis = eigenbasis(v, f, 8)

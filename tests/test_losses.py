@@ -6,12 +6,12 @@ import roma
 import torch
 import trimesh
 
-from pipeline.config import LossParams, ModelParams
-from pipeline.lbo import eigenbasis, unit_rms
-from pipeline.losses import (_ArapOperator, arap_loss, arap_weights, best_rotations, canonicalisation_loss,
+from pipeline.core.config import LossParams, ModelParams
+from pipeline.geometry.lbo import eigenbasis, unit_rms
+from pipeline.train.losses import (_ArapOperator, arap_loss, arap_weights, best_rotations, canonicalisation_loss,
                              entropy_loss, facing_loss, make_psi, oracle_loss, pseudo_huber, reprojection_loss,
                              vertex_normals)
-from pipeline.model import build_model, canonical_template
+from pipeline.train.model import build_model, canonical_template
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from pipeline.mesh import MeshError, boundary_loops, check_mesh, clean_mesh, edges, face_adjacency
+from pipeline.geometry.mesh import MeshError, boundary_loops, check_mesh, clean_mesh, edges, face_adjacency
 
 
 def _two_boxes():

@@ -8,7 +8,7 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from pipeline import metrics as m
+from pipeline.evaluate import metrics as m
 
 
 @pytest.fixture()
@@ -178,7 +178,7 @@ def _turned(canonical: np.ndarray, azimuth_deg: np.ndarray, elevation_deg: float
 @pytest.fixture(scope="module")
 def canonical_body(template):
     """(N, 3) float64 canonical template (metres), torso mask, front and back torso masks."""
-    from pipeline.model import canonical_template
+    from pipeline.train.model import canonical_template
 
     c, scale = canonical_template(template.vertices, template.up, template.forward)
     vp = template.vertex_part
@@ -202,7 +202,7 @@ def test_view_azimuth_of_the_turned_template(canonical_body, template):
     assert shapes[0, left, 2].mean() < shapes[0, right, 2].mean() - 0.2
     assert shapes[1, right, 2].mean() < shapes[1, left, 2].mean() - 0.2
     # the same convention as the synthetic cameras: a look_at camera at azimuth a sees view azimuth a
-    from pipeline.cameras import look_at
+    from pipeline.geometry.cameras import look_at
 
     rot, centre = look_at(np.zeros((len(angles), 3)), angles, np.full(len(angles), 20.0), np.full(len(angles), 5.0),
                           np.full(len(angles), 3.0), template.up, template.forward)

@@ -3,10 +3,10 @@ import pytest
 import roma
 import torch
 
-from pipeline.config import ModelParams
-from pipeline.lbo import eigenbasis, unit_rms
-from pipeline.mesh import edges
-from pipeline.model import XI_DIM, LiftingModel, build_model, canonical_template, reconstruct
+from pipeline.core.config import ModelParams
+from pipeline.geometry.lbo import eigenbasis, unit_rms
+from pipeline.geometry.mesh import edges
+from pipeline.train.model import XI_DIM, LiftingModel, build_model, canonical_template, reconstruct
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -115,7 +115,7 @@ def _largest_component_share(labels, faces, part):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_spectral_init_gives_coherent_parts(template, basis, seed):
     """Every one of the 10 parts owns one region of the body from the start, for any seed."""
-    from pipeline.keypoints import vertex_areas
+    from pipeline.keypoints.lookup import vertex_areas
 
     torch.manual_seed(seed)
     m = build_model(ModelParams(**SMALL, parts=10), template.vertices, template.up, template.forward, basis)

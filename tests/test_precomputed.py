@@ -1,4 +1,4 @@
-"""pipeline.precomputed: real dump files written with stand-in Detectron2 classes, read back safely."""
+"""pipeline.densepose.precomputed: real dump files written with stand-in Detectron2 classes, read back safely."""
 
 import json
 import os
@@ -14,12 +14,12 @@ import torch
 
 from dump_fixture import fake_densepose_modules
 
-from pipeline.config import load_params_dict
-from pipeline.densepose_convert import chart_result_to_crop, cse_output_to_crops
-from pipeline.iuv import encode_iuv
-from pipeline.densepose_store import open_densepose
-from pipeline.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump
-from pipeline.precomputed import read_dump, read_iuv_folder, select_instances, write_precomputed_store
+from pipeline.core.config import load_params_dict
+from pipeline.densepose.convert import chart_result_to_crop, cse_output_to_crops
+from pipeline.iuv.repair import encode_iuv
+from pipeline.densepose.store import open_densepose
+from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump
+from pipeline.densepose.precomputed import read_dump, read_iuv_folder, select_instances, write_precomputed_store
 
 
 def _chart_dump(dp, gen):
@@ -230,7 +230,7 @@ def test_write_precomputed_store_end_to_end(tmp_path):
 def test_cse_crops_from_dump_equal_converter():
     gen = torch.Generator().manual_seed(5)
     e, c = torch.randn(2, 16, 112, 112, generator=gen), torch.randn(2, 2, 112, 112, generator=gen)
-    from pipeline.precomputed import DumpImage, dump_images_to_instances
+    from pipeline.densepose.precomputed import DumpImage, dump_images_to_instances
 
     im = DumpImage("x", np.zeros((2, 4), np.float32), np.array([0.3, 0.9], np.float32), cse=(e, c))
     (out,) = dump_images_to_instances([im], 8, 0.0, 0)

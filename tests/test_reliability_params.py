@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import Params, ParamsError, load_params, load_params_dict
+from pipeline.core.config import Params, ParamsError, load_params, load_params_dict
 
 FUZZ = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,20 +17,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.data import KeypointStream
-from pipeline.densepose_store import SCHEMA as DENSEPOSE_SCHEMA
-from pipeline.densepose_store import densepose_specs, open_densepose
-from pipeline.iuv import RepairOptions
-from pipeline.iuv_store import open_iuv, repair_store
-from pipeline.keypoints_store import SCHEMA, open_keypoints
-from pipeline.store import MissingArrayError, StoreError, StoreMissingError, open_store, write_store
+from pipeline.train.data import KeypointStream
+from pipeline.densepose.store import SCHEMA as DENSEPOSE_SCHEMA
+from pipeline.densepose.store import densepose_specs, open_densepose
+from pipeline.iuv.repair import RepairOptions
+from pipeline.iuv.write import open_iuv, repair_store
+from pipeline.keypoints.write import SCHEMA, open_keypoints
+from pipeline.core.store import MissingArrayError, StoreError, StoreMissingError, open_store, write_store
 
 N, CHUNK, SHARD = 6, 4, 32  # vertices; instances a chunk; a shard (8 chunks)
 FIX = "dvc repro -f keypoints"
 
 
 def keypoint_arrays(n: int = 80, seed: int = 0) -> dict[str, np.ndarray]:
-    """The arrays of a keypoints store of ``n`` instances (layout: pipeline/keypoints_store.py), truth included."""
+    """The arrays of a keypoints store of ``n`` instances (layout: pipeline/keypoints/write.py), truth included."""
     rng = np.random.default_rng(seed)
     visible = rng.random((n, N)) < 0.8
     return {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.cameras import Cameras, crop_boxes, crop_pixel_centres, project, sample_cameras
-from pipeline.render import (BodyMeshes, cast_crops, surface_maps, surface_maps_reference, vertex_visibility,
+from pipeline.geometry.cameras import Cameras, crop_boxes, crop_pixel_centres, project, sample_cameras
+from pipeline.densepose.synthetic.render import (BodyMeshes, cast_crops, surface_maps, surface_maps_reference, vertex_visibility,
                              warp_device)
 
 UP, FORWARD = np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
@@ -170,7 +170,7 @@ def test_same_rays_on_cuda_when_present(template):
 def test_front_and_back_views_show_the_right_parts_on_the_right_side(template):
     """Rest pose seen from the front: torso front (2) not back (1), the left hand (4) on the image's
     right; from the back: the reverse (DensePose part ids, METHOD.md §1)."""
-    from pipeline.cameras import look_at
+    from pipeline.geometry.cameras import look_at
 
     v = template.vertices.astype(np.float64)
     centre = 0.5 * (v.min(0) + v.max(0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import segmentation as sg
+from pipeline.evaluate import segmentation as sg
 
 
 def _soft(labels: np.ndarray, m: int, peak: float = 0.6) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""All-or-nothing stage outputs (pipeline/io.py, pipeline/stage.py), tested on every stage.
+"""All-or-nothing stage outputs (pipeline/core/io.py, pipeline/core/stage.py), tested on every stage.
 
 A stage that fails or is killed at any point leaves none of its outputs under their final names, only
 git-ignored temporaries beside them that its next run sweeps; its worker processes die with it; the
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import as_dict, load_params_dict
-from pipeline.io import partial_path, save_json, stage_outputs, written
+from pipeline.core.config import as_dict, load_params_dict
+from pipeline.core.io import partial_path, save_json, stage_outputs, written
 from tests.conftest import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def test_failure_after_the_first_output_leaves_none(workspace, stage, monkeypatc
     """A failure after the stage's first output is complete: that output is not published either."""
     ws, first = workspace
     # fail at the first write that follows a completed output of this stage
-    import pipeline.io as io_module
+    import pipeline.core.io as io_module
 
     outputs = {os.path.abspath(ws / rel) for rel in STAGES[stage][1]}
     original_stage = io_module.StageOutputs.stage
@@ -253,7 +253,7 @@ def test_leftovers_of_a_killed_run_are_swept(tmp_path):
         (tmp_path / name / "junk").write_text("x")
     (tmp_path / ".other.zarr.x.tmp").mkdir()  # another output's: not ours to sweep
     with stage_outputs(out):
-        from pipeline.io import atomic_path
+        from pipeline.core.io import atomic_path
 
         with atomic_path(out) as tmp:
             tmp.mkdir()
@@ -270,7 +270,7 @@ def test_kept_outputs_move_to_their_partial_name(tmp_path):
             raise RuntimeError("killed")
     assert partial_path(ck).read_bytes() == b"done" and not ck.exists()  # kept for train.resume
     with stage_outputs(ck, keep=(ck,)):
-        from pipeline.io import atomic_path
+        from pipeline.core.io import atomic_path
 
         with atomic_path(ck) as tmp:
             tmp.write_bytes(b"new")
@@ -291,7 +291,7 @@ def test_cli_prints_one_line_for_a_user_error(tmp_path):
 def test_threads_param_is_applied(tmp_path):
     import torch
 
-    from pipeline.stage import fix_threads
+    from pipeline.core.stage import fix_threads
 
     n = torch.get_num_threads()
     try:
@@ -303,7 +303,7 @@ def test_threads_param_is_applied(tmp_path):
 
 
 def test_a_full_disk_names_the_outputs_and_the_fix(tmp_path):
-    from pipeline.errors import describe_os_error
+    from pipeline.core.errors import describe_os_error
 
     out = tmp_path / "x.zarr"
     with pytest.raises(OSError) as e:
@@ -318,8 +318,8 @@ def test_a_full_disk_names_the_outputs_and_the_fix(tmp_path):
 def test_cuda_without_a_gpu_is_a_user_error():
     import torch
 
-    from pipeline.devices import resolve_device
-    from pipeline.errors import UserError
+    from pipeline.core.devices import resolve_device
+    from pipeline.core.errors import UserError
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import ParamsError
-from pipeline.io import load_npz
+from pipeline.core.config import ParamsError
+from pipeline.core.io import load_npz
 from stages import lbo as lbo_stage
 from stages import template as template_stage
 

@@ -10,9 +10,9 @@ from conftest import tree_bytes
 import yaml
 import zarr
 
-from pipeline.config import CorruptionParams, ParamsError, load_params_dict
-from pipeline.densepose_store import MISSING_LABEL, SPLIT_TEST, SPLIT_TRAIN, open_densepose
-from pipeline.synthetic import body_model, make_bodies, render_bodies
+from pipeline.core.config import CorruptionParams, ParamsError, load_params_dict
+from pipeline.densepose.store import MISSING_LABEL, SPLIT_TEST, SPLIT_TRAIN, open_densepose
+from pipeline.densepose.synthetic.source import body_model, make_bodies, render_bodies
 
 OFF = CorruptionParams(**{f.name: 0 if f.type in ("int", int) else 0.0
                           for f in dataclasses.fields(CorruptionParams)})
@@ -154,7 +154,7 @@ def test_stage_writes_a_byte_identical_store_twice(tmp_path, template):
 
 @pytest.mark.slow
 def test_stage_other_sources_fail_clearly_and_write_nothing(tmp_path, template):
-    from pipeline.detectron2_source import Detectron2MissingError
+    from pipeline.densepose.detectron2 import Detectron2MissingError
     from stages.densepose import main
 
     tpl = tmp_path / "template.npz"

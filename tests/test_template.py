@@ -3,10 +3,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.config import TemplateParams
-from pipeline.joints import JOINT_NAMES, apply_regressor, regress_points
-from pipeline.template import build_template
-from pipeline.template_file import load_template
+from pipeline.core.config import TemplateParams
+from pipeline.template.joints import JOINT_NAMES, apply_regressor, regress_points
+from pipeline.template.build import build_template
+from pipeline.template.file import load_template
 
 
 def test_template_holds_everything_method_1_lists(template):

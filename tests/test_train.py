@@ -10,12 +10,12 @@ import torch
 import yaml
 
 from keypoint_fixture import make_keypoints
-from pipeline.config import TrainParams, as_dict, load_params_dict
-from pipeline.lbo import eigenbasis, save_basis
-from pipeline.model import load_checkpoint, reconstruct
-from pipeline.normalise import normalise
-from pipeline.template_file import load_template
-from pipeline.train import TrainingDiverged, build_objective, lr_at, make_optimizer, normalised_truth, train
+from pipeline.core.config import TrainParams, as_dict, load_params_dict
+from pipeline.geometry.lbo import eigenbasis, save_basis
+from pipeline.train.model import load_checkpoint, reconstruct
+from pipeline.train.normalise import normalise
+from pipeline.template.file import load_template
+from pipeline.train.loop import TrainingDiverged, build_objective, lr_at, make_optimizer, normalised_truth, train
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

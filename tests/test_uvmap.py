@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.uvmap import atlas_image, barycentric, read_uv_maps, uv_layout, write_uv_maps
+from pipeline.evaluate.uvmap import atlas_image, barycentric, read_uv_maps, uv_layout, write_uv_maps
 
 
 def _square_atlas():

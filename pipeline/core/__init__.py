@@ -1,0 +1,1 @@
+"""The pipeline's foundations, no science: errors, params, atomic I/O, Zarr stores, the stage runner, safe unpicklers."""

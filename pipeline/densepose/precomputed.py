@@ -1,0 +1,363 @@
+"""The ``precomputed`` source: DensePose results made elsewhere, read without Detectron2.
+
+Two input formats (``precomputed.format``):
+
+``dump``
+    The file ``apply_net.py dump <config> <weights> <images> --output results.pkl`` writes. Despite
+    the ``.pkl`` name (and its docs) it is written with ``torch.save`` -- a zip archive; older
+    PyTorch wrote the legacy ``torch.save`` stream, and hand-made files may be plain pickles (of
+    tensors or of numpy arrays, any protocol): all are read. Content: a list with one dict per image::
+
+        {"file_name": str, "scores": (k,) float, "pred_boxes_XYXY": (k, 4) float image pixels,
+         "pred_densepose": [DensePoseChartResultWithConfidences] * k      # chart models
+                        or DensePoseEmbeddingPredictorOutput (k, D, 112, 112)   # CSE models}
+
+    Chart results hold ``labels`` (h, w) long and ``uv`` (2, h, w) float at the integer box size
+    ``(int(y1 - y0), int(x1 - x0))``; they may sit on CUDA (the dump does not move them). The file
+    is unpickled by :func:`pipeline.core.dump_unpickler.load_dump`, which admits only what a dump holds
+    (stand-ins for the ``densepose``/``detectron2`` structures, tensors, numpy arrays, plain
+    containers) and refuses anything else with ``UnsafeDumpError`` naming the file and the class. A
+    cut or damaged file is reported as "truncated or corrupt". Nothing from Detectron2 is imported. The dump does not hold the
+    images' sizes: they are read from the image files' headers when found (``file_name`` as written,
+    or below ``precomputed.image_root``), to size the full-frame export and to check the boxes;
+    else the boxes size it.
+
+``iuv_png``
+    A folder of full-frame IUV images (as :mod:`pipeline.iuv.fullframe` writes them, and as the
+    original Detectron's ``infer_simple.py`` wrote ``*_IUV.png``) plus a JSON file of boxes::
+
+        {"images": [{"file_name": "a.jpg", "iuv": "a_IUV.png", "inds": "a_INDS.png",
+                     "boxes": [[x0, y0, x1, y1], ...], "scores": [0.99, ...]}, ...]}
+
+    ``iuv``/``inds`` are relative to the folder; ``inds`` (the instance-index map, 0 = none,
+    k + 1 = box k) and ``scores`` are optional. The IUV image has, *as an OpenCV array* (what
+    ``cv2.imread`` returns and ``cv2.imwrite`` takes), channel 0 = I (part 0..24), 1 = U * 255,
+    2 = V * 255. Because OpenCV arrays are BGR, the PNG file's blue channel holds I, green U and
+    red V; a reader that returns RGB (PIL, imageio) sees the channels reversed (V, U, I).
+    Each box's pixels ``[y, y + h) x [x, x + w)`` (Detectron2's integer box) are decoded (bin
+    centres) and resampled to ``S x S`` like a dump's chart result; pixels that the index map
+    gives to another instance become background.
+
+Both formats are checked at the door (:mod:`pipeline.densepose.door`, whose docstring has the policy table):
+first :func:`check_precomputed_inputs` (the params' files and folders, every problem in one error),
+then each image's boxes, scores and arrays as they are read -- an error naming the file, the image
+and the instance, or a skip or clip counted in the returned summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.densepose.convert import chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh
+from pipeline.densepose.door import (DoorCounts, check_boxes, check_chart_result, check_cse_output, door_boxes, path_problems,
+                           raise_problems, select_instances)
+from pipeline.iuv.repair import decode_iuv
+from pipeline.densepose.write import ImageInstances, check_cse_template, read_name_list, write_instances_store
+from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, load_dump
+from pipeline.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["read_dump", "read_iuv_folder", "door_image", "select_instances", "check_precomputed_inputs",
+           "write_precomputed_store"]
+
+
+@dataclass(frozen=True)
+class DumpImage:
+    """One image of a dump, on the CPU.
+
+    boxes: (k, 4) float32 XYXY.  scores: (k,) float32.  chart: k (labels (h, w), uv (2, h, w)) or None.
+    cse: embedding (k, D, h, w) and coarse_segm (k, K, h, w), or None.
+    size: (H, W) of the image when known (it sizes the full-frame export), else None.
+    window: (k, 4) the part of each box its crop covers (boxes clipped at the door), or None: all.
+    """
+
+    file_name: str
+    boxes: np.ndarray
+    scores: np.ndarray
+    chart: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    cse: tuple[torch.Tensor, torch.Tensor] | None = None
+    size: tuple[int, int] | None = None
+    window: np.ndarray | None = None
+
+
+def image_size(name: str, root: str | Path = "") -> tuple[int, int] | None:
+    """(H, W) of image ``name`` (as written in the dump, or below ``root``: the path, then the base
+    name), read from the file's header; None when no such image file is found or readable."""
+    from PIL import Image, UnidentifiedImageError
+
+    candidates = [Path(name)] if not root else [Path(root) / name, Path(root) / Path(name).name]
+    for path in candidates:
+        if path.is_file():
+            try:
+                with Image.open(path) as im:
+                    return int(im.height), int(im.width)
+            except (UnidentifiedImageError, OSError):
+                return None
+    return None
+
+
+def _as_tensor(x, what: str) -> torch.Tensor:
+    """A tensor or numeric numpy array as a CPU tensor (a copy of the array: it may be read-only)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+        return torch.from_numpy(np.array(x))
+    kind = f"a numpy array of dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+    raise InputError(f"{what}: expected a tensor or numeric numpy array, got {kind}")
+
+
+def _chart_results(dp, boxes: np.ndarray, where: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A dump entry's chart results, checked (:func:`pipeline.densepose.door.check_chart_result`)."""
+    k = len(boxes)
+    if len(dp) != k or not all(isinstance(r, ChartResult) for r in dp):
+        raise InputError(f"{where}: expected {k} DensePoseChartResult, got {[type(r).__name__ for r in dp]}")
+    out = []
+    for j, r in enumerate(dp):
+        at = f"{where}, instance {j}"
+        lab, uv = _as_tensor(r.labels, at), _as_tensor(r.uv, at)
+        check_chart_result(lab, uv, boxes[j], at)
+        out.append((lab, uv))
+    return out
+
+
+def read_dump(path: str | Path) -> list[DumpImage]:
+    """Reads and checks an ``apply_net.py dump`` file (see the module docstring).
+
+    Raises:
+        InputError: naming the file, the image and the instance, for anything that is not a dump of
+            the documented form (the per-instance policy is :mod:`pipeline.densepose.door`'s table).
+    """
+    data = load_dump(path)
+    if not isinstance(data, list):
+        raise InputError(f"{path}: a dump is a list of per-image dicts, got {type(data).__name__}")
+    out = []
+    for i, entry in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict) or "file_name" not in entry:
+            raise InputError(f"{where}: expected a dict with 'file_name', got {type(entry).__name__}")
+        name = str(entry["file_name"])
+        where = f"{path}: image {name!r} (entry {i})"
+        boxes = entry.get("pred_boxes_XYXY")
+        boxes = torch.zeros(0, 4) if boxes is None else _as_tensor(getattr(boxes, "tensor", boxes), where)
+        k = len(boxes) if boxes.dim() else 0
+        scores = entry.get("scores")
+        scores = torch.ones(k) if scores is None else _as_tensor(scores, where)
+        boxes, scores = boxes.double().numpy(), scores.double().numpy()
+        check_boxes(boxes, scores, where)
+        boxes, scores = boxes.astype(np.float32), scores.astype(np.float32)
+        dp = entry.get("pred_densepose")
+        chart = cse = None
+        if isinstance(dp, EmbeddingOutput):
+            cse = (_as_tensor(dp.embedding, where), _as_tensor(dp.coarse_segm, where))
+            check_cse_output(*cse, k, where)
+        elif isinstance(dp, (list, tuple)):
+            chart = _chart_results(dp, boxes, where)
+        elif dp is None:
+            if k:
+                raise InputError(f"{where}: {k} boxes but no 'pred_densepose'")
+            chart = []
+        else:
+            raise InputError(f"{where}: unsupported pred_densepose {type(dp).__name__}")
+        out.append(DumpImage(name, boxes, scores, chart, cse))
+    log.info("read %s: %d images, %d instances", path, len(out), sum(len(e.scores) for e in out))
+    return out
+
+
+def door_image(im: DumpImage, where: str, counts: DoorCounts) -> DumpImage:
+    """One dump image after the door's box checks (:func:`pipeline.densepose.door.door_boxes`): skipped
+    instances removed, clipped boxes in place with their chart results cut to them (or, for CSE
+    output, their windows recorded)."""
+    v = door_boxes(im.boxes, im.scores, im.size, where, counts)
+    keep = np.flatnonzero(v.keep)
+    chart = cse = window = None
+    if im.chart is not None:
+        chart = [cut_result_to_box(*im.chart[i], im.boxes[i], v.boxes[i]) if v.clipped[i] else im.chart[i]
+                 for i in keep]
+    if im.cse is not None:
+        idx = torch.from_numpy(keep).long()
+        cse, window = (im.cse[0][idx], im.cse[1][idx]), v.window[keep]
+    return dataclasses.replace(im, boxes=v.boxes[keep], scores=im.scores[keep], chart=chart, cse=cse, window=window)
+
+
+def _iuv_boxes(item, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """An ``images[i]`` entry's boxes (k, 4) and scores (k,) float32, checked."""
+    boxes = np.asarray(item.get("boxes", []), np.float64)
+    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+    scores = np.asarray(item.get("scores", [1.0] * len(boxes) if boxes.ndim else []), np.float64)
+    check_boxes(boxes, scores, where)
+    return boxes.astype(np.float32), scores.astype(np.float32)
+
+
+def _check_part_channel(iuv: np.ndarray, where: str) -> None:
+    """Refuses an IUV image (H, W, 3) uint8 whose channel 0 (part index) exceeds 24."""
+    bad = iuv[..., 0] > 24
+    if bad.any():
+        raise InputError(f"{where}: {int(bad.sum())} pixels have a part index above 24 (up to "
+                         f"{int(iuv[..., 0].max())}) in channel 0 (the PNG's blue channel): not an IUV image as "
+                         "cv2.imwrite writes it (channel 0 = I, 1 = 255 U, 2 = 255 V); if it was saved from an RGB "
+                         "array (PIL, imageio), reverse its channels")
+
+
+def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
+                    counts: DoorCounts | None = None) -> tuple[list[DumpImage], list[str]]:
+    """Reads full-frame IUV PNGs and their boxes (see the module docstring), checked at the door.
+
+    Args:
+        counts: where skipped and clipped boxes are counted (default: a new, discarded one).
+    Returns:
+        the images as :class:`DumpImage` with chart results at (clipped) box size, and the names of
+        the images whose PNG could not be read (skipped, logged).
+    """
+    import cv2
+
+    counts = counts if counts is not None else DoorCounts()
+    folder, boxes_json = Path(folder), Path(boxes_json)
+    if not boxes_json.is_file():
+        raise FileNotFoundError(f"boxes JSON not found: {boxes_json}")
+    try:
+        spec = json.loads(boxes_json.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{boxes_json}: not valid JSON ({e})") from e
+    if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
+        raise InputError(f"{boxes_json}: expected {{\"images\": [...]}}")
+    out, skipped = [], []
+    for i, item in enumerate(spec["images"]):
+        try:
+            name, iuv_name = str(item["file_name"]), str(item["iuv"])
+            where = f"{boxes_json}: image {name!r} (images[{i}])"
+            boxes, scores = _iuv_boxes(item, where)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{boxes_json}: images[{i}] needs 'file_name', 'iuv' and 'boxes' [[x0, y0, x1, y1], "
+                             f"...] ({type(e).__name__}: {e})") from e
+        iuv = cv2.imread(str(folder / iuv_name), cv2.IMREAD_UNCHANGED)
+        if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
+            log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)
+            skipped.append(name)
+            continue
+        _check_part_channel(iuv, f"{folder / iuv_name} (image {name!r}, {boxes_json} images[{i}])")
+        inds = None
+        if item.get("inds"):
+            inds = cv2.imread(str(folder / item["inds"]), cv2.IMREAD_UNCHANGED)
+            if inds is None or inds.shape[:2] != iuv.shape[:2]:
+                log.warning("skipping %s: cannot read the index map %s", name, folder / item["inds"])
+                skipped.append(name)
+                continue
+            inds = inds if inds.ndim == 2 else inds[..., 0]
+        labels_full, uv_full = decode_iuv(iuv)
+        H, W = labels_full.shape
+        v = door_boxes(boxes, scores, (H, W), where, counts)
+        keep = np.flatnonzero(v.keep)
+        chart = [_box_pixels(labels_full, uv_full, inds, v.boxes[k], k) for k in keep]
+        out.append(DumpImage(name, v.boxes[keep], scores[keep], chart, None, size=(H, W)))
+    return out, skipped
+
+
+def _box_pixels(labels_full: np.ndarray, uv_full: np.ndarray, inds: np.ndarray | None, box: np.ndarray,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instance ``k``'s chart result at its integer box size from a decoded full-frame IUV image
+    (labels (H, W), uv (2, H, W)); pixels outside the image, or the index map's other instances
+    (``inds`` (H, W), k + 1 = this one), are background."""
+    H, W = labels_full.shape
+    x, y, w, h = int_box_xywh(box)
+    lab = np.zeros((h, w), np.int64)
+    uv = np.zeros((2, h, w), np.float32)
+    ys, xs = slice(max(y, 0), min(y + h, H)), slice(max(x, 0), min(x + w, W))
+    dst = (slice(ys.start - y, ys.stop - y), slice(xs.start - x, xs.stop - x))
+    if ys.stop > ys.start and xs.stop > xs.start:
+        lab[dst] = labels_full[ys, xs]
+        uv[(slice(None), *dst)] = uv_full[:, ys, xs]
+        if inds is not None:
+            other = np.zeros((h, w), bool)
+            other[dst] = inds[ys, xs] != k + 1
+            lab[other] = 0
+            uv[:, other] = 0
+    return torch.from_numpy(lab), torch.from_numpy(uv)
+
+
+def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: float = 0.0,
+                             max_instances: int = 0) -> list[ImageInstances]:
+    """Filters each image's instances and brings them onto the ``S x S`` grid."""
+    out = []
+    for im in images:
+        keep = select_instances(im.scores, threshold, max_instances)
+        boxes, scores = im.boxes[keep], im.scores[keep]
+        if im.cse is not None:
+            idx = torch.from_numpy(keep).long()
+            window = None if im.window is None else im.window[keep]
+            c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop, window=window)
+            out.append(ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(),
+                                      mask=c.mask.numpy(), size=im.size))
+        else:
+            c = chart_results_to_crops([im.chart[i] for i in keep], crop)
+            out.append(ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(),
+                                      size=im.size))
+    return out
+
+
+def check_precomputed_inputs(params) -> None:
+    """Fails fast: the files and folders ``params`` (:class:`pipeline.core.config.PrecomputedParams`) name
+    exist and are readable. Raises one :class:`InputError` listing every problem."""
+    if params.format == "dump":
+        problems = path_problems("precomputed.dump", params.dump, hint="the file written by `apply_net.py dump`")
+        if params.image_root:
+            problems += path_problems("precomputed.image_root", params.image_root, "folder")
+    else:
+        problems = (path_problems("precomputed.iuv_folder", params.iuv_folder, "folder",
+                                  hint="the folder of the IUV PNGs")
+                    + path_problems("precomputed.boxes_json", params.boxes_json,
+                                    hint="the JSON file of each image's IUV PNG and boxes"))
+    if params.test_list:
+        problems += path_problems("precomputed.test_list", params.test_list)
+    raise_problems(f"densepose.source precomputed (format {params.format})", problems)
+
+
+def write_precomputed_store(params, crop: int, template, out_path: str | Path,
+                            params_record: dict | None = None) -> dict:
+    """The ``precomputed`` source, end to end: check, read, filter, resample, write ``densepose.zarr``.
+
+    Args:
+        params: :class:`pipeline.core.config.PrecomputedParams`.  crop: S (``densepose.crop``).
+        template: the :class:`pipeline.template.file.Template` (its hash is recorded; CSE output needs
+            the CSE mesh's template).  params_record: params recorded in the store.
+
+    Returns:
+        summary dict of counts (images, images_skipped, images_without_instances, instances...,
+        and the door's :data:`pipeline.densepose.door.COUNT_KEYS`).
+    """
+    check_precomputed_inputs(params)
+    counts = DoorCounts()
+    if params.format == "dump":
+        images, skipped = read_dump(params.dump), []
+        images = [dataclasses.replace(im, size=image_size(im.file_name, params.image_root)) for im in images]
+        unknown = sum(im.size is None for im in images)
+        if unknown:
+            log.info("%d of %d images of the dump not found%s: their full-frame exports are sized by the boxes, "
+                     "which cannot be checked against them", unknown, len(images),
+                     f" below {params.image_root}" if params.image_root else "")
+        images = [door_image(im, f"{params.dump}: image {im.file_name!r} (entry {i})", counts)
+                  for i, im in enumerate(images)]
+    else:
+        images, skipped = read_iuv_folder(params.iuv_folder, params.boxes_json, counts)
+    dims = {int(im.cse[0].shape[1]) for im in images if im.cse is not None}
+    mesh = None
+    if len(dims) > 1:
+        raise InputError(f"{params.dump or params.iuv_folder}: CSE embeddings of sizes {sorted(dims)}: "
+                         "the output of several models")
+    if dims:
+        check_cse_template(template, "precomputed", dims.pop())
+        mesh = template.topology
+    instances = dump_images_to_instances(images, crop, params.score_threshold, params.max_instances)
+    test = read_name_list(params.test_list) if params.test_list else None
+    return write_instances_store(out_path, instances, crop=crop, source="precomputed",
+                                 template_hash=template.hash, params=params_record or {},
+                                 test_names=test, skipped=skipped, cse_mesh=mesh, counts=counts.summary())

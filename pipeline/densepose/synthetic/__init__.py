@@ -1,0 +1,1 @@
+"""The synthetic source: posed Anny bodies rendered with exact ground truth, and DensePose-like errors."""

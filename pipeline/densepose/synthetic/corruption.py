@@ -1,0 +1,214 @@
+"""DensePose-like corruption of exact synthetic correspondence (each kind with its own strength).
+
+Real DensePose output is imperfect; the IUV stage exists to repair it. Applied in this order to one
+instance's crop, each step off when its strength is 0 (all off: the exact data, untouched):
+
+1. ``border_px``: the silhouette is eroded or dilated by a random 0..border_px pixels; dilated
+   pixels copy the part, U, V and embedding of their nearest foreground pixel.
+2. ``flip_prob``: each foreground pixel with a 4-neighbour of another part takes that part's label
+   with this probability (DensePose confuses neighbouring parts along their border).
+3. ``uv_noise`` / ``embedding_noise``: Gaussian noise on U, V (per pixel, clipped to [0, 1]) and
+   on the embedding (spatially smooth: drawn on an S/4 grid and upsampled), foreground only.
+4. ``dropout_blobs`` / ``dropout_radius``: a Poisson number of elliptic blobs centred on the body
+   whose foreground pixels become missing (label 255, U/V and embedding NaN).
+5. ``occluder_prob`` / ``occluder_size`` / ``occluder_soft`` / ``occluder_missing`` (references/002
+   §2.4): a random 2D shape (ellipse, rotated rectangle or polygon) pasted over the body; its alpha
+   is the shape blurred by ``occluder_soft`` pixels and a pixel is covered with probability alpha,
+   so its edge is soft. Covered foreground pixels become missing (with probability
+   ``occluder_missing`` per occluder) or background.
+
+Size letters: ``S`` crop side, ``D`` embedding dims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from pipeline.core.config import CorruptionParams
+from pipeline.densepose.store import MISSING_LABEL
+
+__all__ = ["Crop", "corrupt", "corrupt_inplace", "is_off", "occluder_alpha"]
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One instance's DensePose output: ``labels`` (S, S) uint8 (255 missing); ``uv`` (2, S, S)
+    float32 (NaN missing); ``embedding`` (D, S, S) float32 or None; ``mask`` (S, S) bool foreground;
+    ``occluder`` (S, S) bool pixels covered by a pasted occluder (all False when none)."""
+
+    labels: np.ndarray
+    uv: np.ndarray
+    embedding: np.ndarray | None
+    mask: np.ndarray
+    occluder: np.ndarray
+
+
+def is_off(p: CorruptionParams) -> bool:
+    """True when every corruption is off (the output is the exact data)."""
+    return not (p.uv_noise or p.embedding_noise or p.flip_prob or (p.dropout_blobs and p.dropout_radius)
+                or p.border_px or (p.occluder_prob and p.occluder_size))
+
+
+def _clear(c: Crop, where: np.ndarray, label: int, value: float) -> None:
+    """Pixels ``where`` (S, S) get ``label`` and U, V, embedding ``value`` (in place)."""
+    c.labels[where] = label
+    c.uv[:, where] = value
+    if c.embedding is not None:
+        c.embedding[:, where] = value
+
+
+def _border(c: Crop, px: int, rng: np.random.Generator) -> None:
+    r = int(rng.integers(-px, px + 1))
+    if r == 0 or not c.mask.any():
+        return
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(r) + 1, 2 * abs(r) + 1))
+    m8 = c.mask.astype(np.uint8)
+    if r < 0:
+        gone = c.mask & ~cv2.erode(m8, kernel, borderValue=0).astype(bool)
+        _clear(c, gone, 0, 0.0)
+        c.mask[gone] = False
+        return
+    new = cv2.dilate(m8, kernel, borderValue=0).astype(bool) & ~c.mask
+    # nearest foreground pixel of every pixel: dilated pixels copy its values (sources stay untouched)
+    _, (ri, ci) = ndimage.distance_transform_edt(~c.mask, return_indices=True)
+    src = (ri[new], ci[new])
+    c.labels[new] = c.labels[src]
+    c.uv[:, new] = c.uv[:, src[0], src[1]]
+    if c.embedding is not None:
+        c.embedding[:, new] = c.embedding[:, src[0], src[1]]
+    c.mask[new] = True
+
+
+def _flip(c: Crop, prob: float, rng: np.random.Generator) -> None:
+    lab = c.labels
+    pad = np.pad(lab, 1)
+    neigh = np.stack([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])  # (4, S, S) up/down/left/right
+    other = (neigh != lab) & (neigh > 0) & (neigh != MISSING_LABEL) & (lab > 0) & (lab != MISSING_LABEL)
+    border = np.flatnonzero(other.any(axis=0))  # (b,) pixels with a neighbour of another part
+    if len(border) == 0:
+        return
+    other_b = other.reshape(4, -1)[:, border]
+    pick = np.where(other_b, rng.random(other_b.shape), -1.0).argmax(axis=0)  # a random differing neighbour
+    flip = rng.random(len(border)) < prob
+    rows, cols = np.unravel_index(border[flip], lab.shape)
+    lab[rows, cols] = neigh.reshape(4, -1)[pick[flip], border[flip]]
+
+
+def _noise(c: Crop, uv_std: float, emb_std: float, rng: np.random.Generator) -> None:
+    rows, cols = np.nonzero(c.mask)
+    s = c.mask.shape[0]
+    if uv_std:
+        noise = rng.standard_normal((2, len(rows)), dtype=np.float32) * np.float32(uv_std)
+        c.uv[:, rows, cols] = np.clip(c.uv[:, rows, cols] + noise, 0.0, 1.0)
+    if emb_std and c.embedding is not None:
+        # spatially smooth noise (drawn on an S/4 grid, upsampled bilinearly), as a network's output errs
+        d, g = c.embedding.shape[0], max(2, s // 4)
+        coarse = rng.standard_normal((g, g, d), dtype=np.float32) * np.float32(emb_std)
+        up = cv2.resize(coarse, (s, s), interpolation=cv2.INTER_LINEAR).reshape(s, s, d)
+        c.embedding[:, rows, cols] = c.embedding[:, rows, cols].astype(np.float32) + up[rows, cols].T
+
+
+def _body_point(c: Crop, rng: np.random.Generator) -> tuple[float, float]:
+    """(row, col) of a random foreground pixel (the crop centre when there is none)."""
+    rows, cols = np.nonzero(c.mask)
+    if len(rows) == 0:
+        s = c.mask.shape[0]
+        return s / 2, s / 2
+    k = int(rng.integers(len(rows)))
+    return float(rows[k]), float(cols[k])
+
+
+def _dropout(c: Crop, mean: float, radius: float, rng: np.random.Generator) -> None:
+    s = c.mask.shape[0]
+    count = int(rng.poisson(mean))
+    if count == 0:
+        return
+    rr, cc = np.mgrid[0:s, 0:s].astype(np.float32)
+    where = np.zeros((s, s), bool)
+    for _ in range(count):
+        r0, c0 = _body_point(c, rng)
+        a, b = rng.uniform(0.3, 1.0, 2) * radius * s + 0.5
+        t = rng.uniform(0, np.pi)
+        dr, dc = rr - r0, cc - c0
+        u, v = np.cos(t) * dr + np.sin(t) * dc, -np.sin(t) * dr + np.cos(t) * dc
+        where |= (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    _clear(c, where & c.mask, MISSING_LABEL, np.nan)
+
+
+def occluder_alpha(size: int, extent: float, soft: float, centre: tuple[float, float],
+                   rng: np.random.Generator) -> np.ndarray:
+    """(S, S) float32 alpha in [0, 1] of one random occluder shape of about ``extent`` pixels across,
+    centred at ``centre`` (row, col), its edge blurred by a Gaussian of sigma ``soft`` pixels."""
+    img = np.zeros((size, size), np.uint8)
+    r0, c0 = centre
+    half = max(1.0, extent / 2)
+    kind = int(rng.integers(3))
+    scale = 16  # sub-pixel vertex precision for cv2 drawing (shift = 4 bits)
+    if kind == 0:  # ellipse
+        axes = (int(half * scale), int(half * rng.uniform(0.4, 1.0) * scale))
+        cv2.ellipse(img, (int(c0 * scale), int(r0 * scale)), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1,
+                    cv2.LINE_8, 4)
+    else:
+        if kind == 1:  # rotated rectangle
+            w, h = half, half * rng.uniform(0.3, 1.0)
+            pts = np.array([[-w, -h], [w, -h], [w, h], [-w, h]])
+        else:  # random star-shaped polygon
+            k = int(rng.integers(5, 9))
+            ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+            rad = half * rng.uniform(0.5, 1.0, k)
+            pts = np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)
+        t = rng.uniform(0, np.pi)
+        rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        pts = pts @ rot.T + [c0, r0]
+        cv2.fillPoly(img, [np.round(pts * scale).astype(np.int32)], 255, cv2.LINE_8, 4)
+    alpha = img.astype(np.float32) / 255.0
+    if soft > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), soft, borderType=cv2.BORDER_CONSTANT)
+    return alpha
+
+
+def _occlude(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> None:
+    if rng.random() >= p.occluder_prob:
+        return
+    s = c.mask.shape[0]
+    extent = rng.uniform(0.4, 1.0) * p.occluder_size * s
+    alpha = occluder_alpha(s, extent, p.occluder_soft, _body_point(c, rng), rng)
+    covered = rng.random((s, s)) < alpha  # soft edge: covered with probability alpha
+    if rng.random() < p.occluder_missing:
+        _clear(c, covered & c.mask, MISSING_LABEL, np.nan)
+    else:
+        _clear(c, covered, 0, 0.0)
+        c.mask[covered] = False
+    c.occluder[covered] = True
+
+
+def corrupt_inplace(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> None:
+    """Applies the corruptions of ``p`` to ``c``'s arrays in place (see the module docstring).
+
+    Every random draw comes from ``rng`` (one generator per instance keeps outputs independent of
+    batching). With every strength 0 nothing changes and nothing is drawn.
+    """
+    if is_off(p):
+        return
+    if p.border_px:
+        _border(c, p.border_px, rng)
+    if p.flip_prob:
+        _flip(c, p.flip_prob, rng)
+    if p.uv_noise or p.embedding_noise:
+        _noise(c, p.uv_noise, p.embedding_noise, rng)
+    if p.dropout_blobs and p.dropout_radius:
+        _dropout(c, p.dropout_blobs, p.dropout_radius, rng)
+    if p.occluder_prob and p.occluder_size:
+        _occlude(c, p, rng)
+
+
+def corrupt(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> Crop:
+    """A corrupted copy of ``c`` (``c`` is left as is); see :func:`corrupt_inplace`."""
+    out = Crop(c.labels.copy(), c.uv.copy(), None if c.embedding is None else c.embedding.copy(),
+               c.mask.copy(), c.occluder.copy())
+    corrupt_inplace(out, p, rng)
+    return out

@@ -1,0 +1,216 @@
+"""The synthetic DensePose source: posed Anny bodies rendered with exact dense correspondence.
+
+Following references/002 and the UP-3D protocol of DP3D: every body (random phenotype, anatomical
+pose from :mod:`pipeline.densepose.synthetic.poses`) is seen by ``views`` random cameras (:mod:`pipeline.geometry.cameras`); each
+view is one instance whose crop is the body's box with a margin, resampled to S × S by casting one
+ray per crop pixel (:mod:`pipeline.densepose.synthetic.render`). The exact rendering gives the ground truth under
+``gt/``; the DensePose-like output (``labels``, ``uv``, ``embedding``, ``mask``) is the exact
+rendering after :mod:`pipeline.densepose.synthetic.corruption`. Layout: :mod:`pipeline.densepose.store`.
+
+Bodies ``0 .. train_bodies - 1`` form the train split, the next ``test_bodies`` the test split, so
+no body is in both; instances are stored body-major (instance ``i`` is view ``i % views`` of body
+``i // views``).
+
+Determinism: body ``b`` draws its phenotype, pose and cameras from
+``default_rng([seed, 1, b])`` and instance ``i`` its corruption from ``default_rng([seed, 2, i])``,
+so the output does not depend on batching, and two runs with the same params are byte-identical.
+
+Size letters: ``n`` instances, ``B`` bodies, ``V`` vertices, ``J`` joints, ``S`` crop, ``D``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.geometry.cameras import crop_boxes, project, sample_cameras
+from pipeline.core.config import SyntheticParams, as_dict
+from pipeline.densepose.synthetic.corruption import Crop, corrupt_inplace
+from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
+from pipeline.densepose.door import zero_counts
+from pipeline.core.logs import progress
+from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
+from pipeline.densepose.synthetic.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
+from pipeline.core.store import StoreWriter
+from pipeline.template.file import Template
+from pipeline.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PHENOTYPES", "Bodies", "body_model", "make_bodies", "render_bodies", "write_synthetic_store"]
+
+PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
+_BODY_STREAM, _CORRUPTION_STREAM = 1, 2
+
+
+def body_model(template: Template):
+    """Anny at the template's topology; refuses a template whose vertices are not Anny's."""
+    if template.source != "anny":
+        raise InputError(f"densepose.source: synthetic needs an Anny template (template.source: anny), "
+                         f"got {template.source!r}")
+    import anny
+
+    model = anny.Anny(topology=template.topology)
+    n_model = int(model.template_vertices.shape[0])
+    if n_model != template.n_vertices or not np.array_equal(model.get_triangular_faces().numpy(), template.faces):
+        raise InputError(f"the template has {template.n_vertices} vertices and {len(template.faces)} faces, but Anny "
+                         f"topology {template.topology!r} has {n_model} vertices: the template must keep Anny's "
+                         f"vertex order (rebuild it, or choose a topology clean_mesh keeps whole)")
+    return model
+
+
+@dataclass(frozen=True)
+class Bodies:
+    """Posed bodies: ``vertices`` (B, V, 3) float64 body-frame metres; ``phenotype`` (B, 6) in [0, 1]
+    (:data:`PHENOTYPES`); ``mode`` (B,) pose mode index; ``index`` (B,) global body ids;
+    ``rngs`` the bodies' generators, positioned after the pose draw (cameras are drawn next)."""
+
+    vertices: np.ndarray
+    phenotype: np.ndarray
+    mode: np.ndarray
+    index: np.ndarray
+    rngs: list
+
+
+def make_bodies(model, index: np.ndarray, p: SyntheticParams, seed: int) -> Bodies:
+    """Draws phenotypes and poses of bodies ``index`` (B,) and poses Anny (one batched forward)."""
+    rngs = [np.random.default_rng([seed, _BODY_STREAM, int(b)]) for b in index]
+    lo = np.array([getattr(p, f"{k}_min") for k in PHENOTYPES])
+    hi = np.array([getattr(p, f"{k}_max") for k in PHENOTYPES])
+    phen = np.array([lo + (hi - lo) * g.random(len(PHENOTYPES)) for g in rngs])  # (B, 6)
+    poses = sample_poses(rngs, np.array([p.walk, p.reach, p.sit, p.bend]), p.pose_noise, p.pose_amount)
+    pose = torch.from_numpy(anny_pose_parameters(poses.angles, list(model.bone_labels)))
+    kw = {k: torch.from_numpy(phen[:, i].astype(np.float32)) for i, k in enumerate(PHENOTYPES)}
+    with torch.no_grad():
+        verts = model(pose_parameters=pose, phenotype_kwargs=kw)["vertices"]
+    return Bodies(verts.double().numpy(), phen, poses.mode, np.asarray(index), rngs)
+
+
+def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: int, seed: int,
+                  device: str = "cpu", first_instance: int = 0) -> dict[str, np.ndarray]:
+    """Renders ``views`` instances per body: the store's rows (densepose_store layout), body-major.
+
+    ``first_instance``: global index of the first instance (seeds its corruption generator).
+    """
+    views = p.views
+    b = len(bodies.index)
+    body = np.repeat(np.arange(b), views)  # (n,) local body of each instance
+    v = bodies.vertices
+    targets = 0.5 * (v.min(axis=1) + v.max(axis=1))  # (B, 3) box centres
+    cams = sample_cameras([bodies.rngs[k] for k in body], targets[body],
+                          elevation=(p.elevation_min, p.elevation_max), roll=(p.roll_min, p.roll_max),
+                          distance=(p.distance_min, p.distance_max), fov=p.fov, image_size=p.image_size,
+                          projection=p.projection, up=template.up, forward=template.forward)
+    cam_v = cams.to_camera(v[body])  # (n, V, 3)
+    pixels = project(cam_v, cams.focal, cams.principal, cams.projection)  # (n, V, 2)
+    boxes = crop_boxes(pixels, p.margin)  # (n, 4)
+
+    meshes = BodyMeshes(v, template.faces, device)
+    hits = cast_crops(meshes, body, cams, boxes, crop)
+    visible = vertex_visibility(meshes, body, cams, p.visibility_tol)
+    exact = surface_maps(hits, template.faces, template.face_part, template.chart_uv, template.chart_faces,
+                         template.embedding if p.cse else None, device=device)
+
+    # the DensePose-like output: the exact maps corrupted in place, one instance at a time (the exact
+    # ground truth kept is exact.iuv; no copy of these large arrays is made)
+    n = len(body)
+    labels, uv, emb, mask = exact.labels, exact.uv, exact.embedding, exact.mask
+    occluder = np.zeros((n, crop, crop), bool)
+    for i in range(n):
+        rng = np.random.default_rng([seed, _CORRUPTION_STREAM, first_instance + i])
+        corrupt_inplace(Crop(labels[i], uv[i], None if emb is None else emb[i], mask[i], occluder[i]),
+                        p.corruption, rng)
+    occluded = _occluded_vertices(occluder, visible, pixels, boxes)
+
+    split = np.where(bodies.index[body] < p.train_bodies, SPLIT_TRAIN, SPLIT_TEST).astype(np.uint8)
+    joints = template.joint_regressor.astype(np.float64) @ cam_v  # (n, J, 3)
+    cse = {"embedding": emb, "mask": mask} if emb is not None else {}
+    return {
+        "labels": labels, "uv": uv.astype(np.float16), **cse,
+        "box": boxes.astype(np.float32), "score": np.ones(n, np.float32),
+        "image": (first_instance + np.arange(n)).astype(np.int32), "split": split,
+        "gt/vertices": cam_v.astype(np.float32), "gt/visible": visible, "gt/occluded": occluded,
+        "gt/joints": joints.astype(np.float32), "gt/iuv": exact.iuv,
+        "gt/depth": hits.depth.astype(np.float32),
+        "gt/camera": np.concatenate([cams.focal[:, None], cams.principal], axis=1).astype(np.float32),
+        "gt/body": bodies.index[body].astype(np.int32),
+    }
+
+
+def _occluded_vertices(occluder: np.ndarray, visible: np.ndarray, pixels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(n, V) bool: visible vertices whose crop pixel an occluder covers (``occluder`` (n, S, S))."""
+    n, s = occluder.shape[0], occluder.shape[-1]
+    cell = _crop_cells(pixels, boxes, s)  # (n, V, 2)
+    inside = cell[..., 0] >= 0
+    inst = np.broadcast_to(np.arange(n)[:, None], inside.shape)
+    covered = np.zeros(inside.shape, bool)
+    covered[inside] = occluder[inst[inside], cell[..., 0][inside], cell[..., 1][inside]]
+    return covered & visible
+
+
+def _crop_cells(pixels: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
+    """(n, V, 2) int crop pixel (row, col) holding each image point (n, V, 2); -1 outside the crop."""
+    x0, y0, x1, y1 = (boxes[:, k, None] for k in range(4))
+    col = np.floor((pixels[..., 0] - x0) / (x1 - x0) * crop).astype(np.int64)
+    row = np.floor((pixels[..., 1] - y0) / (y1 - y0) * crop).astype(np.int64)
+    inside = (row >= 0) & (row < crop) & (col >= 0) & (col < crop)
+    return np.where(inside[..., None], np.stack([row, col], axis=-1), -1)
+
+
+def _batches(total: int, size: int) -> Iterator[np.ndarray]:
+    for s in range(0, total, size):
+        yield np.arange(s, min(s + size, total))
+
+
+def write_synthetic_store(path: str | Path, template: Template, p: SyntheticParams, *, crop: int, seed: int,
+                          device: str = "auto", params: dict | None = None) -> dict:
+    """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns counts and timings
+    (with the door's counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user)."""
+    dev = warp_device(device)
+    model = body_model(template)
+    n_bodies = p.train_bodies + p.test_bodies
+    n = n_bodies * p.views
+    specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
+                            n_vertices=template.n_vertices,
+                            n_joints=template.joint_regressor.shape[0])
+    attrs = {"schema": SCHEMA, "source": "synthetic", "crop": crop, "kinds": ["chart", "cse"] if p.cse else ["chart"],
+             "images": [f"synthetic/body{b:06d}_view{k:03d}" for b in range(n_bodies) for k in range(p.views)],
+             "template_hash": template.hash, "projection": p.projection, "image_size": p.image_size,
+             "pose_modes": list(POSE_MODES), "params": params if params is not None else as_dict(p)}
+    t0 = time.perf_counter()
+    counts = {"instances": n, "bodies": n_bodies, "train": p.train_bodies * p.views, "test": p.test_bodies * p.views,
+              "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0, "modes": [0] * len(POSE_MODES),
+              **zero_counts()}
+    # one background thread compresses and writes batch k while batch k + 1 renders (Blosc and Warp
+    # release the GIL); writes stay in order, so the store's bytes do not depend on the timing
+    # shards of 1024 instances (not the default 2048), so that shards fill and compress during the run
+    with StoreWriter.create(path, n, specs, attrs, chunk=128, chunks_per_shard=8) as w, \
+            ThreadPoolExecutor(max_workers=1) as writer:
+        pending: list[Future] = []
+        bar = progress(total=n, desc="densepose synthetic", unit="inst")
+        for index in _batches(n_bodies, p.batch):
+            bodies = make_bodies(model, index, p, seed)
+            rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views)
+            while pending:  # at most one batch waits for the writer: bounded memory
+                pending.pop(0).result()
+            pending.append(writer.submit(w.write, int(index[0]) * p.views, rows))
+            counts["foreground_pixels"] += int((rows["gt/iuv"][..., 0] > 0).sum())
+            counts["visible_vertices"] += int(rows["gt/visible"].sum())
+            counts["occluded_vertices"] += int(rows["gt/occluded"].sum())
+            for m in bodies.mode:
+                counts["modes"][int(m)] += 1
+            bar.update(len(index) * p.views)
+        for f in pending:
+            f.result()
+        bar.close()
+    counts["seconds"] = time.perf_counter() - t0
+    counts["instances_per_second"] = n / counts["seconds"]
+    counts["device"] = dev
+    return counts

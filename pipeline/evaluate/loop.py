@@ -1,0 +1,235 @@
+"""The ``evaluate`` stage's work: reconstruct the test split, measure it, draw the reports (METHOD.md §6, §7).
+
+Reads ``keypoints.zarr`` and a reconstruction function. **With ground truth** (synthetic data:
+``gt/vertices`` and ``gt/camera``) it reconstructs the test split (``split == 1``; a store without
+one is an error) and writes
+
+- ``metrics/eval.json`` (:data:`METRIC_KEYS`; lengths in mm):
+
+  ======================  ===========================================================================
+  key                     meaning
+  ======================  ===========================================================================
+  test_instances          instances of the test split evaluated (of the held-out train bodies with
+                          ``eval.split: val``)
+  split                   which instances: ``test`` or ``val``
+  mpjpe_mm                mean over all vertices (visible or not) and instances of the distance between
+                          predicted and true vertex, camera frame, each shape's mean depth subtracted
+  mpjpe_visible_mm        the same over the vertices the model saw as keypoints (``visible``)
+  mpjpe_invisible_mm      ... and over the others
+  xy_mm                   the image-plane part of the MPJPE: mean over all vertices and instances of
+                          ``|(dx, dy)|`` (depth-centring does not change it)
+  z_mm                    the depth part: mean ``|dz|`` of the depth-centred shapes
+  re14_mm                 14 regressed joints, similarity-aligned (rotation, translation, scale) to the
+                          true joints' regression, mean joint distance
+  flat_mpjpe_mm           MPJPE of the flat reference: true x, y and every depth 0
+  mpjpe_best_flip_mm      per instance the better of the prediction and its depth mirror (a diagnostic
+                          of the orthographic mirror ambiguity)
+  flip_better_share       share of instances whose depth mirror is closer to the truth
+  flip_share_by_azimuth   the same per view azimuth of the true body: a dict of 8 bins of 45° centred on
+                          0, 45, ..., 180, -135, -90, -45 (keys ``az+000``, ``az+045``, ..., ``az+180``,
+                          ``az-135``, ``az-090``, ``az-045``); null for an empty bin. Azimuth
+                          (:func:`pipeline.evaluate.metrics.view_azimuth`, the convention of the synthetic cameras'
+                          azimuth): 0 the body faces the camera, ±180 its back does, +90 its left side
+                          does (camera on the body's left), -90 its right side; from a rigid fit of the
+                          template's torso (DensePose parts 1, 2) to the true one
+  instances_by_azimuth    test instances in each of those bins (same keys)
+  torso_facing_share      share of instances whose predicted torso faces the same way as the true one
+                          (towards or away from the camera): the depth component of the torso's
+                          back-to-front vector (mean of part 2 minus mean of part 1) has the same sign
+  s2s_mm                  surface-to-surface error (vertex-to-nearest-face both ways, averaged) on the
+                          first ``eval.s2s_instances`` test instances (``s2s_instances`` of them;
+                          null when 0)
+  s2s_instances           instances S2S was measured on
+  ======================  ===========================================================================
+
+  and the segmentation keys (both branches; :data:`SEGMENTATION_KEYS`, :mod:`pipeline.evaluate.segmentation`) of
+  the learnt part weights (the baselines' are (N, 1) ones: one part used, entropy 0, component share 1,
+  regions not distinct; all null when no segmentation is given):
+
+  ================================  =================================================================
+  parts_used                        latent parts that are the arg-max of at least 1 % of the vertices
+  segmentation_entropy              mean over vertices of the part distribution's entropy / log M: 0 hard,
+                                    1 uniform
+  segmentation_min_component_share  minimum over the used parts of the share of a part's arg-max vertices
+                                    in its largest connected patch on the mesh (1: every part one patch)
+  segmentation_changed_share        share of vertices whose arg-max part changed since initialisation
+                                    (the checkpoint's ``segmentation_init``; null if unknown)
+  regions_distinct                  head, torso, left arm and right arm have pairwise different majority
+                                    parts (:func:`pipeline.evaluate.segmentation.distinct_regions`)
+  ================================  =================================================================
+
+- ``metrics/eval_parts.csv``: per part (24 DensePose parts or 14 coarse ones) ``part, name,
+  vertices, mpjpe_mm, visible_mm, invisible_mm, flat_mm`` (a DVC plot of mpjpe_mm against part);
+- ``metrics/segmentation.csv`` (both branches): per coarse DensePose region (10:
+  :data:`pipeline.evaluate.segmentation.REGIONS`) ``region, vertices, majority_part, majority_share``: the 0-based
+  latent part that is the arg-max of most of the region's vertices and their share (a DVC plot);
+- ``reports/``: ``grid.png`` (input keypoints; reconstruction seen from the camera and from the side;
+  the same for the ground truth), ``segmentation.png`` (learnt parts on the template, front and back, at
+  initialisation when known and after training, and the largest weight),
+  ``errors.png`` (histograms, error against visible share, mean vertex error on the template, share of
+  instances whose depth mirror is better per view azimuth),
+  ``meshes/*.ply`` (first reconstructions and their ground truth, camera frame, metres, mean depth 0),
+  ``uv_maps/*.png`` (their UV position maps, 16-bit RGB: ``(position - centroid) / 2 m + 0.5``)
+  and ``uv_maps.png`` (those maps side by side for a person to look at).
+
+**Without ground truth** (real images: ``densepose.source`` detectron2 or precomputed) only the 2D
+fit can be measured, in image pixels. It reconstructs the test split or, when the store has none
+(real images are all train unless a test list is given), every instance, with a warning: the
+error is then measured on the instances the model was trained on. It writes
+
+- ``metrics/eval.json`` (:data:`METRIC_KEYS_NO_GT`):
+
+  ========================  =========================================================================
+  key                       meaning
+  ========================  =========================================================================
+  instances                 instances evaluated
+  ground_truth              false: no 3D error can be measured
+  split                     which instances: ``test`` (``split == 1``) or ``all`` (the store has no
+                            test instance)
+  reproj2d_keypoints        visible keypoints measured, all instances together
+  reproj2d_mean_px          mean over the visible keypoints of the distance between the keypoint and the
+                            orthographic re-projection of its predicted vertex (the prediction's x, y:
+                            both are image pixels, so a perfect 2D fit gives 0), image pixels
+  reproj2d_median_px        median of the same distances, streamed in a log histogram
+                            (:mod:`pipeline.evaluate.streaming`): exact when the middle values' bin holds one
+                            distinct value, else within 2**-14 (6.1e-5) of the median, relative
+  reproj2d_mean_box_pct     mean of the same distances each divided by its instance's box diagonal
+                            (``box``), percent: comparable across image sizes
+  reproj2d_median_box_pct   median of those (streamed likewise)
+  ========================  =========================================================================
+
+  followed by the segmentation keys above;
+
+- ``metrics/eval_parts.csv``: per part ``part, name, vertices, reproj2d_keypoints, reproj2d_mean_px,
+  reproj2d_mean_box_pct`` (empty cells where a part has no visible keypoint); ``metrics/segmentation.csv``;
+- ``reports/``: ``grid.png`` (input keypoints; reconstruction seen from the camera and from the side),
+  ``segmentation.png``, ``meshes/*_pred.ply`` (first reconstructions in the image frame: x, y image
+  pixels, y down, z pixels away from the camera, mean depth 0), ``uv_maps/*_pred.png`` (16-bit RGB:
+  ``(position - centroid) / (2 UV_HALF_RANGE_PX) + 0.5``, :data:`UV_HALF_RANGE_PX` = 4096 px) and
+  ``uv_maps.png``; no ``errors.png``.
+
+Predictions come in the image frame of the keypoints (x, y pixels, z in pixels away from the camera,
+depth up to a constant, :func:`pipeline.train.model.reconstruct`) and are turned into camera-frame metres
+with the instance's camera: orthographic ``image = f (x, y) + c``; for perspective data the weak-
+perspective focal ``f / mean true depth`` is used.
+
+Memory does not grow with the number of instances: each batch of ``eval.batch_size`` instances is measured and
+dropped before the next is read. What stays is of fixed size (the sums per part and per vertex, the error
+histograms, and for the 2D medians two log histograms of 13 MB: :mod:`pipeline.evaluate.streaming`), the first instances
+kept for the reports, and per instance only the scalars of ``EvalResult.per_instance`` (about 80 bytes with
+ground truth, 32 without: 3 MB at 40,000 instances), never a per-vertex array. The peak is about one batch's
+arrays: measured ~2.2 GB (no ground truth) and ~2.6 GB (ground truth) at 512 instances of a 27,554-vertex
+template, the same at 5,000 and 40,000 instances (``benchmarks/bench_evaluate_memory.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.config import EvalParams
+from pipeline.train.data import holdout_rows
+from pipeline.core.errors import InputError
+from pipeline.evaluate.measure_2d import box_diagonals, measure_2d, reprojection_errors
+from pipeline.evaluate.measure_3d import camera_for_metres, measure_3d
+from pipeline.evaluate.batches import Reconstruct, has_ground_truth, reconstructed_batches, rows_to_evaluate
+from pipeline.evaluate.reports import UV_HALF_RANGE_PX, write_reports
+from pipeline.evaluate.tables import (EvalResult, METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT,
+                                  SEGMENTATION_COLUMNS, SEGMENTATION_KEYS, fmt, write_metrics)
+from pipeline.keypoints.write import open_keypoints
+from pipeline.template.parts import COARSE_OF_PART, PART_NAMES, SEGMENTS
+from pipeline.evaluate.reconstructor import Reconstructor, model_reconstructor
+from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
+from pipeline.core.store import StoreError
+from pipeline.template.file import Template
+
+log = logging.getLogger(__name__)
+
+
+__all__ = ["Reconstruct", "Reconstructor", "EvalResult", "evaluate", "model_reconstructor", "camera_for_metres",
+           "write_metrics", "reprojection_errors", "box_diagonals", "METRIC_KEYS", "PART_COLUMNS", "METRIC_KEYS_NO_GT",
+           "PART_COLUMNS_NO_GT", "SEGMENTATION_KEYS", "SEGMENTATION_COLUMNS", "UV_HALF_RANGE_PX"]
+
+
+def _part_table(template: Template, parts: str) -> tuple[np.ndarray, list[str]]:
+    """(N,) part id of each vertex (1-based) and the part names, for ``eval.parts``."""
+    if parts == "fine":
+        return template.vertex_part.astype(np.int64), list(PART_NAMES)
+    if parts == "coarse":
+        return COARSE_OF_PART[template.vertex_part], list(SEGMENTS)
+    raise InputError(f"eval.parts = {parts!r}: allowed 'fine' or 'coarse'")
+
+
+def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct, segmentation: np.ndarray | None,
+             cfg: EvalParams, reports: str | Path | None = None, device: str = "cpu",
+             progress: bool = True, segmentation_init: np.ndarray | None = None,
+             holdout: tuple[float, int] = (0.0, 0)) -> EvalResult:
+    """Reconstructs the instances to evaluate, measures them and (if ``reports``) writes the report folder:
+    the 3D metrics on the test split with ground truth, else the 2D re-projection error (module docstring),
+    and in both cases the segmentation metrics.
+
+    Args:
+        keypoints: ``keypoints.zarr``. template: the template it was made from.
+        reconstruct: the model, see :data:`Reconstruct`. segmentation: (N, M) learnt part weights or None
+            (segmentation keys null, no segmentation.png).
+        cfg: the ``eval`` params. reports: folder to (re)write atomically; None writes nothing.
+        segmentation_init: (N, M) part weights at initialisation, or None (unknown).
+        holdout: ``(train.val_share, common.seed)``: with ``eval.split: val`` the train rows held out of
+            training (:func:`pipeline.train.data.holdout_rows`) are measured instead of the test split.
+    Raises:
+        StoreError: ground truth but no test instance; no ground truth and no ``box`` array.
+        ValueError: ``eval.split: val`` with ``train.val_share: 0``.
+    """
+    root = open_keypoints(keypoints, template_hash=template.hash)
+    ground_truth = has_ground_truth(root)
+    if cfg.split == "val":
+        if holdout[0] <= 0:
+            raise InputError("eval.split = val measures the train bodies held out by train.val_share, which is 0: "
+                             "set train.val_share (e.g. 0.1) or eval.split: test")
+        rows, which = np.flatnonzero(holdout_rows(root, *holdout)), "val"
+    else:
+        rows, which = rows_to_evaluate(root, keypoints, ground_truth)
+    parts = _part_table(template, cfg.parts)
+    keep = max(cfg.grid, cfg.meshes, cfg.uv_maps)
+    batches = reconstructed_batches(root, rows, reconstruct, cfg.batch_size, progress)
+    if ground_truth:
+        result, kept, errors = measure_3d(root, batches, template, parts, cfg, keep, device)
+    else:
+        if "box" not in root:
+            raise StoreError(f"{keypoints}: no ground truth and no box array: the 2D error is relative to the box")
+        log.info("%s: no ground truth (gt/vertices, gt/camera): measuring the 2D re-projection error only",
+                 keypoints)
+        result, kept, errors = measure_2d(batches, parts, which, keep)
+    seg_metrics, seg_rows = _segmentation(template, segmentation, segmentation_init)
+    result = replace(result, metrics={**result.metrics, "split": which, **seg_metrics}, segmentation=seg_rows)
+    if reports is not None:
+        write_reports(Path(reports), template, segmentation, segmentation_init, seg_metrics, seg_rows, cfg, kept,
+                       errors, 1.0 if ground_truth else UV_HALF_RANGE_PX)
+    return result
+
+
+def _segmentation(template: Template, segmentation: np.ndarray | None,
+                  initial: np.ndarray | None) -> tuple[dict, list[dict]]:
+    """The segmentation keys and segmentation.csv rows (:func:`pipeline.evaluate.segmentation.segmentation_metrics`);
+    without a segmentation every key is null and the rows give only the regions' vertex counts.
+
+    Args:
+        segmentation, initial: (N, M) float part weights (learnt, at initialisation) or None.
+    """
+    if segmentation is None:
+        rows = [{"region": name, "vertices": int(np.isin(template.vertex_part, ids).sum()), "majority_part": None,
+                 "majority_share": None} for name, ids in REGIONS.items()]
+        return dict.fromkeys(SEGMENTATION_KEYS), rows
+    if initial is not None and np.shape(initial) != np.shape(segmentation):
+        log.warning("initial segmentation %s does not match the learnt one %s: layout change unknown",
+                    np.shape(initial), np.shape(segmentation))
+        initial = None
+    metrics, rows = segmentation_metrics(segmentation, template.faces, template.vertex_part, initial)
+    log.info("segmentation: %d of %d parts used, entropy %.3f, smallest largest-patch share %s, changed since "
+             "initialisation %s, head/torso/arms distinct: %s", metrics["parts_used"], np.shape(segmentation)[1],
+             metrics["segmentation_entropy"], fmt(metrics["segmentation_min_component_share"], 3),
+             fmt(metrics["segmentation_changed_share"], 3), metrics["regions_distinct"])
+    return metrics, rows

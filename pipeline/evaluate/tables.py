@@ -1,0 +1,110 @@
+"""What the ``evaluate`` stage writes: the keys of ``eval.json``, the columns of its CSVs (documented in
+:mod:`pipeline.evaluate.loop`), the result they are written from, the writer and the per-part sums they add up."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.io import atomic_path
+from pipeline.evaluate.metrics import part_sums
+from pipeline.evaluate.segmentation import REGION_COLUMNS
+
+
+SEGMENTATION_KEYS = ("parts_used", "segmentation_entropy", "segmentation_min_component_share",
+                     "segmentation_changed_share", "regions_distinct")
+
+
+SEGMENTATION_COLUMNS = REGION_COLUMNS
+
+
+METRIC_KEYS = ("test_instances", "split", "mpjpe_mm", "mpjpe_visible_mm", "mpjpe_invisible_mm", "xy_mm", "z_mm", "re14_mm",
+               "flat_mpjpe_mm", "mpjpe_best_flip_mm", "flip_better_share", "flip_share_by_azimuth",
+               "instances_by_azimuth", "torso_facing_share", "s2s_mm", "s2s_instances") + SEGMENTATION_KEYS
+
+
+PART_COLUMNS = ("part", "name", "vertices", "mpjpe_mm", "visible_mm", "invisible_mm", "flat_mm")
+
+
+METRIC_KEYS_NO_GT = ("instances", "ground_truth", "split", "reproj2d_keypoints", "reproj2d_mean_px",
+                     "reproj2d_median_px", "reproj2d_mean_box_pct", "reproj2d_median_box_pct") + SEGMENTATION_KEYS
+
+
+PART_COLUMNS_NO_GT = ("part", "name", "vertices", "reproj2d_keypoints", "reproj2d_mean_px", "reproj2d_mean_box_pct")
+
+
+MM = 1000.0
+
+
+PCT = 100.0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """metrics: the eval.json dict. parts: rows of eval_parts.csv. per_instance: (n,) arrays by name
+    (with ground truth: row, mpjpe, flip, flip_better, flat, re14, visible_area, xy, z, azimuth (degrees),
+    azimuth_bin (index into :data:`pipeline.evaluate.metrics.AZIMUTH_CENTRES`), torso_facing (bool), and s2s of
+    the first instances). ground_truth: whether the 3D metrics (:data:`METRIC_KEYS`) or the 2D ones
+    (:data:`METRIC_KEYS_NO_GT`). segmentation: rows of segmentation.csv (:data:`SEGMENTATION_COLUMNS`)."""
+
+    metrics: dict
+    parts: list[dict]
+    per_instance: dict
+    ground_truth: bool = True
+    segmentation: list[dict] = field(default_factory=list)
+
+    @property
+    def instances(self) -> int:
+        return self.metrics["test_instances" if self.ground_truth else "instances"]
+
+
+def part_head(k: int, vertex_part: np.ndarray, names: list[str]) -> dict:
+    """The first columns of part ``k``'s row of eval_parts.csv (1-based ``k``)."""
+    return {"part": k, "name": names[k - 1], "vertices": int((vertex_part == k).sum())}
+
+
+def add_sums(a, b):
+    return type(a)(*(x + y for x, y in zip(a, b)))
+
+
+def empty_sums(vertex_part: np.ndarray, n_parts: int):
+    """Empty :class:`pipeline.evaluate.metrics.PartSums` to add batches to."""
+    n = len(vertex_part)
+    return part_sums(np.zeros((0, n)), vertex_part, np.zeros((0, n), bool), n_parts)
+
+
+def mean_or_none(total: float, count: int, scale: float = MM) -> float | None:
+    """``scale`` times the mean (mm by default), None when nothing was counted (JSON null; an empty CSV cell)."""
+    return scale * float(total) / int(count) if count else None
+
+
+def fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def write_metrics(result: EvalResult, metrics_path: str | Path, parts_path: str | Path,
+                  segmentation_path: str | Path | None = None) -> None:
+    """Writes ``eval.json``, ``eval_parts.csv`` and (if ``segmentation_path``) ``segmentation.csv``
+    atomically (values rounded to 0.0001: 0.0001 mm, px, % or share; nested dicts likewise)."""
+    keys, columns = (METRIC_KEYS, PART_COLUMNS) if result.ground_truth else (METRIC_KEYS_NO_GT, PART_COLUMNS_NO_GT)
+
+    def rnd(v):
+        if isinstance(v, dict):
+            return {k: rnd(x) for k, x in v.items()}
+        return round(v, 4) if isinstance(v, float) else v
+
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps({k: rnd(result.metrics[k]) for k in keys}, indent=2) + "\n")
+    tables = [(parts_path, columns, result.parts)]
+    if segmentation_path is not None:
+        tables.append((segmentation_path, SEGMENTATION_COLUMNS, result.segmentation))
+    for path, cols, rows in tables:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+            w.writeheader()
+            for row in rows:
+                w.writerow({k: ("" if row[k] is None else rnd(row[k])) for k in cols})

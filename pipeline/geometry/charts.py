@@ -1,0 +1,259 @@
+"""DensePose-style chart atlases: per-part UV parameterisations of a mesh.
+
+Given any mesh and a per-face part labelling, :func:`build_atlas` maps each part to [0,1]² and
+returns the ``UV_Processed``-style table of *chart points*: one row per (part, vertex) pair, so a
+vertex on a part border appears once in each chart it belongs to. This is what DensePose ships for
+SMPL only; here it works for any mesh (SMPL-X, scans, animals).
+
+Each part must be a topological disk (connected, one boundary loop). It is parameterised with
+libigl's least-squares conformal map; if that folds a triangle or overlaps its own boundary, with a
+harmonic map onto a circle, and last with Tutte's embedding (uniform weights onto a convex
+boundary, which is bijective by Tutte's theorem). The chart is then rotated to its principal axes
+and scaled per axis onto [0,1]², which keeps every triangle's orientation.
+
+Size letters: ``V`` vertices, ``F`` faces, ``C`` chart points.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import igl
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_areas
+from pipeline.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Atlas", "build_atlas", "parameterize_disk", "signed_uv_areas", "boundary_self_intersects",
+           "atlas_from_uv_processed", "dominant_vertex_part"]
+
+
+class Atlas(NamedTuple):
+    """A chart atlas.
+
+    chart_part: (C,) int64 part id of each chart point (1-based, as DensePose).
+    chart_uv: (C, 2) float64 (U, V) in [0, 1].
+    chart_vertex: (C,) int64 mesh vertex of each chart point.
+    chart_faces: (F, 3) int64 each mesh face's corners as chart points of its own part.
+    methods: per part id, the parameterisation used ("lscm", "harmonic" or "tutte").
+    """
+
+    chart_part: np.ndarray
+    chart_uv: np.ndarray
+    chart_vertex: np.ndarray
+    chart_faces: np.ndarray
+    methods: dict
+
+
+def signed_uv_areas(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F,) signed areas of the faces in UV (positive = counter-clockwise)."""
+    a, b, c = uv[faces[:, 0]], uv[faces[:, 1]], uv[faces[:, 2]]
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def boundary_self_intersects(uv: np.ndarray, loop: np.ndarray) -> bool:
+    """Whether the closed polygon ``uv[loop]`` crosses itself (non-adjacent edges intersect)."""
+    p = uv[loop]
+    q = np.roll(p, -1, axis=0)
+    n = len(p)
+    i, j = np.triu_indices(n, k=2)
+    keep = ~((i == 0) & (j == n - 1))  # the first and last edges share a vertex
+    i, j = i[keep], j[keep]
+
+    def orient(a, b, c):
+        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+    d1 = orient(p[i], q[i], p[j])
+    d2 = orient(p[i], q[i], q[j])
+    d3 = orient(p[j], q[j], p[i])
+    d4 = orient(p[j], q[j], q[i])
+    return bool(np.any((d1 * d2 < 0) & (d3 * d4 < 0)))
+
+
+def _arc_length_circle(vertices: np.ndarray, loop: np.ndarray) -> np.ndarray:
+    """(len(loop), 2) points on the unit circle spaced by the loop's arc length."""
+    seg = np.linalg.norm(vertices[np.roll(loop, -1)] - vertices[loop], axis=1)
+    t = np.concatenate([[0.0], np.cumsum(seg)[:-1]]) / seg.sum() * 2 * np.pi
+    return np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+def _tutte(n_v: int, faces: np.ndarray, loop: np.ndarray, circle: np.ndarray) -> np.ndarray:
+    """Tutte's embedding: each interior vertex at the mean of its neighbours, boundary fixed."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    adj = sp.csr_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_v, n_v))
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    lap = sp.diags(np.asarray(adj.sum(axis=1)).ravel()) - adj
+    interior = np.setdiff1d(np.arange(n_v), loop)
+    uv = np.zeros((n_v, 2))
+    uv[loop] = circle
+    if len(interior):
+        a = lap[interior][:, interior].tocsc()
+        rhs = -lap[interior][:, loop] @ circle
+        uv[interior] = np.column_stack([sp.linalg.spsolve(a, rhs[:, k]) for k in range(2)])
+    return uv
+
+
+def _valid(uv: np.ndarray, faces: np.ndarray, loop: np.ndarray, eps: float) -> bool:
+    if not np.isfinite(uv).all():
+        return False
+    area = signed_uv_areas(uv, faces)
+    if np.median(area) < 0:
+        area = -area
+    return bool(np.all(area > eps * np.abs(area).sum())) and not boundary_self_intersects(uv, loop)
+
+
+def _normalise(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Rotates a chart to its principal axes, makes faces counter-clockwise, scales onto [0,1]²."""
+    if signed_uv_areas(uv, faces).sum() < 0:
+        uv = uv * np.array([-1.0, 1.0])
+    centred = uv - uv.mean(axis=0)
+    _, vecs = np.linalg.eigh(centred.T @ centred)
+    rot = vecs[:, ::-1]  # major axis first
+    if np.linalg.det(rot) < 0:
+        rot[:, 1] = -rot[:, 1]
+    # make the rotation unique: the major axis points towards larger first component
+    if rot[0, 0] < 0:
+        rot = -rot
+    uv = centred @ rot
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    return (uv - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def parameterize_disk(vertices: np.ndarray, faces: np.ndarray, name: str = "chart",
+                      eps: float = 1e-9) -> tuple[np.ndarray, str]:
+    """Maps a disk-topology mesh onto [0,1]² without folds or overlaps.
+
+    Args:
+        vertices: (V, 3) float64. faces: (F, 3) int64, every vertex used.
+        name: for error messages.
+        eps: a face must keep a UV area above ``eps`` times the chart's total area.
+    Returns:
+        uv: (V, 2) float64 in [0,1]², every face counter-clockwise; method: the map used.
+    Raises:
+        MeshError: the mesh is not a disk (names the chart and why).
+    """
+    n_comp, _ = connected_components(face_adjacency(faces), directed=False)
+    if n_comp != 1:
+        raise MeshError(f"{name}: is {n_comp} pieces, a chart must be one connected disk")
+    loops = boundary_loops(faces)
+    if len(loops) != 1:
+        raise MeshError(f"{name}: has {len(loops)} boundary loops, a chart must be a disk (exactly one)")
+    loop = loops[0]
+    euler = len(vertices) - len(np.unique(np.sort(np.concatenate(
+        [faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)) + len(faces)
+    if euler != 1:
+        raise MeshError(f"{name}: Euler characteristic {euler}, a disk has 1 (the part has handles)")
+
+    # LSCM, pinning the two boundary vertices farthest apart
+    bv = vertices[loop]
+    d = np.linalg.norm(bv[:, None] - bv[None], axis=2)
+    i, j = np.unravel_index(np.argmax(d), d.shape)
+    b = np.array([loop[i], loop[j]], dtype=np.int64)
+    bc = np.array([[0.0, 0.0], [1.0, 0.0]])
+    try:
+        uv, _ = igl.lscm(vertices, faces, b, bc)
+    except Exception:  # a solver failure falls through to the next map
+        uv = np.full((len(vertices), 2), np.nan)
+    if _valid(uv, faces, loop, eps):
+        return _normalise(uv, faces), "lscm"
+    circle = _arc_length_circle(vertices, loop)
+    uv = igl.harmonic(vertices, faces, loop, circle, 1)
+    if _valid(uv, faces, loop, eps):
+        return _normalise(uv, faces), "harmonic"
+    uv = _tutte(len(vertices), faces, loop, circle)
+    if _valid(uv, faces, loop, eps):
+        return _normalise(uv, faces), "tutte"
+    raise MeshError(f"{name}: no fold-free parameterisation found (degenerate triangles?)")
+
+
+def build_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray,
+                parts: np.ndarray | None = None) -> Atlas:
+    """Builds a ``UV_Processed``-style atlas from a per-face part labelling.
+
+    Args:
+        vertices: (V, 3) float. faces: (F, 3) int.
+        face_part: (F,) int part id of each face (e.g. 1..24).
+        parts: the part ids expected to be present (default: those in ``face_part``); a missing
+            one is an error.
+    Returns:
+        the :class:`Atlas`; chart points are ordered by part, then by vertex id.
+    """
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    face_part = np.asarray(face_part, dtype=np.int64)
+    if face_part.shape != (len(faces),):
+        raise InputError(f"face_part must have shape ({len(faces)},), got {face_part.shape}")
+    present = np.unique(face_part)
+    parts = present if parts is None else np.asarray(parts)
+    missing = np.setdiff1d(parts, present)
+    if len(missing):
+        raise MeshError(f"parts {missing.tolist()} have no faces")
+    extra = np.setdiff1d(present, parts)
+    if len(extra):
+        raise MeshError(f"faces carry unexpected part ids {extra.tolist()}")
+
+    chart_part, chart_uv, chart_vertex = [], [], []
+    chart_faces = np.empty_like(faces)
+    methods = {}
+    offset = 0
+    for p in parts:
+        sel = np.flatnonzero(face_part == p)
+        used, local = np.unique(faces[sel], return_inverse=True)
+        local = local.reshape(-1, 3)
+        uv, method = parameterize_disk(vertices[used], local, name=f"part {int(p)}")
+        methods[int(p)] = method
+        chart_part.append(np.full(len(used), p, dtype=np.int64))
+        chart_uv.append(uv)
+        chart_vertex.append(used)
+        chart_faces[sel] = local + offset
+        offset += len(used)
+    return Atlas(np.concatenate(chart_part), np.concatenate(chart_uv), np.concatenate(chart_vertex).astype(np.int64),
+                 chart_faces, methods)
+
+
+def dominant_vertex_part(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray) -> np.ndarray:
+    """(V,) int64: each vertex's part, the one covering most area around it (ties: lowest id)."""
+    area = face_areas(vertices, faces)
+    n_parts = int(face_part.max()) + 1
+    acc = np.zeros((len(vertices), n_parts))
+    for i in range(3):
+        np.add.at(acc, (faces[:, i], face_part), area)
+    return np.argmax(acc, axis=1).astype(np.int64)
+
+
+def atlas_from_uv_processed(all_vertices: np.ndarray, all_faces: np.ndarray, face_indices: np.ndarray,
+                            u_norm: np.ndarray, v_norm: np.ndarray) -> tuple[np.ndarray, Atlas]:
+    """Reads DensePose's ``UV_Processed.mat`` tables (1-based) into mesh faces and an :class:`Atlas`.
+
+    Args:
+        all_vertices: (C,) 1-based mesh vertex of each chart point (``All_vertices``).
+        all_faces: (F, 3) 1-based chart point ids of each face (``All_Faces``).
+        face_indices: (F,) part id 1..24 of each face (``All_FaceIndices``).
+        u_norm, v_norm: (C,) chart coordinates (``All_U_norm``, ``All_V_norm``).
+    Returns:
+        faces: (F, 3) int64 0-based mesh faces; the atlas (methods empty: given, not computed).
+    """
+    chart_vertex = np.asarray(all_vertices).ravel().astype(np.int64) - 1
+    chart_faces = np.asarray(all_faces).astype(np.int64) - 1
+    face_part = np.asarray(face_indices).ravel().astype(np.int64)
+    uv = np.stack([np.asarray(u_norm).ravel(), np.asarray(v_norm).ravel()], axis=1).astype(np.float64)
+    n_c = len(chart_vertex)
+    if chart_faces.ndim != 2 or chart_faces.shape[1] != 3 or chart_faces.min() < 0 or chart_faces.max() >= n_c:
+        raise MeshError(f"All_Faces must be (F, 3) 1-based indices into {n_c} chart points")
+    if face_part.shape != (len(chart_faces),) or face_part.min() < 1 or face_part.max() > 24:
+        raise MeshError("All_FaceIndices must hold one part id in 1..24 per face")
+    if uv.shape[0] != n_c:
+        raise MeshError(f"All_U_norm/All_V_norm must have {n_c} entries, got {uv.shape[0]}")
+    chart_part = np.zeros(n_c, dtype=np.int64)
+    for k in range(3):
+        chart_part[chart_faces[:, k]] = face_part
+    # a chart point must not be shared by faces of two parts
+    for k in range(3):
+        if np.any(chart_part[chart_faces[:, k]] != face_part):
+            raise MeshError("a chart point is used by faces of two parts")
+    return chart_vertex[chart_faces], Atlas(chart_part, uv, chart_vertex, chart_faces, {})

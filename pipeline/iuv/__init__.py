@@ -1,0 +1,1 @@
+"""Stage ``iuv``: repaired IUV (or CSE) crops; ``store`` is its read side."""

@@ -1,0 +1,38 @@
+"""The ``iuv`` stage's preview: raw, repaired and (synthetic data) true IUV of the first instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.densepose.store import open_densepose
+from pipeline.core.io import atomic_path, save_figure
+from pipeline.iuv.repair import decode_iuv
+from pipeline.iuv.write import open_iuv
+from pipeline.template.figures import iuv_preview_figure
+
+__all__ = ["write_preview"]
+
+
+def _decoded(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (k, S, S) and U/V (k, 2, S, S) of encoded IUV crops (k, S, S, 3) uint8."""
+    decoded = [decode_iuv(x) for x in iuv]
+    return np.stack([d[0] for d in decoded]), np.stack([d[1] for d in decoded])
+
+
+def write_preview(densepose: str | Path, repaired: str | Path, folder: str | Path, count: int) -> None:
+    """Writes ``folder/instances.png``: the first ``count`` instances of the ``repaired`` store (iuv.zarr)
+    as they were in ``densepose`` (densepose.zarr), as repaired, and the ground truth when there is one.
+    The folder is written (empty when ``count`` is 0 or nothing was repaired) atomically."""
+    root, rep = open_densepose(densepose), open_iuv(repaired)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        if count > 0 and "iuv" in rep:
+            k = min(count, rep["iuv"].shape[0])
+            rows = rep["source_index"][:k]
+            columns = [("raw", root["labels"].get_orthogonal_selection(rows), root["uv"].get_orthogonal_selection(rows)),
+                       ("repaired", *_decoded(rep["iuv"][:k]))]
+            if "gt" in root and "iuv" in root["gt"]:
+                columns.append(("truth", *_decoded(root["gt/iuv"].get_orthogonal_selection(rows))))
+            save_figure(iuv_preview_figure(columns, [f"instance {i}" for i in rows]), tmp / "instances.png")

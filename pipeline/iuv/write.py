@@ -1,0 +1,207 @@
+"""The ``iuv`` stage's work: repair every instance of ``densepose.zarr`` into ``iuv.zarr``.
+
+``data/iuv.zarr`` layout (``n`` kept instances, crops ``S x S``, ``D`` embedding dims):
+
+====================  =====================  ==============================================
+array                 shape, dtype           meaning
+====================  =====================  ==============================================
+iuv                   (n, S, S, 3) uint8     chart output: Detectron2-encoded IUV (I, 255U, 255V)
+mask                  (n, S, S) bool         CSE output: repaired foreground
+embedding             (n, D, S, S) float16   CSE output: repaired pixel embeddings, 0 off the mask
+box, score, image,    as in densepose.zarr   carried through
+split
+source_index          (n,) int32             the instance's row in densepose.zarr
+pixels_filled         (n,) int32             missing pixels repaired (holes included)
+holes_filled          (n,) int32             hole pixels filled
+components_dropped    (n,) int32             small components removed
+pixels_dropped        (n,) int32             foreground pixels removed
+gt/iuv                (n, S, S, 3) uint8     synthetic only: the exact IUV, as in densepose.zarr
+                                             (the keypoints stage measures keypoints on it too)
+gt/...                as in densepose.zarr   the other synthetic ground truth carried through,
+                                             except the per-pixel ``gt/depth``
+====================  =====================  ==============================================
+
+Group attributes: ``schema`` (:data:`SCHEMA`), ``params`` (the iuv section), ``counts``, and those of
+densepose.zarr carried through (``kinds``, ``crop``, ``images``, ``source``, ``template_hash``, ...).
+
+:func:`open_iuv` checks the layout above and refuses NaN or Inf read from the arrays of
+:data:`pipeline.densepose.store.FINITE` (:func:`pipeline.core.store.open_store`).
+
+Instances are repaired in parallel, one Zarr chunk of instances per task, by ``workers``
+processes; results are written in instance order, so the store does not depend on ``workers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.densepose.store import FINITE, densepose_layout, open_densepose, require_kind
+from pipeline.iuv.repair import (COUNT_NAMES, QUALITY_SUMS, RepairOptions, encode_iuv, quality_from_sums,
+                          quality_sums, repair_chart, repair_cse)
+from pipeline.core.logs import progress as progress_bar
+from pipeline.core.store import StoreError, StoreGroup, StoreWriter, open_store
+from pipeline.core.workers import worker_pool
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SCHEMA", "repair_store", "repair_rows", "open_iuv", "iuv_layout"]
+
+SCHEMA = "iuv/1"
+_CARRIED = ("box", "score", "image", "split")
+_GT_SKIPPED = ("gt/depth",)  # per-pixel depth: no later stage reads it
+_KIND_ARRAYS = {"chart": ("iuv",), "cse": ("mask", "embedding")}
+
+
+def iuv_layout() -> dict:
+    """Every array an iuv.zarr may hold: name -> (per-instance shape in symbols S, D, N, J, dtype)."""
+    dp = densepose_layout()
+    layout = {k: v for k, v in dp.items()
+              if k in _CARRIED + ("mask", "embedding") or (k.startswith("gt/") and k not in _GT_SKIPPED)}
+    layout["iuv"] = (("S", "S", 3), "uint8")
+    layout.update({k: ((), "int32") for k in ("source_index",) + tuple(COUNT_NAMES)})
+    return layout
+
+
+def open_iuv(path: str | Path, template_hash: str | None = None, kind: str | None = None) -> StoreGroup:
+    """Opens ``iuv.zarr`` read-only, checking schema, template, layout and that ``kind`` is present."""
+    root = open_store(path, schema=SCHEMA, required=_CARRIED + ("source_index",), template_hash=template_hash,
+                      layout=iuv_layout(), finite=FINITE, stage="iuv")
+    require_kind(root, path, kind, _KIND_ARRAYS)
+    return root
+
+
+def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
+    """Repairs a block of instances read from densepose.zarr.
+
+    Args:
+        rows: arrays of the block keyed as in densepose.zarr (``labels``/``uv`` and/or
+            ``mask``/``embedding``, plus the carried and ``gt/`` arrays).
+    Returns:
+        dict with ``keep`` (n,) bool, the repaired arrays of all rows (``iuv``, ``mask``,
+        ``embedding`` as present), the four counts (n,) int32, and ``quality`` (2, 7) sums
+        before/after repair (zeros without ground truth).
+    """
+    chart, cse = "labels" in rows, "embedding" in rows
+    n = len(rows["box"])
+    out = {k: np.zeros(n, np.int32) for k in COUNT_NAMES}
+    fg_area = np.zeros(n, np.int64)
+    if chart:
+        labels, uv = rows["labels"], rows["uv"].astype(np.float32)
+        rep_l = np.zeros_like(labels)
+        rep_uv = np.zeros(uv.shape, np.float32)
+        for i in range(n):
+            rep_l[i], rep_uv[i], counts = repair_chart(labels[i], uv[i], opts)
+            for k, c in zip(COUNT_NAMES, counts):
+                out[k][i] = c
+        out["iuv"] = encode_iuv(rep_l, rep_uv)
+        fg_area = (rep_l > 0).sum(axis=(1, 2))
+        quality = np.zeros((2, len(QUALITY_SUMS)))
+        if "gt/iuv" in rows:
+            quality[0] = quality_sums(labels, uv, rows["gt/iuv"])
+            quality[1] = quality_sums(rep_l, rep_uv, rows["gt/iuv"])
+        out["quality"] = quality
+    if cse:
+        mask, emb = rows["mask"], rows["embedding"]
+        out["mask"] = np.zeros_like(mask)
+        out["embedding"] = np.zeros(emb.shape, np.float16)
+        for i in range(n):
+            m, e, counts = repair_cse(mask[i], emb[i], opts)
+            out["mask"][i], out["embedding"][i] = m, e.astype(np.float16)
+            if not chart:
+                for k, c in zip(COUNT_NAMES, counts):
+                    out[k][i] = c
+        if not chart:
+            fg_area = out["mask"].sum(axis=(1, 2))
+            out["quality"] = np.zeros((2, len(QUALITY_SUMS)))
+    out["keep"] = fg_area >= max(min_foreground, 1)
+    return out
+
+
+def _repair_chunk(src: str, names: list[str], start: int, stop: int, opts: RepairOptions, min_foreground: int):
+    """One task: reads what the repair needs of rows start..stop, returns the repaired rows."""
+    root = open_densepose(src)
+    rows = {k: root[k][start:stop] for k in names}
+    return start, repair_rows(rows, opts, min_foreground)
+
+
+def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_foreground: int, workers: int,
+                 params: dict | None = None, progress: bool = True, kinds: list[str] | None = None) -> dict:
+    """Repairs every instance of ``src`` (densepose.zarr) into ``dst`` (iuv.zarr), atomically.
+
+    ``kinds`` picks the outputs to repair and write ("chart", "cse"; default: all the store holds):
+    the default pipeline needs only the chart output, and CSE embeddings are 16 channels a pixel.
+
+    Returns:
+        a summary: instance counts, total repair counts, and quality before/after repair against
+        ``gt/iuv`` when the source has it (synthetic data).
+    Raises:
+        StoreError: the source is unusable, or no instance survives (no store is written then).
+    """
+    root = open_densepose(src)
+    attrs = dict(root.attrs)
+    held = list(attrs.get("kinds", []))
+    kinds = held if kinds is None else list(kinds)
+    if not kinds or not set(kinds) <= set(held):
+        raise StoreError(f"{src}: holds {held} output; cannot repair {kinds}")
+    attrs["kinds"] = kinds
+    n_in = root["box"].shape[0]
+    gt_all = sorted(f"gt/{k}" for k in root["gt"].array_keys()) if "gt" in root else []
+    names = [k for kind, ks in (("chart", ("labels", "uv")), ("cse", ("mask", "embedding"))) if kind in kinds
+             for k in ks] + ["box"]
+    names += [k for k in gt_all if k == "gt/iuv"]  # for the quality measures
+    gt_names = [k for k in gt_all if k not in _GT_SKIPPED]
+    crop = int(attrs["crop"])
+    specs = {k: (root[k].shape[1:], root[k].dtype.str) for k in _CARRIED + tuple(gt_names)}
+    if "chart" in kinds:
+        specs["iuv"] = ((crop, crop, 3), "uint8")
+    if "cse" in kinds:
+        specs["mask"] = ((crop, crop), "bool")
+        specs["embedding"] = (root["embedding"].shape[1:], "float16")
+    specs["source_index"] = ((), "int32")
+    specs.update({k: ((), "int32") for k in COUNT_NAMES})
+    chunk = int(root["box"].chunks[0])
+    ranges = [(s, min(s + chunk, n_in)) for s in range(0, n_in, chunk)]
+    out_attrs = {k: v for k, v in attrs.items() if k not in ("schema", "params", "counts")}
+    out_attrs.update(schema=SCHEMA, params=params or dataclasses.asdict(opts))
+
+    totals = dict.fromkeys(COUNT_NAMES, 0)
+    quality = np.zeros((2, len(QUALITY_SUMS)))
+    kept = 0
+    with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
+        if workers > 1 and len(ranges) > 1:
+            pool = worker_pool(workers)
+            results = pool.map(_repair_chunk, [str(src)] * len(ranges), [names] * len(ranges),
+                               *zip(*ranges), [opts] * len(ranges), [min_foreground] * len(ranges))
+        else:
+            pool = None
+            results = (_repair_chunk(str(src), names, a, b, opts, min_foreground) for a, b in ranges)
+        try:
+            for start, res in progress_bar(results, total=len(ranges), desc="iuv", unit="chunk", enabled=progress):
+                keep = res["keep"]
+                stop = start + len(keep)
+                block = {k: root[k][start:stop][keep] for k in _CARRIED + tuple(gt_names)}
+                block.update({k: res[k][keep] for k in ("iuv", "mask", "embedding") if k in specs})
+                block["source_index"] = (start + np.flatnonzero(keep)).astype(np.int32)
+                block.update({k: res[k][keep] for k in COUNT_NAMES})
+                if keep.any():
+                    w.append(block)
+                kept += int(keep.sum())
+                for k in COUNT_NAMES:
+                    totals[k] += int(res[k].sum())
+                quality += res["quality"]
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        if kept == 0:
+            raise StoreError(f"{src}: no instance kept {min_foreground} foreground pixels after repair; "
+                             "nothing to write (lower iuv.min_foreground?)")
+        summary = {"instances_in": n_in, "instances_out": kept, "dropped_small_foreground": n_in - kept, **totals}
+        if "gt/iuv" in names and "chart" in kinds:
+            summary["quality_before"] = quality_from_sums(quality[0])
+            summary["quality_after"] = quality_from_sums(quality[1])
+        w.set_attrs(counts=summary)
+    return summary

@@ -1,0 +1,1 @@
+"""Stage ``keypoints``: template-vertex keypoints per instance; ``store`` is its read side."""

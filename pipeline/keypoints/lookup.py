@@ -1,0 +1,125 @@
+"""From dense correspondence to template-vertex keypoints (METHOD.md §3; DP3D §3.1, supp. B).
+
+Every foreground pixel ``j`` (centre ``p_j`` in image pixels) is assigned a template vertex ``i(j)``:
+
+- IUV: the vertex of the chart point of part ``I_j`` nearest to ``(U_j, V_j)``. IUV is quantised to
+  256 levels, so :func:`iuv_lookup_table` precomputes the answer for every ``(I, U, V)`` once
+  (``(25, 256, 256)`` -> vertex) and the per-pixel work is one gather.
+- CSE: the vertex with the nearest embedding, ``argmin_i |e_j - E_i|²`` (:func:`nearest_embedding`,
+  chunked matrix products in torch, on CUDA when present).
+
+Then vertex ``i`` is visible iff some pixel maps to it, its keypoint is the mean centre of those
+pixels, and ``count`` is how many there are (a confidence later stages can weigh by).
+
+Size letters: ``n`` instances, ``S`` crop side, ``N`` template vertices, ``D`` embedding dims.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from pipeline.iuv.repair import decode_uv
+from pipeline.geometry.mesh import face_areas
+from pipeline.core.errors import InputError
+
+__all__ = ["VertexKeypoints", "iuv_lookup_table", "iuv_to_vertices", "nearest_embedding",
+           "aggregate", "vertex_areas", "visible_area_share"]
+
+N_LABELS = 25
+
+
+class VertexKeypoints(NamedTuple):
+    """xy: (n, N, 2) float32 image pixels (0 where invisible); visible: (n, N) bool;
+    count: (n, N) uint16 pixels per vertex (saturating at 65535)."""
+
+    xy: np.ndarray
+    visible: np.ndarray
+    count: np.ndarray
+
+
+def iuv_lookup_table(chart_part: np.ndarray, chart_uv: np.ndarray, chart_vertex: np.ndarray) -> np.ndarray:
+    """(25, 256, 256) int32: for part ``I`` and quantised ``(U, V)``, the vertex of the nearest chart
+    point of that part (U, V decoded at the bin centre); -1 for ``I = 0``.
+
+    Args:
+        chart_part: (C,) 1..24. chart_uv: (C, 2) in [0, 1]. chart_vertex: (C,) vertex ids.
+    """
+    q = decode_uv(np.arange(256))
+    grid = np.stack(np.meshgrid(q, q, indexing="ij"), axis=-1).reshape(-1, 2)  # (U, V) for [u, v] order
+    lut = np.full((N_LABELS, 256, 256), -1, dtype=np.int32)
+    for p in range(1, N_LABELS):
+        sel = np.flatnonzero(chart_part == p)
+        if len(sel) == 0:
+            raise InputError(f"template atlas has no chart points for part {p}")
+        _, nearest = cKDTree(chart_uv[sel].astype(np.float64)).query(grid)
+        lut[p] = chart_vertex[sel][nearest].reshape(256, 256)
+    return lut
+
+
+def iuv_to_vertices(iuv: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(n, S, S) int32 vertex of every pixel (-1 on the background). iuv: (n, S, S, 3) uint8."""
+    i = iuv[..., 0]
+    if i.max(initial=0) >= N_LABELS:
+        raise InputError(f"IUV part index {int(i.max())} outside 0..24")
+    # one flat gather: index (I, U, V) -> I * 65536 + U * 256 + V
+    flat = (i.astype(np.int32) << 16) | (iuv[..., 1].astype(np.int32) << 8) | iuv[..., 2]
+    return lut.reshape(-1).take(flat)
+
+
+def nearest_embedding(pixels: np.ndarray, vertices: np.ndarray, device: str = "cpu", chunk: int = 4096) -> np.ndarray:
+    """(P,) int64 index of the nearest row of ``vertices`` (N, D) for each row of ``pixels`` (P, D),
+    by squared Euclidean distance, in chunks of ``chunk`` pixels (small chunks keep the (chunk, N)
+    distance block in cache: 2.5x faster than 65536 on CPU)."""
+    e = torch.as_tensor(vertices, dtype=torch.float32, device=device)
+    e2 = (e * e).sum(1)
+    out = np.empty(len(pixels), dtype=np.int64)
+    for a in range(0, len(pixels), chunk):
+        p = torch.as_tensor(np.asarray(pixels[a:a + chunk], np.float32), device=device)
+        # |p - e|² = |p|² - 2 p·e + |e|²; |p|² does not change the argmin
+        d = e2[None, :] - 2.0 * p @ e.T
+        out[a:a + chunk] = d.argmin(1).cpu().numpy()
+    return out
+
+
+def aggregate(vertex: np.ndarray, boxes: np.ndarray, n_vertices: int) -> VertexKeypoints:
+    """Mean pixel centre and pixel count per vertex (crop pixel centres as in
+    :func:`pipeline.geometry.cameras.crop_pixel_centres`).
+
+    Args:
+        vertex: (n, S, S) int vertex of each pixel, -1 for none. boxes: (n, 4) x0, y0, x1, y1.
+    """
+    n, s, _ = vertex.shape
+    boxes = np.asarray(boxes, np.float64)
+    pix = np.flatnonzero(vertex.reshape(-1) >= 0)  # foreground pixels only
+    inst, rc = np.divmod(pix, s * s)
+    r, c = np.divmod(rc, s)
+    x = boxes[inst, 0] + (c + 0.5) * ((boxes[inst, 2] - boxes[inst, 0]) / s)
+    y = boxes[inst, 1] + (r + 0.5) * ((boxes[inst, 3] - boxes[inst, 1]) / s)
+    flat = inst * n_vertices + vertex.reshape(-1)[pix]
+    size = n * n_vertices
+    count = np.bincount(flat, minlength=size)
+    sx = np.bincount(flat, weights=x, minlength=size)
+    sy = np.bincount(flat, weights=y, minlength=size)
+    visible = count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xy = np.where(visible[:, None], np.stack([sx, sy], 1) / count[:, None], 0.0)
+    return VertexKeypoints(xy.reshape(n, n_vertices, 2).astype(np.float32), visible.reshape(n, n_vertices),
+                           np.minimum(count, 65535).reshape(n, n_vertices).astype(np.uint16))
+
+
+def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(N,) float64 a third of the area of each vertex's incident faces (sums to the surface area)."""
+    area = face_areas(np.asarray(vertices, np.float64), faces)
+    out = np.zeros(len(vertices))
+    for k in range(3):
+        np.add.at(out, faces[:, k], area / 3)
+    return out
+
+
+def visible_area_share(visible: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """(n,) float32 share of the template's surface area whose vertices are visible."""
+    return (visible.astype(np.float64) @ areas / areas.sum()).astype(np.float32)

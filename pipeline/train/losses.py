@@ -1,0 +1,328 @@
+"""DP3D training losses (METHOD.md §5, eqs. 5-9) and the training objective that combines them.
+
+Sizes: B instances, N vertices, F faces, E undirected template edges, M parts, P latent size.
+Every robust norm is the pseudo-Huber ``ρ(r) = ε(√(1+(r/ε)²) − 1)``. A loss whose weight is 0 is
+neither built nor computed (this is how the ablations run); the baselines skip the losses that do
+not apply to them (``c3dpo``: ARAP, entropy and facing; ``no_parts``: entropy and facing).
+
+Normalisations (the paper's are lost with its equations; these make each term scale-free, so that
+its weight says how much it matters, see docs/METHOD.md §5.6):
+
+- ARAP (eq. 7) is the *relative* ARAP energy: the energy divided by the rest shape's own Dirichlet
+  energy ``Σ c_ik |X_i − X_k|²``, i.e. a weighted mean of the squared edge distortion after the
+  best local rotations (0.01 is about a 10 % edge-length change everywhere). Divided by ``Σ c`` only,
+  as before, it was 326x smaller on the default template (median canonical edge 0.064) and did not act.
+- Entropy (eq. 8) is the mean vertex entropy in units of ``log M``: 0 for hard parts, 1 for uniform.
+- Facing (not in the paper; dp3d only): the side of each part that the keypoints show must face the
+  camera: a hinge on the depth component of the evidence-weighted mean normal of each part's visible
+  vertices (:func:`facing_loss`). It settles the depth sign of turned-around parts, which the
+  orthographic re-projection cannot see. Two simpler forms failed, measured (docs/METHOD.md §5.6): a
+  per-vertex hinge on the predicted *mesh* normals paid the model to stretch depth (DP3D 1.29x the
+  flat reference), and a per-vertex hinge on rotated template normals pushed the parts to face the
+  camera (1.03x): 18 % of the visible vertices truly face away a little (silhouettes, false
+  visibility), so a per-vertex hinge is not 0 on the truth; the per-part mean with pixel counts is
+  (true shapes 0.002, turned around 0.81, one arm turned 0.048).
+- Oracle 3D (diagnostic, off by default): ``mean ρ(|Y − Y*|)`` of depth-centred predicted and true
+  shapes in the normalised frame; needs synthetic ground truth. An upper bound, not a method.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import roma
+import torch
+from torch import nn
+
+from pipeline.core.config import LossParams
+from pipeline.geometry.lbo import laplacian
+from pipeline.geometry.mesh import edges as mesh_edges
+from pipeline.train.model import LiftingModel, Trunk, head
+from pipeline.core.errors import InputError
+
+__all__ = ["pseudo_huber", "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
+           "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "oracle_loss",
+           "make_psi", "TrainingObjective", "LOSS_NAMES"]
+
+LOSS_NAMES = ("reprojection", "canonicalisation", "arap", "entropy", "facing", "oracle_3d")
+
+
+def pseudo_huber(r2: torch.Tensor, eps: float) -> torch.Tensor:
+    """ρ of a residual given its *squared* norm ``r2`` (smooth at 0, unlike the norm itself)."""
+    return eps * (torch.sqrt(1.0 + r2 / eps**2) - 1.0)
+
+
+def reprojection_loss(pred: torch.Tensor, xy: torch.Tensor, visible: torch.Tensor, eps: float,
+                      uncertainty: torch.Tensor | None = None, b_min: float = 0.1) -> torch.Tensor:
+    """Eq. 5 (or supp. C's heteroscedastic form): mean over visible keypoints.
+
+    Args:
+        pred, xy: (B, N, 2) float projected and observed keypoints (normalised frame).
+        visible: (B, N) bool. uncertainty: (B, N) float scale b > 0, or None.
+    """
+    rho = pseudo_huber(((pred - xy) ** 2).sum(-1), eps)  # (B, N)
+    if uncertainty is not None:
+        rho = torch.log(uncertainty) + rho / uncertainty.clamp(min=b_min)
+    v = visible.to(rho.dtype)
+    return (rho * v).sum() / v.sum().clamp(min=1.0)
+
+
+def make_psi(model: LiftingModel) -> nn.Module:
+    """Ψ (eq. 6): the C3DPO trunk from a flattened 3D shape (B, 3N) to the model's latent (B, P)."""
+    cfg = model.cfg
+    return nn.Sequential(Trunk(3 * model.n_vertices, cfg.hidden, cfg.bottleneck, cfg.blocks),
+                         head(cfg.hidden, model.latent_dim))
+
+
+def canonicalisation_loss(model: LiftingModel, psi: nn.Module, shape: torch.Tensor, eps: float,
+                          rotations: torch.Tensor | None = None, samples: int = 1) -> torch.Tensor:
+    """Eq. 6: Ψ must re-pose the template from a randomly rotated shape back to the shape.
+
+    Args:
+        shape: (B, N, 3) posed shapes (object frame), gradients flow into them too.
+        rotations: (S B, 3, 3) rotations to apply; uniformly random (torch's generator) when None.
+        samples: S rotations per shape (C3DPO's official code draws several).
+    """
+    if samples > 1:
+        shape = shape.repeat(samples, 1, 1)  # (S B, N, 3)
+    if rotations is None:
+        rotations = roma.random_rotmat(len(shape), device=shape.device, dtype=shape.dtype)
+    rotated = shape @ rotations.transpose(-1, -2)  # (B, N, 3)
+    again = model.shape_from_latent(psi(rotated.flatten(1))).vertices
+    return pseudo_huber(((again - shape) ** 2).sum(-1), eps).mean()
+
+
+class ArapWeights(NamedTuple):
+    """edges: (E, 2) int64 template edges; weights: (E,) float64 cotangent weights c_ik >= 0."""
+
+    edges: np.ndarray
+    weights: np.ndarray
+
+
+def arap_weights(vertices: np.ndarray, faces: np.ndarray) -> ArapWeights:
+    """Cotangent edge weights of the template (negative ones, from obtuse angles, clamped to 0)."""
+    e, _ = mesh_edges(faces)
+    lap, _ = laplacian(vertices, faces)
+    c = -np.asarray(lap[e[:, 0], e[:, 1]]).ravel()
+    return ArapWeights(e, np.maximum(c, 0.0))
+
+
+def best_rotations(cov: torch.Tensor, method: str = "horn", iters: int = 6) -> torch.Tensor:
+    """Rotations R maximising ``tr(Rᵀ P)`` for each 3x3 ``P`` (reflection-corrected Procrustes).
+
+    Args:
+        cov: (..., 3, 3) float P = Σ c (posed edge)(rest edge)ᵀ.
+        method: ``svd`` (``torch.linalg.svd``, one LAPACK call per matrix) or ``horn``: the top
+            eigenvector of Horn's 4x4 quaternion matrix by repeated squaring, all in batched
+            elementwise ops (several times faster on CPU; same optimum, never a reflection).
+    Returns:
+        (..., 3, 3) rotations, no gradient.
+    """
+    with torch.no_grad():
+        if method == "svd":
+            u, _, vt = torch.linalg.svd(cov)
+            d = torch.det(u @ vt)
+            u = torch.cat([u[..., :2], u[..., 2:] * d[..., None, None]], dim=-1)
+            return u @ vt
+        if method != "horn":
+            raise InputError(f"best_rotations: method = {method!r}: allowed horn or svd")
+        s = cov.transpose(-1, -2)  # Horn's S_ab = Σ rest_a posed_b
+        sxx, sxy, sxz = s[..., 0, 0], s[..., 0, 1], s[..., 0, 2]
+        syx, syy, syz = s[..., 1, 0], s[..., 1, 1], s[..., 1, 2]
+        szx, szy, szz = s[..., 2, 0], s[..., 2, 1], s[..., 2, 2]
+        n = torch.empty((*s.shape[:-2], 4, 4), dtype=s.dtype, device=s.device)
+        n[..., 0, 0], n[..., 1, 1] = sxx + syy + szz, sxx - syy - szz
+        n[..., 2, 2], n[..., 3, 3] = -sxx + syy - szz, -sxx - syy + szz
+        for (r, c), v in {(0, 1): syz - szy, (0, 2): szx - sxz, (0, 3): sxy - syx, (1, 2): sxy + syx,
+                          (1, 3): szx + sxz, (2, 3): syz + szy}.items():
+            n[..., r, c] = v
+            n[..., c, r] = v
+        # shift so every eigenvalue is >= 0 (the top one stays on top), then square: a -> q qᵀ
+        shift = n.flatten(-2).norm(dim=-1).clamp(min=1e-30)
+        n = n / shift[..., None, None] + torch.eye(4, dtype=n.dtype, device=n.device)
+        a = n
+        for _ in range(iters):
+            a = a @ a
+            a = a / a.flatten(-2).norm(dim=-1).clamp(min=1e-30)[..., None, None]
+        col = a.diagonal(dim1=-2, dim2=-1).argmax(-1)  # the column of q qᵀ with the most weight
+        q = torch.take_along_dim(a, col[..., None, None], dim=-1)[..., 0]  # (..., 4) w, x, y, z
+        for _ in range(2):  # polish with power steps on the un-squared matrix
+            q = (n @ q[..., None])[..., 0]
+            q = q / q.norm(dim=-1, keepdim=True).clamp(min=1e-30)
+        return roma.unitquat_to_rotmat(q[..., [1, 2, 3, 0]]).to(cov.dtype)
+
+
+class _ArapOperator(nn.Module):
+    """Precomputed sparse operators of the ARAP energy for one rest shape (buffers)."""
+
+    def __init__(self, rest: torch.Tensor, w: ArapWeights):
+        super().__init__()
+        e = torch.as_tensor(w.edges, dtype=torch.long)
+        c = torch.as_tensor(w.weights, dtype=torch.float32)
+        n = rest.shape[0]
+        i = torch.cat([e[:, 0], e[:, 1]])  # directed edges i -> k, both ways
+        k = torch.cat([e[:, 1], e[:, 0]])
+        cc = torch.cat([c, c])
+        d = rest[i] - rest[k]  # (2E, 3) rest edges
+        # W[(b, i), k] = c_ik d_ik[b]: P_i[a, b] = Y_i[a] s_i[b] - Σ_k c_ik d_ik[b] Y_k[a]
+        rows = (torch.arange(3)[:, None] * n + i[None]).flatten()
+        cols = k.repeat(3)
+        vals = (cc[None] * d.T).flatten()
+        # a plain attribute, not a buffer: DistributedDataParallel broadcasts buffers and gloo has no sparse
+        self.w = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (3 * n, n), check_invariants=False).coalesce()
+        self.register_buffer("s", torch.zeros(n, 3).index_add_(0, i, cc[:, None] * d), persistent=False)  # (N, 3)
+        self.register_buffer("i", e[:, 0], persistent=False)
+        self.register_buffer("k", e[:, 1], persistent=False)
+        self.register_buffer("c", c, persistent=False)
+        self.register_buffer("rest_energy", (cc * (d**2).sum(-1)).sum(), persistent=False)  # Σ_dir c |d|²
+        self.n = n
+
+    def covariances(self, posed: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) -> (B, N, 3, 3) P_i = Σ_k c_ik (Y_i - Y_k)(X_i - X_k)ᵀ, differentiable in Y."""
+        bsz = posed.shape[0]
+        flat = posed.permute(1, 0, 2).reshape(self.n, bsz * 3)  # (N, B*3)
+        if self.w.device != posed.device:
+            self.w = self.w.to(posed.device)
+        wy = torch.sparse.mm(self.w, flat).view(3, self.n, bsz, 3)  # [b, i, batch, a]
+        wy = wy.permute(2, 1, 3, 0)  # (B, N, a, b)
+        return posed[..., :, None] * self.s[:, None, :] - wy
+
+
+def arap_loss(op: _ArapOperator, posed: torch.Tensor, method: str = "horn") -> torch.Tensor:
+    """Eq. 7, relative: ``Σ_i Σ_k c_ik |(Y_i − Y_k) − R_i (X_i − X_k)|² / Σ_i Σ_k c_ik |X_i − X_k|²`` over
+    both directions of every edge, averaged over the batch; R_i best rotations computed without gradient.
+    0 for a rigidly moved rest shape; a uniform scaling by s gives (s − 1)².
+
+    Expanded as Σ c|Y_i−Y_k|² − 2 Σ_i tr(R_iᵀ P_i) + Σ c|X_i−X_k|², so no (B, E, 3, 3) tensor is formed.
+
+    Args:
+        posed: (B, N, 3) float posed shapes, same vertex order as the rest shape of ``op``.
+    """
+    cov = op.covariances(posed)  # (B, N, 3, 3)
+    rot = best_rotations(cov.detach(), method)
+    dy = posed[:, op.i] - posed[:, op.k]  # (B, E, 3)
+    posed_energy = 2.0 * (op.c * (dy**2).sum(-1)).sum(-1)  # (B,)
+    cross = (rot * cov).sum((-1, -2, -3))  # Σ_i tr(R_iᵀ P_i), (B,)
+    total = posed_energy - 2.0 * cross + op.rest_energy
+    return (total / op.rest_energy).mean()
+
+
+def entropy_loss(weights: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Eq. 8 in units of log M: mean over vertices of the entropy of their part distribution / log M
+    (0 hard .. 1 uniform; 0 for M = 1). weights: (N, M), rows sum to 1."""
+    m = weights.shape[1]
+    if m < 2:
+        return weights.new_zeros(())
+    return -(weights * torch.log(weights.clamp(min=eps))).sum(1).mean() / math.log(m)
+
+
+def vertex_normals(points: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(B, N, 3) unit area-weighted vertex normals of meshes ``points`` (B, N, 3) with faces (F, 3) long
+    (outward for the template's winding)."""
+    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
+    fn = torch.cross(b - a, c - a, dim=-1)  # (B, F, 3), length 2 area
+    out = torch.zeros_like(points)
+    for k in range(3):
+        out = out.index_add(1, faces[:, k], fn)
+    return out / out.norm(dim=-1, keepdim=True).clamp(min=eps)
+
+
+def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """Each part's visible side must face the camera.
+
+    For instance b and part j, ``n̄_bj = Σ_i e_bi w_ij n_bi`` sums the normals of the vertices the
+    keypoints show, weighted by their evidence e (pixels mapping to the vertex) and part weight; the loss
+    is ``Σ_bj m_bj max(0, n̄_bj,z / |n̄_bj|) / Σ_bj m_bj`` with ``m_bj = Σ_i e_bi w_ij``.
+
+    Args:
+        normals: (B, N, 3) float unit vertex normals, camera frame (z away from the camera), e.g.
+            ``ModelOutput.normals``. evidence: (B, N) float >= 0, 0 where invisible (pixel counts, or the
+            visibility as 0/1). parts: (N, M) float part weights (rows sum to 1).
+    """
+    agg = torch.einsum("bnc,bn,nm->bmc", normals, evidence, parts)  # (B, M, 3)
+    mass = evidence @ parts  # (B, M)
+    z = agg[..., 2] / agg.norm(dim=-1).clamp(min=1e-12)
+    return (mass * torch.relu(z)).sum() / mass.sum().clamp(min=1e-12)
+
+
+def oracle_loss(points: torch.Tensor, truth: torch.Tensor, eps: float) -> torch.Tensor:
+    """Diagnostic 3D loss: ``mean ρ(|Y_i − Y*_i|)`` over all vertices of depth-centred shapes.
+
+    Args:
+        points, truth: (B, N, 3) float predicted and true shapes, camera frame, normalised keypoint units.
+    """
+    def centred(p):
+        return torch.cat([p[..., :2], p[..., 2:] - p[..., 2:].mean(1, keepdim=True)], dim=-1)
+
+    return pseudo_huber(((centred(points) - centred(truth)) ** 2).sum(-1), eps).mean()
+
+
+class TrainingObjective(nn.Module):
+    """The model, Ψ and the loss operators in one module, so DistributedDataParallel syncs all of them.
+
+    ``forward(xy, visible, truth=None, count=None)`` -> (total loss, {name: detached value}) for normalised
+    keypoints xy (B, N, 2), visible (B, N), for ``loss.oracle_3d`` the true shapes (B, N, 3) in the same
+    frame, and for ``loss.facing`` the pixel counts (B, N) of the keypoints (None: visibility alone).
+    The logged dict also holds ``share_<term>``: each weighted term's share of the total.
+
+    Args:
+        faces: (F, 3) int template faces (needed by ``loss.facing``).
+    """
+
+    def __init__(self, model: LiftingModel, cfg: LossParams, arap: ArapWeights | None,
+                 faces: np.ndarray | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.weights = {
+            "canonicalisation": cfg.canonicalisation,
+            "arap": cfg.arap if model.type != "c3dpo" else 0.0,
+            "entropy": cfg.entropy if model.type == "dp3d" and model.cfg.parts > 1 else 0.0,
+            "facing": cfg.facing if model.type == "dp3d" else 0.0,
+            "oracle_3d": cfg.oracle_3d,
+        }
+        self.psi = make_psi(model) if self.weights["canonicalisation"] > 0 else None
+        if self.weights["arap"] > 0:
+            if arap is None:
+                raise InputError("loss.arap > 0 needs the template's ARAP weights")
+            self.arap = _ArapOperator(model.template, arap)
+        else:
+            self.arap = None
+        if self.weights["facing"] > 0:
+            if faces is None:
+                raise InputError("loss.facing > 0 needs the template's faces")
+            x = model.template[None]
+            model.set_rest_normals(vertex_normals(x, torch.as_tensor(np.asarray(faces), dtype=torch.long))[0])
+
+    def forward(self, xy: torch.Tensor, visible: torch.Tensor, truth: torch.Tensor | None = None,
+                count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.model(xy, visible)
+        cfg = self.cfg
+        parts = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, cfg.huber_eps,
+                                                   out.uncertainty, cfg.b_min)}
+        if self.psi is not None:
+            parts["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps,
+                                                              samples=cfg.canon_samples)
+        if self.arap is not None:  # batches come shuffled: the first rows are a random subset
+            sub = out.shape[: cfg.arap_instances] if cfg.arap_instances else out.shape
+            parts["arap"] = arap_loss(self.arap, sub, cfg.arap_rotations)
+        if self.weights["entropy"] > 0:
+            parts["entropy"] = entropy_loss(self.model.segmentation())
+        if self.weights["facing"] > 0:
+            evidence = visible.to(xy.dtype) if count is None else count.to(xy.dtype) * visible
+            parts["facing"] = facing_loss(out.normals, evidence, self.model.segmentation())
+        if self.weights["oracle_3d"] > 0:
+            if truth is None:
+                raise InputError("loss.oracle_3d > 0 needs the true shapes (synthetic ground truth)")
+            parts["oracle_3d"] = oracle_loss(out.points, truth, cfg.huber_eps)
+        weighted = {k: v * (self.weights[k] if k != "reprojection" else 1.0) for k, v in parts.items()}
+        total = sum(weighted.values())
+        logged = {k: v.detach() for k, v in parts.items()}
+        denom = total.detach().abs().clamp(min=1e-30)
+        logged.update({f"share_{k}": v.detach() / denom for k, v in weighted.items()})
+        if out.uncertainty is not None:  # the plain pixel error stays comparable across models
+            logged["reprojection_error"] = (((out.points[..., :2] - xy) ** 2).sum(-1).sqrt() * visible).sum().detach() \
+                / visible.sum().clamp(min=1)
+        return total, logged

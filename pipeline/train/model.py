@@ -1,0 +1,302 @@
+"""The DP3D model and its two baselines (METHOD.md §5), and the prediction API.
+
+Sizes: B instances, N template vertices, K LBO eigenvectors, M parts, D basis shapes (baselines),
+H trunk width. All coordinates the networks see and produce live in the *normalised keypoint
+frame* of :mod:`pipeline.train.normalise` (image x right, y down, depth z away from the camera).
+
+``model.type``:
+
+- ``dp3d``: ``w = softmax(Φ_K A)`` (N, M) soft parts; per-part rigid motions ``G_j = exp(ξ_j)``
+  and learnt rest transforms ``Ḡ_j``; linear blend skinning ``Y_i = Σ_j w_ij G_j Ḡ_j⁻¹ X_i``;
+  optional blendshapes ``X' = X + Σ_b β_b Φ_K C_b`` before posing (supp. D).
+- ``no_parts``: ``Y = X + Φ_K (α B)``, B (D, K, 3) learnt, α (D,) predicted.
+- ``c3dpo``: ``Y = S̄ + Σ_d α_d S_d``, a free linear basis over all vertices (S̄ starts at X).
+
+Every type then applies the predicted global camera ``G_0`` (rotation, image-plane translation
+and a log-scale: the normalisation divides by the RMS of the *visible* keypoints, so the size
+of the body in that frame varies per instance) and projects orthographically, ``π(x,y,z)=(x,y)``.
+The template X is stored centred, rotated so that its ``up`` is image -y and its ``forward``
+faces the camera (-z), and scaled so that its image-plane RMS radius is 1: at initialisation
+(heads near zero) every prediction is the template in this frame.
+
+Prediction API (used by the evaluate stage):
+
+- :func:`load_checkpoint` ``(path, device) -> (model, info)``
+- :func:`reconstruct` ``(model, xy, visible) -> (B, N, 3)`` posed shape in image pixels
+- ``model.segmentation() -> (N, M)`` part weights
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import roma
+import torch
+from torch import nn
+
+from pipeline.core.config import ModelParams
+from pipeline.train.normalise import denormalise, normalise
+from pipeline.train.part_init import initial_logits
+from pipeline.core.errors import InputError
+
+__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "build_model",
+           "load_checkpoint", "reconstruct", "CAMERA_DIM", "XI_DIM"]
+
+XI_DIM = 6  # se(3) vector: axis-angle (3) + translation (3)
+CAMERA_DIM = 6  # axis-angle (3) + image-plane translation (2) + log-scale (1)
+HETERO_HIDDEN = 64
+HEAD_INIT_STD = 1e-3  # heads start near zero: the first predictions are the rest template
+BASIS_INIT_STD = 1e-2  # learnt shape bases start small but non-zero (else α and B get no gradient)
+
+
+class Trunk(nn.Module):
+    """C3DPO trunk: Linear(in, H) + BN + ReLU, then residual blocks H -> b -> b -> H.
+
+    Every linear layer is followed by BatchNorm and ReLU. ``forward``: (B, in_dim) -> (B, H).
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 1024, bottleneck: int = 256, blocks: int = 6):
+        super().__init__()
+
+        def layer(i, o):
+            return [nn.Linear(i, o), nn.BatchNorm1d(o), nn.ReLU()]
+
+        self.stem = nn.Sequential(*layer(in_dim, hidden))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(*layer(hidden, bottleneck), *layer(bottleneck, bottleneck), *layer(bottleneck, hidden))
+            for _ in range(blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return h
+
+
+def head(hidden: int, out: int) -> nn.Linear:
+    """A linear output layer (hidden -> out) started near 0: small weights, zero bias."""
+    lin = nn.Linear(hidden, out)
+    nn.init.normal_(lin.weight, std=HEAD_INIT_STD)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+class ShapeOutput(NamedTuple):
+    """vertices: (B, N, 3) posed shape, object frame. vertex_xi: (B, N, 6) per-vertex blended se(3)
+    vector (dp3d) or None. part_linear: (B, M, 3, 3) linear part of each ``G_j Ḡ_j⁻¹`` (dp3d) or None."""
+
+    vertices: torch.Tensor
+    vertex_xi: torch.Tensor | None
+    part_linear: torch.Tensor | None = None
+
+
+class ModelOutput(NamedTuple):
+    """What one forward pass predicts (normalised keypoint frame).
+
+    latent: (B, P) shape parameters (part motions and β, or basis coefficients α).
+    shape: (B, N, 3) posed shape in the object frame (what Ψ and ARAP see).
+    camera: (B, 6) axis-angle, image-plane translation, log-scale.
+    points: (B, N, 3) the shape in the camera frame; ``points[..., :2]`` is the projection.
+    uncertainty: (B, N) heteroscedastic scale b (``model.heteroscedastic``) or None.
+    normals: (B, N, 3) the template's unit normals moved by the blended part rotations and the camera
+        rotation (dp3d, once :meth:`LiftingModel.set_rest_normals` was called) or None.
+    """
+
+    latent: torch.Tensor
+    shape: torch.Tensor
+    camera: torch.Tensor
+    points: torch.Tensor
+    uncertainty: torch.Tensor | None
+    normals: torch.Tensor | None = None
+
+
+def canonical_template(vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,
+                       eps: float = 1e-9) -> tuple[np.ndarray, float]:
+    """The template centred, facing the camera and scaled to unit image-plane RMS radius.
+
+    Args:
+        vertices: (N, 3) float metres; up, forward: (3,) unit vectors of the body in rest pose.
+    Returns:
+        (N, 3) float32 canonical vertices; the scale (metres per canonical unit).
+    """
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
+    fwd = np.asarray(forward, np.float64)
+    fwd = fwd - up * (fwd @ up)
+    fwd /= np.linalg.norm(fwd)
+    # rows: where body axes go. image x = up x forward (right-handed), image y = -up, z = -forward
+    src = np.stack([np.cross(up, fwd), up, fwd])  # (3, 3) body axes in template coordinates
+    dst = np.diag([1.0, -1.0, -1.0])
+    rot = dst.T @ src  # maps template coords to camera-facing coords
+    x = (np.asarray(vertices, np.float64) - np.mean(vertices, axis=0)) @ rot.T
+    if np.linalg.det(rot) < 0:  # keep it a rotation: flip image x
+        x[:, 0] *= -1
+    scale = float(np.sqrt(np.mean(np.sum(x[:, :2] ** 2, axis=1))))
+    return (x / max(scale, eps)).astype(np.float32), scale
+
+
+class LiftingModel(nn.Module):
+    """DP3D or a baseline; see the module docstring.
+
+    Args:
+        cfg: the ``model`` params.
+        vertices: (N, 3) float canonical template (:func:`canonical_template`).
+        basis: (N, K') float LBO eigenvectors scaled to unit RMS; the first ``cfg.lbo_basis`` are used.
+        areas: (N,) float vertex areas weighting the ``spectral`` part initialisation (None: equal).
+    """
+
+    def __init__(self, cfg: ModelParams, vertices: np.ndarray, basis: np.ndarray, areas: np.ndarray | None = None):
+        super().__init__()
+        n = len(vertices)
+        k = min(cfg.lbo_basis, basis.shape[1])
+        self.cfg = cfg
+        self.type = cfg.type
+        self.register_buffer("template", torch.as_tensor(np.asarray(vertices), dtype=torch.float32))
+        self.register_buffer("basis", torch.as_tensor(np.asarray(basis)[:, :k], dtype=torch.float32))
+        self.register_buffer("rest_normals", None, persistent=False)  # (N, 3), see set_rest_normals
+        self.trunk = Trunk(3 * n, cfg.hidden, cfg.bottleneck, cfg.blocks)
+        m, d, nb = cfg.parts, cfg.basis_size, cfg.blendshapes
+        if self.type == "dp3d":
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))  # follows torch's seed
+            logits = initial_logits(np.asarray(basis)[:, :k], m, cfg.segmentation_init, cfg.init_sharpness,
+                                    cfg.sigma_init, areas, seed)
+            self.logits = nn.Parameter(torch.as_tensor(logits))  # A: (K, M), pipeline.train.part_init
+            self.rest = nn.Parameter(torch.zeros(m, XI_DIM))  # ξ̄_j
+            self.blend = nn.Parameter(torch.randn(nb, k, 3) * BASIS_INIT_STD) if nb else None  # C_b
+            self.latent_dim = m * XI_DIM + nb
+        elif self.type == "no_parts":
+            self.shape_basis = nn.Parameter(torch.randn(d, k, 3) * BASIS_INIT_STD)  # B
+            self.latent_dim = d
+        elif self.type == "c3dpo":
+            self.mean_shape = nn.Parameter(self.template.clone())  # S̄
+            self.shape_basis = nn.Parameter(torch.randn(d, n, 3) * BASIS_INIT_STD)  # S_d
+            self.latent_dim = d
+        else:
+            raise InputError(f"model.type = {self.type!r}: allowed dp3d, no_parts or c3dpo")
+        self.latent_head = head(cfg.hidden, self.latent_dim)
+        self.camera_head = head(cfg.hidden, CAMERA_DIM)
+        if cfg.heteroscedastic:
+            self.hetero = nn.Sequential(nn.Linear(k + XI_DIM, HETERO_HIDDEN), nn.ReLU(),
+                                        nn.Linear(HETERO_HIDDEN, 1), nn.Softplus())
+        else:
+            self.hetero = None
+
+    @property
+    def n_vertices(self) -> int:
+        return self.template.shape[0]
+
+    def segmentation(self) -> torch.Tensor:
+        """(N, M) soft part weights, rows sum to 1 (dp3d); (N, 1) ones for the baselines."""
+        if self.type != "dp3d":
+            return torch.ones(self.n_vertices, 1, device=self.template.device)
+        return torch.softmax(self.basis @ self.logits, dim=1)
+
+    def shape_from_latent(self, latent: torch.Tensor) -> ShapeOutput:
+        """Poses the template. latent: (B, P) -> :class:`ShapeOutput`."""
+        bsz = latent.shape[0]
+        x = self.template
+        if self.type == "no_parts":
+            offsets = (latent @ self.shape_basis.flatten(1)).view(bsz, -1, 3)  # (B, K, 3)
+            return ShapeOutput(x + self.basis @ offsets, None)
+        if self.type == "c3dpo":
+            return ShapeOutput(self.mean_shape + (latent @ self.shape_basis.flatten(1)).view(bsz, -1, 3), None)
+        m = self.cfg.parts
+        xi = latent[:, : m * XI_DIM].view(bsz, m, XI_DIM)
+        if self.blend is not None:
+            beta = latent[:, m * XI_DIM:]
+            x = x + self.basis @ (beta @ self.blend.flatten(1)).view(bsz, -1, 3)  # (B, N, 3)
+        w = self.segmentation()  # (N, M)
+        rot = roma.rotvec_to_rotmat(xi[..., :3])  # (B, M, 3, 3)
+        rest_rot = roma.rotvec_to_rotmat(self.rest[:, :3])  # (M, 3, 3)
+        a = rot @ rest_rot.transpose(-1, -2)  # G_j Ḡ_j⁻¹ linear part, (B, M, 3, 3)
+        b = xi[..., 3:] - (a @ self.rest[:, 3:, None])[..., 0]  # its translation, (B, M, 3)
+        # Y_i = Σ_j w_ij (A_j X_i + b_j) as one matmul: Z[i, (j, k)] = w_ij X_ik, A'[(j, k), r] = A_j[r, k]
+        z = (w[..., None] * x[..., None, :]).flatten(-2)  # (N, 3M) or (B, N, 3M)
+        y = z @ a.transpose(-1, -2).reshape(bsz, m * 3, 3) + w @ b  # (B, N, 3)
+        return ShapeOutput(y, w @ xi, a)
+
+    def forward(self, xy: torch.Tensor, visible: torch.Tensor) -> ModelOutput:
+        """xy: (B, N, 2) normalised keypoints (0 where invisible); visible: (B, N) bool."""
+        v = visible.to(xy.dtype)[..., None]
+        inp = torch.cat([xy * v, v], dim=-1).flatten(1)  # (B, 3N)
+        h = self.trunk(inp)
+        latent = self.latent_head(h)
+        camera = self.camera_head(h)
+        shape = self.shape_from_latent(latent)
+        rot = roma.rotvec_to_rotmat(camera[:, :3])  # (B, 3, 3)
+        normals = None
+        if self.rest_normals is not None and shape.part_linear is not None:
+            # n_i' = R_0 Σ_j w_ij A_j n_i: rotations only, so no stretch of the shape changes it
+            n = torch.einsum("nm,bmrc,nc->bnr", self.segmentation(), shape.part_linear, self.rest_normals)
+            normals = n @ rot.transpose(-1, -2)
+            normals = normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        shift = torch.cat([camera[:, 3:5], torch.zeros_like(camera[:, :1])], dim=1)  # (B, 3)
+        points = camera[:, 5, None, None].exp() * (shape.vertices @ rot.transpose(-1, -2)) + shift[:, None]
+        unc = None
+        if self.hetero is not None:
+            xi = shape.vertex_xi if shape.vertex_xi is not None else camera[:, None].expand(-1, self.n_vertices, -1)
+            feats = torch.cat([self.basis.expand(len(xy), -1, -1), xi], dim=-1)  # (B, N, K + 6)
+            unc = self.hetero(feats)[..., 0]
+        return ModelOutput(latent, shape.vertices, camera, points, unc, normals)
+
+    def set_rest_normals(self, normals: np.ndarray | torch.Tensor) -> None:
+        """Gives the model the template's (N, 3) unit outward normals (canonical frame), so that
+        ``forward`` also returns the posed normals (for ``loss.facing``; not saved in checkpoints)."""
+        self.rest_normals = torch.as_tensor(normals, dtype=torch.float32, device=self.template.device)
+
+
+def build_model(cfg: ModelParams, vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,
+                evecs: np.ndarray) -> LiftingModel:
+    """A fresh model from the template (metres, as in template.npz) and unit-RMS LBO eigenvectors."""
+    canon, _ = canonical_template(vertices, up, forward)
+    return LiftingModel(cfg, canon, evecs)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[LiftingModel, dict]:
+    """Loads a trained model from a checkpoint written by :mod:`pipeline.train.loop`, in eval mode.
+
+    Returns:
+        model: :class:`LiftingModel` on ``device``.
+        info: dict with ``step``, ``template_hash``, ``params`` (model/loss/train/common sections as
+            plain dicts), ``metrics`` (last logged losses), ``template_scale`` (metres per
+            canonical unit) and ``segmentation_init`` ((N, M) float32 part weights before training;
+            None in checkpoints older than it).
+    """
+    from pipeline.core.config import load_params_dict
+
+    ck = torch.load(Path(path), map_location=device, weights_only=True)
+    cfg = load_params_dict({"model": ck["params"]["model"]}).model  # other sections may have changed since
+    model = LiftingModel(cfg, ck["template"].cpu().numpy(), ck["basis"].cpu().numpy())
+    model.load_state_dict(ck["model"])
+    model.to(device).eval()
+    info = {k: ck.get(k) for k in ("step", "template_hash", "params", "metrics", "template_scale",
+                                   "segmentation_init")}
+    return model, info
+
+
+@torch.no_grad()
+def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024) -> torch.Tensor:
+    """Posed 3D shapes in the image frame of the input keypoints.
+
+    Args:
+        model: a trained :class:`LiftingModel`.
+        xy: (B, N, 2) float keypoints, image pixels (any value where invisible); tensor or numpy.
+        visible: (B, N) bool.
+    Returns:
+        (B, N, 3) float32 CPU tensor: x, y in image pixels (the normalisation undone), z in the same
+        pixel units, pointing away from the camera; depth is known up to a constant per instance.
+    """
+    model.eval()
+    device = model.template.device
+    xy = torch.as_tensor(np.asarray(xy) if not isinstance(xy, torch.Tensor) else xy, dtype=torch.float32)
+    visible = torch.as_tensor(np.asarray(visible) if not isinstance(visible, torch.Tensor) else visible,
+                              dtype=torch.bool)
+    out = []
+    for s in range(0, len(xy), batch_size):
+        norm = normalise(xy[s:s + batch_size], visible[s:s + batch_size])
+        pred = model(norm.xy.to(device), visible[s:s + batch_size].to(device))
+        out.append(denormalise(pred.points.float().cpu(), norm.centre, norm.scale))
+    if not out:
+        return torch.zeros(0, model.n_vertices, 3)
+    return torch.cat(out)
