@@ -112,7 +112,7 @@ def refined_template(vertices: int = VERTICES) -> Template:
 
 def write_tile(path: Path, template: Template, n: int = TILE) -> None:
     """A keypoints store of ``n`` test instances of ``template`` (module docstring), with ground truth."""
-    from pipeline.keypoints.write import SCHEMA
+    from pipeline.keypoints.store import SCHEMA
 
     rng = np.random.default_rng(0)
     up, fwd = template.up.astype(np.float64), template.forward.astype(np.float64)

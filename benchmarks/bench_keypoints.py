@@ -14,9 +14,9 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pipeline.core.devices import resolve_device
-from pipeline.iuv.repair import decode_uv
-from pipeline.iuv.write import open_iuv
+from pipeline.core.stage import resolve_device
+from pipeline.densepose.store import decode_uv
+from pipeline.iuv.store import open_iuv
 from pipeline.keypoints.lookup import aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding
 from pipeline.template.file import load_template
 

@@ -21,7 +21,7 @@ import trimesh
 from pipeline.core.config import LossParams, ModelParams
 from pipeline.geometry.lbo import unit_rms
 from pipeline.train.losses import TrainingObjective, arap_weights
-from pipeline.train.model import build_model
+from pipeline.train.part_init import build_model
 
 
 def mesh_6890() -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.core.config import load_params_dict
-from pipeline.keypoints.write import open_keypoints
+from pipeline.keypoints.store import open_keypoints
 from pipeline.train.model import reconstruct
 from pipeline.train.loop import train
 

@@ -16,7 +16,8 @@ from pipeline.core.io import atomic_path, save_json, stage_outputs, written
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.fullframe import export_store_frames
 from pipeline.iuv.preview import write_preview
-from pipeline.iuv.write import open_iuv, repair_store
+from pipeline.iuv.store import open_iuv
+from pipeline.iuv.write import repair_store
 from pipeline.core.stage import cli, fix_threads
 
 log = logging.getLogger("stages.iuv")

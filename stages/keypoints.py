@@ -12,7 +12,7 @@ import sys
 import time
 
 from pipeline.core.config import as_dict, load_params
-from pipeline.core.devices import resolve_device
+from pipeline.core.stage import resolve_device
 from pipeline.core.io import save_json, stage_outputs
 from pipeline.keypoints.write import extract_keypoints
 from pipeline.core.stage import cli, fix_threads

@@ -12,7 +12,7 @@ import numpy as np
 import roma
 import torch
 
-from pipeline.keypoints.write import SCHEMA
+from pipeline.keypoints.store import SCHEMA
 from pipeline.geometry.mesh import vertex_normals
 from pipeline.core.store import write_store
 

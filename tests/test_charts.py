@@ -5,7 +5,7 @@ import trimesh
 from pipeline.geometry.charts import (atlas_from_uv_processed, boundary_self_intersects, build_atlas,
                              parameterize_disk, signed_uv_areas)
 from pipeline.geometry.mesh import MeshError
-from pipeline.template.parts import COARSE_OF_PART, N_PARTS
+from pipeline.template.file import COARSE_OF_PART, N_PARTS
 
 
 def coverage(uv_tri: np.ndarray, res: int = 160) -> np.ndarray:

@@ -15,7 +15,7 @@ import trimesh
 
 from pipeline.core.config import load_params_dict
 from pipeline.template.cse_mesh import read_checkpoint_embeddings, read_densepose_mesh
-from pipeline.template.joints import apply_regressor
+from pipeline.template.file import apply_regressor
 from pipeline.geometry.mesh import MeshError
 from pipeline.template.build import build_template, cse_template
 from pipeline.template.file import load_template
@@ -133,7 +133,7 @@ def test_cse_output_runs_through_the_stages_to_the_right_vertices(cse_files, tmp
     from stages import template as template_stage
     from dump_fixture import fake_densepose_modules
 
-    from pipeline.keypoints.write import open_keypoints
+    from pipeline.keypoints.store import open_keypoints
 
     d = cse_files["dir"]
     params = tmp_path / "params.yaml"

@@ -12,8 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def _holds_code(init: Path) -> bool:
+    """Whether a package's ``__init__.py`` runs anything (more than a docstring)."""
+    body = ast.parse(init.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
+
+
 def code_closure(script: str) -> set[str]:
-    """Repository-relative paths of ``script`` and every ``pipeline``/``stages`` module it imports."""
+    """Repository-relative paths of ``script`` and every ``pipeline``/``stages`` module it imports, with the
+    ``__init__.py`` of each package on the way when it holds code (a docstring alone changes nothing)."""
     seen, todo = set(), [script]
     while todo:
         path = todo.pop()
@@ -27,9 +34,16 @@ def code_closure(script: str) -> set[str]:
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             for name in names:
-                candidate = name.replace(".", "/") + ".py"
-                if name.split(".")[0] in ("pipeline", "stages") and (ROOT / candidate).is_file():
+                parts = name.split(".")
+                if parts[0] not in ("pipeline", "stages"):
+                    continue
+                candidate = "/".join(parts) + ".py"
+                if (ROOT / candidate).is_file():
                     todo.append(candidate)
+                for i in range(1, len(parts) + 1):
+                    init = "/".join(parts[:i]) + "/__init__.py"
+                    if (ROOT / init).is_file() and _holds_code(ROOT / init):
+                        todo.append(init)
     return seen
 
 

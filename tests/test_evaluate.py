@@ -13,16 +13,17 @@ import torch
 import trimesh
 
 from pipeline.core.config import EvalParams
-from pipeline.evaluate.loop import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT, SEGMENTATION_COLUMNS,
-                               SEGMENTATION_KEYS, box_diagonals, evaluate, model_reconstructor, reprojection_errors,
-                               write_metrics)
-from pipeline.keypoints.write import SCHEMA
+from pipeline.evaluate.loop import evaluate, model_reconstructor
+from pipeline.evaluate.measures import box_diagonals, reprojection_errors
+from pipeline.evaluate.results import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT,
+                                       SEGMENTATION_COLUMNS, SEGMENTATION_KEYS, write_metrics)
+from pipeline.keypoints.store import SCHEMA
 from pipeline.geometry.mesh import vertex_normals
 from pipeline.evaluate.metrics import centre_depth
 from pipeline.evaluate.segmentation import REGIONS, layout_change, segmentation_metrics
 from pipeline.core.store import StoreError, write_store
-from pipeline.evaluate.streaming import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH, add_histograms, bin_lower_edges,
-                                empty_histogram, histogram_median, histogram_quantile, log_bins, log_histogram)
+from pipeline.evaluate.measures import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH, add_histograms, bin_lower_edges,
+                                        empty_histogram, histogram_median, histogram_quantile, log_bins, log_histogram)
 
 SMALL = EvalParams(batch_size=3, grid=2, meshes=1, uv_maps=1, uv_resolution=8, s2s_instances=0)
 
@@ -277,7 +278,7 @@ def _checkpoint(template, tmp_path: Path, model_type: str = "dp3d", init: np.nda
     import yaml
 
     from pipeline.core.config import as_dict, load_params_dict
-    from pipeline.train.model import build_model
+    from pipeline.train.part_init import build_model
 
     raw = {"model": {"type": model_type, "parts": 3, "lbo_basis": 4, "hidden": 16, "bottleneck": 8, "blocks": 1},
            "eval": {"batch_size": 4, "grid": 1, "meshes": 1, "uv_maps": 1, "uv_resolution": 8, "s2s_instances": 1}}

@@ -7,8 +7,10 @@ import pytest
 from conftest import tree_bytes
 
 from pipeline.densepose.store import SCHEMA, densepose_specs
-from pipeline.iuv.repair import RepairOptions, encode_iuv
-from pipeline.iuv.write import open_iuv, repair_store
+from pipeline.densepose.store import encode_iuv
+from pipeline.iuv.repair import RepairOptions
+from pipeline.iuv.store import open_iuv
+from pipeline.iuv.write import repair_store
 from pipeline.core.store import StoreError, write_store
 from stages import iuv as iuv_stage
 

@@ -10,7 +10,8 @@ from conftest import tree_bytes
 from pipeline.core.config import load_params_dict
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.write import repair_store
-from pipeline.keypoints.write import extract_keypoints, open_keypoints
+from pipeline.keypoints.store import open_keypoints
+from pipeline.keypoints.write import extract_keypoints
 from pipeline.core.store import StoreError
 from pipeline.densepose.synthetic.source import write_synthetic_store
 
@@ -107,7 +108,7 @@ def test_iuv_stage_changes_nothing_on_exact_renders(exact_iuv, tmp_path):
     """Corruption off: nothing is missing, so nothing is repaired; the output is the exact IUV. With the
     default mask clean-up, only pinholes and specks of the rendering change."""
     from pipeline.densepose.store import open_densepose
-    from pipeline.iuv.write import open_iuv
+    from pipeline.iuv.store import open_iuv
 
     truth = open_densepose(exact_iuv / "dp.zarr")["gt/iuv"][:]
     s = repair_store(exact_iuv / "dp.zarr", tmp_path / "a.zarr", RepairOptions(fill_holes=False), 1, 1,

@@ -11,7 +11,8 @@ from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.train.losses import (_ArapOperator, arap_loss, arap_weights, best_rotations, canonicalisation_loss,
                              entropy_loss, facing_loss, make_psi, oracle_loss, pseudo_huber, reprojection_loss,
                              vertex_normals)
-from pipeline.train.model import build_model, canonical_template
+from pipeline.train.model import canonical_template
+from pipeline.train.part_init import build_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,7 +6,8 @@ import torch
 from pipeline.core.config import ModelParams
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.geometry.mesh import edges
-from pipeline.train.model import XI_DIM, LiftingModel, build_model, canonical_template, reconstruct
+from pipeline.train.model import XI_DIM, LiftingModel, canonical_template, reconstruct
+from pipeline.train.part_init import build_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -115,12 +116,14 @@ def _largest_component_share(labels, faces, part):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_spectral_init_gives_coherent_parts(template, basis, seed):
     """Every one of the 10 parts owns one region of the body from the start, for any seed."""
-    from pipeline.keypoints.lookup import vertex_areas
+    from pipeline.geometry.mesh import vertex_areas
+    from pipeline.train.part_init import logit_initialiser
 
     torch.manual_seed(seed)
     m = build_model(ModelParams(**SMALL, parts=10), template.vertices, template.up, template.forward, basis)
-    m = LiftingModel(ModelParams(**SMALL, parts=10), m.template.numpy(), basis,
-                     vertex_areas(template.vertices, template.faces))
+    cfg = ModelParams(**SMALL, parts=10)
+    m = LiftingModel(cfg, m.template.numpy(), basis,
+                     init_logits=logit_initialiser(cfg, vertex_areas(template.vertices, template.faces)))
     labels = m.segmentation().detach().numpy().argmax(1)
     counts = np.bincount(labels, minlength=10)
     assert (counts >= 0.01 * len(labels)).sum() >= 9

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from pipeline.train.normalise import denormalise, normalise
+from pipeline.train.model import denormalise, normalise
 
 
 def test_round_trip_and_unit_rms():

@@ -318,7 +318,7 @@ def test_a_full_disk_names_the_outputs_and_the_fix(tmp_path):
 def test_cuda_without_a_gpu_is_a_user_error():
     import torch
 
-    from pipeline.core.devices import resolve_device
+    from pipeline.core.stage import resolve_device
     from pipeline.core.errors import UserError
 
     if torch.cuda.is_available():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pipeline.core.config import TemplateParams
-from pipeline.template.joints import JOINT_NAMES, apply_regressor, regress_points
+from pipeline.template.file import JOINT_NAMES, apply_regressor
+from pipeline.template.joints import regress_points
 from pipeline.template.build import build_template
 from pipeline.template.file import load_template
 

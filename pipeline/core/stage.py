@@ -1,4 +1,5 @@
-"""What every stage script shares: how it runs, reports errors and fixes its thread count.
+"""What every stage script shares: how it runs, logs, shows progress, reports errors, fixes its thread
+count and picks its torch device.
 
 A stage script (``stages/NAME.py``) defines ``main(argv)`` and ends with
 ``sys.exit(cli(main))``. :func:`cli` sets up logging and runs ``main``; a :class:`UserError` (or an
@@ -13,14 +14,14 @@ not the number of cores, because parallel reductions sum in an order that depend
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
 
-from pipeline.core.errors import UserError, describe_os_error
-from pipeline.core.logs import setup_logging
+from pipeline.core.errors import InputError, UserError, describe_os_error
 
-__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS"]
+__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "resolve_device"]
 
 # the geometry stages (template, lbo) always use one thread: their outputs are then the same on
 # every machine whatever its params, and they take seconds
@@ -59,3 +60,34 @@ def cli(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     print(f"error: {message}", file=sys.stderr)
     print("(DP3D_DEBUG=1 shows where it happened)", file=sys.stderr)
     return 2
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Plain ``logging`` to stderr; ``DP3D_LOG=DEBUG`` turns on details."""
+    logging.basicConfig(level=(level or os.environ.get("DP3D_LOG", "INFO")).upper(),
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("matplotlib", "PIL", "warp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(iterable=None, *, desc: str, unit: str, total: int | None = None, initial: int = 0,
+             enabled: bool = True, leave: bool = False):
+    """A ``tqdm`` bar on stderr, drawn only on a terminal (and when ``enabled``); ``TQDM_DISABLE=1`` hides it."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=None if enabled else True,
+                leave=leave, dynamic_ncols=True)
+
+
+def resolve_device(name: str) -> str:
+    """The torch device a stage runs on: ``auto`` -> ``cuda`` when a GPU is present, else ``cpu``;
+    ``cuda`` without a GPU is an error."""
+    import torch  # not at import: the geometry stages never load torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("common.device = cuda, but torch sees no CUDA device: set common.device to auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"common.device = {name!r}: allowed auto, cpu or cuda")
+    return name

@@ -22,7 +22,10 @@ a failed read (a damaged shard) into a :class:`StoreError` naming the store, the
 instances and the file, and refuse NaN or Inf read from the arrays declared finite. Every such
 error says how to remake the store (``dvc repro -f STAGE``).
 
-The layouts of the stores themselves are documented in the modules that write them.
+Every store of the pipeline carries the same per-instance record: the person's box, score, image and
+split (:data:`INSTANCE_SPECS`) and, for synthetic data, the ground truth under ``gt/``
+(:func:`truth_specs`); the arrays of :data:`FINITE` are never NaN or Inf. Each store's own layout is
+documented in the read side of the stage that writes it (``pipeline/<stage>/store.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from pipeline.core.io import atomic_path
 from pipeline.core.errors import UserError
 
 __all__ = ["StoreWriter", "write_store", "open_store", "StoreError", "StoreMissingError", "MissingArrayError",
-           "StoreGroup", "StoreArray", "Layout"]
+           "StoreGroup", "StoreArray", "Layout", "INSTANCE_SPECS", "truth_specs", "FINITE", "SPLIT_TRAIN",
+           "SPLIT_TEST"]
 
 DEFAULT_CHUNK = 256
 DEFAULT_CHUNKS_PER_SHARD = 8
@@ -51,6 +55,23 @@ DEFAULT_CHUNKS_PER_SHARD = 8
 # per-instance shape and dtype of each array a store may hold; a dimension is a size or a symbol
 # ("N", "S", ...) that must take the same size in every array of the store
 Layout = Mapping[str, tuple[tuple[int | str, ...], str]]
+
+# The record every store holds for each instance: box x0, y0, x1, y1 (image pixels), detection score
+# (1 for synthetic), index into the ``images`` attribute, split (SPLIT_TRAIN or SPLIT_TEST).
+INSTANCE_SPECS = {"box": ((4,), "float32"), "score": ((), "float32"), "image": ((), "int32"), "split": ((), "uint8")}
+SPLIT_TRAIN, SPLIT_TEST = 0, 1
+# float arrays never NaN or Inf when written (U, V and embeddings are NaN where missing), in every store
+FINITE = ("box", "score", "gt/vertices", "gt/joints", "gt/camera")
+
+
+def truth_specs(n_vertices: int | str, n_joints: int | str, crop: int | str) -> dict:
+    """Per-instance shapes and dtypes of the synthetic ground truth ``gt/...`` (documented with
+    ``densepose.zarr``, :mod:`pipeline.densepose.store`): N = ``n_vertices``, J = ``n_joints``, S = ``crop``
+    (sizes or symbols)."""
+    n, s = n_vertices, crop
+    return {"gt/vertices": ((n, 3), "float32"), "gt/visible": ((n,), "bool"), "gt/occluded": ((n,), "bool"),
+            "gt/joints": ((n_joints, 3), "float32"), "gt/iuv": ((s, s, 3), "uint8"), "gt/depth": ((s, s), "float32"),
+            "gt/camera": ((3,), "float32"), "gt/body": ((), "int32")}
 
 
 class StoreError(UserError, ValueError):

@@ -45,14 +45,13 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-from pipeline.densepose.store import MISSING_LABEL
+from pipeline.densepose.store import MISSING_LABEL, N_LABELS
 from pipeline.core.errors import InputError
 
-__all__ = ["N_LABELS", "ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
+__all__ = ["ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
            "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops", "resize_chart",
            "resize_window", "cut_result_to_box"]
 
-N_LABELS = 25  # background + 24 DensePose parts
 
 
 class ChartCrops(NamedTuple):

@@ -43,10 +43,10 @@ import torch
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
 from pipeline.densepose.write import (ImageInstances, NoInstancesError, check_cse_template, read_name_list,
                                       write_instances_store)
-from pipeline.core.devices import resolve_device
+from pipeline.core.stage import resolve_device
 from pipeline.densepose.door import DoorCounts, check_finite, door_boxes, path_problems, raise_problems, select_instances
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.logs import progress
+from pipeline.core.stage import progress
 
 log = logging.getLogger(__name__)
 

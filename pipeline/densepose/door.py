@@ -69,7 +69,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.densepose.convert import N_LABELS, int_box_xywh
+from pipeline.densepose.convert import int_box_xywh
+from pipeline.densepose.store import N_LABELS
 from pipeline.core.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ error is then measured on the instances the model was trained on. It writes
                             orthographic re-projection of its predicted vertex (the prediction's x, y:
                             both are image pixels, so a perfect 2D fit gives 0), image pixels
   reproj2d_median_px        median of the same distances, streamed in a log histogram
-                            (:mod:`pipeline.evaluate.streaming`): exact when the middle values' bin holds one
+                            (:func:`pipeline.evaluate.measures.log_histogram`): exact when the middle values' bin holds one
                             distinct value, else within 2**-14 (6.1e-5) of the median, relative
   reproj2d_mean_box_pct     mean of the same distances each divided by its instance's box diagonal
                             (``box``), percent: comparable across image sizes
@@ -115,7 +115,7 @@ perspective focal ``f / mean true depth`` is used.
 
 Memory does not grow with the number of instances: each batch of ``eval.batch_size`` instances is measured and
 dropped before the next is read. What stays is of fixed size (the sums per part and per vertex, the error
-histograms, and for the 2D medians two log histograms of 13 MB: :mod:`pipeline.evaluate.streaming`), the first instances
+histograms, and for the 2D medians two log histograms of 13 MB: :func:`pipeline.evaluate.measures.log_histogram`), the first instances
 kept for the reports, and per instance only the scalars of ``EvalResult.per_instance`` (about 80 bytes with
 ground truth, 32 without: 3 MB at 40,000 instances), never a per-vertex array. The peak is about one batch's
 arrays: measured ~2.2 GB (no ground truth) and ~2.6 GB (ground truth) at 512 instances of a 27,554-vertex
@@ -125,33 +125,30 @@ template, the same at 5,000 and 40,000 instances (``benchmarks/bench_evaluate_me
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from pipeline.core.config import EvalParams
-from pipeline.train.data import holdout_rows
 from pipeline.core.errors import InputError
-from pipeline.evaluate.measure_2d import box_diagonals, measure_2d, reprojection_errors
-from pipeline.evaluate.measure_3d import camera_for_metres, measure_3d
-from pipeline.evaluate.batches import Reconstruct, has_ground_truth, reconstructed_batches, rows_to_evaluate
-from pipeline.evaluate.reports import UV_HALF_RANGE_PX, write_reports
-from pipeline.evaluate.tables import (EvalResult, METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT,
-                                  SEGMENTATION_COLUMNS, SEGMENTATION_KEYS, fmt, write_metrics)
-from pipeline.keypoints.write import open_keypoints
-from pipeline.template.parts import COARSE_OF_PART, PART_NAMES, SEGMENTS
-from pipeline.evaluate.reconstructor import Reconstructor, model_reconstructor
-from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
+from pipeline.core.stage import progress as progress_bar
 from pipeline.core.store import StoreError
-from pipeline.template.file import Template
+from pipeline.evaluate.measures import measure_2d, measure_3d
+from pipeline.evaluate.reports import UV_HALF_RANGE_PX, write_reports
+from pipeline.evaluate.results import SEGMENTATION_KEYS, Batch, EvalResult, Reconstruct, fmt
+from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
+from pipeline.keypoints.store import holdout_rows, open_keypoints
+from pipeline.template.file import COARSE_OF_PART, PART_NAMES, SEGMENTS, Template
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.model import reconstruct
 
 log = logging.getLogger(__name__)
 
-
-__all__ = ["Reconstruct", "Reconstructor", "EvalResult", "evaluate", "model_reconstructor", "camera_for_metres",
-           "write_metrics", "reprojection_errors", "box_diagonals", "METRIC_KEYS", "PART_COLUMNS", "METRIC_KEYS_NO_GT",
-           "PART_COLUMNS_NO_GT", "SEGMENTATION_KEYS", "SEGMENTATION_COLUMNS", "UV_HALF_RANGE_PX"]
+__all__ = ["evaluate", "Reconstructor", "model_reconstructor", "has_ground_truth", "rows_to_evaluate",
+           "reconstructed_batches"]
 
 
 def _part_table(template: Template, parts: str) -> tuple[np.ndarray, list[str]]:
@@ -233,3 +230,88 @@ def _segmentation(template: Template, segmentation: np.ndarray | None,
              metrics["segmentation_entropy"], fmt(metrics["segmentation_min_component_share"], 3),
              fmt(metrics["segmentation_changed_share"], 3), metrics["regions_distinct"])
     return metrics, rows
+
+
+# --- The instances measured: which store rows, read and reconstructed a batch at a time ----------------
+
+
+def has_ground_truth(root) -> bool:
+    return "gt" in root and {"vertices", "camera"} <= set(root["gt"].array_keys())
+
+
+def rows_to_evaluate(root, path, ground_truth: bool) -> tuple[np.ndarray, str]:
+    """(n,) store rows to evaluate and which they are: the test split, or without ground truth and
+    without a test split every row ("all")."""
+    split = root["split"][:]
+    test = np.flatnonzero(split == 1)
+    if len(test):
+        return test, "test"
+    if ground_truth or len(split) == 0:
+        raise StoreError(f"{path}: no test instance (split == 1)")
+    log.warning("%s: no test instance (split == 1): reconstructing all %d instances; the 2D re-projection error "
+                "is then measured on instances the model was trained on", path, len(split))
+    return np.arange(len(split)), "all"
+
+
+def reconstructed_batches(root, rows: np.ndarray, reconstruct: Reconstruct, batch_size: int,
+             progress: bool) -> Iterator[Batch]:
+    """Reconstructs ``rows`` of the store ``batch_size`` at a time (each batch reads its span once)."""
+    for a in progress_bar(range(0, len(rows), batch_size), desc="evaluate", unit="batch", enabled=progress):
+        r = rows[a:a + batch_size]
+        sel = slice(int(r[0]), int(r[-1]) + 1)  # read the span, keep the rows
+        local = r - r[0]
+
+        def read(name: str, sel=sel, local=local) -> np.ndarray:
+            return root[name][sel][local]
+
+        xy = read("xy")
+        visible = read("visible").astype(bool)
+        image = np.asarray(reconstruct(xy, visible, r), np.float64)
+        if image.shape != xy.shape[:2] + (3,):
+            raise InputError(f"reconstruct returned {image.shape}, expected {xy.shape[:2] + (3,)}")
+        yield Batch(r, xy, visible, image, read)
+        del xy, visible, image  # freed by the consumer before the next batch is read
+
+
+# --- A trained checkpoint as a reconstruction function, with its segmentation ----------------------------
+
+
+class Reconstructor(NamedTuple):
+    """A checkpoint's model ready to evaluate (:func:`model_reconstructor`)."""
+
+    run: Reconstruct
+    segmentation: np.ndarray               # (N, M) float32 learnt part weights ((N, 1) ones for the baselines)
+    segmentation_init: np.ndarray | None   # (N, M) float32 part weights at initialisation; None if not saved
+    info: dict                             # the checkpoint's info (pipeline.train.model.load_checkpoint)
+
+
+def model_reconstructor(path: str | Path, template: Template, device: str = "cpu",
+                        batch_size: int = 1024) -> Reconstructor:
+    """The trained model of a checkpoint as a :data:`Reconstruct` function.
+
+    Returns:
+        :class:`Reconstructor`: the function, the (N, M) float32 learnt part weights, the weights at
+        initialisation (the checkpoint's ``segmentation_init``: None in older checkpoints, or when its
+        shape is not the learnt one's) and the checkpoint's info dict.
+    Raises:
+        ValueError: the checkpoint was trained on another template.
+    """
+    model, info = load_checkpoint(path, device)
+    if info.get("template_hash") not in (None, template.hash):
+        raise InputError(f"{path}: trained on template {info['template_hash']!r}, but the template is "
+                         f"{template.hash!r}; rerun the pipeline (dvc repro)")
+    if model.n_vertices != len(template.vertices):
+        raise InputError(f"{path}: model has {model.n_vertices} vertices, the template {len(template.vertices)}")
+
+    def run(xy: np.ndarray, visible: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return reconstruct(model, xy, visible, batch_size=batch_size).numpy()
+
+    segmentation = model.segmentation().detach().cpu().numpy().astype(np.float32)
+    init = info.get("segmentation_init")
+    if init is not None:
+        init = (init.detach().cpu().numpy() if hasattr(init, "detach") else np.asarray(init)).astype(np.float32)
+        if init.shape != segmentation.shape:
+            log.warning("%s: segmentation_init is %s but the model's segmentation %s: ignored", path, init.shape,
+                        segmentation.shape)
+            init = None
+    return Reconstructor(run, segmentation, init, info)

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.template.parts import SEGMENTS
+from pipeline.template.file import SEGMENTS
 from pipeline.core.errors import InputError
 
 __all__ = ["REGIONS", "GROUPS", "REGION_COLUMNS", "MIN_SHARE", "labels_of", "used_parts", "parts_used",

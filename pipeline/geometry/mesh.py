@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MeshError",
+    "vertex_areas",
     "CleanMesh",
     "check_mesh",
     "clean_mesh",
@@ -80,6 +81,15 @@ def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F,) float64 triangle areas."""
     a, b, c = (vertices[faces[:, i]] for i in range(3))
     return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+
+
+def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V,) float64 a third of the area of each vertex's incident faces (sums to the surface area)."""
+    area = face_areas(np.asarray(vertices, np.float64), faces)
+    out = np.zeros(len(vertices))
+    for k in range(3):
+        np.add.at(out, faces[:, k], area / 3)
+    return out
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-20) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from pipeline.densepose.convert import int_box_xywh, resize_chart
-from pipeline.iuv.repair import decode_iuv, encode_iuv
+from pipeline.densepose.store import decode_iuv, encode_iuv
 from pipeline.core.io import atomic_path
 from pipeline.core.errors import InputError
 

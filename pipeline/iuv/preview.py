@@ -8,11 +8,30 @@ import numpy as np
 
 from pipeline.densepose.store import open_densepose
 from pipeline.core.io import atomic_path, save_figure
-from pipeline.iuv.repair import decode_iuv
-from pipeline.iuv.write import open_iuv
-from pipeline.template.figures import iuv_preview_figure
+from pipeline.densepose.store import decode_iuv
+from pipeline.iuv.store import open_iuv
+from pipeline.template.figures import part_rgb, plt, uv_rgb
 
 __all__ = ["write_preview"]
+
+
+def iuv_preview_figure(columns: list[tuple[str, np.ndarray, np.ndarray]], titles: list[str]):
+    """Instances as rows; per column group (name, labels (n,S,S), uv (n,2,S,S)) the parts and U/V."""
+    n = len(titles)
+    cols = 2 * len(columns)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+    for i in range(n):
+        for j, (name, labels, uv) in enumerate(columns):
+            for k, img in enumerate((part_rgb(labels[i]), uv_rgb(labels[i], uv[i]))):
+                ax = axes[i, 2 * j + k]
+                ax.imshow(img, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{name} {'I' if k == 0 else 'UV'}", fontsize=8)
+        axes[i, 0].set_ylabel(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _decoded(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

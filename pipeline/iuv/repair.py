@@ -11,7 +11,7 @@ Per instance, on an ``S x S`` crop:
 3. **Smoothing** (optional): U, V blurred within each part only (normalised convolution), never
    across a part border.
 4. **Encoding**, Detectron2's: ``(I, floor(clamp(255 U)), floor(clamp(255 V)))`` uint8, with ``I`` the
-   raw part index 0..24.
+   raw part index 0..24 (:func:`pipeline.densepose.store.encode_iuv`).
 
 CSE output gets the same mask repair, and missing embeddings the value of the nearest valid pixel.
 
@@ -28,16 +28,14 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from pipeline.densepose.store import MISSING_LABEL
-from pipeline.core.errors import InputError
+from pipeline.densepose.store import N_LABELS, decode_uv
+from pipeline.iuv.store import COUNT_NAMES
 
 __all__ = [
-    "RepairOptions", "RepairCounts", "encode_iuv", "decode_uv", "decode_iuv", "missing_pixels", "repair_chart",
+    "RepairOptions", "RepairCounts", "missing_pixels", "repair_chart",
     "repair_cse", "iuv_quality", "quality_sums", "quality_from_sums", "COUNT_NAMES",
 ]
 
-N_LABELS = 25  # background + 24 parts
-COUNT_NAMES = ("pixels_filled", "holes_filled", "components_dropped", "pixels_dropped")
 
 
 @dataclass(frozen=True)
@@ -65,49 +63,6 @@ class RepairCounts(NamedTuple):
     holes_filled: int
     components_dropped: int
     pixels_dropped: int
-
-
-def encode_iuv(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Detectron2's quantised IUV image (``quantize_densepose_chart_result``).
-
-    Args:
-        labels: (..., H, W) int part 0..24 (anything else is missing). uv: (..., 2, H, W) float U, V.
-    Returns:
-        (..., H, W, 3) uint8 ``(I, floor(clamp(255 U, 0, 255)), floor(clamp(255 V, 0, 255)))``; all 0
-        where the label is background or missing or U/V is NaN.
-    """
-    labels = np.asarray(labels)
-    uv = np.asarray(uv, dtype=np.float32)
-    valid = (labels > 0) & (labels < N_LABELS) & np.isfinite(uv).all(axis=-3)
-    q = np.floor(np.clip(np.nan_to_num(uv) * 255.0, 0, 255)).astype(np.uint8)  # (..., 2, H, W)
-    iuv = np.stack([labels.astype(np.uint8), q[..., 0, :, :], q[..., 1, :, :]], axis=-1)
-    iuv[~valid] = 0
-    return iuv
-
-
-def decode_uv(q: np.ndarray) -> np.ndarray:
-    """U or V from a quantised value: the bin centre ``min((q + 0.5) / 255, 1)`` (float32)."""
-    return np.minimum((q.astype(np.float32) + 0.5) / 255.0, 1.0)
-
-
-def decode_iuv(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode_iuv` up to quantisation (U, V at their bin centres).
-
-    Args:
-        iuv: (H, W, 3) uint8, channels I, U, V in this order.
-    Returns:
-        labels (H, W) int64 (I > 24 -> 255 missing) and uv (2, H, W) float32 (0 on background, NaN
-        where missing).
-    """
-    iuv = np.asarray(iuv)
-    if iuv.ndim != 3 or iuv.shape[-1] != 3:
-        raise InputError(f"an IUV image is (H, W, 3), got {iuv.shape}")
-    labels = iuv[..., 0].astype(np.int64)
-    labels[labels >= N_LABELS] = MISSING_LABEL
-    uv = decode_uv(iuv[..., 1:]).transpose(2, 0, 1)
-    uv = np.where(labels[None] == 0, 0.0, uv).astype(np.float32)
-    uv[:, labels == MISSING_LABEL] = np.nan
-    return labels, uv
 
 
 def missing_pixels(labels: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

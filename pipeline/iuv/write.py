@@ -1,31 +1,5 @@
-"""The ``iuv`` stage's work: repair every instance of ``densepose.zarr`` into ``iuv.zarr``.
-
-``data/iuv.zarr`` layout (``n`` kept instances, crops ``S x S``, ``D`` embedding dims):
-
-====================  =====================  ==============================================
-array                 shape, dtype           meaning
-====================  =====================  ==============================================
-iuv                   (n, S, S, 3) uint8     chart output: Detectron2-encoded IUV (I, 255U, 255V)
-mask                  (n, S, S) bool         CSE output: repaired foreground
-embedding             (n, D, S, S) float16   CSE output: repaired pixel embeddings, 0 off the mask
-box, score, image,    as in densepose.zarr   carried through
-split
-source_index          (n,) int32             the instance's row in densepose.zarr
-pixels_filled         (n,) int32             missing pixels repaired (holes included)
-holes_filled          (n,) int32             hole pixels filled
-components_dropped    (n,) int32             small components removed
-pixels_dropped        (n,) int32             foreground pixels removed
-gt/iuv                (n, S, S, 3) uint8     synthetic only: the exact IUV, as in densepose.zarr
-                                             (the keypoints stage measures keypoints on it too)
-gt/...                as in densepose.zarr   the other synthetic ground truth carried through,
-                                             except the per-pixel ``gt/depth``
-====================  =====================  ==============================================
-
-Group attributes: ``schema`` (:data:`SCHEMA`), ``params`` (the iuv section), ``counts``, and those of
-densepose.zarr carried through (``kinds``, ``crop``, ``images``, ``source``, ``template_hash``, ...).
-
-:func:`open_iuv` checks the layout above and refuses NaN or Inf read from the arrays of
-:data:`pipeline.densepose.store.FINITE` (:func:`pipeline.core.store.open_store`).
+"""The ``iuv`` stage's work: repair every instance of ``densepose.zarr`` into ``iuv.zarr`` (layout:
+:mod:`pipeline.iuv.store`).
 
 Instances are repaired in parallel, one Zarr chunk of instances per task, by ``workers``
 processes; results are written in instance order, so the store does not depend on ``workers``.
@@ -39,40 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.densepose.store import FINITE, densepose_layout, open_densepose, require_kind
-from pipeline.iuv.repair import (COUNT_NAMES, QUALITY_SUMS, RepairOptions, encode_iuv, quality_from_sums,
-                          quality_sums, repair_chart, repair_cse)
-from pipeline.core.logs import progress as progress_bar
-from pipeline.core.store import StoreError, StoreGroup, StoreWriter, open_store
+from pipeline.densepose.store import open_densepose
+from pipeline.iuv.store import CARRIED, COUNT_NAMES, GT_DROPPED, SCHEMA
+from pipeline.densepose.store import encode_iuv
+from pipeline.iuv.repair import QUALITY_SUMS, RepairOptions, quality_from_sums, quality_sums, repair_chart, repair_cse
+from pipeline.core.stage import progress as progress_bar
+from pipeline.core.store import StoreError, StoreWriter
 from pipeline.core.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "repair_store", "repair_rows", "open_iuv", "iuv_layout"]
-
-SCHEMA = "iuv/1"
-_CARRIED = ("box", "score", "image", "split")
-_GT_SKIPPED = ("gt/depth",)  # per-pixel depth: no later stage reads it
-_KIND_ARRAYS = {"chart": ("iuv",), "cse": ("mask", "embedding")}
-
-
-def iuv_layout() -> dict:
-    """Every array an iuv.zarr may hold: name -> (per-instance shape in symbols S, D, N, J, dtype)."""
-    dp = densepose_layout()
-    layout = {k: v for k, v in dp.items()
-              if k in _CARRIED + ("mask", "embedding") or (k.startswith("gt/") and k not in _GT_SKIPPED)}
-    layout["iuv"] = (("S", "S", 3), "uint8")
-    layout.update({k: ((), "int32") for k in ("source_index",) + tuple(COUNT_NAMES)})
-    return layout
-
-
-def open_iuv(path: str | Path, template_hash: str | None = None, kind: str | None = None) -> StoreGroup:
-    """Opens ``iuv.zarr`` read-only, checking schema, template, layout and that ``kind`` is present."""
-    root = open_store(path, schema=SCHEMA, required=_CARRIED + ("source_index",), template_hash=template_hash,
-                      layout=iuv_layout(), finite=FINITE, stage="iuv")
-    require_kind(root, path, kind, _KIND_ARRAYS)
-    return root
-
+__all__ = ["repair_store", "repair_rows"]
 
 def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
     """Repairs a block of instances read from densepose.zarr.
@@ -153,9 +104,9 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
     names = [k for kind, ks in (("chart", ("labels", "uv")), ("cse", ("mask", "embedding"))) if kind in kinds
              for k in ks] + ["box"]
     names += [k for k in gt_all if k == "gt/iuv"]  # for the quality measures
-    gt_names = [k for k in gt_all if k not in _GT_SKIPPED]
+    gt_names = [k for k in gt_all if k not in GT_DROPPED]
     crop = int(attrs["crop"])
-    specs = {k: (root[k].shape[1:], root[k].dtype.str) for k in _CARRIED + tuple(gt_names)}
+    specs = {k: (root[k].shape[1:], root[k].dtype.str) for k in CARRIED + tuple(gt_names)}
     if "chart" in kinds:
         specs["iuv"] = ((crop, crop, 3), "uint8")
     if "cse" in kinds:
@@ -183,7 +134,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
             for start, res in progress_bar(results, total=len(ranges), desc="iuv", unit="chunk", enabled=progress):
                 keep = res["keep"]
                 stop = start + len(keep)
-                block = {k: root[k][start:stop][keep] for k in _CARRIED + tuple(gt_names)}
+                block = {k: root[k][start:stop][keep] for k in CARRIED + tuple(gt_names)}
                 block.update({k: res[k][keep] for k in ("iuv", "mask", "embedding") if k in specs})
                 block["source_index"] = (start + np.flatnonzero(keep)).astype(np.int32)
                 block.update({k: res[k][keep] for k in COUNT_NAMES})

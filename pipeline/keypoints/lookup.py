@@ -22,14 +22,11 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from pipeline.iuv.repair import decode_uv
-from pipeline.geometry.mesh import face_areas
+from pipeline.densepose.store import N_LABELS, decode_uv
 from pipeline.core.errors import InputError
 
 __all__ = ["VertexKeypoints", "iuv_lookup_table", "iuv_to_vertices", "nearest_embedding",
-           "aggregate", "vertex_areas", "visible_area_share"]
-
-N_LABELS = 25
+           "aggregate", "visible_area_share"]
 
 
 class VertexKeypoints(NamedTuple):
@@ -109,15 +106,6 @@ def aggregate(vertex: np.ndarray, boxes: np.ndarray, n_vertices: int) -> VertexK
         xy = np.where(visible[:, None], np.stack([sx, sy], 1) / count[:, None], 0.0)
     return VertexKeypoints(xy.reshape(n, n_vertices, 2).astype(np.float32), visible.reshape(n, n_vertices),
                            np.minimum(count, 65535).reshape(n, n_vertices).astype(np.uint16))
-
-
-def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(N,) float64 a third of the area of each vertex's incident faces (sums to the surface area)."""
-    area = face_areas(np.asarray(vertices, np.float64), faces)
-    out = np.zeros(len(vertices))
-    for k in range(3):
-        np.add.at(out, faces[:, k], area / 3)
-    return out
 
 
 def visible_area_share(visible: np.ndarray, areas: np.ndarray) -> np.ndarray:

@@ -1,29 +1,5 @@
-"""The ``keypoints`` stage's work: repaired IUV (or CSE) crops to template-vertex keypoints.
-
-``data/keypoints.zarr`` layout (``n`` kept instances, ``N`` template vertices):
-
-=================  ====================  ===================================================
-array              shape, dtype          meaning
-=================  ====================  ===================================================
-xy                 (n, N, 2) float32     vertex keypoints, image pixels; 0 where invisible
-visible            (n, N) bool           some pixel maps to the vertex
-count              (n, N) uint16         pixels mapping to the vertex (a confidence)
-visible_area       (n,) float32          share of the template's surface area visible
-box, score,        as in densepose.zarr  carried through
-image, split
-source_index       (n,) int32            the instance's row in densepose.zarr
-gt/vertices,       as in densepose.zarr  synthetic ground truth carried through (not the
-gt/visible, ...                          per-pixel ``gt/iuv`` and ``gt/depth``)
-gt/pixels          (n, N, 2) float32     synthetic only: true vertices projected to image pixels
-=================  ====================  ===================================================
-
-Group attributes: ``schema`` (:data:`SCHEMA`), ``mode`` (iuv or cse), ``template_hash``,
-``params`` (the keypoints section), ``counts``, and those of iuv.zarr carried through.
-
-:func:`open_keypoints` checks this layout (N the same in every array) and refuses NaN or Inf read
-from ``xy``, ``visible_area``, ``gt/pixels`` and the float arrays carried through, wherever batches
-are read (training, evaluation): a :class:`pipeline.core.store.StoreError` naming the store, the array and
-the instances, with the fix (``dvc repro -f keypoints``).
+"""The ``keypoints`` stage's work: repaired IUV (or CSE) crops to template-vertex keypoints (layout:
+:mod:`pipeline.keypoints.store`).
 
 On synthetic data ``counts`` (and the stage's metrics) hold the keypoint accuracy and visibility
 precision/recall of the written keypoints (from the repaired IUV) against ``gt/pixels`` and
@@ -39,47 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.geometry.cameras import project
-from pipeline.densepose.store import FINITE
-from pipeline.iuv.write import iuv_layout, open_iuv
-from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding, vertex_areas,
-                                visible_area_share)
-from pipeline.core.logs import progress as progress_bar
-from pipeline.core.store import StoreError, StoreGroup, StoreWriter, open_store
+from pipeline.iuv.store import open_iuv
+from pipeline.keypoints.store import CARRIED, GT_DROPPED, SCHEMA, keypoint_specs
+from pipeline.geometry.mesh import vertex_areas
+from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding,
+                                       visible_area_share)
+from pipeline.core.stage import progress as progress_bar
+from pipeline.core.store import StoreError, StoreWriter
 from pipeline.template.file import Template
 from pipeline.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "extract_keypoints", "keypoint_quality", "quality_summary", "open_keypoints",
-           "keypoint_specs", "keypoints_layout"]
-
-SCHEMA = "keypoints/1"
-_CARRIED = ("box", "score", "image", "split", "source_index")
-_GT_SKIPPED = ("gt/iuv", "gt/depth")  # per-pixel truth: gt/iuv is read for the exact measures, not written
-
-
-def keypoint_specs(n_vertices: int | str) -> dict:
-    """Per-instance shapes and dtypes of the keypoint arrays (``xy``, ``visible``, ``count``, ``visible_area``)
-    of N = ``n_vertices`` vertices (a symbol to describe the layout)."""
-    return {"xy": ((n_vertices, 2), "float32"), "visible": ((n_vertices,), "bool"), "count": ((n_vertices,), "uint16"),
-            "visible_area": ((), "float32")}
-
-
-def keypoints_layout() -> dict:
-    """Every array a keypoints.zarr may hold: name -> (per-instance shape in symbols N, J, dtype)."""
-    layout = {k: v for k, v in iuv_layout().items()
-              if k in _CARRIED or (k.startswith("gt/") and k not in _GT_SKIPPED)}
-    layout.update(keypoint_specs("N"))
-    layout["gt/pixels"] = (("N", 2), "float32")
-    return layout
-
-
-def open_keypoints(path: str | Path, template_hash: str | None = None) -> StoreGroup:
-    """Opens ``keypoints.zarr`` read-only, checking schema, template, layout and shard files; reads of
-    ``xy`` and the other float arrays refuse NaN and Inf (module docstring)."""
-    return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "split"), template_hash=template_hash,
-                      layout=keypoints_layout(), finite=FINITE + ("xy", "visible_area", "gt/pixels"), stage="keypoints")
-
+__all__ = ["extract_keypoints", "keypoint_quality", "quality_summary"]
 
 def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
     """Sums for the keypoint metrics of a block: pixel distances and visibility confusion.
@@ -131,13 +79,13 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
     n_in, n_v = root["box"].shape[0], len(template.vertices)
     crop = int(attrs["crop"])
     gt_all = [f"gt/{k}" for k in sorted(root["gt"].array_keys())] if "gt" in root else []
-    gt_names = [k for k in gt_all if k not in _GT_SKIPPED]
+    gt_names = [k for k in gt_all if k not in GT_DROPPED]
     has_gt = {"gt/vertices", "gt/visible", "gt/camera"} <= set(gt_names)
     has_exact = has_gt and mode == "iuv" and "gt/iuv" in gt_all
     if "gt/vertices" in gt_names and root["gt/vertices"].shape[1] != n_v:
         raise StoreError(f"{src}: gt/vertices has {root['gt/vertices'].shape[1]} vertices, the template {n_v}")
     specs = keypoint_specs(n_v)
-    specs.update({k: (root[k].shape[1:], root[k].dtype.str) for k in _CARRIED + tuple(gt_names)})
+    specs.update({k: (root[k].shape[1:], root[k].dtype.str) for k in CARRIED + tuple(gt_names)})
     if has_gt:
         specs["gt/pixels"] = ((n_v, 2), "float32")
     out_attrs = {k: v for k, v in attrs.items() if k not in ("schema", "params", "counts")}
@@ -163,7 +111,7 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
             share = visible_area_share(kp.visible, areas)
             keep = share >= min_visible_area
             block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep]}
-            rows = {k: root[k][a:b] for k in _CARRIED + tuple(gt_names)}
+            rows = {k: root[k][a:b] for k in CARRIED + tuple(gt_names)}
             block.update({k: v[keep] for k, v in rows.items()})
             if has_gt:
                 camera = rows["gt/camera"]  # (n, 3) f, cx, cy

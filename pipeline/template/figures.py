@@ -1,4 +1,5 @@
-"""Figures a person looks at to check a stage's output (matplotlib, headless)."""
+"""Figures of the template and of anything drawn in its part colours (matplotlib, headless): the part
+colours, mesh drawing, part and U/V images, and the figures of the ``template`` and ``lbo`` stages."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import numpy as np  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
 from pipeline.geometry.mesh import face_normals  # noqa: E402
-from pipeline.template.parts import N_PARTS, PART_NAMES  # noqa: E402
+from pipeline.template.file import N_PARTS, PART_NAMES  # noqa: E402
 
-__all__ = ["part_colours", "draw_mesh", "template_parts_figure", "eigenfunctions_figure", "part_rgb", "uv_rgb",
-           "iuv_preview_figure"]
+__all__ = ["part_colours", "draw_mesh", "template_parts_figure", "eigenfunctions_figure", "part_rgb", "uv_rgb"]
 
 
 def part_colours() -> np.ndarray:
@@ -115,22 +115,3 @@ def uv_rgb(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
     rgb[labels == 0] = 1.0
     rgb[((labels > 0) & bad_uv) | (labels > N_PARTS)] = (1.0, 0.0, 1.0)
     return np.clip(rgb, 0, 1)
-
-
-def iuv_preview_figure(columns: list[tuple[str, np.ndarray, np.ndarray]], titles: list[str]):
-    """Instances as rows; per column group (name, labels (n,S,S), uv (n,2,S,S)) the parts and U/V."""
-    n = len(titles)
-    cols = 2 * len(columns)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
-    for i in range(n):
-        for j, (name, labels, uv) in enumerate(columns):
-            for k, img in enumerate((part_rgb(labels[i]), uv_rgb(labels[i], uv[i]))):
-                ax = axes[i, 2 * j + k]
-                ax.imshow(img, interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0:
-                    ax.set_title(f"{name} {'I' if k == 0 else 'UV'}", fontsize=8)
-        axes[i, 0].set_ylabel(titles[i], fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -35,10 +35,49 @@ import numpy as np
 
 from pipeline.core.errors import InputError
 from pipeline.core.io import load_npz, save_npz
-from pipeline.template.joints import JOINT_NAMES
-from pipeline.template.parts import N_PARTS
 
-__all__ = ["Template", "check_template", "load_template"]
+__all__ = ["Template", "check_template", "load_template", "N_PARTS", "PART_NAMES", "SEGMENTS", "COARSE_OF_PART",
+           "JOINT_NAMES", "apply_regressor"]
+
+# DensePose's 24 body parts. Part ids follow DensePose (0 is background). Of each front/back pair the
+# first id is the back (posterior) side and the second the front, as in DensePose-COCO (torso 1 back,
+# 2 front); the head is split into its right (23) and left (24) halves. "Right" and "left" are the
+# person's own.
+N_PARTS = 24
+
+PART_NAMES = (
+    "torso back", "torso front", "right hand", "left hand", "left foot", "right foot",
+    "right upper leg back", "left upper leg back", "right upper leg front", "left upper leg front",
+    "right lower leg back", "left lower leg back", "right lower leg front", "left lower leg front",
+    "left upper arm back", "right upper arm back", "left upper arm front", "right upper arm front",
+    "left lower arm back", "right lower arm back", "left lower arm front", "right lower arm front",
+    "head right", "head left",
+)
+
+# Coarse body segments: (name, back id, front id); hands, feet and the head have no front/back.
+SEGMENTS = {
+    "torso": (1, 2), "right hand": (3, 3), "left hand": (4, 4), "left foot": (5, 5), "right foot": (6, 6),
+    "right upper leg": (7, 9), "left upper leg": (8, 10), "right lower leg": (11, 13), "left lower leg": (12, 14),
+    "left upper arm": (15, 17), "right upper arm": (16, 18), "left lower arm": (19, 21),
+    "right lower arm": (20, 22), "head": (23, 24),
+}
+
+def _coarse_table() -> np.ndarray:
+    table = np.zeros(N_PARTS + 1, dtype=np.int64)
+    for i, ids in enumerate(SEGMENTS.values(), start=1):
+        table[list(ids)] = i
+    return table
+
+
+# The 14 coarse parts: part id 0..24 -> coarse id 0..14 (each pair merged, 0 background).
+COARSE_OF_PART = _coarse_table()
+
+# The 14 evaluation joints, LSP order (rows of ``joint_regressor``).
+JOINT_NAMES = (
+    "right ankle", "right knee", "right hip", "left hip", "left knee", "left ankle",
+    "right wrist", "right elbow", "right shoulder", "left shoulder", "left elbow", "left wrist",
+    "neck", "head top",
+)
 
 
 @dataclass(frozen=True)
@@ -124,3 +163,8 @@ def load_template(path: str | Path) -> Template:
     if t.content_hash() != t.hash:
         raise InputError(f"{path}: content hash {t.content_hash()} does not match the stored {t.hash}")
     return t
+
+
+def apply_regressor(regressor: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Joints from vertices. regressor: (J, V); vertices: (..., V, 3) -> (..., J, 3)."""
+    return np.einsum("jv,...vc->...jc", regressor, vertices)

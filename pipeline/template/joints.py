@@ -1,4 +1,4 @@
-"""The 14 evaluation joints (LSP order) and vertex-to-joint regressors.
+"""Vertex-to-joint regressors for the 14 evaluation joints (their names: :mod:`pipeline.template.file`).
 
 Size letters: ``J`` joints (14), ``V`` vertices.
 """
@@ -8,14 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-__all__ = ["JOINT_NAMES", "ANNY_JOINT_BONES", "SMPL_JOINT_INDEX", "regress_points", "head_top",
-           "apply_regressor"]
-
-JOINT_NAMES = (
-    "right ankle", "right knee", "right hip", "left hip", "left knee", "left ankle",
-    "right wrist", "right elbow", "right shoulder", "left shoulder", "left elbow", "left wrist",
-    "neck", "head top",
-)
+__all__ = ["ANNY_JOINT_BONES", "SMPL_JOINT_INDEX", "regress_points", "head_top"]
 
 # Anny bone whose head is each joint (head top: None, taken from the surface).
 ANNY_JOINT_BONES = (
@@ -57,7 +50,3 @@ def head_top(vertices: np.ndarray, head_vertices: np.ndarray, up: np.ndarray, k:
     row[top] = 1.0 / len(top)
     return row
 
-
-def apply_regressor(regressor: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Joints from vertices. regressor: (J, V); vertices: (..., V, 3) -> (..., J, 3)."""
-    return np.einsum("jv,...vc->...jc", regressor, vertices)

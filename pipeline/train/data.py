@@ -24,10 +24,10 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from pipeline.keypoints.write import open_keypoints
+from pipeline.keypoints.store import open_keypoints
 from pipeline.core.errors import InputError
 
-__all__ = ["KeypointBatch", "KeypointStream", "holdout_rows"]
+__all__ = ["KeypointBatch", "KeypointStream"]
 
 
 class KeypointBatch(NamedTuple):
@@ -41,29 +41,6 @@ class KeypointBatch(NamedTuple):
     count: torch.Tensor
     vertices: torch.Tensor | None = None
     camera: torch.Tensor | None = None
-
-
-def holdout_rows(root, share: float, seed: int) -> np.ndarray:
-    """(n,) bool: the train rows (``split == 0``) of a keypoints store held out for validation.
-
-    Whole groups are held out, so no body (synthetic ``gt/body``) or image (``image``) is on both sides:
-    ``round(share * groups)`` of the train groups, drawn with ``seed``. ``share`` 0 holds out nothing.
-    """
-    split = np.asarray(root["split"][:])
-    out = np.zeros(len(split), bool)
-    if share <= 0:
-        return out
-    key = "gt/body" if "gt" in root and "body" in root["gt"] else "image" if "image" in root else None
-    group = np.asarray(root[key][:]) if key else np.arange(len(split))
-    train = split == 0
-    groups = np.unique(group[train])
-    n_out = int(round(share * len(groups)))
-    if n_out == 0 or n_out == len(groups):
-        raise InputError(f"train.val_share = {share}: holds out {n_out} of {len(groups)} train groups "
-                         f"({key or 'rows'}); choose a share that leaves both sides non-empty")
-    chosen = np.random.default_rng(seed).permutation(groups)[:n_out]
-    out[train] = np.isin(group[train], chosen)
-    return out
 
 
 class KeypointStream:

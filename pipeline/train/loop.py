@@ -1,10 +1,6 @@
 """The trainer of stage ``train`` (METHOD.md §5, supp. A): one process, or many under ``torchrun``.
 
-Checkpoint (``torch.save``, loadable with ``weights_only=True``): ``model`` and ``psi`` state
-dicts, ``optimizer`` state, ``params`` (all of params.yaml as plain dicts), ``step``,
-``template_hash``, ``template`` (N, 3) canonical vertices and ``basis`` (N, K) unit-RMS LBO
-eigenvectors (so :func:`pipeline.train.model.load_checkpoint` needs nothing else), ``template_scale``,
-``metrics`` (last logged losses), ``first_loss`` and the CPU random state.
+The checkpoint (``models/model.pt``) is written and read by :mod:`pipeline.train.checkpoint`.
 
 Many processes: ``torchrun --nproc_per_node=N -m stages.train ...`` sets ``WORLD_SIZE``; every
 process builds the same model, trains its slice of each batch inside DistributedDataParallel
@@ -25,16 +21,19 @@ import torch
 import torch.distributed as dist
 
 from pipeline.core.config import Params, TrainParams, as_dict
-from pipeline.train.data import KeypointStream, holdout_rows
-from pipeline.core.devices import resolve_device
+from pipeline.train.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.keypoints.store import holdout_rows
+from pipeline.train.data import KeypointStream
+from pipeline.core.stage import resolve_device
 from pipeline.core.io import atomic_path, partial_path, remove_path
-from pipeline.keypoints.lookup import vertex_areas
-from pipeline.keypoints.write import open_keypoints
+from pipeline.geometry.mesh import vertex_areas
+from pipeline.keypoints.store import open_keypoints
 from pipeline.geometry.lbo import load_basis, unit_rms
-from pipeline.core.logs import progress
+from pipeline.core.stage import progress
 from pipeline.train.losses import TrainingObjective, arap_weights
 from pipeline.train.model import LiftingModel, canonical_template
-from pipeline.train.normalise import normalise
+from pipeline.train.part_init import logit_initialiser
+from pipeline.train.model import normalise
 from pipeline.template.file import load_template
 from pipeline.core.errors import InputError, UserError
 
@@ -77,7 +76,8 @@ def build_objective(params: Params, vertices: np.ndarray, faces: np.ndarray, up:
     """
     torch.manual_seed(training_seed(params))
     canon, scale = canonical_template(vertices, up, forward)
-    model = LiftingModel(params.model, canon, unit_rms(np.asarray(evecs, np.float64)), vertex_areas(canon, faces))
+    model = LiftingModel(params.model, canon, unit_rms(np.asarray(evecs, np.float64)),
+                         init_logits=logit_initialiser(params.model, vertex_areas(canon, faces)))
     needs_arap = params.loss.arap > 0 and params.model.type != "c3dpo"
     arap = arap_weights(canon, faces) if needs_arap else None
     return TrainingObjective(model, params.loss, arap, faces), scale
@@ -137,7 +137,7 @@ def normalised_truth(vertices: torch.Tensor, camera: torch.Tensor, centre: torch
 
     Args:
         vertices: (B, N, 3) float metres. camera: (B, 3) float f, cx, cy. centre: (B, 2), scale: (B,) of
-            :func:`pipeline.train.normalise.normalise` (pixels).
+            :func:`pipeline.train.model.normalise` (pixels).
     Returns:
         (B, N, 3) float: ((f x + c - centre) / scale, f z / scale).
     """
@@ -145,27 +145,6 @@ def normalised_truth(vertices: torch.Tensor, camera: torch.Tensor, centre: torch
     xy = (f * vertices[..., :2] + camera[:, None, 1:] - centre[:, None]) / scale[:, None, None]
     z = f * vertices[..., 2:] / scale[:, None, None]
     return torch.cat([xy, z], dim=-1)
-
-
-def _save(path: Path, objective: TrainingObjective, optimizer, params: Params, step: int, template_hash: str,
-          scale: float, metrics: dict, first_loss: float | None, segmentation_init: torch.Tensor) -> None:
-    ck = {
-        "segmentation_init": segmentation_init,
-        "model": objective.model.state_dict(),
-        "psi": objective.psi.state_dict() if objective.psi is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "params": as_dict(params),
-        "step": step,
-        "template_hash": template_hash,
-        "template": objective.model.template.cpu(),
-        "basis": objective.model.basis.cpu(),
-        "template_scale": scale,
-        "metrics": metrics,
-        "first_loss": first_loss,
-        "rng": torch.get_rng_state(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(ck, tmp)
 
 
 def _publish(partial: Path, final: Path) -> None:
@@ -236,7 +215,7 @@ class _Progress:
 def _resume(start: Path, objective: TrainingObjective, optimizer, params: Params, template_hash: str,
             device: str) -> tuple[_Progress, torch.Tensor | None]:
     """Loads a checkpoint into the objective and optimiser; returns the progress and its initial segmentation."""
-    ck = torch.load(start, map_location=device, weights_only=True)
+    ck = read_checkpoint(start, device)
     _check_resumable(ck, params, template_hash, start)
     objective.model.load_state_dict(ck["model"])
     if objective.psi is not None:
@@ -358,8 +337,8 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
         log.info("train.resume: no checkpoint at %s, starting afresh", ckpt)
 
     def save() -> None:
-        _save(ckpt, objective, optimizer, params, state.step, tmpl.hash, scale, state.metrics, state.first_loss,
-              seg_init)
+        save_checkpoint(ckpt, objective.model, objective.psi, optimizer, as_dict(params), state.step, tmpl.hash, scale,
+                        state.metrics, state.first_loss, seg_init)
         state.last_saved = (state.step, ckpt)
 
     net = objective

@@ -2,7 +2,7 @@
 
 Sizes: B instances, N template vertices, K LBO eigenvectors, M parts, D basis shapes (baselines),
 H trunk width. All coordinates the networks see and produce live in the *normalised keypoint
-frame* of :mod:`pipeline.train.normalise` (image x right, y down, depth z away from the camera).
+frame* of :func:`normalise` (image x right, y down, depth z away from the camera).
 
 ``model.type``:
 
@@ -19,16 +19,15 @@ The template X is stored centred, rotated so that its ``up`` is image -y and its
 faces the camera (-z), and scaled so that its image-plane RMS radius is 1: at initialisation
 (heads near zero) every prediction is the template in this frame.
 
-Prediction API (used by the evaluate stage):
+Prediction API (used by the evaluate stage; :func:`pipeline.train.checkpoint.load_checkpoint` loads a model):
 
-- :func:`load_checkpoint` ``(path, device) -> (model, info)``
 - :func:`reconstruct` ``(model, xy, visible) -> (B, N, 3)`` posed shape in image pixels
 - ``model.segmentation() -> (N, M)`` part weights
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -37,12 +36,10 @@ import torch
 from torch import nn
 
 from pipeline.core.config import ModelParams
-from pipeline.train.normalise import denormalise, normalise
-from pipeline.train.part_init import initial_logits
 from pipeline.core.errors import InputError
 
-__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "build_model",
-           "load_checkpoint", "reconstruct", "CAMERA_DIM", "XI_DIM"]
+__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "reconstruct",
+           "NormalisedKeypoints", "normalise", "denormalise", "CAMERA_DIM", "XI_DIM"]
 
 XI_DIM = 6  # se(3) vector: axis-angle (3) + translation (3)
 CAMERA_DIM = 6  # axis-angle (3) + image-plane translation (2) + log-scale (1)
@@ -50,6 +47,81 @@ HETERO_HIDDEN = 64
 HEAD_INIT_STD = 1e-3  # heads start near zero: the first predictions are the rest template
 BASIS_INIT_STD = 1e-2  # learnt shape bases start small but non-zero (else α and B get no gradient)
 
+
+# --- keypoint normalisation (METHOD.md §3) -------------------------------------------------------
+# Per-instance keypoint normalisation and its inverse (METHOD.md §3).
+#
+# The model sees each instance's keypoints centred on the mean of its visible keypoints and divided
+# by one scale, the RMS distance of the visible keypoints from that mean. :func:`denormalise` maps
+# points of that normalised frame (2D, or 3D with depth in the same units) back to image pixels, so
+# that ``denormalise(normalise(xy, visible)) == xy`` on visible keypoints.
+#
+# Both functions accept torch tensors or numpy arrays and return the same kind.
+
+
+class NormalisedKeypoints(NamedTuple):
+    """Output of :func:`normalise`.
+
+    xy: (B, N, 2) float, normalised keypoints, exactly 0 where invisible.
+    centre: (B, 2) float, mean of the visible keypoints, image pixels.
+    scale: (B,) float, RMS distance of visible keypoints from ``centre``, pixels (>= eps).
+    """
+
+    xy: torch.Tensor | np.ndarray
+    centre: torch.Tensor | np.ndarray
+    scale: torch.Tensor | np.ndarray
+
+
+def _to_torch(a):
+    return (torch.from_numpy(np.asarray(a)), True) if not isinstance(a, torch.Tensor) else (a, False)
+
+
+def normalise(xy, visible, eps: float = 1e-6) -> NormalisedKeypoints:
+    """Centres and scales each instance's visible keypoints.
+
+    Args:
+        xy: (B, N, 2) float, image pixels (any value where invisible).
+        visible: (B, N) bool.
+        eps: smallest scale (an instance with 0 or 1 visible keypoint gets scale ``eps``).
+    """
+    xy_t, was_np = _to_torch(xy)
+    vis_t, _ = _to_torch(visible)
+    if xy_t.ndim != 3 or xy_t.shape[-1] != 2 or vis_t.shape != xy_t.shape[:2]:
+        raise InputError(f"normalise: xy must be (B, N, 2) and visible (B, N), got {tuple(xy_t.shape)} "
+                         f"and {tuple(vis_t.shape)}")
+    v = vis_t.to(xy_t.dtype)[..., None]  # (B, N, 1)
+    count = v.sum(1).clamp(min=1.0)  # (B, 1)
+    centre = (xy_t * v).sum(1) / count  # (B, 2)
+    d = (xy_t - centre[:, None]) * v
+    scale = ((d**2).sum((1, 2)) / count[:, 0]).sqrt().clamp(min=eps)  # (B,)
+    out = d / scale[:, None, None]
+    if was_np:
+        return NormalisedKeypoints(out.numpy(), centre.numpy(), scale.numpy())
+    return NormalisedKeypoints(out, centre, scale)
+
+
+def denormalise(points, centre, scale):
+    """Inverse of :func:`normalise`: normalised points back to image pixels.
+
+    Args:
+        points: (B, N, 2) or (B, N, 3) float in the normalised frame; a third (depth) coordinate
+            is only scaled, so it ends in pixels too (up to the unknown constant depth offset).
+        centre: (B, 2), scale: (B,) as returned by :func:`normalise`.
+    Returns:
+        (B, N, 2 or 3) float, pixels.
+    """
+    p, was_np = _to_torch(points)
+    c, _ = _to_torch(centre)
+    s, _ = _to_torch(scale)
+    c, s = c.to(p.dtype), s.to(p.dtype)
+    out = p * s[:, None, None]
+    offset = torch.zeros(p.shape[-1], dtype=p.dtype, device=p.device).expand(len(p), -1).clone()
+    offset[:, :2] = c
+    out = out + offset[:, None]
+    return out.numpy() if was_np else out
+
+
+# --- the networks ------------------------------------------------------------------------------------
 
 class Trunk(nn.Module):
     """C3DPO trunk: Linear(in, H) + BN + ReLU, then residual blocks H -> b -> b -> H.
@@ -143,10 +215,12 @@ class LiftingModel(nn.Module):
         cfg: the ``model`` params.
         vertices: (N, 3) float canonical template (:func:`canonical_template`).
         basis: (N, K') float LBO eigenvectors scaled to unit RMS; the first ``cfg.lbo_basis`` are used.
-        areas: (N,) float vertex areas weighting the ``spectral`` part initialisation (None: equal).
+        init_logits: ``(basis (N, K) float, seed) -> (K, M)`` initial part logits ``A``
+            (:func:`pipeline.train.part_init.logit_initialiser`); None for a model whose weights are loaded next.
     """
 
-    def __init__(self, cfg: ModelParams, vertices: np.ndarray, basis: np.ndarray, areas: np.ndarray | None = None):
+    def __init__(self, cfg: ModelParams, vertices: np.ndarray, basis: np.ndarray,
+                 init_logits: Callable[[np.ndarray, int], np.ndarray] | None = None):
         super().__init__()
         n = len(vertices)
         k = min(cfg.lbo_basis, basis.shape[1])
@@ -159,8 +233,8 @@ class LiftingModel(nn.Module):
         m, d, nb = cfg.parts, cfg.basis_size, cfg.blendshapes
         if self.type == "dp3d":
             seed = int(torch.randint(0, 2**31 - 1, (1,)))  # follows torch's seed
-            logits = initial_logits(np.asarray(basis)[:, :k], m, cfg.segmentation_init, cfg.init_sharpness,
-                                    cfg.sigma_init, areas, seed)
+            logits = (init_logits(np.asarray(basis)[:, :k], seed) if init_logits is not None
+                      else np.zeros((k, m), np.float32))
             self.logits = nn.Parameter(torch.as_tensor(logits))  # A: (K, M), pipeline.train.part_init
             self.rest = nn.Parameter(torch.zeros(m, XI_DIM))  # ξ̄_j
             self.blend = nn.Parameter(torch.randn(nb, k, 3) * BASIS_INIT_STD) if nb else None  # C_b
@@ -244,35 +318,6 @@ class LiftingModel(nn.Module):
         """Gives the model the template's (N, 3) unit outward normals (canonical frame), so that
         ``forward`` also returns the posed normals (for ``loss.facing``; not saved in checkpoints)."""
         self.rest_normals = torch.as_tensor(normals, dtype=torch.float32, device=self.template.device)
-
-
-def build_model(cfg: ModelParams, vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,
-                evecs: np.ndarray) -> LiftingModel:
-    """A fresh model from the template (metres, as in template.npz) and unit-RMS LBO eigenvectors."""
-    canon, _ = canonical_template(vertices, up, forward)
-    return LiftingModel(cfg, canon, evecs)
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[LiftingModel, dict]:
-    """Loads a trained model from a checkpoint written by :mod:`pipeline.train.loop`, in eval mode.
-
-    Returns:
-        model: :class:`LiftingModel` on ``device``.
-        info: dict with ``step``, ``template_hash``, ``params`` (model/loss/train/common sections as
-            plain dicts), ``metrics`` (last logged losses), ``template_scale`` (metres per
-            canonical unit) and ``segmentation_init`` ((N, M) float32 part weights before training;
-            None in checkpoints older than it).
-    """
-    from pipeline.core.config import load_params_dict
-
-    ck = torch.load(Path(path), map_location=device, weights_only=True)
-    cfg = load_params_dict({"model": ck["params"]["model"]}).model  # other sections may have changed since
-    model = LiftingModel(cfg, ck["template"].cpu().numpy(), ck["basis"].cpu().numpy())
-    model.load_state_dict(ck["model"])
-    model.to(device).eval()
-    info = {k: ck.get(k) for k in ("step", "template_hash", "params", "metrics", "template_scale",
-                                   "segmentation_init")}
-    return model, info
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""The initial part segmentation of DP3D: the logits ``A`` (K, M) of ``w = softmax(Φ_K A)``.
+"""A fresh model (:func:`build_model`) and the initial part segmentation of DP3D: the logits ``A`` (K, M) of
+``w = softmax(Φ_K A)``.
 
 Sizes: N template vertices, K LBO eigenvectors (unit RMS, the first one constant), M parts.
 
@@ -22,12 +23,16 @@ the start, head and both arms in one part) and training never undoes it. Two ini
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
+from pipeline.core.config import ModelParams
 from pipeline.core.errors import InputError
+from pipeline.train.model import LiftingModel, canonical_template
 
-__all__ = ["weighted_kmeans", "spectral_logits", "random_logits", "initial_logits", "KMEANS_RESTARTS"]
+__all__ = ["weighted_kmeans", "spectral_logits", "random_logits", "initial_logits", "logit_initialiser",
+           "build_model", "KMEANS_RESTARTS"]
 
 KMEANS_RESTARTS = 5
 
@@ -114,3 +119,20 @@ def initial_logits(basis: np.ndarray, m: int, mode: str, sharpness: float, sigma
     if mode == "random":
         return random_logits(basis.shape[1], m, sigma, rng)
     raise InputError(f"model.segmentation_init = {mode!r}: allowed spectral or random")
+
+
+def logit_initialiser(cfg: ModelParams, areas: np.ndarray | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``(basis (N, K), seed) -> (K, M)`` initial logits as ``cfg`` (``model``) asks, for :class:`LiftingModel`.
+    areas: (N,) float vertex areas weighting the spectral clustering (None: equal)."""
+    def init(basis: np.ndarray, seed: int) -> np.ndarray:
+        return initial_logits(basis, cfg.parts, cfg.segmentation_init, cfg.init_sharpness, cfg.sigma_init, areas,
+                              seed)
+    return init
+
+
+def build_model(cfg: ModelParams, vertices: np.ndarray, up: np.ndarray, forward: np.ndarray, evecs: np.ndarray,
+                areas: np.ndarray | None = None) -> LiftingModel:
+    """A fresh model from the template (metres, as in template.npz), unit-RMS LBO eigenvectors and
+    (optionally) vertex areas of the canonical template weighting the spectral part initialisation."""
+    canon, _ = canonical_template(vertices, up, forward)
+    return LiftingModel(cfg, canon, evecs, init_logits=logit_initialiser(cfg, areas))

@@ -35,7 +35,7 @@ from pipeline.core.config import SyntheticParams, as_dict
 from pipeline.densepose.synthetic.corruption import Crop, corrupt_inplace
 from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
 from pipeline.densepose.door import zero_counts
-from pipeline.core.logs import progress
+from pipeline.core.stage import progress
 from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.densepose.synthetic.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
 from pipeline.core.store import StoreWriter

@@ -1,11 +1,15 @@
-"""What the ``evaluate`` stage writes: the keys of ``eval.json``, the columns of its CSVs (documented in
-:mod:`pipeline.evaluate.loop`), the result they are written from, the writer and the per-part sums they add up."""
+"""What the ``evaluate`` stage passes around and writes: the batches it measures (:class:`Batch`), the
+instances it keeps for the reports (:class:`Kept`), the keys of ``eval.json`` and the columns of its CSVs
+(documented in :mod:`pipeline.evaluate.loop`), the result they are written from, the writer and the
+per-part sums they add up."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,40 @@ import numpy as np
 from pipeline.core.io import atomic_path
 from pipeline.evaluate.metrics import part_sums
 from pipeline.evaluate.segmentation import REGION_COLUMNS
+
+
+# (B, N, 2) float32 keypoints (pixels), (B, N) bool visible, (B,) int store rows -> (B, N, 3) image frame
+Reconstruct = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class Kept:
+    """The first evaluated instances, kept whole for the reports (depth-centred; camera-frame metres with
+    ground truth, else image-frame pixels and no ``true``). error: the per-instance headline error."""
+
+    rows: list = field(default_factory=list)
+    xy: list = field(default_factory=list)
+    visible: list = field(default_factory=list)
+    pred: list = field(default_factory=list)
+    true: list = field(default_factory=list)
+    error: list = field(default_factory=list)
+
+    def add(self, limit: int, **arrays) -> None:
+        room = limit - len(self.rows)
+        if room > 0:
+            for k, v in arrays.items():
+                v = v[:room]  # arrays copied: a view would keep the batch's whole array alive
+                getattr(self, k).extend(list(np.array(v)) if isinstance(v, np.ndarray) else v)
+
+
+class Batch(NamedTuple):
+    """Store rows reconstructed together. read(name): another array of the store at these rows."""
+
+    rows: np.ndarray     # (B,) int64
+    xy: np.ndarray       # (B, N, 2) float32 pixels
+    visible: np.ndarray  # (B, N) bool
+    image: np.ndarray    # (B, N, 3) float64 reconstruction, image frame
+    read: Callable[[str], np.ndarray]
 
 
 SEGMENTATION_KEYS = ("parts_used", "segmentation_entropy", "segmentation_min_component_share",
