@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
-from pipeline.core.config import as_dict, load_params
-from pipeline.core.stage import resolve_device
+from pipeline.core.config import load_params
 from pipeline.core.io import save_json, stage_outputs
-from pipeline.keypoints.write import extract_keypoints
 from pipeline.core.stage import cli, fix_threads
+from pipeline.keypoints.write import write_keypoints
 from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.keypoints")
@@ -33,25 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     with stage_outputs(args.out, args.metrics):
         params = load_params(args.params)
         fix_threads(params.common.threads)
-        p = params.keypoints
-        device = resolve_device(params.common.device)
-        template = load_template(args.template)
-        t0 = time.perf_counter()
-        summary = extract_keypoints(args.iuv, args.out, template, p.mode, p.min_visible_area, device=device,
-                                    params=as_dict(p))
-        dt = time.perf_counter() - t0
-        log.info("%s mode on %s: %d instances in %.1f s (%.0f/s); kept %d, dropped %d showing < %.0f%% of the surface",
-                 p.mode, device, summary["instances_in"], dt, summary["instances_in"] / dt, summary["instances_out"],
-                 summary["dropped_small_visible_area"], 100 * p.min_visible_area)
-        figures = ("median_error_px", "visibility_precision", "visibility_recall")
-        if "median_error_px" in summary:
-            line = "against ground truth: median error %.3f px, visibility precision %.3f, recall %.3f"
-            values = [summary[k] for k in figures]
-            if "exact" in summary:  # the same measures on the exact rendering: the mapping's own error
-                line += "; from the exact IUV: %.3f px, precision %.3f, recall %.3f"
-                values += [summary["exact"][k] for k in figures]
-            log.info(line, *values)
-        save_json(args.metrics, summary)
+        summary = write_keypoints(params, args.iuv, load_template(args.template), args.out)
+        for line in summary.lines():
+            log.info("%s", line)
+        save_json(args.metrics, summary.metrics())
         log.info("wrote %s and %s", args.out, args.metrics)
 
 

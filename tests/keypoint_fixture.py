@@ -62,5 +62,5 @@ def make_keypoints(path: str | Path, template, n: int = 64, seed: int = 0, test_
         "gt/joints": np.einsum("jn,bnk->bjk", template.joint_regressor, cam).astype(np.float32),
         "gt/camera": np.c_[f, c].astype(np.float32), "gt/pixels": pixels.astype(np.float32),
     }
-    write_store(path, arrays, {"schema": SCHEMA, "template_hash": template.hash, "mode": "iuv"}, chunk=chunk)
+    write_store(path, arrays, {"schema": SCHEMA, "template_hash": template.hash, "kind": "chart"}, chunk=chunk)
     return Path(path)

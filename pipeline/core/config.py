@@ -12,7 +12,7 @@ allowed, before any work starts::
 
 Every problem is reported, not only the first: the message lists each key. Constraints between
 keys of different sections (``model.lbo_basis`` <= ``lbo.k``, ``model.parts`` within the basis, a CSE
-``keypoints.mode`` with CSE data, ...) are checked too, by :class:`Params` (:data:`CROSS_SECTION`),
+``densepose.kind: cse`` with CSE data, ...) are checked too, by :class:`Params` (:data:`CROSS_SECTION`),
 so a stage never starts on params that a later stage would refuse.
 
 Adding a parameter: add a field with ``param(...)`` to its section, document it in ``params.yaml``,
@@ -167,6 +167,9 @@ class DenseposeParams:
     source: str = param("synthetic", "synthetic (rendered Anny bodies), detectron2 (run a model on images) "
                         "or precomputed (import results)", choices=("synthetic", "detectron2", "precomputed"))
     crop: int = param(112, "side S of the S x S crop grid every instance is resampled to (pixels)", lo=8, hi=1024)
+    kind: str = param("chart", "the dense correspondence later stages use: chart (IUV: part and U, V; keypoints "
+                      "through a lookup table) or cse (continuous surface embeddings; nearest vertex embedding)",
+                      choices=("chart", "cse"))
 
 
 def _check_ranges(section: str, obj: Any, names: tuple[str, ...]) -> None:
@@ -230,7 +233,7 @@ class SyntheticParams:
     projection: str = param("orthographic", "camera model", choices=("orthographic", "perspective"))
     fov: float = param(40.0, "vertical field of view of the virtual image (degrees)", lo=1.0, hi=150.0)
     image_size: int = param(160, "side of the virtual image (pixels) that boxes are given in", lo=16, hi=100_000)
-    cse: bool = param(False, "also render CSE embeddings (16 channels a pixel; needed by keypoints.mode: cse)")
+    cse: bool = param(False, "also render CSE embeddings (16 channels a pixel; needed by densepose.kind: cse)")
     margin: float = param(0.1, "crop box = the body's box grown by this fraction of its size per side",
                           lo=0.0, hi=2.0)
     visibility_tol: float = param(0.01, "metres: a vertex is visible iff its ray to the camera, started this "
@@ -250,8 +253,6 @@ class SyntheticParams:
 class KeypointsParams:
     """Stage ``keypoints``: dense correspondence to template-vertex keypoints."""
 
-    mode: str = param("iuv", "iuv: chart IUV through a lookup table; cse: nearest vertex embedding",
-                      choices=("iuv", "cse"))
     min_visible_area: float = param(0.1, "drop instances showing less of the template's surface area (share)",
                                     lo=0.0, hi=1.0)
 
@@ -387,15 +388,15 @@ def _parts_within_basis(p: Params) -> str | None:
     return None
 
 
-def _cse_mode_has_cse_data(p: Params) -> str | None:
-    if p.keypoints.mode != "cse":
+def _cse_kind_has_cse_data(p: Params) -> str | None:
+    if p.densepose.kind != "cse":
         return None
     if p.densepose.source == "synthetic" and not p.synthetic.cse:
-        return ("keypoints.mode = 'cse' needs CSE embeddings, but densepose.source: synthetic renders them only "
-                "with synthetic.cse: true; set synthetic.cse: true or keypoints.mode: iuv")
+        return ("densepose.kind = 'cse' needs CSE embeddings, but densepose.source: synthetic renders them only "
+                "with synthetic.cse: true; set synthetic.cse: true or densepose.kind: chart")
     if p.densepose.source == "precomputed" and p.precomputed.format == "iuv_png":
-        return ("keypoints.mode = 'cse' needs CSE embeddings, but precomputed.format: iuv_png holds chart IUV "
-                "only; set keypoints.mode: iuv, or import a CSE dump (precomputed.format: dump)")
+        return ("densepose.kind = 'cse' needs CSE embeddings, but precomputed.format: iuv_png holds chart IUV "
+                "only; set densepose.kind: chart, or import a CSE dump (precomputed.format: dump)")
     return None
 
 
@@ -420,7 +421,7 @@ def _val_split_has_holdout(p: Params) -> str | None:
 
 # the constraints between keys checked by Params: each returns the problem (naming both keys and the
 # fix) or None
-CROSS_SECTION = (_lbo_basis_within_lbo_k, _parts_within_basis, _cse_mode_has_cse_data, _oracle_has_truth,
+CROSS_SECTION = (_lbo_basis_within_lbo_k, _parts_within_basis, _cse_kind_has_cse_data, _oracle_has_truth,
                  _val_split_has_holdout)
 
 

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
-from pipeline.densepose.write import (ImageInstances, NoInstancesError, check_cse_template, read_name_list,
-                                      write_instances_store)
+from pipeline.densepose.write import (DenseposeSummary, ImageInstances, NoInstancesError, check_cse_template,
+                                      read_name_list, store_params, write_instances_store)
 from pipeline.core.stage import resolve_device
 from pipeline.densepose.door import DoorCounts, check_finite, door_boxes, path_problems, raise_problems, select_instances
 from pipeline.core.errors import InputError, UserError
@@ -301,7 +301,7 @@ def check_detectron2_inputs(params, device: str | None = None) -> None:
 
 
 def write_detectron2_store(params, crop: int, device: str, template, out_path: str | Path,
-                           params_record: dict | None = None) -> dict:
+                           params_record: dict | None = None) -> DenseposeSummary:
     """The ``detectron2`` source, end to end: build the model, run it, write ``densepose.zarr``.
 
     Args:
@@ -341,3 +341,9 @@ def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:
                          f"= detectron2.weights = {weights}) and rerun the template stage")
     log.info("CSE model: the vertex embeddings of %s equal the template's", mesh)
     return mesh
+
+
+def write_store(params, template, out: str | Path) -> DenseposeSummary:
+    """The source's entry point (the signature every source shares, :mod:`pipeline.densepose.sources`)."""
+    return write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template, out,
+                                  store_params(params))

@@ -59,7 +59,8 @@ from pipeline.densepose.convert import chart_results_to_crops, cse_output_to_cro
 from pipeline.densepose.door import (DoorCounts, check_boxes, check_chart_result, check_cse_output, door_boxes, path_problems,
                            raise_problems, select_instances)
 from pipeline.densepose.store import decode_iuv
-from pipeline.densepose.write import ImageInstances, check_cse_template, read_name_list, write_instances_store
+from pipeline.densepose.write import (DenseposeSummary, ImageInstances, check_cse_template, read_name_list,
+                                       store_params, write_instances_store)
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, load_dump
 from pipeline.core.errors import InputError
 
@@ -322,7 +323,7 @@ def check_precomputed_inputs(params) -> None:
 
 
 def write_precomputed_store(params, crop: int, template, out_path: str | Path,
-                            params_record: dict | None = None) -> dict:
+                            params_record: dict | None = None) -> DenseposeSummary:
     """The ``precomputed`` source, end to end: check, read, filter, resample, write ``densepose.zarr``.
 
     Args:
@@ -361,3 +362,8 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
     return write_instances_store(out_path, instances, crop=crop, source="precomputed",
                                  template_hash=template.hash, params=params_record or {},
                                  test_names=test, skipped=skipped, cse_mesh=mesh, counts=counts.summary())
+
+
+def write_store(params, template, out: str | Path) -> DenseposeSummary:
+    """The source's entry point (the signature every source shares, :mod:`pipeline.densepose.sources`)."""
+    return write_precomputed_store(params.precomputed, params.densepose.crop, template, out, store_params(params))

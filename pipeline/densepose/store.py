@@ -58,10 +58,10 @@ MISSING_LABEL = 255
 N_LABELS = 25  # background + 24 DensePose parts
 KIND_ARRAYS = {"chart": ("labels", "uv"), "cse": ("embedding", "mask")}
 _KIND_FIX = {
-    "cse": "keypoints.mode: cse needs CSE output: set synthetic.cse: true (densepose.source: synthetic), use a "
-           "DensePose CSE model or dump (detectron2, precomputed), or set keypoints.mode: iuv",
-    "chart": "keypoints.mode: iuv needs chart (IUV) output: use a DensePose chart model or dump, or set "
-             "keypoints.mode: cse",
+    "cse": "densepose.kind: cse needs CSE output: set synthetic.cse: true (densepose.source: synthetic), use a "
+           "DensePose CSE model or dump (detectron2, precomputed), or set densepose.kind: chart",
+    "chart": "densepose.kind: chart needs chart (IUV) output: use a DensePose chart model or dump, or set "
+             "densepose.kind: cse",
 }
 
 

@@ -2,9 +2,10 @@
 
 Both sources turn each image into an :class:`ImageInstances` (crops already on the ``S x S`` grid,
 see :mod:`pipeline.densepose.convert`) and hand the list to :func:`write_instances_store`, which
-assigns the train/test split, writes the layout of :mod:`pipeline.densepose.store` and returns a
-summary of counts for the stage's metrics file, including the counts of instances skipped or clipped
-at the door (:mod:`pipeline.densepose.door`; always present, 0 when none).
+assigns the train/test split, writes the layout of :mod:`pipeline.densepose.store` and returns its
+:class:`DenseposeSummary`, the one output structure of every source (the synthetic source's too), with
+the counts of instances skipped or clipped at the door (:mod:`pipeline.densepose.door`; always
+present, 0 when none).
 
 CSE output is only comparable with the vertex embeddings of the model that made it, so a CSE store
 needs a template built from that model's mesh and weights (``template.source: cse``,
@@ -15,8 +16,10 @@ mesh's name in the attribute ``cse_mesh``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +30,53 @@ from pipeline.core.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageInstances", "NoInstancesError", "check_cse_template", "read_name_list", "write_instances_store"]
+__all__ = ["DenseposeSummary", "store_params", "ImageInstances", "NoInstancesError", "check_cse_template", "read_name_list",
+           "write_instances_store"]
+
+
+@dataclass(frozen=True)
+class DenseposeSummary:
+    """What a densepose source wrote. :meth:`metrics` is ``metrics/densepose.json`` (reproducible counts,
+    no timings); the stage logs :meth:`lines`.
+
+    Attributes:
+        source: ``densepose.source``.  instances, train, test: instances written, of the train and test split.
+        door: the door's counts (:data:`pipeline.densepose.door.COUNT_KEYS`; all 0 for synthetic data).
+        details: the source's own counts: synthetic ``bodies``, ``modes`` (bodies per pose mode),
+            ``foreground_pixels``, ``visible_vertices``, ``occluded_vertices``; real images ``images``,
+            ``images_skipped`` (unreadable), ``images_without_instances``.
+        seconds, device: how long it took and where (logged only).
+    """
+
+    source: str
+    instances: int
+    train: int
+    test: int
+    door: Mapping[str, int]
+    details: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    device: str = ""
+
+    def metrics(self) -> dict:
+        return {"source": self.source, "instances": self.instances, "train": self.train, "test": self.test,
+                **self.door, **self.details}
+
+    def lines(self) -> list[str]:
+        rate = f" in {self.seconds:.1f} s ({self.instances / self.seconds:.0f} instances/s)" if self.seconds else ""
+        on = f" on {self.device}" if self.device else ""
+        out = [f"{self.source}: {self.instances} instances ({self.train} train, {self.test} test){on}{rate}"]
+        out += [f"{k}: {v}" for k, v in self.details.items()]
+        if any(self.door.values()):
+            out.append("at the door: " + ", ".join(f"{k} {v}" for k, v in self.door.items()))
+        return out
+
+
+def store_params(params) -> dict:
+    """The params that made a densepose store, for its attributes: ``common``, ``densepose`` and the
+    source's section."""
+    from pipeline.core.config import as_dict
+
+    return {k: as_dict(getattr(params, k)) for k in ("common", "densepose", params.densepose.source)}
 
 
 class NoInstancesError(UserError, RuntimeError):
@@ -99,7 +148,7 @@ def _is_test(name: str, test_names: set[str]) -> bool:
 def write_instances_store(path: str | Path, images: list[ImageInstances], *, crop: int, source: str,
                           template_hash: str, params: dict, test_names: set[str] | None = None,
                           skipped: list[str] = (), cse_mesh: str | None = None,
-                          counts: dict[str, int] | None = None) -> dict:
+                          counts: dict[str, int] | None = None) -> DenseposeSummary:
     """Writes every instance of ``images`` as ``data/densepose.zarr`` (layout: densepose_store).
 
     Args:
@@ -112,8 +161,8 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
         counts: the door's counts (:class:`pipeline.densepose.door.DoorCounts` ``.summary()``); None: all 0.
 
     Returns:
-        summary: counts of images read / skipped / without instances, instances, train / test, and
-        the door's skipped / clipped boxes (:data:`pipeline.densepose.door.COUNT_KEYS`).
+        the summary: instances, train / test, images read / skipped / without instances, and the door's
+        skipped / clipped boxes (:data:`pipeline.densepose.door.COUNT_KEYS`).
 
     Raises:
         NoInstancesError: not a single instance to write (never an empty store).
@@ -163,10 +212,6 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
                 rows["mask"] = np.asarray(im.mask, bool)
             w.write(start, rows)
             start += k
-    summary = {"images": len(images), "images_skipped": len(skipped),
-               "images_without_instances": sum(len(im) == 0 for im in images),
-               "instances": n, "instances_train": n - n_test, "instances_test": n_test,
-               **zero_counts(), **(counts or {})}
-    log.info("wrote %s: %d instances from %d images (%d skipped, %d without instances), %d test",
-             path, n, len(images), len(skipped), summary["images_without_instances"], n_test)
-    return summary
+    return DenseposeSummary(source, n, n - n_test, n_test, {**zero_counts(), **(counts or {})},
+                            {"images": len(images), "images_skipped": len(skipped),
+                             "images_without_instances": sum(len(im) == 0 for im in images)})

@@ -33,7 +33,7 @@ from pipeline.densepose.store import decode_iuv, encode_iuv
 from pipeline.core.io import atomic_path
 from pipeline.core.errors import InputError
 
-__all__ = ["FullFrame", "paste_iuv", "save_fullframe"]
+__all__ = ["FullFrame", "paste_iuv", "save_fullframe", "export_store_frames", "write_frames"]
 
 
 class FullFrame(NamedTuple):
@@ -116,3 +116,14 @@ def export_store_frames(root, folder: str | Path) -> int:
         save_fullframe(frame, folder / f"{stem}_IUV.png", folder / f"{stem}_INDS.png")
         written += 1
     return written
+
+
+def write_frames(root, folder: str | Path) -> int:
+    """Writes ``folder`` (a new folder, atomically) with the full-frame IUV and index PNGs of an iuv.zarr store
+    of real images (:func:`export_store_frames`); synthetic images are virtual, so their folder stays
+    empty, as does a store without chart output. Returns the number of images written."""
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        if root.attrs.get("source") == "synthetic" or "iuv" not in root:
+            return 0
+        return export_store_frames(root, tmp)

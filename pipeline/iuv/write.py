@@ -1,5 +1,7 @@
 """The ``iuv`` stage's work: repair every instance of ``densepose.zarr`` into ``iuv.zarr`` (layout:
-:mod:`pipeline.iuv.store`).
+:mod:`pipeline.iuv.store`), then its preview and, for real images, the full-frame IUV PNGs.
+:func:`write_iuv` is the stage's entry point; it repairs only the correspondence kind that
+``densepose.kind`` names (the one the keypoints stage reads).
 
 Instances are repaired in parallel, one Zarr chunk of instances per task, by ``workers``
 processes; results are written in instance order, so the store does not depend on ``workers``.
@@ -9,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +22,75 @@ from pipeline.densepose.store import open_densepose
 from pipeline.iuv.store import CARRIED, COUNT_NAMES, GT_DROPPED, SCHEMA
 from pipeline.densepose.store import encode_iuv
 from pipeline.iuv.repair import QUALITY_SUMS, RepairOptions, quality_from_sums, quality_sums, repair_chart, repair_cse
+from pipeline.core.config import Params, as_dict
+from pipeline.core.io import written
 from pipeline.core.stage import progress as progress_bar
+from pipeline.iuv.fullframe import write_frames
+from pipeline.iuv.preview import write_preview
+from pipeline.iuv.store import open_iuv
 from pipeline.core.store import StoreError, StoreWriter
 from pipeline.core.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["repair_store", "repair_rows"]
+__all__ = ["IuvSummary", "write_iuv", "repair_store", "repair_rows"]
+
+
+@dataclass(frozen=True)
+class IuvSummary:
+    """What the ``iuv`` stage did. :meth:`metrics` is ``metrics/iuv.json`` and the store's ``counts``
+    attribute (reproducible counts, no timings); the stage logs :meth:`lines`.
+
+    Attributes:
+        kinds: the outputs repaired ("chart", "cse").  instances_in, instances_out: instances read and kept.
+        repairs: the totals of :data:`pipeline.iuv.store.COUNT_NAMES` (pixels filled, holes filled, ...).
+        quality_before, quality_after: part accuracy, U/V error, foreground IoU against the exact ``gt/iuv``
+            (synthetic chart data only, else None).
+        frames: full-frame IUV images written (real images only).  seconds, workers: logged only.
+    """
+
+    kinds: tuple[str, ...]
+    instances_in: int
+    instances_out: int
+    repairs: Mapping[str, int]
+    quality_before: Mapping[str, float] | None = None
+    quality_after: Mapping[str, float] | None = None
+    frames: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+
+    def metrics(self) -> dict:
+        out = {"instances_in": self.instances_in, "instances_out": self.instances_out,
+               "dropped_small_foreground": self.instances_in - self.instances_out, **self.repairs}
+        if self.quality_before is not None:
+            out.update(quality_before=dict(self.quality_before), quality_after=dict(self.quality_after))
+        return out
+
+    def lines(self) -> list[str]:
+        rate = f" in {self.seconds:.1f} s ({self.instances_in / self.seconds:.0f}/s, {self.workers} workers)" \
+            if self.seconds else ""
+        out = [f"repaired {'+'.join(self.kinds)} output of {self.instances_in} instances{rate}; kept "
+               f"{self.instances_out}; " + ", ".join(f"{k} {v}" for k, v in self.repairs.items())]
+        for when, q in (("before", self.quality_before), ("after", self.quality_after)):
+            if q is not None:
+                out.append(f"{when} repair: part accuracy {q['part_accuracy']:.4f}, U/V error {q['uv_error']:.4f}, "
+                           f"foreground IoU {q['foreground_iou']:.4f}")
+        if self.frames:
+            out.append(f"{self.frames} full-frame IUV images")
+        return out
+
+
+def write_iuv(params: Params, densepose: str | Path, out: str | Path, preview: str | Path,
+              frames: str | Path) -> IuvSummary:
+    """The ``iuv`` stage: repairs the ``densepose.kind`` output of ``densepose`` into ``out`` (iuv.zarr), draws
+    ``preview``/instances.png and writes ``frames`` (full-frame IUV PNGs for real images; empty otherwise)."""
+    p = params.iuv
+    t0 = time.perf_counter()
+    summary = repair_store(densepose, out, RepairOptions.from_params(p), p.min_foreground, p.workers,
+                           params=as_dict(p), kinds=[params.densepose.kind])
+    write_preview(densepose, written(out), preview, p.previews)
+    n_frames = write_frames(open_iuv(written(out)), frames)
+    return dataclasses.replace(summary, frames=n_frames, seconds=time.perf_counter() - t0, workers=p.workers)
 
 def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
     """Repairs a block of instances read from densepose.zarr.
@@ -80,14 +147,14 @@ def _repair_chunk(src: str, names: list[str], start: int, stop: int, opts: Repai
 
 
 def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_foreground: int, workers: int,
-                 params: dict | None = None, progress: bool = True, kinds: list[str] | None = None) -> dict:
+                 params: dict | None = None, progress: bool = True, kinds: list[str] | None = None) -> IuvSummary:
     """Repairs every instance of ``src`` (densepose.zarr) into ``dst`` (iuv.zarr), atomically.
 
     ``kinds`` picks the outputs to repair and write ("chart", "cse"; default: all the store holds):
     the default pipeline needs only the chart output, and CSE embeddings are 16 channels a pixel.
 
     Returns:
-        a summary: instance counts, total repair counts, and quality before/after repair against
+        the summary: instance counts, total repair counts, and quality before/after repair against
         ``gt/iuv`` when the source has it (synthetic data).
     Raises:
         StoreError: the source is unusable, or no instance survives (no store is written then).
@@ -150,9 +217,9 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
         if kept == 0:
             raise StoreError(f"{src}: no instance kept {min_foreground} foreground pixels after repair; "
                              "nothing to write (lower iuv.min_foreground?)")
-        summary = {"instances_in": n_in, "instances_out": kept, "dropped_small_foreground": n_in - kept, **totals}
-        if "gt/iuv" in names and "chart" in kinds:
-            summary["quality_before"] = quality_from_sums(quality[0])
-            summary["quality_after"] = quality_from_sums(quality[1])
-        w.set_attrs(counts=summary)
+        exact = "gt/iuv" in names and "chart" in kinds
+        summary = IuvSummary(tuple(kinds), n_in, kept, totals,
+                             quality_from_sums(quality[0]) if exact else None,
+                             quality_from_sums(quality[1]) if exact else None)
+        w.set_attrs(counts=summary.metrics())
     return summary

@@ -1,15 +1,19 @@
 """The ``keypoints`` stage's work: repaired IUV (or CSE) crops to template-vertex keypoints (layout:
-:mod:`pipeline.keypoints.store`).
+:mod:`pipeline.keypoints.store`). :func:`write_keypoints` is the stage's entry point; ``densepose.kind``
+picks the correspondence read (chart: IUV through a lookup table; cse: nearest vertex embedding).
 
 On synthetic data ``counts`` (and the stage's metrics) hold the keypoint accuracy and visibility
 precision/recall of the written keypoints (from the repaired IUV) against ``gt/pixels`` and
-``gt/visible`` and, in iuv mode, the same measures of keypoints from the exact rendering ``gt/iuv``
+``gt/visible`` and, for chart data, the same measures of keypoints from the exact rendering ``gt/iuv``
 of the same instances under ``exact``: what the IUV-to-keypoint mapping itself achieves.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +24,64 @@ from pipeline.keypoints.store import CARRIED, GT_DROPPED, SCHEMA, keypoint_specs
 from pipeline.geometry.mesh import vertex_areas
 from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding,
                                        visible_area_share)
-from pipeline.core.stage import progress as progress_bar
+from pipeline.core.config import Params, as_dict
+from pipeline.core.stage import progress as progress_bar, resolve_device
 from pipeline.core.store import StoreError, StoreWriter
 from pipeline.template.file import Template
 from pipeline.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["extract_keypoints", "keypoint_quality", "quality_summary"]
+__all__ = ["KeypointsSummary", "write_keypoints", "extract_keypoints", "keypoint_quality", "quality_summary"]
+
+
+
+@dataclass(frozen=True)
+class KeypointsSummary:
+    """What the ``keypoints`` stage did. :meth:`metrics` is ``metrics/keypoints.json`` and the store's
+    ``counts`` attribute (no timings); the stage logs :meth:`lines`.
+
+    Attributes:
+        kind: ``densepose.kind`` (chart or cse).  instances_in, instances_out: instances read and kept.
+        quality: on synthetic data, the :func:`quality_summary` of the written keypoints against the truth.
+        exact: on synthetic chart data, the same measures of keypoints mapped from the exact rendering
+            ``gt/iuv``: what the IUV-to-keypoint mapping itself achieves.
+        seconds, device: logged only.
+    """
+
+    kind: str
+    instances_in: int
+    instances_out: int
+    quality: Mapping[str, float] | None = None
+    exact: Mapping[str, float] | None = None
+    seconds: float = 0.0
+    device: str = ""
+
+    def metrics(self) -> dict:
+        out = {"instances_in": self.instances_in, "instances_out": self.instances_out,
+               "dropped_small_visible_area": self.instances_in - self.instances_out, **(self.quality or {})}
+        if self.exact is not None:
+            out["exact"] = dict(self.exact)
+        return out
+
+    def lines(self) -> list[str]:
+        rate = f" in {self.seconds:.1f} s ({self.instances_in / self.seconds:.0f}/s)" if self.seconds else ""
+        out = [f"{self.kind} correspondence on {self.device or 'cpu'}: {self.instances_in} instances{rate}; kept "
+               f"{self.instances_out}"]
+        for what, q in (("against ground truth", self.quality), ("from the exact IUV", self.exact)):
+            if q is not None:
+                out.append(f"{what}: median error {q['median_error_px']:.3f} px, visibility precision "
+                           f"{q['visibility_precision']:.3f}, recall {q['visibility_recall']:.3f}")
+        return out
+
+
+def write_keypoints(params: Params, iuv: str | Path, template: Template, out: str | Path) -> KeypointsSummary:
+    """The ``keypoints`` stage: ``iuv`` (iuv.zarr) to ``out`` (keypoints.zarr) for ``template``."""
+    device = resolve_device(params.common.device)
+    t0 = time.perf_counter()
+    summary = extract_keypoints(iuv, out, template, params.densepose.kind, params.keypoints.min_visible_area,
+                                device=device, params=as_dict(params.keypoints))
+    return replace(summary, seconds=time.perf_counter() - t0, device=device)
 
 def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
     """Sums for the keypoint metrics of a block: pixel distances and visibility confusion.
@@ -62,26 +116,27 @@ def quality_summary(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> 
             "visibility_precision": tp / max(tp + fp, 1), "visibility_recall": tp / max(tp + fn, 1)}
 
 
-def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode: str, min_visible_area: float,
-                      device: str = "cpu", params: dict | None = None, progress: bool = True) -> dict:
-    """Writes ``keypoints.zarr`` from ``iuv.zarr``; returns a summary: counts and, on synthetic data,
-    the :func:`quality_summary` of the written keypoints against the ground truth. In iuv mode, when
+def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind: str, min_visible_area: float,
+                      device: str = "cpu", params: dict | None = None, progress: bool = True) -> KeypointsSummary:
+    """Writes ``keypoints.zarr`` from the ``kind`` ("chart" or "cse") output of ``iuv.zarr``; returns its summary:
+    counts and, on synthetic data, the :func:`quality_summary` of the written keypoints against the ground
+    truth. For chart data, when
     iuv.zarr holds the exact rendering ``gt/iuv``, also ``exact``: the same measures of keypoints
     mapped (same lookup table) from ``gt/iuv`` of the kept instances; they are not written.
 
     Raises:
         StoreError: another template, a missing array, or no instance left (nothing written then).
     """
-    if mode not in ("iuv", "cse"):
-        raise InputError(f"keypoints.mode = {mode!r}: allowed 'iuv' or 'cse'")
-    root = open_iuv(src, template_hash=template.hash, kind="chart" if mode == "iuv" else "cse")
+    if kind not in ("chart", "cse"):
+        raise InputError(f"densepose.kind = {kind!r}: allowed 'chart' or 'cse'")
+    root = open_iuv(src, template_hash=template.hash, kind=kind)
     attrs = dict(root.attrs)
     n_in, n_v = root["box"].shape[0], len(template.vertices)
     crop = int(attrs["crop"])
     gt_all = [f"gt/{k}" for k in sorted(root["gt"].array_keys())] if "gt" in root else []
     gt_names = [k for k in gt_all if k not in GT_DROPPED]
     has_gt = {"gt/vertices", "gt/visible", "gt/camera"} <= set(gt_names)
-    has_exact = has_gt and mode == "iuv" and "gt/iuv" in gt_all
+    has_exact = has_gt and kind == "chart" and "gt/iuv" in gt_all
     if "gt/vertices" in gt_names and root["gt/vertices"].shape[1] != n_v:
         raise StoreError(f"{src}: gt/vertices has {root['gt/vertices'].shape[1]} vertices, the template {n_v}")
     specs = keypoint_specs(n_v)
@@ -89,9 +144,9 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
     if has_gt:
         specs["gt/pixels"] = ((n_v, 2), "float32")
     out_attrs = {k: v for k, v in attrs.items() if k not in ("schema", "params", "counts")}
-    out_attrs.update(schema=SCHEMA, mode=mode, params=params or {})
+    out_attrs.update(schema=SCHEMA, kind=kind, params=params or {})
 
-    lut = iuv_lookup_table(template.chart_part, template.chart_uv, template.chart_vertex) if mode == "iuv" else None
+    lut = iuv_lookup_table(template.chart_part, template.chart_uv, template.chart_vertex) if kind == "chart" else None
     areas = vertex_areas(template.vertices, template.faces)
     chunk = int(root["box"].chunks[0])
     kept, quality, quality_exact = 0, [], []  # keypoint_quality of each block
@@ -99,7 +154,7 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
         for a in progress_bar(range(0, n_in, chunk), desc="keypoints", unit="chunk", enabled=progress):
             b = min(a + chunk, n_in)
             boxes = root["box"][a:b]
-            if mode == "iuv":
+            if kind == "chart":
                 vertex = iuv_to_vertices(root["iuv"][a:b], lut)
             else:
                 mask = root["mask"][a:b]
@@ -130,10 +185,7 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, mode
         if kept == 0:
             raise StoreError(f"{src}: no instance shows {min_visible_area:.0%} of the template's surface; "
                              "nothing to write (lower keypoints.min_visible_area?)")
-        summary = {"instances_in": n_in, "instances_out": kept, "dropped_small_visible_area": n_in - kept}
-        if has_gt:
-            summary.update(quality_summary(quality))
-        if has_exact:
-            summary["exact"] = quality_summary(quality_exact)
-        w.set_attrs(counts=summary)
+        summary = KeypointsSummary(kind, n_in, kept, quality_summary(quality) if has_gt else None,
+                                   quality_summary(quality_exact) if has_exact else None)
+        w.set_attrs(counts=summary.metrics())
     return summary

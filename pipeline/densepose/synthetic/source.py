@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from pipeline.geometry.cameras import crop_boxes, project, sample_cameras
-from pipeline.core.config import SyntheticParams, as_dict
+from pipeline.core.config import Params, SyntheticParams, as_dict
 from pipeline.densepose.synthetic.corruption import Crop, corrupt_inplace
 from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
 from pipeline.densepose.door import zero_counts
+from pipeline.densepose.write import DenseposeSummary, store_params
 from pipeline.core.stage import progress
 from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.densepose.synthetic.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
@@ -170,9 +171,9 @@ def _batches(total: int, size: int) -> Iterator[np.ndarray]:
 
 
 def write_synthetic_store(path: str | Path, template: Template, p: SyntheticParams, *, crop: int, seed: int,
-                          device: str = "auto", params: dict | None = None) -> dict:
-    """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns counts and timings
-    (with the door's counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user)."""
+                          device: str = "auto", params: dict | None = None) -> DenseposeSummary:
+    """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns its summary (the door's
+    counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user)."""
     dev = warp_device(device)
     model = body_model(template)
     n_bodies = p.train_bodies + p.test_bodies
@@ -185,9 +186,8 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
              "template_hash": template.hash, "projection": p.projection, "image_size": p.image_size,
              "pose_modes": list(POSE_MODES), "params": params if params is not None else as_dict(p)}
     t0 = time.perf_counter()
-    counts = {"instances": n, "bodies": n_bodies, "train": p.train_bodies * p.views, "test": p.test_bodies * p.views,
-              "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0, "modes": [0] * len(POSE_MODES),
-              **zero_counts()}
+    counts = {"bodies": n_bodies, "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0,
+              "modes": [0] * len(POSE_MODES)}
     # one background thread compresses and writes batch k while batch k + 1 renders (Blosc and Warp
     # release the GIL); writes stay in order, so the store's bytes do not depend on the timing
     # shards of 1024 instances (not the default 2048), so that shards fill and compress during the run
@@ -210,7 +210,11 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
         for f in pending:
             f.result()
         bar.close()
-    counts["seconds"] = time.perf_counter() - t0
-    counts["instances_per_second"] = n / counts["seconds"]
-    counts["device"] = dev
-    return counts
+    return DenseposeSummary("synthetic", n, p.train_bodies * p.views, p.test_bodies * p.views, zero_counts(), counts,
+                            seconds=time.perf_counter() - t0, device=dev)
+
+
+def write_store(params: Params, template: Template, out: str | Path) -> DenseposeSummary:
+    """The source's entry point (the signature every source shares, :mod:`pipeline.densepose.sources`)."""
+    return write_synthetic_store(out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
+                                 device=params.common.device, params=store_params(params))

@@ -65,8 +65,8 @@ def test_exact_data_passes_through_unchanged(tmp_path):
                      progress=False)
     out = open_iuv(tmp_path / "iuv.zarr", template_hash="abc", kind="chart")
     assert np.array_equal(out["iuv"][:], encode_iuv(arrays["labels"], arrays["uv"].astype(np.float32)))
-    assert s["pixels_filled"] == s["holes_filled"] == s["components_dropped"] == s["pixels_dropped"] == 0
-    assert s["quality_after"] == s["quality_before"]
+    assert s.repairs["pixels_filled"] == s.repairs["holes_filled"] == s.repairs["components_dropped"] == s.repairs["pixels_dropped"] == 0
+    assert s.quality_after == s.quality_before
     assert np.array_equal(out["split"][:], arrays["split"]) and np.array_equal(out["gt/iuv"][:], arrays["gt/iuv"])
 
 
@@ -74,11 +74,11 @@ def test_repair_improves_part_accuracy_and_uv_error(tmp_path):
     make_store(tmp_path / "dp.zarr", corrupted=True)
     s = repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(min_component_area=5), 10, 1,
                      progress=False)
-    before, after = s["quality_before"], s["quality_after"]
+    before, after = s.quality_before, s.quality_after
     assert after["part_accuracy"] > before["part_accuracy"] + 0.01
     assert after["uv_error"] < before["uv_error"] - 0.01
     assert after["foreground_iou"] > before["foreground_iou"]
-    assert s["components_dropped"] == 12 and s["holes_filled"] > 0 and s["pixels_filled"] > 0
+    assert s.repairs["components_dropped"] == 12 and s.repairs["holes_filled"] > 0 and s.repairs["pixels_filled"] > 0
     out = open_iuv(tmp_path / "iuv.zarr")
     assert out["components_dropped"][:].tolist() == [1] * 12
 
@@ -87,7 +87,7 @@ def test_small_instances_are_dropped_and_counted(tmp_path):
     arrays = make_store(tmp_path / "dp.zarr", tiny=(2, 5))
     s = repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 20, 1, progress=False)
     out = open_iuv(tmp_path / "iuv.zarr")
-    assert s["instances_out"] == 10 and s["dropped_small_foreground"] == 2
+    assert s.instances_out == 10 and s.metrics()["dropped_small_foreground"] == 2
     assert out["source_index"][:].tolist() == [i for i in range(12) if i not in (2, 5)]
     assert np.array_equal(out["image"][:], arrays["image"][out["source_index"][:]])
     assert np.array_equal(out["gt/iuv"][:], arrays["gt/iuv"][out["source_index"][:]])  # row-aligned with the kept

@@ -140,9 +140,9 @@ def test_cse_output_runs_through_the_stages_to_the_right_vertices(cse_files, tmp
     params.write_text(yaml.safe_dump({
         "template": {"source": "cse", "cse_mesh_file": str(d / "mesh.pkl"), "cse_weights": str(d / "direct.pkl"),
                      "cse_mesh": "sub", "parts_from": str(d / "reference.npz")},
-        "densepose": {"source": "precomputed", "crop": 16},
+        "densepose": {"source": "precomputed", "crop": 16, "kind": "cse"},
         "precomputed": {"dump": str(tmp_path / "dump.pth")},
-        "keypoints": {"mode": "cse", "min_visible_area": 0.0}}))
+        "keypoints": {"min_visible_area": 0.0}}))
     template_stage.main(["--params", str(params), "--out", str(tmp_path / "t.npz"), "--png", str(tmp_path / "t.png")])
     t = load_template(tmp_path / "t.npz")
     # one person: the box's four quadrants carry the embeddings of four vertices, scaled by 3

@@ -37,7 +37,7 @@ def exact_iuv(template, tmp_path_factory):
 
 @pytest.mark.slow
 def test_exact_data_gives_keypoints_on_the_true_vertices(template, exact_iuv):
-    s = extract_keypoints(exact_iuv / "iuv.zarr", exact_iuv / "kp.zarr", template, "iuv", 0.1, progress=False)
+    s = extract_keypoints(exact_iuv / "iuv.zarr", exact_iuv / "kp.zarr", template, "chart", 0.1, progress=False)
     assert s["instances_out"] == s["instances_in"] == 120
     assert s["median_error_px"] <= 1.0, s  # pixels of the source image
     # Not 1: pixels next to an occluding contour or the silhouette map to the nearest chart point, at
@@ -55,7 +55,7 @@ def test_exact_data_gives_keypoints_on_the_true_vertices(template, exact_iuv):
     assert "iuv" not in kp["gt"]  # measured on, not written
     assert np.all(kp["xy"][:][~kp["visible"][:]] == 0)
     # determinism: a second run writes the same bytes
-    extract_keypoints(exact_iuv / "iuv.zarr", exact_iuv / "kp2.zarr", template, "iuv", 0.1, progress=False)
+    extract_keypoints(exact_iuv / "iuv.zarr", exact_iuv / "kp2.zarr", template, "chart", 0.1, progress=False)
     assert tree_bytes(exact_iuv / "kp.zarr") == tree_bytes(exact_iuv / "kp2.zarr")
 
 
@@ -63,7 +63,7 @@ def test_exact_data_gives_keypoints_on_the_true_vertices(template, exact_iuv):
 def test_store_of_another_template_is_refused(template, exact_iuv, tmp_path):
     other = dataclasses.replace(template, hash="0123456789abcdef")
     with pytest.raises(StoreError, match="made from template .* but the template is '0123456789abcdef'"):
-        extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "kp.zarr", other, "iuv", 0.1, progress=False)
+        extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "kp.zarr", other, "chart", 0.1, progress=False)
     with pytest.raises(StoreError, match=r"holds \['chart'\] output, not 'cse'; .*synthetic.cse: true"):
         extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "kp.zarr", template, "cse", 0.1, progress=False)
     assert not (tmp_path / "kp.zarr").exists()
@@ -71,10 +71,10 @@ def test_store_of_another_template_is_refused(template, exact_iuv, tmp_path):
 
 @pytest.mark.slow
 def test_small_visible_area_is_dropped_and_all_dropped_is_an_error(template, exact_iuv, tmp_path):
-    s = extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "kp.zarr", template, "iuv", 0.3, progress=False)
+    s = extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "kp.zarr", template, "chart", 0.3, progress=False)
     assert s["instances_out"] + s["dropped_small_visible_area"] == 120
     with pytest.raises(StoreError, match="no instance shows 100%"):
-        extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "none.zarr", template, "iuv", 1.0, progress=False)
+        extract_keypoints(exact_iuv / "iuv.zarr", tmp_path / "none.zarr", template, "chart", 1.0, progress=False)
     assert not (tmp_path / "none.zarr").exists()
 
 
@@ -86,7 +86,7 @@ def test_corrupted_data_reports_its_figures_and_those_of_the_exact_iuv(template,
     assert p.synthetic.corruption.flip_prob > 0 and p.synthetic.corruption.occluder_prob > 0
     write_synthetic_store(tmp_path / "dp.zarr", template, p.synthetic, crop=p.densepose.crop, seed=0, device="cpu")
     repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 50, 1, progress=False, kinds=["chart"])
-    s = extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "iuv", 0.1, progress=False)
+    s = extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "chart", 0.1, progress=False)
     assert s["instances_out"] >= 10 and set(s["exact"]) == set(QUALITY_KEYS), s
     assert all(k in s for k in QUALITY_KEYS), s
     # measured (seed 0, 12 instances): precision 0.816 against 0.937 exact, mean error 1.88 px against
@@ -100,7 +100,7 @@ def test_corrupted_data_reports_its_figures_and_those_of_the_exact_iuv(template,
 
 def test_missing_store_is_named(template, tmp_path):
     with pytest.raises(FileNotFoundError, match="iuv.zarr"):
-        extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "iuv", 0.1, progress=False)
+        extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "chart", 0.1, progress=False)
 
 
 @pytest.mark.slow

@@ -95,8 +95,8 @@ def test_dump_boxes_of_wrong_shape_are_an_error(tmp_path):
 def test_dump_empty_box_is_skipped_and_counted(tmp_path, caplog):
     path, res = _dump(tmp_path, [[10, 10, 50, 80], [5, 5, 5, 30], [30, 40, 20, 60]])
     summary = write_precomputed_store(_params(path), 16, TEMPLATE, tmp_path / "dp.zarr")
-    assert summary["instances"] == 1 and summary["skipped_empty_boxes"] == 2
-    assert {k: summary[k] for k in ZERO} == {**ZERO, "skipped_empty_boxes": 2}
+    assert summary.metrics()["instances"] == 1 and summary.metrics()["skipped_empty_boxes"] == 2
+    assert {k: summary.metrics()[k] for k in ZERO} == {**ZERO, "skipped_empty_boxes": 2}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
     assert root["box"][:].tolist() == [[10, 10, 50, 80]]
     assert np.array_equal(root["labels"][0], chart_result_to_crop(res[0].labels, res[0].uv, 16)[0].numpy())
@@ -109,7 +109,7 @@ def test_dump_box_outside_a_known_image_is_skipped_and_counted(tmp_path, caplog)
     path, _ = _dump(tmp_path, [[1000, 10, 1079, 80], [10, 10, 50, 80], [20, 200, 60, 260]])
     summary = write_precomputed_store(_params(path, image_root=str(_image(tmp_path))), 16, TEMPLATE,
                                       tmp_path / "dp.zarr")
-    assert {k: summary[k] for k in ZERO} == {**ZERO, "skipped_boxes_outside_image": 2}
+    assert {k: summary.metrics()[k] for k in ZERO} == {**ZERO, "skipped_boxes_outside_image": 2}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
     assert root["box"][:].tolist() == [[10, 10, 50, 80]] and root.attrs["image_sizes"] == [[150, 200]]
     assert any("instance 0: box [1000.0, 10.0, 1079.0, 80.0] lies entirely outside the 200x150 image" in r.getMessage()
@@ -119,7 +119,7 @@ def test_dump_box_outside_a_known_image_is_skipped_and_counted(tmp_path, caplog)
 def test_dump_box_outside_an_unknown_image_is_kept(tmp_path):
     path, _ = _dump(tmp_path, [[1000, 10, 1079, 80]])
     summary = write_precomputed_store(_params(path), 16, TEMPLATE, tmp_path / "dp.zarr")
-    assert summary["instances"] == 1 and {k: summary[k] for k in ZERO} == ZERO
+    assert summary.metrics()["instances"] == 1 and {k: summary.metrics()[k] for k in ZERO} == ZERO
 
 
 def test_dump_box_partly_outside_is_clipped_and_its_crop_covers_the_clipped_box(tmp_path):
@@ -127,7 +127,7 @@ def test_dump_box_partly_outside_is_clipped_and_its_crop_covers_the_clipped_box(
     path, res = _dump(tmp_path, boxes, [0.9, 0.8, 0.7])
     summary = write_precomputed_store(_params(path, image_root=str(_image(tmp_path))), 16, TEMPLATE,
                                       tmp_path / "dp.zarr")
-    assert {k: summary[k] for k in ZERO} == {**ZERO, "clipped_boxes": 2}
+    assert {k: summary.metrics()[k] for k in ZERO} == {**ZERO, "clipped_boxes": 2}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
     assert root["box"][:].tolist() == [[190, 100, 200, 150], [0, 0, 30, 40], [10, 10, 50, 80]]
     # int boxes (190, 100, 70, 70) -> (190, 100, 10, 50) and (-20, -10, 50, 50) -> (0, 0, 30, 40)
@@ -141,7 +141,7 @@ def test_dump_box_partly_outside_is_clipped_and_its_crop_covers_the_clipped_box(
 def test_too_many_skips_are_summarised_not_logged_one_by_one(tmp_path, caplog):
     path, _ = _dump(tmp_path, [[10, 10, 50, 80]] + [[5, 5, 5, 6]] * 14)
     summary = write_precomputed_store(_params(path), 8, TEMPLATE, tmp_path / "dp.zarr")
-    assert summary["skipped_empty_boxes"] == 14
+    assert summary.metrics()["skipped_empty_boxes"] == 14
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum(": empty box [" in m for m in warned) == door.MAX_LOGGED
     assert any("14 empty boxes skipped in all (4 more than logged above)" in m for m in warned)
@@ -225,7 +225,7 @@ def test_dump_cse_box_partly_outside_is_clipped_and_resampled_over_its_window(tm
     path, e, c = _cse_dump(tmp_path, boxes=[[150.0, 50.0, 250.0, 250.0], [10, 10, 30, 20]])
     summary = write_precomputed_store(_params(path, image_root=str(_image(tmp_path, name="c.png"))), 8,
                                       CSE_TEMPLATE, tmp_path / "dp.zarr")
-    assert summary["clipped_boxes"] == 1
+    assert summary.metrics()["clipped_boxes"] == 1
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="cse")
     assert root["box"][:].tolist() == [[150, 50, 200, 150], [10, 10, 30, 20]]
     window = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]])
@@ -381,7 +381,7 @@ def test_iuv_empty_outside_and_partly_outside_boxes(tmp_path):
     boxes = [[5, 5, 20, 25], [10, 10, 10, 30], [60, 0, 90, 30], [15, 20, 1e30, 35], [-1e30, -1e30, -1e29, -1e29]]
     params = _iuv_folder(tmp_path, boxes, scores=[0.9, 0.9, 0.9, 0.8, 0.9], inds=inds)
     summary = write_precomputed_store(params, 8, TEMPLATE, tmp_path / "dp.zarr")
-    assert {k: summary[k] for k in ZERO} == {"skipped_empty_boxes": 1, "skipped_boxes_outside_image": 2,
+    assert {k: summary.metrics()[k] for k in ZERO} == {"skipped_empty_boxes": 1, "skipped_boxes_outside_image": 2,
                                              "clipped_boxes": 1}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
     assert root["box"][:].tolist() == [[5, 5, 20, 25], [15, 20, 50, 35]]
@@ -449,7 +449,7 @@ def test_detectron2_empty_outside_and_partly_outside_boxes(tmp_path, monkeypatch
     boxes = [[5, 5, 30, 50], [10, 10, 10, 20], [45, 0, 60, 10], [20, 30, 60, 90], [0, 0, 5, 5]]
     predictor = ScriptedPredictor(boxes, [0.9, 0.9, 0.9, 0.8, 0.3])
     summary = _d2_run(tmp_path, monkeypatch, predictor, max_instances=2)
-    assert {k: summary[k] for k in ZERO} == {"skipped_empty_boxes": 1, "skipped_boxes_outside_image": 1,
+    assert {k: summary.metrics()[k] for k in ZERO} == {"skipped_empty_boxes": 1, "skipped_boxes_outside_image": 1,
                                              "clipped_boxes": 1}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="t", kind="chart")
     assert root["box"][:].tolist() == [[5, 5, 30, 50], [20, 30, 40, 60]]  # the cap applies to usable boxes
@@ -527,9 +527,9 @@ def test_every_source_returns_the_door_counts(tmp_path, template):
 
     p = load_params_dict({"synthetic": {"train_bodies": 1, "test_bodies": 1, "views": 1, "batch": 2}}).synthetic
     counts = write_synthetic_store(tmp_path / "syn.zarr", template, p, crop=8, seed=0, device="cpu")
-    assert {k: counts[k] for k in ZERO} == ZERO
+    assert {k: counts.metrics()[k] for k in ZERO} == ZERO
     path, _ = _dump(tmp_path, [[10, 10, 50, 80]])
-    assert {k: v for k, v in write_precomputed_store(_params(path), 8, TEMPLATE, tmp_path / "dp.zarr").items()
+    assert {k: v for k, v in write_precomputed_store(_params(path), 8, TEMPLATE, tmp_path / "dp.zarr").metrics().items()
             if k in ZERO} == ZERO
     images, skipped = read_iuv_folder(tmp_path, _iuv_folder(tmp_path, [[5, 5, 20, 25]]).boxes_json)
     assert len(images) == 1 and not skipped

@@ -6,7 +6,7 @@ import yaml
 
 from pipeline.core.config import Params, ParamsError, load_params, load_params_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_repository_params_load_and_match_defaults():
@@ -65,9 +65,9 @@ def test_every_key_in_params_yaml_is_documented():
     ({"model": {"lbo_basis": 40}, "lbo": {"k": 32}}, ("model.lbo_basis = 40 > lbo.k = 32", "raise lbo.k to >= 40")),
     ({"model": {"parts": 12, "lbo_basis": 8}}, ("model.parts = 12", "model.lbo_basis = 8", "lbo.k = 64",
                                                "segmentation_init: random")),
-    ({"keypoints": {"mode": "cse"}}, ("keypoints.mode = 'cse'", "set synthetic.cse: true")),
-    ({"keypoints": {"mode": "cse"}, "densepose": {"source": "precomputed"}, "precomputed": {"format": "iuv_png"}},
-     ("keypoints.mode = 'cse'", "precomputed.format: iuv_png")),
+    ({"densepose": {"kind": "cse"}}, ("densepose.kind = 'cse'", "set synthetic.cse: true")),
+    ({"densepose": {"kind": "cse", "source": "precomputed"}, "precomputed": {"format": "iuv_png"}},
+     ("densepose.kind = 'cse'", "precomputed.format: iuv_png")),
     ({"loss": {"oracle_3d": 1.0}, "densepose": {"source": "detectron2"}}, ("loss.oracle_3d = 1.0", "densepose.source")),
     ({"loss": {"oracle_3d": 1.0}, "synthetic": {"projection": "perspective"}},
      ("loss.oracle_3d", "synthetic.projection: orthographic")),
@@ -84,9 +84,9 @@ def test_cross_section_constraints_name_both_keys_and_the_fix(raw, words):
     {"model": {"parts": 64, "lbo_basis": 64}, "lbo": {"k": 64}},
     {"model": {"parts": 64, "segmentation_init": "random"}},
     {"model": {"parts": 64, "type": "no_parts"}},
-    {"keypoints": {"mode": "cse"}, "synthetic": {"cse": True}},
-    {"keypoints": {"mode": "cse"}, "densepose": {"source": "precomputed"}},  # a dump may hold CSE output
-    {"keypoints": {"mode": "cse"}, "densepose": {"source": "detectron2"}},  # a CSE model: known from its config
+    {"densepose": {"kind": "cse"}, "synthetic": {"cse": True}},
+    {"densepose": {"kind": "cse", "source": "precomputed"}},  # a dump may hold CSE output
+    {"densepose": {"kind": "cse", "source": "detectron2"}},  # a CSE model: known from its config
     {"eval": {"split": "val"}, "train": {"val_share": 0.1}},
     {"loss": {"oracle_3d": 1.0}},
 ])
@@ -97,7 +97,7 @@ def test_consistent_combinations_load(raw):
 def test_every_problem_is_reported_in_one_message(tmp_path):
     """model.parts: 64 with lbo.k: 2 breaks two constraints: both named; key errors are listed together."""
     with pytest.raises(ParamsError) as e:
-        load_params_dict({"model": {"parts": 64}, "lbo": {"k": 2}, "keypoints": {"mode": "cse"}})
+        load_params_dict({"model": {"parts": 64}, "lbo": {"k": 2}, "densepose": {"kind": "cse"}})
     msg = str(e.value)
     assert msg.startswith("params: 3 problems:") and "model.lbo_basis = 32 > lbo.k = 2" in msg
     assert "model.parts = 64" in msg and "synthetic.cse: true" in msg

@@ -106,7 +106,7 @@ def _out_of_range(typ: type, meta: dict) -> st.SearchStrategy | None:
 
 def test_the_fuzzed_keys_are_all_of_params_yaml():
     """Every key of params.yaml is fuzzed here (and nothing else): the leaves come from the dataclasses."""
-    text = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "params.yaml").read_text()
 
     def flat(d, prefix=()):
         return [k for name, v in d.items() for k in (flat(v, prefix + (name,)) if isinstance(v, dict)
@@ -242,16 +242,16 @@ def test_parts_basis_and_lbo_k(parts, basis, k, init, typ):
 
 
 @settings(max_examples=40, deadline=None)
-@given(mode=st.sampled_from(["iuv", "cse"]), source=st.sampled_from(["synthetic", "detectron2", "precomputed"]),
+@given(kind=st.sampled_from(["chart", "cse"]), source=st.sampled_from(["synthetic", "detectron2", "precomputed"]),
        cse=st.booleans(), fmt=st.sampled_from(["dump", "iuv_png"]))
-def test_cse_keypoints_need_cse_data(mode, source, cse, fmt):
-    got = _loads({"keypoints": {"mode": mode}, "densepose": {"source": source}, "synthetic": {"cse": cse},
+def test_cse_kind_needs_cse_data(kind, source, cse, fmt):
+    got = _loads({"densepose": {"kind": kind, "source": source}, "synthetic": {"cse": cse},
                   "precomputed": {"format": fmt}})
-    bad = mode == "cse" and ((source == "synthetic" and not cse) or (source == "precomputed" and fmt == "iuv_png"))
+    bad = kind == "cse" and ((source == "synthetic" and not cse) or (source == "precomputed" and fmt == "iuv_png"))
     assert isinstance(got, ParamsError) == bad
     if bad:
         fix = "synthetic.cse: true" if source == "synthetic" else "precomputed.format: iuv_png"
-        assert "keypoints.mode" in str(got) and fix in str(got)
+        assert "densepose.kind" in str(got) and fix in str(got)
 
 
 @settings(max_examples=40, deadline=None)

@@ -141,8 +141,8 @@ def test_write_detectron2_store_with_fake_model(tmp_path, monkeypatch):
     fake = _fake_model(monkeypatch, FakePredictor())
     summary = d2.write_detectron2_store(_params(folder, score_threshold=0.5, test_list=str(tmp_path / "test.txt")),
                                        24, "cpu", _Template(), tmp_path / "dp.zarr", {"x": 1})
-    assert summary == {"images": 3, "images_skipped": 1, "images_without_instances": 1, "instances": 3,
-                       "instances_train": 2, "instances_test": 1, "skipped_empty_boxes": 0,
+    assert summary.metrics() == {"source": "detectron2", "images": 3, "images_skipped": 1, "images_without_instances": 1, "instances": 3,
+                       "train": 2, "test": 1, "skipped_empty_boxes": 0,
                        "skipped_boxes_outside_image": 0, "clipped_boxes": 0}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="t123", kind="chart")
     assert root.attrs["images"] == ["img00.png", "img01.png", "img02.png"]
@@ -257,7 +257,7 @@ def test_random_densepose_rcnn_end_to_end(tmp_path):  # pragma: no cover - needs
     _random_model(tmp_path, _CFG_TEXT)
     params = _two_images_params(tmp_path)
     summary = d2.write_detectron2_store(params, 32, "auto", _Template(), tmp_path / "dp.zarr")
-    assert summary["images"] == 2 and 1 <= summary["instances"] <= 6
+    assert summary.metrics()["images"] == 2 and 1 <= summary.metrics()["instances"] <= 6
     root = open_densepose(tmp_path / "dp.zarr", kind="chart")
     assert root["labels"].shape[1:] == (32, 32)
 
@@ -284,7 +284,7 @@ def test_random_cse_rcnn_with_its_own_template(template, tmp_path):  # pragma: n
     t = cse_template(tmp_path / "mesh.pkl", tmp_path / "random.pth", "sub", load_template(tmp_path / "reference.npz"))
     params = _two_images_params(tmp_path)
     summary = d2.write_detectron2_store(params, 32, "auto", t, tmp_path / "dp.zarr")
-    assert summary["images"] == 2 and 1 <= summary["instances"] <= 6
+    assert summary.metrics()["images"] == 2 and 1 <= summary.metrics()["instances"] <= 6
     root = open_densepose(tmp_path / "dp.zarr", kind="cse")
     assert root["embedding"].shape[1:] == (16, 32, 32) and root.attrs["cse_mesh"] == "sub"
     with pytest.raises(ValueError, match="template.source: cse"):

@@ -198,8 +198,8 @@ def test_write_precomputed_store_end_to_end(tmp_path):
     params = load_params_dict({"precomputed": {"dump": str(tmp_path / "results.pkl"), "score_threshold": 0.8,
                                                "test_list": str(tmp_path / "test.txt")}}).precomputed
     summary = write_precomputed_store(params, 16, _stub_template("anny", 16), tmp_path / "dp.zarr", {"k": 1})
-    assert summary == {"images": 2, "images_skipped": 0, "images_without_instances": 1, "instances": 1,
-                       "instances_train": 1, "instances_test": 0, "skipped_empty_boxes": 0,
+    assert summary.metrics() == {"source": "precomputed", "images": 2, "images_skipped": 0, "images_without_instances": 1, "instances": 1,
+                       "train": 1, "test": 0, "skipped_empty_boxes": 0,
                        "skipped_boxes_outside_image": 0, "clipped_boxes": 0}
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
     assert root.attrs["images"] == ["/data/imgs/a.jpg", "/data/imgs/b.jpg"]

@@ -49,7 +49,7 @@ def keypoint_arrays(n: int = 80, seed: int = 0) -> dict[str, np.ndarray]:
 def make_store(path: Path, arrays: dict | None = None, **attrs) -> Path:
     """Writes a keypoints store (``arrays`` default: :func:`keypoint_arrays`) of template ``t0``."""
     write_store(path, keypoint_arrays() if arrays is None else arrays,
-                {"schema": SCHEMA, "template_hash": "t0", "mode": "iuv", **attrs}, chunk=CHUNK)
+                {"schema": SCHEMA, "template_hash": "t0", "kind": "chart", **attrs}, chunk=CHUNK)
     return path
 
 
@@ -287,7 +287,7 @@ def test_chart_store_read_as_cse_says_how_to_get_cse_output(tmp_path):
     write_store(tmp_path / "dp.zarr", arrays, {"schema": DENSEPOSE_SCHEMA, "kinds": ["chart"], "crop": 8})
     with pytest.raises(StoreError) as err:
         open_densepose(tmp_path / "dp.zarr", kind="cse")
-    assert_names(err, tmp_path / "dp.zarr", "not 'cse'", "synthetic.cse: true", "keypoints.mode: iuv")
+    assert_names(err, tmp_path / "dp.zarr", "not 'cse'", "synthetic.cse: true", "densepose.kind: chart")
 
 
 def test_crop_attribute_and_arrays_disagree(tmp_path):
@@ -344,7 +344,7 @@ def test_nan_box_in_a_densepose_store_is_named_by_the_iuv_stage(tmp_path):
 
 def test_json_attribute_checks_are_unchanged_by_the_wrapper(pristine):
     root = open_keypoints(pristine, "t0")
-    assert root.attrs["mode"] == "iuv" and dict(root.attrs)["schema"] == SCHEMA
+    assert root.attrs["kind"] == "chart" and dict(root.attrs)["schema"] == SCHEMA
     assert "gt" in root and "vertices" in root["gt"] and "iuv" not in root["gt"]
     assert set(root["gt"].array_keys()) == {"vertices", "visible", "camera", "pixels"}
     xy = root["xy"]
