@@ -38,9 +38,9 @@ import roma
 import torch
 import zarr
 
+from pipeline.core.store import StoreWriter
 from pipeline.geometry.charts import dominant_vertex_part
 from pipeline.geometry.mesh import vertex_normals
-from pipeline.core.store import StoreWriter
 from pipeline.template.build import anny_template
 from pipeline.template.file import Template, check_template, load_template
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.store import write_store
 from pipeline.densepose.store import open_densepose
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.write import repair_store
-from pipeline.core.store import write_store
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.core.config import load_params_dict
 from pipeline.keypoints.store import open_keypoints
-from pipeline.train.model import reconstruct
+from pipeline.train.checkpoint import reconstruct
 from pipeline.train.loop import train
 
 

@@ -16,12 +16,10 @@ import sys
 import time
 
 from pipeline.core.config import load_params
-from pipeline.core.stage import resolve_device
-from pipeline.evaluate.results import write_metrics
-from pipeline.evaluate.loop import evaluate
 from pipeline.core.io import stage_outputs
-from pipeline.evaluate.loop import model_reconstructor
-from pipeline.core.stage import cli, fix_threads
+from pipeline.core.stage import cli, fix_threads, resolve_device
+from pipeline.evaluate.loop import evaluate, model_reconstructor
+from pipeline.evaluate.results import write_metrics
 from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.evaluate")

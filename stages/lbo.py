@@ -13,9 +13,9 @@ import numpy as np
 
 from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, stage_outputs
-from pipeline.geometry.lbo import eigenbasis, save_basis
-from pipeline.template.figures import eigenfunctions_figure
 from pipeline.core.stage import GEOMETRY_THREADS, cli, fix_threads
+from pipeline.geometry.draw import eigenfunctions_figure
+from pipeline.geometry.lbo import eigenbasis, save_basis
 from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.lbo")

@@ -11,9 +11,9 @@ import sys
 
 from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, stage_outputs
-from pipeline.template.figures import template_parts_figure
 from pipeline.core.stage import GEOMETRY_THREADS, cli, fix_threads
 from pipeline.template.build import build_template
+from pipeline.template.figures import template_parts_figure
 
 log = logging.getLogger("stages.template")
 

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(args.params)
         fix_threads(params.common.threads)
         result = train(params, args.keypoints, args.template, args.lbo, args.out, args.live)
-    log.info("wrote %s after %d steps", args.out, result.step)
+    for line in result.lines():
+        log.info("%s", line)
+    log.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import numpy as np
 import roma
 import torch
 
-from pipeline.keypoints.store import SCHEMA
-from pipeline.geometry.mesh import vertex_normals
 from pipeline.core.store import write_store
+from pipeline.geometry.mesh import vertex_normals
+from pipeline.keypoints.store import SCHEMA
 
 # (parts of a limb, moving together): DensePose part ids
 LIMBS = ((3, 4), (5, 6), (7, 9, 11, 13), (8, 10, 12, 14), (15, 17, 19, 21), (16, 18, 20, 22), (23, 24))

@@ -41,8 +41,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from pipeline.core.io import atomic_path
 from pipeline.core.errors import UserError
+from pipeline.core.io import atomic_path
 
 __all__ = ["StoreWriter", "write_store", "open_store", "StoreError", "StoreMissingError", "MissingArrayError",
            "StoreGroup", "StoreArray", "Layout", "INSTANCE_SPECS", "truth_specs", "FINITE", "SPLIT_TRAIN",

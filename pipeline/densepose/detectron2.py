@@ -40,13 +40,13 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
+from pipeline.core.errors import InputError, UserError
+from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
+from pipeline.densepose.door import (DoorCounts, check_finite, door_boxes, path_problems, raise_problems,
+                                     select_instances)
 from pipeline.densepose.write import (DenseposeSummary, ImageInstances, NoInstancesError, check_cse_template,
                                       read_name_list, store_params, write_instances_store)
-from pipeline.core.stage import resolve_device
-from pipeline.densepose.door import DoorCounts, check_finite, door_boxes, path_problems, raise_problems, select_instances
-from pipeline.core.errors import InputError, UserError
-from pipeline.core.stage import progress
 
 log = logging.getLogger(__name__)
 

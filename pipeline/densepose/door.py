@@ -69,9 +69,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.core.errors import InputError
 from pipeline.densepose.convert import int_box_xywh
 from pipeline.densepose.store import N_LABELS
-from pipeline.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

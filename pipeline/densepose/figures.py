@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.template.figures import part_rgb, uv_rgb  # noqa: E402
+from pipeline.template.file import part_rgb, uv_rgb  # noqa: E402
 
 __all__ = ["contact_sheet_figure", "embedding_rgb"]
 

@@ -9,22 +9,28 @@ writes ``out`` (``data/densepose.zarr``, layout :mod:`pipeline.densepose.store`)
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from pipeline.core.config import Params
+from pipeline.core.errors import InputError
 from pipeline.densepose.write import DenseposeSummary
 from pipeline.template.file import Template
 
 __all__ = ["SOURCES", "write_densepose"]
 
-SOURCES = {
-    "synthetic": "pipeline.densepose.synthetic.source",  # posed Anny bodies, rendered with exact ground truth
-    "detectron2": "pipeline.densepose.detectron2",  # a DensePose R-CNN run on a folder of images
-    "precomputed": "pipeline.densepose.precomputed",  # apply_net.py dumps or IUV PNG folders
-}
+SOURCES = ("synthetic", "detectron2", "precomputed")
 
 
 def write_densepose(params: Params, template: Template, out: str | Path) -> DenseposeSummary:
     """Writes ``densepose.zarr`` from the source ``params.densepose.source``."""
-    return importlib.import_module(SOURCES[params.densepose.source]).write_store(params, template, out)
+    source = params.densepose.source
+    # plain import statements (not importlib), so that dvc.yaml's code deps list every source
+    if source == "synthetic":  # posed Anny bodies, rendered with exact ground truth
+        from pipeline.densepose.synthetic import source as module
+    elif source == "detectron2":  # a DensePose R-CNN run on a folder of images
+        from pipeline.densepose import detectron2 as module
+    elif source == "precomputed":  # apply_net.py dumps or IUV PNG folders
+        from pipeline.densepose import precomputed as module
+    else:
+        raise InputError(f"densepose.source = {source!r}: allowed {', '.join(SOURCES)}")
+    return module.write_store(params, template, out)

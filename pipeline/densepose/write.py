@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
-from pipeline.densepose.door import zero_counts
-from pipeline.core.store import StoreWriter
 from pipeline.core.errors import InputError, UserError
+from pipeline.core.store import StoreWriter
+from pipeline.densepose.door import zero_counts
+from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
 
 log = logging.getLogger(__name__)
 

@@ -138,12 +138,11 @@ from pipeline.core.stage import progress as progress_bar
 from pipeline.core.store import StoreError
 from pipeline.evaluate.measures import measure_2d, measure_3d
 from pipeline.evaluate.reports import UV_HALF_RANGE_PX, write_reports
-from pipeline.evaluate.results import SEGMENTATION_KEYS, Batch, EvalResult, Reconstruct, fmt
+from pipeline.evaluate.results import Batch, EvalResult, Reconstruct, SEGMENTATION_KEYS, fmt
 from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
 from pipeline.keypoints.store import holdout_rows, open_keypoints
 from pipeline.template.file import COARSE_OF_PART, PART_NAMES, SEGMENTS, Template
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.model import reconstruct
+from pipeline.train.checkpoint import load_checkpoint, reconstruct
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,11 @@ from typing import NamedTuple
 
 from pipeline.core.config import EvalParams
 from pipeline.core.errors import InputError
-from pipeline.evaluate.results import Batch, Kept
 from pipeline.evaluate.metrics import (AZIMUTH_CENTRES, azimuth_bins, azimuth_key, batch_vertex_errors, binned_share,
-                              centre_depth, image_to_camera, part_sums, re14, s2s, same_facing, view_azimuth)
-from pipeline.evaluate.metrics import centre_depth, part_sums
-from pipeline.evaluate.results import EvalResult, MM, add_sums, empty_sums, fmt, mean_or_none, part_head
-from pipeline.evaluate.results import EvalResult, PCT, add_sums, empty_sums, fmt, mean_or_none, part_head
-from pipeline.template.file import Template
-from pipeline.template.file import apply_regressor
-from pipeline.train.model import canonical_template
+                                       centre_depth, image_to_camera, part_sums, re14, s2s, same_facing, view_azimuth)
+from pipeline.evaluate.results import (Batch, EvalResult, Kept, MM, PCT, add_sums, empty_sums, fmt, mean_or_none,
+                                       part_head)
+from pipeline.template.file import Template, apply_regressor, canonical_template
 
 __all__ = ["LogHistogram", "MANTISSA_BITS", "MIN_EXPONENT", "MAX_EXPONENT", "N_BINS", "RELATIVE_BIN_WIDTH", "log_bins", "bin_lower_edges", "log_histogram", "empty_histogram", "add_histograms", "histogram_quantile", "histogram_median"]
 

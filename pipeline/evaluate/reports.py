@@ -9,13 +9,12 @@ import trimesh
 import cv2
 
 from pipeline.core.config import EvalParams
-from pipeline.core.io import atomic_path
 from pipeline.core.io import atomic_path, save_figure
-from pipeline.evaluate.results import Kept
 from pipeline.evaluate.metrics import AZIMUTH_CENTRES, binned_share
+from pipeline.evaluate.results import Kept
 from pipeline.evaluate.uvmap import atlas_image, uv_layout, write_uv_maps
-from pipeline.template.figures import draw_mesh, part_colours, plt
-from pipeline.template.file import Template
+from pipeline.geometry.draw import draw_mesh, plt
+from pipeline.template.file import Template, part_colours
 
 __all__ = ["CAMERA_UP", "CAMERA_FORWARD", "grid_figure", "segmentation_figure", "errors_figure", "uv_maps_figure", "save_position_png", "segment_colours"]
 

@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.template.file import SEGMENTS
 from pipeline.core.errors import InputError
+from pipeline.template.file import SEGMENTS
 
 __all__ = ["REGIONS", "GROUPS", "REGION_COLUMNS", "MIN_SHARE", "labels_of", "used_parts", "parts_used",
            "segmentation_entropy", "largest_component_share", "region_table", "distinct_regions", "layout_change",

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from pipeline.template.file import N_PARTS
 from pipeline.core.errors import InputError
+from pipeline.template.file import N_PARTS
 
 __all__ = ["UVLayout", "uv_layout", "write_uv_maps", "read_uv_maps", "atlas_image", "ATLAS_GRID"]
 

@@ -24,8 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_areas
 from pipeline.core.errors import InputError
+from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_areas
 
 log = logging.getLogger(__name__)
 

@@ -18,18 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.densepose.store import open_densepose
-from pipeline.iuv.store import CARRIED, COUNT_NAMES, GT_DROPPED, SCHEMA
-from pipeline.densepose.store import encode_iuv
-from pipeline.iuv.repair import QUALITY_SUMS, RepairOptions, quality_from_sums, quality_sums, repair_chart, repair_cse
 from pipeline.core.config import Params, as_dict
 from pipeline.core.io import written
 from pipeline.core.stage import progress as progress_bar
-from pipeline.iuv.fullframe import write_frames
-from pipeline.iuv.preview import write_preview
-from pipeline.iuv.store import open_iuv
 from pipeline.core.store import StoreError, StoreWriter
 from pipeline.core.workers import worker_pool
+from pipeline.densepose.store import encode_iuv, open_densepose
+from pipeline.iuv.fullframe import write_frames
+from pipeline.iuv.preview import write_preview
+from pipeline.iuv.repair import QUALITY_SUMS, RepairOptions, quality_from_sums, quality_sums, repair_chart, repair_cse
+from pipeline.iuv.store import CARRIED, COUNT_NAMES, GT_DROPPED, SCHEMA, open_iuv
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.geometry.cameras import project
-from pipeline.iuv.store import open_iuv
-from pipeline.keypoints.store import CARRIED, GT_DROPPED, SCHEMA, keypoint_specs
-from pipeline.geometry.mesh import vertex_areas
-from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding,
-                                       visible_area_share)
 from pipeline.core.config import Params, as_dict
+from pipeline.core.errors import InputError
 from pipeline.core.stage import progress as progress_bar, resolve_device
 from pipeline.core.store import StoreError, StoreWriter
+from pipeline.geometry.cameras import project
+from pipeline.geometry.mesh import vertex_areas
+from pipeline.iuv.store import open_iuv
+from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding,
+                                       visible_area_share)
+from pipeline.keypoints.store import CARRIED, GT_DROPPED, SCHEMA, keypoint_specs
 from pipeline.template.file import Template
-from pipeline.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.geometry.charts import atlas_from_uv_processed, build_atlas, dominant_vertex_part
 from pipeline.core.config import TemplateParams
-from pipeline.template.file import JOINT_NAMES
-from pipeline.template.joints import ANNY_JOINT_BONES, SMPL_JOINT_INDEX, head_top, regress_points
+from pipeline.core.errors import InputError
+from pipeline.geometry.charts import atlas_from_uv_processed, build_atlas, dominant_vertex_part
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.geometry.mesh import MeshError, clean_mesh
-from pipeline.template.file import N_PARTS
+from pipeline.template.file import JOINT_NAMES, N_PARTS, Template, check_template, load_template
+from pipeline.template.joints import ANNY_JOINT_BONES, SMPL_JOINT_INDEX, head_top, regress_points
 from pipeline.template.parts import anny_face_parts
-from pipeline.core.errors import InputError
-from pipeline.template.file import Template, check_template, load_template
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pipeline.geometry.mesh import MeshError
-from pipeline.core.pickles import as_array, read_pickle
 from pipeline.core.errors import InputError
+from pipeline.core.pickles import as_array, read_pickle
+from pipeline.geometry.mesh import MeshError
 
 __all__ = ["EMBEDDER_PREFIX", "read_densepose_mesh", "read_checkpoint_embeddings", "normalize_embeddings",
            "transfer_face_parts", "transfer_regressor", "surface_samples"]

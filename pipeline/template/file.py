@@ -37,7 +37,7 @@ from pipeline.core.errors import InputError
 from pipeline.core.io import load_npz, save_npz
 
 __all__ = ["Template", "check_template", "load_template", "N_PARTS", "PART_NAMES", "SEGMENTS", "COARSE_OF_PART",
-           "JOINT_NAMES", "apply_regressor"]
+           "JOINT_NAMES", "apply_regressor", "canonical_template", "part_colours", "part_rgb", "uv_rgb"]
 
 # DensePose's 24 body parts. Part ids follow DensePose (0 is background). Of each front/back pair the
 # first id is the back (posterior) side and the second the front, as in DensePose-COCO (torso 1 back,
@@ -165,6 +165,91 @@ def load_template(path: str | Path) -> Template:
     return t
 
 
+
+def canonical_template(vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,
+                       eps: float = 1e-9) -> tuple[np.ndarray, float]:
+    """The template centred, facing the camera and scaled to unit image-plane RMS radius.
+
+    Args:
+        vertices: (N, 3) float metres; up, forward: (3,) unit vectors of the body in rest pose.
+    Returns:
+        (N, 3) float32 canonical vertices; the scale (metres per canonical unit).
+    """
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
+    fwd = np.asarray(forward, np.float64)
+    fwd = fwd - up * (fwd @ up)
+    fwd /= np.linalg.norm(fwd)
+    # rows: where body axes go. image x = up x forward (right-handed), image y = -up, z = -forward
+    src = np.stack([np.cross(up, fwd), up, fwd])  # (3, 3) body axes in template coordinates
+    dst = np.diag([1.0, -1.0, -1.0])
+    rot = dst.T @ src  # maps template coords to camera-facing coords
+    x = (np.asarray(vertices, np.float64) - np.mean(vertices, axis=0)) @ rot.T
+    if np.linalg.det(rot) < 0:  # keep it a rotation: flip image x
+        x[:, 0] *= -1
+    scale = float(np.sqrt(np.mean(np.sum(x[:, :2] ** 2, axis=1))))
+    return (x / max(scale, eps)).astype(np.float32), scale
+
+
 def apply_regressor(regressor: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """Joints from vertices. regressor: (J, V); vertices: (..., V, 3) -> (..., J, 3)."""
     return np.einsum("jv,...vc->...jc", regressor, vertices)
+
+
+# --- the parts' colours (every figure draws parts with them) ------------------------------------------------
+# (25, 3) RGB: grey background (0), then matplotlib's tab20 (parts 1..20) and Set1's first four (21..24)
+_PART_PALETTE = (
+    (0.6, 0.6, 0.6),
+    (0.12156862745098039, 0.4666666666666667, 0.7058823529411765),
+    (0.6823529411764706, 0.7803921568627451, 0.9098039215686274),
+    (1.0, 0.4980392156862745, 0.054901960784313725),
+    (1.0, 0.7333333333333333, 0.47058823529411764),
+    (0.17254901960784313, 0.6274509803921569, 0.17254901960784313),
+    (0.596078431372549, 0.8745098039215686, 0.5411764705882353),
+    (0.8392156862745098, 0.15294117647058825, 0.1568627450980392),
+    (1.0, 0.596078431372549, 0.5882352941176471),
+    (0.5803921568627451, 0.403921568627451, 0.7411764705882353),
+    (0.7725490196078432, 0.6901960784313725, 0.8352941176470589),
+    (0.5490196078431373, 0.33725490196078434, 0.29411764705882354),
+    (0.7686274509803922, 0.611764705882353, 0.5803921568627451),
+    (0.8901960784313725, 0.4666666666666667, 0.7607843137254902),
+    (0.9686274509803922, 0.7137254901960784, 0.8235294117647058),
+    (0.4980392156862745, 0.4980392156862745, 0.4980392156862745),
+    (0.7803921568627451, 0.7803921568627451, 0.7803921568627451),
+    (0.7372549019607844, 0.7411764705882353, 0.13333333333333333),
+    (0.8588235294117647, 0.8588235294117647, 0.5529411764705883),
+    (0.09019607843137255, 0.7450980392156863, 0.8117647058823529),
+    (0.6196078431372549, 0.8549019607843137, 0.8980392156862745),
+    (0.8941176470588236, 0.10196078431372549, 0.10980392156862745),
+    (0.21568627450980393, 0.49411764705882355, 0.7215686274509804),
+    (0.30196078431372547, 0.6862745098039216, 0.2901960784313726),
+    (0.596078431372549, 0.3058823529411765, 0.6392156862745098),
+)
+
+
+def part_colours() -> np.ndarray:
+    """(25, 3) float64 RGB: grey background (0) and 24 distinct part colours (a new array)."""
+    return np.array(_PART_PALETTE)
+
+
+def part_rgb(labels: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float RGB of part labels (S, S): part colours, white background, magenta missing."""
+    labels = np.asarray(labels)
+    missing = labels > N_PARTS
+    rgb = part_colours()[np.where(missing, 0, labels)]
+    rgb[labels == 0] = 1.0
+    rgb[missing] = (1.0, 0.0, 1.0)
+    return rgb
+
+
+def uv_rgb(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """(S, S, 3) float RGB of U (red) and V (green) on a part pixel; white background, magenta where
+    the label or U/V is missing. labels: (S, S); uv: (2, S, S)."""
+    labels = np.asarray(labels)
+    uv = np.asarray(uv, np.float32)
+    with np.errstate(invalid="ignore"):
+        bad_uv = ~np.all(np.isfinite(uv), axis=0)
+    u, v = np.nan_to_num(uv[0]), np.nan_to_num(uv[1])
+    rgb = np.stack([u, v, np.full_like(u, 0.4)], axis=-1)
+    rgb[labels == 0] = 1.0
+    rgb[((labels > 0) & bad_uv) | (labels > N_PARTS)] = (1.0, 0.0, 1.0)
+    return np.clip(rgb, 0, 1)

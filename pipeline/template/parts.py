@@ -10,8 +10,8 @@ import logging
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_normals
 from pipeline.core.errors import InputError
+from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_normals
 from pipeline.template.file import N_PARTS, SEGMENTS
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import numpy as np
 import scipy.io
 import scipy.sparse as sp
 
-from pipeline.core.pickles import as_array, read_pickle
 from pipeline.core.errors import InputError
+from pipeline.core.pickles import as_array, read_pickle
 
 __all__ = ["read_smpl_model", "read_uv_processed", "UV_KEYS"]
 

@@ -1,6 +1,7 @@
 """``models/model.pt``, the read side of the ``train`` stage: its layout, :func:`save_checkpoint` (the
-trainer writes it, :mod:`pipeline.train.loop`) and :func:`read_checkpoint` / :func:`load_checkpoint`
-(evaluation and ``train.resume`` read it).
+trainer writes it, :mod:`pipeline.train.loop`), :func:`read_checkpoint` / :func:`load_checkpoint`
+(evaluation and ``train.resume`` read it) and :func:`reconstruct`, the trained model as the evaluation
+uses it.
 
 ``torch.save`` of a dict, loadable with ``weights_only=True`` (N template vertices, K eigenvectors
 used, M latent parts):
@@ -31,13 +32,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.io import atomic_path
-from pipeline.train.model import LiftingModel
+from pipeline.train.model import LiftingModel, denormalise, normalise
 
-__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "INFO_KEYS"]
+__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "reconstruct", "INFO_KEYS"]
 
 INFO_KEYS = ("step", "template_hash", "params", "metrics", "template_scale", "segmentation_init")
 
@@ -86,3 +88,30 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model.load_state_dict(ck["model"])
     model.to(device).eval()
     return model, {k: ck.get(k) for k in INFO_KEYS}
+
+
+@torch.no_grad()
+def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024) -> torch.Tensor:
+    """Posed 3D shapes in the image frame of the input keypoints.
+
+    Args:
+        model: a trained :class:`LiftingModel`.
+        xy: (B, N, 2) float keypoints, image pixels (any value where invisible); tensor or numpy.
+        visible: (B, N) bool.
+    Returns:
+        (B, N, 3) float32 CPU tensor: x, y in image pixels (the normalisation undone), z in the same
+        pixel units, pointing away from the camera; depth is known up to a constant per instance.
+    """
+    model.eval()
+    device = model.template.device
+    xy = torch.as_tensor(np.asarray(xy) if not isinstance(xy, torch.Tensor) else xy, dtype=torch.float32)
+    visible = torch.as_tensor(np.asarray(visible) if not isinstance(visible, torch.Tensor) else visible,
+                              dtype=torch.bool)
+    out = []
+    for s in range(0, len(xy), batch_size):
+        norm = normalise(xy[s:s + batch_size], visible[s:s + batch_size])
+        pred = model(norm.xy.to(device), visible[s:s + batch_size].to(device))
+        out.append(denormalise(pred.points.float().cpu(), norm.centre, norm.scale))
+    if not out:
+        return torch.zeros(0, model.n_vertices, 3)
+    return torch.cat(out)

@@ -24,8 +24,8 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from pipeline.keypoints.store import open_keypoints
 from pipeline.core.errors import InputError
+from pipeline.keypoints.store import open_keypoints
 
 __all__ = ["KeypointBatch", "KeypointStream"]
 

@@ -14,28 +14,24 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from pipeline.core.config import Params, TrainParams, as_dict
-from pipeline.train.checkpoint import read_checkpoint, save_checkpoint
-from pipeline.keypoints.store import holdout_rows
-from pipeline.train.data import KeypointStream
-from pipeline.core.stage import resolve_device
-from pipeline.core.io import atomic_path, partial_path, remove_path
-from pipeline.geometry.mesh import vertex_areas
-from pipeline.keypoints.store import open_keypoints
-from pipeline.geometry.lbo import load_basis, unit_rms
-from pipeline.core.stage import progress
-from pipeline.train.losses import TrainingObjective, arap_weights
-from pipeline.train.model import LiftingModel, canonical_template
-from pipeline.train.part_init import logit_initialiser
-from pipeline.train.model import normalise
-from pipeline.template.file import load_template
 from pipeline.core.errors import InputError, UserError
+from pipeline.core.io import atomic_path, partial_path, remove_path
+from pipeline.core.stage import progress, resolve_device
+from pipeline.geometry.lbo import load_basis, unit_rms
+from pipeline.geometry.mesh import vertex_areas
+from pipeline.keypoints.store import holdout_rows, open_keypoints
+from pipeline.template.file import canonical_template, load_template
+from pipeline.train.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.train.data import KeypointStream
+from pipeline.train.losses import TrainingObjective, arap_weights
+from pipeline.train.model import LiftingModel, normalise
+from pipeline.train.part_init import logit_initialiser
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +46,18 @@ class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN/inf or exploded; the last good checkpoint is kept."""
 
 
-class TrainResult(NamedTuple):
-    """What :func:`train` returns: the trained objective (model + Ψ), the final step and last losses."""
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns: the trained objective (model + Ψ), the final step and the last logged
+    losses (the stage's metrics are the dvclive files written while training)."""
 
     objective: TrainingObjective
     step: int
     metrics: dict
+
+    def lines(self) -> list[str]:
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items() if isinstance(v, float))
+        return [f"trained {self.step} steps" + (f"; last losses: {losses}" if losses else "")]
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainParams) -> float:

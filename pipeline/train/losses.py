@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from pipeline.core.config import LossParams
+from pipeline.core.errors import InputError
 from pipeline.geometry.lbo import laplacian
 from pipeline.geometry.mesh import edges as mesh_edges
 from pipeline.train.model import LiftingModel, Trunk, head
-from pipeline.core.errors import InputError
 
 __all__ = ["pseudo_huber", "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
            "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "oracle_loss",

@@ -19,9 +19,10 @@ The template X is stored centred, rotated so that its ``up`` is image -y and its
 faces the camera (-z), and scaled so that its image-plane RMS radius is 1: at initialisation
 (heads near zero) every prediction is the template in this frame.
 
-Prediction API (used by the evaluate stage; :func:`pipeline.train.checkpoint.load_checkpoint` loads a model):
+Prediction API (used by the evaluate stage, in :mod:`pipeline.train.checkpoint`):
 
-- :func:`reconstruct` ``(model, xy, visible) -> (B, N, 3)`` posed shape in image pixels
+- :func:`~pipeline.train.checkpoint.load_checkpoint` ``(path, device) -> (model, info)``
+- :func:`~pipeline.train.checkpoint.reconstruct` ``(model, xy, visible) -> (B, N, 3)`` posed shape in image pixels
 - ``model.segmentation() -> (N, M)`` part weights
 """
 
@@ -38,8 +39,7 @@ from torch import nn
 from pipeline.core.config import ModelParams
 from pipeline.core.errors import InputError
 
-__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "canonical_template", "reconstruct",
-           "NormalisedKeypoints", "normalise", "denormalise", "CAMERA_DIM", "XI_DIM"]
+__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "NormalisedKeypoints", "normalise", "denormalise", "CAMERA_DIM", "XI_DIM"]
 
 XI_DIM = 6  # se(3) vector: axis-angle (3) + translation (3)
 CAMERA_DIM = 6  # axis-angle (3) + image-plane translation (2) + log-scale (1)
@@ -184,36 +184,12 @@ class ModelOutput(NamedTuple):
     normals: torch.Tensor | None = None
 
 
-def canonical_template(vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,
-                       eps: float = 1e-9) -> tuple[np.ndarray, float]:
-    """The template centred, facing the camera and scaled to unit image-plane RMS radius.
-
-    Args:
-        vertices: (N, 3) float metres; up, forward: (3,) unit vectors of the body in rest pose.
-    Returns:
-        (N, 3) float32 canonical vertices; the scale (metres per canonical unit).
-    """
-    up = np.asarray(up, np.float64) / np.linalg.norm(up)
-    fwd = np.asarray(forward, np.float64)
-    fwd = fwd - up * (fwd @ up)
-    fwd /= np.linalg.norm(fwd)
-    # rows: where body axes go. image x = up x forward (right-handed), image y = -up, z = -forward
-    src = np.stack([np.cross(up, fwd), up, fwd])  # (3, 3) body axes in template coordinates
-    dst = np.diag([1.0, -1.0, -1.0])
-    rot = dst.T @ src  # maps template coords to camera-facing coords
-    x = (np.asarray(vertices, np.float64) - np.mean(vertices, axis=0)) @ rot.T
-    if np.linalg.det(rot) < 0:  # keep it a rotation: flip image x
-        x[:, 0] *= -1
-    scale = float(np.sqrt(np.mean(np.sum(x[:, :2] ** 2, axis=1))))
-    return (x / max(scale, eps)).astype(np.float32), scale
-
-
 class LiftingModel(nn.Module):
     """DP3D or a baseline; see the module docstring.
 
     Args:
         cfg: the ``model`` params.
-        vertices: (N, 3) float canonical template (:func:`canonical_template`).
+        vertices: (N, 3) float canonical template (:func:`pipeline.template.file.canonical_template`).
         basis: (N, K') float LBO eigenvectors scaled to unit RMS; the first ``cfg.lbo_basis`` are used.
         init_logits: ``(basis (N, K) float, seed) -> (K, M)`` initial part logits ``A``
             (:func:`pipeline.train.part_init.logit_initialiser`); None for a model whose weights are loaded next.
@@ -318,30 +294,3 @@ class LiftingModel(nn.Module):
         """Gives the model the template's (N, 3) unit outward normals (canonical frame), so that
         ``forward`` also returns the posed normals (for ``loss.facing``; not saved in checkpoints)."""
         self.rest_normals = torch.as_tensor(normals, dtype=torch.float32, device=self.template.device)
-
-
-@torch.no_grad()
-def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024) -> torch.Tensor:
-    """Posed 3D shapes in the image frame of the input keypoints.
-
-    Args:
-        model: a trained :class:`LiftingModel`.
-        xy: (B, N, 2) float keypoints, image pixels (any value where invisible); tensor or numpy.
-        visible: (B, N) bool.
-    Returns:
-        (B, N, 3) float32 CPU tensor: x, y in image pixels (the normalisation undone), z in the same
-        pixel units, pointing away from the camera; depth is known up to a constant per instance.
-    """
-    model.eval()
-    device = model.template.device
-    xy = torch.as_tensor(np.asarray(xy) if not isinstance(xy, torch.Tensor) else xy, dtype=torch.float32)
-    visible = torch.as_tensor(np.asarray(visible) if not isinstance(visible, torch.Tensor) else visible,
-                              dtype=torch.bool)
-    out = []
-    for s in range(0, len(xy), batch_size):
-        norm = normalise(xy[s:s + batch_size], visible[s:s + batch_size])
-        pred = model(norm.xy.to(device), visible[s:s + batch_size].to(device))
-        out.append(denormalise(pred.points.float().cpu(), norm.centre, norm.scale))
-    if not out:
-        return torch.zeros(0, model.n_vertices, 3)
-    return torch.cat(out)

@@ -29,7 +29,8 @@ import numpy as np
 
 from pipeline.core.config import ModelParams
 from pipeline.core.errors import InputError
-from pipeline.train.model import LiftingModel, canonical_template
+from pipeline.template.file import canonical_template
+from pipeline.train.model import LiftingModel
 
 __all__ = ["weighted_kmeans", "spectral_logits", "random_logits", "initial_logits", "logit_initialiser",
            "build_model", "KMEANS_RESTARTS"]

@@ -17,14 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.train.data import KeypointStream
-from pipeline.densepose.store import SCHEMA as DENSEPOSE_SCHEMA
-from pipeline.densepose.store import densepose_specs, open_densepose
+from pipeline.core.store import MissingArrayError, StoreError, StoreMissingError, open_store, write_store
+from pipeline.densepose.store import SCHEMA as DENSEPOSE_SCHEMA, densepose_specs, open_densepose
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.store import open_iuv
 from pipeline.iuv.write import repair_store
 from pipeline.keypoints.store import SCHEMA, open_keypoints
-from pipeline.core.store import MissingArrayError, StoreError, StoreMissingError, open_store, write_store
+from pipeline.train.data import KeypointStream
 
 N, CHUNK, SHARD = 6, 4, 32  # vertices; instances a chunk; a shard (8 chunks)
 FIX = "dvc repro -f keypoints"

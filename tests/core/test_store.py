@@ -5,8 +5,8 @@ import pytest
 import zarr
 from conftest import tree_bytes
 
-from pipeline.densepose.store import SCHEMA, densepose_specs, open_densepose
 from pipeline.core.store import StoreError, StoreWriter, open_store, write_store
+from pipeline.densepose.store import SCHEMA, densepose_specs, open_densepose
 
 
 def test_round_trip_in_shards_and_any_write_order(tmp_path):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.densepose import detectron2 as d2
 from pipeline.core.config import load_params_dict
+from pipeline.core.stage import resolve_device
+from pipeline.densepose import detectron2 as d2
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
 from pipeline.densepose.store import open_densepose
-from pipeline.core.stage import resolve_device
 
 HAS_D2 = importlib.util.find_spec("detectron2") is not None and importlib.util.find_spec("densepose") is not None
 

@@ -17,15 +17,14 @@ import torch
 
 from dump_fixture import chart_at_box, fake_densepose_modules, save_dump
 
-from pipeline.densepose import detectron2 as d2
-from pipeline.densepose import door
 from pipeline.core.config import load_params_dict
-from pipeline.densepose.convert import chart_output_to_crops, chart_result_to_crop, cse_output_to_crops
-from pipeline.densepose.store import open_densepose
+from pipeline.core.dump_unpickler import UnsafeDumpError, load_dump
 from pipeline.core.errors import InputError, UserError
 from pipeline.core.pickles import read_pickle
-from pipeline.core.dump_unpickler import UnsafeDumpError, load_dump
+from pipeline.densepose import detectron2 as d2, door
+from pipeline.densepose.convert import chart_output_to_crops, chart_result_to_crop, cse_output_to_crops
 from pipeline.densepose.precomputed import check_precomputed_inputs, read_dump, read_iuv_folder, write_precomputed_store
+from pipeline.densepose.store import open_densepose
 
 NAN, INF = float("nan"), float("inf")
 ZERO = {"skipped_empty_boxes": 0, "skipped_boxes_outside_image": 0, "clipped_boxes": 0}

@@ -15,11 +15,10 @@ import torch
 from dump_fixture import fake_densepose_modules
 
 from pipeline.core.config import load_params_dict
-from pipeline.densepose.convert import chart_result_to_crop, cse_output_to_crops
-from pipeline.densepose.store import encode_iuv
-from pipeline.densepose.store import open_densepose
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump
+from pipeline.densepose.convert import chart_result_to_crop, cse_output_to_crops
 from pipeline.densepose.precomputed import read_dump, read_iuv_folder, select_instances, write_precomputed_store
+from pipeline.densepose.store import encode_iuv, open_densepose
 
 
 def _chart_dump(dp, gen):

@@ -13,17 +13,17 @@ import torch
 import trimesh
 
 from pipeline.core.config import EvalParams
+from pipeline.core.store import StoreError, write_store
 from pipeline.evaluate.loop import evaluate, model_reconstructor
-from pipeline.evaluate.measures import box_diagonals, reprojection_errors
+from pipeline.evaluate.measures import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH, add_histograms, bin_lower_edges,
+                                        box_diagonals, empty_histogram, histogram_median, histogram_quantile, log_bins,
+                                        log_histogram, reprojection_errors)
+from pipeline.evaluate.metrics import centre_depth
 from pipeline.evaluate.results import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT,
                                        SEGMENTATION_COLUMNS, SEGMENTATION_KEYS, write_metrics)
-from pipeline.keypoints.store import SCHEMA
-from pipeline.geometry.mesh import vertex_normals
-from pipeline.evaluate.metrics import centre_depth
 from pipeline.evaluate.segmentation import REGIONS, layout_change, segmentation_metrics
-from pipeline.core.store import StoreError, write_store
-from pipeline.evaluate.measures import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH, add_histograms, bin_lower_edges,
-                                        empty_histogram, histogram_median, histogram_quantile, log_bins, log_histogram)
+from pipeline.geometry.mesh import vertex_normals
+from pipeline.keypoints.store import SCHEMA
 
 SMALL = EvalParams(batch_size=3, grid=2, meshes=1, uv_maps=1, uv_resolution=8, s2s_instances=0)
 

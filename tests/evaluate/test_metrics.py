@@ -178,7 +178,7 @@ def _turned(canonical: np.ndarray, azimuth_deg: np.ndarray, elevation_deg: float
 @pytest.fixture(scope="module")
 def canonical_body(template):
     """(N, 3) float64 canonical template (metres), torso mask, front and back torso masks."""
-    from pipeline.train.model import canonical_template
+    from pipeline.template.file import canonical_template
 
     c, scale = canonical_template(template.vertices, template.up, template.forward)
     vp = template.vertex_part

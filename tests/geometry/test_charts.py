@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from pipeline.geometry.charts import (atlas_from_uv_processed, boundary_self_intersects, build_atlas,
-                             parameterize_disk, signed_uv_areas)
+from pipeline.geometry.charts import (atlas_from_uv_processed, boundary_self_intersects, build_atlas, parameterize_disk,
+                                      signed_uv_areas)
 from pipeline.geometry.mesh import MeshError
 from pipeline.template.file import COARSE_OF_PART, N_PARTS
 

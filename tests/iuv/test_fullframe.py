@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.iuv.fullframe import paste_iuv, save_fullframe
 from pipeline.densepose.precomputed import read_iuv_folder
+from pipeline.iuv.fullframe import paste_iuv, save_fullframe
 
 
 def _crop(part, u, v, S=4):

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from conftest import tree_bytes
 
-from pipeline.densepose.store import SCHEMA, densepose_specs
-from pipeline.densepose.store import encode_iuv
+from pipeline.core.store import StoreError, write_store
+from pipeline.densepose.store import SCHEMA, densepose_specs, encode_iuv
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.store import open_iuv
 from pipeline.iuv.write import repair_store
-from pipeline.core.store import StoreError, write_store
 from stages import iuv as iuv_stage
 
 S = 32

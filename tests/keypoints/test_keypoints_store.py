@@ -8,12 +8,12 @@ import pytest
 from conftest import tree_bytes
 
 from pipeline.core.config import load_params_dict
+from pipeline.core.store import StoreError
+from pipeline.densepose.synthetic.source import write_synthetic_store
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.write import repair_store
 from pipeline.keypoints.store import open_keypoints
 from pipeline.keypoints.write import extract_keypoints
-from pipeline.core.store import StoreError
-from pipeline.densepose.synthetic.source import write_synthetic_store
 
 QUALITY_KEYS = ("median_error_px", "mean_error_px", "median_error_crop_px", "visibility_precision",
                 "visibility_recall")

@@ -14,11 +14,10 @@ import torch
 import trimesh
 
 from pipeline.core.config import load_params_dict
-from pipeline.template.cse_mesh import read_checkpoint_embeddings, read_densepose_mesh
-from pipeline.template.file import apply_regressor
 from pipeline.geometry.mesh import MeshError
 from pipeline.template.build import build_template, cse_template
-from pipeline.template.file import load_template
+from pipeline.template.cse_mesh import read_checkpoint_embeddings, read_densepose_mesh
+from pipeline.template.file import apply_regressor, load_template
 
 PREFIX = "roi_heads.embedder.embedder_"
 

@@ -10,8 +10,8 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from pipeline.template.smpl import read_smpl_model, read_uv_processed
 from pipeline.template.build import smpl_template
+from pipeline.template.smpl import read_smpl_model, read_uv_processed
 
 
 def _fake_chumpy():

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from pipeline.core.config import TemplateParams
-from pipeline.template.file import JOINT_NAMES, apply_regressor
-from pipeline.template.joints import regress_points
 from pipeline.template.build import build_template
-from pipeline.template.file import load_template
+from pipeline.template.file import JOINT_NAMES, apply_regressor, load_template
+from pipeline.template.joints import regress_points
 
 
 def test_template_holds_everything_method_1_lists(template):

@@ -5,8 +5,8 @@ import pytest
 import zarr
 
 from keypoint_fixture import make_keypoints
-from pipeline.train.data import KeypointStream
 from pipeline.core.store import StoreError
+from pipeline.train.data import KeypointStream
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import trimesh
 
 from pipeline.core.config import LossParams, ModelParams
 from pipeline.geometry.lbo import eigenbasis, unit_rms
+from pipeline.template.file import canonical_template
 from pipeline.train.losses import (_ArapOperator, arap_loss, arap_weights, best_rotations, canonicalisation_loss,
-                             entropy_loss, facing_loss, make_psi, oracle_loss, pseudo_huber, reprojection_loss,
-                             vertex_normals)
-from pipeline.train.model import canonical_template
+                                   entropy_loss, facing_loss, make_psi, oracle_loss, pseudo_huber, reprojection_loss,
+                                   vertex_normals)
 from pipeline.train.part_init import build_model
 
 

@@ -6,7 +6,9 @@ import torch
 from pipeline.core.config import ModelParams
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.geometry.mesh import edges
-from pipeline.train.model import XI_DIM, LiftingModel, canonical_template, reconstruct
+from pipeline.template.file import canonical_template
+from pipeline.train.checkpoint import reconstruct
+from pipeline.train.model import LiftingModel, XI_DIM
 from pipeline.train.part_init import build_model
 
 

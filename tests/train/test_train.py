@@ -12,11 +12,10 @@ import yaml
 from keypoint_fixture import make_keypoints
 from pipeline.core.config import TrainParams, as_dict, load_params_dict
 from pipeline.geometry.lbo import eigenbasis, save_basis
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.model import reconstruct
-from pipeline.train.model import normalise
 from pipeline.template.file import load_template
+from pipeline.train.checkpoint import load_checkpoint, reconstruct
 from pipeline.train.loop import TrainingDiverged, build_objective, lr_at, make_optimizer, normalised_truth, train
+from pipeline.train.model import normalise
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

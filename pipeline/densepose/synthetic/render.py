@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import warp as wp
 
-from pipeline.geometry.cameras import Cameras
 from pipeline.core.errors import InputError
+from pipeline.geometry.cameras import Cameras
 
 __all__ = ["Hits", "SurfaceMaps", "BodyMeshes", "cast_crops", "vertex_visibility", "surface_maps",
            "surface_maps_reference", "warp_device"]

@@ -30,18 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.geometry.cameras import crop_boxes, project, sample_cameras
 from pipeline.core.config import Params, SyntheticParams, as_dict
-from pipeline.densepose.synthetic.corruption import Crop, corrupt_inplace
-from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
-from pipeline.densepose.door import zero_counts
-from pipeline.densepose.write import DenseposeSummary, store_params
+from pipeline.core.errors import InputError
 from pipeline.core.stage import progress
+from pipeline.core.store import StoreWriter
+from pipeline.densepose.door import zero_counts
+from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
+from pipeline.densepose.synthetic.corruption import Crop, corrupt_inplace
 from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.densepose.synthetic.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
-from pipeline.core.store import StoreWriter
+from pipeline.densepose.write import DenseposeSummary, store_params
+from pipeline.geometry.cameras import crop_boxes, project, sample_cameras
 from pipeline.template.file import Template
-from pipeline.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
