@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
 from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
@@ -45,18 +44,13 @@ def main(argv: list[str] | None = None) -> None:
         model = model_reconstructor(args.model, template, device, params.eval.batch_size)
         log.info("model %s (step %s) on %s; initial segmentation %s", args.model, model.info.get("step"), device,
                  "saved" if model.segmentation_init is not None else "not saved")
-        t0 = time.perf_counter()
         result = evaluate(args.keypoints, template, model.run, model.segmentation, params.eval, args.reports,
                           device=device, segmentation_init=model.segmentation_init,
                           holdout=(params.train.val_share, params.common.seed))
         write_metrics(result, args.metrics, args.parts, args.segmentation)
-        if result.ground_truth:
-            what = "test instances against the ground truth"
-        else:  # split: "test", or "all" when the store has no test split
-            what = f"instances (split: {result.metrics['split']}) without ground truth, by the 2D re-projection error"
-        log.info("evaluated %d %s in %.1f s; wrote %s, %s, %s and %s", result.instances, what,
-                 time.perf_counter() - t0, args.metrics, args.parts, args.segmentation, args.reports)
-
+        for line in result.lines():
+            log.info("%s", line)
+        log.info("wrote %s, %s, %s and %s", args.metrics, args.parts, args.segmentation, args.reports)
 
 if __name__ == "__main__":
     sys.exit(cli(main))

@@ -99,6 +99,17 @@ class EvalResult:
     def instances(self) -> int:
         return self.metrics["test_instances" if self.ground_truth else "instances"]
 
+    def lines(self) -> list[str]:
+        """What the stage logs: what was measured and the headline figures."""
+        m = self.metrics
+        if self.ground_truth:
+            return [f"evaluated {self.instances} {m['split']} instances against the ground truth: MPJPE "
+                    f"{fmt(m.get('mpjpe_mm'))} mm (flat {fmt(m.get('flat_mpjpe_mm'))} mm), RE14 {fmt(m.get('re14_mm'))} mm, "
+                    f"{m.get('parts_used')} parts used"]
+        # split: "test", or "all" when the store has no test split
+        return [f"evaluated {self.instances} instances (split: {m['split']}) without ground truth, by the 2D "
+                f"re-projection error: mean {fmt(m.get('reproj2d_mean_px'))} px"]
+
 
 def part_head(k: int, vertex_part: np.ndarray, names: list[str]) -> dict:
     """The first columns of part ``k``'s row of eval_parts.csv (1-based ``k``)."""

@@ -1,0 +1,105 @@
+"""The package layout (docs/DESIGN.md §1): imports run one way, in the order of the DAG, and a stage
+reaches the stages before it only through their read sides; no stage reads a later stage's params;
+stage scripts hold no logic; training and evaluation depend on few modules."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_dvc_yaml import code_closure
+
+ROOT = Path(__file__).resolve().parents[1]
+# the layers, in DAG order: core and geometry are shared by every stage; lbo lives in geometry
+RANK = {"core": 0, "geometry": 1, "template": 2, "densepose": 3, "iuv": 4, "keypoints": 5, "train": 6, "evaluate": 7}
+# the one module of each stage package that later stages may import: the read side of its artifact
+READ_SIDE = {"template": "file", "densepose": "store", "iuv": "store", "keypoints": "store", "train": "checkpoint"}
+# cross-stage imports of another module, each with its reason
+ALLOWED = {
+    ("pipeline/iuv/fullframe.py", "pipeline/densepose/convert.py"):
+        "pastes repaired crops back into the image with Detectron2's own resampling, the inverse of the crop",
+}
+MODULES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline").rglob("*.py"))
+
+
+def _package(path: str) -> str:
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 else ""
+
+
+def _imports(path: str) -> set[str]:
+    """The pipeline modules ``path`` imports (function-level imports included), as paths."""
+    out = set()
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            candidate = name.replace(".", "/") + ".py"
+            if name.startswith("pipeline.") and (ROOT / candidate).is_file():
+                out.add(candidate)
+    return out
+
+
+def test_every_module_is_in_a_layer():
+    assert {_package(m) for m in MODULES} - {""} == set(RANK)
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if _package(m)])
+def test_imports_run_in_dag_order_through_read_sides(module):
+    own = _package(module)
+    for target in _imports(module):
+        other = _package(target)
+        assert RANK[other] <= RANK[own], f"{module} imports {target}, a later stage's module"
+        if other != own and other in READ_SIDE and (module, target) not in ALLOWED:
+            assert target == f"pipeline/{other}/{READ_SIDE[other]}.py", \
+                f"{module} imports {target}: a later stage may import only {other}'s read side"
+
+
+def test_every_stage_package_has_its_read_side():
+    for package, module in READ_SIDE.items():
+        assert (ROOT / "pipeline" / package / f"{module}.py").is_file()
+    assert (ROOT / "pipeline/geometry/lbo.py").is_file()  # lbo.npz: save_basis / load_basis
+
+
+# the params sections each stage owns; `common` is everyone's
+SECTION_STAGE = {"template": "template", "lbo": "lbo", "densepose": "densepose", "synthetic": "densepose",
+                 "detectron2": "densepose", "precomputed": "densepose", "iuv": "iuv", "keypoints": "keypoints",
+                 "model": "train", "loss": "train", "train": "train", "eval": "evaluate"}
+STAGE_ORDER = ["template", "lbo", "densepose", "iuv", "keypoints", "train", "evaluate"]
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_no_stage_reads_a_later_stages_params(stage):
+    params = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["params"]
+    for key in params:
+        section = key.split(".")[0]
+        if section == "common":
+            continue
+        owner = SECTION_STAGE[section]
+        assert STAGE_ORDER.index(owner) <= STAGE_ORDER.index(stage), f"stage {stage} reads {key}, a later stage's"
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_stage_scripts_hold_no_logic(stage):
+    """A stage script parses paths, loads params, calls its library entry points and logs: no branches
+    and no loops but the one over the summary's lines."""
+    tree = ast.parse((ROOT / "stages" / f"{stage}.py").read_text())
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert functions == ["main"], f"stages/{stage}.py defines {functions}"
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef))
+    for node in ast.walk(main):
+        assert not isinstance(node, (ast.If, ast.While)), f"stages/{stage}.py: a branch or loop at line {node.lineno}"
+        if isinstance(node, ast.For):
+            assert ast.unparse(node.iter).endswith(".lines()"), f"stages/{stage}.py: a loop at line {node.lineno}"
+
+
+@pytest.mark.parametrize("stage, most", [("train", 16), ("evaluate", 18)])
+def test_training_and_evaluation_depend_on_few_modules(stage, most):
+    modules = {m for m in code_closure(f"stages/{stage}.py") if m.startswith("pipeline/")}
+    assert len(modules) <= most, sorted(modules)
+    assert not any(m.startswith(("pipeline/iuv/", "pipeline/densepose/")) for m in modules)
+    assert "pipeline/template/smpl.py" not in modules and "pipeline/template/build.py" not in modules
