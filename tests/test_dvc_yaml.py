@@ -18,6 +18,17 @@ def _holds_code(init: Path) -> bool:
     return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
 
 
+def imported_names(path: str) -> list[str]:
+    """Every dotted name ``path`` imports, a module or a module's member (imports inside functions included)."""
+    names = []
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    return names
+
+
 def code_closure(script: str) -> set[str]:
     """Repository-relative paths of ``script`` and every ``pipeline``/``stages`` module it imports, with the
     ``__init__.py`` of each package on the way when it holds code (a docstring alone changes nothing)."""
@@ -27,23 +38,17 @@ def code_closure(script: str) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
-        for node in ast.walk(ast.parse((ROOT / path).read_text())):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            for name in names:
-                parts = name.split(".")
-                if parts[0] not in ("pipeline", "stages"):
-                    continue
-                candidate = "/".join(parts) + ".py"
-                if (ROOT / candidate).is_file():
-                    todo.append(candidate)
-                for i in range(1, len(parts) + 1):
-                    init = "/".join(parts[:i]) + "/__init__.py"
-                    if (ROOT / init).is_file() and _holds_code(ROOT / init):
-                        todo.append(init)
+        for name in imported_names(path):
+            parts = name.split(".")
+            if parts[0] not in ("pipeline", "stages"):
+                continue
+            candidate = "/".join(parts) + ".py"
+            if (ROOT / candidate).is_file():
+                todo.append(candidate)
+            for i in range(1, len(parts) + 1):
+                init = "/".join(parts[:i]) + "/__init__.py"
+                if (ROOT / init).is_file() and _holds_code(ROOT / init):
+                    todo.append(init)
     return seen
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_dvc_yaml import code_closure
+from tests.test_dvc_yaml import code_closure, imported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 # the layers, in DAG order: core and geometry are shared by every stage; lbo lives in geometry
@@ -30,18 +30,8 @@ def _package(path: str) -> str:
 
 def _imports(path: str) -> set[str]:
     """The pipeline modules ``path`` imports (function-level imports included), as paths."""
-    out = set()
-    for node in ast.walk(ast.parse((ROOT / path).read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        for name in names:
-            candidate = name.replace(".", "/") + ".py"
-            if name.startswith("pipeline.") and (ROOT / candidate).is_file():
-                out.add(candidate)
-    return out
+    candidates = (name.replace(".", "/") + ".py" for name in imported_names(path) if name.startswith("pipeline."))
+    return {c for c in candidates if (ROOT / c).is_file()}
 
 
 def test_every_module_is_in_a_layer():
