@@ -3,9 +3,9 @@
     python -m stages.densepose --params params.yaml --template data/template.npz \
         --out data/densepose.zarr --png data/densepose_contact.png --metrics metrics/densepose.json
 
-``densepose.source``: ``synthetic`` renders posed Anny bodies; ``detectron2`` runs a DensePose R-CNN on a
-folder of images; ``precomputed`` imports ``apply_net.py dump`` files or IUV PNG folders
-(pipeline/densepose/sources.py).
+``densepose.source``: ``synthetic`` renders posed Anny bodies (pipeline/densepose/synthetic/); ``detectron2``
+runs a DensePose R-CNN on a folder of images (pipeline/densepose/detectron2.py); ``precomputed`` imports
+``apply_net.py dump`` files or IUV PNG folders (pipeline/densepose/precomputed.py).
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ import sys
 from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, save_json, stage_outputs, written
 from pipeline.core.stage import cli, fix_threads
+from pipeline.densepose import detectron2, precomputed
 from pipeline.densepose.figures import contact_sheet_figure
-from pipeline.densepose.sources import write_densepose
 from pipeline.densepose.store import open_densepose
+from pipeline.densepose.synthetic import source as synthetic
 from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.densepose")
+
+# densepose.source -> its entry point; every source has write_store(params, template, out) -> DenseposeSummary
+SOURCES = {"synthetic": synthetic.write_store, "detectron2": detectron2.write_store,
+           "precomputed": precomputed.write_store}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         template = load_template(args.template)
         log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash,
                  params.densepose.source)
-        summary = write_densepose(params, template, args.out)
+        summary = SOURCES[params.densepose.source](params, template, args.out)
         for line in summary.lines():
             log.info("%s", line)
         save_json(args.metrics, summary.metrics())

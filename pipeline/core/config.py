@@ -271,8 +271,8 @@ class ModelParams:
                                   lo=1e-3, hi=1e3)
     sigma_init: float = param(32.0, "random init, σ̄: std of segmentation logits row k is Xavier * σ̄ / (1 + k)",
                               lo=1e-3, hi=1e6)
-    basis_size: int = param(10, "number D of shape-basis coefficients (no_parts, c3dpo)", lo=1, hi=256)
-    hidden: int = param(256, "trunk width H (C3DPO and full-size runs: 1024)", lo=8, hi=16384)
+    basis_size: int = param(10, "number Q of shape-basis coefficients (no_parts, c3dpo)", lo=1, hi=256)
+    hidden: int = param(256, "trunk width U (C3DPO and full-size runs: 1024)", lo=8, hi=16384)
     bottleneck: int = param(128, "residual block bottleneck width (C3DPO: 256)", lo=4, hi=16384)
     blocks: int = param(2, "residual blocks of the trunk (C3DPO: 6)", lo=0, hi=64)
     heteroscedastic: bool = param(False, "predict a per-keypoint scale b and use the heteroscedastic loss")

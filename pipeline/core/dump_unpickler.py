@@ -55,7 +55,7 @@ class ChartResult:
 
 @dataclass
 class EmbeddingOutput:
-    """Stands in for ``DensePoseEmbeddingPredictorOutput``: embedding (k, D, h, w), coarse_segm (k, K, h, w)."""
+    """Stands in for ``DensePoseEmbeddingPredictorOutput``: embedding (k, D, h, w), coarse_segm (k, 2, h, w)."""
 
     embedding: torch.Tensor = None
     coarse_segm: torch.Tensor = None
@@ -63,7 +63,8 @@ class EmbeddingOutput:
 
 @dataclass
 class ChartPredictorOutput:
-    """Stands in for ``DensePoseChartPredictorOutput`` (raw heatmaps; (k, C, h, w) each)."""
+    """Stands in for ``DensePoseChartPredictorOutput`` (raw heatmaps: coarse_segm (k, 2, h, w), fine_segm,
+    u, v (k, 25, h, w))."""
 
     coarse_segm: torch.Tensor = None
     fine_segm: torch.Tensor = None

@@ -250,7 +250,7 @@ def _first_index(selection: Any) -> Any:
 
 
 def _rows(first: Any, n: int) -> np.ndarray | None:
-    """(k,) int64 instances read by first-axis index ``first`` of an array of ``n``, or None if unknown."""
+    """The instances (1-D int64) read by first-axis index ``first`` of an array of ``n``, or None if unknown."""
     if first is Ellipsis:
         return np.arange(n)
     if isinstance(first, slice):

@@ -1,13 +1,14 @@
 """DensePose predictor outputs and results -> the store's ``S x S`` crops (METHOD.md §2).
 
 Detectron2's DensePose head emits, per detected box, heatmaps on a fixed ``112 x 112`` grid that
-covers the box (``n`` boxes, ``C = 25`` fine labels incl. background, ``K`` coarse labels, usually
-2, ``D`` embedding dims):
+covers the box (``n`` boxes, ``D`` embedding dims; size letters: legend of :mod:`pipeline`), with 25
+fine labels (background included) and 2 coarse labels (background, foreground; more for models
+trained with coarse parts):
 
-- chart models (``DensePoseChartPredictorOutput``): ``fine_segm``, ``u``, ``v`` (n, C, 112, 112)
-  float and ``coarse_segm`` (n, K, 112, 112) float -- logits and raw U, V;
+- chart models (``DensePoseChartPredictorOutput``): ``fine_segm``, ``u``, ``v`` (n, 25, 112, 112)
+  float and ``coarse_segm`` (n, 2, 112, 112) float -- logits and raw U, V;
 - CSE models (``DensePoseEmbeddingPredictorOutput``): ``embedding`` (n, D, 112, 112) and
-  ``coarse_segm`` (n, K, 112, 112).
+  ``coarse_segm`` (n, 2, 112, 112).
 
 Detectron2's converters (``densepose/converters/segm_to_mask.py``,
 ``chart_output_to_chart_result.py``, ``modeling/cse/utils.py``) resize the *logits* and U, V
@@ -114,11 +115,11 @@ def resize_window(t: torch.Tensor, window: torch.Tensor, size: int | tuple[int, 
     """Bilinear (``align_corners=False``) resampling of a window of each map onto ``size``.
 
     Args:
-        t: (n, C, h, w) float.  window: (n, 4) (u0, v0, u1, v1) in each map's unit square; with
+        t: (n, channels, h, w) float.  window: (n, 4) (u0, v0, u1, v1) in each map's unit square; with
             ``(0, 0, 1, 1)`` this is ``F.interpolate(t, size, mode="bilinear", align_corners=False)``
             (up to rounding).  size: S or (H, W).
     Returns:
-        (n, C, H, W) float32: output pixel ``(r, c)`` samples the map at
+        (n, channels, H, W) float32: output pixel ``(r, c)`` samples the map at
         ``(u0 + (c + 0.5) (u1 - u0) / W, v0 + (r + 0.5) (v1 - v0) / H)``, edges clamped.
     """
     H, W = _size(size)
@@ -135,7 +136,7 @@ def resize_window(t: torch.Tensor, window: torch.Tensor, size: int | tuple[int, 
 
 
 def _resize(t: torch.Tensor, hw: tuple[int, int], window: torch.Tensor | None) -> torch.Tensor:
-    """(n, C, h, w) -> (n, C, H, W) float32: ``F.interpolate`` (bilinear, ``align_corners=False``), and
+    """(n, channels, h, w) -> (n, channels, H, W) float32: ``F.interpolate`` (bilinear, ``align_corners=False``), and
     :func:`resize_window` for the rows of ``window`` (n, 4) that are not the whole map."""
     out = F.interpolate(t.float(), hw, mode="bilinear", align_corners=False)
     if window is not None:
@@ -151,8 +152,8 @@ def chart_output_to_crops(fine_segm: torch.Tensor, coarse_segm: torch.Tensor, u:
     """Chart predictor output -> labels and U, V on a grid of ``size`` covering each box.
 
     Args:
-        fine_segm, u, v: (n, C, h, w) float (Detectron2: C = 25, h = w = 112).
-        coarse_segm: (n, K, h, w) float (K = 2, or more for models trained with coarse parts).
+        fine_segm, u, v: (n, 25, h, w) float (Detectron2: h = w = 112).
+        coarse_segm: (n, 2, h, w) float (more than 2 channels for models trained with coarse parts).
         size: S or (H, W); with ``(int(box_h), int(box_w))`` this is Detectron2's own result.
         window: None, or (n, 4) the part of each box its crop covers (a box clipped to its image;
             see the module docstring).
@@ -161,7 +162,7 @@ def chart_output_to_crops(fine_segm: torch.Tensor, coarse_segm: torch.Tensor, u:
         :class:`ChartCrops` with labels (n, H, W) uint8 and uv (n, 2, H, W) float32.
     """
     if not (fine_segm.shape == u.shape == v.shape and fine_segm.dim() == 4):
-        raise InputError(f"fine_segm, u, v must share a shape (n, C, h, w), got "
+        raise InputError(f"fine_segm, u, v must share a shape (n, 25, h, w), got "
                          f"{tuple(fine_segm.shape)}, {tuple(u.shape)}, {tuple(v.shape)}")
     if coarse_segm.dim() != 4 or coarse_segm.shape[0] != fine_segm.shape[0] \
             or coarse_segm.shape[2:] != fine_segm.shape[2:]:
@@ -191,13 +192,13 @@ def cse_output_to_crops(embedding: torch.Tensor, coarse_segm: torch.Tensor,
     (``align_corners=False``) of both, mask = ``argmax(coarse) > 0``. Embeddings stay unnormalised.
 
     Args:
-        embedding: (n, D, h, w) float.  coarse_segm: (n, K, h, w) float.  size: S or (H, W).
+        embedding: (n, D, h, w) float.  coarse_segm: (n, 2, h, w) float (or more channels).  size: S or (H, W).
         window: None, or (n, 4) the part of each box its crop covers (see :func:`chart_output_to_crops`).
     """
     if embedding.dim() != 4 or coarse_segm.dim() != 4 or embedding.shape[0] != coarse_segm.shape[0] \
             or embedding.shape[2:] != coarse_segm.shape[2:]:
         raise InputError(f"embedding {tuple(embedding.shape)} and coarse_segm {tuple(coarse_segm.shape)} "
-                         "must be (n, D, h, w) and (n, K, h, w)")
+                         "must be (n, D, h, w) and (n, c, h, w) with c >= 2")
     hw = _size(size)
     if embedding.shape[0] == 0:
         return CseCrops(torch.zeros((0, embedding.shape[1], *hw), device=embedding.device),

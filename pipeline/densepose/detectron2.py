@@ -75,8 +75,8 @@ class Detections(NamedTuple):
     """A model's detections in one image (tensors on any device).
 
     boxes: (k, 4) float x0, y0, x1, y1 image pixels.  scores: (k,) float.
-    chart: (fine_segm (k, 25, 112, 112), coarse_segm (k, K, 112, 112), u, v (k, 25, 112, 112)) or None.
-    cse: (embedding (k, D, 112, 112), coarse_segm (k, K, 112, 112)) or None.
+    chart: (fine_segm (k, 25, 112, 112), coarse_segm (k, 2, 112, 112), u, v (k, 25, 112, 112)) or None.
+    cse: (embedding (k, D, 112, 112), coarse_segm (k, 2, 112, 112)) or None.
     """
 
     boxes: torch.Tensor
@@ -165,7 +165,7 @@ class _Detectron2Predictor:
             raise InputError(f"CSE mesh {mesh_name!r} (template.cse_mesh): the model has embeddings for "
                              f"{sorted(embedder.mesh_names)} only")
         with torch.no_grad():
-            return embedder(mesh_name).float().cpu().numpy()  # (V, D), L2-normalised by the embedder
+            return embedder(mesh_name).float().cpu().numpy()  # (N, D), L2-normalised by the embedder
 
 
 def build_predictor(config: str, weights: str, device: str, score_threshold: float) -> Predictor:
@@ -344,6 +344,6 @@ def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:
 
 
 def write_store(params, template, out: str | Path) -> DenseposeSummary:
-    """The source's entry point (the signature every source shares, :mod:`pipeline.densepose.sources`)."""
+    """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template, out,
                                   store_params(params))

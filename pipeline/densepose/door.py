@@ -44,7 +44,7 @@ uv in [-0.5, 0) or (1, 1.5]                             kept: raw DensePose U, V
                                                         iuv stage repairs such pixels, the IUV   detectron2
                                                         encoding clamps them as Detectron2 does
 CSE embedding / coarse_segm not (k, D, h, w) /          error                                    dump
-(k, K >= 2, h, w) float, or NaN / infinite
+(k, >= 2, h, w) float, or NaN / infinite
 model output (heatmaps) NaN or infinite                 error (check weights and config)         detectron2
 IUV PNG part index (channel 0) above 24                 error (not an IUV image; RGB order?)     iuv_png
 IUV PNG or index map missing, unreadable, not 8-bit     skip the image, ``images_skipped``       iuv_png
@@ -300,7 +300,7 @@ def check_cse_output(embedding: torch.Tensor, coarse_segm: torch.Tensor, k: int,
     """Refuses CSE output (``DensePoseEmbeddingPredictorOutput``) outside its documented form.
 
     Args:
-        embedding: (k, D, h, w) float, finite.  coarse_segm: (k, K, h, w) float, K >= 2, finite.
+        embedding: (k, D, h, w) float, finite.  coarse_segm: (k, 2 or more, h, w) float, finite.
         k: the number of boxes.  where: file and image.
     Raises:
         InputError: naming what is wrong (and the first bad instance).
@@ -309,7 +309,7 @@ def check_cse_output(embedding: torch.Tensor, coarse_segm: torch.Tensor, k: int,
     if e.dim() != 4 or c.dim() != 4 or len(e) != k or len(c) != k or e.shape[2:] != c.shape[2:] or c.shape[1] < 2 \
             or not (e.dtype.is_floating_point and c.dtype.is_floating_point):
         raise InputError(f"{where}: CSE embedding {tuple(e.shape)} {e.dtype} and coarse_segm {tuple(c.shape)} "
-                         f"{c.dtype} for {k} boxes: expected (k, D, h, w) and (k, K >= 2, h, w) float")
+                         f"{c.dtype} for {k} boxes: expected (k, D, h, w) and (k, c, h, w) float with c >= 2")
     check_finite(torch.cat([e.reshape(k, -1).float(), c.reshape(k, -1).float()], dim=1),
                  "the CSE output (embedding or coarse_segm)", where, "the input is corrupt; write it again")
 

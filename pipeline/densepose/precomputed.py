@@ -75,7 +75,7 @@ class DumpImage:
     """One image of a dump, on the CPU.
 
     boxes: (k, 4) float32 XYXY.  scores: (k,) float32.  chart: k (labels (h, w), uv (2, h, w)) or None.
-    cse: embedding (k, D, h, w) and coarse_segm (k, K, h, w), or None.
+    cse: embedding (k, D, h, w) and coarse_segm (k, 2, h, w), or None.
     size: (H, W) of the image when known (it sizes the full-frame export), else None.
     window: (k, 4) the part of each box its crop covers (boxes clipped at the door), or None: all.
     """
@@ -365,5 +365,5 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
 
 
 def write_store(params, template, out: str | Path) -> DenseposeSummary:
-    """The source's entry point (the signature every source shares, :mod:`pipeline.densepose.sources`)."""
+    """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_precomputed_store(params.precomputed, params.densepose.crop, template, out, store_params(params))

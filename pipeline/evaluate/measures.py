@@ -256,7 +256,7 @@ class LogHistogram(NamedTuple):
 
 
 def log_bins(values: np.ndarray) -> np.ndarray:
-    """(K,) int64 bin of each of (K,) float non-negative, non-NaN ``values``: 0 below ``2**MIN_EXPONENT``,
+    """(P,) int64 bin of each of (P,) float non-negative, non-NaN ``values``: 0 below ``2**MIN_EXPONENT``,
     ``N_BINS - 1`` from ``2**MAX_EXPONENT`` (infinity included), else ``1 + (e - MIN_EXPONENT) * 2**MANTISSA_BITS
     + floor((v / 2**e - 1) * 2**MANTISSA_BITS)`` with ``e = floor(log2 v)`` (exact: no rounding at bin edges)."""
     v = np.asarray(values, np.float64)
@@ -270,7 +270,7 @@ def log_bins(values: np.ndarray) -> np.ndarray:
 
 
 def bin_lower_edges(index: np.ndarray) -> np.ndarray:
-    """(K,) float64 lower edge of each of (K,) int bins (0 for the underflow bin, ``2**MAX_EXPONENT`` for the
+    """(P,) float64 lower edge of each of (P,) int bins (0 for the underflow bin, ``2**MAX_EXPONENT`` for the
     overflow bin); a log-linear bin's upper edge is the next bin's lower edge."""
     index = np.asarray(index, np.int64)
     octave, fine = np.divmod(np.clip(index, 1, N_BINS - 1) - 1, _PER_OCTAVE)
@@ -284,7 +284,7 @@ def empty_histogram() -> LogHistogram:
 
 
 def log_histogram(values: np.ndarray) -> LogHistogram:
-    """The :class:`LogHistogram` of (K,) float values (any shape, flattened).
+    """The :class:`LogHistogram` of (P,) float values (any shape, flattened).
 
     Raises:
         InputError: a negative value.

@@ -1,6 +1,7 @@
 """Reconstruction metrics of the ``evaluate`` stage (METHOD.md §6, DP3D §4.1), as pure functions.
 
-Size letters: ``B`` instances, ``N`` template vertices, ``J`` joints (14), ``F`` faces, ``P`` points.
+Size letters: ``B`` instances of a batch, ``N`` template vertices, ``J`` joints (14), ``F`` faces, ``P`` points
+(legend: :mod:`pipeline`).
 Inputs are camera-frame metres (OpenCV axes: x right, y down, z away from the camera) unless said
 otherwise; errors come back in metres and the stage reports millimetres.
 
@@ -277,10 +278,11 @@ def re14(pred_joints: np.ndarray, true_joints: np.ndarray) -> np.ndarray:
 
 
 class PartSums(NamedTuple):
-    """Error sums and vertex counts per part (index 0 unused when parts are 1-based)."""
+    """Error sums and vertex counts per DensePose part or segment (index 0 unused when parts are 1-based):
+    arrays of ``n_parts``, 25 for the 24 fine parts, 15 for the 14 coarse segments (``eval.parts``)."""
 
-    sum_all: np.ndarray    # (P,) float64
-    count_all: np.ndarray  # (P,) int64
+    sum_all: np.ndarray    # (n_parts,) float64
+    count_all: np.ndarray  # (n_parts,) int64
     sum_visible: np.ndarray
     count_visible: np.ndarray
 
@@ -290,7 +292,7 @@ def part_sums(errors: np.ndarray, vertex_part: np.ndarray, visible: np.ndarray, 
 
     Args:
         errors: (B, N) float. vertex_part: (N,) int in 0..n_parts-1. visible: (B, N) bool.
-        n_parts: P, the length of the returned arrays.
+        n_parts: the length of the returned arrays (25 for the fine parts 1..24, 15 for the coarse ones).
     """
     errors = np.asarray(errors, np.float64)
     visible = np.asarray(visible, bool)
@@ -352,8 +354,8 @@ def point_to_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: 
     count of faces with the smallest lower bounds: exact, and most points test a few dozen faces.
 
     Args:
-        points: (P, 3) float. vertices: (V, 3) float. faces: (F, 3) long.
-        chunk: points per block (memory ~ chunk * (F + V)). pairs: point-face pairs per batch.
+        points: (P, 3) float. vertices: (N, 3) float. faces: (F, 3) long.
+        chunk: points per block (memory ~ chunk * (F + N)). pairs: point-face pairs per batch.
     Returns:
         (P,) distances, in the units and dtype of ``points``.
     """
@@ -364,18 +366,18 @@ def point_to_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: 
     out = torch.empty(len(points), dtype=points.dtype, device=points.device)
     for s in range(0, len(points), chunk):
         p = points[s:s + chunk]
-        upper = torch.cdist(p, vertices).amin(dim=1)  # (p,) distance to the nearest vertex
-        lower = (torch.cdist(p, centre) - radius).clamp_min(0)  # (p, F)
+        upper = torch.cdist(p, vertices).amin(dim=1)  # (P,) distance to the nearest vertex (this chunk's points)
+        lower = (torch.cdist(p, centre) - radius).clamp_min(0)  # (P, F)
         need = (lower <= upper[:, None]).sum(dim=1).clamp_min(1)  # faces that may hold the nearest point
         bucket = torch.clamp(2 ** torch.ceil(torch.log2(need.double())), max=n_faces).long()
         d = torch.empty(len(p), dtype=p.dtype, device=p.device)
         for kk in torch.unique(bucket).tolist():
             rows_k = torch.nonzero(bucket == kk).flatten()
             step = max(1, pairs // kk)
-            for b in range(0, len(rows_k), step):  # bound the (b, kk, 3, 3) temporaries
+            for b in range(0, len(rows_k), step):  # bound the (step, kk, 3, 3) temporaries
                 rows = rows_k[b:b + step]
                 idx = torch.topk(lower[rows], kk, dim=1, largest=False).indices
-                cand = tri[idx]  # (b, kk, 3, 3)
+                cand = tri[idx]  # (len(rows), kk, 3, 3)
                 q = closest_point_on_triangles(p[rows, None], cand[:, :, 0], cand[:, :, 1], cand[:, :, 2])
                 d[rows] = (q - p[rows, None]).norm(dim=-1).amin(dim=1)
         out[s:s + chunk] = d

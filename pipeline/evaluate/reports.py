@@ -286,7 +286,7 @@ def _flip_by_azimuth(ax, azimuth_bin: np.ndarray, flip_better: np.ndarray) -> No
     """Bars: share of instances whose depth mirror is closer to the truth, per 45° view-azimuth bin.
 
     Args:
-        azimuth_bin: (B,) int index into :data:`pipeline.evaluate.metrics.AZIMUTH_CENTRES`. flip_better: (B,) bool.
+        azimuth_bin: (n,) int index into :data:`pipeline.evaluate.metrics.AZIMUTH_CENTRES`. flip_better: (n,) bool.
     """
     order = np.argsort(AZIMUTH_CENTRES)  # -135 .. 180, left to right
     share, count = binned_share(flip_better, azimuth_bin, len(AZIMUTH_CENTRES))
@@ -310,7 +310,7 @@ def uv_maps_figure(pred: np.ndarray, true: np.ndarray | None, covered: np.ndarra
     inpainted texels (between the triangles) dimmed. Without ``true``, the predicted maps only.
 
     Args:
-        pred, true: (k, 24, R, R, 3) maps (true in metres, or None). covered: (24, R, R) bool. rows: k store rows.
+        pred, true: (n, 24, R, R, 3) maps (true in metres, or None). covered: (24, R, R) bool. rows: n store rows.
     """
     from pipeline.evaluate.uvmap import atlas_image
 

@@ -1,9 +1,11 @@
 """Measures of a learnt part segmentation (DP3D's LBO-softmax parts) on the template, as pure functions.
 
-Size letters: ``N`` template vertices, ``F`` faces, ``M`` latent parts. A segmentation is the (N, M)
-soft part weights of :meth:`pipeline.train.model.LiftingModel.segmentation` (rows sum to 1); a vertex's
-*label* is its arg-max part (0-based). The baselines' segmentation is (N, 1) ones: one part for
-everything, which every function here handles (one part used, entropy 0, regions not distinct).
+Size letters: ``N`` template vertices, ``F`` faces, ``M`` latent parts (legend: :mod:`pipeline`).
+
+A segmentation is the (N, M) soft part weights of :meth:`pipeline.train.model.LiftingModel.segmentation`
+(rows sum to 1); a vertex's *label* is its arg-max part (0-based). The baselines' segmentation is (N, 1)
+ones: one part for everything, which every function here handles (one part used, entropy 0, regions not
+distinct).
 
 - :func:`parts_used`: parts that are the arg-max of at least ``min_share`` (1 %) of the vertices.
 - :func:`segmentation_entropy`: how soft the weights are, 0 (one-hot) .. 1 (uniform).
@@ -114,7 +116,7 @@ def largest_component_share(labels: np.ndarray, faces: np.ndarray, m: int) -> np
     share a label: its components never cross parts, so they are exactly the parts' own components.
 
     Args:
-        labels: (N,) int parts 0..m-1. faces: (F, 3) int vertex ids. m: M, the number of parts.
+        labels: (N,) int parts 0..M-1. faces: (F, 3) int vertex ids. m: M, the number of parts.
     """
     labels = np.asarray(labels, np.int64)
     faces = np.asarray(faces, np.int64)

@@ -12,8 +12,11 @@ bilinear sampling at each chart point's ``(U, V)`` and averaging the chart point
 Which texel blends which vertices depends only on the template's atlas, so it is computed once
 (:func:`uv_layout`) and writing a batch of maps is a gather (:func:`write_uv_maps`).
 
-Size letters: ``B`` meshes, ``N`` vertices, ``C`` chart points, ``R`` texels per chart side,
-``D`` channels (3 for positions).
+The last axis of the per-vertex values and of the maps, written ``channels`` below, holds each value's
+channels (3 for positions).
+
+Size letters: ``n`` meshes (instances), ``N`` vertices, ``C`` chart points, ``R`` texels per chart side
+(legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -146,14 +149,14 @@ def write_uv_maps(layout: UVLayout, values: np.ndarray) -> np.ndarray:
     """Per-vertex values to UV maps.
 
     Args:
-        values: (B, N, D) float, e.g. vertex positions or offsets from the template.
+        values: (n, N, channels) float, e.g. vertex positions or offsets from the template.
     Returns:
-        (B, 24, R, R, D) float32; chart p + 1 at index p, row 0 at V = 1.
+        (n, 24, R, R, channels) float32; chart p + 1 at index p, row 0 at V = 1.
     """
     values = np.asarray(values, np.float32)
     if values.ndim != 3 or values.shape[1] != layout.n_vertices:
-        raise InputError(f"values must be (B, {layout.n_vertices}, D), got {values.shape}")
-    gathered = values[:, layout.texel_vertex]  # (B, 24, R, R, 3, D)
+        raise InputError(f"values must be (n, {layout.n_vertices}, channels), got {values.shape}")
+    gathered = values[:, layout.texel_vertex]  # (n, 24, R, R, 3, channels)
     return np.einsum("bprckd,prck->bprcd", gathered, layout.texel_weight)
 
 
@@ -163,14 +166,14 @@ def read_uv_maps(layout: UVLayout, maps: np.ndarray) -> np.ndarray:
     Bilinear interpolation reproduces fields linear in (U, V) exactly, also at chart edges.
 
     Args:
-        maps: (B, 24, R, R, D) float.
+        maps: (n, 24, R, R, channels) float.
     Returns:
-        (B, N, D) float32.
+        (n, N, channels) float32.
     """
     maps = np.asarray(maps, np.float32)
     r = layout.resolution
     if maps.ndim != 5 or maps.shape[1:4] != (N_PARTS, r, r):
-        raise InputError(f"maps must be (B, {N_PARTS}, {r}, {r}, D), got {maps.shape}")
+        raise InputError(f"maps must be (n, {N_PARTS}, {r}, {r}, channels), got {maps.shape}")
     x = layout.chart_uv[:, 0] * r - 0.5  # continuous texel column of each chart point, in [-0.5, R - 0.5]
     y = (1.0 - layout.chart_uv[:, 1]) * r - 0.5
     # Within half a texel of a chart's edge, extrapolate linearly from the two outermost texels
@@ -180,7 +183,7 @@ def read_uv_maps(layout: UVLayout, maps: np.ndarray) -> np.ndarray:
     x1, y1 = x0 + 1, y0 + 1
     fx, fy = (x - x0)[None, :, None], (y - y0)[None, :, None]
     p = layout.chart_part - 1
-    top = maps[:, p, y0, x0] * (1 - fx) + maps[:, p, y0, x1] * fx  # (B, C, D)
+    top = maps[:, p, y0, x0] * (1 - fx) + maps[:, p, y0, x1] * fx  # (n, C, channels)
     bottom = maps[:, p, y1, x0] * (1 - fx) + maps[:, p, y1, x1] * fx
     samples = top * (1 - fy) + bottom * fy
     count = np.bincount(layout.chart_vertex, minlength=layout.n_vertices).astype(np.float32)
@@ -190,7 +193,7 @@ def read_uv_maps(layout: UVLayout, maps: np.ndarray) -> np.ndarray:
 
 
 def atlas_image(maps: np.ndarray) -> np.ndarray:
-    """(4 R, 6 R, D): the 24 charts of one map (24, R, R, D) tiled row by row (parts 1..6 on top)."""
+    """(4 R, 6 R, channels): the 24 charts of one map (24, R, R, channels) tiled row by row (parts 1..6 on top)."""
     rows, cols = ATLAS_GRID
     _, r, _, d = maps.shape
     return maps.reshape(rows, cols, r, r, d).transpose(0, 2, 1, 3, 4).reshape(rows * r, cols * r, d)

@@ -12,7 +12,7 @@ Image pixels (a virtual image of ``image_size``² pixels, principal point at its
 A camera's viewing direction comes from its azimuth (uniform over the full circle; 0 = in front of
 the body), elevation (positive: looking down from above) and roll about its optical axis.
 
-Size letters: ``n`` cameras (instances), ``V`` points.
+Size letters: ``n`` cameras (instances), ``P`` points (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Cameras:
         return len(self.focal)
 
     def to_camera(self, points: np.ndarray) -> np.ndarray:
-        """(n, V, 3) body-frame points -> (n, V, 3) camera-frame points."""
+        """(n, P, 3) body-frame points -> (n, P, 3) camera-frame points."""
         return np.einsum("nij,nvj->nvi", self.rotation, points - self.centre[:, None, :])
 
 
@@ -92,7 +92,7 @@ def sample_cameras(rngs: list[np.random.Generator], targets: np.ndarray, *, elev
 
 
 def project(cam_points: np.ndarray, focal: np.ndarray, principal: np.ndarray, projection: str) -> np.ndarray:
-    """(n, V, 2) image pixels (x, y) of camera-frame points (n, V, 3)."""
+    """(n, P, 2) image pixels (x, y) of camera-frame points (n, P, 3)."""
     xy = cam_points[..., :2]
     if projection == "perspective":
         xy = xy / cam_points[..., 2:3]
@@ -100,7 +100,7 @@ def project(cam_points: np.ndarray, focal: np.ndarray, principal: np.ndarray, pr
 
 
 def crop_boxes(pixels: np.ndarray, margin: float) -> np.ndarray:
-    """(n, 4) boxes (x0, y0, x1, y1): the points' tight box (n, V, 2) grown by ``margin`` × its size per side."""
+    """(n, 4) boxes (x0, y0, x1, y1): the points' tight box (n, P, 2) grown by ``margin`` × its size per side."""
     lo, hi = pixels.min(axis=1), pixels.max(axis=1)
     pad = margin * (hi - lo)
     return np.concatenate([lo - pad, hi + pad], axis=1)

@@ -11,7 +11,7 @@ harmonic map onto a circle, and last with Tutte's embedding (uniform weights ont
 boundary, which is bijective by Tutte's theorem). The chart is then rotated to its principal axes
 and scaled per axis onto [0,1]², which keeps every triangle's orientation.
 
-Size letters: ``V`` vertices, ``F`` faces, ``C`` chart points.
+Size letters: ``N`` vertices, ``F`` faces, ``C`` chart points (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -129,11 +129,11 @@ def parameterize_disk(vertices: np.ndarray, faces: np.ndarray, name: str = "char
     """Maps a disk-topology mesh onto [0,1]² without folds or overlaps.
 
     Args:
-        vertices: (V, 3) float64. faces: (F, 3) int64, every vertex used.
+        vertices: (N, 3) float64. faces: (F, 3) int64, every vertex used.
         name: for error messages.
         eps: a face must keep a UV area above ``eps`` times the chart's total area.
     Returns:
-        uv: (V, 2) float64 in [0,1]², every face counter-clockwise; method: the map used.
+        uv: (N, 2) float64 in [0,1]², every face counter-clockwise; method: the map used.
     Raises:
         MeshError: the mesh is not a disk (names the chart and why).
     """
@@ -176,7 +176,7 @@ def build_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray,
     """Builds a ``UV_Processed``-style atlas from a per-face part labelling.
 
     Args:
-        vertices: (V, 3) float. faces: (F, 3) int.
+        vertices: (N, 3) float. faces: (F, 3) int.
         face_part: (F,) int part id of each face (e.g. 1..24).
         parts: the part ids expected to be present (default: those in ``face_part``); a missing
             one is an error.
@@ -217,7 +217,7 @@ def build_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray,
 
 
 def dominant_vertex_part(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray) -> np.ndarray:
-    """(V,) int64: each vertex's part, the one covering most area around it (ties: lowest id)."""
+    """(N,) int64: each vertex's part, the one covering most area around it (ties: lowest id)."""
     area = face_areas(vertices, faces)
     n_parts = int(face_part.max()) + 1
     acc = np.zeros((len(vertices), n_parts))

@@ -21,7 +21,7 @@ def draw_mesh(ax, vertices: np.ndarray, faces: np.ndarray, face_rgb: np.ndarray,
     """Draws a mesh orthographically with flat shading, farthest faces first.
 
     Args:
-        vertices: (V, 3). faces: (F, 3). face_rgb: (F, 3) colours in [0, 1].
+        vertices: (N, 3). faces: (F, 3). face_rgb: (F, 3) colours in [0, 1].
         up, forward: (3,) the body's axes. view: "front" (camera in front), "back" or "side".
     """
     up = np.asarray(up, float)

@@ -24,8 +24,8 @@ __all__ = ["Eigenbasis", "laplacian", "eigenbasis", "unit_rms", "save_basis", "l
 
 
 class Eigenbasis(NamedTuple):
-    """evals: (K,) float64 ascending. evecs: (V, K) float64, M-orthonormal (``evecsᵀ M evecs = I``).
-    mass: (V,) float64 lumped vertex areas (the diagonal of M)."""
+    """evals: (K,) float64 ascending. evecs: (N, K) float64, M-orthonormal (``evecsᵀ M evecs = I``).
+    mass: (N,) float64 lumped vertex areas (the diagonal of M)."""
 
     evals: np.ndarray
     evecs: np.ndarray
@@ -33,7 +33,7 @@ class Eigenbasis(NamedTuple):
 
 
 def laplacian(vertices: np.ndarray, faces: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Cotangent Laplacian ``L`` (V, V) positive semi-definite and lumped mass ``M`` (V, V) diagonal."""
+    """Cotangent Laplacian ``L`` (N, N) positive semi-definite and lumped mass ``M`` (N, N) diagonal."""
     L, M = robust_laplacian.mesh_laplacian(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     return L.tocsr(), M.tocsr()
 
@@ -42,7 +42,7 @@ def eigenbasis(vertices: np.ndarray, faces: np.ndarray, k: int, name: str = "mes
     """The ``k`` smallest generalised eigenpairs of the mesh's Laplace-Beltrami operator.
 
     Args:
-        vertices: (V, 3) float. faces: (F, 3) int. k: number of pairs, 1 <= k < V.
+        vertices: (N, 3) float. faces: (F, 3) int. k: number of pairs, 1 <= k < N.
     Returns:
         :class:`Eigenbasis`; each eigenvector's largest-magnitude entry is positive.
     Raises:
@@ -68,7 +68,7 @@ def eigenbasis(vertices: np.ndarray, faces: np.ndarray, k: int, name: str = "mes
 
 
 def unit_rms(evecs: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """(V, K) eigenvectors scaled to unit RMS over vertices (the scaling the model uses)."""
+    """(N, K) eigenvectors scaled to unit RMS over vertices (the scaling the model uses)."""
     return evecs / np.maximum(np.sqrt(np.mean(evecs**2, axis=0, keepdims=True)), eps)
 
 

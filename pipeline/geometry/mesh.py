@@ -1,6 +1,6 @@
 """Triangle-mesh checks, cleaning and small geometric helpers.
 
-Size letters: ``V`` vertices, ``F`` faces, ``E`` edges.
+Size letters: ``N`` vertices, ``F`` faces, ``E`` edges (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class MeshError(UserError, ValueError):
 class CleanMesh(NamedTuple):
     """A cleaned mesh and how it relates to the input.
 
-    vertices: (V', 3) float64; faces: (F', 3) int64;
-    vertex_index: (V',) int64, the input vertex of each kept vertex;
+    vertices: (N', 3) float64; faces: (F', 3) int64;
+    vertex_index: (N',) int64, the input vertex of each kept vertex;
     face_index: (F',) int64, the input face of each kept face;
     report: counts of what was removed.
     """
@@ -55,13 +55,13 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> t
     """Checks shapes, finiteness and index range; returns float64 vertices and int64 faces.
 
     Args:
-        vertices: (V, 3) float. faces: (F, 3) int, 0-based.
+        vertices: (N, 3) float. faces: (F, 3) int, 0-based.
         name: what the mesh is, for error messages (e.g. the file it came from).
     """
     v = np.asarray(vertices)
     f = np.asarray(faces)
     if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] < 3:
-        raise MeshError(f"{name}: vertices must have shape (V, 3) with V >= 3, got {v.shape}")
+        raise MeshError(f"{name}: vertices must have shape (N, 3) with N >= 3, got {v.shape}")
     if f.ndim != 2 or f.shape[1] != 3 or f.shape[0] < 1:
         raise MeshError(f"{name}: faces must have shape (F, 3) with F >= 1, got {f.shape}")
     if not np.issubdtype(f.dtype, np.integer):
@@ -84,7 +84,7 @@ def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V,) float64 a third of the area of each vertex's incident faces (sums to the surface area)."""
+    """(N,) float64 a third of the area of each vertex's incident faces (sums to the surface area)."""
     area = face_areas(np.asarray(vertices, np.float64), faces)
     out = np.zeros(len(vertices))
     for k in range(3):
@@ -100,7 +100,7 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-20) ->
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-20) -> np.ndarray:
-    """(V, 3) unit vertex normals, the area-weighted mean of incident face normals."""
+    """(N, 3) unit vertex normals, the area-weighted mean of incident face normals."""
     a, b, c = (vertices[faces[:, i]] for i in range(3))
     n = np.cross(b - a, c - a)  # (F, 3), length 2 * area
     out = np.zeros_like(vertices)
@@ -170,7 +170,7 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, components: str = "keep_
     (``"refuse"``); drop unreferenced vertices and remap indices.
 
     Args:
-        vertices: (V, 3) float. faces: (F, 3) int.
+        vertices: (N, 3) float. faces: (F, 3) int.
         components: "keep_largest" or "refuse".
         name: what the mesh is, for messages.
     Raises:

@@ -35,7 +35,7 @@ def iuv_preview_figure(columns: list[tuple[str, np.ndarray, np.ndarray]], titles
 
 
 def _decoded(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (k, S, S) and U/V (k, 2, S, S) of encoded IUV crops (k, S, S, 3) uint8."""
+    """Labels (n, S, S) and U/V (n, 2, S, S) of encoded IUV crops (n, S, S, 3) uint8."""
     decoded = [decode_iuv(x) for x in iuv]
     return np.stack([d[0] for d in decoded]), np.stack([d[1] for d in decoded])
 

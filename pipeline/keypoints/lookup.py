@@ -11,7 +11,8 @@ Every foreground pixel ``j`` (centre ``p_j`` in image pixels) is assigned a temp
 Then vertex ``i`` is visible iff some pixel maps to it, its keypoint is the mean centre of those
 pixels, and ``count`` is how many there are (a confidence later stages can weigh by).
 
-Size letters: ``n`` instances, ``S`` crop side, ``N`` template vertices, ``D`` embedding dims.
+Size letters: ``n`` instances, ``S`` crop side, ``N`` template vertices, ``C`` chart points, ``D`` embedding
+dims, ``P`` foreground pixels (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations

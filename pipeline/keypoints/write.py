@@ -87,7 +87,7 @@ def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np
     """Sums for the keypoint metrics of a block: pixel distances and visibility confusion.
 
     Returns:
-        (distances (m,) float64 of visible vertices, in source-image pixels and in crop pixels,
+        (distances (P,) float64 of visible vertices, in source-image pixels and in crop pixels,
         and [tp, fp, fn] counts of predicted against true visibility).
     """
     d = np.linalg.norm(xy - gt_pixels, axis=-1)  # (n, N)

@@ -5,15 +5,18 @@ vertices of one mesh (``smpl_27554`` for people: SMPL with each edge split once,
 vertices). Those vertex embeddings are learnt with the model: they live in its weights, under
 ``roi_heads.embedder.embedder_<mesh>.`` (Detectron2's ``densepose/modeling/cse/embedder.py``):
 
-- ``VertexDirectEmbedder``: ``embeddings`` (V, D), the vertex embeddings themselves;
-- ``VertexFeatureEmbedder``: ``features`` (V, K) and ``embeddings`` (K, D), the vertex
-  embeddings being ``features @ embeddings``;
+- ``VertexDirectEmbedder``: ``embeddings`` (N, D), the vertex embeddings themselves;
+- ``VertexFeatureEmbedder``: ``features``, one row of features per vertex, and ``embeddings``, one
+  row of D per feature, the (N, D) vertex embeddings being ``features @ embeddings``;
 
 each row then L2-normalised (``normalize_embeddings``, norms clamped at 1e-6). Weights files are
 Detectron2 model-zoo ``.pkl`` (``{"model": {name: ndarray}}``, pickled) or ``.pth`` (``torch.save``),
 both read without Detectron2 through :func:`pipeline.core.pickles.read_pickle`. The mesh file is
-DensePose's mesh pickle, a dict with ``vertices`` (V, 3) and ``faces`` (F, 3) (``load_mesh_data``
+DensePose's mesh pickle, a dict with ``vertices`` (N, 3) and ``faces`` (F, 3) (``load_mesh_data``
 in ``densepose/structures/mesh.py``).
+
+Size letters: ``N`` vertices of the CSE mesh (``N'`` of the reference template), ``F`` faces, ``D``
+embedding dims, ``J`` joints (legend: :mod:`pipeline`).
 
 A CSE mesh comes without DensePose's 24 parts, joints or body axes. They are transferred from a
 *reference* template of the same body in the same frame (for ``smpl_27554``: the SMPL template of
@@ -40,7 +43,7 @@ EMBEDDER_PREFIX = "roi_heads.embedder.embedder_"
 
 
 def read_densepose_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Reads DensePose's mesh pickle: ((V, 3) float64 vertices, (F, 3) int64 faces).
+    """Reads DensePose's mesh pickle: ((N, 3) float64 vertices, (F, 3) int64 faces).
 
     Raises:
         FileNotFoundError, ValueError: naming the file and what is wrong with it.
@@ -52,14 +55,14 @@ def read_densepose_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     vertices = np.asarray(as_array(raw["vertices"]), np.float64)
     faces = np.asarray(as_array(raw["faces"]))
     if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
-        raise InputError(f"{path}: vertices {vertices.shape} and faces {faces.shape} must be (V, 3) and (F, 3)")
+        raise InputError(f"{path}: vertices {vertices.shape} and faces {faces.shape} must be (N, 3) and (F, 3)")
     if faces.dtype.kind not in "iu":
         raise InputError(f"{path}: faces must be integer vertex indices, got {faces.dtype}")
     return vertices, faces.astype(np.int64)
 
 
 def normalize_embeddings(e: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """(V, D) rows divided by their norm clamped at ``eps``, as Detectron2's ``normalize_embeddings``."""
+    """(N, D) rows divided by their norm clamped at ``eps``, as Detectron2's ``normalize_embeddings``."""
     return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), eps)
 
 
@@ -71,7 +74,7 @@ def _state_dict(raw, path) -> dict:
 
 
 def read_checkpoint_embeddings(path: str | Path, mesh_name: str) -> np.ndarray:
-    """(V, D) float32 L2-normalised vertex embeddings of ``mesh_name`` from a CSE model's weights.
+    """(N, D) float32 L2-normalised vertex embeddings of ``mesh_name`` from a CSE model's weights.
 
     Raises:
         FileNotFoundError; ValueError naming the file: unreadable, not a CSE model, no embedder for
@@ -92,7 +95,7 @@ def read_checkpoint_embeddings(path: str | Path, mesh_name: str) -> np.ndarray:
             raise InputError(f"{path}: {prefix}features {feat.shape} and embeddings {emb.shape} do not multiply")
         emb = feat @ emb
     if emb.ndim != 2:
-        raise InputError(f"{path}: {prefix}embeddings must be (V, D), got {emb.shape}")
+        raise InputError(f"{path}: {prefix}embeddings must be (N, D), got {emb.shape}")
     if not np.isfinite(emb).all():
         raise InputError(f"{path}: {prefix}embeddings hold NaN or infinite values")
     return normalize_embeddings(emb).astype(np.float32)
@@ -135,13 +138,13 @@ def transfer_face_parts(vertices: np.ndarray, faces: np.ndarray, ref_vertices: n
 
 
 def transfer_regressor(regressor: np.ndarray, ref_vertices: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """(J, V) joint regressor on ``vertices``: each reference vertex's weight moves to its nearest vertex.
+    """(J, N) joint regressor on ``vertices``: each reference vertex's weight moves to its nearest vertex.
 
     Rows still sum to one; joints are reproduced exactly when the mesh contains the reference's
     vertices (``smpl_27554`` contains SMPL's), and within half an edge otherwise.
 
     Args:
-        regressor: (J, N) on the reference.  ref_vertices: (N, 3).  vertices: (V, 3).
+        regressor: (J, N') on the reference.  ref_vertices: (N', 3).  vertices: (N, 3).
     """
     _, nearest = cKDTree(np.asarray(vertices, np.float64)).query(np.asarray(ref_vertices, np.float64))
     out = np.zeros((len(regressor), len(vertices)))

@@ -191,7 +191,7 @@ def canonical_template(vertices: np.ndarray, up: np.ndarray, forward: np.ndarray
 
 
 def apply_regressor(regressor: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Joints from vertices. regressor: (J, V); vertices: (..., V, 3) -> (..., J, 3)."""
+    """Joints from vertices. regressor: (J, N); vertices: (..., N, 3) -> (..., J, 3)."""
     return np.einsum("jv,...vc->...jc", regressor, vertices)
 
 

@@ -1,6 +1,6 @@
 """Vertex-to-joint regressors for the 14 evaluation joints (their names: :mod:`pipeline.template.file`).
 
-Size letters: ``J`` joints (14), ``V`` vertices.
+Size letters: ``J`` joints (14), ``N`` vertices (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ SMPL_JOINT_INDEX = (8, 5, 2, 1, 4, 7, 21, 19, 17, 16, 18, 20, 12, None)
 
 
 def regress_points(vertices: np.ndarray, points: np.ndarray, k: int = 16) -> np.ndarray:
-    """(J, V) float64 regressor whose rows sum to 1 and reproduce ``points`` from ``vertices``.
+    """(J, N) float64 regressor whose rows sum to 1 and reproduce ``points`` from ``vertices``.
 
     Each point is written as a non-negative combination of its ``k`` nearest vertices that sums to
     one (NNLS with the sum as a heavily weighted extra equation): the joint then moves with the
     surface around it, as SMPL's regressor does.
 
     Args:
-        vertices: (V, 3) float. points: (J, 3) float joint positions (inside the body).
+        vertices: (N, 3) float. points: (J, 3) float joint positions (inside the body).
     """
     vertices = np.asarray(vertices, np.float64)
     out = np.zeros((len(points), len(vertices)))
@@ -43,7 +43,7 @@ def regress_points(vertices: np.ndarray, points: np.ndarray, k: int = 16) -> np.
 
 
 def head_top(vertices: np.ndarray, head_vertices: np.ndarray, up: np.ndarray, k: int = 8) -> np.ndarray:
-    """(V,) float64 regressor row: the mean of the ``k`` highest head vertices along ``up``."""
+    """(N,) float64 regressor row: the mean of the ``k`` highest head vertices along ``up``."""
     h = np.asarray(head_vertices)
     top = h[np.argsort(-(vertices[h] @ up), kind="stable")[:k]]
     row = np.zeros(len(vertices))

@@ -1,6 +1,7 @@
 """Labelling a rigged body's faces with DensePose's 24 parts (the parts themselves: :mod:`pipeline.template.file`).
 
-Size letters: ``V`` vertices, ``F`` faces, ``B`` bones.
+Size letters: ``N`` vertices, ``F`` faces, ``O`` bones, ``Z`` skinning influences per vertex
+(legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def segment_faces(faces: np.ndarray, bone_segment: list[str], vertex_bones: np.n
     """(F,) index into ``SEGMENTS`` of each face: the segment with the largest summed skinning weight.
 
     Args:
-        faces: (F, 3) int. bone_segment: (B,) segment name of each bone.
-        vertex_bones: (V, W) int bone ids; vertex_weights: (V, W) float weights.
+        faces: (F, 3) int. bone_segment: (O,) segment name of each bone.
+        vertex_bones: (N, Z) int bone ids; vertex_weights: (N, Z) float weights.
     """
     names = list(SEGMENTS)
     seg_of_bone = np.array([names.index(s) for s in bone_segment])
@@ -68,7 +69,7 @@ def split_segments(vertices: np.ndarray, faces: np.ndarray, face_segment: np.nda
     right/left by the side of the body's midplane its face lies on.
 
     Args:
-        vertices: (V, 3). faces: (F, 3). face_segment: (F,) index into ``SEGMENTS``.
+        vertices: (N, 3). faces: (F, 3). face_segment: (F,) index into ``SEGMENTS``.
         forward: (3,) unit vector the body faces. left: (3,) unit vector to the body's left.
     """
     normals = face_normals(vertices, faces)

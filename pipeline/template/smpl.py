@@ -27,8 +27,8 @@ def read_smpl_model(path: str | Path) -> dict:
     """Reads an SMPL model file (``.pkl`` official format, or ``.npz``).
 
     Returns:
-        dict with ``v_template`` (V, 3) float64, ``f`` (F, 3) int64, ``weights`` (V, 24) float64,
-        ``J_regressor`` (24, V) float64 dense.
+        dict with ``v_template`` (N, 3) float64, ``f`` (F, 3) int64, ``weights`` (N, 24) float64,
+        ``J_regressor`` (24, N) float64 dense.
     Raises:
         FileNotFoundError, ValueError: naming the file and the problem.
     """

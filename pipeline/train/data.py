@@ -31,9 +31,9 @@ __all__ = ["KeypointBatch", "KeypointStream"]
 
 
 class KeypointBatch(NamedTuple):
-    """xy: (b, N, 2) float32 image pixels (0 where invisible); visible: (b, N) bool; rows: (b,) int64;
-    count: (b, N) uint16 pixels mapping to each vertex. With ``truth``: vertices (b, N, 3) float32 true
-    camera-frame metres and camera (b, 3) float32 f, cx, cy."""
+    """One process's slice of a batch (B instances): xy: (B, N, 2) float32 image pixels (0 where invisible);
+    visible: (B, N) bool; rows: (B,) int64; count: (B, N) uint16 pixels mapping to each vertex. With
+    ``truth``: vertices (B, N, 3) float32 true camera-frame metres and camera (B, 3) float32 f, cx, cy."""
 
     xy: torch.Tensor
     visible: torch.Tensor
@@ -91,7 +91,7 @@ class KeypointStream:
         return self.n_split // self.batch_size
 
     def _read(self, chunk_ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """The wanted rows of some chunks: one array per ``self.names``, and their (b,) row numbers."""
+        """The wanted rows of some chunks: one array per ``self.names``, and their (n,) row numbers."""
         names = self.names
         got, rows = {k: [] for k in names}, []
         for c in np.sort(chunk_ids):

@@ -1,6 +1,7 @@
 """DP3D training losses (METHOD.md §5, eqs. 5-9) and the training objective that combines them.
 
-Sizes: B instances, N vertices, F faces, E undirected template edges, M parts, P latent size.
+Sizes: B instances, N template vertices, F faces, E undirected template edges, M latent parts, L latent
+size, T rotation samples (legend: :mod:`pipeline`).
 Every robust norm is the pseudo-Huber ``ρ(r) = ε(√(1+(r/ε)²) − 1)``. A loss whose weight is 0 is
 neither built nor computed (this is how the ablations run); the baselines skip the losses that do
 not apply to them (``c3dpo``: ARAP, entropy and facing; ``no_parts``: entropy and facing).
@@ -70,7 +71,7 @@ def reprojection_loss(pred: torch.Tensor, xy: torch.Tensor, visible: torch.Tenso
 
 
 def make_psi(model: LiftingModel) -> nn.Module:
-    """Ψ (eq. 6): the C3DPO trunk from a flattened 3D shape (B, 3N) to the model's latent (B, P)."""
+    """Ψ (eq. 6): the C3DPO trunk from a flattened 3D shape (B, 3N) to the model's latent (B, L)."""
     cfg = model.cfg
     return nn.Sequential(Trunk(3 * model.n_vertices, cfg.hidden, cfg.bottleneck, cfg.blocks),
                          head(cfg.hidden, model.latent_dim))
@@ -82,14 +83,14 @@ def canonicalisation_loss(model: LiftingModel, psi: nn.Module, shape: torch.Tens
 
     Args:
         shape: (B, N, 3) posed shapes (object frame), gradients flow into them too.
-        rotations: (S B, 3, 3) rotations to apply; uniformly random (torch's generator) when None.
-        samples: S rotations per shape (C3DPO's official code draws several).
+        rotations: (T B, 3, 3) rotations to apply; uniformly random (torch's generator) when None.
+        samples: T rotations per shape (C3DPO's official code draws several).
     """
     if samples > 1:
-        shape = shape.repeat(samples, 1, 1)  # (S B, N, 3)
+        shape = shape.repeat(samples, 1, 1)  # (T B, N, 3)
     if rotations is None:
         rotations = roma.random_rotmat(len(shape), device=shape.device, dtype=shape.dtype)
-    rotated = shape @ rotations.transpose(-1, -2)  # (B, N, 3)
+    rotated = shape @ rotations.transpose(-1, -2)  # (T B, N, 3)
     again = model.shape_from_latent(psi(rotated.flatten(1))).vertices
     return pseudo_huber(((again - shape) ** 2).sum(-1), eps).mean()
 
@@ -186,7 +187,7 @@ class _ArapOperator(nn.Module):
         if self.w.device != posed.device:
             self.w = self.w.to(posed.device)
         wy = torch.sparse.mm(self.w, flat).view(3, self.n, bsz, 3)  # [b, i, batch, a]
-        wy = wy.permute(2, 1, 3, 0)  # (B, N, a, b)
+        wy = wy.permute(2, 1, 3, 0)  # (B, N, 3, 3), indexed [batch, i, a, b]
         return posed[..., :, None] * self.s[:, None, :] - wy
 
 

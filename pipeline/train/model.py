@@ -1,16 +1,19 @@
 """The DP3D model and its two baselines (METHOD.md §5), and the prediction API.
 
-Sizes: B instances, N template vertices, K LBO eigenvectors, M parts, D basis shapes (baselines),
-H trunk width. All coordinates the networks see and produce live in the *normalised keypoint
-frame* of :func:`normalise` (image x right, y down, depth z away from the camera).
+Sizes: B instances, N template vertices, K LBO eigenvectors, M latent parts, L latent size, Q basis
+shapes (baselines), U trunk width (legend: :mod:`pipeline`).
+
+All coordinates the networks see and produce live in the *normalised keypoint frame* of
+:func:`normalise` (image x right, y down, depth z away from the camera).
 
 ``model.type``:
 
 - ``dp3d``: ``w = softmax(Φ_K A)`` (N, M) soft parts; per-part rigid motions ``G_j = exp(ξ_j)``
   and learnt rest transforms ``Ḡ_j``; linear blend skinning ``Y_i = Σ_j w_ij G_j Ḡ_j⁻¹ X_i``;
   optional blendshapes ``X' = X + Σ_b β_b Φ_K C_b`` before posing (supp. D).
-- ``no_parts``: ``Y = X + Φ_K (α B)``, B (D, K, 3) learnt, α (D,) predicted.
-- ``c3dpo``: ``Y = S̄ + Σ_d α_d S_d``, a free linear basis over all vertices (S̄ starts at X).
+- ``no_parts``: ``Y = X + Φ_K (α B)``, ``B`` (Q, K, 3) learnt, ``α`` (Q,) predicted.
+- ``c3dpo``: ``Y = S̄ + Σ_d α_d S_d``, a free linear basis over all vertices (S̄ starts at X; ``S_d``
+  (Q, N, 3) learnt, ``α`` (Q,) predicted).
 
 Every type then applies the predicted global camera ``G_0`` (rotation, image-plane translation
 and a log-scale: the normalisation divides by the RMS of the *visible* keypoints, so the size
@@ -124,9 +127,9 @@ def denormalise(points, centre, scale):
 # --- the networks ------------------------------------------------------------------------------------
 
 class Trunk(nn.Module):
-    """C3DPO trunk: Linear(in, H) + BN + ReLU, then residual blocks H -> b -> b -> H.
+    """C3DPO trunk: Linear(in, U) + BN + ReLU, then residual blocks U -> bottleneck -> bottleneck -> U.
 
-    Every linear layer is followed by BatchNorm and ReLU. ``forward``: (B, in_dim) -> (B, H).
+    Every linear layer is followed by BatchNorm and ReLU. ``forward``: (B, in_dim) -> (B, U).
     """
 
     def __init__(self, in_dim: int, hidden: int = 1024, bottleneck: int = 256, blocks: int = 6):
@@ -167,7 +170,7 @@ class ShapeOutput(NamedTuple):
 class ModelOutput(NamedTuple):
     """What one forward pass predicts (normalised keypoint frame).
 
-    latent: (B, P) shape parameters (part motions and β, or basis coefficients α).
+    latent: (B, L) shape parameters (part motions and β, or basis coefficients α).
     shape: (B, N, 3) posed shape in the object frame (what Ψ and ARAP see).
     camera: (B, 6) axis-angle, image-plane translation, log-scale.
     points: (B, N, 3) the shape in the camera frame; ``points[..., :2]`` is the projection.
@@ -243,7 +246,7 @@ class LiftingModel(nn.Module):
         return torch.softmax(self.basis @ self.logits, dim=1)
 
     def shape_from_latent(self, latent: torch.Tensor) -> ShapeOutput:
-        """Poses the template. latent: (B, P) -> :class:`ShapeOutput`."""
+        """Poses the template. latent: (B, L) -> :class:`ShapeOutput`."""
         bsz = latent.shape[0]
         x = self.template
         if self.type == "no_parts":

@@ -1,7 +1,8 @@
 """A fresh model (:func:`build_model`) and the initial part segmentation of DP3D: the logits ``A`` (K, M) of
 ``w = softmax(Φ_K A)``.
 
-Sizes: N template vertices, K LBO eigenvectors (unit RMS, the first one constant), M parts.
+Sizes: N template vertices, K LBO eigenvectors (unit RMS, the first one constant), M latent parts
+(legend: :mod:`pipeline`).
 
 Why not a plain random ``A``: a random row for the *constant* eigenvector φ₀ only adds a random bias
 per part, so a few parts swallow the body (measured on the default template: 6 of 10 parts used at
@@ -43,10 +44,10 @@ def weighted_kmeans(x: np.ndarray, weights: np.ndarray, m: int, rng: np.random.G
     """Lloyd's k-means with sample weights and k-means++ seeding.
 
     Args:
-        x: (N, D) float points. weights: (N,) float >= 0 (not all 0). m: number of clusters, <= N.
-        rng: the random generator of the seeding.
+        x: float points, one row of coordinates per vertex (N rows). weights: (N,) float >= 0 (not all 0).
+        m: number M of clusters, <= N. rng: the random generator of the seeding.
     Returns:
-        centres (m, D) float64, labels (N,) int64, weighted inertia Σ w |x - c|².
+        centres (M rows of x's coordinates) float64, labels (N,) int64, weighted inertia Σ w |x - c|².
     """
     x = np.asarray(x, np.float64)
     w = np.asarray(weights, np.float64)
@@ -85,9 +86,9 @@ def spectral_logits(basis: np.ndarray, m: int, areas: np.ndarray, sharpness: flo
     d = min(m - 1, k - 1)
     if m == 1 or d == 0:
         return a.astype(np.float32)
-    emb = basis[:, 1:1 + d]  # (N, d)
+    emb = basis[:, 1:1 + d]  # (N, min(M, K) - 1)
     best = min((weighted_kmeans(emb, areas, m, rng) for _ in range(KMEANS_RESTARTS)), key=lambda r: r[2])
-    c = best[0]  # (M, d)
+    c = best[0]  # (M, min(M, K) - 1)
     d2 = ((emb[:, None] - c[None]) ** 2).sum(-1)  # (N, M)
     two = np.sort(d2, axis=1)[:, :2]
     tau = float(np.median(two[:, 1] - two[:, 0])) / sharpness

@@ -215,7 +215,7 @@ def test_dump_cse_nan_embedding_is_an_error(tmp_path):
 
 def test_dump_cse_arrays_of_wrong_shape_are_an_error(tmp_path):
     path, _, _ = _cse_dump(tmp_path, coarse=torch.zeros(2, 1, 112, 112))
-    _refused(tmp_path, InputError, r"'c.png'.*coarse_segm \(2, 1, 112, 112\).*K >= 2", read_dump, path)
+    _refused(tmp_path, InputError, r"'c.png'.*coarse_segm \(2, 1, 112, 112\).*c >= 2", read_dump, path)
     path, _, _ = _cse_dump(tmp_path, embedding=torch.zeros(3, 16, 112, 112))
     _refused(tmp_path, InputError, r"CSE embedding \(3, 16, 112, 112\).* for 2 boxes", read_dump, path)
 

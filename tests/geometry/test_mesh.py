@@ -37,7 +37,7 @@ def test_nan_vertices_and_bad_indices_are_named():
         check_mesh(v, f, "scan.obj")
     with pytest.raises(MeshError, match="face indices"):
         check_mesh(np.zeros((3, 3)), np.array([[0, 1, 3]]))
-    with pytest.raises(MeshError, match=r"shape \(V, 3\)"):
+    with pytest.raises(MeshError, match=r"shape \(N, 3\)"):
         check_mesh(np.zeros((3, 2)), np.array([[0, 1, 2]]))
 
 

@@ -17,7 +17,7 @@ instance's crop, each step off when its strength is 0 (all off: the exact data, 
    so its edge is soft. Covered foreground pixels become missing (with probability
    ``occluder_missing`` per occluder) or background.
 
-Size letters: ``S`` crop side, ``D`` embedding dims.
+Size letters: ``S`` crop side, ``D`` embedding dims, ``P`` pixels of a flat list (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _flip(c: Crop, prob: float, rng: np.random.Generator) -> None:
     pad = np.pad(lab, 1)
     neigh = np.stack([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])  # (4, S, S) up/down/left/right
     other = (neigh != lab) & (neigh > 0) & (neigh != MISSING_LABEL) & (lab > 0) & (lab != MISSING_LABEL)
-    border = np.flatnonzero(other.any(axis=0))  # (b,) pixels with a neighbour of another part
+    border = np.flatnonzero(other.any(axis=0))  # (P,) pixels with a neighbour of another part
     if len(border) == 0:
         return
     other_b = other.reshape(4, -1)[:, border]

@@ -15,7 +15,8 @@ depth, bend depth), then independent Gaussian noise of ``noise × (range width)`
 variety; clipping keeps every joint within its limits. The pelvis (Anny's root bone) tilts the
 trunk over the legs: its angles are added to the hips' so that the legs keep their orientation.
 
-Size letters: ``B`` bodies, ``K`` sampled joints (:data:`JOINTS`), ``A`` all Anny bones.
+Size letters: ``G`` bodies, ``O`` all Anny bones; the 16 sampled joints (:data:`JOINTS`) are written as
+the number 16 (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -83,21 +84,21 @@ def _kind(name: str) -> str:
 
 _PELVIS = _NAMES.index("pelvis")
 _HIPS = (_NAMES.index("hip.L"), _NAMES.index("hip.R"))
-_LO = np.array([[lim[0] for lim in JOINT_LIMITS[_kind(n)]] for n in _NAMES])  # (K, 3)
+_LO = np.array([[lim[0] for lim in JOINT_LIMITS[_kind(n)]] for n in _NAMES])  # (16, 3)
 _HI = np.array([[lim[1] for lim in JOINT_LIMITS[_kind(n)]] for n in _NAMES])
 
 
 @dataclass(frozen=True)
 class JointPoses:
-    """Sampled poses. ``angles``: (B, K, 3) float64 degrees (flex, abduct, twist) per joint of
-    :data:`JOINTS`; ``mode``: (B,) int index into :data:`POSE_MODES`."""
+    """Sampled poses. ``angles``: (G, 16, 3) float64 degrees (flex, abduct, twist) per joint of
+    :data:`JOINTS`; ``mode``: (G,) int index into :data:`POSE_MODES`."""
 
     angles: np.ndarray
     mode: np.ndarray
 
 
 def _mode_means(mode: str, rng: np.random.Generator, amount: float) -> np.ndarray:
-    """(K, 3) the mean angles of one body in ``mode`` (amplitudes drawn from ``rng``)."""
+    """(16, 3) the mean angles of one body in ``mode`` (amplitudes drawn from ``rng``)."""
     a = np.zeros((len(_NAMES), 3))
     j = {n: i for i, n in enumerate(_NAMES)}
 
@@ -163,7 +164,7 @@ def sample_poses(rngs: list[np.random.Generator], mode_weights: np.ndarray, nois
     """Draws one pose per generator (one generator per body, so the draw does not depend on batching).
 
     Args:
-        rngs: B generators. mode_weights: (4,) relative frequencies of :data:`POSE_MODES`.
+        rngs: G generators. mode_weights: (4,) relative frequencies of :data:`POSE_MODES`.
         noise: std of the per-angle Gaussian noise, as a fraction of the joint's range width.
         amount: scale of the mode's configuration (0: rest pose plus noise).
     """
@@ -199,12 +200,12 @@ def _rot(axis: int, deg: np.ndarray) -> np.ndarray:
 
 
 def pose_rotations(angles: np.ndarray) -> np.ndarray:
-    """(B, K, 3, 3) world-aligned rotations of the sampled joints: twist · abduct · flex.
+    """(G, 16, 3, 3) world-aligned rotations of the sampled joints: twist · abduct · flex.
 
     Args:
-        angles: (B, K, 3) degrees (flex, abduct, twist) as :class:`JointPoses`.
+        angles: (G, 16, 3) degrees (flex, abduct, twist) as :class:`JointPoses`.
     """
-    signs = np.array([_SIGNS[_kind(n)] for n in _NAMES], float)  # (K, 3)
+    signs = np.array([_SIGNS[_kind(n)] for n in _NAMES], float)  # (16, 3)
     right = np.array([JOINTS[n][1] == "R" for n in _NAMES])
     signs[right, 1:] *= -1
     a = angles * signs
@@ -212,7 +213,7 @@ def pose_rotations(angles: np.ndarray) -> np.ndarray:
 
 
 def anny_pose_parameters(angles: np.ndarray, bone_labels: list[str]) -> np.ndarray:
-    """(B, A, 4, 4) float32 Anny ``local-ref`` pose parameters; unsampled bones and the root stay identity.
+    """(G, O, 4, 4) float32 Anny ``local-ref`` pose parameters; unsampled bones and the root stay identity.
 
     A joint spread over several bones (spine, neck) gives each bone an equal share of its angles.
     """
@@ -220,7 +221,7 @@ def anny_pose_parameters(angles: np.ndarray, bone_labels: list[str]) -> np.ndarr
     out = np.tile(np.eye(4, dtype=np.float64), (b, len(bone_labels), 1, 1))
     index = {n: i for i, n in enumerate(bone_labels)}
     shares = np.array([len(JOINTS[n][0]) for n in _NAMES], float)
-    rots = pose_rotations(np.asarray(angles, float) / shares[None, :, None])  # (B, K, 3, 3)
+    rots = pose_rotations(np.asarray(angles, float) / shares[None, :, None])  # (G, 16, 3, 3)
     for k, name in enumerate(_NAMES):
         bones = JOINTS[name][0]
         missing = [x for x in bones if x not in index]

@@ -11,7 +11,8 @@ toward the camera (the camera centre in perspective, the reverse optical axis in
 started ``tol`` metres off the surface, hits nothing.
 
 Warp's barycentrics: a hit at ``u p0 + v p1 + (1 - u - v) p2`` of the face's corners.
-Size letters: ``n`` instances, ``B`` bodies, ``V`` vertices, ``F`` faces, ``S`` crop side, ``D``.
+Size letters: ``n`` instances, ``G`` bodies, ``N`` vertices, ``F`` faces, ``C`` chart points, ``S`` crop
+side, ``D`` embedding dims, ``P`` foreground pixels (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -46,16 +47,16 @@ def warp_device(device: str) -> str:
 
 
 class BodyMeshes:
-    """Warp meshes (BVHs) of B posed bodies sharing one face list, kept alive for the kernels.
+    """Warp meshes (BVHs) of G posed bodies sharing one face list, kept alive for the kernels.
 
     Args:
-        vertices: (B, V, 3) body-frame metres. faces: (F, 3) int. device: Warp device.
+        vertices: (G, N, 3) body-frame metres. faces: (F, 3) int. device: Warp device.
     """
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, device: str = "cpu"):
         self.device = device
         idx = wp.array(np.ascontiguousarray(faces, np.int32).ravel(), dtype=wp.int32, device=device)
-        self.points = wp.array(np.ascontiguousarray(vertices, np.float32), dtype=wp.vec3, device=device)  # (B, V)
+        self.points = wp.array(np.ascontiguousarray(vertices, np.float32), dtype=wp.vec3, device=device)  # (G, N)
         self.meshes = [wp.Mesh(points=self.points[b], indices=idx) for b in range(len(vertices))]
         self.ids = wp.array(np.array([m.id for m in self.meshes], np.uint64), dtype=wp.uint64, device=device)
         self._idx = idx
@@ -174,7 +175,7 @@ def cast_crops(meshes: BodyMeshes, body: np.ndarray, cameras: Cameras, boxes: np
 
 
 def vertex_visibility(meshes: BodyMeshes, body: np.ndarray, cameras: Cameras, tol: float) -> np.ndarray:
-    """(n, V) bool: vertex seen by the instance's camera (3D ray test with tolerance ``tol`` metres)."""
+    """(n, N) bool: vertex seen by the instance's camera (3D ray test with tolerance ``tol`` metres)."""
     if tol < 0:
         raise InputError(f"visibility tolerance must be >= 0, got {tol}")
     dev = meshes.device
@@ -247,7 +248,7 @@ def surface_maps(hits: Hits, faces: np.ndarray, face_part: np.ndarray, chart_uv:
 
     Args:
         faces: (F, 3). face_part: (F,) 1..24. chart_uv: (C, 2). chart_faces: (F, 3) chart points.
-        embedding: (V, D) vertex embeddings, or None to skip the CSE map.
+        embedding: (N, D) vertex embeddings, or None to skip the CSE map.
     """
     n, s = hits.face.shape[0], hits.face.shape[-1]
     dim = 0 if embedding is None else embedding.shape[1]

@@ -15,7 +15,8 @@ Determinism: body ``b`` draws its phenotype, pose and cameras from
 ``default_rng([seed, 1, b])`` and instance ``i`` its corruption from ``default_rng([seed, 2, i])``,
 so the output does not depend on batching, and two runs with the same params are byte-identical.
 
-Size letters: ``n`` instances, ``B`` bodies, ``V`` vertices, ``J`` joints, ``S`` crop, ``D``.
+Size letters: ``n`` instances, ``G`` bodies, ``N`` vertices, ``J`` joints, ``S`` crop side, ``D`` embedding
+dims (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def body_model(template: Template):
 
 @dataclass(frozen=True)
 class Bodies:
-    """Posed bodies: ``vertices`` (B, V, 3) float64 body-frame metres; ``phenotype`` (B, 6) in [0, 1]
-    (:data:`PHENOTYPES`); ``mode`` (B,) pose mode index; ``index`` (B,) global body ids;
+    """Posed bodies: ``vertices`` (G, N, 3) float64 body-frame metres; ``phenotype`` (G, 6) in [0, 1]
+    (:data:`PHENOTYPES`); ``mode`` (G,) pose mode index; ``index`` (G,) global body ids;
     ``rngs`` the bodies' generators, positioned after the pose draw (cameras are drawn next)."""
 
     vertices: np.ndarray
@@ -81,11 +82,11 @@ class Bodies:
 
 
 def make_bodies(model, index: np.ndarray, p: SyntheticParams, seed: int) -> Bodies:
-    """Draws phenotypes and poses of bodies ``index`` (B,) and poses Anny (one batched forward)."""
+    """Draws phenotypes and poses of bodies ``index`` (G,) and poses Anny (one batched forward)."""
     rngs = [np.random.default_rng([seed, _BODY_STREAM, int(b)]) for b in index]
     lo = np.array([getattr(p, f"{k}_min") for k in PHENOTYPES])
     hi = np.array([getattr(p, f"{k}_max") for k in PHENOTYPES])
-    phen = np.array([lo + (hi - lo) * g.random(len(PHENOTYPES)) for g in rngs])  # (B, 6)
+    phen = np.array([lo + (hi - lo) * g.random(len(PHENOTYPES)) for g in rngs])  # (G, 6)
     poses = sample_poses(rngs, np.array([p.walk, p.reach, p.sit, p.bend]), p.pose_noise, p.pose_amount)
     pose = torch.from_numpy(anny_pose_parameters(poses.angles, list(model.bone_labels)))
     kw = {k: torch.from_numpy(phen[:, i].astype(np.float32)) for i, k in enumerate(PHENOTYPES)}
@@ -104,13 +105,13 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
     b = len(bodies.index)
     body = np.repeat(np.arange(b), views)  # (n,) local body of each instance
     v = bodies.vertices
-    targets = 0.5 * (v.min(axis=1) + v.max(axis=1))  # (B, 3) box centres
+    targets = 0.5 * (v.min(axis=1) + v.max(axis=1))  # (G, 3) box centres
     cams = sample_cameras([bodies.rngs[k] for k in body], targets[body],
                           elevation=(p.elevation_min, p.elevation_max), roll=(p.roll_min, p.roll_max),
                           distance=(p.distance_min, p.distance_max), fov=p.fov, image_size=p.image_size,
                           projection=p.projection, up=template.up, forward=template.forward)
-    cam_v = cams.to_camera(v[body])  # (n, V, 3)
-    pixels = project(cam_v, cams.focal, cams.principal, cams.projection)  # (n, V, 2)
+    cam_v = cams.to_camera(v[body])  # (n, N, 3)
+    pixels = project(cam_v, cams.focal, cams.principal, cams.projection)  # (n, N, 2)
     boxes = crop_boxes(pixels, p.margin)  # (n, 4)
 
     meshes = BodyMeshes(v, template.faces, device)
@@ -146,9 +147,9 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
 
 
 def _occluded_vertices(occluder: np.ndarray, visible: np.ndarray, pixels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(n, V) bool: visible vertices whose crop pixel an occluder covers (``occluder`` (n, S, S))."""
+    """(n, N) bool: visible vertices whose crop pixel an occluder covers (``occluder`` (n, S, S))."""
     n, s = occluder.shape[0], occluder.shape[-1]
-    cell = _crop_cells(pixels, boxes, s)  # (n, V, 2)
+    cell = _crop_cells(pixels, boxes, s)  # (n, N, 2)
     inside = cell[..., 0] >= 0
     inst = np.broadcast_to(np.arange(n)[:, None], inside.shape)
     covered = np.zeros(inside.shape, bool)
@@ -157,7 +158,7 @@ def _occluded_vertices(occluder: np.ndarray, visible: np.ndarray, pixels: np.nda
 
 
 def _crop_cells(pixels: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
-    """(n, V, 2) int crop pixel (row, col) holding each image point (n, V, 2); -1 outside the crop."""
+    """(n, N, 2) int crop pixel (row, col) holding each image point (n, N, 2); -1 outside the crop."""
     x0, y0, x1, y1 = (boxes[:, k, None] for k in range(4))
     col = np.floor((pixels[..., 0] - x0) / (x1 - x0) * crop).astype(np.int64)
     row = np.floor((pixels[..., 1] - y0) / (y1 - y0) * crop).astype(np.int64)
@@ -215,6 +216,6 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
 
 
 def write_store(params: Params, template: Template, out: str | Path) -> DenseposeSummary:
-    """The source's entry point (the signature every source shares, :mod:`pipeline.densepose.sources`)."""
+    """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_synthetic_store(out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
                                  device=params.common.device, params=store_params(params))
