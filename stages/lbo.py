@@ -9,8 +9,6 @@ import argparse
 import logging
 import sys
 
-import numpy as np
-
 from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, stage_outputs
 from pipeline.core.stage import GEOMETRY_THREADS, cli, fix_threads
@@ -35,11 +33,13 @@ def main(argv: list[str] | None = None) -> None:
         t = load_template(args.template)
         log.info("read %s: %d vertices (hash %s); solving for %d eigenpairs", args.template, len(t.vertices), t.hash,
                  k)
-        basis = eigenbasis(t.vertices.astype(np.float64), t.faces, k, name=args.template)
+        basis = eigenbasis(t.vertices, t.faces, k, name=args.template)
         save_basis(args.out, basis, t.hash)
         save_figure(eigenfunctions_figure(t.vertices, t.faces, basis.evecs, basis.evals, t.up, t.forward), args.png)
-    log.info("wrote %s: eigenvalues %.3g .. %.3g; %d near zero", args.out, basis.evals[0], basis.evals[-1],
-             int(np.sum(np.abs(basis.evals) < 1e-6 * basis.evals[-1])))
+    for line in basis.lines():
+        log.info("%s", line)
+    log.info("wrote %s and %s", args.out, args.png)
+
 
 if __name__ == "__main__":
     sys.exit(cli(main))

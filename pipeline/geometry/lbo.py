@@ -9,8 +9,8 @@ from a fixed start vector; signs are fixed so that results are reproducible bit 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import robust_laplacian
@@ -23,13 +23,19 @@ from pipeline.core.io import load_npz, save_npz
 __all__ = ["Eigenbasis", "laplacian", "eigenbasis", "unit_rms", "save_basis", "load_basis"]
 
 
-class Eigenbasis(NamedTuple):
-    """evals: (K,) float64 ascending. evecs: (N, K) float64, M-orthonormal (``evecsᵀ M evecs = I``).
-    mass: (N,) float64 lumped vertex areas (the diagonal of M)."""
+@dataclass(frozen=True)
+class Eigenbasis:
+    """The ``lbo`` stage's result. evals: (K,) float64 ascending. evecs: (N, K) float64, M-orthonormal
+    (``evecsᵀ M evecs = I``). mass: (N,) float64 lumped vertex areas (the diagonal of M)."""
 
     evals: np.ndarray
     evecs: np.ndarray
     mass: np.ndarray
+
+    def lines(self) -> list[str]:
+        near_zero = int(np.sum(np.abs(self.evals) < 1e-6 * self.evals[-1]))
+        return [f"{len(self.evals)} eigenpairs of {len(self.mass)} vertices: eigenvalues {self.evals[0]:.3g} .. "
+                f"{self.evals[-1]:.3g}; {near_zero} near zero"]
 
 
 def laplacian(vertices: np.ndarray, faces: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:

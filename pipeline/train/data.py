@@ -125,8 +125,8 @@ class KeypointStream:
             buf_rows = np.concatenate([buf_rows, rows])[perm]
             while len(buf_rows) >= self.batch_size and done < self.steps_per_epoch:
                 if done >= skip:
-                    parts = [torch.from_numpy(b[lo:hi].copy()) for b in buf]
-                    yield KeypointBatch(parts[0], parts[1], torch.from_numpy(buf_rows[lo:hi].copy()), *parts[2:])
+                    slices = [torch.from_numpy(b[lo:hi].copy()) for b in buf]
+                    yield KeypointBatch(slices[0], slices[1], torch.from_numpy(buf_rows[lo:hi].copy()), *slices[2:])
                 buf = [b[self.batch_size:] for b in buf]
                 buf_rows = buf_rows[self.batch_size:]
                 done += 1

@@ -366,7 +366,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
             factor = lr_at(state.step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            loss, parts = net(*_batch_inputs(batch, device, oracle, cfg.inplane_augment))
+            loss, terms = net(*_batch_inputs(batch, device, oracle, cfg.inplane_augment))
             value = _mean_over_processes(loss, world)
             if state.first_loss is None:
                 state.first_loss = value
@@ -380,7 +380,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
             state.step += 1
             bar.update(1)
             if state.step % cfg.log_every == 0 or state.step == total:
-                state.metrics = {"loss": value, "lr": cfg.lr * factor, **{k: float(v) for k, v in parts.items()}}
+                state.metrics = {"loss": value, "lr": cfg.lr * factor, **{k: float(v) for k, v in terms.items()}}
                 _log_losses(state, live, bar)
             if lead and (state.step % cfg.checkpoint_every == 0 or state.step == total):
                 save()

@@ -230,7 +230,7 @@ def vertex_normals(points: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12
     return out / out.norm(dim=-1, keepdim=True).clamp(min=eps)
 
 
-def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Each part's visible side must face the camera.
 
     For instance b and part j, ``n̄_bj = Σ_i e_bi w_ij n_bi`` sums the normals of the vertices the
@@ -240,10 +240,10 @@ def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, parts: torch.Tens
     Args:
         normals: (B, N, 3) float unit vertex normals, camera frame (z away from the camera), e.g.
             ``ModelOutput.normals``. evidence: (B, N) float >= 0, 0 where invisible (pixel counts, or the
-            visibility as 0/1). parts: (N, M) float part weights (rows sum to 1).
+            visibility as 0/1). weights: (N, M) float part weights (rows sum to 1).
     """
-    agg = torch.einsum("bnc,bn,nm->bmc", normals, evidence, parts)  # (B, M, 3)
-    mass = evidence @ parts  # (B, M)
+    agg = torch.einsum("bnc,bn,nm->bmc", normals, evidence, weights)  # (B, M, 3)
+    mass = evidence @ weights  # (B, M)
     z = agg[..., 2] / agg.norm(dim=-1).clamp(min=1e-12)
     return (mass * torch.relu(z)).sum() / mass.sum().clamp(min=1e-12)
 
@@ -301,26 +301,26 @@ class TrainingObjective(nn.Module):
                 count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(xy, visible)
         cfg = self.cfg
-        parts = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, cfg.huber_eps,
+        terms = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, cfg.huber_eps,
                                                    out.uncertainty, cfg.b_min)}
         if self.psi is not None:
-            parts["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps,
+            terms["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps,
                                                               samples=cfg.canon_samples)
         if self.arap is not None:  # batches come shuffled: the first rows are a random subset
             sub = out.shape[: cfg.arap_instances] if cfg.arap_instances else out.shape
-            parts["arap"] = arap_loss(self.arap, sub, cfg.arap_rotations)
+            terms["arap"] = arap_loss(self.arap, sub, cfg.arap_rotations)
         if self.weights["entropy"] > 0:
-            parts["entropy"] = entropy_loss(self.model.segmentation())
+            terms["entropy"] = entropy_loss(self.model.segmentation())
         if self.weights["facing"] > 0:
             evidence = visible.to(xy.dtype) if count is None else count.to(xy.dtype) * visible
-            parts["facing"] = facing_loss(out.normals, evidence, self.model.segmentation())
+            terms["facing"] = facing_loss(out.normals, evidence, self.model.segmentation())
         if self.weights["oracle_3d"] > 0:
             if truth is None:
                 raise InputError("loss.oracle_3d > 0 needs the true shapes (synthetic ground truth)")
-            parts["oracle_3d"] = oracle_loss(out.points, truth, cfg.huber_eps)
-        weighted = {k: v * (self.weights[k] if k != "reprojection" else 1.0) for k, v in parts.items()}
+            terms["oracle_3d"] = oracle_loss(out.points, truth, cfg.huber_eps)
+        weighted = {k: v * (self.weights[k] if k != "reprojection" else 1.0) for k, v in terms.items()}
         total = sum(weighted.values())
-        logged = {k: v.detach() for k, v in parts.items()}
+        logged = {k: v.detach() for k, v in terms.items()}
         denom = total.detach().abs().clamp(min=1e-30)
         logged.update({f"share_{k}": v.detach() / denom for k, v in weighted.items()})
         if out.uncertainty is not None:  # the plain pixel error stays comparable across models
