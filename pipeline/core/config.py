@@ -234,6 +234,12 @@ class SyntheticParams:
     fov: float = param(40.0, "vertical field of view of the virtual image (degrees)", lo=1.0, hi=150.0)
     image_size: int = param(160, "side of the virtual image (pixels) that boxes are given in", lo=16, hi=100_000)
     cse: bool = param(False, "also render CSE embeddings (16 channels a pixel; needed by densepose.kind: cse)")
+    images: bool = param(False, "also render photo-like RGB crops (clothed, shaded bodies on procedural backgrounds) "
+                         "and the occluder masks, for training a correspondence network")
+    ambient_min: float = param(0.25, "images: range of the ambient share of the lighting (rest: one directional "
+                               "light)", lo=0.0, hi=1.0)
+    ambient_max: float = param(0.65, "see ambient_min", lo=0.0, hi=1.0)
+    image_noise: float = param(0.01, "images: std of the Gaussian sensor noise (linear RGB, 0..1)", lo=0.0, hi=0.5)
     margin: float = param(0.1, "crop box = the body's box grown by this fraction of its size per side",
                           lo=0.0, hi=2.0)
     visibility_tol: float = param(0.01, "metres: a vertex is visible iff its ray to the camera, started this "
@@ -244,7 +250,7 @@ class SyntheticParams:
 
     def __post_init__(self):
         _check_ranges("synthetic", self, ("gender", "age", "muscle", "weight", "height", "proportions",
-                                          "elevation", "roll", "distance"))
+                                          "elevation", "roll", "distance", "ambient"))
         if self.walk + self.reach + self.sit + self.bend <= 0:
             raise ParamsError("params: synthetic.walk + reach + sit + bend must be > 0 (relative pose mode frequencies)")
 

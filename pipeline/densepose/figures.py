@@ -14,7 +14,7 @@ __all__ = ["contact_sheet_figure", "embedding_rgb"]
 
 
 def contact_sheet_figure(root, count: int = 16, cols: int = 4):
-    """The first ``count`` instances: exact parts with the visible ground-truth vertices (when the
+    """The first ``count`` instances: the RGB image (synthetic ``rgb``), exact parts with the visible ground-truth vertices (when the
     store has ``gt/``), then DensePose parts (missing magenta) and its U, V (U red, V green) for a
     chart store, or the mask and the embedding's first three principal components for a CSE store.
 
@@ -29,7 +29,8 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
         mask, emb_rgb = root["mask"][:n], embedding_rgb(root["embedding"][:n].astype(np.float32), root["mask"][:n])
     boxes = root["box"][:n]
     has_gt = "gt" in root and "iuv" in root["gt"]
-    panels = 3 if has_gt else 2
+    has_rgb = "rgb" in root  # synthetic images: the image first, beside its exact IUV
+    panels = 2 + has_gt + has_rgb
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols * panels, figsize=(cols * panels * 1.3, rows * 2.6), squeeze=False)
     for ax in axes.ravel():
@@ -48,8 +49,12 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
         r, c0 = divmod(i, cols)
         c0 *= panels
         k = 0
+        if has_rgb:
+            axes[r, c0].imshow(root["rgb"][i], **ext)
+            axes[r, c0].set_title(f"#{i} image", fontsize=6)
+            k = 1
         if has_gt:
-            ax = axes[r, c0]
+            ax = axes[r, c0 + k]
             ax.imshow(part_rgb(gt_iuv[i, ..., 0]), **ext)
             xy = verts[i, :, :2] / (verts[i, :, 2:3] if perspective else 1.0) * cam[i, 0] + cam[i, 1:]
             px = (xy[:, 0] - x0) / (x1 - x0) * s - 0.5
@@ -58,7 +63,7 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
             ax.scatter(px[vis], py[vis], s=0.3, c="k", linewidths=0)
             ax.scatter(px[occluded[i]], py[occluded[i]], s=3, c="r", linewidths=0)
             ax.set_title(f"#{i} exact + visible", fontsize=6)
-            k = 1
+            k += 1
         if chart:
             axes[r, c0 + k].imshow(part_rgb(labels[i]), **ext)
             axes[r, c0 + k].set_title("DensePose I", fontsize=6)

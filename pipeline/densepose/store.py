@@ -25,6 +25,8 @@ gt/camera          (n, 3) float32         synthetic only: f, cx, cy: image = f (
                                           orthographic (f pixels/metre), f (x, y) / z + (cx, cy) when
                                           perspective (attribute ``projection``)
 gt/body            (n,) int32             synthetic only: the body (phenotype and pose) of the instance
+rgb                (n, S, S, 3) uint8     synthetic with ``synthetic.images``: the photo-like RGB crop (sRGB)
+gt/occluder        (n, S, S) bool         synthetic with ``synthetic.images``: pixels showing the pasted occluder
 =================  =====================  ==================================================
 
 Crop pixel ``(r, c)`` has image centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
@@ -66,12 +68,13 @@ _KIND_FIX = {
 
 
 def densepose_specs(crop: int | str, chart: bool = True, cse_dim: int | str | None = None,
-                    n_vertices: int | str | None = None, n_joints: int | str = 14) -> dict:
+                    n_vertices: int | str | None = None, n_joints: int | str = 14, images: bool = False) -> dict:
     """Per-instance shapes and dtypes of the store's arrays, for :class:`pipeline.core.store.StoreWriter`.
 
     Args:
         crop: S. chart: write ``labels``/``uv``. cse_dim: D, to write ``embedding``/``mask``.
-        n_vertices: N, to write the synthetic ground truth under ``gt/``. n_joints: J.
+        n_vertices: N, to write the synthetic ground truth under ``gt/``. n_joints: J. images: write the
+        synthetic RGB crops ``rgb`` and their occluder masks ``gt/occluder``.
         Sizes may be symbols ("S") to describe the layout (:func:`densepose_layout`).
     """
     if not chart and cse_dim is None:
@@ -86,12 +89,15 @@ def densepose_specs(crop: int | str, chart: bool = True, cse_dim: int | str | No
         specs["mask"] = ((s, s), "bool")
     if n_vertices is not None:
         specs.update(truth_specs(n_vertices, n_joints, s))
+    if images:
+        specs["rgb"] = ((s, s, 3), "uint8")
+        specs["gt/occluder"] = ((s, s), "bool")
     return specs
 
 
 def densepose_layout() -> dict:
     """Every array a densepose.zarr may hold: name -> (per-instance shape in symbols S, D, N, J, dtype)."""
-    return densepose_specs("S", chart=True, cse_dim="D", n_vertices="N", n_joints="J")
+    return densepose_specs("S", chart=True, cse_dim="D", n_vertices="N", n_joints="J", images=True)
 
 
 def require_kind(root: StoreGroup, path: str | Path, kind: str | None, arrays: Mapping[str, tuple[str, ...]]) -> None:

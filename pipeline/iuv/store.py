@@ -41,7 +41,7 @@ __all__ = ["SCHEMA", "COUNT_NAMES", "CARRIED", "GT_DROPPED", "iuv_layout", "open
 SCHEMA = "iuv/1"
 CARRIED = ("box", "score", "image", "split")
 COUNT_NAMES = ("pixels_filled", "holes_filled", "components_dropped", "pixels_dropped")  # per instance
-GT_DROPPED = ("gt/depth",)  # per-pixel depth: no later stage reads it
+GT_DROPPED = ("gt/depth", "gt/occluder")  # per-pixel truth that no later stage reads
 _KIND_ARRAYS = {"chart": ("iuv",), "cse": ("mask", "embedding")}
 
 

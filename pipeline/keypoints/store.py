@@ -42,7 +42,7 @@ __all__ = ["SCHEMA", "CARRIED", "GT_DROPPED", "keypoint_specs", "keypoints_layou
 
 SCHEMA = "keypoints/1"
 CARRIED = (*INSTANCE_SPECS, "source_index")  # copied from iuv.zarr
-GT_DROPPED = ("gt/iuv", "gt/depth")  # per-pixel truth: gt/iuv is read for the exact measures, not written
+GT_DROPPED = ("gt/iuv", "gt/depth", "gt/occluder")  # per-pixel truth: gt/iuv is read for the exact measures, not written
 
 
 def keypoint_specs(n_vertices: int | str) -> dict:

@@ -38,10 +38,13 @@ from pipeline.core.store import StoreWriter
 from pipeline.densepose.door import zero_counts
 from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
 from pipeline.densepose.synthetic.corruption import Crop, corrupt_inplace
+from pipeline.densepose.synthetic.images import (IMAGE_STREAM, OUTFIT_STREAM, paste_occluder, pixel_normals,
+                                                 sample_outfit, shaded_crop, to_srgb8)
 from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
 from pipeline.densepose.synthetic.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
 from pipeline.densepose.write import DenseposeSummary, store_params
 from pipeline.geometry.cameras import crop_boxes, project, sample_cameras
+from pipeline.geometry.mesh import vertex_normals
 from pipeline.template.file import Template
 
 log = logging.getLogger(__name__)
@@ -120,9 +123,10 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
     exact = surface_maps(hits, template.faces, template.face_part, template.chart_uv, template.chart_faces,
                          template.embedding if p.cse else None, device=device)
 
+    n = len(body)
+    images = _shaded_crops(bodies, template, cams, body, hits, exact, p, seed, first_instance) if p.images else None
     # the DensePose-like output: the exact maps corrupted in place, one instance at a time (the exact
     # ground truth kept is exact.iuv; no copy of these large arrays is made)
-    n = len(body)
     labels, uv, emb, mask = exact.labels, exact.uv, exact.embedding, exact.mask
     occluder = np.zeros((n, crop, crop), bool)
     for i in range(n):
@@ -130,6 +134,12 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
         corrupt_inplace(Crop(labels[i], uv[i], None if emb is None else emb[i], mask[i], occluder[i]),
                         p.corruption, rng)
     occluded = _occluded_vertices(occluder, visible, pixels, boxes)
+    rgb = {}
+    if images is not None:
+        shaded, rngs = images
+        rgb = {"rgb": np.stack([to_srgb8(paste_occluder(shaded[i], occluder[i], rngs[i]), rngs[i], p.image_noise)
+                                for i in range(n)]),
+               "gt/occluder": occluder}
 
     split = np.where(bodies.index[body] < p.train_bodies, SPLIT_TRAIN, SPLIT_TEST).astype(np.uint8)
     joints = template.joint_regressor.astype(np.float64) @ cam_v  # (n, J, 3)
@@ -142,8 +152,23 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
         "gt/joints": joints.astype(np.float32), "gt/iuv": exact.iuv,
         "gt/depth": hits.depth.astype(np.float32),
         "gt/camera": np.concatenate([cams.focal[:, None], cams.principal], axis=1).astype(np.float32),
-        "gt/body": bodies.index[body].astype(np.int32),
+        "gt/body": bodies.index[body].astype(np.int32), **rgb,
     }
+
+
+def _shaded_crops(bodies: Bodies, template: Template, cams, body: np.ndarray, hits, exact, p: SyntheticParams,
+                  seed: int, first_instance: int) -> tuple[np.ndarray, list[np.random.Generator]]:
+    """(n, S, S, 3) float32 linear RGB of every instance before its occluder is pasted (from the exact maps),
+    and each instance's image generator (its occluder texture and noise come next)."""
+    normals = [vertex_normals(v, template.faces) for v in bodies.vertices]  # (N, 3) per body, body frame
+    outfits = [sample_outfit(np.random.default_rng([seed, OUTFIT_STREAM, int(g)])) for g in bodies.index]
+    rngs, out = [], []
+    for i, g in enumerate(body):
+        rng = np.random.default_rng([seed, IMAGE_STREAM, first_instance + i])
+        n_px = pixel_normals(hits.face[i], hits.bary[i], normals[g], template.faces, cams.rotation[i])
+        out.append(shaded_crop(exact.labels[i], exact.uv[i], n_px, outfits[g], rng, (p.ambient_min, p.ambient_max)))
+        rngs.append(rng)
+    return np.stack(out), rngs
 
 
 def _occluded_vertices(occluder: np.ndarray, visible: np.ndarray, pixels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -181,7 +206,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     n = n_bodies * p.views
     specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
                             n_vertices=template.n_vertices,
-                            n_joints=template.joint_regressor.shape[0])
+                            n_joints=template.joint_regressor.shape[0], images=p.images)
     attrs = {"schema": SCHEMA, "source": "synthetic", "crop": crop, "kinds": ["chart", "cse"] if p.cse else ["chart"],
              "images": [f"synthetic/body{b:06d}_view{k:03d}" for b in range(n_bodies) for k in range(p.views)],
              "template_hash": template.hash, "projection": p.projection, "image_size": p.image_size,
