@@ -12,7 +12,8 @@ from tests.test_dvc_yaml import code_closure, imported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 # the layers, in DAG order: core and geometry are shared by every stage; lbo lives in geometry
-RANK = {"core": 0, "geometry": 1, "template": 2, "densepose": 3, "iuv": 4, "keypoints": 5, "train": 6, "evaluate": 7}
+RANK = {"core": 0, "geometry": 1, "template": 2, "correspondence": 3, "densepose": 4, "iuv": 5, "keypoints": 6,
+        "train": 7, "evaluate": 8}
 # the one module of each stage package that later stages may import: the read side of its artifact
 READ_SIDE = {"template": "file", "densepose": "store", "iuv": "store", "keypoints": "store", "train": "checkpoint"}
 # cross-stage imports of another module, each with its reason
