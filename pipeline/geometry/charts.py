@@ -23,13 +23,14 @@ import igl
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from pipeline.core.errors import InputError
 from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_areas
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Atlas", "build_atlas", "parameterize_disk", "signed_uv_areas", "boundary_self_intersects",
+__all__ = ["ChartLocator", "Atlas", "build_atlas", "parameterize_disk", "signed_uv_areas", "boundary_self_intersects",
            "atlas_from_uv_processed", "dominant_vertex_part"]
 
 
@@ -257,3 +258,35 @@ def atlas_from_uv_processed(all_vertices: np.ndarray, all_faces: np.ndarray, fac
         if np.any(chart_part[chart_faces[:, k]] != face_part):
             raise MeshError("a chart point is used by faces of two parts")
     return chart_vertex[chart_faces], Atlas(chart_part, uv, chart_vertex, chart_faces, {})
+
+
+class ChartLocator:
+    """The mesh vertex of the chart point nearest to a chart coordinate ``(U, V)`` within a part: DensePose's
+    dense correspondence read back onto the mesh (one k-d tree per part over its chart points).
+
+    Args:
+        chart_part: (C,) int part 1..``n_parts`` of each chart point. chart_uv: (C, 2) float (U, V).
+        chart_vertex: (C,) int mesh vertex of each chart point. n_parts: parts that must all have points.
+    """
+
+    def __init__(self, chart_part: np.ndarray, chart_uv: np.ndarray, chart_vertex: np.ndarray, n_parts: int = 24):
+        self.trees, self.vertices = {}, {}
+        for p in range(1, n_parts + 1):
+            sel = np.flatnonzero(chart_part == p)
+            if len(sel) == 0:
+                raise InputError(f"template atlas has no chart points for part {p}")
+            self.trees[p] = cKDTree(chart_uv[sel].astype(np.float64))
+            self.vertices[p] = chart_vertex[sel]
+
+    def vertices_of(self, part: int, uv: np.ndarray) -> np.ndarray:
+        """(P,) vertex of the nearest chart point of ``part`` to each row of ``uv`` (P, 2) float (U, V)."""
+        _, nearest = self.trees[part].query(np.asarray(uv, np.float64))
+        return self.vertices[part][nearest]
+
+    def locate(self, labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        """(P,) int64 vertex of each pixel: ``labels`` (P,) int part (0: background -> -1), ``uv`` (P, 2)."""
+        out = np.full(len(labels), -1, np.int64)
+        for p in np.unique(labels[labels > 0]):
+            sel = labels == p
+            out[sel] = self.vertices_of(int(p), uv[sel])
+        return out

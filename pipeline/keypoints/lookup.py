@@ -21,10 +21,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from pipeline.core.errors import InputError
 from pipeline.densepose.store import N_LABELS, decode_uv
+from pipeline.geometry.charts import ChartLocator
 
 __all__ = ["VertexKeypoints", "iuv_lookup_table", "iuv_to_vertices", "nearest_embedding",
            "aggregate", "visible_area_share"]
@@ -48,13 +48,10 @@ def iuv_lookup_table(chart_part: np.ndarray, chart_uv: np.ndarray, chart_vertex:
     """
     q = decode_uv(np.arange(256))
     grid = np.stack(np.meshgrid(q, q, indexing="ij"), axis=-1).reshape(-1, 2)  # (U, V) for [u, v] order
+    locator = ChartLocator(chart_part, chart_uv, chart_vertex, N_LABELS - 1)
     lut = np.full((N_LABELS, 256, 256), -1, dtype=np.int32)
     for p in range(1, N_LABELS):
-        sel = np.flatnonzero(chart_part == p)
-        if len(sel) == 0:
-            raise InputError(f"template atlas has no chart points for part {p}")
-        _, nearest = cKDTree(chart_uv[sel].astype(np.float64)).query(grid)
-        lut[p] = chart_vertex[sel][nearest].reshape(256, 256)
+        lut[p] = locator.vertices_of(p, grid).reshape(256, 256)
     return lut
 
 
