@@ -15,10 +15,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from pipeline.core.stage import resolve_device
-from pipeline.densepose.store import decode_uv
 from pipeline.iuv.store import open_iuv
 from pipeline.keypoints.lookup import aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding
-from pipeline.template.file import load_template
+from pipeline.template.file import decode_uv, load_template
 
 
 def kdtree_vertices(iuv: np.ndarray, template, trees) -> np.ndarray:

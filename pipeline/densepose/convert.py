@@ -47,7 +47,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.core.errors import InputError
-from pipeline.densepose.store import MISSING_LABEL, N_LABELS
+from pipeline.template.file import MISSING_LABEL, N_LABELS
 
 __all__ = ["ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
            "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops", "resize_chart",

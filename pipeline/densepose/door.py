@@ -71,7 +71,7 @@ import torch
 
 from pipeline.core.errors import InputError
 from pipeline.densepose.convert import int_box_xywh
-from pipeline.densepose.store import N_LABELS
+from pipeline.template.file import N_LABELS
 
 log = logging.getLogger(__name__)
 

@@ -60,9 +60,9 @@ from pipeline.core.errors import InputError
 from pipeline.densepose.convert import chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh
 from pipeline.densepose.door import (DoorCounts, check_boxes, check_chart_result, check_cse_output, door_boxes,
                                      path_problems, raise_problems, select_instances)
-from pipeline.densepose.store import decode_iuv
 from pipeline.densepose.write import (DenseposeSummary, ImageInstances, check_cse_template, read_name_list,
                                       store_params, write_instances_store)
+from pipeline.template.file import decode_iuv
 
 log = logging.getLogger(__name__)
 

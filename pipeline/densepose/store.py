@@ -45,19 +45,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.core.errors import InputError
 from pipeline.core.store import (FINITE, INSTANCE_SPECS, SPLIT_TEST, SPLIT_TRAIN, StoreError, StoreGroup, open_store,
                                  truth_specs)
 
-__all__ = ["SCHEMA", "MISSING_LABEL", "N_LABELS", "SPLIT_TRAIN", "SPLIT_TEST", "FINITE", "KIND_ARRAYS",
-           "densepose_specs", "densepose_layout", "open_densepose", "require_kind", "encode_iuv", "decode_uv",
-           "decode_iuv"]
+__all__ = ["SCHEMA", "SPLIT_TRAIN", "SPLIT_TEST", "FINITE", "KIND_ARRAYS", "densepose_specs", "densepose_layout",
+           "open_densepose", "require_kind"]
 
 SCHEMA = "densepose/1"
-MISSING_LABEL = 255
-N_LABELS = 25  # background + 24 DensePose parts
 KIND_ARRAYS = {"chart": ("labels", "uv"), "cse": ("embedding", "mask")}
 _KIND_FIX = {
     "cse": "densepose.kind: cse needs CSE output: set synthetic.cse: true (densepose.source: synthetic), use a "
@@ -119,46 +114,3 @@ def open_densepose(path: str | Path, template_hash: str | None = None, kind: str
                       layout=densepose_layout(), finite=FINITE, stage="densepose")
     require_kind(root, path, kind, KIND_ARRAYS)
     return root
-
-
-def encode_iuv(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Detectron2's quantised IUV image (``quantize_densepose_chart_result``).
-
-    Args:
-        labels: (..., H, W) int part 0..24 (anything else is missing). uv: (..., 2, H, W) float U, V.
-    Returns:
-        (..., H, W, 3) uint8 ``(I, floor(clamp(255 U, 0, 255)), floor(clamp(255 V, 0, 255)))``; all 0
-        where the label is background or missing or U/V is NaN.
-    """
-    labels = np.asarray(labels)
-    uv = np.asarray(uv, dtype=np.float32)
-    valid = (labels > 0) & (labels < N_LABELS) & np.isfinite(uv).all(axis=-3)
-    q = np.floor(np.clip(np.nan_to_num(uv) * 255.0, 0, 255)).astype(np.uint8)  # (..., 2, H, W)
-    iuv = np.stack([labels.astype(np.uint8), q[..., 0, :, :], q[..., 1, :, :]], axis=-1)
-    iuv[~valid] = 0
-    return iuv
-
-
-def decode_uv(q: np.ndarray) -> np.ndarray:
-    """U or V from a quantised value: the bin centre ``min((q + 0.5) / 255, 1)`` (float32)."""
-    return np.minimum((q.astype(np.float32) + 0.5) / 255.0, 1.0)
-
-
-def decode_iuv(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode_iuv` up to quantisation (U, V at their bin centres).
-
-    Args:
-        iuv: (H, W, 3) uint8, channels I, U, V in this order.
-    Returns:
-        labels (H, W) int64 (I > 24 -> 255 missing) and uv (2, H, W) float32 (0 on background, NaN
-        where missing).
-    """
-    iuv = np.asarray(iuv)
-    if iuv.ndim != 3 or iuv.shape[-1] != 3:
-        raise InputError(f"an IUV image is (H, W, 3), got {iuv.shape}")
-    labels = iuv[..., 0].astype(np.int64)
-    labels[labels >= N_LABELS] = MISSING_LABEL
-    uv = decode_uv(iuv[..., 1:]).transpose(2, 0, 1)
-    uv = np.where(labels[None] == 0, 0.0, uv).astype(np.float32)
-    uv[:, labels == MISSING_LABEL] = np.nan
-    return labels, uv

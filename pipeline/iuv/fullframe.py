@@ -31,7 +31,7 @@ import torch
 from pipeline.core.errors import InputError
 from pipeline.core.io import atomic_path
 from pipeline.densepose.convert import int_box_xywh, resize_chart
-from pipeline.densepose.store import decode_iuv, encode_iuv
+from pipeline.template.file import decode_iuv, encode_iuv
 
 __all__ = ["FullFrame", "paste_iuv", "save_fullframe", "export_store_frames", "write_frames"]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.io import atomic_path, save_figure
-from pipeline.densepose.store import decode_iuv, open_densepose
+from pipeline.densepose.store import open_densepose
 from pipeline.geometry.draw import plt
 from pipeline.iuv.store import open_iuv
-from pipeline.template.file import part_rgb, uv_rgb
+from pipeline.template.file import decode_iuv, part_rgb, uv_rgb
 
 __all__ = ["write_preview"]
 

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from pipeline.densepose.store import N_LABELS, decode_uv
 from pipeline.iuv.store import COUNT_NAMES
+from pipeline.template.file import N_LABELS, decode_uv
 
 __all__ = [
     "RepairOptions", "RepairCounts", "missing_pixels", "repair_chart",

@@ -23,11 +23,12 @@ from pipeline.core.io import written
 from pipeline.core.stage import progress as progress_bar
 from pipeline.core.store import StoreError, StoreWriter
 from pipeline.core.workers import worker_pool
-from pipeline.densepose.store import encode_iuv, open_densepose
+from pipeline.densepose.store import open_densepose
 from pipeline.iuv.fullframe import write_frames
 from pipeline.iuv.preview import write_preview
 from pipeline.iuv.repair import QUALITY_SUMS, RepairOptions, quality_from_sums, quality_sums, repair_chart, repair_cse
 from pipeline.iuv.store import CARRIED, COUNT_NAMES, GT_DROPPED, SCHEMA, open_iuv
+from pipeline.template.file import encode_iuv
 
 log = logging.getLogger(__name__)
 

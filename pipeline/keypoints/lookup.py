@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import InputError
-from pipeline.densepose.store import N_LABELS, decode_uv
 from pipeline.geometry.charts import ChartLocator
+from pipeline.template.file import N_LABELS, decode_uv
 
 __all__ = ["VertexKeypoints", "iuv_lookup_table", "iuv_to_vertices", "nearest_embedding",
            "aggregate", "visible_area_share"]

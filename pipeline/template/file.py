@@ -37,7 +37,8 @@ from pipeline.core.errors import InputError
 from pipeline.core.io import load_npz, save_npz
 
 __all__ = ["Template", "check_template", "load_template", "N_PARTS", "PART_NAMES", "SEGMENTS", "COARSE_OF_PART",
-           "JOINT_NAMES", "apply_regressor", "canonical_template", "part_colours", "part_rgb", "uv_rgb"]
+           "JOINT_NAMES", "apply_regressor", "canonical_template", "part_colours", "part_rgb", "uv_rgb",
+           "N_LABELS", "MISSING_LABEL", "encode_iuv", "decode_uv", "decode_iuv"]
 
 # DensePose's 24 body parts. Part ids follow DensePose (0 is background). Of each front/back pair the
 # first id is the back (posterior) side and the second the front, as in DensePose-COCO (torso 1 back,
@@ -253,3 +254,51 @@ def uv_rgb(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
     rgb[labels == 0] = 1.0
     rgb[((labels > 0) & bad_uv) | (labels > N_PARTS)] = (1.0, 0.0, 1.0)
     return np.clip(rgb, 0, 1)
+
+
+# --- Detectron2's IUV encoding of a point on the parts' charts (METHOD.md §2.5) -------------------------------
+N_LABELS = N_PARTS + 1  # background + 24 DensePose parts
+MISSING_LABEL = 255  # a part label that is missing (DensePose output, after the door)
+
+
+def encode_iuv(labels: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Detectron2's quantised IUV image (``quantize_densepose_chart_result``).
+
+    Args:
+        labels: (..., H, W) int part 0..24 (anything else is missing). uv: (..., 2, H, W) float U, V.
+    Returns:
+        (..., H, W, 3) uint8 ``(I, floor(clamp(255 U, 0, 255)), floor(clamp(255 V, 0, 255)))``; all 0
+        where the label is background or missing or U/V is NaN.
+    """
+    labels = np.asarray(labels)
+    uv = np.asarray(uv, dtype=np.float32)
+    valid = (labels > 0) & (labels < N_LABELS) & np.isfinite(uv).all(axis=-3)
+    q = np.floor(np.clip(np.nan_to_num(uv) * 255.0, 0, 255)).astype(np.uint8)  # (..., 2, H, W)
+    iuv = np.stack([labels.astype(np.uint8), q[..., 0, :, :], q[..., 1, :, :]], axis=-1)
+    iuv[~valid] = 0
+    return iuv
+
+
+def decode_uv(q: np.ndarray) -> np.ndarray:
+    """U or V from a quantised value: the bin centre ``min((q + 0.5) / 255, 1)`` (float32)."""
+    return np.minimum((q.astype(np.float32) + 0.5) / 255.0, 1.0)
+
+
+def decode_iuv(iuv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_iuv` up to quantisation (U, V at their bin centres).
+
+    Args:
+        iuv: (..., H, W, 3) uint8, channels I, U, V in this order.
+    Returns:
+        labels (..., H, W) int64 (I > 24 -> 255 missing) and uv (..., 2, H, W) float32 (0 on background, NaN
+        where missing).
+    """
+    iuv = np.asarray(iuv)
+    if iuv.ndim < 3 or iuv.shape[-1] != 3:
+        raise InputError(f"an IUV image is (H, W, 3), got {iuv.shape}")
+    labels = iuv[..., 0].astype(np.int64)
+    labels[labels >= N_LABELS] = MISSING_LABEL
+    uv = np.moveaxis(decode_uv(iuv[..., 1:]), -1, -3)
+    label = labels[..., None, :, :]
+    uv = np.where(label == 0, 0.0, uv).astype(np.float32)
+    return labels, np.where(label == MISSING_LABEL, np.float32(np.nan), uv)

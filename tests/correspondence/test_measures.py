@@ -4,7 +4,7 @@ error, geodesic point similarity and its AP, on hand-made predictions."""
 import numpy as np
 import pytest
 
-from pipeline.correspondence.measures import KAPPA, Geodesics, instance_measures, summarise
+from pipeline.correspondence.measures import Geodesics, KAPPA, instance_measures, summarise
 from pipeline.geometry.charts import ChartLocator
 
 

@@ -8,10 +8,11 @@ import torch
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
 from pipeline.correspondence.losses import chart_loss, chart_targets
-from pipeline.correspondence.network import HEATMAP, ChartNet, normalise_images
+from pipeline.correspondence.network import ChartNet, HEATMAP, normalise_images
 from pipeline.densepose.convert import chart_output_to_crops
-from pipeline.densepose.store import decode_iuv, open_densepose
+from pipeline.densepose.store import open_densepose
 from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.template.file import decode_iuv
 
 
 @pytest.mark.parametrize("size", [112, 64, 128])
@@ -83,7 +84,7 @@ def test_the_network_learns_the_synthetic_images(template, tmp_path):
     first = None
     for step in range(200):
         loss, _ = chart_loss(net(x), t)
-        first = float(loss) if first is None else first
+        first = loss.item() if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -93,5 +94,5 @@ def test_the_network_learns_the_synthetic_images(template, tmp_path):
     pred = out.fine_segm.argmax(1) * (out.coarse_segm.argmax(1) > 0)
     part_accuracy = float((pred[t.fg] == t.labels[t.fg]).float().mean())
     fg_iou = float(((pred > 0) & t.fg).sum() / ((pred > 0) | t.fg).sum())
-    assert float(loss) < 0.3 * first, (first, float(loss))
+    assert loss.item() < 0.3 * first, (first, loss.item())
     assert fg_iou > 0.75 and part_accuracy > 0.4, (fg_iou, part_accuracy)

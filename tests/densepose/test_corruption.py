@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.core.config import CorruptionParams
-from pipeline.densepose.store import MISSING_LABEL
 from pipeline.densepose.synthetic.corruption import Crop, corrupt, is_off, occluder_alpha
+from pipeline.template.file import MISSING_LABEL
 
 OFF = CorruptionParams(uv_noise=0.0, embedding_noise=0.0, flip_prob=0.0, dropout_blobs=0.0, dropout_radius=0.0,
                        border_px=0, occluder_prob=0.0, occluder_size=0.0, occluder_soft=0.0, occluder_missing=0.0)

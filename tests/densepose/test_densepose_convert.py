@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from pipeline.densepose.convert import (chart_output_to_crops, chart_result_to_crop, cse_output_to_crops,
                                         cut_result_to_box, int_box_xywh, resize_chart, resize_window)
-from pipeline.densepose.store import decode_iuv, encode_iuv
+from pipeline.template.file import decode_iuv, encode_iuv
 
 BOXES = [(10.3, 20.7, 60.9, 220.2),   # tall
          (5.0, 5.0, 205.5, 65.1),     # wide

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline.core.config import load_params_dict
-from pipeline.densepose.store import decode_iuv, open_densepose
-from pipeline.densepose.synthetic.images import (BOTTOM, OUTFIT_STREAM, SKIN, TOP, Outfit, albedo, background,
-                                                 lambert, sample_outfit, to_srgb8)
+from pipeline.densepose.store import open_densepose
+from pipeline.densepose.synthetic.images import (BOTTOM, OUTFIT_STREAM, Outfit, SKIN, TOP, albedo, background, lambert,
+                                                 sample_outfit, to_srgb8)
 from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.template.file import decode_iuv
 
 
 def _outfit(**kw) -> Outfit:

@@ -18,7 +18,8 @@ from pipeline.core.config import load_params_dict
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump
 from pipeline.densepose.convert import chart_result_to_crop, cse_output_to_crops
 from pipeline.densepose.precomputed import read_dump, read_iuv_folder, select_instances, write_precomputed_store
-from pipeline.densepose.store import encode_iuv, open_densepose
+from pipeline.densepose.store import open_densepose
+from pipeline.template.file import encode_iuv
 
 
 def _chart_dump(dp, gen):

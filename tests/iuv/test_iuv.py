@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.densepose.store import decode_uv, encode_iuv
 from pipeline.iuv.repair import RepairOptions, iuv_quality, missing_pixels, repair_chart, repair_cse
+from pipeline.template.file import decode_uv, encode_iuv
 
 S = 24
 

@@ -7,10 +7,11 @@ import pytest
 from conftest import tree_bytes
 
 from pipeline.core.store import StoreError, write_store
-from pipeline.densepose.store import SCHEMA, densepose_specs, encode_iuv
+from pipeline.densepose.store import SCHEMA, densepose_specs
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.store import open_iuv
 from pipeline.iuv.write import repair_store
+from pipeline.template.file import encode_iuv
 from stages import iuv as iuv_stage
 
 S = 32

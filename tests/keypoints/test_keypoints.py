@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from pipeline.densepose.store import decode_uv
 from pipeline.geometry.cameras import crop_pixel_centres
 from pipeline.geometry.mesh import vertex_areas
 from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding,
                                        visible_area_share)
+from pipeline.template.file import decode_uv
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.core.config import CorruptionParams
-from pipeline.densepose.store import MISSING_LABEL
+from pipeline.template.file import MISSING_LABEL
 
 __all__ = ["Crop", "corrupt", "corrupt_inplace", "is_off", "occluder_alpha"]
 
