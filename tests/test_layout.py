@@ -94,3 +94,9 @@ def test_training_and_evaluation_depend_on_few_modules(stage, most):
     assert len(modules) <= most, sorted(modules)
     assert not any(m.startswith(("pipeline/iuv/", "pipeline/densepose/")) for m in modules)
     assert "pipeline/template/smpl.py" not in modules and "pipeline/template/build.py" not in modules
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by their base name (no packages under tests/): two alike would clash."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -1,3 +1,3 @@
-"""The correspondence network: a per-box DensePose chart predictor in plain PyTorch, trained on the synthetic
-images (issue 15, in progress: the network and its losses; its training stage and the ``network`` source
-of the densepose stage are still to come)."""
+"""The correspondence network: a per-box DensePose chart predictor in plain PyTorch (``network``), its losses,
+its training on the synthetic images (``train``) and DensePose's measures (``measures``). Its DVC stage and
+the ``network`` source of the densepose stage are still to come (issue 15)."""

@@ -1,4 +1,4 @@
-"""Photo-like RGB crops of the synthetic bodies, with their exact IUV (METHOD.md §2.3).
+"""Photo-like RGB crops of the synthetic bodies, with their exact IUV (METHOD.md §2.6).
 
 Every crop pixel that sees a body is coloured from the surface point its exact IUV names: the hit's
 DensePose part picks a *region* of an outfit drawn per body (skin; a top over the torso and arms, with
