@@ -1,0 +1,59 @@
+"""Speed of the correspondence network (pipeline/correspondence/network.py) on this machine's CPU threads:
+inference boxes/s and training steps/s at a few widths, input 112 x 112 (the default crop).
+
+    PYTHONPATH=. python benchmarks/bench_network.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from pipeline.correspondence.losses import chart_loss, chart_targets
+from pipeline.correspondence.network import ChartNet, normalise_images
+
+
+def _median_seconds(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA {torch.cuda.is_available()}")
+    rgb = torch.randint(0, 256, (64, 112, 112, 3), dtype=torch.uint8)
+    labels = torch.randint(0, 25, (16, 112, 112))
+    targets = chart_targets(labels, torch.rand((16, 2, 112, 112)))
+    for width in (8, 16, 32):
+        net = ChartNet(width).eval()
+        params = sum(p.numel() for p in net.parameters())
+        x = normalise_images(rgb)
+
+        def infer():
+            with torch.no_grad():
+                net(x)
+
+        dt = _median_seconds(infer)
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        xt = normalise_images(rgb[:16])
+
+        def step():
+            loss, _ = chart_loss(net(xt), targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        st = _median_seconds(step, 3)
+        print(f"width {width:3d} ({params / 1e6:.2f} M parameters): inference {64 / dt:7.1f} boxes/s (batch 64), "
+              f"training {1 / st:5.2f} steps/s (batch 16, {16 / st:6.1f} boxes/s)")
+
+
+if __name__ == "__main__":
+    main()
