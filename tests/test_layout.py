@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RANK = {"core": 0, "geometry": 1, "template": 2, "correspondence": 3, "densepose": 4, "iuv": 5, "keypoints": 6,
         "train": 7, "evaluate": 8}
 # the one module of each stage package that later stages may import: the read side of its artifact
-READ_SIDE = {"template": "file", "correspondence": "network", "densepose": "store", "iuv": "store", "keypoints": "store",
-             "train": "checkpoint"}
+READ_SIDE = {"template": "file", "correspondence": "network", "densepose": "store", "iuv": "store",
+             "keypoints": "store", "train": "checkpoint"}
 # cross-stage imports of another module, each with its reason
 ALLOWED = {
     ("pipeline/iuv/fullframe.py", "pipeline/densepose/convert.py"):

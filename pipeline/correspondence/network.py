@@ -17,10 +17,16 @@ Architecture: a four-level U-Net. The encoder halves the resolution three times 
 ReLU per level), the decoder doubles it back with bilinear upsampling and skip connections, and four
 1x1 convolutions give the heads; the result is resampled to 112 x 112 (``HEATMAP``) when the input is
 another size. Size letters: ``B`` boxes of a batch (legend: :mod:`pipeline`).
+
+This module is the network's read side: :func:`save_network` / :func:`load_network` write and read its
+checkpoint (``torch.save`` of a dict loadable with ``weights_only=True``: ``model`` state dict, ``width``,
+``input_size``, ``template_hash``, ``params`` (plain dicts), ``step``, ``metrics``), checking that it was
+trained for the template in use.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -28,8 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.errors import InputError
+from pipeline.core.io import atomic_path
 
-__all__ = ["HEATMAP", "N_FINE", "N_COARSE", "ChartOutput", "ChartNet", "normalise_images"]
+__all__ = ["HEATMAP", "N_FINE", "N_COARSE", "ChartOutput", "ChartNet", "normalise_images", "save_network",
+           "load_network"]
 
 HEATMAP = 112  # Detectron2's chart heatmaps are 112 x 112 per box
 N_FINE, N_COARSE = 25, 2
@@ -57,8 +65,10 @@ def normalise_images(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    layers = []
+    for c in (c_in, c_out):
+        layers += [nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class ChartNet(nn.Module):
@@ -70,13 +80,14 @@ class ChartNet(nn.Module):
 
     def __init__(self, width: int = 32):
         super().__init__()
+        self.width = width
         if width < 4:
             raise InputError(f"network width must be >= 4, got {width}")
         w = (width, 2 * width, 4 * width, 6 * width)
         self.down = nn.ModuleList([_block(3, w[0]), _block(w[0], w[1]), _block(w[1], w[2]), _block(w[2], w[3])])
         self.up = nn.ModuleList([_block(w[3] + w[2], w[2]), _block(w[2] + w[1], w[1]), _block(w[1] + w[0], w[0])])
-        self.heads = nn.ModuleDict({"coarse_segm": nn.Conv2d(w[0], N_COARSE, 1), "fine_segm": nn.Conv2d(w[0], N_FINE, 1),
-                                    "u": nn.Conv2d(w[0], N_FINE, 1), "v": nn.Conv2d(w[0], N_FINE, 1)})
+        self.heads = nn.ModuleDict({"coarse_segm": nn.Conv2d(w[0], N_COARSE, 1),
+                                    **{k: nn.Conv2d(w[0], N_FINE, 1) for k in ("fine_segm", "u", "v")}})
 
     def forward(self, x: torch.Tensor) -> ChartOutput:
         """x: (B, 3, H, W) float normalised images (:func:`normalise_images`), H and W divisible by 8."""
@@ -94,3 +105,37 @@ class ChartNet(nn.Module):
             out = {k: F.interpolate(t, size=(HEATMAP, HEATMAP), mode="bilinear", align_corners=False)
                    for k, t in out.items()}
         return ChartOutput(**out)
+
+
+def save_network(path: str | Path, net: ChartNet, input_size: int, template_hash: str, params: dict, step: int,
+                 metrics: dict) -> None:
+    """Writes the network's checkpoint atomically (module docstring)."""
+    ck = {"model": net.state_dict(), "width": net.width, "input_size": input_size, "template_hash": template_hash,
+          "params": params, "step": step, "metrics": metrics}
+    with atomic_path(path) as tmp:
+        torch.save(ck, tmp)
+
+
+def load_network(path: str | Path, template_hash: str | None = None,
+                 device: str | torch.device = "cpu") -> tuple[ChartNet, dict]:
+    """The trained network in eval mode on ``device`` and the checkpoint's other entries.
+
+    Raises:
+        InputError: not such a checkpoint, or one trained for another template than ``template_hash``.
+    """
+    try:
+        ck = torch.load(Path(path), map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a truncated file, another format, a refused object
+        raise InputError(f"{path}: not a correspondence network checkpoint ({type(e).__name__}: {e}); "
+                         "retrain it") from e
+    if not isinstance(ck, dict) or not {"model", "width", "input_size", "template_hash"} <= set(ck):
+        what = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
+        raise InputError(f"{path}: not a correspondence network checkpoint (holds {what})")
+    if template_hash is not None and ck["template_hash"] != template_hash:
+        raise InputError(f"{path}: trained for template {ck['template_hash']!r}, the template is {template_hash!r}; "
+                         "retrain the network for this template")
+    net = ChartNet(int(ck["width"]))
+    net.load_state_dict(ck["model"])
+    return net.to(device).eval(), {k: v for k, v in ck.items() if k != "model"}

@@ -96,3 +96,21 @@ def test_the_network_learns_the_synthetic_images(template, tmp_path):
     fg_iou = float(((pred > 0) & t.fg).sum() / ((pred > 0) | t.fg).sum())
     assert loss.item() < 0.3 * first, (first, loss.item())
     assert fg_iou > 0.75 and part_accuracy > 0.4, (fg_iou, part_accuracy)
+
+
+def test_a_checkpoint_round_trips_and_refuses_another_template_or_a_damaged_file(tmp_path):
+    from pipeline.correspondence.network import load_network, save_network
+
+    torch.manual_seed(1)
+    net = ChartNet(width=8).eval()
+    save_network(tmp_path / "net.pt", net, 112, "t1", {"network": {"width": 8}}, step=5, metrics={"loss": 1.0})
+    back, info = load_network(tmp_path / "net.pt", template_hash="t1")
+    x = normalise_images(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(net(x), back(x)))
+    assert info["step"] == 5 and info["input_size"] == 112 and not back.training
+    with pytest.raises(InputError, match="template 't1'"):
+        load_network(tmp_path / "net.pt", template_hash="t2")
+    (tmp_path / "bad.pt").write_bytes((tmp_path / "net.pt").read_bytes()[:100])
+    with pytest.raises(InputError, match="bad.pt: not a correspondence network checkpoint"):
+        load_network(tmp_path / "bad.pt")
