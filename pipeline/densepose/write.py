@@ -149,7 +149,7 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
                           template_hash: str, params: dict, test_names: set[str] | None = None,
                           skipped: list[str] = (), cse_mesh: str | None = None,
                           counts: dict[str, int] | None = None) -> DenseposeSummary:
-    """Writes every instance of ``images`` as ``data/densepose.zarr`` (layout: densepose_store).
+    """Writes every instance of ``images`` as ``data/densepose.zarr`` (layout: :mod:`pipeline.densepose.store`).
 
     Args:
         images: one entry per image read, in order (images with no instance included: they are

@@ -100,7 +100,7 @@ def make_bodies(model, index: np.ndarray, p: SyntheticParams, seed: int) -> Bodi
 
 def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: int, seed: int,
                   device: str = "cpu", first_instance: int = 0) -> dict[str, np.ndarray]:
-    """Renders ``views`` instances per body: the store's rows (densepose_store layout), body-major.
+    """Renders ``views`` instances per body: the store's rows (layout: :mod:`pipeline.densepose.store`), body-major.
 
     ``first_instance``: global index of the first instance (seeds its corruption generator).
     """
