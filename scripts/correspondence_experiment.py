@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=12.0, help="training budget (CPU time of this machine)")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the initial weights, batches and augmentation")
     ap.add_argument("--test", type=int, default=300, help="test crops measured")
     ap.add_argument("--template", default="data/template.npz")
     ap.add_argument("--store", default=None, help="where to render the images (default: a temporary folder)")
@@ -51,12 +52,13 @@ def main() -> None:
     root = open_densepose(store, template.hash)
     split = root["split"][:]
     train_rows, test_rows = np.flatnonzero(split == 0), np.flatnonzero(split == 1)[: args.test]
-    batches = CropBatches(root, train_rows, 16, seed=0)
+    batches = CropBatches(root, train_rows, 16, seed=args.seed)
     t0 = time.perf_counter()
-    train_network(batches, 5, width=args.width)
+    train_network(batches, 5, width=args.width, seed=args.seed)
     steps = max(1, int(args.minutes * 60 / ((time.perf_counter() - t0) / 5)))
     t0 = time.perf_counter()
-    net, history = train_network(batches, steps, lr=args.lr, width=args.width, log_every=max(1, steps // 10))
+    net, history = train_network(batches, steps, lr=args.lr, width=args.width, seed=args.seed,
+                                 log_every=max(1, steps // 10))
     trained = time.perf_counter() - t0
     locator = ChartLocator(template.chart_part, template.chart_uv, template.chart_vertex)
     geodesics = Geodesics(template)
@@ -77,8 +79,8 @@ def main() -> None:
                 corruption.append(instance_measures(corrupted_labels[i], corrupted_uv[i], labels, uv, person, locator,
                                                     geodesics))
     result = json.dumps({"render_seconds": round(rendered, 1), "train_seconds": round(trained, 1), "steps": steps,
-                         "width": args.width, "last_losses": history[-1], "network": summarise(network),
-                         "corruption": summarise(corruption)}, indent=2)
+                         "width": args.width, "seed": args.seed, "last_losses": history[-1],
+                         "network": summarise(network), "corruption": summarise(corruption)}, indent=2)
     if args.out:
         Path(args.out).write_text(result + "\n")
     else:
