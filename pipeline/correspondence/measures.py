@@ -58,13 +58,16 @@ class Geodesics:
         """(P,) float64 geodesic distance from vertex ``a[p]`` to ``b[p]`` (both (P,) int, >= 0)."""
         if len(a) == 0:
             return np.zeros(0)
-        sources, inverse = np.unique(a, return_inverse=True)
+        sources, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
         missing = [int(k) for k in sources if int(k) not in self.rows]
         if missing:
             for k, row in zip(missing, dijkstra(self.graph, directed=False, indices=missing)):
                 self.rows[k] = row
-        table = np.stack([self.rows[int(k)] for k in sources])  # (sources, N)
-        return table[inverse.ravel(), np.asarray(b)]
+        b, out = np.asarray(b), np.empty(len(a))
+        order = np.argsort(inverse.ravel(), kind="stable")  # the pixels of each source together
+        for k, idx in zip(sources, np.split(order, np.cumsum(counts)[:-1])):
+            out[idx] = self.rows[int(k)][b[idx]]
+        return out
 
 
 def instance_measures(pred_labels: np.ndarray, pred_uv: np.ndarray, true_labels: np.ndarray, true_uv: np.ndarray,

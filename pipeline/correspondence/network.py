@@ -36,8 +36,8 @@ from torch import nn
 from pipeline.core.errors import InputError
 from pipeline.core.io import atomic_path
 
-__all__ = ["HEATMAP", "N_FINE", "N_COARSE", "ChartOutput", "ChartNet", "normalise_images", "save_network",
-           "load_network"]
+__all__ = ["HEATMAP", "N_FINE", "N_COARSE", "ChartOutput", "ChartNet", "unit_images", "standardise",
+           "normalise_images", "save_network", "load_network"]
 
 HEATMAP = 112  # Detectron2's chart heatmaps are 112 x 112 per box
 N_FINE, N_COARSE = 25, 2
@@ -54,14 +54,23 @@ class ChartOutput(NamedTuple):
     v: torch.Tensor
 
 
-def normalise_images(rgb: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float network input from (B, H, W, 3) uint8 sRGB crops."""
+def unit_images(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 1] from (B, H, W, 3) uint8 sRGB crops."""
     if rgb.dim() != 4 or rgb.shape[-1] != 3 or rgb.dtype != torch.uint8:
         raise InputError(f"images must be (B, H, W, 3) uint8 RGB, got {tuple(rgb.shape)} {rgb.dtype}")
-    x = rgb.permute(0, 3, 1, 2).float() / 255.0
+    return rgb.permute(0, 3, 1, 2).float() / 255.0
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """The network input from (B, 3, H, W) float images in [0, 1]: a fixed per-channel normalisation."""
     mean = torch.tensor(_MEAN, device=x.device)[:, None, None]
     std = torch.tensor(_STD, device=x.device)[:, None, None]
     return (x - mean) / std
+
+
+def normalise_images(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float network input from (B, H, W, 3) uint8 sRGB crops."""
+    return standardise(unit_images(rgb))
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:

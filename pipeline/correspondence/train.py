@@ -16,7 +16,6 @@ Size letters: ``B`` crops of a batch, ``S`` crop side (legend: :mod:`pipeline`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 
 from pipeline.core.errors import InputError
 from pipeline.correspondence.losses import ChartTargets, chart_loss, chart_targets
-from pipeline.correspondence.network import ChartNet, normalise_images
+from pipeline.correspondence.network import ChartNet, standardise, unit_images
 from pipeline.template.file import decode_iuv
 
 __all__ = ["CropBatch", "CropBatches", "augment", "train_network"]
@@ -62,29 +61,22 @@ class CropBatches:
         targets = chart_targets(torch.from_numpy(labels), torch.from_numpy(uv), occluder)
         return CropBatch(torch.from_numpy(np.asarray(self.root["rgb"].oindex[pick])), targets)
 
-    def __iter__(self) -> Iterator[CropBatch]:
-        step = 0
-        while True:
-            yield self.batch(step)
-            step += 1
 
-
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Photometric augmentation of normalised images x (B, 3, H, W): per image brightness (x 0.7..1.3 of the
-    raw values), contrast (0.7..1.3 about the mean), channel gains (0.9..1.1), gamma (0.8..1.25) and
-    Gaussian noise (std 0..0.04 of the raw range). Returns normalised images again."""
-    b = x.shape[0]
+def augment(raw: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Photometric augmentation of images ``raw`` (B, 3, H, W) float in [0, 1] (:func:`unit_images`): per image
+    brightness (x 0.7..1.3), contrast (0.7..1.3 about the mean), channel gains (0.9..1.1), gamma (0.8..1.25)
+    and Gaussian noise (std 0..0.04). Returns images in [0, 1]."""
+    b = raw.shape[0]
 
     def draw(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand((b, *shape, 1, 1), generator=generator)
 
-    raw = (x * 0.25 + 0.5).clamp(0, 1)  # undo normalise_images (mean 0.5, std 0.25)
     mean = raw.mean(dim=(1, 2, 3), keepdim=True)
     raw = (raw - mean) * draw(0.7, 1.3, 1) + mean
     raw = raw * draw(0.7, 1.3, 1) * draw(0.9, 1.1, 3)
     raw = raw.clamp(0, 1) ** draw(0.8, 1.25, 1)
     raw = raw + torch.randn(raw.shape, generator=generator) * draw(0.0, 0.04, 1)
-    return (raw.clamp(0, 1) - 0.5) / 0.25
+    return raw.clamp(0, 1)
 
 
 def train_network(batches: CropBatches, steps: int, lr: float = 3e-3, width: int = 32, seed: int = 0,
@@ -109,7 +101,7 @@ def train_network(batches: CropBatches, steps: int, lr: float = 3e-3, width: int
             group["lr"] = rate
         batch = batches.batch(step)
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
-        x = augment(normalise_images(batch.rgb), generator).to(device)
+        x = standardise(augment(unit_images(batch.rgb), generator)).to(device)
         targets = ChartTargets(*(t.to(device) for t in batch.targets))
         loss, terms = chart_loss(net(x), targets)
         if not torch.isfinite(loss):

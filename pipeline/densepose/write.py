@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.config import as_dict
 from pipeline.core.errors import InputError, UserError
 from pipeline.core.store import StoreWriter
 from pipeline.densepose.door import zero_counts
@@ -74,8 +75,6 @@ class DenseposeSummary:
 def store_params(params) -> dict:
     """The params that made a densepose store, for its attributes: ``common``, ``densepose`` and the
     source's section."""
-    from pipeline.core.config import as_dict
-
     return {k: as_dict(getattr(params, k)) for k in ("common", "densepose", params.densepose.source)}
 
 

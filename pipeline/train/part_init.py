@@ -132,9 +132,9 @@ def logit_initialiser(cfg: ModelParams, areas: np.ndarray | None = None) -> Call
     return init
 
 
-def build_model(cfg: ModelParams, vertices: np.ndarray, up: np.ndarray, forward: np.ndarray, evecs: np.ndarray,
-                areas: np.ndarray | None = None) -> LiftingModel:
-    """A fresh model from the template (metres, as in template.npz), unit-RMS LBO eigenvectors and
-    (optionally) vertex areas of the canonical template weighting the spectral part initialisation."""
+def build_model(cfg: ModelParams, vertices: np.ndarray, up: np.ndarray, forward: np.ndarray,
+                evecs: np.ndarray) -> LiftingModel:
+    """A fresh model from the template (metres, as in template.npz) and unit-RMS LBO eigenvectors, its spectral
+    part initialisation weighting every vertex alike (the trainer weights them by area)."""
     canon, _ = canonical_template(vertices, up, forward)
-    return LiftingModel(cfg, canon, evecs, init_logits=logit_initialiser(cfg, areas))
+    return LiftingModel(cfg, canon, evecs, init_logits=logit_initialiser(cfg))
