@@ -1,4 +1,4 @@
-"""Speed of the correspondence network (pipeline/correspondence/network.py) on this machine's CPU threads:
+"""Speed of the correspondence network (pipeline/densepose/network/model.py) on this machine's CPU threads:
 inference boxes/s and training steps/s at a few widths, input 112 x 112 (the default crop).
 
     PYTHONPATH=. python benchmarks/bench_network.py
@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from pipeline.correspondence.losses import chart_loss, chart_targets
-from pipeline.correspondence.network import ChartNet, normalise_images
+from pipeline.densepose.network.losses import chart_loss, chart_targets
+from pipeline.densepose.network.model import ChartNet, normalise_images
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from pipeline.core.config import load_params_dict
-from pipeline.correspondence.measures import Geodesics, instance_measures, summarise
-from pipeline.correspondence.network import normalise_images
-from pipeline.correspondence.train import CropBatches, train_network
+from pipeline.densepose.network.measures import Geodesics, instance_measures, summarise
+from pipeline.densepose.network.model import normalise_images
+from pipeline.densepose.network.train import CropBatches, train_network
 from pipeline.densepose.convert import chart_output_to_crops
 from pipeline.densepose.store import open_densepose
 from pipeline.densepose.synthetic.source import write_synthetic_store

@@ -1,11 +1,13 @@
 """Stage `densepose`: DensePose output per instance into data/densepose.zarr, from the source in params.
 
-    python -m stages.densepose --params params.yaml --template data/template.npz \
+    python -m stages.densepose --params params.yaml --template data/template.npz --network models/network.pt \
         --out data/densepose.zarr --png data/densepose_contact.png --metrics metrics/densepose.json
 
 ``densepose.source``: ``synthetic`` renders posed Anny bodies (pipeline/densepose/synthetic/); ``detectron2``
 runs a DensePose R-CNN on a folder of images (pipeline/densepose/detectron2.py); ``precomputed`` imports
-``apply_net.py dump`` files or IUV PNG folders (pipeline/densepose/precomputed.py).
+``apply_net.py dump`` files or IUV PNG folders (pipeline/densepose/precomputed.py); ``network`` runs stage
+network's correspondence network on the synthetic bodies' images or on a folder of images with person boxes
+(pipeline/densepose/network/source.py).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from functools import partial
 
 from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, save_json, stage_outputs, written
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose import detectron2, precomputed
 from pipeline.densepose.figures import contact_sheet_figure
+from pipeline.densepose.network import source as network
 from pipeline.densepose.store import open_densepose
 from pipeline.densepose.synthetic import source as synthetic
 from pipeline.template.file import load_template
@@ -26,14 +30,16 @@ from pipeline.template.file import load_template
 log = logging.getLogger("stages.densepose")
 
 # densepose.source -> its entry point; every source has write_store(params, template, out) -> DenseposeSummary
+# (the network source also takes the checkpoint given on the command line)
 SOURCES = {"synthetic": synthetic.write_store, "detectron2": detectron2.write_store,
-           "precomputed": precomputed.write_store}
+           "precomputed": precomputed.write_store, "network": network.write_store}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--template", required=True, help="template .npz to read")
+    ap.add_argument("--network", default="models/network.pt", help="correspondence network (densepose.source network)")
     ap.add_argument("--out", required=True, help="densepose.zarr store to write")
     ap.add_argument("--png", required=True, help="contact sheet of the first 16 instances to write")
     ap.add_argument("--metrics", required=True, help="counts JSON to write (instances, skipped images, ...)")
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         template = load_template(args.template)
         log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash,
                  params.densepose.source)
-        summary = SOURCES[params.densepose.source](params, template, args.out)
+        sources = {**SOURCES, "network": partial(network.write_store, checkpoint=args.network)}
+        summary = sources[params.densepose.source](params, template, args.out)
         for line in summary.lines():
             log.info("%s", line)
         save_json(args.metrics, summary.metrics())

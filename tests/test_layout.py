@@ -12,10 +12,9 @@ from tests.test_dvc_yaml import code_closure, imported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 # the layers, in DAG order: core and geometry are shared by every stage; lbo lives in geometry
-RANK = {"core": 0, "geometry": 1, "template": 2, "correspondence": 3, "densepose": 4, "iuv": 5, "keypoints": 6,
-        "train": 7, "evaluate": 8}
+RANK = {"core": 0, "geometry": 1, "template": 2, "densepose": 3, "iuv": 4, "keypoints": 5, "train": 6, "evaluate": 7}
 # the one module of each stage package that later stages may import: the read side of its artifact
-READ_SIDE = {"template": "file", "correspondence": "network", "densepose": "store", "iuv": "store",
+READ_SIDE = {"template": "file", "densepose": "store", "iuv": "store",
              "keypoints": "store", "train": "checkpoint"}
 # cross-stage imports of another module, each with its reason
 ALLOWED = {
@@ -57,11 +56,12 @@ def test_every_stage_package_has_its_read_side():
     assert (ROOT / "pipeline/geometry/lbo.py").is_file()  # lbo.npz: save_basis / load_basis
 
 
-# the params sections each stage owns; `common` is everyone's
-SECTION_STAGE = {"template": "template", "lbo": "lbo", "densepose": "densepose", "synthetic": "densepose",
+# the params sections each stage owns (the first stage that reads it); `common` is everyone's
+SECTION_STAGE = {"template": "template", "lbo": "lbo", "network": "images", "network_source": "densepose",
+                 "densepose": "densepose", "synthetic": "images",
                  "detectron2": "densepose", "precomputed": "densepose", "iuv": "iuv", "keypoints": "keypoints",
                  "model": "train", "loss": "train", "train": "train", "eval": "evaluate"}
-STAGE_ORDER = ["template", "lbo", "densepose", "iuv", "keypoints", "train", "evaluate"]
+STAGE_ORDER = ["template", "lbo", "images", "network", "densepose", "iuv", "keypoints", "train", "evaluate"]
 
 
 @pytest.mark.parametrize("stage", STAGE_ORDER)

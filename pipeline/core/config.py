@@ -43,6 +43,8 @@ __all__ = [
     "CorruptionParams",
     "Detectron2Params",
     "PrecomputedParams",
+    "NetworkParams",
+    "NetworkSourceParams",
     "IuvParams",
     "KeypointsParams",
     "ModelParams",
@@ -53,6 +55,7 @@ __all__ = [
     "load_params",
     "load_params_dict",
     "CROSS_SECTION",
+    "has_truth",
 ]
 
 
@@ -141,6 +144,42 @@ class PrecomputedParams:
 
 
 @dataclass(frozen=True)
+class NetworkParams:
+    """Stages ``images`` and ``network``: the correspondence network and the rendered images it learns from."""
+
+    train_bodies: int = param(150, "bodies rendered for training (drawn apart from the synthetic section's bodies)",
+                              lo=1, hi=1_000_000)
+    test_bodies: int = param(25, "bodies of the held-out crops measured in metrics/correspondence.json",
+                             lo=1, hi=1_000_000)
+    views: int = param(6, "random cameras (crops) per body", lo=1, hi=1000)
+    crop: int = param(112, "side of the rendered crops, the network's input size (a multiple of 8)", lo=16, hi=1024)
+    width: int = param(16, "channels of the network's first level (the others 2, 4, 6 times as many)", lo=4, hi=512)
+    steps: int = param(400, "optimiser steps", lo=1, hi=100_000_000)
+    batch_size: int = param(16, "crops per step, summed over processes", lo=1, hi=100_000)
+    lr: float = param(0.003, "initial Adam learning rate (cosine decay to 0)", lo=1e-9, hi=10.0)
+    seed: int = param(0, "seed of the initial weights, batch order and augmentation", lo=0, hi=2**31 - 1)
+    test_instances: int = param(300, "held-out crops measured (0: all)", lo=0, hi=100_000_000)
+    checkpoint_every: int = param(100, "steps between checkpoints (and at the end)", lo=1, hi=10_000_000)
+    log_every: int = param(20, "steps between logged curve points", lo=1, hi=10_000_000)
+    resume: bool = param(False, "continue from the checkpoint at the output path when it matches")
+
+
+@dataclass(frozen=True)
+class NetworkSourceParams:
+    """Stage ``densepose``, ``densepose.source: network``: where the images the network reads come from."""
+
+    images: str = param("", "folder of images with boxes_json; empty: the synthetic section's bodies rendered as "
+                        "images (their exact ground truth kept)")
+    boxes_json: str = param("", "with images: JSON of each image's person boxes ({\"images\": [{\"file_name\", "
+                            "\"boxes\", \"scores\"}]}, precomputed.boxes_json's format)")
+    score_threshold: float = param(0.0, "keep boxes with at least this score", lo=0.0, hi=1.0)
+    max_instances: int = param(0, "keep at most this many best-scoring boxes per image (0: all)", lo=0, hi=1000)
+    batch_size: int = param(64, "boxes per forward pass", lo=1, hi=100_000)
+    test_list: str = param("", "with images: file of image names (one a line) that form the test split; empty: "
+                           "all train")
+
+
+@dataclass(frozen=True)
 class IuvParams:
     """Stage ``iuv``: repair DensePose output into clean IUV images."""
 
@@ -164,8 +203,9 @@ class IuvParams:
 class DenseposeParams:
     """Stage ``densepose``: where the DensePose output comes from, and its crop grid."""
 
-    source: str = param("synthetic", "synthetic (rendered Anny bodies), detectron2 (run a model on images) "
-                        "or precomputed (import results)", choices=("synthetic", "detectron2", "precomputed"))
+    source: str = param("synthetic", "synthetic (rendered Anny bodies), detectron2 (run a model on images), "
+                        "precomputed (import results) or network (the correspondence network of stage network on "
+                        "images)", choices=("synthetic", "detectron2", "precomputed", "network"))
     crop: int = param(112, "side S of the S x S crop grid every instance is resampled to (pixels)", lo=8, hi=1024)
     kind: str = param("chart", "the dense correspondence later stages use: chart (IUV: part and U, V; keypoints "
                       "through a lookup table) or cse (continuous surface embeddings; nearest vertex embedding)",
@@ -364,6 +404,8 @@ class Params:
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
     detectron2: Detectron2Params = field(default_factory=Detectron2Params)
     precomputed: PrecomputedParams = field(default_factory=PrecomputedParams)
+    network: NetworkParams = field(default_factory=NetworkParams)
+    network_source: NetworkSourceParams = field(default_factory=NetworkSourceParams)
     iuv: IuvParams = field(default_factory=IuvParams)
     keypoints: KeypointsParams = field(default_factory=KeypointsParams)
     model: ModelParams = field(default_factory=ModelParams)
@@ -394,9 +436,18 @@ def _parts_within_basis(p: Params) -> str | None:
     return None
 
 
+def has_truth(p: Params) -> bool:
+    """Whether the densepose store will hold synthetic ground truth (``gt/``): the synthetic source, or the
+    network source on the synthetic images."""
+    return p.densepose.source == "synthetic" or (p.densepose.source == "network" and not p.network_source.images)
+
+
 def _cse_kind_has_cse_data(p: Params) -> str | None:
     if p.densepose.kind != "cse":
         return None
+    if p.densepose.source == "network":
+        return ("densepose.kind = 'cse' needs CSE embeddings, but densepose.source: network predicts charts (IUV); "
+                "set densepose.kind: chart")
     if p.densepose.source == "synthetic" and not p.synthetic.cse:
         return ("densepose.kind = 'cse' needs CSE embeddings, but densepose.source: synthetic renders them only "
                 "with synthetic.cse: true; set synthetic.cse: true or densepose.kind: chart")
@@ -409,9 +460,10 @@ def _cse_kind_has_cse_data(p: Params) -> str | None:
 def _oracle_has_truth(p: Params) -> str | None:
     if p.loss.oracle_3d <= 0:
         return None
-    if p.densepose.source != "synthetic":
+    if not has_truth(p):
         return (f"loss.oracle_3d = {p.loss.oracle_3d} needs synthetic ground truth, but densepose.source = "
-                f"{p.densepose.source!r}; set loss.oracle_3d: 0 or densepose.source: synthetic")
+                f"{p.densepose.source!r}" + (" reads network_source.images" if p.densepose.source == "network" else "")
+                + "; set loss.oracle_3d: 0 or densepose.source: synthetic")
     if p.synthetic.projection != "orthographic":
         return (f"loss.oracle_3d = {p.loss.oracle_3d} needs orthographic synthetic data, but synthetic.projection "
                 f"= {p.synthetic.projection!r}; set loss.oracle_3d: 0 or synthetic.projection: orthographic")
@@ -425,10 +477,24 @@ def _val_split_has_holdout(p: Params) -> str | None:
     return None
 
 
+def _network_crop_divisible_by_8(p: Params) -> str | None:
+    if p.network.crop % 8:
+        return (f"network.crop = {p.network.crop}: the network halves its input three times; use a multiple of 8 "
+                f"(e.g. {8 * round(p.network.crop / 8) or 8})")
+    return None
+
+
+def _network_images_have_boxes(p: Params) -> str | None:
+    if p.densepose.source == "network" and bool(p.network_source.images) != bool(p.network_source.boxes_json):
+        return ("densepose.source: network reads a folder of images with their person boxes: set both "
+                "network_source.images and network_source.boxes_json, or neither (the synthetic images)")
+    return None
+
+
 # the constraints between keys checked by Params: each returns the problem (naming both keys and the
 # fix) or None
 CROSS_SECTION = (_lbo_basis_within_lbo_k, _parts_within_basis, _cse_kind_has_cse_data, _oracle_has_truth,
-                 _val_split_has_holdout)
+                 _val_split_has_holdout, _network_images_have_boxes, _network_crop_divisible_by_8)
 
 
 def _raise_all(problems: list[str]) -> None:

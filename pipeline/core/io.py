@@ -34,7 +34,8 @@ import numpy as np
 
 from pipeline.core.errors import InputError
 
-__all__ = ["atomic_path", "stage_outputs", "StageOutputs", "written", "partial_path", "remove_path", "save_npz",
+__all__ = ["atomic_path", "stage_outputs", "StageOutputs", "written", "partial_path", "publish_partial", "remove_path",
+           "save_npz",
            "load_npz", "save_figure", "save_json"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -52,6 +53,12 @@ def partial_path(path: str | Path) -> Path:
     """Where resumable work towards output ``path`` lives until the stage ends: ``.NAME.partial``."""
     path = Path(path)
     return path.parent / f".{path.name}.partial"
+
+
+def publish_partial(partial: Path, final: Path) -> None:
+    """Moves finished work from its :func:`partial_path` onto its output name (staged inside a stage run)."""
+    with atomic_path(final) as tmp:
+        os.replace(partial, tmp)
 
 
 class StageOutputs:

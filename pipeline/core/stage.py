@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from pipeline.core.errors import InputError, UserError, describe_os_error
 
-__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "resolve_device"]
+__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "resolve_device", "process_group"]
 
 # the geometry stages (template, lbo) always use one thread: their outputs are then the same on
 # every machine whatever its params, and they take seconds
@@ -91,3 +91,27 @@ def resolve_device(name: str) -> str:
     if name not in ("cpu", "cuda"):
         raise InputError(f"common.device = {name!r}: allowed auto, cpu or cuda")
     return name
+
+
+def process_group(name: str) -> tuple[str, int, int, int]:
+    """This process's torch device (``common.device`` ``name``) and its (rank, world size, local rank).
+
+    Alone: ``(device, 0, 1, 0)``. Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes the GPU of
+    its local rank and joins the process group (nccl on CUDA, gloo on CPU). On CPU, torch's
+    deterministic algorithms are switched on.
+    """
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(name)
+    if world > 1:
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device, rank, world, local_rank

@@ -207,6 +207,42 @@ def _check_part_channel(iuv: np.ndarray, where: str) -> None:
                          "array (PIL, imageio), reverse its channels")
 
 
+def read_boxes_json(path: str | Path, keys: tuple[str, ...] = ("file_name", "boxes")) -> list[tuple]:
+    """The entries of a boxes JSON (``{"images": [{"file_name", "boxes", "scores", ...}]}``), checked: one
+    ``(i, item, name, where, boxes (k, 4) float32, scores (k,) float32)`` per ``images[i]``, ``where`` naming the
+    file and image for messages.
+
+    Raises:
+        FileNotFoundError: no such file.  InputError: not JSON, not this layout, an entry without ``keys``, or
+            bad boxes or scores (:func:`pipeline.densepose.door.check_boxes`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"boxes JSON not found: {path}")
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
+        raise InputError(f"{path}: expected {{\"images\": [...]}}")
+    out = []
+    for i, item in enumerate(spec["images"]):
+        try:
+            missing = [k for k in keys if k not in item]
+            if missing:
+                raise KeyError(", ".join(missing))
+            name = str(item["file_name"])
+            where = f"{path}: image {name!r} (images[{i}])"
+            boxes, scores = _iuv_boxes(item, where)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{path}: images[{i}] needs {', '.join(repr(k) for k in keys)} (boxes as [[x0, y0, x1, "
+                             f"y1], ...]) ({type(e).__name__}: {e})") from e
+        out.append((i, item, name, where, boxes, scores))
+    return out
+
+
 def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
                     counts: DoorCounts | None = None) -> tuple[list[DumpImage], list[str]]:
     """Reads full-frame IUV PNGs and their boxes (see the module docstring), checked at the door.
@@ -220,26 +256,10 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
     import cv2
 
     counts = counts if counts is not None else DoorCounts()
-    folder, boxes_json = Path(folder), Path(boxes_json)
-    if not boxes_json.is_file():
-        raise FileNotFoundError(f"boxes JSON not found: {boxes_json}")
-    try:
-        spec = json.loads(boxes_json.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{boxes_json}: not valid JSON ({e})") from e
-    if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
-        raise InputError(f"{boxes_json}: expected {{\"images\": [...]}}")
+    folder = Path(folder)
     out, skipped = [], []
-    for i, item in enumerate(spec["images"]):
-        try:
-            name, iuv_name = str(item["file_name"]), str(item["iuv"])
-            where = f"{boxes_json}: image {name!r} (images[{i}])"
-            boxes, scores = _iuv_boxes(item, where)
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, InputError):
-                raise
-            raise InputError(f"{boxes_json}: images[{i}] needs 'file_name', 'iuv' and 'boxes' [[x0, y0, x1, y1], "
-                             f"...] ({type(e).__name__}: {e})") from e
+    for i, item, name, where, boxes, scores in read_boxes_json(boxes_json, ("file_name", "iuv", "boxes")):
+        iuv_name = str(item["iuv"])
         iuv = cv2.imread(str(folder / iuv_name), cv2.IMREAD_UNCHANGED)
         if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
             log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)

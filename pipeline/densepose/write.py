@@ -74,8 +74,14 @@ class DenseposeSummary:
 
 def store_params(params) -> dict:
     """The params that made a densepose store, for its attributes: ``common``, ``densepose`` and the
-    source's section."""
-    return {k: as_dict(getattr(params, k)) for k in ("common", "densepose", params.densepose.source)}
+    source's sections (:data:`SOURCE_SECTIONS`)."""
+    return {k: as_dict(getattr(params, k)) for k in ("common", "densepose", *SOURCE_SECTIONS[params.densepose.source])}
+
+
+# densepose.source -> the params sections it reads (the network source renders the synthetic bodies as images
+# unless network_source.images names a folder)
+SOURCE_SECTIONS = {"synthetic": ("synthetic",), "detectron2": ("detectron2",), "precomputed": ("precomputed",),
+                   "network": ("network_source", "synthetic")}
 
 
 class NoInstancesError(UserError, RuntimeError):
@@ -147,7 +153,8 @@ def _is_test(name: str, test_names: set[str]) -> bool:
 def write_instances_store(path: str | Path, images: list[ImageInstances], *, crop: int, source: str,
                           template_hash: str, params: dict, test_names: set[str] | None = None,
                           skipped: list[str] = (), cse_mesh: str | None = None,
-                          counts: dict[str, int] | None = None) -> DenseposeSummary:
+                          counts: dict[str, int] | None = None,
+                          notes: dict[str, int] | None = None) -> DenseposeSummary:
     """Writes every instance of ``images`` as ``data/densepose.zarr`` (layout: :mod:`pipeline.densepose.store`).
 
     Args:
@@ -158,6 +165,7 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
         skipped: names of images that could not be read (counted, listed in the attributes).
         cse_mesh: for CSE output, the name of the mesh its embeddings refer to (an attribute).
         counts: the door's counts (:class:`pipeline.densepose.door.DoorCounts` ``.summary()``); None: all 0.
+        notes: the source's own counts, added to the summary's details (e.g. images converted on reading).
 
     Returns:
         the summary: instances, train / test, images read / skipped / without instances, and the door's
@@ -213,4 +221,4 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
             start += k
     return DenseposeSummary(source, n, n - n_test, n_test, {**zero_counts(), **(counts or {})},
                             {"images": len(images), "images_skipped": len(skipped),
-                             "images_without_instances": sum(len(im) == 0 for im in images)})
+                             "images_without_instances": sum(len(im) == 0 for im in images), **(notes or {})})

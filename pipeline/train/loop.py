@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import torch.distributed as dist
 
 from pipeline.core.config import Params, TrainParams, as_dict
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.io import atomic_path, partial_path, remove_path
-from pipeline.core.stage import progress, resolve_device
+from pipeline.core.io import partial_path, publish_partial, remove_path
+from pipeline.core.stage import process_group, progress
 from pipeline.geometry.lbo import load_basis, unit_rms
 from pipeline.geometry.mesh import vertex_areas
 from pipeline.keypoints.store import holdout_rows, open_keypoints
@@ -149,12 +148,6 @@ def normalised_truth(vertices: torch.Tensor, camera: torch.Tensor, centre: torch
     return torch.cat([xy, z], dim=-1)
 
 
-def _publish(partial: Path, final: Path) -> None:
-    """Moves finished work from its partial name onto its output name (staged inside a stage run)."""
-    with atomic_path(final) as tmp:
-        os.replace(partial, tmp)
-
-
 def _check_resumable(ck: dict, params: Params, template_hash: str, path: Path) -> None:
     if ck.get("template_hash") != template_hash:
         raise InputError(f"train.resume: {path} was trained on template {ck.get('template_hash')!r}, "
@@ -171,27 +164,6 @@ def _check_resumable(ck: dict, params: Params, template_hash: str, path: Path) -
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise InputError(f"train.resume: {path} was trained with other {section} params "
                              f"({', '.join(f'{section}.{k}' for k in diff)}); delete it or set train.resume: false")
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _device_and_world(params: Params) -> tuple[str, int, int, int]:
-    """This process's device and (rank, world size, local rank); joins the process group under torchrun."""
-    rank, world, local_rank = _distributed()
-    device = resolve_device(params.common.device)
-    if world > 1:
-        if device == "cuda":
-            torch.cuda.set_device(local_rank)
-            device = f"cuda:{local_rank}"
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if device == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return device, rank, world, local_rank
 
 
 def _load_basis(lbo: str | Path, template_hash: str, params: Params) -> np.ndarray:
@@ -304,7 +276,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     out = Path(out)
     ckpt = partial_path(out)
     live_partial = partial_path(live_dir) if live_dir is not None else None
-    device, rank, world, local_rank = _device_and_world(params)
+    device, rank, world, local_rank = process_group(params.common.device)
     lead = rank == 0
 
     # the model, its optimiser and the batches
@@ -396,8 +368,8 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     if lead:
         if not ckpt.is_file():  # resumed a run that was already complete
             save()
-        _publish(ckpt, out)
+        publish_partial(ckpt, out)
         if live_partial is not None and live_partial.exists():
-            _publish(live_partial, Path(live_dir))
+            publish_partial(live_partial, Path(live_dir))
     log.info("trained %d steps; last losses: %s", state.step, {k: round(v, 5) for k, v in state.metrics.items()})
     return TrainResult(objective, state.step, state.metrics)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,9 +197,16 @@ def _batches(total: int, size: int) -> Iterator[np.ndarray]:
 
 
 def write_synthetic_store(path: str | Path, template: Template, p: SyntheticParams, *, crop: int, seed: int,
-                          device: str = "auto", params: dict | None = None) -> DenseposeSummary:
+                          device: str = "auto", params: dict | None = None, source: str = "synthetic",
+                          observe: Callable[[dict[str, np.ndarray]], None] | None = None) -> DenseposeSummary:
     """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns its summary (the door's
-    counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user)."""
+    counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user).
+
+    Args:
+        source: the store's ``source`` attribute.
+        observe: called on each batch's rows (:func:`render_bodies`) before they are written, to replace the
+            DensePose-like output (``labels``, ``uv``) with another observer's (the network source's).
+    """
     dev = warp_device(device)
     model = body_model(template)
     n_bodies = p.train_bodies + p.test_bodies
@@ -207,7 +214,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
                             n_vertices=template.n_vertices,
                             n_joints=template.joint_regressor.shape[0], images=p.images)
-    attrs = {"schema": SCHEMA, "source": "synthetic", "crop": crop, "kinds": ["chart", "cse"] if p.cse else ["chart"],
+    attrs = {"schema": SCHEMA, "source": source, "crop": crop, "kinds": ["chart", "cse"] if p.cse else ["chart"],
              "images": [f"synthetic/body{b:06d}_view{k:03d}" for b in range(n_bodies) for k in range(p.views)],
              "template_hash": template.hash, "projection": p.projection, "image_size": p.image_size,
              "pose_modes": list(POSE_MODES), "params": params if params is not None else as_dict(p)}
@@ -220,10 +227,12 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     with StoreWriter.create(path, n, specs, attrs, chunk=128, chunks_per_shard=8) as w, \
             ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future] = []
-        bar = progress(total=n, desc="densepose synthetic", unit="inst")
+        bar = progress(total=n, desc=f"{source} images" if p.images else source, unit="inst")
         for index in _batches(n_bodies, p.batch):
             bodies = make_bodies(model, index, p, seed)
             rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views)
+            if observe is not None:
+                observe(rows)
             while pending:  # at most one batch waits for the writer: bounded memory
                 pending.pop(0).result()
             pending.append(writer.submit(w.write, int(index[0]) * p.views, rows))
@@ -236,7 +245,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
         for f in pending:
             f.result()
         bar.close()
-    return DenseposeSummary("synthetic", n, p.train_bodies * p.views, p.test_bodies * p.views, zero_counts(), counts,
+    return DenseposeSummary(source, n, p.train_bodies * p.views, p.test_bodies * p.views, zero_counts(), counts,
                             seconds=time.perf_counter() - t0, device=dev)
 
 

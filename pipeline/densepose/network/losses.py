@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.errors import InputError
-from pipeline.correspondence.network import ChartOutput, HEATMAP
+from pipeline.densepose.network.model import ChartOutput, HEATMAP
 
 __all__ = ["ChartTargets", "chart_targets", "chart_loss"]
 

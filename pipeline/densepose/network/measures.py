@@ -21,7 +21,9 @@ the person's):
 Over instances: the mean of each, and AP at GPS thresholds. The boxes are the true ones, so every
 instance is one detection of one person and the precision at a GPS threshold ``t`` is the share of
 instances with GPS ≥ t: ``AP`` averages it over t = 0.50, 0.55, ..., 0.95 (COCO's thresholds),
-``AP50`` and ``AP75`` are two of them. Size letters: ``n`` instances, ``S`` crop side, ``N`` template
+``AP50`` and ``AP75`` are two of them. :func:`correspondence_report` measures the network and, on the same crops,
+the corruption model (the store's ``labels``/``uv``): ``metrics/correspondence.json``. Size letters: ``n``
+instances, ``S`` crop side, ``N`` template
 vertices, ``P`` pixels (legend: :mod:`pipeline`).
 """
 
@@ -32,11 +34,13 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from pipeline.core.errors import InputError
+from pipeline.densepose.convert import chart_output_to_crops
+from pipeline.densepose.network.model import ChartNet, predict_charts
 from pipeline.geometry.charts import ChartLocator
 from pipeline.geometry.mesh import edges
-from pipeline.template.file import Template
+from pipeline.template.file import Template, decode_iuv
 
-__all__ = ["KAPPA", "GPS_THRESHOLDS", "Geodesics", "instance_measures", "summarise"]
+__all__ = ["KAPPA", "GPS_THRESHOLDS", "Geodesics", "instance_measures", "summarise", "correspondence_report"]
 
 KAPPA = 0.255  # metres
 GPS_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
@@ -113,3 +117,29 @@ def summarise(per_instance: list[dict[str, float]]) -> dict[str, float]:
             "uv_error": float(np.mean(uv)) if uv else float("nan"), "gps": float(gps.mean()),
             "gps_ap": float(np.mean(list(precision.values()))), "gps_ap50": precision[0.5],
             "gps_ap75": precision[0.75]}
+
+
+def correspondence_report(net: ChartNet, root, rows: np.ndarray, template: Template, input_size: int,
+                          device: str = "cpu", batch_size: int = 50) -> dict:
+    """The measures of the network and of the store's own DensePose-like output on crops ``rows`` (n,) of
+    ``root``, a store with images (``rgb``, ``gt/iuv``, ``gt/occluder``, ``labels``, ``uv``) rendered for
+    ``template``: ``{"instances", "kappa_m", "network": summarise(...), "corruption": summarise(...)}``."""
+    locator = ChartLocator(template.chart_part, template.chart_uv, template.chart_vertex)
+    geodesics = Geodesics(template)
+    crop = int(root["rgb"].shape[1])
+    network, corruption = [], []
+    for a in range(0, len(rows), batch_size):
+        idx = np.asarray(rows[a:a + batch_size])
+        out = predict_charts(net, root["rgb"].oindex[idx], input_size, device)
+        pred = chart_output_to_crops(out.fine_segm, out.coarse_segm, out.u, out.v, crop)
+        labels, uv = decode_iuv(root["gt/iuv"].oindex[idx])
+        occluder = np.asarray(root["gt/occluder"].oindex[idx])
+        old_labels, old_uv = root["labels"].oindex[idx], root["uv"].oindex[idx].astype(np.float32)
+        for k in range(len(idx)):
+            person = (labels[k] > 0) & ~occluder[k]
+            network.append(instance_measures(pred.labels[k].numpy(), pred.uv[k].numpy(), labels[k], uv[k], person,
+                                             locator, geodesics))
+            corruption.append(instance_measures(old_labels[k], old_uv[k], labels[k], uv[k], person, locator,
+                                                geodesics))
+    return {"instances": len(rows), "kappa_m": KAPPA, "network": summarise(network),
+            "corruption": summarise(corruption)}

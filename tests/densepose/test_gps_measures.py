@@ -1,10 +1,10 @@
-"""DensePose's measures of a dense correspondence (pipeline/correspondence/measures.py): part accuracy, U/V
+"""DensePose's measures of a dense correspondence (pipeline/densepose/network/measures.py): part accuracy, U/V
 error, geodesic point similarity and its AP, on hand-made predictions."""
 
 import numpy as np
 import pytest
 
-from pipeline.correspondence.measures import Geodesics, KAPPA, instance_measures, summarise
+from pipeline.densepose.network.measures import Geodesics, KAPPA, instance_measures, summarise
 from pipeline.geometry.charts import ChartLocator
 
 

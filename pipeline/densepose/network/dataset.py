@@ -1,0 +1,84 @@
+"""The images the correspondence network learns from (stage ``images``) and batches of them.
+
+:func:`write_images_store` renders ``network.train_bodies + network.test_bodies`` Anny bodies, ``network.views``
+crops of ``network.crop`` pixels each, as photo-like images with their exact IUV (the synthetic source with
+``synthetic.images: true``, :mod:`pipeline.densepose.synthetic.images`): ``data/images.zarr``, a densepose store (layout:
+:mod:`pipeline.densepose.store`) whose ``rgb``, ``gt/iuv`` and ``gt/occluder`` are the training data and
+whose ``labels``/``uv`` (the corruption model's output on the same crops) are the yardstick of
+``metrics/correspondence.json``. Everything else about the bodies, cameras, lighting and occluders comes
+from the ``synthetic`` section, so the network learns the distribution it is later run on; the bodies are
+drawn from a seed of their own (:func:`images_seed`), so none of them is a body of ``densepose.zarr``.
+
+:class:`CropBatches` streams seeded random batches of a store's train rows: the batch of step ``t`` is
+drawn from ``default_rng([seed, t])`` whatever came before (resuming reproduces it), its rows read in
+order. Size letters: ``B`` crops of a batch, ``S`` crop side (legend: :mod:`pipeline`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from pipeline.core.config import Params, as_dict
+from pipeline.core.errors import InputError
+from pipeline.densepose.network.losses import ChartTargets, chart_targets
+from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.write import DenseposeSummary
+from pipeline.template.file import Template, decode_iuv
+
+__all__ = ["IMAGES_STREAM", "images_seed", "write_images_store", "CropBatch", "CropBatches"]
+
+IMAGES_STREAM = 5  # the seed stream of the network's bodies (the synthetic source's bodies use common.seed)
+
+
+def images_seed(seed: int) -> int:
+    """The seed the network's bodies are drawn with, from ``common.seed``: unlike any body of the synthetic source."""
+    return int(np.random.SeedSequence([seed, IMAGES_STREAM]).generate_state(1)[0])
+
+
+def write_images_store(params: Params, template: Template, out: str | Path) -> DenseposeSummary:
+    """Stage ``images``'s entry point: renders the network's bodies as images into ``out`` (module docstring)."""
+    n = params.network
+    synthetic = dataclasses.replace(params.synthetic, train_bodies=n.train_bodies, test_bodies=n.test_bodies,
+                                    views=n.views, images=True, cse=False)
+    record = {"common": as_dict(params.common), "network": as_dict(n), "synthetic": as_dict(synthetic)}
+    return write_synthetic_store(out, template, synthetic, crop=n.crop,
+                                 seed=images_seed(params.common.seed), device=params.common.device, params=record,
+                                 source="images")
+
+
+class CropBatch(NamedTuple):
+    """rgb: (B, S, S, 3) uint8; targets on the 112 x 112 grid."""
+
+    rgb: torch.Tensor
+    targets: ChartTargets
+
+
+class CropBatches:
+    """Seeded random batches of ``rows`` of a store with images (module docstring).
+
+    Args:
+        root: an open store with ``rgb``, ``gt/iuv`` and ``gt/occluder``. rows: (n,) int rows to draw from.
+        batch_size: B. seed: the draw's seed.
+    """
+
+    def __init__(self, root, rows: np.ndarray, batch_size: int, seed: int):
+        missing = [a for a in ("rgb", "gt/iuv", "gt/occluder") if a not in root]
+        if missing:
+            raise InputError(f"the store lacks {', '.join(missing)}: render it with synthetic.images: true")
+        if len(rows) == 0 or batch_size < 1:
+            raise InputError(f"training needs rows and a batch size >= 1, got {len(rows)} rows, batch {batch_size}")
+        self.root, self.rows, self.batch_size, self.seed = root, np.sort(np.asarray(rows)), batch_size, seed
+
+    def batch(self, step: int) -> CropBatch:
+        """The batch of ``step`` (the same for the same step, whatever came before)."""
+        rng = np.random.default_rng([self.seed, step])
+        pick = np.sort(rng.choice(self.rows, size=min(self.batch_size, len(self.rows)), replace=False))
+        labels, uv = decode_iuv(self.root["gt/iuv"].oindex[pick])  # exact: no missing pixels
+        occluder = torch.from_numpy(np.asarray(self.root["gt/occluder"].oindex[pick]))
+        targets = chart_targets(torch.from_numpy(labels), torch.from_numpy(uv), occluder)
+        return CropBatch(torch.from_numpy(np.asarray(self.root["rgb"].oindex[pick])), targets)

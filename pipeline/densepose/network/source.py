@@ -1,0 +1,188 @@
+"""The ``network`` source: the correspondence network of stage ``network`` run on images.
+
+Two inputs (``network_source``):
+
+- **synthetic images** (``network_source.images`` empty): the ``synthetic`` section's bodies rendered as
+  the synthetic source renders them (same bodies, cameras and occluders, the exact ground truth under
+  ``gt/``), with images (:mod:`pipeline.densepose.synthetic.images`); the network's output on each crop
+  replaces the corruption model's as the DensePose output (``labels``, ``uv``). So the end-to-end error
+  from images is measured on the very instances the synthetic source gives, next to the exact and the
+  hand-corrupted IUV. ``synthetic.corruption`` then only places the occluders.
+- **a folder of images** with a boxes JSON (``{"images": [{"file_name", "boxes", "scores"}]}``, the format
+  of ``precomputed.boxes_json``; ``scores`` optional): each image is read (:func:`read_rgb`: grey-scale,
+  16-bit and alpha images converted and counted, an unreadable file skipped and counted), its boxes checked
+  at the door (:func:`pipeline.densepose.door.door_boxes`: bad values are errors, empty boxes and boxes
+  outside the image skipped, boxes partly outside clipped, each counted), filtered by
+  ``score_threshold``/``max_instances``, each kept box resampled to the network's input (:func:`box_crops`,
+  area-averaged), and the network's 112 x 112 heatmaps resampled onto the S x S crop by Detectron2's
+  converters (:mod:`pipeline.densepose.convert`); the store is written by the writer of the Detectron2
+  source (:func:`pipeline.densepose.write.write_instances_store`).
+
+The checkpoint must have been trained for the template in use (:func:`pipeline.densepose.network.model.load_network`).
+Size letters: ``n`` instances, ``k`` boxes of an image, ``S`` crop side, ``H``/``W`` image size (legend:
+:mod:`pipeline`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.config import Params
+from pipeline.core.stage import progress, resolve_device
+from pipeline.densepose.convert import chart_output_to_crops
+from pipeline.densepose.detectron2 import IMAGE_SUFFIXES
+from pipeline.densepose.door import DoorCounts, door_boxes, path_problems, raise_problems, select_instances
+from pipeline.densepose.network.model import ChartNet, load_network, predict_charts
+from pipeline.densepose.precomputed import read_boxes_json
+from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.write import (DenseposeSummary, ImageInstances, read_name_list, store_params,
+                                      write_instances_store)
+from pipeline.template.file import Template
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONVERSIONS", "read_rgb", "box_crops", "write_network_store", "write_store"]
+
+# how an image was converted on reading, as counted in metrics/densepose.json
+CONVERSIONS = ("images_grey", "images_16bit", "images_alpha")
+_BACKDROP = 0.5  # grey that transparent pixels are composited over
+
+
+def read_rgb(path: str | Path) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """An image file as (H, W, 3) uint8 RGB and the conversions made (names from :data:`CONVERSIONS`); None
+    when the file cannot be read as an image (missing, corrupt, empty, or of another sample type).
+
+    Grey-scale becomes three equal channels; 16-bit samples are scaled to 8 bits (/ 257); an alpha channel
+    is composited over mid-grey (the network never saw transparent pixels).
+    """
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0 or img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3):
+        return None, ()
+    notes = []
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
+        notes.append("images_16bit")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2 or img.shape[2] == 2:
+        notes.append("images_grey")
+        grey = img if img.ndim == 2 else img[..., 0]
+        alpha = None if img.ndim == 2 else img[..., 1]
+        img = np.stack([grey] * 3 + ([alpha] if alpha is not None else []), axis=-1)
+    elif img.shape[2] not in (3, 4):
+        return None, ()
+    else:
+        img = img[..., [2, 1, 0] + ([3] if img.shape[2] == 4 else [])]  # OpenCV's BGR(A) -> RGB(A)
+    if img.shape[2] == 4:
+        notes.append("images_alpha")
+        a = img[..., 3:].astype(np.float64) / 255.0
+        img = np.round(img[..., :3] * a + 255.0 * _BACKDROP * (1 - a)).astype(np.uint8)
+    return np.ascontiguousarray(img), tuple(notes)
+
+
+def box_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(k, size, size, 3) uint8: each box (k, 4) x0, y0, x1, y1 (image pixels, inside the image) of ``image``
+    (H, W, 3) uint8 resampled to ``size`` x ``size``, crop pixel (r, c) showing the box point at fractions
+    ((c + 0.5) / size, (r + 0.5) / size), as the synthetic crops are rendered. Boxes larger than the crop are
+    averaged over up to 4 x 4 bilinear samples per crop pixel (no aliasing)."""
+    import cv2
+
+    out = np.empty((len(boxes), size, size, 3), np.uint8)
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64)):
+        f = int(np.clip(np.ceil(max(x1 - x0, y1 - y0) / size), 1, 4))  # samples per crop pixel and axis
+        t = (np.arange(size * f) + 0.5) / (size * f)
+        xs, ys = x0 + t * (x1 - x0) - 0.5, y0 + t * (y1 - y0) - 0.5  # OpenCV: pixel centres at integers
+        mx, my = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
+        s = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        out[i] = np.round(s.reshape(size, f, size, f, 3).mean(axis=(1, 3))).astype(np.uint8)
+    return out
+
+
+def _check_inputs(params: Params) -> None:
+    ns = params.network_source
+    problems = path_problems("network_source.images", ns.images, "folder", hint="a folder of images")
+    problems += path_problems("network_source.boxes_json", ns.boxes_json, hint="the person boxes of each image")
+    if ns.test_list:
+        problems += path_problems("network_source.test_list", ns.test_list)
+    raise_problems("densepose.source network", problems)
+
+
+def _folder_instances(net: ChartNet, input_size: int, params: Params, device: str, counts: DoorCounts,
+                      notes: dict[str, int]) -> tuple[list[ImageInstances], list[str]]:
+    """Runs the network on every box of the boxes JSON's images (module docstring)."""
+    ns, crop = params.network_source, params.densepose.crop
+    folder = Path(ns.images)
+    entries = read_boxes_json(ns.boxes_json)
+    images, skipped = [], []
+    bar = progress(total=len(entries), desc="densepose network", unit="img")
+    for _, _, name, where, boxes, scores in entries:
+        path = folder / name
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            log.warning("skipping %s: not an image file (%s)", path, ", ".join(IMAGE_SUFFIXES))
+            skipped.append(name)
+            bar.update(1)
+            continue
+        rgb, made = read_rgb(path)
+        if rgb is None:
+            log.warning("skipping %s: unreadable, corrupt or not an 8/16-bit image", path)
+            skipped.append(name)
+            bar.update(1)
+            continue
+        for note in made:
+            notes[note] += 1
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        v = door_boxes(boxes, scores, size, f"{where} in {folder}", counts)
+        keep = select_instances(scores, ns.score_threshold, ns.max_instances, usable=v.keep)
+        out = predict_charts(net, box_crops(rgb, v.boxes[keep], input_size), input_size, device, ns.batch_size)
+        charts = chart_output_to_crops(out.fine_segm, out.coarse_segm, out.u, out.v, crop)
+        images.append(ImageInstances(name, v.boxes[keep], scores[keep], labels=charts.labels.numpy(),
+                                     uv=charts.uv.numpy(), size=size))
+        bar.update(1)
+    bar.close()
+    log.info("ran the network on %d images (%d skipped): %d instances kept", len(images), len(skipped),
+             sum(len(im) for im in images))
+    return images, skipped
+
+
+def write_network_store(params: Params, template: Template, out: str | Path,
+                        checkpoint: str | Path) -> DenseposeSummary:
+    """The ``network`` source, end to end: load the checkpoint, run it, write ``densepose.zarr`` (atomic)."""
+    ns = params.network_source
+    if ns.images:
+        _check_inputs(params)
+    device = resolve_device(params.common.device)
+    net, info = load_network(checkpoint, template.hash, device)
+    input_size = int(info["input_size"])
+    log.info("network %s: width %d, trained %s steps, input %d px, on %s", checkpoint, net.width, info.get("step"),
+             input_size, device)
+    if not ns.images:
+        def observe(rows: dict[str, np.ndarray]) -> None:
+            charts = predict_charts(net, rows["rgb"], input_size, device, ns.batch_size)
+            crops = chart_output_to_crops(charts.fine_segm, charts.coarse_segm, charts.u, charts.v,
+                                          params.densepose.crop)
+            rows["labels"], rows["uv"] = crops.labels.numpy(), crops.uv.numpy().astype(np.float16)
+
+        synthetic = dataclasses.replace(params.synthetic, images=True, cse=False)
+        return write_synthetic_store(out, template, synthetic, crop=params.densepose.crop, seed=params.common.seed,
+                                     device=params.common.device, params=store_params(params), source="network",
+                                     observe=observe)
+    counts, notes = DoorCounts(), dict.fromkeys(CONVERSIONS, 0)
+    images, skipped = _folder_instances(net, input_size, params, device, counts, notes)
+    if any(notes.values()):
+        log.info("converted on reading: %s", ", ".join(f"{k} {v}" for k, v in notes.items() if v))
+    return write_instances_store(out, images, crop=params.densepose.crop, source="network",
+                                 template_hash=template.hash, params=store_params(params),
+                                 test_names=read_name_list(ns.test_list) if ns.test_list else None,
+                                 skipped=skipped, counts=counts.summary(), notes=notes)
+
+
+def write_store(params: Params, template: Template, out: str | Path,
+                checkpoint: str | Path = "models/network.pt") -> DenseposeSummary:
+    """The source's entry point (the signature every source shares, plus the checkpoint the stage names)."""
+    return write_network_store(params, template, out, checkpoint)

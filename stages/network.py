@@ -1,0 +1,53 @@
+"""Stage `network`: the correspondence network (a per-box DensePose chart predictor) trained on the images.
+
+    python -m stages.network --params params.yaml --images data/images.zarr --template data/template.npz \
+        --out models/network.pt --live metrics/network --report metrics/correspondence.json
+
+Many processes (one per GPU, or gloo on CPU): ``torchrun --nproc_per_node=N -m stages.network ...``
+
+Until training ends, the checkpoint and the curves live as ``models/.network.pt.partial`` and
+``metrics/.network.partial`` (``network.resume: true`` continues from them); the outputs appear together at
+the end, with DensePose's measures of the network and of the corruption model on the held-out crops
+(pipeline/densepose/network/train.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pipeline.core.config import load_params
+from pipeline.core.io import stage_outputs
+from pipeline.core.stage import cli, fix_threads
+from pipeline.densepose.network.train import fit_network
+
+log = logging.getLogger("stages.network")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--images", required=True, help="images store to learn from (stage images)")
+    ap.add_argument("--template", required=True, help="template .npz")
+    ap.add_argument("--out", required=True, help="checkpoint to write")
+    ap.add_argument("--live", default=None, help="dvclive folder for the training curves")
+    ap.add_argument("--report", required=True, help="JSON of DensePose's measures on the held-out crops")
+    args = ap.parse_args(argv)
+
+    # process 0 writes the outputs; under torchrun the others only train
+    lead = int(os.environ.get("RANK", "0")) == 0
+    outputs = [p for p in (args.out, args.live, args.report) if p is not None] if lead else []
+    resumable = [p for p in (args.out, args.live) if p is not None] if lead else []
+    with stage_outputs(*outputs, keep=tuple(resumable)):
+        params = load_params(args.params)
+        fix_threads(params.common.threads)
+        result = fit_network(params, args.images, args.template, args.out, args.live, args.report if lead else None)
+    for line in result.lines():
+        log.info("%s", line)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main))

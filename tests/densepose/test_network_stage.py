@@ -1,0 +1,111 @@
+"""Stages ``images`` and ``network`` (pipeline/densepose/network/dataset.py, train.py): the network's own bodies,
+a training run that writes its checkpoint, curves and DensePose's measures, and a resumed run equal to an
+uninterrupted one."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.core.config import load_params_dict
+from pipeline.core.errors import InputError
+from pipeline.core.io import partial_path
+from pipeline.densepose.network import dataset
+from pipeline.densepose.network.dataset import write_images_store
+from pipeline.densepose.network.model import load_network, read_network
+from pipeline.densepose.network.train import fit_network
+from pipeline.densepose.store import open_densepose
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {"network": {"train_bodies": 3, "test_bodies": 1, "views": 2, "crop": 32, "width": 4, "steps": 6,
+                    "batch_size": 4, "checkpoint_every": 2, "log_every": 2},
+        "common": {"device": "cpu"}}
+
+
+def _params(**network):
+    return load_params_dict({**TINY, "network": {**TINY["network"], **network}})
+
+
+@pytest.fixture(scope="module")
+def images(template, tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "images.zarr"
+    summary = write_images_store(_params(), template, path)
+    assert summary.instances == 8 and summary.train == 6 and summary.test == 2
+    return path
+
+
+def test_the_networks_bodies_are_not_the_synthetic_sources(images, template, tmp_path):
+    from pipeline.densepose.synthetic.source import write_synthetic_store
+
+    synthetic = load_params_dict({"synthetic": {"train_bodies": 3, "test_bodies": 1, "views": 2}}).synthetic
+    write_synthetic_store(tmp_path / "syn.zarr", template, synthetic, crop=32, seed=0, device="cpu")
+    ours, theirs = open_densepose(images, template.hash), open_densepose(tmp_path / "syn.zarr", template.hash)
+    assert ours.attrs["source"] == "images" and "rgb" in ours and ours["rgb"].shape[1:] == (32, 32, 3)
+    assert not np.allclose(ours["gt/joints"][:], theirs["gt/joints"][:])
+
+
+def test_a_run_writes_its_checkpoint_curves_and_measures(images, template, tmp_path):
+    out, live, report = tmp_path / "network.pt", tmp_path / "live", tmp_path / "correspondence.json"
+    result = fit_network(_params(), images, template_path(template, tmp_path), out, live, report)
+    assert result.step == 6 and out.is_file() and not partial_path(out).exists()
+    net, info = load_network(out, template.hash)
+    assert net.width == 4 and info["input_size"] == 32 and info["step"] == 6 and info["optimizer"] is not None
+    measures = json.loads(report.read_text())
+    assert measures["instances"] == 2 and measures["kappa_m"] == 0.255
+    for who in ("network", "corruption"):
+        assert set(measures[who]) >= {"part_accuracy", "uv_error", "gps", "gps_ap", "gps_ap50", "gps_ap75"}
+    assert measures["corruption"]["gps"] > 0.5  # the corruption model is mild
+    steps = [int(line.split()[0]) for line in (live / "plots/metrics/train/loss.tsv").read_text().split("\n")[1:]
+             if line]
+    assert steps == [2, 4, 6] and json.loads((live / "metrics.json").read_text())["step"] == 6
+
+
+def template_path(template, tmp_path):
+    path = tmp_path / "template.npz"
+    if not path.exists():
+        template.save(path)
+    return path
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(images, template, tmp_path, monkeypatch):
+    tpl = template_path(template, tmp_path)
+    fit_network(_params(), images, tpl, tmp_path / "whole.pt")
+    out = tmp_path / "network.pt"
+    real = dataset.CropBatches.batch
+
+    def dies_at_step_5(self, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real(self, step)
+
+    monkeypatch.setattr(dataset.CropBatches, "batch", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        fit_network(_params(), images, tpl, out)
+    assert read_network(partial_path(out))["step"] == 4 and not out.exists()
+    monkeypatch.setattr(dataset.CropBatches, "batch", real)
+    fit_network(_params(resume=True), images, tpl, out)
+    a, b = read_network(tmp_path / "whole.pt")["model"], read_network(out)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="network.width"):
+        fit_network(_params(resume=True, width=8), images, tpl, out)
+    with pytest.raises(InputError, match="past network.steps"):
+        fit_network(_params(resume=True, steps=3), images, tpl, out)
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_train_one_network(images, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--nproc_per_node=2", "--standalone", str(ROOT / "tests" / "ddp_network_worker.py"),
+           str(images), str(tmp_path)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    differ = [k for k in r0["model"] if not torch.allclose(r0["model"][k].float(), r1["model"][k].float(), atol=1e-6)]
+    assert not differ, differ  # gradients all-reduced, BatchNorm statistics averaged at the end
+    assert r0["losses"] == r1["losses"] and len(r0["losses"]) == 2  # the loss averaged over the processes
