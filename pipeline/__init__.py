@@ -11,8 +11,9 @@ core                errors, params, atomic I/O, Zarr stores, the stage runner,  
 geometry            meshes, the Laplace-Beltrami basis (stage lbo), charts,      (everything);
                     cameras, mesh drawing                                        ``lbo`` for lbo.npz
 template            stage template: the body template                            ``file``
-correspondence      the per-box chart network: losses, training, GPS (no stage)    ``network``
-densepose           stage densepose: DensePose output from one of three sources  ``store``
+densepose           stage densepose: DensePose output from one of four sources;  ``store``;
+                    stages images and network: the correspondence network       ``network.model``
+                    (``densepose.network``)
 iuv                 stage iuv: repaired IUV (or CSE) crops                       ``store``
 keypoints           stage keypoints: template-vertex keypoints                   ``store``
 train               stage train: the lifting model, losses, training             ``checkpoint``

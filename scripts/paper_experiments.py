@@ -8,6 +8,7 @@ params.yaml stay untouched), read back from ``dvc exp show --json`` and appended
     python scripts/paper_experiments.py select-c3dpo       # C3DPO's canonicalisation weight on held-out train bodies
     python scripts/paper_experiments.py table1 --seeds 0 1 2
     python scripts/paper_experiments.py parts --only parts-16
+    python scripts/paper_experiments.py sources            # MPJPE from exact, corrupted and network IUV
     python scripts/paper_experiments.py table1 --dry-run   # print the commands, run nothing
     python scripts/paper_experiments.py parts --jobs 2     # 2 runs at a time through DVC's queue
     python scripts/paper_experiments.py summarise          # only rewrite the .md and .png from the CSVs
@@ -21,6 +22,9 @@ Outputs (``--out-dir``, default ``metrics/paper``):
   reference and, in Table 1, each row's MPJPE difference to ``dp3d`` and whether it is worse by more
   than the two rows' pooled std.
 * ``parts_curve.png``: MPJPE and RE14 against the number of parts, error bars the std over seeds.
+* ``sources.csv`` and ``sources.md``: the same measures with the dense correspondence from the exact IUV, the
+  hand-made corruption and the correspondence network on the rendered images (``SOURCES``), compared with
+  the exact IUV.
 * ``c3dpo_selection.csv`` (weight, mpjpe_mm, re14_mm) and ``c3dpo_selection.md``: C3DPO's
   canonicalisation weight, chosen (lowest MPJPE) on 10% of the train bodies held out of training;
   ``table1`` uses it for ``c3dpo`` (0.1 until the selection has been run).
@@ -89,6 +93,15 @@ DEFAULT_C3DPO_WEIGHT = 0.1
 DEFAULT_SEEDS = (0, 1, 2)
 SEED_OVERRIDE = "train.seed={seed}"
 REFERENCE = "dp3d"  # Table 1's rows are compared with this one
+# Where the dense correspondence comes from (issue 15), on the same synthetic instances: the exact IUV (the
+# corruption off but the occluders, which hide the same pixels in every source), the hand-made corruption
+# (the defaults), and the correspondence network on the rendered images, trained with the 30-minute CPU profile
+NETWORK_PROFILE = ["network.train_bodies=500", "network.steps=4000"]
+EXACT = [f"synthetic.corruption.{k}=0" for k in ("uv_noise", "embedding_noise", "flip_prob", "dropout_blobs",
+                                                 "border_px")]
+SOURCES: dict[str, list[str]] = {"network": ["densepose.source=network", *NETWORK_PROFILE], "exact": EXACT,
+                                 "corrupted": []}
+SOURCES_REFERENCE = "exact"
 # -------------------------------------------------------------------------------------------------
 
 METRICS = ("mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used")  # keys of metrics/eval.json
@@ -129,6 +142,7 @@ class Table:
 TABLE1_CSV = Table("table1.csv", ("experiment", "seed"), METRICS)
 PARTS_CSV = Table("parts_curve.csv", ("parts", "seed"), METRICS)
 SELECTION_CSV = Table("c3dpo_selection.csv", ("weight",), ("mpjpe_mm", "re14_mm"))
+SOURCES_CSV = Table("sources.csv", ("experiment", "seed"), METRICS)
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,13 @@ def table1_runs(seeds: Iterable[int], c3dpo_weight: float, experiments: dict[str
     return [Run(f"t1-{exp}-s{seed}", (exp, str(seed)),
                 tuple(o.format(c3dpo_weight=_num(c3dpo_weight)) for o in overrides)
                 + (SEED_OVERRIDE.format(seed=seed),), "table1")
+            for exp, overrides in experiments.items() for seed in seeds]
+
+
+def sources_runs(seeds: Iterable[int], experiments: dict[str, list[str]] = SOURCES) -> list[Run]:
+    """The correspondence sources with every seed, named ``src-<source>-s<seed>`` (the network first: the other
+    sources' runs find its stages in DVC's run cache)."""
+    return [Run(f"src-{exp}-s{seed}", (exp, str(seed)), (*overrides, SEED_OVERRIDE.format(seed=seed)), "sources")
             for exp, overrides in experiments.items() for seed in seeds]
 
 
@@ -338,12 +359,12 @@ def _stat_cells(stats: dict) -> list[str]:
     return cells + [_fmt(ratio(stats), ".3f"), fmt_mean_std(*stats["parts_used"][:2])]
 
 
-def table1_rows(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[dict]:
+def table1_rows(rows: list[dict[str, Any]], reference: str = REFERENCE, order: Iterable[str] = TABLE1) -> list[dict]:
     """Table 1's summary lines: experiment, stats, Δ MPJPE to the reference, pooled std, verdict."""
     stats = group_stats(rows, "experiment")
     ref = stats.get(reference)
     out = []
-    for name in _ordered(stats, TABLE1):
+    for name in _ordered(stats, order):
         s = stats[name]
         if ref is None or name == reference:
             diff = pooled = math.nan
@@ -355,17 +376,23 @@ def table1_rows(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[
     return out
 
 
-def table1_markdown(rows: list[dict[str, Any]], reference: str = REFERENCE) -> str:
-    """Table 1 as Markdown: mean ± std over seeds per experiment, the ratio to the flat reference and
-    each row's MPJPE difference to the reference row with the pooled-std verdict."""
+def table1_markdown(rows: list[dict[str, Any]], reference: str = REFERENCE, order: Iterable[str] = TABLE1,
+                    title: str = "Table 1") -> str:
+    """Table 1 (or another table of experiments) as Markdown: mean ± std over seeds per experiment, the ratio
+    to the flat reference and each row's MPJPE difference to the reference row with the pooled-std verdict."""
     header = ["experiment", "seeds", *(c for c, _ in _COLUMNS), "MPJPE / flat", "parts used",
               f"Δ MPJPE vs {reference}", "pooled std", "worse by more than pooled std"]
     lines = [[r["experiment"], *_stat_cells(r["stats"]), _fmt(r["diff"], "+.1f"), _fmt(r["pooled"], ".1f"),
-              r["verdict"]] for r in table1_rows(rows, reference)]
-    caption = ("Table 1 (test split, mm; mean ± sample std over seeds; MPJPE / flat: mean MPJPE over the mean "
+              r["verdict"]] for r in table1_rows(rows, reference, order)]
+    caption = (f"{title} (test split, mm; mean ± sample std over seeds; MPJPE / flat: mean MPJPE over the mean "
                "flat reference; pooled std = sqrt(((n₁−1)s₁² + (n₂−1)s₂²) / (n₁+n₂−2)) of the row and "
                f"{reference}):\n\n")
     return caption + _markdown(header, lines)
+
+
+def sources_markdown(rows: list[dict[str, Any]]) -> str:
+    """The sources table as Markdown, compared with the exact IUV (:func:`table1_markdown`)."""
+    return table1_markdown(rows, SOURCES_REFERENCE, SOURCES, "MPJPE by correspondence source")
 
 
 def parts_markdown(rows: list[dict[str, Any]]) -> str:
@@ -744,6 +771,7 @@ def summarise(out_dir: Path) -> list[Path]:
     """Rewrite the Markdown summaries and the figure from the CSVs there are; the files written."""
     written = []
     for table, render, md in ((TABLE1_CSV, table1_markdown, "table1.md"),
+                              (SOURCES_CSV, sources_markdown, "sources.md"),
                               (PARTS_CSV, parts_markdown, "parts_curve.md"),
                               (SELECTION_CSV, selection_markdown, "c3dpo_selection.md")):
         rows = read_rows(out_dir / table.file)
@@ -777,7 +805,7 @@ def parse_seeds(values: list[str]) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("command", choices=["table1", "parts", "select-c3dpo", "summarise", "all"])
+    ap.add_argument("command", choices=["table1", "parts", "select-c3dpo", "sources", "summarise", "all"])
     ap.add_argument("--seeds", nargs="+", default=[",".join(map(str, DEFAULT_SEEDS))],
                     help="train.seed values (default 0 1 2)")
     ap.add_argument("--only", help="run only the runs whose name contains this text, e.g. t1-no_arap or -s1")
@@ -820,6 +848,8 @@ def plan(command: str, args: argparse.Namespace) -> list[tuple[Table, list[Run]]
         return [(TABLE1_CSV, only(table1_runs(args.seeds, weight), args.only))]
     if command == "parts":
         return [(PARTS_CSV, only(parts_runs(args.seeds), args.only))]
+    if command == "sources":
+        return [(SOURCES_CSV, only(sources_runs(args.seeds), args.only))]
     return []
 
 

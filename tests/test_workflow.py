@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "synthetic": {"train_bodies": 12, "test_bodies": 4, "views": 2, "batch": 8},
+    # 150 steps: the least that sees the person (densepose.source network runs it end to end below)
+    "network": {"train_bodies": 4, "test_bodies": 1, "views": 2, "crop": 32, "width": 4, "steps": 150,
+                "batch_size": 4, "lr": 0.03, "log_every": 10, "test_instances": 2},
     "iuv": {"workers": 1, "previews": 2},
     "model": {"hidden": 128, "bottleneck": 32, "blocks": 1, "parts": 3, "lbo_basis": 8},
     "train": {"epochs": 2, "batch_size": 8, "checkpoint_every": 50, "log_every": 1},
@@ -58,8 +61,9 @@ def repo(tmp_path_factory):
 @pytest.mark.slow
 def test_repro_then_experiments(repo):
     out = _run(repo, "dvc", "repro")
-    for stage in ("template", "lbo", "densepose", "iuv", "keypoints", "train", "evaluate"):
+    for stage in ("template", "lbo", "images", "network", "densepose", "iuv", "keypoints", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out, stage
+    assert json.loads((repo / "metrics" / "correspondence.json").read_text())["network"]["instances"] == 2
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     assert metrics["mpjpe_mm"] > 0 and metrics["test_instances"] > 0
     assert "Running stage" not in _run(repo, "dvc", "repro")  # nothing changed: nothing runs
@@ -90,3 +94,11 @@ def test_repro_then_experiments(repo):
                            input=json.dumps(shown), capture_output=True, text=True, cwd=repo)
     assert table.returncode == 0, table.stderr
     assert "parts2" in table.stdout and "parts4" in table.stdout, table.stdout
+
+    # the README's switch to the correspondence network: from rendered images to evaluate
+    out = _run(repo, "dvc", "exp", "run", "-S", "densepose.source=network", "-n", "from-images")
+    ran = {s for s in ("images", "network", "densepose", "iuv", "keypoints", "train", "evaluate")
+           if f"Running stage '{s}'" in out}
+    assert ran == {"densepose", "iuv", "keypoints", "train", "evaluate"}, out
+    shown = json.dumps(json.loads(_run(repo, "dvc", "exp", "show", "--json")))
+    assert "from-images" in shown and "mpjpe_mm" in shown

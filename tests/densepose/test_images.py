@@ -1,14 +1,15 @@
 """Photo-like RGB crops of the synthetic source (pipeline/densepose/synthetic/images.py): every body pixel's
-colour comes from the surface point its exact IUV names, outputs are deterministic, occluders agree
-with the DensePose-like output."""
+colour comes from the surface point its exact IUV names, the cues of which way a body faces (face, hair,
+chest print, back pockets, wrist band) lie where they belong on the template, outputs are deterministic,
+occluders agree with the DensePose-like output."""
 
 import numpy as np
 import pytest
 
 from pipeline.core.config import load_params_dict
 from pipeline.densepose.store import open_densepose
-from pipeline.densepose.synthetic.images import (BOTTOM, OUTFIT_STREAM, Outfit, SKIN, TOP, albedo, background, lambert,
-                                                 sample_outfit, to_srgb8)
+from pipeline.densepose.synthetic.images import (BOTTOM, EMBLEM, NO_PRINT, OUTFIT_STREAM, Outfit, SKIN, TOP, albedo,
+                                                 background, lambert, sample_outfit, to_srgb8)
 from pipeline.densepose.synthetic.source import write_synthetic_store
 from pipeline.template.file import decode_iuv
 
@@ -37,6 +38,94 @@ def test_albedo_follows_part_region_and_chart_pattern():
     short = albedo(labels, uv, _outfit(short_sleeves=True, shorts=True))
     assert np.allclose(short[1, 0], (0.7, 0.5, 0.4)) and np.allclose(short[1, 3], (0.7, 0.5, 0.4))
     assert np.allclose(short[1, 2], (0.1, 0.8, 0.1))  # upper leg still in the shorts
+
+
+def _surface(template, k: int = 30):
+    """Points spread over the template's surface, ``k`` a face: parts (P,), chart (U, V) (P, 2) and
+    positions (P, 3), all interpolated with the same barycentric weights."""
+    w = np.random.default_rng(0).dirichlet(np.ones(3), size=(len(template.faces), k))
+    x = np.einsum("fkc,fcd->fkd", w, template.vertices[template.faces]).reshape(-1, 3)
+    uv = np.einsum("fkc,fcd->fkd", w, template.chart_uv[template.chart_faces]).reshape(-1, 2)
+    return np.repeat(template.face_part, k), uv, x
+
+
+def _is(a: np.ndarray, colour) -> np.ndarray:
+    return np.all(np.abs(a - np.asarray(colour, np.float32)) < 1e-6, axis=-1)
+
+
+def test_the_cues_lie_on_the_template_where_they_belong(template):
+    """Painted on the template's surface through its charts: the face is on the front of the head (eyes
+    above the lips, one of each half), the hair on the back and top, the emblem on the left of the chest
+    front and nowhere on the back, the pockets behind the hips, the band round the left wrist."""
+    hair, print_colour, watch = (0.1, 0.9, 0.9), (0.2, 0.2, 0.9), (0.9, 0.9, 0.2)
+    o = _outfit(pattern=np.zeros(4, int), hair=np.array(hair), chest=EMBLEM, print_colour=np.array(print_colour),
+                pockets=True, watch=np.array(watch))
+    parts, uv, x = _surface(template)
+    a = albedo(parts[None], uv.T[:, None], o)[0]
+    up, forward = np.asarray(template.up, np.float64), np.asarray(template.forward, np.float64)
+    left = np.cross(up, forward)  # the person's left
+    head = np.isin(parts, (23, 24))
+    d = x - x[head].mean(axis=0)
+    eyes, lips = head & _is(a, (0.03, 0.025, 0.025)), head & _is(a, o.colours[SKIN, 0] * (0.85, 0.45, 0.45))
+    for m in (eyes, lips):
+        assert m.sum() > 100 and (d[m] @ forward).min() > 0.01  # in front of the head's centre
+        assert (parts[m] == 23).any() and (parts[m] == 24).any()
+    assert (d[eyes] @ up).mean() > (d[lips] @ up).mean() + 0.04
+    assert np.all((d[eyes & (parts == 23)] @ left) < 0) and np.all((d[eyes & (parts == 24)] @ left) > 0)
+    on_hair = head & _is(a, hair)
+    back, face = head & (d @ forward < -0.03), head & (d @ forward > 0.03)
+    assert on_hair[back].mean() > 0.6 and on_hair[face].mean() < 0.15, (on_hair[back].mean(), on_hair[face].mean())
+    emblem = _is(a, print_colour)
+    assert emblem.sum() > 100 and set(parts[emblem]) == {2}  # torso front only
+    torso = np.isin(parts, (1, 2))
+    assert np.all((x[emblem] - x[torso].mean(axis=0)) @ left > 0.02)
+    pockets = _is(a, 0.55 * o.colours[BOTTOM, 0])
+    assert pockets.sum() > 100 and set(parts[pockets]) == {7, 8}
+    hips = x[np.isin(parts, (7, 8, 9, 10))].mean(axis=0)
+    assert np.all((x[pockets] - hips) @ forward < 0)
+    band = _is(a, watch)
+    left_hand, right_hand = x[parts == 4].mean(axis=0), x[parts == 3].mean(axis=0)
+    assert band.sum() > 50 and set(parts[band]) == {19, 21}  # the left lower arm, back and front
+    assert np.linalg.norm(x[band] - left_hand, axis=1).max() < 0.2 < np.linalg.norm(x[band] - right_hand, axis=1).min()
+
+
+def test_the_face_and_the_chest_print_change_the_albedo():
+    """Albedo at the eyes differs from plain skin on both head charts (24 mirrors 23 in V); a bald head is
+    skin where hair would be; the torso front differs from the back where a print is."""
+    eye = np.array([[0.797, 0.636], [0.797, 1 - 0.636]]).T  # chart 23, chart 24
+    labels = np.array([[23, 24, 23, 2, 1, 2]])
+    uv = np.concatenate([eye, [[0.1], [0.8]], [[0.28, 0.28, 0.9], [0.66, 0.66, 0.5]]], axis=1)[:, None]
+    o = _outfit(hair=np.array([0.1, 0.05, 0.02]), chest=EMBLEM, print_colour=np.array([0.1, 0.9, 0.1]))
+    a = albedo(labels, uv, o)[0]
+    skin = o.colours[SKIN, 0]
+    assert not np.allclose(a[0], skin) and np.allclose(a[0], a[1])  # the two eyes
+    assert np.allclose(a[2], (0.1, 0.05, 0.02))  # the back of the head: hair
+    assert np.allclose(albedo(labels, uv, _outfit())[0, 2], skin)  # bald
+    assert np.allclose(a[3], (0.1, 0.9, 0.1)) and np.allclose(a[4], o.colours[TOP, 0])  # front print, plain back
+    assert np.allclose(a[5], o.colours[TOP, 0])  # the front away from the emblem
+
+
+def test_outfits_draw_the_cues(template):
+    """Most bodies have hair and a print on the front; with a print, the torso front's colours differ
+    from the back's; the colours and cuts drawn before the cues are those of the outfits without them."""
+    outfits = [sample_outfit(np.random.default_rng([0, OUTFIT_STREAM, b])) for b in range(200)]
+    assert 0.75 < np.mean([o.hair is not None for o in outfits]) < 0.95
+    assert 0.75 < np.mean([o.chest != NO_PRINT for o in outfits]) < 0.95
+    assert 0.3 < np.mean([o.watch is not None for o in outfits]) < 0.7
+    parts, uv, _ = _surface(template, k=10)
+    front, back = parts == 2, parts == 1
+    for o in outfits[:20]:
+        a = albedo(parts[None], uv.T[:, None], o)[0]
+        on_front, on_back = _is(a[front], o.print_colour).mean(), _is(a[back], o.print_colour).mean()
+        if o.chest != NO_PRINT:
+            assert on_front > 0.03 and on_back == 0, (o.chest, on_front, on_back)
+    rng = np.random.default_rng([0, OUTFIT_STREAM, 7])  # the draws of the outfits before the cues
+    t = rng.random()
+    skin = np.clip((1 - t) * np.array([0.80, 0.60, 0.50]) + t * np.array([0.16, 0.09, 0.06]) + rng.normal(0, 0.02, 3),
+                   0.02, 1.0)
+    colours = rng.random((4, 2, 3)) ** 1.5
+    assert np.array_equal(outfits[7].colours[SKIN], np.broadcast_to(skin, (2, 3)))
+    assert np.array_equal(outfits[7].colours[1:], colours[1:])
 
 
 def test_lambert_is_ambient_in_shadow_and_full_facing_the_light():
@@ -89,8 +178,8 @@ def test_a_body_pixel_is_the_shaded_albedo_of_the_point_its_iuv_names(rendered):
     for i in range(len(rgb)):
         t, ok = _shaded_albedo(rgb[i], iuv[i], int(body[i]), p.synthetic.ambient_min)
         tested, consistent = tested + int(t.sum()), consistent + int(ok.sum())
-    # the rest: pattern borders, where the quantised U, V of gt/iuv falls in the neighbouring stripe
-    # (measured: 99.6 %; with another body's outfit 3 %)
+    # the rest: pattern and cue borders, where the quantised U, V of gt/iuv falls in the neighbouring colour
+    # (measured: 99.5 % with the face and print cues; with another body's outfit 2 %)
     assert tested > 5000 and consistent / tested > 0.97, consistent / tested
 
 

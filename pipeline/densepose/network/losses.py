@@ -6,7 +6,9 @@ With ``fg`` the person's pixels (the exact IUV's foreground, minus the pixels of
 112 x 112 heatmap grid (nearest):
 
 - ``coarse``: cross-entropy of ``coarse_segm`` against ``fg`` over every pixel;
-- ``fine``: cross-entropy of ``fine_segm`` against ``I`` over every pixel (background is class 0);
+- ``fine``: cross-entropy of ``fine_segm`` against ``I`` over ``fg`` only (as DensePose trains it: the parts
+  are learnt where there is a person, the foreground by ``coarse``; channel 0 is never a target, so the
+  converters' ``argmax(fine) * (argmax(coarse) > 0)`` picks a body part wherever ``coarse`` sees the person);
 - ``uv``: smooth-L1 (``beta``) of ``u`` and ``v`` read at the true part's channel against ``U``, ``V``,
   over ``fg``.
 
@@ -58,13 +60,14 @@ def chart_loss(out: ChartOutput, t: ChartTargets, w_coarse: float = 1.0, w_fine:
                beta: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total loss and its terms (module docstring)."""
     coarse = F.cross_entropy(out.coarse_segm, t.fg.long())
-    fine = F.cross_entropy(out.fine_segm, t.labels)
     index = t.labels[:, None]
     u = out.u.gather(1, index)[:, 0][t.fg]
     v = out.v.gather(1, index)[:, 0][t.fg]
     if t.fg.any():
+        fine = F.cross_entropy(out.fine_segm.permute(0, 2, 3, 1)[t.fg], t.labels[t.fg])
         uv = F.smooth_l1_loss(u, t.u[t.fg], beta=beta) + F.smooth_l1_loss(v, t.v[t.fg], beta=beta)
     else:
+        fine = out.fine_segm.sum() * 0.0
         uv = out.u.sum() * 0.0
     terms = {"coarse": coarse, "fine": fine, "uv": uv}
     return w_coarse * coarse + w_fine * fine + w_uv * uv, terms
