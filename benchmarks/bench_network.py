@@ -1,5 +1,7 @@
 """Speed of the correspondence network (pipeline/densepose/network/model.py) on this machine's CPU threads:
-inference boxes/s and training steps/s at a few widths, input 112 x 112 (the default crop).
+inference boxes/s and training steps/s at a few widths, input 112 x 112 (the default crop), and the whole
+per-box inference of ``densepose.source: network`` on a photo (box resampling, network, Detectron2's
+converters onto the 112-pixel crop).
 
     PYTHONPATH=. python benchmarks/bench_network.py
 """
@@ -8,10 +10,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
+from pipeline.densepose.convert import chart_output_to_crops
 from pipeline.densepose.network.losses import chart_loss, chart_targets
-from pipeline.densepose.network.model import ChartNet, normalise_images
+from pipeline.densepose.network.model import ChartNet, normalise_images, predict_charts
+from pipeline.densepose.network.source import box_crops
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:
@@ -53,6 +58,17 @@ def main() -> None:
         st = _median_seconds(step, 3)
         print(f"width {width:3d} ({params / 1e6:.2f} M parameters): inference {64 / dt:7.1f} boxes/s (batch 64), "
               f"training {1 / st:5.2f} steps/s (batch 16, {16 / st:6.1f} boxes/s)")
+        photo = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        boxes = np.array([[40 + 9 * k, 30 + 5 * k, 240 + 9 * k, 430 + 5 * k] for k in range(64)], np.float32)
+        net.eval()
+
+        def source():
+            out = predict_charts(net, box_crops(photo, boxes, 112), 112, "cpu", 64)
+            chart_output_to_crops(out.fine_segm, out.coarse_segm, out.u, out.v, 112)
+
+        dt = _median_seconds(source)
+        print(f"width {width:3d}: densepose.source network, 64 boxes of 200 x 400 pixels in a 640 x 480 photo: "
+              f"{64 / dt:7.1f} boxes/s (resampling, network, converters)")
 
 
 if __name__ == "__main__":

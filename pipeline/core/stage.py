@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 from pipeline.core.errors import InputError, UserError, describe_os_error
 
-__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "resolve_device", "process_group"]
+__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "resolve_device", "process_group",
+           "mean_over_processes", "average_batchnorm"]
 
 # the geometry stages (template, lbo) always use one thread: their outputs are then the same on
 # every machine whatever its params, and they take seconds
@@ -115,3 +116,25 @@ def process_group(name: str) -> tuple[str, int, int, int]:
     if device == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     return device, rank, world, local_rank
+
+
+def mean_over_processes(value, world: int) -> float:
+    """A tensor's value averaged over the ``torchrun`` processes (alone: its own value)."""
+    import torch.distributed as dist
+
+    value = value.detach().clone()
+    if world > 1:
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def average_batchnorm(module, world: int) -> None:
+    """Averages ``module``'s BatchNorm running statistics over the ``torchrun`` processes: each process
+    updated them on its own slices of the batches."""
+    import torch.distributed as dist
+
+    for name, buf in module.named_buffers():
+        if "running_" in name:
+            dist.all_reduce(buf)
+            buf /= world

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from pipeline.core.config import Params, TrainParams, as_dict
 from pipeline.core.errors import InputError, UserError
 from pipeline.core.io import partial_path, publish_partial, remove_path
-from pipeline.core.stage import process_group, progress
+from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
 from pipeline.geometry.lbo import load_basis, unit_rms
 from pipeline.geometry.mesh import vertex_areas
 from pipeline.keypoints.store import holdout_rows, open_keypoints
@@ -217,15 +216,6 @@ def _batch_inputs(batch, device: str, oracle: bool, inplane: bool) -> tuple[torc
     return kp, vis, truth, batch.count.to(device)
 
 
-def _mean_over_processes(value: torch.Tensor, world: int) -> float:
-    """The loss averaged over the torchrun processes (itself alone)."""
-    value = value.detach().clone()
-    if world > 1:
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
-
-
 def _divergence(value: float, state: _Progress, cfg: TrainParams) -> TrainingDiverged | None:
     """The error that stops training when the loss ``value`` is not finite or exploded, else None."""
     if math.isfinite(value) and value <= cfg.explode_factor * max(state.first_loss, 1e-12):
@@ -246,14 +236,6 @@ def _log_losses(state: _Progress, live, bar) -> None:
         for k, v in state.metrics.items():
             live.log_metric(f"train/{k}", v)
         live.make_summary()
-
-
-def _average_batchnorm(objective: TrainingObjective, world: int) -> None:
-    """BatchNorm statistics were updated on each process's own slice of the batches: average them."""
-    for name, buf in objective.named_buffers():
-        if "running_" in name:
-            dist.all_reduce(buf)
-            buf /= world
 
 
 def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str | Path, out: str | Path,
@@ -339,7 +321,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             loss, terms = net(*_batch_inputs(batch, device, oracle, cfg.inplane_augment))
-            value = _mean_over_processes(loss, world)
+            value = mean_over_processes(loss, world)
             if state.first_loss is None:
                 state.first_loss = value
             error = _divergence(value, state, cfg)
@@ -360,7 +342,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
 
     # the end: one model for all processes, the outputs under their names
     if world > 1:
-        _average_batchnorm(objective, world)
+        average_batchnorm(objective, world)
         if lead:
             save()
     if live is not None:

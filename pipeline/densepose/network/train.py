@@ -30,12 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from pipeline.core.config import Params, as_dict
 from pipeline.core.errors import InputError, UserError
 from pipeline.core.io import partial_path, publish_partial, remove_path, save_json
-from pipeline.core.stage import process_group, progress
+from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
 from pipeline.densepose.network.dataset import CropBatches
 from pipeline.densepose.network.losses import ChartTargets, chart_loss
 from pipeline.densepose.network.measures import correspondence_report
@@ -129,35 +128,18 @@ def train_network(batches: CropBatches, steps: int, lr: float = 3e-3, width: int
         bar.update(1)
         done = step + 1
         if done % log_every == 0 or done == steps:
-            record = {"step": done, "loss": _mean(loss, world), **{k: _mean(v, world) for k, v in terms.items()},
-                      "lr": rate}
+            record = {"step": done, "loss": mean_over_processes(loss, world),
+                      **{k: mean_over_processes(v, world) for k, v in terms.items()}, "lr": rate}
             history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             if on_log is not None:
                 on_log(done, record)
         if world > 1 and done == steps:
-            _average_batchnorm(net, world)
+            average_batchnorm(net, world)
         if on_checkpoint is not None and ((checkpoint_every and done % checkpoint_every == 0) or done == steps):
             on_checkpoint(done, net, opt)
     bar.close()
     return net.eval(), history
-
-
-def _mean(value: torch.Tensor, world: int) -> float:
-    """A loss averaged over the torchrun processes (itself alone)."""
-    value = value.detach().clone()
-    if world > 1:
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
-
-
-def _average_batchnorm(net: ChartNet, world: int) -> None:
-    """Each process updated the BatchNorm statistics on its own slices: average them."""
-    for name, buf in net.named_buffers():
-        if "running_" in name:
-            dist.all_reduce(buf)
-            buf /= world
 
 
 @dataclass(frozen=True)
