@@ -169,8 +169,9 @@ def table1_runs(seeds: Iterable[int], c3dpo_weight: float, experiments: dict[str
 
 
 def sources_runs(seeds: Iterable[int], experiments: dict[str, list[str]] = SOURCES) -> list[Run]:
-    """The correspondence sources with every seed, named ``src-<source>-s<seed>`` (the network first: the other
-    sources' runs find its stages in DVC's run cache)."""
+    """The correspondence sources with every seed, named ``src-<source>-s<seed>``. Each network seed retrains the
+    network (about 18 minutes on 2 cores): DVC's run cache does not restore ``models/network.pt``, a persistent
+    output (docs/DESIGN.md §11)."""
     return [Run(f"src-{exp}-s{seed}", (exp, str(seed)), (*overrides, SEED_OVERRIDE.format(seed=seed)), "sources")
             for exp, overrides in experiments.items() for seed in seeds]
 
