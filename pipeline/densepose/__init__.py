@@ -1,1 +1,1 @@
-"""Stage ``densepose``: DensePose output per instance from one of three sources; ``store`` is its read side."""
+"""Stage ``densepose``: DensePose output per instance from one of four sources; ``store`` is its read side."""

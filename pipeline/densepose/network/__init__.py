@@ -1,3 +1,4 @@
-"""The correspondence network: a per-box DensePose chart predictor in plain PyTorch (``network``), its losses,
-its training on the synthetic images (``train``) and DensePose's measures (``measures``). Its DVC stage and
-the ``network`` source of the densepose stage are still to come (issue 15)."""
+"""The correspondence network, a per-box DensePose chart predictor in plain PyTorch: stages ``images``
+(``dataset``: the rendered images it learns from) and ``network`` (``train``: ``fit_network``; ``losses``;
+``measures``: DensePose's, GPS), the ``network`` source of stage ``densepose`` (``source``), and ``model``,
+the read side of ``models/network.pt``."""
