@@ -13,9 +13,8 @@ import time
 import numpy as np
 import torch
 
-from pipeline.densepose.convert import chart_output_to_crops
 from pipeline.densepose.network.losses import chart_loss, chart_targets
-from pipeline.densepose.network.model import ChartNet, normalise_images, predict_charts
+from pipeline.densepose.network.model import ChartNet, normalise_images, predict_crops
 from pipeline.densepose.network.source import box_crops
 
 
@@ -63,8 +62,7 @@ def main() -> None:
         net.eval()
 
         def source():
-            out = predict_charts(net, box_crops(photo, boxes, 112), 112, "cpu", 64)
-            chart_output_to_crops(out.fine_segm, out.coarse_segm, out.u, out.v, 112)
+            predict_crops(net, box_crops(photo, boxes, 112), 112, 112, "cpu", 64)
 
         dt = _median_seconds(source)
         print(f"width {width:3d}: densepose.source network, 64 boxes of 200 x 400 pixels in a 640 x 480 photo: "

@@ -2,8 +2,8 @@
 
 :func:`write_images_store` renders ``network.train_bodies + network.test_bodies`` Anny bodies, ``network.views``
 crops of ``network.crop`` pixels each, as photo-like images with their exact IUV (the synthetic source with
-``synthetic.images: true``, :mod:`pipeline.densepose.synthetic.images`): ``data/images.zarr``, a densepose store (layout:
-:mod:`pipeline.densepose.store`) whose ``rgb``, ``gt/iuv`` and ``gt/occluder`` are the training data and
+``synthetic.images: true``, :mod:`pipeline.densepose.synthetic.images`): ``data/images.zarr``, a densepose
+store (layout: :mod:`pipeline.densepose.store`) whose ``rgb``, ``gt/iuv`` and ``gt/occluder`` are the training data and
 whose ``labels``/``uv`` (the corruption model's output on the same crops) are the yardstick of
 ``metrics/correspondence.json``. Everything else about the bodies, cameras, lighting and occluders comes
 from the ``synthetic`` section, so the network learns the distribution it is later run on; the bodies are
@@ -11,7 +11,8 @@ drawn from a seed of their own (:func:`images_seed`), so none of them is a body 
 
 :class:`CropBatches` streams seeded random batches of a store's train rows: the batch of step ``t`` is
 drawn from ``default_rng([seed, t])`` whatever came before (resuming reproduces it); the train rows are
-read into memory once when they fit in :data:`MEMORY_BYTES` (else each batch reads its rows, in order). Size letters: ``B`` crops of a batch, ``S`` crop side (legend: :mod:`pipeline`).
+read into memory once when they fit in :data:`MEMORY_BYTES` (else each batch reads its rows, in order).
+Size letters: ``B`` crops of a batch, ``S`` crop side (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations

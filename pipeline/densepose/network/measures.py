@@ -34,8 +34,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from pipeline.core.errors import InputError
-from pipeline.densepose.convert import chart_output_to_crops
-from pipeline.densepose.network.model import ChartNet, predict_charts
+from pipeline.densepose.network.model import ChartNet, predict_crops
 from pipeline.geometry.charts import ChartLocator
 from pipeline.geometry.mesh import edges
 from pipeline.template.file import Template, decode_iuv
@@ -130,8 +129,7 @@ def correspondence_report(net: ChartNet, root, rows: np.ndarray, template: Templ
     network, corruption = [], []
     for a in range(0, len(rows), batch_size):
         idx = np.asarray(rows[a:a + batch_size])
-        out = predict_charts(net, root["rgb"].oindex[idx], input_size, device)
-        pred = chart_output_to_crops(out.fine_segm, out.coarse_segm, out.u, out.v, crop)
+        pred = predict_crops(net, root["rgb"].oindex[idx], input_size, crop, device)
         labels, uv = decode_iuv(root["gt/iuv"].oindex[idx])
         occluder = np.asarray(root["gt/occluder"].oindex[idx])
         old_labels, old_uv = root["labels"].oindex[idx], root["uv"].oindex[idx].astype(np.float32)

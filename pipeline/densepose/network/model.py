@@ -36,9 +36,10 @@ from torch import nn
 
 from pipeline.core.errors import InputError
 from pipeline.core.io import atomic_path
+from pipeline.densepose.convert import ChartCrops, chart_output_to_crops
 
 __all__ = ["HEATMAP", "N_FINE", "N_COARSE", "ChartOutput", "ChartNet", "unit_images", "standardise",
-           "normalise_images", "predict_charts", "save_network", "read_network", "load_network"]
+           "normalise_images", "predict_charts", "predict_crops", "save_network", "read_network", "load_network"]
 
 HEATMAP = 112  # Detectron2's chart heatmaps are 112 x 112 per box
 N_FINE, N_COARSE = 25, 2
@@ -132,6 +133,14 @@ def predict_charts(net: ChartNet, rgb: np.ndarray, input_size: int, device: str 
     if not outs:
         return ChartOutput(*(torch.zeros((0, c, HEATMAP, HEATMAP)) for c in (N_COARSE, N_FINE, N_FINE, N_FINE)))
     return ChartOutput(*(torch.cat(ts) for ts in zip(*outs)))
+
+
+def predict_crops(net: ChartNet, rgb: np.ndarray, input_size: int, crop: int, device: str | torch.device = "cpu",
+                  batch_size: int = 64) -> ChartCrops:
+    """The network's labels (B, S, S) uint8 and U, V (B, 2, S, S) float32 on the S = ``crop`` grid of each box, for
+    crops ``rgb`` (B, H, W, 3) uint8: :func:`predict_charts` through Detectron2's converters."""
+    out = predict_charts(net, rgb, input_size, device, batch_size)
+    return chart_output_to_crops(out.fine_segm, out.coarse_segm, out.u, out.v, crop)
 
 
 def save_network(path: str | Path, net: ChartNet, input_size: int, template_hash: str, params: dict, step: int,

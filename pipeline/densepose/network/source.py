@@ -33,10 +33,9 @@ import numpy as np
 
 from pipeline.core.config import Params
 from pipeline.core.stage import progress, resolve_device
-from pipeline.densepose.convert import chart_output_to_crops
 from pipeline.densepose.detectron2 import IMAGE_SUFFIXES
 from pipeline.densepose.door import DoorCounts, door_boxes, path_problems, raise_problems, select_instances
-from pipeline.densepose.network.model import ChartNet, load_network, predict_charts
+from pipeline.densepose.network.model import ChartNet, load_network, predict_crops
 from pipeline.densepose.precomputed import read_boxes_json
 from pipeline.densepose.synthetic.source import write_synthetic_store
 from pipeline.densepose.write import (DenseposeSummary, ImageInstances, read_name_list, store_params,
@@ -139,8 +138,7 @@ def _folder_instances(net: ChartNet, input_size: int, params: Params, device: st
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         v = door_boxes(boxes, scores, size, f"{where} in {folder}", counts)
         keep = select_instances(scores, ns.score_threshold, ns.max_instances, usable=v.keep)
-        out = predict_charts(net, box_crops(rgb, v.boxes[keep], input_size), input_size, device, ns.batch_size)
-        charts = chart_output_to_crops(out.fine_segm, out.coarse_segm, out.u, out.v, crop)
+        charts = predict_crops(net, box_crops(rgb, v.boxes[keep], input_size), input_size, crop, device, ns.batch_size)
         images.append(ImageInstances(name, v.boxes[keep], scores[keep], labels=charts.labels.numpy(),
                                      uv=charts.uv.numpy(), size=size))
         bar.update(1)
@@ -163,9 +161,7 @@ def write_network_store(params: Params, template: Template, out: str | Path,
              input_size, device)
     if not ns.images:
         def observe(rows: dict[str, np.ndarray]) -> None:
-            charts = predict_charts(net, rows["rgb"], input_size, device, ns.batch_size)
-            crops = chart_output_to_crops(charts.fine_segm, charts.coarse_segm, charts.u, charts.v,
-                                          params.densepose.crop)
+            crops = predict_crops(net, rows["rgb"], input_size, params.densepose.crop, device, ns.batch_size)
             rows["labels"], rows["uv"] = crops.labels.numpy(), crops.uv.numpy().astype(np.float16)
 
         synthetic = dataclasses.replace(params.synthetic, images=True, cse=False)
