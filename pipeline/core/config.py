@@ -225,7 +225,9 @@ def _check_ranges(section: str, obj: Any, names: tuple[str, ...]) -> None:
 class CorruptionParams:
     """``synthetic.corruption``: DensePose-like errors applied to the exact rendering (all 0: exact)."""
 
-    uv_noise: float = param(0.02, "std of Gaussian noise added to U and V", lo=0.0, hi=1.0)
+    uv_noise: float = param(0.11, "std of Gaussian noise added to U and V", lo=0.0, hi=1.0)
+    uv_noise_scale: float = param(0.05, "U/V noise smoothness: Gaussian blur sigma as a fraction of S (0: per pixel)",
+                                  lo=0.0, hi=1.0)
     embedding_noise: float = param(0.02, "std of Gaussian noise added to each CSE embedding channel", lo=0.0, hi=1.0)
     flip_prob: float = param(0.3, "probability that a pixel on a part border takes its neighbour's part",
                              lo=0.0, hi=1.0)
@@ -237,6 +239,9 @@ class CorruptionParams:
     occluder_soft: float = param(1.5, "Gaussian sigma (pixels) of the occluder's soft alpha edge", lo=0.0, hi=20.0)
     occluder_missing: float = param(0.5, "probability that an occluder's pixels become missing "
                                     "(else background)", lo=0.0, hi=1.0)
+    seam_px: int = param(3, "front/back seam of a segment moved by up to this many pixels", lo=0, hi=32)
+    mirror_prob: float = param(0.37, "probability that a segment gets a patch of its left/right twin's labels",
+                               lo=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,8 @@ class SyntheticParams:
     ambient_min: float = param(0.25, "images: range of the ambient share of the lighting (rest: one directional "
                                "light)", lo=0.0, hi=1.0)
     ambient_max: float = param(0.65, "see ambient_min", lo=0.0, hi=1.0)
+    crowd_prob: float = param(0.3, "probability that another person stands beside an instance (in front of or "
+                              "behind it, on the same floor)", lo=0.0, hi=1.0)
     image_noise: float = param(0.01, "images: std of the Gaussian sensor noise (linear RGB, 0..1)", lo=0.0, hi=0.5)
     margin: float = param(0.1, "crop box = the body's box grown by this fraction of its size per side",
                           lo=0.0, hi=2.0)

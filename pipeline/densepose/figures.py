@@ -53,6 +53,12 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
             axes[r, c0].imshow(root["rgb"][i], **ext)
             axes[r, c0].set_title(f"#{i} image", fontsize=6)
             k = 1
+            other = root["gt/crowd_box"][i] if "crowd_box" in root["gt"] else np.full(4, np.nan)
+            if np.isfinite(other).all():  # the neighbour's box, in crop pixels
+                (a, b), (c, d) = ((other[[0, 2]] - x0) / (x1 - x0) * s - 0.5, (other[[1, 3]] - y0) / (y1 - y0) * s - 0.5)
+                axes[r, c0].add_patch(plt.Rectangle((a, c), b - a, d - c, fill=False, ec="w", lw=0.6, ls="--"))
+                axes[r, c0].set_xlim(-0.5, s - 0.5)
+                axes[r, c0].set_ylim(s - 0.5, -0.5)
         if has_gt:
             ax = axes[r, c0 + k]
             ax.imshow(part_rgb(gt_iuv[i, ..., 0]), **ext)
@@ -74,7 +80,9 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
             axes[r, c0 + k].set_title(f"#{i} CSE mask", fontsize=6)
             axes[r, c0 + k + 1].imshow(emb_rgb[i], **ext)
             axes[r, c0 + k + 1].set_title("embedding (3 PCs)", fontsize=6)
-    legend = "; black dots: visible GT vertices, red: hidden by an occluder" if has_gt else ""
+    legend = "; black dots: visible GT vertices, red: hidden by an occluder or a neighbour" if has_gt else ""
+    if has_rgb:
+        legend += "; dashed: a neighbour's box"
     fig.suptitle(f"first {n} instances ({root.attrs.get('source')}){legend}", fontsize=8)
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ image              (n,) int32             index into the ``images`` attribute
 split              (n,) uint8             0 train, 1 test
 gt/vertices        (n, N, 3) float32      synthetic only: camera-frame vertices, metres
 gt/visible         (n, N) bool            synthetic only: vertex seen by the camera (3D test)
-gt/occluded        (n, N) bool            synthetic only: vertex hidden by a pasted occluder
+gt/occluded        (n, N) bool            synthetic only: vertex hidden by a pasted occluder or a neighbour
 gt/joints          (n, J, 3) float32      synthetic only: camera-frame joints, metres
 gt/iuv             (n, S, S, 3) uint8     synthetic only: exact IUV (Detectron2 encoding)
 gt/depth           (n, S, S) float32      synthetic only: camera-frame z of the surface, metres (0 off body)
@@ -26,7 +26,10 @@ gt/camera          (n, 3) float32         synthetic only: f, cx, cy: image = f (
                                           perspective (attribute ``projection``)
 gt/body            (n,) int32             synthetic only: the body (phenotype and pose) of the instance
 rgb                (n, S, S, 3) uint8     synthetic with ``synthetic.images``: the photo-like RGB crop (sRGB)
-gt/occluder        (n, S, S) bool         synthetic with ``synthetic.images``: pixels showing the pasted occluder
+gt/occluder        (n, S, S) bool         synthetic with ``synthetic.images``: pixels of the body hidden by the
+                                          pasted occluder or by a neighbour, and the occluder's other pixels
+gt/crowd_box       (n, 4) float32         synthetic with ``synthetic.images``: the neighbour's box (x0, y0, x1, y1,
+                                          image pixels, margin as ``box``); NaN without a neighbour
 =================  =====================  ==================================================
 
 Crop pixel ``(r, c)`` has image centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
@@ -87,6 +90,7 @@ def densepose_specs(crop: int | str, chart: bool = True, cse_dim: int | str | No
     if images:
         specs["rgb"] = ((s, s, 3), "uint8")
         specs["gt/occluder"] = ((s, s), "bool")
+        specs["gt/crowd_box"] = ((4,), "float32")
     return specs
 
 

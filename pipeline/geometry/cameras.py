@@ -43,6 +43,10 @@ class Cameras:
     def __len__(self) -> int:
         return len(self.focal)
 
+    def take(self, rows: np.ndarray) -> Cameras:
+        """The cameras of ``rows`` (k,) int."""
+        return Cameras(self.rotation[rows], self.centre[rows], self.focal[rows], self.principal[rows], self.projection)
+
     def to_camera(self, points: np.ndarray) -> np.ndarray:
         """(n, P, 3) body-frame points -> (n, P, 3) camera-frame points."""
         return np.einsum("nij,nvj->nvi", self.rotation, points - self.centre[:, None, :])

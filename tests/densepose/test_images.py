@@ -173,10 +173,11 @@ def test_a_body_pixel_is_the_shaded_albedo_of_the_point_its_iuv_names(rendered):
     """Linear RGB / albedo is one shading factor for the three channels, within [ambient_min, 1]: the colour
     comes from the part and chart coordinates of the exact IUV, lit by one light."""
     p, root = rendered
-    rgb, iuv, body = root["rgb"][:], root["gt/iuv"][:], root["gt/body"][:]
+    rgb, iuv, body, hidden = root["rgb"][:], root["gt/iuv"][:], root["gt/body"][:], root["gt/occluder"][:]
     tested = consistent = 0
     for i in range(len(rgb)):
         t, ok = _shaded_albedo(rgb[i], iuv[i], int(body[i]), p.synthetic.ambient_min)
+        t, ok = t & ~hidden[i], ok & ~hidden[i]  # where a neighbour stands in front, it is the neighbour's colour
         tested, consistent = tested + int(t.sum()), consistent + int(ok.sum())
     # the rest: pattern and cue borders, where the quantised U, V of gt/iuv falls in the neighbouring colour
     # (measured: 99.5 % with the face and print cues; with another body's outfit 2 %)
@@ -221,3 +222,46 @@ def test_without_images_the_store_has_no_rgb(template, tmp_path):
 def test_srgb_encoding_of_linear_values():
     out = to_srgb8(np.array([[[0.0, 0.5, 1.0]]]), np.random.default_rng(0), 0.0)
     assert out.dtype == np.uint8 and out.tolist() == [[[0, 188, 255]]]
+
+
+def _crowd_store(template, tmp_path, crowd: float):
+    p = load_params_dict({"synthetic": {"train_bodies": 2, "test_bodies": 1, "views": 4, "images": True,
+                                        "image_noise": 0.0, "crowd_prob": crowd,
+                                        "corruption": {k: 0 for k in ("uv_noise", "embedding_noise", "flip_prob",
+                                                                      "dropout_blobs", "border_px", "occluder_prob",
+                                                                      "seam_px", "mirror_prob")}}})
+    summary = write_synthetic_store(tmp_path / f"crowd{crowd}.zarr", template, p.synthetic, crop=64, seed=2,
+                                    device="cpu")
+    assert summary.details["crowded_instances"] == (12 if crowd else 0)
+    root = open_densepose(tmp_path / f"crowd{crowd}.zarr", template.hash)
+    assert summary.details["hidden_by_neighbour_pixels"] == int(root["gt/occluder"][:].sum())  # no occluders here
+    return root
+
+
+def test_a_neighbour_hides_the_body_where_it_stands_in_front(template, tmp_path):
+    alone, crowd = _crowd_store(template, tmp_path, 0.0), _crowd_store(template, tmp_path, 1.0)
+    for name in ("gt/iuv", "gt/vertices", "gt/visible", "gt/depth", "box", "gt/body"):  # the body's own truth
+        assert np.array_equal(alone[name][:], crowd[name][:]), name
+    assert np.isnan(alone["gt/crowd_box"][:]).all() and not alone["gt/occluder"][:].any()
+    boxes, own = crowd["gt/crowd_box"][:], crowd["box"][:]
+    assert np.isfinite(boxes).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+    gt_labels, _ = decode_iuv(crowd["gt/iuv"][:])
+    hidden = crowd["gt/occluder"][:]  # no occluders here: the body's pixels a neighbour stands in front of
+    assert not (hidden & (gt_labels == 0)).any()
+    shares = hidden.sum(axis=(1, 2)) / (gt_labels > 0).sum(axis=(1, 2))
+    assert (shares > 0.01).sum() >= 2 and (shares == 0).sum() >= 1  # some in front, some only behind or beside
+    # the DensePose-like output (corruption off) loses the hidden pixels as background, keeps the rest exactly
+    labels = crowd["labels"][:]
+    assert (labels[hidden] == 0).all() and np.array_equal(labels[~hidden], gt_labels[~hidden])
+    # its vertices there are no longer seen; no others are
+    occluded = crowd["gt/occluded"][:]
+    assert not alone["gt/occluded"][:].any() and occluded.any() and not (occluded & ~crowd["gt/visible"][:]).any()
+    assert occluded[shares == 0].sum() == 0
+    # the image: the body's unhidden pixels are as they were alone; the hidden ones show someone else
+    rgb, rgb_alone = crowd["rgb"][:].astype(int), alone["rgb"][:].astype(int)
+    body = gt_labels > 0
+    assert np.array_equal(rgb[body & ~hidden], rgb_alone[body & ~hidden])
+    assert (np.abs(rgb - rgb_alone).sum(axis=-1)[hidden] > 0).mean() > 0.9
+    # a neighbour in front overlaps the instance's box
+    front = shares > 0.01
+    assert ((boxes[front, 0] < own[front, 2]) & (boxes[front, 2] > own[front, 0])).all()

@@ -7,8 +7,10 @@ instance's crop, each step off when its strength is 0 (all off: the exact data, 
    pixels copy the part, U, V and embedding of their nearest foreground pixel.
 2. ``flip_prob``: each foreground pixel with a 4-neighbour of another part takes that part's label
    with this probability (DensePose confuses neighbouring parts along their border).
-3. ``uv_noise`` / ``embedding_noise``: Gaussian noise on U, V (per pixel, clipped to [0, 1]) and
-   on the embedding (spatially smooth: drawn on an S/4 grid and upsampled), foreground only.
+3. ``uv_noise`` / ``embedding_noise``: Gaussian noise on U, V (clipped to [0, 1]; spatially smooth with
+   ``uv_noise_scale`` > 0: white noise blurred by a Gaussian of sigma ``uv_noise_scale`` x S and rescaled to
+   std ``uv_noise``, as a network's U/V errors are; per pixel at 0) and on the embedding (spatially smooth:
+   drawn on an S/4 grid and upsampled), foreground only.
 4. ``dropout_blobs`` / ``dropout_radius``: a Poisson number of elliptic blobs centred on the body
    whose foreground pixels become missing (label 255, U/V and embedding NaN).
 5. ``occluder_prob`` / ``occluder_size`` / ``occluder_soft`` / ``occluder_missing`` (references/002
@@ -16,6 +18,17 @@ instance's crop, each step off when its strength is 0 (all off: the exact data, 
    is the shape blurred by ``occluder_soft`` pixels and a pixel is covered with probability alpha,
    so its edge is soft. Covered foreground pixels become missing (with probability
    ``occluder_missing`` per occluder) or background.
+6. ``seam_px``: the front/back seam of each segment seen from both sides moves: one side, drawn at
+   random, grows into the other by 0..seam_px pixels, its new pixels copying the part, U, V and
+   embedding of its nearest pixel (a network places the seam on a limb's silhouette side loosely).
+7. ``mirror_prob``: each segment with a left/right twin (hands, feet, limbs, head halves) is, with this
+   probability, given a patch of its twin's labels: a fraction ``u**3`` (``u`` uniform) of its pixels,
+   those nearest a random pixel of it, take the twin part and the chart coordinates of the mirror point
+   (:class:`Mirror`; the embedding of that point's vertex). Most patches are small and a few cover the
+   whole segment, as the network's own left/right confusions are (METHOD.md §2.5). A right foot read
+   as the left one puts the far side's keypoints on the near side: the error per-pixel noise never makes.
+
+Steps 6 and 7 draw after every other step, so outputs with both at 0 are those of earlier versions.
 
 Size letters: ``S`` crop side, ``D`` embedding dims, ``P`` pixels of a flat list (legend: :mod:`pipeline`).
 """
@@ -27,11 +40,22 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from pipeline.core.config import CorruptionParams
-from pipeline.template.file import MISSING_LABEL
+from pipeline.core.errors import InputError
+from pipeline.geometry.charts import ChartLocator
+from pipeline.template.file import MISSING_LABEL, N_PARTS, PART_NAMES, SEGMENTS, Template
 
-__all__ = ["Crop", "corrupt", "corrupt_inplace", "is_off", "occluder_alpha"]
+__all__ = ["Crop", "Mirror", "chart_mirror", "corrupt", "corrupt_inplace", "is_off", "occluder_alpha"]
+
+_PART_ID = {name: i + 1 for i, name in enumerate(PART_NAMES)}
+# each part's left/right twin (the torso is its own), by name: "left" <-> "right"
+LR_TWIN = np.array([0] + [_PART_ID[n.replace("left", "#").replace("right", "left").replace("#", "right")]
+                          for n in PART_NAMES], np.int64)
+# (back, front) of the segments seen from two sides; (segment ids) of those with a left/right twin
+_FRONT_BACK = [ids for ids in SEGMENTS.values() if ids[0] != ids[1]]
+_MIRRORED = [ids for name, ids in SEGMENTS.items() if name != "torso"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +71,58 @@ class Crop:
     occluder: np.ndarray
 
 
+@dataclass(frozen=True)
+class Mirror:
+    """A template's left/right symmetry in chart terms: part ``p``'s twin is ``LR_TWIN[p]`` and the mirror
+    of the point ``(U, V)`` of part ``p`` has the coordinate ``axis[p]`` (25,) int (0: U, 1: V) replaced by
+    one minus it; ``locator`` and ``embedding`` (N, D) float give a chart point's vertex embedding."""
+
+    axis: np.ndarray
+    locator: ChartLocator
+    embedding: np.ndarray
+
+
+def chart_mirror(template: Template, tol: float = 0.05) -> Mirror:
+    """The :class:`Mirror` of ``template``, measured on its chart points: every vertex's mirror image through
+    the sagittal plane (normal ``up x forward`` through the vertices' mean) must be a vertex within 1 % of
+    the body's height, and each part's chart must be its twin's with U or V flipped (within ``tol``).
+
+    Raises:
+        InputError: the template (its ``source``) is not left/right symmetric in either sense.
+    """
+    v = np.asarray(template.vertices, np.float64)
+    side = np.cross(template.up, template.forward).astype(np.float64)
+    side /= np.linalg.norm(side)
+    x = v @ side
+    height = np.ptp(v @ np.asarray(template.up, np.float64))
+    dist, mirror_vertex = cKDTree(v).query(v - 2.0 * np.outer(x - x.mean(), side))
+    if dist.max() > 0.01 * height:
+        raise InputError(f"template {template.source}: not left/right symmetric (a vertex's mirror image is "
+                         f"{dist.max():.3f} from every vertex); synthetic.corruption.mirror_prob needs 0")
+    axis = np.zeros(N_PARTS + 1, np.int64)
+    for p in range(1, N_PARTS + 1):
+        mine, twin = np.flatnonzero(template.chart_part == p), np.flatnonzero(template.chart_part == LR_TWIN[p])
+        point_of = {int(template.chart_vertex[k]): k for k in twin}
+        pairs = np.array([(a, point_of[m]) for a in mine if (m := int(mirror_vertex[template.chart_vertex[a]]))
+                          in point_of])
+        if len(pairs) == 0:
+            raise InputError(f"template {template.source}: part {p} ({PART_NAMES[p - 1]}) has no chart point "
+                             "whose mirror is a chart point of its twin; synthetic.corruption.mirror_prob needs 0")
+        a, b = template.chart_uv[pairs[:, 0]], template.chart_uv[pairs[:, 1]]
+        err = [np.median(np.abs(a[:, k] - (1.0 - b[:, k])) + np.abs(a[:, 1 - k] - b[:, 1 - k])) for k in (0, 1)]
+        axis[p] = int(np.argmin(err))
+        if min(err) > tol:
+            raise InputError(f"template {template.source}: the chart of part {p} ({PART_NAMES[p - 1]}) is not its "
+                             f"twin's mirrored in U or V (median error {min(err):.3f}); "
+                             "synthetic.corruption.mirror_prob needs 0")
+    locator = ChartLocator(template.chart_part, template.chart_uv, template.chart_vertex)
+    return Mirror(axis, locator, np.asarray(template.embedding, np.float32))
+
+
 def is_off(p: CorruptionParams) -> bool:
     """True when every corruption is off (the output is the exact data)."""
     return not (p.uv_noise or p.embedding_noise or p.flip_prob or (p.dropout_blobs and p.dropout_radius)
-                or p.border_px or (p.occluder_prob and p.occluder_size))
+                or p.border_px or (p.occluder_prob and p.occluder_size) or p.seam_px or p.mirror_prob)
 
 
 def _clear(c: Crop, where: np.ndarray, label: int, value: float) -> None:
@@ -73,13 +145,7 @@ def _border(c: Crop, px: int, rng: np.random.Generator) -> None:
         c.mask[gone] = False
         return
     new = cv2.dilate(m8, kernel, borderValue=0).astype(bool) & ~c.mask
-    # nearest foreground pixel of every pixel: dilated pixels copy its values (sources stay untouched)
-    _, (ri, ci) = ndimage.distance_transform_edt(~c.mask, return_indices=True)
-    src = (ri[new], ci[new])
-    c.labels[new] = c.labels[src]
-    c.uv[:, new] = c.uv[:, src[0], src[1]]
-    if c.embedding is not None:
-        c.embedding[:, new] = c.embedding[:, src[0], src[1]]
+    _copy_nearest(c, new, c.mask)  # dilated pixels copy their nearest foreground pixel (sources untouched)
     c.mask[new] = True
 
 
@@ -98,10 +164,16 @@ def _flip(c: Crop, prob: float, rng: np.random.Generator) -> None:
     lab[rows, cols] = neigh.reshape(4, -1)[pick[flip], border[flip]]
 
 
-def _noise(c: Crop, uv_std: float, emb_std: float, rng: np.random.Generator) -> None:
+def _noise(c: Crop, uv_std: float, uv_scale: float, emb_std: float, rng: np.random.Generator) -> None:
     rows, cols = np.nonzero(c.mask)
     s = c.mask.shape[0]
-    if uv_std:
+    if uv_std and uv_scale:
+        # spatially smooth: white noise blurred by a Gaussian of sigma uv_scale * S, rescaled to unit std
+        field = ndimage.gaussian_filter(rng.standard_normal((2, s, s)), sigma=(0, uv_scale * s, uv_scale * s))
+        field /= field.std(axis=(1, 2), keepdims=True)
+        noise = (field[:, rows, cols] * uv_std).astype(np.float32)
+        c.uv[:, rows, cols] = np.clip(c.uv[:, rows, cols] + noise, 0.0, 1.0)
+    elif uv_std:
         noise = rng.standard_normal((2, len(rows)), dtype=np.float32) * np.float32(uv_std)
         c.uv[:, rows, cols] = np.clip(c.uv[:, rows, cols] + noise, 0.0, 1.0)
     if emb_std and c.embedding is not None:
@@ -186,11 +258,56 @@ def _occlude(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> None:
     c.occluder[covered] = True
 
 
-def corrupt_inplace(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> None:
+def _copy_nearest(c: Crop, target: np.ndarray, source: np.ndarray) -> None:
+    """Pixels ``target`` (S, S) bool take the part, U, V and embedding of their nearest ``source`` pixel."""
+    _, (ri, ci) = ndimage.distance_transform_edt(~source, return_indices=True)
+    src = (ri[target], ci[target])
+    c.labels[target] = c.labels[src]
+    c.uv[:, target] = c.uv[:, src[0], src[1]]
+    if c.embedding is not None:
+        c.embedding[:, target] = c.embedding[:, src[0], src[1]]
+
+
+def _seam(c: Crop, px: int, rng: np.random.Generator) -> None:
+    for back, front in _FRONT_BACK:
+        sides = [c.labels == back, c.labels == front]
+        if not (sides[0].any() and sides[1].any()):
+            continue
+        grow = int(rng.integers(2))
+        shift = int(rng.integers(px + 1))
+        if shift == 0:
+            continue
+        # the shrinking side's pixels within ``shift`` of the growing side
+        near = ndimage.distance_transform_edt(~sides[grow]) <= shift
+        _copy_nearest(c, near & sides[1 - grow], sides[grow])
+
+
+def _mirror(c: Crop, prob: float, mirror: Mirror, rng: np.random.Generator) -> None:
+    before = c.labels.copy()  # segments as they were: a patch given to the left hand is not mirrored back
+    for ids in _MIRRORED:
+        rows, cols = np.nonzero(np.isin(before, ids))
+        if len(rows) == 0 or rng.random() >= prob:
+            continue
+        k = int(rng.integers(len(rows)))
+        share = rng.random() ** 3
+        count = int(np.ceil(share * len(rows)))
+        order = np.argsort((rows - rows[k]) ** 2 + (cols - cols[k]) ** 2, kind="stable")[:count]
+        r, q = rows[order], cols[order]
+        part = before[r, q].astype(np.int64)
+        axis = mirror.axis[part]
+        c.uv[axis, r, q] = 1.0 - c.uv[axis, r, q]
+        c.labels[r, q] = LR_TWIN[part]
+        if c.embedding is not None:
+            vertex = mirror.locator.locate(LR_TWIN[part], c.uv[:, r, q].T.astype(np.float64))
+            c.embedding[:, r, q] = mirror.embedding[vertex].T
+
+
+def corrupt_inplace(c: Crop, p: CorruptionParams, rng: np.random.Generator, mirror: Mirror | None = None) -> None:
     """Applies the corruptions of ``p`` to ``c``'s arrays in place (see the module docstring).
 
     Every random draw comes from ``rng`` (one generator per instance keeps outputs independent of
-    batching). With every strength 0 nothing changes and nothing is drawn.
+    batching). With every strength 0 nothing changes and nothing is drawn. ``mirror``: the template's
+    symmetry (:func:`chart_mirror`), needed when ``p.mirror_prob`` > 0.
     """
     if is_off(p):
         return
@@ -199,16 +316,22 @@ def corrupt_inplace(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> N
     if p.flip_prob:
         _flip(c, p.flip_prob, rng)
     if p.uv_noise or p.embedding_noise:
-        _noise(c, p.uv_noise, p.embedding_noise, rng)
+        _noise(c, p.uv_noise, p.uv_noise_scale, p.embedding_noise, rng)
     if p.dropout_blobs and p.dropout_radius:
         _dropout(c, p.dropout_blobs, p.dropout_radius, rng)
     if p.occluder_prob and p.occluder_size:
         _occlude(c, p, rng)
+    if p.seam_px:
+        _seam(c, p.seam_px, rng)
+    if p.mirror_prob:
+        if mirror is None:
+            raise ValueError("corrupt_inplace: mirror_prob > 0 needs the template's Mirror (chart_mirror)")
+        _mirror(c, p.mirror_prob, mirror, rng)
 
 
-def corrupt(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> Crop:
+def corrupt(c: Crop, p: CorruptionParams, rng: np.random.Generator, mirror: Mirror | None = None) -> Crop:
     """A corrupted copy of ``c`` (``c`` is left as is); see :func:`corrupt_inplace`."""
     out = Crop(c.labels.copy(), c.uv.copy(), None if c.embedding is None else c.embedding.copy(),
                c.mask.copy(), c.occluder.copy())
-    corrupt_inplace(out, p, rng)
+    corrupt_inplace(out, p, rng, mirror)
     return out

@@ -39,7 +39,7 @@ import numpy as np
 
 from pipeline.core.errors import InputError
 
-__all__ = ["REGION_OF_PART", "Outfit", "sample_outfit", "albedo", "lambert", "background", "pixel_normals",
+__all__ = ["REGION_OF_PART", "Outfit", "Neighbour", "sample_outfit", "albedo", "lambert", "background", "pixel_normals",
            "shaded_crop", "paste_occluder", "to_srgb8", "OUTFIT_STREAM", "IMAGE_STREAM", "NO_PRINT", "EMBLEM",
            "GRAPHIC", "BAND", "PLACKET"]
 
@@ -258,21 +258,38 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Neighbour:
+    """Another person in an instance's crop: its exact ``labels`` (S, S), ``uv`` (2, S, S), camera-frame
+    ``normals`` (S, S, 3), ``outfit``, and ``front`` (S, S) bool the pixels where it is nearer than the body."""
+
+    labels: np.ndarray
+    uv: np.ndarray
+    normals: np.ndarray
+    outfit: Outfit
+    front: np.ndarray
+
+
 def shaded_crop(labels: np.ndarray, uv: np.ndarray, normals: np.ndarray, outfit: Outfit, rng: np.random.Generator,
-                ambient: tuple[float, float]) -> np.ndarray:
+                ambient: tuple[float, float], neighbour: Neighbour | None = None) -> np.ndarray:
     """(S, S, 3) float32 linear RGB of one crop: the shaded body on a procedural background.
 
     Args:
         labels: (S, S) exact parts 0..24; uv: (2, S, S) exact U, V; normals: (S, S, 3) camera-frame unit
             normals at the hits (:func:`pixel_normals`). outfit: the body's. rng: the instance's generator
             (light, ambient, background; then :func:`paste_occluder` and :func:`to_srgb8` draw from it).
-            ambient: its range.
+            ambient: its range. neighbour: another person, under the same light, shown where it is in front
+            (it draws nothing).
     """
     light = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), -rng.uniform(0.3, 1.5)])
     light /= np.linalg.norm(light)  # towards the light, on the camera's side (the camera looks along +z)
     amb = rng.uniform(*ambient)
     body = lambert(albedo(labels, uv, outfit), normals, light, amb)  # a lit visible normal has n·l > 0 (both z < 0)
-    return np.where((labels > 0)[..., None], body, background(rng, labels.shape[-1])).astype(np.float32)
+    out = np.where((labels > 0)[..., None], body, background(rng, labels.shape[-1]))
+    if neighbour is not None:
+        other = lambert(albedo(neighbour.labels, neighbour.uv, neighbour.outfit), neighbour.normals, light, amb)
+        out = np.where(neighbour.front[..., None], other, out)
+    return out.astype(np.float32)
 
 
 def paste_occluder(image: np.ndarray, occluder: np.ndarray, rng: np.random.Generator) -> np.ndarray:

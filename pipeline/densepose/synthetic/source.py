@@ -37,22 +37,30 @@ from pipeline.core.stage import progress
 from pipeline.core.store import StoreWriter
 from pipeline.densepose.door import zero_counts
 from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
-from pipeline.densepose.synthetic.corruption import Crop, corrupt_inplace
-from pipeline.densepose.synthetic.images import (IMAGE_STREAM, OUTFIT_STREAM, paste_occluder, pixel_normals,
-                                                 sample_outfit, shaded_crop, to_srgb8)
+from pipeline.densepose.synthetic.corruption import Crop, chart_mirror, corrupt_inplace
+from pipeline.densepose.synthetic.images import (IMAGE_STREAM, OUTFIT_STREAM, Neighbour, paste_occluder,
+                                                 pixel_normals, sample_outfit, shaded_crop, to_srgb8)
 from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
-from pipeline.densepose.synthetic.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
+from pipeline.densepose.synthetic.render import (BodyMeshes, Hits, SurfaceMaps, cast_crops, surface_maps,
+                                                 vertex_visibility, warp_device)
 from pipeline.densepose.write import DenseposeSummary, store_params
-from pipeline.geometry.cameras import crop_boxes, project, sample_cameras
+from pipeline.geometry.cameras import Cameras, crop_boxes, project, sample_cameras
 from pipeline.geometry.mesh import vertex_normals
 from pipeline.template.file import Template
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PHENOTYPES", "Bodies", "body_model", "make_bodies", "render_bodies", "write_synthetic_store"]
+__all__ = ["PHENOTYPES", "CROWD_POOL", "Bodies", "Crowd", "body_model", "make_bodies", "place_crowd", "render_bodies",
+           "write_synthetic_store"]
 
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
-_BODY_STREAM, _CORRUPTION_STREAM = 1, 2
+_BODY_STREAM, _CORRUPTION_STREAM, _CROWD_STREAM = 1, 2, 6  # (3 and 4: images, 5: the network's bodies)
+CROWDED, HIDDEN = "crowded", "hidden_pixels"  # render_bodies' two rows that are not store arrays
+CROWD_POOL = 1 << 40  # neighbour of instance i: body CROWD_POOL + i, beyond any dataset's bodies
+# where a neighbour stands from the instance's body centre: metres along the camera's horizontal right
+# axis (either side) and along its horizontal viewing direction (negative: nearer the camera); its turn
+# about the vertical axis, degrees
+CROWD_SIDE, CROWD_DEPTH, CROWD_TURN = (0.45, 0.9), (-0.8, 0.8), (-90.0, 90.0)
 
 
 def body_model(template: Template):
@@ -75,13 +83,15 @@ def body_model(template: Template):
 class Bodies:
     """Posed bodies: ``vertices`` (G, N, 3) float64 body-frame metres; ``phenotype`` (G, 6) in [0, 1]
     (:data:`PHENOTYPES`); ``mode`` (G,) pose mode index; ``index`` (G,) global body ids;
-    ``rngs`` the bodies' generators, positioned after the pose draw (cameras are drawn next)."""
+    ``rngs`` the bodies' generators, positioned after the pose draw (cameras are drawn next); ``model`` the
+    body model that posed them (:func:`body_model`; it poses their neighbours too)."""
 
     vertices: np.ndarray
     phenotype: np.ndarray
     mode: np.ndarray
     index: np.ndarray
     rngs: list
+    model: object = None
 
 
 def make_bodies(model, index: np.ndarray, p: SyntheticParams, seed: int) -> Bodies:
@@ -95,14 +105,85 @@ def make_bodies(model, index: np.ndarray, p: SyntheticParams, seed: int) -> Bodi
     kw = {k: torch.from_numpy(phen[:, i].astype(np.float32)) for i, k in enumerate(PHENOTYPES)}
     with torch.no_grad():
         verts = model(pose_parameters=pose, phenotype_kwargs=kw)["vertices"]
-    return Bodies(verts.double().numpy(), phen, poses.mode, np.asarray(index), rngs)
+    return Bodies(verts.double().numpy(), phen, poses.mode, np.asarray(index), rngs, model)
+
+
+@dataclass(frozen=True)
+class Crowd:
+    """The other people: instance ``rows[k]`` (k,) int of a batch has a neighbour, posed body ``CROWD_POOL +
+    instance`` placed beside it (:func:`place_crowd`): ``vertices`` (k, N, 3) float64 in the instance's body
+    frame, its crop ``hits`` and exact ``maps`` under the instance's camera and box, and ``cover`` (k, S, S)
+    bool the crop pixels where the neighbour is in front (of the body, or of the background)."""
+
+    rows: np.ndarray
+    index: np.ndarray
+    vertices: np.ndarray
+    hits: Hits
+    maps: SurfaceMaps
+    cover: np.ndarray
+
+
+def _turn(vertices: np.ndarray, up: np.ndarray, degrees: float) -> np.ndarray:
+    """(N, 3) ``vertices`` turned about the vertical axis ``up`` (3,) through their mean (Rodrigues)."""
+    t = np.deg2rad(degrees)
+    k = np.array([[0, -up[2], up[1]], [up[2], 0, -up[0]], [-up[1], up[0], 0]])
+    rot = np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+    c = vertices.mean(axis=0)
+    return (vertices - c) @ rot.T + c
+
+
+def _horizontal(axis: np.ndarray, up: np.ndarray) -> np.ndarray:
+    h = axis - (axis @ up) * up
+    return h / max(np.linalg.norm(h), 1e-9)
+
+
+def place_crowd(bodies: Bodies, body: np.ndarray, cams: Cameras, boxes: np.ndarray, hits: Hits,
+                template: Template, p: SyntheticParams, crop: int, seed: int, device: str,
+                first_instance: int) -> Crowd | None:
+    """Stands another person beside each instance with probability ``p.crowd_prob`` (METHOD.md §2.3).
+
+    Instance ``i`` draws from ``default_rng([seed, 6, i])`` whether it is crowded, the side and distance
+    (:data:`CROWD_SIDE`, :data:`CROWD_DEPTH`) and turn (:data:`CROWD_TURN`); the neighbour, body ``CROWD_POOL +
+    i`` (its own phenotype and pose), stands on the same floor (lowest points level). ``body`` (n,) local body
+    of each instance; ``hits`` the instances' own. None when no instance is crowded.
+    """
+    up = np.asarray(template.up, np.float64)
+    rows, draws = [], []
+    for i in range(len(body)):
+        g = np.random.default_rng([seed, _CROWD_STREAM, first_instance + i])
+        if g.random() < p.crowd_prob:
+            rows.append(i)
+            side = g.choice([-1.0, 1.0]) * g.uniform(*CROWD_SIDE)
+            draws.append((side, g.uniform(*CROWD_DEPTH), g.uniform(*CROWD_TURN)))
+    if not rows:
+        return None
+    rows = np.asarray(rows)
+    index = CROWD_POOL + first_instance + rows
+    others = make_bodies(bodies.model, index, p, seed).vertices
+    placed = np.empty_like(others)
+    for k, (i, (side, depth, turn)) in enumerate(zip(rows, draws)):
+        own = bodies.vertices[body[i]]
+        v = _turn(others[k], up, turn)
+        right, ahead = _horizontal(cams.rotation[i][0], up), _horizontal(cams.rotation[i][2], up)
+        shift = own.mean(axis=0) - v.mean(axis=0) + side * right + depth * ahead
+        shift += ((own @ up).min() - (v @ up).min() - shift @ up) * up  # both on the floor
+        placed[k] = v + shift
+    their = cast_crops(BodyMeshes(placed, template.faces, device), np.arange(len(rows)), cams.take(rows), boxes[rows],
+                       crop)
+    maps = surface_maps(their, template.faces, template.face_part, template.chart_uv, template.chart_faces,
+                        device=device)
+    own_depth = hits.depth[rows]
+    cover = (maps.labels > 0) & ((hits.face[rows] < 0) | (their.depth < own_depth))
+    return Crowd(rows, index, placed, their, maps, cover)
 
 
 def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: int, seed: int,
                   device: str = "cpu", first_instance: int = 0) -> dict[str, np.ndarray]:
     """Renders ``views`` instances per body: the store's rows (layout: :mod:`pipeline.densepose.store`), body-major.
 
-    ``first_instance``: global index of the first instance (seeds its corruption generator).
+    ``first_instance``: global index of the first instance (seeds its corruption and crowd generators).
+    Two rows are not store arrays: :data:`CROWDED` (n,) bool the instances with a neighbour, :data:`HIDDEN` (n,)
+    int the body pixels it hides.
     """
     views = p.views
     b = len(bodies.index)
@@ -124,22 +205,38 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
                          template.embedding if p.cse else None, device=device)
 
     n = len(body)
-    images = _shaded_crops(bodies, template, cams, body, hits, exact, p, seed, first_instance) if p.images else None
+    crowd = None
+    if p.crowd_prob:
+        crowd = place_crowd(bodies, body, cams, boxes, hits, template, p, crop, seed, device, first_instance)
+    images = (_shaded_crops(bodies, template, cams, body, hits, exact, p, seed, first_instance, crowd)
+              if p.images else None)
     # the DensePose-like output: the exact maps corrupted in place, one instance at a time (the exact
     # ground truth kept is exact.iuv; no copy of these large arrays is made)
     labels, uv, emb, mask = exact.labels, exact.uv, exact.embedding, exact.mask
+    hidden = np.zeros((n, crop, crop), bool)  # the body's pixels a neighbour stands in front of
+    crowd_box = np.full((n, 4), np.nan, np.float32)
+    if crowd is not None:
+        hidden[crowd.rows] = crowd.cover & (labels[crowd.rows] > 0)
+        sub = cams.take(crowd.rows)
+        their = project(sub.to_camera(crowd.vertices), sub.focal, sub.principal, sub.projection)
+        crowd_box[crowd.rows] = crop_boxes(their, p.margin)
+        labels[hidden], mask[hidden] = 0, False  # as an occluder's: background in the DensePose-like output
+        uv[np.broadcast_to(hidden[:, None], uv.shape)] = 0.0
+        if emb is not None:
+            emb[np.broadcast_to(hidden[:, None], emb.shape)] = 0.0
     occluder = np.zeros((n, crop, crop), bool)
+    mirror = chart_mirror(template) if p.corruption.mirror_prob else None
     for i in range(n):
         rng = np.random.default_rng([seed, _CORRUPTION_STREAM, first_instance + i])
         corrupt_inplace(Crop(labels[i], uv[i], None if emb is None else emb[i], mask[i], occluder[i]),
-                        p.corruption, rng)
-    occluded = _occluded_vertices(occluder, visible, pixels, boxes)
+                        p.corruption, rng, mirror)
+    occluded = _occluded_vertices(occluder | hidden, visible, pixels, boxes)
     rgb = {}
     if images is not None:
         shaded, rngs = images
         rgb = {"rgb": np.stack([to_srgb8(paste_occluder(shaded[i], occluder[i], rngs[i]), rngs[i], p.image_noise)
                                 for i in range(n)]),
-               "gt/occluder": occluder}
+               "gt/occluder": occluder | hidden, "gt/crowd_box": crowd_box}
 
     split = np.where(bodies.index[body] < p.train_bodies, SPLIT_TRAIN, SPLIT_TEST).astype(np.uint8)
     joints = template.joint_regressor.astype(np.float64) @ cam_v  # (n, J, 3)
@@ -153,20 +250,32 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
         "gt/depth": hits.depth.astype(np.float32),
         "gt/camera": np.concatenate([cams.focal[:, None], cams.principal], axis=1).astype(np.float32),
         "gt/body": bodies.index[body].astype(np.int32), **rgb,
+        CROWDED: np.isfinite(crowd_box[:, 0]), HIDDEN: hidden.sum(axis=(1, 2)),
     }
 
 
 def _shaded_crops(bodies: Bodies, template: Template, cams, body: np.ndarray, hits, exact, p: SyntheticParams,
-                  seed: int, first_instance: int) -> tuple[np.ndarray, list[np.random.Generator]]:
-    """(n, S, S, 3) float32 linear RGB of every instance before its occluder is pasted (from the exact maps),
-    and each instance's image generator (its occluder texture and noise come next)."""
+                  seed: int, first_instance: int, crowd: Crowd | None) -> tuple[np.ndarray, list[np.random.Generator]]:
+    """(n, S, S, 3) float32 linear RGB of every instance before its occluder is pasted (from the exact maps;
+    a neighbour, dressed as its own body id, where it is in front), and each instance's image generator (its
+    occluder texture and noise come next)."""
     normals = [vertex_normals(v, template.faces) for v in bodies.vertices]  # (N, 3) per body, body frame
     outfits = [sample_outfit(np.random.default_rng([seed, OUTFIT_STREAM, int(g)])) for g in bodies.index]
+    neighbour = {} if crowd is None else {int(i): k for k, i in enumerate(crowd.rows)}
     rngs, out = [], []
     for i, g in enumerate(body):
         rng = np.random.default_rng([seed, IMAGE_STREAM, first_instance + i])
         n_px = pixel_normals(hits.face[i], hits.bary[i], normals[g], template.faces, cams.rotation[i])
-        out.append(shaded_crop(exact.labels[i], exact.uv[i], n_px, outfits[g], rng, (p.ambient_min, p.ambient_max)))
+        other = None
+        if i in neighbour:
+            k = neighbour[i]
+            o_normals = vertex_normals(crowd.vertices[k], template.faces)
+            o_px = pixel_normals(crowd.hits.face[k], crowd.hits.bary[k], o_normals, template.faces, cams.rotation[i])
+            other = Neighbour(crowd.maps.labels[k], crowd.maps.uv[k], o_px,
+                              sample_outfit(np.random.default_rng([seed, OUTFIT_STREAM, int(crowd.index[k])])),
+                              crowd.cover[k])
+        out.append(shaded_crop(exact.labels[i], exact.uv[i], n_px, outfits[g], rng, (p.ambient_min, p.ambient_max),
+                               other))
         rngs.append(rng)
     return np.stack(out), rngs
 
@@ -220,7 +329,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
              "pose_modes": list(POSE_MODES), "params": params if params is not None else as_dict(p)}
     t0 = time.perf_counter()
     counts = {"bodies": n_bodies, "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0,
-              "modes": [0] * len(POSE_MODES)}
+              "crowded_instances": 0, "hidden_by_neighbour_pixels": 0, "modes": [0] * len(POSE_MODES)}
     # one background thread compresses and writes batch k while batch k + 1 renders (Blosc and Warp
     # release the GIL); writes stay in order, so the store's bytes do not depend on the timing
     # shards of 1024 instances (not the default 2048), so that shards fill and compress during the run
@@ -231,6 +340,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
         for index in _batches(n_bodies, p.batch):
             bodies = make_bodies(model, index, p, seed)
             rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views)
+            crowded, hidden = rows.pop(CROWDED), rows.pop(HIDDEN)  # counts, not store arrays
             if observe is not None:
                 observe(rows)
             while pending:  # at most one batch waits for the writer: bounded memory
@@ -239,6 +349,8 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
             counts["foreground_pixels"] += int((rows["gt/iuv"][..., 0] > 0).sum())
             counts["visible_vertices"] += int(rows["gt/visible"].sum())
             counts["occluded_vertices"] += int(rows["gt/occluded"].sum())
+            counts["crowded_instances"] += int(crowded.sum())
+            counts["hidden_by_neighbour_pixels"] += int(hidden.sum())
             for m in bodies.mode:
                 counts["modes"][int(m)] += 1
             bar.update(len(index) * p.views)
