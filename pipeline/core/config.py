@@ -308,6 +308,8 @@ class KeypointsParams:
 
     min_visible_area: float = param(0.1, "drop instances showing less of the template's surface area (share)",
                                     lo=0.0, hi=1.0)
+    max_inconsistency: float = param(0.0, "drop keypoints farther than this many crop pixels from the median of "
+                                     "their mesh neighbours' (0: keep all)", lo=0.0, hi=1000.0)
 
 
 @dataclass(frozen=True)

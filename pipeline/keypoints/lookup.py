@@ -11,12 +11,18 @@ Every foreground pixel ``j`` (centre ``p_j`` in image pixels) is assigned a temp
 Then vertex ``i`` is visible iff some pixel maps to it, its keypoint is the mean centre of those
 pixels, and ``count`` is how many there are (a confidence later stages can weigh by).
 
+A predictor's mirror errors (a left foot read as the right one: METHOD.md §2.3) put a vertex's keypoint
+where its twin is, or halfway between the two. :func:`drop_inconsistent` removes keypoints that disagree
+with the vertex's mesh neighbours: farther than a limit from the median of its visible 1-ring neighbours'
+keypoints (neighbours lie a few pixels apart on the image of a smooth surface).
+
 Size letters: ``n`` instances, ``S`` crop side, ``N`` template vertices, ``C`` chart points, ``D`` embedding
 dims, ``P`` foreground pixels (legend: :mod:`pipeline`).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -24,10 +30,11 @@ import torch
 
 from pipeline.core.errors import InputError
 from pipeline.geometry.charts import ChartLocator
+from pipeline.geometry.mesh import edges
 from pipeline.template.file import N_LABELS, decode_uv
 
 __all__ = ["VertexKeypoints", "iuv_lookup_table", "iuv_to_vertices", "nearest_embedding",
-           "aggregate", "visible_area_share"]
+           "aggregate", "one_ring", "drop_inconsistent", "visible_area_share"]
 
 
 class VertexKeypoints(NamedTuple):
@@ -104,6 +111,41 @@ def aggregate(vertex: np.ndarray, boxes: np.ndarray, n_vertices: int) -> VertexK
         xy = np.where(visible[:, None], np.stack([sx, sy], 1) / count[:, None], 0.0)
     return VertexKeypoints(xy.reshape(n, n_vertices, 2).astype(np.float32), visible.reshape(n, n_vertices),
                            np.minimum(count, 65535).reshape(n, n_vertices).astype(np.uint16))
+
+
+def one_ring(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(N, K) int64 each vertex's mesh neighbours, padded with -1 (K: the largest degree)."""
+    e, _ = edges(faces)
+    both = np.concatenate([e, e[:, ::-1]])
+    both = both[np.lexsort((both[:, 1], both[:, 0]))]
+    degree = np.bincount(both[:, 0], minlength=n_vertices)
+    out = np.full((n_vertices, max(int(degree.max(initial=0)), 1)), -1, np.int64)
+    slot = np.arange(len(both)) - np.repeat(np.cumsum(degree) - degree, degree)
+    out[both[:, 0], slot] = both[:, 1]
+    return out
+
+
+def drop_inconsistent(kp: VertexKeypoints, ring: np.ndarray, boxes: np.ndarray, crop: int,
+                      limit: float) -> tuple[VertexKeypoints, np.ndarray]:
+    """``kp`` without the keypoints farther than ``limit`` crop pixels from the median of their visible
+    neighbours' keypoints (vertices with fewer than two visible neighbours are kept), and the (n, N) bool
+    dropped ones.
+
+    Args:
+        ring: (N, K) :func:`one_ring`. boxes: (n, 4) x0, y0, x1, y1 (crop pixels to image pixels).
+    """
+    n, n_v = kp.visible.shape
+    nb_vis = np.where(ring >= 0, kp.visible[:, ring.clip(0)], False)  # (n, N, K)
+    nb_xy = np.where(nb_vis[..., None], kp.xy[:, ring.clip(0)], np.nan)  # (n, N, K, 2)
+    enough = nb_vis.sum(axis=-1) >= 2
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: fewer than two neighbours, kept
+        centre = np.nanmedian(nb_xy, axis=2)  # (n, N, 2)
+    scale = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / crop  # image px per crop px
+    far = np.linalg.norm(kp.xy - centre, axis=-1) > limit * scale[:, None]
+    drop = kp.visible & enough & far
+    return VertexKeypoints(np.where(drop[..., None], 0.0, kp.xy).astype(np.float32), kp.visible & ~drop,
+                           np.where(drop, 0, kp.count).astype(np.uint16)), drop
 
 
 def visible_area_share(visible: np.ndarray, areas: np.ndarray) -> np.ndarray:

@@ -25,8 +25,8 @@ from pipeline.core.store import StoreError, StoreWriter
 from pipeline.geometry.cameras import project
 from pipeline.geometry.mesh import vertex_areas
 from pipeline.iuv.store import open_iuv
-from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding,
-                                       visible_area_share)
+from pipeline.keypoints.lookup import (aggregate, drop_inconsistent, iuv_lookup_table, iuv_to_vertices,
+                                       nearest_embedding, one_ring, visible_area_share)
 from pipeline.keypoints.store import CARRIED, GT_DROPPED, SCHEMA, keypoint_specs
 from pipeline.template.file import Template
 
@@ -45,7 +45,8 @@ class KeypointsSummary:
         kind: ``densepose.kind`` (chart or cse).  instances_in, instances_out: instances read and kept.
         quality: on synthetic data, the :func:`quality_summary` of the written keypoints against the truth.
         exact: on synthetic chart data, the same measures of keypoints mapped from the exact rendering
-            ``gt/iuv``: what the IUV-to-keypoint mapping itself achieves.
+            ``gt/iuv``: what the IUV-to-keypoint mapping itself achieves (without the consistency check).
+        dropped_inconsistent: keypoints of kept instances removed by :func:`drop_inconsistent`.
         seconds, device: logged only.
     """
 
@@ -54,12 +55,14 @@ class KeypointsSummary:
     instances_out: int
     quality: Mapping[str, float] | None = None
     exact: Mapping[str, float] | None = None
+    dropped_inconsistent: int = 0
     seconds: float = 0.0
     device: str = ""
 
     def metrics(self) -> dict:
         out = {"instances_in": self.instances_in, "instances_out": self.instances_out,
-               "dropped_small_visible_area": self.instances_in - self.instances_out, **(self.quality or {})}
+               "dropped_small_visible_area": self.instances_in - self.instances_out,
+               "dropped_inconsistent_keypoints": self.dropped_inconsistent, **(self.quality or {})}
         if self.exact is not None:
             out["exact"] = dict(self.exact)
         return out
@@ -80,7 +83,8 @@ def write_keypoints(params: Params, iuv: str | Path, template: Template, out: st
     device = resolve_device(params.common.device)
     t0 = time.perf_counter()
     summary = extract_keypoints(iuv, out, template, params.densepose.kind, params.keypoints.min_visible_area,
-                                device=device, params=as_dict(params.keypoints))
+                                device=device, params=as_dict(params.keypoints),
+                                max_inconsistency=params.keypoints.max_inconsistency)
     return replace(summary, seconds=time.perf_counter() - t0, device=device)
 
 def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
@@ -117,12 +121,15 @@ def quality_summary(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> 
 
 
 def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind: str, min_visible_area: float,
-                      device: str = "cpu", params: dict | None = None, progress: bool = True) -> KeypointsSummary:
+                      device: str = "cpu", params: dict | None = None, progress: bool = True,
+                      max_inconsistency: float = 0.0) -> KeypointsSummary:
     """Writes ``keypoints.zarr`` from the ``kind`` ("chart" or "cse") output of ``iuv.zarr``; returns its summary:
     counts and, on synthetic data, the :func:`quality_summary` of the written keypoints against the ground
     truth. For chart data, when
     iuv.zarr holds the exact rendering ``gt/iuv``, also ``exact``: the same measures of keypoints
     mapped (same lookup table) from ``gt/iuv`` of the kept instances; they are not written.
+    ``max_inconsistency`` > 0: keypoints farther than this many crop pixels from their mesh neighbours'
+    are dropped (:func:`pipeline.keypoints.lookup.drop_inconsistent`), before the visible-area check.
 
     Raises:
         StoreError: another template, a missing array, or no instance left (nothing written then).
@@ -148,8 +155,9 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind
 
     lut = iuv_lookup_table(template.chart_part, template.chart_uv, template.chart_vertex) if kind == "chart" else None
     areas = vertex_areas(template.vertices, template.faces)
+    ring = one_ring(template.faces, n_v) if max_inconsistency > 0 else None
     chunk = int(root["box"].chunks[0])
-    kept, quality, quality_exact = 0, [], []  # keypoint_quality of each block
+    kept, dropped, quality, quality_exact = 0, 0, [], []  # keypoint_quality of each block
     with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
         for a in progress_bar(range(0, n_in, chunk), desc="keypoints", unit="chunk", enabled=progress):
             b = min(a + chunk, n_in)
@@ -163,8 +171,12 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind
                 pix = np.moveaxis(emb, 1, -1)[mask]  # (P, D)
                 vertex[mask] = nearest_embedding(pix, template.embedding, device=device)
             kp = aggregate(vertex, boxes, n_v)
+            if ring is not None:
+                kp, gone = drop_inconsistent(kp, ring, boxes, crop, max_inconsistency)
             share = visible_area_share(kp.visible, areas)
             keep = share >= min_visible_area
+            if ring is not None:
+                dropped += int(gone[keep].sum())
             block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep]}
             rows = {k: root[k][a:b] for k in CARRIED + tuple(gt_names)}
             block.update({k: v[keep] for k, v in rows.items()})
@@ -186,6 +198,6 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind
             raise StoreError(f"{src}: no instance shows {min_visible_area:.0%} of the template's surface; "
                              "nothing to write (lower keypoints.min_visible_area?)")
         summary = KeypointsSummary(kind, n_in, kept, quality_summary(quality) if has_gt else None,
-                                   quality_summary(quality_exact) if has_exact else None)
+                                   quality_summary(quality_exact) if has_exact else None, dropped)
         w.set_attrs(counts=summary.metrics())
     return summary

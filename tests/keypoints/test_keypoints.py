@@ -3,8 +3,8 @@ import pytest
 
 from pipeline.geometry.cameras import crop_pixel_centres
 from pipeline.geometry.mesh import vertex_areas
-from pipeline.keypoints.lookup import (aggregate, iuv_lookup_table, iuv_to_vertices, nearest_embedding,
-                                       visible_area_share)
+from pipeline.keypoints.lookup import (VertexKeypoints, aggregate, drop_inconsistent, iuv_lookup_table,
+                                       iuv_to_vertices, nearest_embedding, one_ring, visible_area_share)
 from pipeline.template.file import decode_uv
 
 
@@ -90,3 +90,31 @@ def test_visible_area_share(template):
 def test_bad_part_index_is_an_error(lut):
     with pytest.raises(ValueError, match="part index 30"):
         iuv_to_vertices(np.full((1, 2, 2, 3), 30, np.uint8), lut)
+
+
+def test_one_ring_lists_each_vertex_neighbours_once(template):
+    ring = one_ring(template.faces, template.n_vertices)
+    pairs = {(int(a), int(b)) for f in template.faces for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    pairs |= {(b, a) for a, b in pairs}
+    listed = {(v, int(w)) for v in range(template.n_vertices) for w in ring[v] if w >= 0}
+    assert listed == pairs and all(len(set(r[r >= 0])) == (r >= 0).sum() for r in ring)
+
+
+def test_drop_inconsistent_removes_a_keypoint_that_strays_from_its_neighbours(template):
+    ring = one_ring(template.faces, template.n_vertices)
+    v = template.vertices
+    xy = (v[:, [0, 2]] * np.array([60.0, -60.0]) + 80.0)[None].astype(np.float32)  # a front view, 60 px/m
+    kp = VertexKeypoints(xy.copy(), np.ones((1, template.n_vertices), bool), np.ones((1, template.n_vertices),
+                                                                                      np.uint16))
+    boxes = np.array([[0.0, 0.0, 160.0, 160.0]])  # crop 112: 1.43 image px a crop px
+    same, gone = drop_inconsistent(kp, ring, boxes, 112, 6.0)
+    assert not gone.any() and np.array_equal(same.xy, kp.xy)  # a smooth surface: neighbours a few px apart
+    stray = kp.xy.copy()
+    stray[0, 100] += 40.0  # one keypoint 28 crop px off (its twin's place)
+    out, gone = drop_inconsistent(VertexKeypoints(stray, kp.visible, kp.count), ring, boxes, 112, 6.0)
+    assert gone[0, 100] and gone.sum() == 1  # its neighbours' medians ignore it
+    assert not out.visible[0, 100] and np.all(out.xy[0, 100] == 0) and out.count[0, 100] == 0
+    hidden = kp.visible.copy()
+    hidden[0, ring[100][ring[100] >= 0]] = False  # no visible neighbour: nothing to compare with, kept
+    out, gone = drop_inconsistent(VertexKeypoints(stray, hidden, kp.count), ring, boxes, 112, 6.0)
+    assert not gone[0, 100] and out.visible[0, 100]

@@ -19,9 +19,9 @@ QUALITY_KEYS = ("median_error_px", "mean_error_px", "median_error_crop_px", "vis
                 "visibility_recall")
 
 # 120 instances: the visibility precision of a sample scatters around the population value (below)
-EXACT = {"synthetic": {"train_bodies": 20, "test_bodies": 10, "views": 4, "batch": 6,
+EXACT = {"synthetic": {"train_bodies": 20, "test_bodies": 10, "views": 4, "batch": 6, "crowd_prob": 0.0,
                        "corruption": {"uv_noise": 0.0, "embedding_noise": 0.0, "flip_prob": 0.0, "dropout_blobs": 0.0,
-                                      "border_px": 0, "occluder_prob": 0.0}}}
+                                      "border_px": 0, "occluder_prob": 0.0, "seam_px": 0, "mirror_prob": 0.0}}}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,13 @@ def test_corrupted_data_reports_its_figures_and_those_of_the_exact_iuv(template,
     assert s.exact["mean_error_px"] < s.quality["mean_error_px"], s
     kp = open_keypoints(tmp_path / "kp.zarr", template.hash)
     assert kp.attrs["counts"]["exact"] == dict(s.exact) and "iuv" not in kp["gt"]
+    assert s.dropped_inconsistent == 0  # the check is off by default
+    # with it, the keypoints that stray from their mesh neighbours go, and the error falls
+    checked = extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp6.zarr", template, "chart", 0.1, progress=False,
+                                max_inconsistency=6.0)
+    assert checked.dropped_inconsistent > 0 and checked.metrics()["dropped_inconsistent_keypoints"] > 0
+    assert checked.quality["mean_error_px"] < s.quality["mean_error_px"], (checked, s)
+    assert checked.exact == s.exact  # measured on the exact IUV without the check
 
 
 def test_missing_store_is_named(template, tmp_path):
