@@ -1,14 +1,20 @@
 # Two commands do all the set-up on a fresh clone with only python3:
 #   make repro   create .venv, install requirements.txt, run `dvc repro`
-#   make test    create .venv, install requirements.txt, run the test suite
+#   make test    create .venv, install requirements.txt and Debian's Chromium (apt-get, as root; the browser test
+#                of reports/index.html), run the test suite
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('requirements.txt','rb').read()).hexdigest()[:12])")
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test bench
+.PHONY: setup repro test bench chromium
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# Debian's Chromium for tests/evaluate/test_page_browser.py and scripts/screenshot_report.py (Playwright drives it;
+# nothing is downloaded by Playwright itself)
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +26,7 @@ $(STAMP): requirements.txt
 repro: $(STAMP)
 	dvc repro
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	python -m pytest -q -ra
 
 bench: $(STAMP)

@@ -5,7 +5,7 @@ test split, or of every instance when there is no test split (pipeline/evaluate/
 
     python -m stages.evaluate --params params.yaml --model models/model.pt --keypoints data/keypoints.zarr \
         --template data/template.npz --metrics metrics/eval.json --parts metrics/eval_parts.csv \
-        --segmentation metrics/segmentation.csv --reports reports
+        --segmentation metrics/segmentation.csv --reports reports --iuv data/iuv.zarr --densepose data/densepose.zarr
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", required=True, help="per-part CSV to write (a DVC plot)")
     ap.add_argument("--segmentation", required=True, help="per-region segmentation CSV to write (a DVC plot)")
     ap.add_argument("--reports", required=True, help="report folder to (re)write")
+    ap.add_argument("--iuv", help="iuv.zarr: the IUV crops reports/index.html shows (optional)")
+    ap.add_argument("--densepose", help="densepose.zarr: its RGB crops, when it has them, for index.html (optional)")
     args = ap.parse_args(argv)
 
     with stage_outputs(args.metrics, args.parts, args.segmentation, args.reports):
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
                  "saved" if model.segmentation_init is not None else "not saved")
         result = evaluate(args.keypoints, template, model.run, model.segmentation, params.eval, args.reports,
                           device=device, segmentation_init=model.segmentation_init,
-                          holdout=(params.train.val_share, params.common.seed))
+                          holdout=(params.train.val_share, params.common.seed), iuv=args.iuv,
+                          densepose=args.densepose)
         write_metrics(result, args.metrics, args.parts, args.segmentation)
         for line in result.lines():
             log.info("%s", line)

@@ -55,6 +55,21 @@ def _write_csv(path, header, rows):
         csv.writer(fh).writerows([header, *rows])
 
 
+@pytest.fixture(autouse=True)
+def _no_base_overrides(monkeypatch):
+    """The runs below are checked on their own overrides; TABLES_DATA (the corruption the tables were made
+    with) is checked on its own."""
+    monkeypatch.setattr(pe, "TABLES_DATA", [])
+
+
+def test_table_runs_keep_the_corruption_they_were_made_with(monkeypatch):
+    monkeypatch.setattr(pe, "TABLES_DATA", pe.MILD)
+    runs = pe.table1_runs([0], 0.01) + pe.parts_runs([0]) + pe.selection_runs()
+    assert all(r.overrides[:4] == tuple(pe.MILD) for r in runs)
+    assert "synthetic.corruption.mirror_prob=0" in pe.MILD and "synthetic.corruption.uv_noise=0.02" in pe.MILD
+    assert all(not r.overrides[:1] == tuple(pe.MILD[:1]) for r in pe.sources_runs([0]) if r.key[0] != "mild")
+
+
 def test_table1_csv_has_one_row_per_experiment_and_seed(tmp_path):
     fake = FakeRunner()
     assert pe.main(["table1", "--seeds", "0", "1", "--out-dir", str(tmp_path)], run=fake) == 0

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "common": {"threads": 2},
     "synthetic": {"train_bodies": 60, "test_bodies": 8, "views": 2, "batch": 16},
-    "iuv": {"workers": 2, "previews": 2},
+    "cluster": {"workers": 2},
+    "iuv": {"previews": 2},
     "model": {"hidden": 64, "bottleneck": 16, "blocks": 1, "parts": 3, "lbo_basis": 8},
     "train": {"epochs": 3, "batch_size": 16, "checkpoint_every": 2, "log_every": 1},
     "eval": {"s2s_instances": 2, "grid": 2, "meshes": 1, "uv_maps": 1, "uv_resolution": 16},
@@ -52,8 +53,8 @@ STAGES = {
               "--live metrics/train", ["models/model.pt", "metrics/train"]),
     "evaluate": ("--model models/model.pt --keypoints data/keypoints.zarr --template data/template.npz "
                  "--metrics metrics/eval.json --parts metrics/eval_parts.csv --segmentation metrics/segmentation.csv "
-                 "--reports reports", ["metrics/eval.json", "metrics/eval_parts.csv", "metrics/segmentation.csv",
-                                       "reports"]),
+                 "--reports reports --iuv data/iuv.zarr --densepose data/densepose.zarr",
+                 ["metrics/eval.json", "metrics/eval_parts.csv", "metrics/segmentation.csv", "reports"]),
 }
 ORDER = list(STAGES)
 IGNORED = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()

@@ -20,7 +20,8 @@ TINY = {
     # 150 steps: the least that sees the person (densepose.source network runs it end to end below)
     "network": {"train_bodies": 4, "test_bodies": 1, "views": 2, "crop": 32, "width": 4, "steps": 150,
                 "batch_size": 4, "lr": 0.03, "log_every": 10, "test_instances": 2},
-    "iuv": {"workers": 1, "previews": 2},
+    "cluster": {"workers": 1},
+    "iuv": {"previews": 2},
     "model": {"hidden": 128, "bottleneck": 32, "blocks": 1, "parts": 3, "lbo_basis": 8},
     "train": {"epochs": 2, "batch_size": 8, "checkpoint_every": 50, "log_every": 1},
     "eval": {"s2s_instances": 2, "grid": 2, "meshes": 1, "uv_maps": 1, "uv_resolution": 16},

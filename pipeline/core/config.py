@@ -41,6 +41,7 @@ __all__ = [
     "DenseposeParams",
     "SyntheticParams",
     "CorruptionParams",
+    "ClusterParams",
     "Detectron2Params",
     "PrecomputedParams",
     "NetworkParams",
@@ -86,6 +87,17 @@ class CommonParams:
     threads: int = param(2, "CPU threads of the numerics (torch, BLAS, OpenCV) in the stages after lbo; fixed "
                          "here, not by the machine, so results are byte-identical on any machine",
                          lo=1, hi=1024)
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """How the stages spread their work over processes and machines, never what they compute: no stage
+    depends on this section (changing it reruns nothing; the outputs are the same whatever its values)."""
+
+    workers: int = param(2, "local Dask worker processes of the iuv and keypoints stages (1: the stage's own "
+                         "process)", lo=1, hi=1024)
+    scheduler: str = param("", "address of a running Dask scheduler (tcp://host:8786) whose workers run the iuv "
+                           "and keypoints chunks instead of local processes; empty: local")
 
 
 @dataclass(frozen=True)
@@ -194,8 +206,6 @@ class IuvParams:
     inpaint: str = param("telea", "OpenCV inpainting of U/V", choices=("telea", "ns"))
     inpaint_radius: float = param(3.0, "inpainting neighbourhood radius (pixels)", lo=1.0, hi=20.0)
     min_foreground: int = param(100, "drop instances left with fewer foreground pixels", lo=0, hi=1_000_000)
-    workers: int = param(2, "processes repairing Zarr chunks in parallel (1: in the stage's own process)",
-                         lo=1, hi=256)
     previews: int = param(8, "instances shown in the preview PNG (raw, repaired, ground truth)", lo=0, hi=64)
 
 
@@ -284,7 +294,7 @@ class SyntheticParams:
     ambient_min: float = param(0.25, "images: range of the ambient share of the lighting (rest: one directional "
                                "light)", lo=0.0, hi=1.0)
     ambient_max: float = param(0.65, "see ambient_min", lo=0.0, hi=1.0)
-    crowd_prob: float = param(0.3, "probability that another person stands beside an instance (in front of or "
+    crowd_prob: float = param(0.0, "probability that another person stands beside an instance (in front of or "
                               "behind it, on the same floor)", lo=0.0, hi=1.0)
     image_noise: float = param(0.01, "images: std of the Gaussian sensor noise (linear RGB, 0..1)", lo=0.0, hi=0.5)
     margin: float = param(0.1, "crop box = the body's box grown by this fraction of its size per side",
@@ -407,6 +417,7 @@ class Params:
     """All of ``params.yaml``."""
 
     common: CommonParams = field(default_factory=CommonParams)
+    cluster: ClusterParams = field(default_factory=ClusterParams)
     template: TemplateParams = field(default_factory=TemplateParams)
     lbo: LboParams = field(default_factory=LboParams)
     densepose: DenseposeParams = field(default_factory=DenseposeParams)

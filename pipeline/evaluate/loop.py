@@ -69,8 +69,11 @@ one is an error) and writes
   ``errors.png`` (histograms, error against visible share, mean vertex error on the template, share of
   instances whose depth mirror is better per view azimuth),
   ``meshes/*.ply`` (first reconstructions and their ground truth, camera frame, metres, mean depth 0),
-  ``uv_maps/*.png`` (their UV position maps, 16-bit RGB: ``(position - centroid) / 2 m + 0.5``)
-  and ``uv_maps.png`` (those maps side by side for a person to look at).
+  ``uv_maps/*.png`` (their UV position maps, 16-bit RGB: ``(position - centroid) / 2 m + 0.5``),
+  ``uv_maps.png`` (those maps side by side for a person to look at) and ``index.html`` (one self-contained
+  page, offline: the first :data:`pipeline.evaluate.page.PAGE_INSTANCES` instances' input crops and keypoints,
+  the predicted mesh over the crop, and prediction and truth in 3D views to rotate, coloured by vertex error
+  or learnt part; :mod:`pipeline.evaluate.page`).
 
 **Without ground truth** (real images: ``densepose.source`` detectron2 or precomputed) only the 2D
 fit can be measured, in image pixels. It reconstructs the test split or, when the store has none
@@ -106,7 +109,7 @@ error is then measured on the instances the model was trained on. It writes
   ``segmentation.png``, ``meshes/*_pred.ply`` (first reconstructions in the image frame: x, y image
   pixels, y down, z pixels away from the camera, mean depth 0), ``uv_maps/*_pred.png`` (16-bit RGB:
   ``(position - centroid) / (2 UV_HALF_RANGE_PX) + 0.5``, :data:`UV_HALF_RANGE_PX` = 4096 px) and
-  ``uv_maps.png``; no ``errors.png``.
+  ``uv_maps.png``, ``index.html`` (the prediction alone); no ``errors.png``.
 
 Predictions come in the image frame of the keypoints (x, y pixels, z in pixels away from the camera,
 depth up to a constant, :func:`pipeline.train.model.reconstruct`) and are turned into camera-frame metres
@@ -136,7 +139,9 @@ from pipeline.core.config import EvalParams
 from pipeline.core.errors import InputError
 from pipeline.core.stage import progress as progress_bar
 from pipeline.core.store import StoreError
+from pipeline.evaluate.inputs import read_inputs
 from pipeline.evaluate.measures import measure_2d, measure_3d
+from pipeline.evaluate.page import PAGE_INSTANCES, page_data, page_html
 from pipeline.evaluate.reports import UV_HALF_RANGE_PX, write_reports
 from pipeline.evaluate.results import Batch, EvalResult, Reconstruct, SEGMENTATION_KEYS, fmt
 from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
@@ -162,7 +167,8 @@ def _part_table(template: Template, parts: str) -> tuple[np.ndarray, list[str]]:
 def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct, segmentation: np.ndarray | None,
              cfg: EvalParams, reports: str | Path | None = None, device: str = "cpu",
              progress: bool = True, segmentation_init: np.ndarray | None = None,
-             holdout: tuple[float, int] = (0.0, 0)) -> EvalResult:
+             holdout: tuple[float, int] = (0.0, 0), iuv: str | Path | None = None,
+             densepose: str | Path | None = None) -> EvalResult:
     """Reconstructs the instances to evaluate, measures them and (if ``reports``) writes the report folder:
     the 3D metrics on the test split with ground truth, else the 2D re-projection error (module docstring),
     and in both cases the segmentation metrics.
@@ -175,6 +181,8 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
         segmentation_init: (N, M) part weights at initialisation, or None (unknown).
         holdout: ``(train.val_share, common.seed)``: with ``eval.split: val`` the train rows held out of
             training (:func:`pipeline.train.data.holdout_rows`) are measured instead of the test split.
+        iuv, densepose: ``iuv.zarr`` and ``densepose.zarr``, the crops that ``index.html`` shows (IUV; RGB when
+            the store has it), or None: the page draws the keypoints without their crop.
     Raises:
         StoreError: ground truth but no test instance; no ground truth and no ``box`` array.
         ValueError: ``eval.split: val`` with ``train.val_share: 0``.
@@ -189,7 +197,7 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
     else:
         rows, which = rows_to_evaluate(root, keypoints, ground_truth)
     parts = _part_table(template, cfg.parts)
-    keep = max(cfg.grid, cfg.meshes, cfg.uv_maps)
+    keep = max(cfg.grid, cfg.meshes, cfg.uv_maps, PAGE_INSTANCES if reports is not None else 0)
     batches = reconstructed_batches(root, rows, reconstruct, cfg.batch_size, progress)
     if ground_truth:
         result, kept, errors = measure_3d(root, batches, template, parts, cfg, keep, device)
@@ -202,8 +210,10 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
     seg_metrics, seg_rows = _segmentation(template, segmentation, segmentation_init)
     result = replace(result, metrics={**result.metrics, "split": which, **seg_metrics}, segmentation=seg_rows)
     if reports is not None:
+        inputs = read_inputs(root, kept.rows[:PAGE_INSTANCES], iuv, densepose, template.hash)
+        page = page_html(page_data(template, segmentation, kept, inputs, result.metrics))
         write_reports(Path(reports), template, segmentation, segmentation_init, seg_metrics, seg_rows, cfg, kept,
-                       errors, 1.0 if ground_truth else UV_HALF_RANGE_PX)
+                       errors, 1.0 if ground_truth else UV_HALF_RANGE_PX, page)
     return result
 
 

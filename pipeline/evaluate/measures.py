@@ -93,7 +93,8 @@ def measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[
         if room > 0:
             s2s_values.extend(s2s(centre_depth(pred[:room]), centre_depth(true[:room]), template.faces, device=device))
         kept.add(keep, rows=rows, xy=b.xy, visible=visible, pred=centre_depth(pred[:keep]),
-                 true=centre_depth(true[:keep]), error=[f"MPJPE {MM * e:.0f} mm" for e in mpjpe[:keep]])
+                 true=centre_depth(true[:keep]), error=[f"MPJPE {MM * e:.0f} mm" for e in mpjpe[:keep]],
+                 pixels=b.image[:keep, :, :2])
         del b, visible, true, pred, err, err_flip, err_flat, err_xy, err_z  # peak memory: one batch's arrays
 
     per = {k: np.concatenate(v) for k, v in per.items()}
@@ -192,7 +193,7 @@ def measure_2d(batches: Iterator[Batch], parts: tuple[np.ndarray, list[str]], wh
         per["reproj2d_px"].append(mean["px"])
         per["reproj2d_box_pct"].append(mean["pct"])
         kept.add(keep, rows=b.rows, xy=b.xy, visible=b.visible, pred=centre_depth(b.image[:keep]),
-                 error=[f"re-projection {e:.1f} px" for e in mean["px"][:keep]])
+                 error=[f"re-projection {e:.1f} px" for e in mean["px"][:keep]], pixels=b.image[:keep, :, :2])
         del b, err  # peak memory: one batch's arrays
 
     per = {k: np.concatenate(v) for k, v in per.items()}

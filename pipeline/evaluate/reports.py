@@ -1,4 +1,5 @@
-"""The ``evaluate`` stage's report folder: grid, segmentation, errors, meshes and UV position maps."""
+"""The ``evaluate`` stage's report folder: grid, segmentation, errors, meshes, UV position maps and the page
+``index.html`` (made by :mod:`pipeline.evaluate.page`)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ UV_HALF_RANGE_PX = 4096.0  # image-frame UV maps: +-4096 px around the centroid,
 
 def write_reports(folder: Path, template: Template, segmentation, segmentation_init, seg_metrics: dict,
                    seg_rows: list[dict], cfg: EvalParams, kept: Kept, errors: dict | None,
-                   uv_half_range: float) -> None:
+                   uv_half_range: float, page: str | None = None) -> None:
     """Writes the report folder atomically (see the module docstring). Without ground truth ``kept.true``
     is empty and ``errors`` None: no truth panels, meshes or maps, and no errors.png.
 
@@ -35,6 +36,7 @@ def write_reports(folder: Path, template: Template, segmentation, segmentation_i
         seg_metrics, seg_rows: their metrics and region table (:func:`pipeline.evaluate.segmentation.segmentation_metrics`).
         errors: the :func:`errors_figure` keyword arguments, or None.
         uv_half_range: the UV map PNGs' half range, in the units of ``kept`` (1 m, or UV_HALF_RANGE_PX).
+        page: the text of ``index.html`` (:func:`pipeline.evaluate.page.page_html`), or None (not written).
     """
 
     shapes = {"pred": kept.pred, "true": kept.true} if kept.true else {"pred": kept.pred}
@@ -70,6 +72,8 @@ def write_reports(folder: Path, template: Template, segmentation, segmentation_i
                                                  uv_half_range)
             save_figure(uv_maps_figure(maps["pred"], maps.get("true"), layout.covered, kept.rows[:k]),
                         tmp / "uv_maps.png")
+        if page is not None:
+            (tmp / "index.html").write_text(page, encoding="utf-8")
     log.info("wrote reports to %s", folder)
 
 

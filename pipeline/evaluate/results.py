@@ -26,7 +26,8 @@ Reconstruct = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 @dataclass
 class Kept:
     """The first evaluated instances, kept whole for the reports (depth-centred; camera-frame metres with
-    ground truth, else image-frame pixels and no ``true``). error: the per-instance headline error."""
+    ground truth, else image-frame pixels and no ``true``). error: the per-instance headline error.
+    pixels: (N, 2) the model's own image-frame x, y (image pixels) of each, where its mesh falls in the image."""
 
     rows: list = field(default_factory=list)
     xy: list = field(default_factory=list)
@@ -34,6 +35,7 @@ class Kept:
     pred: list = field(default_factory=list)
     true: list = field(default_factory=list)
     error: list = field(default_factory=list)
+    pixels: list = field(default_factory=list)
 
     def add(self, limit: int, **arrays) -> None:
         room = limit - len(self.rows)

@@ -3,8 +3,9 @@
 :func:`write_iuv` is the stage's entry point; it repairs only the correspondence kind that
 ``densepose.kind`` names (the one the keypoints stage reads).
 
-Instances are repaired in parallel, one Zarr chunk of instances per task, by ``workers``
-processes; results are written in instance order, so the store does not depend on ``workers``.
+Instances are repaired in parallel, one Zarr chunk of instances per task, on Dask workers
+(:func:`pipeline.core.cluster.map_chunks`: ``cluster.workers`` local processes or the cluster at
+``cluster.scheduler``); results are written in instance order, so the store does not depend on either.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.cluster import map_chunks
 from pipeline.core.config import Params, as_dict
 from pipeline.core.io import written
-from pipeline.core.stage import progress as progress_bar
 from pipeline.core.store import StoreError, StoreWriter
-from pipeline.core.workers import worker_pool
 from pipeline.densepose.store import open_densepose
 from pipeline.iuv.fullframe import write_frames
 from pipeline.iuv.preview import write_preview
@@ -85,11 +85,12 @@ def write_iuv(params: Params, densepose: str | Path, out: str | Path, preview: s
     ``preview``/instances.png and writes ``frames`` (full-frame IUV PNGs for real images; empty otherwise)."""
     p = params.iuv
     t0 = time.perf_counter()
-    summary = repair_store(densepose, out, RepairOptions.from_params(p), p.min_foreground, p.workers,
-                           params=as_dict(p), kinds=[params.densepose.kind])
+    c = params.cluster
+    summary = repair_store(densepose, out, RepairOptions.from_params(p), p.min_foreground, c.workers,
+                           params=as_dict(p), kinds=[params.densepose.kind], scheduler=c.scheduler)
     write_preview(densepose, written(out), preview, p.previews)
     n_frames = write_frames(open_iuv(written(out)), frames)
-    return dataclasses.replace(summary, frames=n_frames, seconds=time.perf_counter() - t0, workers=p.workers)
+    return dataclasses.replace(summary, frames=n_frames, seconds=time.perf_counter() - t0, workers=c.workers)
 
 def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
     """Repairs a block of instances read from densepose.zarr.
@@ -138,7 +139,7 @@ def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
     return out
 
 
-def _repair_chunk(src: str, names: list[str], start: int, stop: int, opts: RepairOptions, min_foreground: int):
+def _repair_chunk(src: str, names: list[str], opts: RepairOptions, min_foreground: int, start: int, stop: int):
     """One task: reads what the repair needs of rows start..stop, returns the repaired rows."""
     root = open_densepose(src)
     rows = {k: root[k][start:stop] for k in names}
@@ -146,11 +147,13 @@ def _repair_chunk(src: str, names: list[str], start: int, stop: int, opts: Repai
 
 
 def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_foreground: int, workers: int,
-                 params: dict | None = None, progress: bool = True, kinds: list[str] | None = None) -> IuvSummary:
+                 params: dict | None = None, progress: bool = True, kinds: list[str] | None = None,
+                 scheduler: str = "") -> IuvSummary:
     """Repairs every instance of ``src`` (densepose.zarr) into ``dst`` (iuv.zarr), atomically.
 
     ``kinds`` picks the outputs to repair and write ("chart", "cse"; default: all the store holds):
     the default pipeline needs only the chart output, and CSE embeddings are 16 channels a pixel.
+    ``workers``, ``scheduler``: where the chunks are repaired (:func:`pipeline.core.cluster.map_chunks`).
 
     Returns:
         the summary: instance counts, total repair counts, and quality before/after repair against
@@ -189,15 +192,11 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
     quality = np.zeros((2, len(QUALITY_SUMS)))
     kept = 0
     with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
-        if workers > 1 and len(ranges) > 1:
-            pool = worker_pool(workers)
-            results = pool.map(_repair_chunk, [str(src)] * len(ranges), [names] * len(ranges),
-                               *zip(*ranges), [opts] * len(ranges), [min_foreground] * len(ranges))
-        else:
-            pool = None
-            results = (_repair_chunk(str(src), names, a, b, opts, min_foreground) for a, b in ranges)
+        results = map_chunks(_repair_chunk, [(a, b) for a, b in ranges], workers, scheduler,
+                             shared=(str(Path(src).resolve()), names, opts, min_foreground), desc="iuv",
+                             progress=progress)
         try:
-            for start, res in progress_bar(results, total=len(ranges), desc="iuv", unit="chunk", enabled=progress):
+            for start, res in results:
                 keep = res["keep"]
                 stop = start + len(keep)
                 block = {k: root[k][start:stop][keep] for k in CARRIED + tuple(gt_names)}
@@ -211,8 +210,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
                     totals[k] += int(res[k].sum())
                 quality += res["quality"]
         finally:
-            if pool is not None:
-                pool.shutdown()
+            results.close()  # a failed write stops the workers
         if kept == 0:
             raise StoreError(f"{src}: no instance kept {min_foreground} foreground pixels after repair; "
                              "nothing to write (lower iuv.min_foreground?)")

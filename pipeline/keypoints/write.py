@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.cluster import map_chunks
 from pipeline.core.config import Params, as_dict
 from pipeline.core.errors import InputError
-from pipeline.core.stage import progress as progress_bar, resolve_device
+from pipeline.core.stage import resolve_device
 from pipeline.core.store import StoreError, StoreWriter
 from pipeline.geometry.cameras import project
 from pipeline.geometry.mesh import vertex_areas
@@ -32,7 +33,8 @@ from pipeline.template.file import Template
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeypointsSummary", "write_keypoints", "extract_keypoints", "keypoint_quality", "quality_summary"]
+__all__ = ["KeypointsSummary", "ChunkContext", "ChunkResult", "write_keypoints", "extract_keypoints", "keypoint_chunk",
+           "keypoint_quality", "quality_summary"]
 
 
 
@@ -84,7 +86,8 @@ def write_keypoints(params: Params, iuv: str | Path, template: Template, out: st
     t0 = time.perf_counter()
     summary = extract_keypoints(iuv, out, template, params.densepose.kind, params.keypoints.min_visible_area,
                                 device=device, params=as_dict(params.keypoints),
-                                max_inconsistency=params.keypoints.max_inconsistency)
+                                max_inconsistency=params.keypoints.max_inconsistency,
+                                workers=params.cluster.workers, scheduler=params.cluster.scheduler)
     return replace(summary, seconds=time.perf_counter() - t0, device=device)
 
 def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
@@ -120,9 +123,80 @@ def quality_summary(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> 
             "visibility_precision": tp / max(tp + fp, 1), "visibility_recall": tp / max(tp + fn, 1)}
 
 
+@dataclass(frozen=True)
+class ChunkContext:
+    """What every chunk of :func:`extract_keypoints` needs (sent to each worker once): the source store's
+    path, the correspondence ``kind``, the IUV ``lut`` (25, 256, 256) int32 (chart) or the template's
+    ``embedding`` (N, D) float (cse), vertex ``areas`` (N,), the :func:`one_ring` ``ring`` (N, K) (or None:
+    no consistency check), the thresholds, the crop side, the ground truth carried and measured, the
+    camera ``projection`` and the torch ``device`` of the embedding search."""
+
+    src: str
+    kind: str
+    lut: np.ndarray | None
+    areas: np.ndarray
+    ring: np.ndarray | None
+    embedding: np.ndarray | None
+    min_visible_area: float
+    max_inconsistency: float
+    crop: int
+    gt_names: list[str]
+    has_gt: bool
+    has_exact: bool
+    projection: str
+    device: str
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One chunk's kept rows (``block``, None when none is kept), their count, the keypoints dropped as
+    inconsistent, and :func:`keypoint_quality` of the written and of the exact keypoints (None without truth)."""
+
+    block: dict | None
+    kept: int
+    dropped: int
+    quality: tuple | None
+    exact: tuple | None
+
+
+def keypoint_chunk(ctx: ChunkContext, a: int, b: int) -> ChunkResult:
+    """Keypoints of rows ``a:b`` of the iuv store ``ctx.src`` (one task of :func:`extract_keypoints`)."""
+    root = open_iuv(ctx.src)
+    n_v = len(ctx.areas)
+    boxes = root["box"][a:b]
+    if ctx.kind == "chart":
+        vertex = iuv_to_vertices(root["iuv"][a:b], ctx.lut)
+    else:
+        mask = root["mask"][a:b]
+        emb = root["embedding"][a:b].astype(np.float32)  # (n, D, S, S)
+        vertex = np.full(mask.shape, -1, np.int64)
+        pix = np.moveaxis(emb, 1, -1)[mask]  # (P, D)
+        vertex[mask] = nearest_embedding(pix, ctx.embedding, device=ctx.device)
+    kp = aggregate(vertex, boxes, n_v)
+    gone = np.zeros(kp.visible.shape, bool)
+    if ctx.ring is not None:
+        kp, gone = drop_inconsistent(kp, ctx.ring, boxes, ctx.crop, ctx.max_inconsistency)
+    share = visible_area_share(kp.visible, ctx.areas)
+    keep = share >= ctx.min_visible_area
+    block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep]}
+    rows = {k: root[k][a:b] for k in CARRIED + tuple(ctx.gt_names)}
+    block.update({k: v[keep] for k, v in rows.items()})
+    quality = exact = None
+    if ctx.has_gt:
+        camera = rows["gt/camera"]  # (n, 3) f, cx, cy
+        gt_px = project(rows["gt/vertices"], camera[:, 0], camera[:, 1:], ctx.projection).astype(np.float32)
+        block["gt/pixels"] = gt_px[keep]
+        quality = keypoint_quality(kp.xy[keep], kp.visible[keep], gt_px[keep], rows["gt/visible"][keep], boxes[keep],
+                                   ctx.crop)
+    if ctx.has_exact:
+        ex = aggregate(iuv_to_vertices(root["gt/iuv"][a:b][keep], ctx.lut), boxes[keep], n_v)
+        exact = keypoint_quality(ex.xy, ex.visible, gt_px[keep], rows["gt/visible"][keep], boxes[keep], ctx.crop)
+    return ChunkResult(block if keep.any() else None, int(keep.sum()), int(gone[keep].sum()), quality, exact)
+
+
 def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind: str, min_visible_area: float,
                       device: str = "cpu", params: dict | None = None, progress: bool = True,
-                      max_inconsistency: float = 0.0) -> KeypointsSummary:
+                      max_inconsistency: float = 0.0, workers: int = 1, scheduler: str = "") -> KeypointsSummary:
     """Writes ``keypoints.zarr`` from the ``kind`` ("chart" or "cse") output of ``iuv.zarr``; returns its summary:
     counts and, on synthetic data, the :func:`quality_summary` of the written keypoints against the ground
     truth. For chart data, when
@@ -130,6 +204,8 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind
     mapped (same lookup table) from ``gt/iuv`` of the kept instances; they are not written.
     ``max_inconsistency`` > 0: keypoints farther than this many crop pixels from their mesh neighbours'
     are dropped (:func:`pipeline.keypoints.lookup.drop_inconsistent`), before the visible-area check.
+    ``workers``, ``scheduler``: where the chunks run (:func:`pipeline.core.cluster.map_chunks`); the store is
+    the same whatever they are.
 
     Raises:
         StoreError: another template, a missing array, or no instance left (nothing written then).
@@ -154,46 +230,25 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind
     out_attrs.update(schema=SCHEMA, kind=kind, params=params or {})
 
     lut = iuv_lookup_table(template.chart_part, template.chart_uv, template.chart_vertex) if kind == "chart" else None
-    areas = vertex_areas(template.vertices, template.faces)
-    ring = one_ring(template.faces, n_v) if max_inconsistency > 0 else None
+    shared = ChunkContext(str(Path(src).resolve()), kind, lut, vertex_areas(template.vertices, template.faces),
+                          one_ring(template.faces, n_v) if max_inconsistency > 0 else None,
+                          template.embedding if kind == "cse" else None, min_visible_area, max_inconsistency, crop,
+                          gt_names, has_gt, has_exact, attrs.get("projection", "orthographic"), device)
     chunk = int(root["box"].chunks[0])
     kept, dropped, quality, quality_exact = 0, 0, [], []  # keypoint_quality of each block
     with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
-        for a in progress_bar(range(0, n_in, chunk), desc="keypoints", unit="chunk", enabled=progress):
-            b = min(a + chunk, n_in)
-            boxes = root["box"][a:b]
-            if kind == "chart":
-                vertex = iuv_to_vertices(root["iuv"][a:b], lut)
-            else:
-                mask = root["mask"][a:b]
-                emb = root["embedding"][a:b].astype(np.float32)  # (n, D, S, S)
-                vertex = np.full(mask.shape, -1, np.int64)
-                pix = np.moveaxis(emb, 1, -1)[mask]  # (P, D)
-                vertex[mask] = nearest_embedding(pix, template.embedding, device=device)
-            kp = aggregate(vertex, boxes, n_v)
-            if ring is not None:
-                kp, gone = drop_inconsistent(kp, ring, boxes, crop, max_inconsistency)
-            share = visible_area_share(kp.visible, areas)
-            keep = share >= min_visible_area
-            if ring is not None:
-                dropped += int(gone[keep].sum())
-            block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep]}
-            rows = {k: root[k][a:b] for k in CARRIED + tuple(gt_names)}
-            block.update({k: v[keep] for k, v in rows.items()})
-            if has_gt:
-                camera = rows["gt/camera"]  # (n, 3) f, cx, cy
-                gt_px = project(rows["gt/vertices"], camera[:, 0], camera[:, 1:],
-                                attrs.get("projection", "orthographic")).astype(np.float32)
-                block["gt/pixels"] = gt_px[keep]
-                quality.append(keypoint_quality(kp.xy[keep], kp.visible[keep], gt_px[keep], rows["gt/visible"][keep],
-                                                boxes[keep], crop))
-            if has_exact:
-                ex = aggregate(iuv_to_vertices(root["gt/iuv"][a:b][keep], lut), boxes[keep], n_v)
-                quality_exact.append(keypoint_quality(ex.xy, ex.visible, gt_px[keep], rows["gt/visible"][keep],
-                                                      boxes[keep], crop))
-            if keep.any():
-                w.append(block)
-            kept += int(keep.sum())
+        results = map_chunks(keypoint_chunk, [(a, min(a + chunk, n_in)) for a in range(0, n_in, chunk)], workers,
+                             scheduler, shared=(shared,), desc="keypoints", progress=progress)
+        try:
+            for res in results:
+                if res.block is not None:
+                    w.append(res.block)
+                kept += res.kept
+                dropped += res.dropped
+                quality += [res.quality] if res.quality is not None else []
+                quality_exact += [res.exact] if res.exact is not None else []
+        finally:
+            results.close()
         if kept == 0:
             raise StoreError(f"{src}: no instance shows {min_visible_area:.0%} of the template's surface; "
                              "nothing to write (lower keypoints.min_visible_area?)")

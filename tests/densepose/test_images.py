@@ -150,9 +150,10 @@ def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def rendered(template, tmp_path_factory):
-    """12 instances with images, no occluders and no sensor noise, so every body pixel is shaded albedo."""
+    """12 instances with images, no occluders and no sensor noise, so every body pixel is shaded albedo; half of
+    them with a neighbour (whose pixels in front are excluded where the body's albedo is tested)."""
     p = load_params_dict({"synthetic": {"train_bodies": 2, "test_bodies": 1, "views": 4, "batch": 3, "images": True,
-                                        "image_noise": 0.0, "corruption": {"occluder_prob": 0.0}}})
+                                        "image_noise": 0.0, "crowd_prob": 0.5, "corruption": {"occluder_prob": 0.0}}})
     path = tmp_path_factory.mktemp("images") / "dp.zarr"
     write_synthetic_store(path, template, p.synthetic, crop=64, seed=0, device="cpu")
     return p, open_densepose(path, template.hash)
@@ -187,7 +188,8 @@ def test_a_body_pixel_is_the_shaded_albedo_of_the_point_its_iuv_names(rendered):
 def test_images_are_deterministic_whatever_the_batching(rendered, template, tmp_path):
     p, root = rendered
     q = load_params_dict({"synthetic": {**{k: getattr(p.synthetic, k) for k in ("train_bodies", "test_bodies",
-                                                                                 "views", "images", "image_noise")},
+                                                                                 "views", "images", "image_noise",
+                                                                                 "crowd_prob")},
                                         "batch": 1, "corruption": {"occluder_prob": 0.0}}})
     write_synthetic_store(tmp_path / "b1.zarr", template, q.synthetic, crop=64, seed=0, device="cpu")
     other = open_densepose(tmp_path / "b1.zarr", template.hash)

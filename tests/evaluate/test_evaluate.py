@@ -378,8 +378,8 @@ def test_without_ground_truth_an_exact_2d_fit_scores_zero(store_no_gt, template,
         assert m[key] == 0, key
 
     reports = tmp_path / "reports"
-    assert sorted(p.name for p in reports.iterdir()) == ["grid.png", "meshes", "segmentation.png", "uv_maps",
-                                                         "uv_maps.png"]  # no truth, no errors.png
+    assert sorted(p.name for p in reports.iterdir()) == ["grid.png", "index.html", "meshes", "segmentation.png",
+                                                         "uv_maps", "uv_maps.png"]  # no truth, no errors.png
     assert (reports / "grid.png").stat().st_size > 1000
     assert [p.name for p in (reports / "meshes").iterdir()] == ["000_row1_pred.ply"]
     assert [p.name for p in (reports / "uv_maps").iterdir()] == ["000_row1_pred.png"]

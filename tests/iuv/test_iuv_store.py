@@ -111,7 +111,7 @@ def test_workers_do_not_change_the_result(tmp_path):
 def test_stage_writes_store_metrics_and_preview(tmp_path):
     make_store(tmp_path / "dp.zarr")
     params = tmp_path / "params.yaml"
-    params.write_text("iuv: {workers: 1, min_foreground: 10, previews: 3}\n")
+    params.write_text("cluster: {workers: 1}\niuv: {min_foreground: 10, previews: 3}\n")
     iuv_stage.main(["--params", str(params), "--densepose", str(tmp_path / "dp.zarr"), "--out", str(tmp_path / "iuv.zarr"),
                     "--preview", str(tmp_path / "preview"), "--metrics", str(tmp_path / "m" / "iuv.json"),
                     "--frames", str(tmp_path / "frames")])

@@ -132,3 +132,19 @@ def test_iuv_stage_changes_nothing_on_exact_renders(exact_iuv, tmp_path):
     assert np.array_equal(out[same_mask][:, 0], truth[same_mask][:, 0])
     assert np.abs(out[same_mask][:, 1:].astype(int) - truth[same_mask][:, 1:]).max() <= 1
     assert s.repairs["pixels_filled"] == s.repairs["holes_filled"] and s.quality_after["foreground_iou"] > 0.99
+
+
+def test_dask_workers_do_not_change_the_store(template, tmp_path, monkeypatch):
+    """Three chunks of 4 instances: in the stage's process and on a local cluster of 2 Dask workers, with the
+    consistency check on, the same bytes."""
+    from pipeline.densepose.synthetic import source
+
+    monkeypatch.setattr(source, "STORE_CHUNK", 4)
+    p = load_params_dict({"synthetic": {"train_bodies": 3, "test_bodies": 1, "views": 3, "batch": 4}})
+    write_synthetic_store(tmp_path / "dp.zarr", template, p.synthetic, crop=p.densepose.crop, seed=0, device="cpu")
+    repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 50, 2, progress=False, kinds=["chart"])
+    runs = [extract_keypoints(tmp_path / "iuv.zarr", tmp_path / f"kp{w}.zarr", template, "chart", 0.1, progress=False,
+                              max_inconsistency=6.0, workers=w) for w in (1, 2)]
+    assert open_keypoints(tmp_path / "kp1.zarr", template.hash)["xy"].chunks[0] == 4
+    assert runs[0] == runs[1] and runs[0].dropped_inconsistent > 0
+    assert tree_bytes(tmp_path / "kp1.zarr") == tree_bytes(tmp_path / "kp2.zarr")

@@ -55,6 +55,7 @@ __all__ = ["PHENOTYPES", "CROWD_POOL", "Bodies", "Crowd", "body_model", "make_bo
 
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 _BODY_STREAM, _CORRUPTION_STREAM, _CROWD_STREAM = 1, 2, 6  # (3 and 4: images, 5: the network's bodies)
+STORE_CHUNK = 128  # instances a Zarr chunk of the store (and a task of the iuv and keypoints stages)
 CROWDED, HIDDEN = "crowded", "hidden_pixels"  # render_bodies' two rows that are not store arrays
 CROWD_POOL = 1 << 40  # neighbour of instance i: body CROWD_POOL + i, beyond any dataset's bodies
 # where a neighbour stands from the instance's body centre: metres along the camera's horizontal right
@@ -333,7 +334,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     # one background thread compresses and writes batch k while batch k + 1 renders (Blosc and Warp
     # release the GIL); writes stay in order, so the store's bytes do not depend on the timing
     # shards of 1024 instances (not the default 2048), so that shards fill and compress during the run
-    with StoreWriter.create(path, n, specs, attrs, chunk=128, chunks_per_shard=8) as w, \
+    with StoreWriter.create(path, n, specs, attrs, chunk=STORE_CHUNK, chunks_per_shard=8) as w, \
             ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future] = []
         bar = progress(total=n, desc=f"{source} images" if p.images else source, unit="inst")

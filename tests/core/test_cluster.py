@@ -1,0 +1,44 @@
+"""map_chunks: results in task order whatever runs them (the stage's process, a local Dask cluster, a running
+scheduler), shared arguments sent once, task errors and unreachable schedulers reported."""
+
+import operator
+import time
+
+import pytest
+
+from pipeline.core import cluster
+from pipeline.core.cluster import map_chunks
+from pipeline.core.errors import InputError
+
+TASKS = [(k,) for k in range(7)]
+
+
+def test_in_process_and_on_local_workers_give_the_same_ordered_results():
+    alone = list(map_chunks(operator.mul, TASKS, workers=1, shared=(3,), progress=False))
+    spread = list(map_chunks(operator.mul, TASKS, workers=2, shared=(3,), progress=False))
+    many = list(map_chunks(operator.mul, TASKS, workers=50, shared=(3,), progress=False))  # more workers than tasks
+    assert alone == spread == many == [3 * k for k in range(7)]
+
+
+def test_a_running_scheduler_is_used_when_given():
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as running:
+        out = list(map_chunks(operator.sub, [(10, k) for k in range(5)], scheduler=running.scheduler_address,
+                              progress=False))
+    assert out == [10 - k for k in range(5)]
+
+
+def test_a_failing_task_reaches_the_caller():
+    with pytest.raises(ZeroDivisionError):
+        list(map_chunks(operator.truediv, [(1, 1), (1, 0), (1, 2)], workers=2, progress=False))
+    with pytest.raises(ZeroDivisionError):
+        list(map_chunks(operator.truediv, [(1, 1), (1, 0)], workers=1, progress=False))
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2.0)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"cluster.scheduler 'tcp://127.0.0.1:9': no Dask scheduler"):
+        list(map_chunks(operator.mul, TASKS, scheduler="tcp://127.0.0.1:9", progress=False))
+    assert time.perf_counter() - t0 < 30
