@@ -55,6 +55,7 @@ def _connect(scheduler: str, workers: int, n_tasks: int):
             raise InputError(f"cluster.scheduler {scheduler!r}: the scheduler has no worker")
         return client, None, n
     n = max(1, min(workers, n_tasks))
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the stage logs the dashboard itself
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.WARNING, env=_ONE_THREAD)
     return Client(cluster), cluster, n

@@ -258,10 +258,12 @@ def _occlude(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> None:
     c.occluder[covered] = True
 
 
-def _copy_nearest(c: Crop, target: np.ndarray, source: np.ndarray) -> None:
-    """Pixels ``target`` (S, S) bool take the part, U, V and embedding of their nearest ``source`` pixel."""
-    _, (ri, ci) = ndimage.distance_transform_edt(~source, return_indices=True)
-    src = (ri[target], ci[target])
+def _copy_nearest(c: Crop, target: np.ndarray, source: np.ndarray, box: tuple = np.s_[:, :]) -> None:
+    """Pixels ``target`` (S, S) bool take the part, U, V and embedding of their nearest ``source`` pixel; ``box``
+    (two slices) holds every ``target`` and ``source`` pixel (the search stays in it)."""
+    _, (ri, ci) = ndimage.distance_transform_edt(~source[box], return_indices=True)
+    r0, c0 = box[0].start or 0, box[1].start or 0
+    src = (ri[target[box]] + r0, ci[target[box]] + c0)
     c.labels[target] = c.labels[src]
     c.uv[:, target] = c.uv[:, src[0], src[1]]
     if c.embedding is not None:
@@ -277,9 +279,13 @@ def _seam(c: Crop, px: int, rng: np.random.Generator) -> None:
         shift = int(rng.integers(px + 1))
         if shift == 0:
             continue
-        # the shrinking side's pixels within ``shift`` of the growing side
-        near = ndimage.distance_transform_edt(~sides[grow]) <= shift
-        _copy_nearest(c, near & sides[1 - grow], sides[grow])
+        # the shrinking side's pixels within ``shift`` of the growing side, found in the segment's box (both
+        # sides lie in it, so every distance and nearest pixel is the whole crop's)
+        rows, cols = np.nonzero(sides[0] | sides[1])
+        box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        near = np.zeros_like(sides[grow])
+        near[box] = ndimage.distance_transform_edt(~sides[grow][box]) <= shift
+        _copy_nearest(c, near & sides[1 - grow], sides[grow], box)
 
 
 def _mirror(c: Crop, prob: float, mirror: Mirror, rng: np.random.Generator) -> None:
