@@ -50,8 +50,8 @@ def main() -> None:
           f"({chunk / t_chunk:.0f} instances/s), so {n / chunk * t_chunk:.1f} s of chunk work a run")
     with tempfile.TemporaryDirectory() as tmp:
         for w in args.workers:
-            t_iuv = _median_seconds(lambda: repair_store(args.densepose, Path(tmp) / f"i{w}.zarr", RepairOptions(), 100, w,
-                                                         progress=False, kinds=["chart"]), args.repeats)
+            t_iuv = _median_seconds(lambda: repair_store(args.densepose, Path(tmp) / f"i{w}.zarr", RepairOptions(), 100,
+                                                         w, progress=False, kinds=["chart"]), args.repeats)
             t_kp = _median_seconds(lambda: extract_keypoints(args.iuv, Path(tmp) / f"k{w}.zarr", template, "chart", 0.1,
                                                              progress=False, workers=w), args.repeats)
             print(f"workers={w}: iuv {t_iuv:6.2f} s = {n / t_iuv:5.0f} instances/s | keypoints {t_kp:6.2f} s = "
