@@ -27,7 +27,7 @@ repro: $(STAMP)
 	dvc repro
 
 test: $(STAMP) chromium
-	python -m pytest -q -ra
+	python -m pytest -q -ra --durations=15
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do PYTHONPATH=. python $$f || exit 1; done
