@@ -37,7 +37,7 @@ from pipeline.core.stage import progress
 from pipeline.core.store import StoreWriter
 from pipeline.densepose.door import zero_counts
 from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
-from pipeline.densepose.synthetic.corruption import Crop, chart_mirror, corrupt_inplace
+from pipeline.densepose.synthetic.corruption import Crop, Mirror, chart_mirror, corrupt_inplace
 from pipeline.densepose.synthetic.images import (IMAGE_STREAM, OUTFIT_STREAM, Neighbour, paste_occluder,
                                                  pixel_normals, sample_outfit, shaded_crop, to_srgb8)
 from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
@@ -179,10 +179,11 @@ def place_crowd(bodies: Bodies, body: np.ndarray, cams: Cameras, boxes: np.ndarr
 
 
 def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: int, seed: int,
-                  device: str = "cpu", first_instance: int = 0) -> dict[str, np.ndarray]:
+                  device: str = "cpu", first_instance: int = 0, mirror: Mirror | None = None) -> dict[str, np.ndarray]:
     """Renders ``views`` instances per body: the store's rows (layout: :mod:`pipeline.densepose.store`), body-major.
 
     ``first_instance``: global index of the first instance (seeds its corruption and crowd generators).
+    ``mirror``: the template's :func:`chart_mirror` (measured here when ``mirror_prob`` needs it and it is None).
     Two rows are not store arrays: :data:`CROWDED` (n,) bool the instances with a neighbour, :data:`HIDDEN` (n,)
     int the body pixels it hides.
     """
@@ -226,7 +227,8 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
         if emb is not None:
             emb[np.broadcast_to(hidden[:, None], emb.shape)] = 0.0
     occluder = np.zeros((n, crop, crop), bool)
-    mirror = chart_mirror(template) if p.corruption.mirror_prob else None
+    if p.corruption.mirror_prob and mirror is None:
+        mirror = chart_mirror(template)
     for i in range(n):
         rng = np.random.default_rng([seed, _CORRUPTION_STREAM, first_instance + i])
         corrupt_inplace(Crop(labels[i], uv[i], None if emb is None else emb[i], mask[i], occluder[i]),
@@ -319,6 +321,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     """
     dev = warp_device(device)
     model = body_model(template)
+    mirror = chart_mirror(template) if p.corruption.mirror_prob else None  # once per store, not per batch
     n_bodies = p.train_bodies + p.test_bodies
     n = n_bodies * p.views
     specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
@@ -340,7 +343,8 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
         bar = progress(total=n, desc=f"{source} images" if p.images else source, unit="inst")
         for index in _batches(n_bodies, p.batch):
             bodies = make_bodies(model, index, p, seed)
-            rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views)
+            rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views,
+                                 mirror=mirror)
             crowded, hidden = rows.pop(CROWDED), rows.pop(HIDDEN)  # counts, not store arrays
             if observe is not None:
                 observe(rows)
