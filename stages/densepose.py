@@ -8,6 +8,10 @@ runs a DensePose R-CNN on a folder of images (pipeline/densepose/detectron2.py);
 ``apply_net.py dump`` files or IUV PNG folders (pipeline/densepose/precomputed.py); ``network`` runs stage
 network's correspondence network on the synthetic bodies' images or on a folder of images with person boxes
 (pipeline/densepose/network/source.py).
+
+With ``cluster.processes`` = P > 1 the stage runs itself as P processes under ``torchrun`` (one a GPU; gloo
+processes on CPU), each on its share of the bodies or images (pipeline/core/ranks.py); rank 0 writes a store
+byte-identical to one process's. Several machines: start it with ``torchrun --nnodes ...`` yourself (README).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from functools import partial
 
 from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, save_json, stage_outputs, written
+from pipeline.core.ranks import join, relaunch, under_torchrun
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose import detectron2, precomputed
 from pipeline.densepose.figures import contact_sheet_figure
@@ -29,8 +34,8 @@ from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.densepose")
 
-# densepose.source -> its entry point; every source has write_store(params, template, out) -> DenseposeSummary
-# (the network source also takes the checkpoint given on the command line)
+# densepose.source -> its entry point; every source has write_store(params, template, out, ranks) -> DenseposeSummary
+# (None on ranks other than 0; the network source also takes the checkpoint given on the command line)
 SOURCES = {"synthetic": synthetic.write_store, "detectron2": detectron2.write_store,
            "precomputed": precomputed.write_store, "network": network.write_store}
 
@@ -45,14 +50,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics", required=True, help="counts JSON to write (instances, skipped images, ...)")
     args = ap.parse_args(argv)
 
-    with stage_outputs(args.out, args.png, args.metrics):
-        params = load_params(args.params)
+    params = load_params(args.params)
+    if params.cluster.processes > 1 and not under_torchrun():
+        relaunch("stages.densepose", sys.argv[1:] if argv is None else argv, params.cluster.processes)
+        return
+    ranks = join()  # under torchrun every rank renders or infers its share; rank 0 writes the outputs
+    with stage_outputs(*((args.out, args.png, args.metrics) if ranks.writer else ())):
         fix_threads(params.common.threads)
         template = load_template(args.template)
         log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash,
                  params.densepose.source)
         sources = {**SOURCES, "network": partial(network.write_store, checkpoint=args.network)}
-        summary = sources[params.densepose.source](params, template, args.out)
+        summary = sources[params.densepose.source](params, template, args.out, ranks=ranks)
+        if not ranks.writer:
+            return
         for line in summary.lines():
             log.info("%s", line)
         save_json(args.metrics, summary.metrics())

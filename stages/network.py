@@ -3,7 +3,8 @@
     python -m stages.network --params params.yaml --images data/images.zarr --template data/template.npz \
         --out models/network.pt --live metrics/network --report metrics/correspondence.json
 
-Many processes (one per GPU, or gloo on CPU): ``torchrun --nproc_per_node=N -m stages.network ...``
+Many processes (one per GPU, or gloo on CPU): ``cluster.processes: N`` (the stage starts itself under
+``torchrun --nproc_per_node=N -m stages.network ...``; several machines: run torchrun yourself)
 
 Until training ends, the checkpoint and the curves live as ``models/.network.pt.partial`` and
 ``metrics/.network.partial`` (``network.resume: true`` continues from them); the outputs appear together at
@@ -20,6 +21,7 @@ import sys
 
 from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
+from pipeline.core.ranks import relaunch, under_torchrun
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose.network.train import fit_network
 
@@ -36,12 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", required=True, help="JSON of DensePose's measures on the held-out crops")
     args = ap.parse_args(argv)
 
+    params = load_params(args.params)
+    if params.cluster.processes > 1 and not under_torchrun():
+        relaunch("stages.network", sys.argv[1:] if argv is None else argv, params.cluster.processes)
+        return
     # process 0 writes the outputs; under torchrun the others only train
     lead = int(os.environ.get("RANK", "0")) == 0
     outputs = [p for p in (args.out, args.live, args.report) if p is not None] if lead else []
     resumable = [p for p in (args.out, args.live) if p is not None] if lead else []
     with stage_outputs(*outputs, keep=tuple(resumable)):
-        params = load_params(args.params)
         fix_threads(params.common.threads)
         result = fit_network(params, args.images, args.template, args.out, args.live, args.report if lead else None)
     for line in result.lines():

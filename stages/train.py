@@ -3,7 +3,8 @@
     python -m stages.train --params params.yaml --keypoints data/keypoints.zarr --template data/template.npz \
         --lbo data/lbo.npz --out models/model.pt --live metrics/train
 
-Many processes (one per GPU, or gloo on CPU): ``torchrun --nproc_per_node=N -m stages.train ...``
+Many processes (one per GPU, or gloo on CPU): ``cluster.processes: N`` (the stage starts itself under
+``torchrun --nproc_per_node=N -m stages.train ...``; several machines: run torchrun yourself)
 
 Until training ends, the checkpoint and the curves live as ``models/.model.pt.partial`` and
 ``metrics/.train.partial`` (``train.resume: true`` continues from them); the outputs appear together
@@ -19,6 +20,7 @@ import sys
 
 from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
+from pipeline.core.ranks import relaunch, under_torchrun
 from pipeline.core.stage import cli, fix_threads
 from pipeline.train.loop import train
 
@@ -35,10 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--live", default=None, help="dvclive folder for curves and metrics")
     args = ap.parse_args(argv)
 
+    params = load_params(args.params)
+    if params.cluster.processes > 1 and not under_torchrun():
+        relaunch("stages.train", sys.argv[1:] if argv is None else argv, params.cluster.processes)
+        return
     # process 0 writes the outputs; under torchrun the others only train
     outputs = [p for p in (args.out, args.live) if p is not None] if int(os.environ.get("RANK", "0")) == 0 else []
     with stage_outputs(*outputs, keep=tuple(outputs)):
-        params = load_params(args.params)
         fix_threads(params.common.threads)
         result = train(params, args.keypoints, args.template, args.lbo, args.out, args.live)
     for line in result.lines():

@@ -91,13 +91,16 @@ class CommonParams:
 
 @dataclass(frozen=True)
 class ClusterParams:
-    """How the stages spread their work over processes and machines, never what they compute: no stage
-    depends on this section (changing it reruns nothing; the outputs are the same whatever its values)."""
+    """How the stages spread their work over processes and machines, never what they compute: the densepose,
+    iuv and keypoints outputs are the same whatever its values (they do not depend on it); ``processes``
+    changes train's and network's float rounding (their data-parallel sums), so those two depend on it."""
 
     workers: int = param(2, "local Dask worker processes of the iuv and keypoints stages (1: the stage's own "
                          "process)", lo=1, hi=1024)
     scheduler: str = param("", "address of a running Dask scheduler (tcp://host:8786) whose workers run the iuv "
                            "and keypoints chunks instead of local processes; empty: local")
+    processes: int = param(1, "processes of the torch stages (densepose, network, train) on this machine: > 1 runs "
+                           "them under torchrun, one process a GPU (gloo processes on CPU)", lo=1, hi=1024)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import InputError, UserError
+from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map, sum_counts
 from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
 from pipeline.densepose.door import (DoorCounts, check_finite, door_boxes, path_problems, raise_problems,
@@ -228,26 +229,31 @@ def _to_instances(where: str, name: str, det: Detections, size: tuple[int, int],
 
 def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size: int = 4,
                  score_threshold: float = 0.8, max_instances: int = 0,
-                 counts: DoorCounts | None = None) -> tuple[list[ImageInstances], list[str]]:
+                 counts: DoorCounts | None = None, ranks: Ranks = ALONE) -> tuple[list[ImageInstances], list[str]]:
     """Runs ``predictor`` on every image of ``folder``; see the module docstring.
 
     Args:
-        counts: where boxes skipped or clipped at the door are counted (default: a new, discarded one).
+        counts: where boxes skipped or clipped at the door are counted (default: a new, discarded one); under
+            torchrun the sums over the ranks.
+        ranks: under torchrun, batch ``t`` of ``batch_size`` images runs on rank ``t mod P``
+            (:func:`pipeline.core.ranks.ordered_map`); rank 0 gets every result, the others nothing.
     Returns:
         one :class:`ImageInstances` per readable image (names relative to ``folder``), and the names
         of the images that could not be read.
     """
     import cv2
-    
+
     counts = counts if counts is not None else DoorCounts()
     paths = list_images(folder)
     if not paths:
         raise FileNotFoundError(f"detectron2.images: no image ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    results, skipped = [], []
-    bar = progress(total=len(paths), desc="densepose", unit="img")
-    for start in range(0, len(paths), batch_size):
-        read, images = [], []
-        for p in paths[start:start + batch_size]:
+    batches = [paths[s:s + batch_size] for s in range(0, len(paths), batch_size)]
+    check_share(len(batches), ranks, f"batches of detectron2.batch_size = {batch_size} images ({len(paths)} images)",
+                "lower detectron2.batch_size or the processes")
+
+    def infer(t: int) -> tuple[list[ImageInstances], list[str]]:
+        read, images, skipped = [], [], []
+        for p in batches[t]:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is None or img.size == 0:
                 log.warning("skipping %s: unreadable or corrupt image", p)
@@ -255,17 +261,26 @@ def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size
                 continue
             read.append(p)
             images.append(img)
-        if images:
-            dets = predictor(images)
-            if len(dets) != len(images):
-                raise RuntimeError(f"the predictor returned {len(dets)} results for {len(images)} images")
-            results += [_to_instances(str(p), p.name, d, tuple(int(x) for x in im.shape[:2]), crop, score_threshold,
-                                      max_instances, counts)
-                        for p, d, im in zip(read, dets, images)]
-        bar.update(len(paths[start:start + batch_size]))
+        if not images:
+            return [], skipped
+        dets = predictor(images)
+        if len(dets) != len(images):
+            raise RuntimeError(f"the predictor returned {len(dets)} results for {len(images)} images")
+        return [_to_instances(str(p), p.name, d, tuple(int(x) for x in im.shape[:2]), crop, score_threshold,
+                              max_instances, counts)
+                for p, d, im in zip(read, dets, images)], skipped
+
+    results, skipped = [], []
+    bar = progress(total=len(paths), desc="densepose", unit="img", enabled=ranks.writer)
+    for t, (res, skip) in ordered_map(infer, len(batches), ranks):
+        results += res
+        skipped += skip
+        bar.update(len(batches[t]))
     bar.close()
-    log.info("ran DensePose on %d images (%d skipped): %d instances kept", len(results), len(skipped),
-             sum(len(r) for r in results))
+    counts.counts = sum_counts(counts.counts, ranks)
+    if ranks.writer:
+        log.info("ran DensePose on %d images (%d skipped): %d instances kept", len(results), len(skipped),
+                 sum(len(r) for r in results))
     return results, skipped
 
 
@@ -301,7 +316,7 @@ def check_detectron2_inputs(params, device: str | None = None) -> None:
 
 
 def write_detectron2_store(params, crop: int, device: str, template, out_path: str | Path,
-                           params_record: dict | None = None) -> DenseposeSummary:
+                           params_record: dict | None = None, ranks: Ranks = ALONE) -> DenseposeSummary | None:
     """The ``detectron2`` source, end to end: build the model, run it, write ``densepose.zarr``.
 
     Args:
@@ -309,9 +324,10 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
         device: ``common.device`` (auto, cpu or cuda).  template: :class:`pipeline.template.file.Template`
             (its hash is recorded; a CSE model's vertex embeddings must be its own).
         params_record: params recorded in the store's attributes.
+        ranks: under torchrun, this process's share of the images (:func:`infer_folder`); rank 0 writes.
 
     Returns:
-        summary dict: images, images_skipped, images_without_instances, instances, instances_train,
+        (None on ranks other than 0) summary dict: images, images_skipped, images_without_instances, instances, instances_train,
         instances_test and the door's :data:`pipeline.densepose.door.COUNT_KEYS` (for the stage's metrics JSON).
 
     Raises:
@@ -324,7 +340,9 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
     mesh = _check_cse_embeddings(predictor, template, params.weights) if predictor.is_cse else None
     counts = DoorCounts()
     images, skipped = infer_folder(predictor, params.images, crop, params.batch_size,
-                                   params.score_threshold, params.max_instances, counts)
+                                   params.score_threshold, params.max_instances, counts, ranks)
+    if not ranks.writer:
+        return None
     return write_instances_store(out_path, images, crop=crop, source="detectron2", template_hash=template.hash,
                                  params=params_record or {}, test_names=test, skipped=skipped, cse_mesh=mesh,
                                  counts=counts.summary())
@@ -343,7 +361,7 @@ def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:
     return mesh
 
 
-def write_store(params, template, out: str | Path) -> DenseposeSummary:
+def write_store(params, template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
     """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template, out,
-                                  store_params(params))
+                                  store_params(params), ranks)

@@ -57,6 +57,7 @@ import torch
 
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, load_dump
 from pipeline.core.errors import InputError
+from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map
 from pipeline.densepose.convert import chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh
 from pipeline.densepose.door import (DoorCounts, check_boxes, check_chart_result, check_cse_output, door_boxes,
                                      path_problems, raise_problems, select_instances)
@@ -306,23 +307,25 @@ def _box_pixels(labels_full: np.ndarray, uv_full: np.ndarray, inds: np.ndarray |
 
 
 def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: float = 0.0,
-                             max_instances: int = 0) -> list[ImageInstances]:
-    """Filters each image's instances and brings them onto the ``S x S`` grid."""
-    out = []
-    for im in images:
+                             max_instances: int = 0, ranks: Ranks = ALONE) -> list[ImageInstances]:
+    """Filters each image's instances and brings them onto the ``S x S`` grid. Under torchrun image ``t`` is
+    resampled on rank ``t mod P`` (:func:`pipeline.core.ranks.ordered_map`): rank 0 gets them all, the others []."""
+    check_share(len(images), ranks, "images", "use fewer processes")
+
+    def to_crops(t: int) -> ImageInstances:
+        im = images[t]
         keep = select_instances(im.scores, threshold, max_instances)
         boxes, scores = im.boxes[keep], im.scores[keep]
         if im.cse is not None:
             idx = torch.from_numpy(keep).long()
             window = None if im.window is None else im.window[keep]
             c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop, window=window)
-            out.append(ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(),
-                                      mask=c.mask.numpy(), size=im.size))
-        else:
-            c = chart_results_to_crops([im.chart[i] for i in keep], crop)
-            out.append(ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(),
-                                      size=im.size))
-    return out
+            return ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(), mask=c.mask.numpy(),
+                                  size=im.size)
+        c = chart_results_to_crops([im.chart[i] for i in keep], crop)
+        return ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(), size=im.size)
+
+    return [instances for _, instances in ordered_map(to_crops, len(images), ranks)]
 
 
 def check_precomputed_inputs(params) -> None:
@@ -343,25 +346,27 @@ def check_precomputed_inputs(params) -> None:
 
 
 def write_precomputed_store(params, crop: int, template, out_path: str | Path,
-                            params_record: dict | None = None) -> DenseposeSummary:
+                            params_record: dict | None = None, ranks: Ranks = ALONE) -> DenseposeSummary | None:
     """The ``precomputed`` source, end to end: check, read, filter, resample, write ``densepose.zarr``.
 
     Args:
         params: :class:`pipeline.core.config.PrecomputedParams`.  crop: S (``densepose.crop``).
         template: the :class:`pipeline.template.file.Template` (its hash is recorded; CSE output needs
             the CSE mesh's template).  params_record: params recorded in the store.
+        ranks: under torchrun every rank reads and checks the input (rank 0 alone logs what the door finds),
+            and resamples its share of the images (:func:`dump_images_to_instances`); rank 0 writes.
 
     Returns:
-        summary dict of counts (images, images_skipped, images_without_instances, instances...,
+        (None on ranks other than 0) summary dict of counts (images, images_skipped, images_without_instances, instances...,
         and the door's :data:`pipeline.densepose.door.COUNT_KEYS`).
     """
     check_precomputed_inputs(params)
-    counts = DoorCounts()
+    counts = DoorCounts() if ranks.writer else DoorCounts(max_logged=0)  # the same counts on every rank
     if params.format == "dump":
         images, skipped = read_dump(params.dump), []
         images = [dataclasses.replace(im, size=image_size(im.file_name, params.image_root)) for im in images]
         unknown = sum(im.size is None for im in images)
-        if unknown:
+        if unknown and ranks.writer:
             log.info("%d of %d images of the dump not found%s: their full-frame exports are sized by the boxes, "
                      "which cannot be checked against them", unknown, len(images),
                      f" below {params.image_root}" if params.image_root else "")
@@ -377,13 +382,16 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
     if dims:
         check_cse_template(template, "precomputed", dims.pop())
         mesh = template.topology
-    instances = dump_images_to_instances(images, crop, params.score_threshold, params.max_instances)
+    instances = dump_images_to_instances(images, crop, params.score_threshold, params.max_instances, ranks)
+    if not ranks.writer:
+        return None
     test = read_name_list(params.test_list) if params.test_list else None
     return write_instances_store(out_path, instances, crop=crop, source="precomputed",
                                  template_hash=template.hash, params=params_record or {},
                                  test_names=test, skipped=skipped, cse_mesh=mesh, counts=counts.summary())
 
 
-def write_store(params, template, out: str | Path) -> DenseposeSummary:
+def write_store(params, template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
     """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
-    return write_precomputed_store(params.precomputed, params.densepose.crop, template, out, store_params(params))
+    return write_precomputed_store(params.precomputed, params.densepose.crop, template, out, store_params(params),
+                                   ranks)

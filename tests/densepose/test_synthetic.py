@@ -117,17 +117,19 @@ def test_bad_params_are_clear_errors():
 
 
 @pytest.mark.slow
-def test_stage_writes_a_byte_identical_store_twice(tmp_path, template):
+def test_stage_writes_a_byte_identical_store_twice_and_under_torchrun(tmp_path, template):
+    """Once alone, once as 2 gloo processes under torchrun (``cluster.processes: 2``; 3 batches of bodies: the
+    second round is uneven): the same bytes."""
     from stages.densepose import main
 
     tpl = tmp_path / "template.npz"
     template.save(tpl)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"densepose": {"crop": 48},
-                                      "synthetic": {"train_bodies": 3, "test_bodies": 2, "views": 3, "batch": 2,
-                                                    "cse": True}}))
     outs = []
     for k in range(2):
+        params = tmp_path / f"params{k}.yaml"
+        params.write_text(yaml.safe_dump({"cluster": {"processes": k + 1}, "densepose": {"crop": 48},
+                                          "synthetic": {"train_bodies": 3, "test_bodies": 2, "views": 3, "batch": 2,
+                                                        "cse": True}}))
         out, png = tmp_path / f"dp{k}.zarr", tmp_path / f"dp{k}.png"
         main(["--params", str(params), "--template", str(tpl), "--out", str(out), "--png", str(png),
               "--metrics", str(tmp_path / f"m{k}.json")])
@@ -136,6 +138,7 @@ def test_stage_writes_a_byte_identical_store_twice(tmp_path, template):
     assert a.keys() == b.keys() and len(a) > 10
     assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
     assert outs[0][1].read_bytes() == outs[1][1].read_bytes()
+    assert (tmp_path / "m0.json").read_bytes() == (tmp_path / "m1.json").read_bytes()
     assert not list(tmp_path.glob(".dp*"))  # no temporary left behind
 
     root = open_densepose(outs[0][0], template.hash, kind="chart")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import Params
+from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map, sum_counts
 from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.detectron2 import IMAGE_SUFFIXES
 from pipeline.densepose.door import DoorCounts, door_boxes, path_problems, raise_problems, select_instances
@@ -113,44 +114,55 @@ def _check_inputs(params: Params) -> None:
 
 
 def _folder_instances(net: ChartNet, input_size: int, params: Params, device: str, counts: DoorCounts,
-                      notes: dict[str, int]) -> tuple[list[ImageInstances], list[str]]:
-    """Runs the network on every box of the boxes JSON's images (module docstring)."""
+                      notes: dict[str, int], ranks: Ranks = ALONE) -> tuple[list[ImageInstances], list[str]]:
+    """Runs the network on every box of the boxes JSON's images (module docstring). Under torchrun image ``t``
+    runs on rank ``t mod P``: rank 0 gets every image, the others nothing; ``counts`` and ``notes`` become
+    the sums over the ranks."""
     ns, crop = params.network_source, params.densepose.crop
     folder = Path(ns.images)
     entries = read_boxes_json(ns.boxes_json)
-    images, skipped = [], []
-    bar = progress(total=len(entries), desc="densepose network", unit="img")
-    for _, _, name, where, boxes, scores in entries:
+    check_share(len(entries), ranks, f"images in {ns.boxes_json}", "use fewer processes")
+
+    def infer(t: int) -> ImageInstances | None:
+        _, _, name, where, boxes, scores = entries[t]
         path = folder / name
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             log.warning("skipping %s: not an image file (%s)", path, ", ".join(IMAGE_SUFFIXES))
-            skipped.append(name)
-            bar.update(1)
-            continue
+            return None
         rgb, made = read_rgb(path)
         if rgb is None:
             log.warning("skipping %s: unreadable, corrupt or not an 8/16-bit image", path)
-            skipped.append(name)
-            bar.update(1)
-            continue
+            return None
         for note in made:
             notes[note] += 1
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         v = door_boxes(boxes, scores, size, f"{where} in {folder}", counts)
         keep = select_instances(scores, ns.score_threshold, ns.max_instances, usable=v.keep)
         charts = predict_crops(net, box_crops(rgb, v.boxes[keep], input_size), input_size, crop, device, ns.batch_size)
-        images.append(ImageInstances(name, v.boxes[keep], scores[keep], labels=charts.labels.numpy(),
-                                     uv=charts.uv.numpy(), size=size))
+        return ImageInstances(name, v.boxes[keep], scores[keep], labels=charts.labels.numpy(), uv=charts.uv.numpy(),
+                              size=size)
+
+    images, skipped = [], []
+    bar = progress(total=len(entries), desc="densepose network", unit="img", enabled=ranks.writer)
+    for t, image in ordered_map(infer, len(entries), ranks):
+        if image is None:
+            skipped.append(entries[t][2])
+        else:
+            images.append(image)
         bar.update(1)
     bar.close()
-    log.info("ran the network on %d images (%d skipped): %d instances kept", len(images), len(skipped),
-             sum(len(im) for im in images))
+    counts.counts = sum_counts(counts.counts, ranks)
+    notes.update(sum_counts(notes, ranks))
+    if ranks.writer:
+        log.info("ran the network on %d images (%d skipped): %d instances kept", len(images), len(skipped),
+                 sum(len(im) for im in images))
     return images, skipped
 
 
 def write_network_store(params: Params, template: Template, out: str | Path,
-                        checkpoint: str | Path) -> DenseposeSummary:
-    """The ``network`` source, end to end: load the checkpoint, run it, write ``densepose.zarr`` (atomic)."""
+                        checkpoint: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
+    """The ``network`` source, end to end: load the checkpoint, run it, write ``densepose.zarr`` (atomic).
+    Under torchrun each rank runs its share of the bodies or images and rank 0 writes (others: None)."""
     ns = params.network_source
     if ns.images:
         _check_inputs(params)
@@ -167,9 +179,11 @@ def write_network_store(params: Params, template: Template, out: str | Path,
         synthetic = dataclasses.replace(params.synthetic, images=True, cse=False)
         return write_synthetic_store(out, template, synthetic, crop=params.densepose.crop, seed=params.common.seed,
                                      device=params.common.device, params=store_params(params), source="network",
-                                     observe=observe)
+                                     observe=observe, ranks=ranks)
     counts, notes = DoorCounts(), dict.fromkeys(CONVERSIONS, 0)
-    images, skipped = _folder_instances(net, input_size, params, device, counts, notes)
+    images, skipped = _folder_instances(net, input_size, params, device, counts, notes, ranks)
+    if not ranks.writer:
+        return None
     if any(notes.values()):
         log.info("converted on reading: %s", ", ".join(f"{k} {v}" for k, v in notes.items() if v))
     return write_instances_store(out, images, crop=params.densepose.crop, source="network",
@@ -178,7 +192,7 @@ def write_network_store(params: Params, template: Template, out: str | Path,
                                  skipped=skipped, counts=counts.summary(), notes=notes)
 
 
-def write_store(params: Params, template: Template, out: str | Path,
-                checkpoint: str | Path = "models/network.pt") -> DenseposeSummary:
+def write_store(params: Params, template: Template, out: str | Path, ranks: Ranks = ALONE,
+                checkpoint: str | Path = "models/network.pt") -> DenseposeSummary | None:
     """The source's entry point (the signature every source shares, plus the checkpoint the stage names)."""
-    return write_network_store(params, template, out, checkpoint)
+    return write_network_store(params, template, out, checkpoint, ranks)

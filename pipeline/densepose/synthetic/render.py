@@ -34,15 +34,16 @@ wp.config.quiet = True
 _MAX_T = 1.0e6
 
 
-def warp_device(device: str) -> str:
-    """Warp device for a params device: ``auto`` -> CUDA when present, else CPU."""
+def warp_device(device: str, local_rank: int = 0) -> str:
+    """Warp device for a params device: ``auto`` -> CUDA when present, else CPU; a GPU is the
+    ``local_rank``-th (one a process under torchrun)."""
     wp.init()
     if device == "auto":
-        return "cuda:0" if wp.is_cuda_available() else "cpu"
+        return f"cuda:{local_rank}" if wp.is_cuda_available() else "cpu"
     if device == "cuda":
         if not wp.is_cuda_available():
             raise InputError("common.device = cuda, but Warp finds no CUDA device: set common.device to auto or cpu")
-        return "cuda:0"
+        return f"cuda:{local_rank}"
     return "cpu"
 
 

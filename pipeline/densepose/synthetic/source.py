@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ import torch
 
 from pipeline.core.config import Params, SyntheticParams, as_dict
 from pipeline.core.errors import InputError
+from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map
 from pipeline.core.stage import progress
 from pipeline.core.store import StoreWriter
 from pipeline.densepose.door import zero_counts
@@ -303,14 +304,14 @@ def _crop_cells(pixels: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
     return np.where(inside[..., None], np.stack([row, col], axis=-1), -1)
 
 
-def _batches(total: int, size: int) -> Iterator[np.ndarray]:
-    for s in range(0, total, size):
-        yield np.arange(s, min(s + size, total))
+def _batches(total: int, size: int) -> list[np.ndarray]:
+    return [np.arange(s, min(s + size, total)) for s in range(0, total, size)]
 
 
 def write_synthetic_store(path: str | Path, template: Template, p: SyntheticParams, *, crop: int, seed: int,
                           device: str = "auto", params: dict | None = None, source: str = "synthetic",
-                          observe: Callable[[dict[str, np.ndarray]], None] | None = None) -> DenseposeSummary:
+                          observe: Callable[[dict[str, np.ndarray]], None] | None = None,
+                          ranks: Ranks = ALONE) -> DenseposeSummary | None:
     """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns its summary (the door's
     counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user).
 
@@ -318,12 +319,30 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
         source: the store's ``source`` attribute.
         observe: called on each batch's rows (:func:`render_bodies`) before they are written, to replace the
             DensePose-like output (``labels``, ``uv``) with another observer's (the network source's).
+        ranks: under torchrun, batch ``t`` of ``synthetic.batch`` bodies renders on rank ``t mod P`` and rank 0
+            writes (:func:`pipeline.core.ranks.ordered_map`): the same store; other ranks return None.
     """
-    dev = warp_device(device)
+    dev = warp_device(device, ranks.local)
     model = body_model(template)
     mirror = chart_mirror(template) if p.corruption.mirror_prob else None  # once per store, not per batch
     n_bodies = p.train_bodies + p.test_bodies
     n = n_bodies * p.views
+    batches = _batches(n_bodies, p.batch)
+    check_share(len(batches), ranks, f"batches of synthetic.batch = {p.batch} bodies ({n_bodies} bodies)",
+                "lower synthetic.batch or the processes")
+
+    def render(t: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        bodies = make_bodies(model, batches[t], p, seed)
+        rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(batches[t][0]) * p.views,
+                             mirror=mirror)
+        if observe is not None:
+            observe(rows)
+        return rows, bodies.mode
+
+    if not ranks.writer:
+        for _ in ordered_map(render, len(batches), ranks):
+            pass
+        return None
     specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
                             n_vertices=template.n_vertices,
                             n_joints=template.joint_regressor.shape[0], images=p.images)
@@ -341,32 +360,28 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
             ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future] = []
         bar = progress(total=n, desc=f"{source} images" if p.images else source, unit="inst")
-        for index in _batches(n_bodies, p.batch):
-            bodies = make_bodies(model, index, p, seed)
-            rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(index[0]) * p.views,
-                                 mirror=mirror)
+        for t, (rows, modes) in ordered_map(render, len(batches), ranks):
             crowded, hidden = rows.pop(CROWDED), rows.pop(HIDDEN)  # counts, not store arrays
-            if observe is not None:
-                observe(rows)
             while pending:  # at most one batch waits for the writer: bounded memory
                 pending.pop(0).result()
-            pending.append(writer.submit(w.write, int(index[0]) * p.views, rows))
+            pending.append(writer.submit(w.write, int(batches[t][0]) * p.views, rows))
             counts["foreground_pixels"] += int((rows["gt/iuv"][..., 0] > 0).sum())
             counts["visible_vertices"] += int(rows["gt/visible"].sum())
             counts["occluded_vertices"] += int(rows["gt/occluded"].sum())
             counts["crowded_instances"] += int(crowded.sum())
             counts["hidden_by_neighbour_pixels"] += int(hidden.sum())
-            for m in bodies.mode:
+            for m in modes:
                 counts["modes"][int(m)] += 1
-            bar.update(len(index) * p.views)
+            bar.update(len(batches[t]) * p.views)
         for f in pending:
             f.result()
         bar.close()
+    where = dev if ranks.world == 1 else f"{ranks.world} processes ({dev} on rank 0)"
     return DenseposeSummary(source, n, p.train_bodies * p.views, p.test_bodies * p.views, zero_counts(), counts,
-                            seconds=time.perf_counter() - t0, device=dev)
+                            seconds=time.perf_counter() - t0, device=where)
 
 
-def write_store(params: Params, template: Template, out: str | Path) -> DenseposeSummary:
+def write_store(params: Params, template: Template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
     """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_synthetic_store(out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
-                                 device=params.common.device, params=store_params(params))
+                                 device=params.common.device, params=store_params(params), ranks=ranks)
