@@ -23,7 +23,7 @@ from functools import partial
 
 from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, save_json, stage_outputs, written
-from pipeline.core.ranks import join, relaunch, under_torchrun
+from pipeline.core.ranks import join, torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose import detectron2, precomputed
 from pipeline.densepose.figures import contact_sheet_figure
@@ -35,7 +35,7 @@ from pipeline.template.file import load_template
 log = logging.getLogger("stages.densepose")
 
 # densepose.source -> its entry point; every source has write_store(params, template, out, ranks) -> DenseposeSummary
-# (None on ranks other than 0; the network source also takes the checkpoint given on the command line)
+# (ranks other than 0 end inside it once their share is done; the network source also takes the checkpoint)
 SOURCES = {"synthetic": synthetic.write_store, "detectron2": detectron2.write_store,
            "precomputed": precomputed.write_store, "network": network.write_store}
 
@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    if params.cluster.processes > 1 and not under_torchrun():
-        relaunch("stages.densepose", sys.argv[1:] if argv is None else argv, params.cluster.processes)
-        return
+    torchrun_when_asked("stages.densepose", sys.argv[1:] if argv is None else argv, params.cluster.processes)
     ranks = join()  # under torchrun every rank renders or infers its share; rank 0 writes the outputs
     with stage_outputs(*((args.out, args.png, args.metrics) if ranks.writer else ())):
         fix_threads(params.common.threads)
@@ -62,8 +60,6 @@ def main(argv: list[str] | None = None) -> None:
                  params.densepose.source)
         sources = {**SOURCES, "network": partial(network.write_store, checkpoint=args.network)}
         summary = sources[params.densepose.source](params, template, args.out, ranks=ranks)
-        if not ranks.writer:
-            return
         for line in summary.lines():
             log.info("%s", line)
         save_json(args.metrics, summary.metrics())

@@ -21,7 +21,7 @@ import sys
 
 from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
-from pipeline.core.ranks import relaunch, under_torchrun
+from pipeline.core.ranks import torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose.network.train import fit_network
 
@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    if params.cluster.processes > 1 and not under_torchrun():
-        relaunch("stages.network", sys.argv[1:] if argv is None else argv, params.cluster.processes)
-        return
+    torchrun_when_asked("stages.network", sys.argv[1:] if argv is None else argv, params.cluster.processes)
     # process 0 writes the outputs; under torchrun the others only train
     lead = int(os.environ.get("RANK", "0")) == 0
     outputs = [p for p in (args.out, args.live, args.report) if p is not None] if lead else []

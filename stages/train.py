@@ -20,7 +20,7 @@ import sys
 
 from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
-from pipeline.core.ranks import relaunch, under_torchrun
+from pipeline.core.ranks import torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
 from pipeline.train.loop import train
 
@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    if params.cluster.processes > 1 and not under_torchrun():
-        relaunch("stages.train", sys.argv[1:] if argv is None else argv, params.cluster.processes)
-        return
+    torchrun_when_asked("stages.train", sys.argv[1:] if argv is None else argv, params.cluster.processes)
     # process 0 writes the outputs; under torchrun the others only train
     outputs = [p for p in (args.out, args.live) if p is not None] if int(os.environ.get("RANK", "0")) == 0 else []
     with stage_outputs(*outputs, keep=tuple(outputs)):

@@ -12,7 +12,7 @@ A task that fails on any rank stops every rank at the end of its round: rank 0 r
 dies outright makes the collective fail on the others (or ``torchrun`` stops them), which leaves no
 output either.
 
-:func:`relaunch` is how a stage runs itself under ``torchrun`` when ``cluster.processes`` > 1, so that
+:func:`torchrun_when_asked` is how a stage runs itself under ``torchrun`` when ``cluster.processes`` > 1, so that
 ``dvc exp run -S cluster.processes=8`` is all a user types.
 """
 
@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from pipeline.core.errors import InputError, UserError
 
-__all__ = ["Ranks", "ALONE", "join", "check_share", "ordered_map", "sum_counts", "relaunch", "under_torchrun"]
+__all__ = ["Ranks", "ALONE", "join", "check_share", "ordered_map", "sum_counts", "torchrun_when_asked", "under_torchrun"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +49,17 @@ class Ranks:
     def writer(self) -> bool:
         """Whether this process writes the stage's outputs (rank 0)."""
         return self.rank == 0
+
+    def leave_unless_writer(self) -> None:
+        """On ranks other than 0, whose share of the work is done: leaves the process group and ends the
+        process (SystemExit, status 0); rank 0 goes on to write. Alone: returns."""
+        if self.writer:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise SystemExit(0)
 
 
 ALONE = Ranks()
@@ -149,12 +160,16 @@ def sum_counts(counts: dict[str, int], ranks: Ranks = ALONE) -> dict[str, int]:
     return {k: sum(c[k] for c in every) for k in counts}
 
 
-def relaunch(module: str, argv: list[str], processes: int) -> None:
-    """Runs ``python -m module argv`` as ``processes`` ranks of one machine under ``torchrun`` and waits.
+def torchrun_when_asked(module: str, argv: list[str], processes: int) -> None:
+    """Returns at once when ``processes`` is 1 or this process is already a rank (the stage then runs here);
+    else runs ``python -m module argv`` as ``processes`` ranks of this machine under ``torchrun``, waits,
+    and ends this process with status 0 (SystemExit) when they succeed.
 
     Raises:
         UserError: when a rank failed (its error is printed above, by rank 0).
     """
+    if processes <= 1 or under_torchrun():
+        return
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", module, *argv]
     log.info("cluster.processes = %d: %s", processes, " ".join(cmd[1:]))
@@ -165,3 +180,4 @@ def relaunch(module: str, argv: list[str], processes: int) -> None:
     if rc != 0:
         raise UserError(f"{module} under torchrun with {processes} processes failed (exit status {rc}); "
                         "the error of the rank that failed is above")
+    raise SystemExit(0)

@@ -316,7 +316,7 @@ def check_detectron2_inputs(params, device: str | None = None) -> None:
 
 
 def write_detectron2_store(params, crop: int, device: str, template, out_path: str | Path,
-                           params_record: dict | None = None, ranks: Ranks = ALONE) -> DenseposeSummary | None:
+                           params_record: dict | None = None, ranks: Ranks = ALONE) -> DenseposeSummary:
     """The ``detectron2`` source, end to end: build the model, run it, write ``densepose.zarr``.
 
     Args:
@@ -327,7 +327,7 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
         ranks: under torchrun, this process's share of the images (:func:`infer_folder`); rank 0 writes.
 
     Returns:
-        (None on ranks other than 0) summary dict: images, images_skipped, images_without_instances, instances, instances_train,
+        (on rank 0; the other ranks end once their share is done) summary dict: images, images_skipped, images_without_instances, instances, instances_train,
         instances_test and the door's :data:`pipeline.densepose.door.COUNT_KEYS` (for the stage's metrics JSON).
 
     Raises:
@@ -341,8 +341,7 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
     counts = DoorCounts()
     images, skipped = infer_folder(predictor, params.images, crop, params.batch_size,
                                    params.score_threshold, params.max_instances, counts, ranks)
-    if not ranks.writer:
-        return None
+    ranks.leave_unless_writer()
     return write_instances_store(out_path, images, crop=crop, source="detectron2", template_hash=template.hash,
                                  params=params_record or {}, test_names=test, skipped=skipped, cse_mesh=mesh,
                                  counts=counts.summary())
@@ -361,7 +360,7 @@ def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:
     return mesh
 
 
-def write_store(params, template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
+def write_store(params, template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary:
     """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_detectron2_store(params.detectron2, params.densepose.crop, params.common.device, template, out,
                                   store_params(params), ranks)

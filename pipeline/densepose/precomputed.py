@@ -346,7 +346,7 @@ def check_precomputed_inputs(params) -> None:
 
 
 def write_precomputed_store(params, crop: int, template, out_path: str | Path,
-                            params_record: dict | None = None, ranks: Ranks = ALONE) -> DenseposeSummary | None:
+                            params_record: dict | None = None, ranks: Ranks = ALONE) -> DenseposeSummary:
     """The ``precomputed`` source, end to end: check, read, filter, resample, write ``densepose.zarr``.
 
     Args:
@@ -357,7 +357,7 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
             and resamples its share of the images (:func:`dump_images_to_instances`); rank 0 writes.
 
     Returns:
-        (None on ranks other than 0) summary dict of counts (images, images_skipped, images_without_instances, instances...,
+        (on rank 0; the other ranks end once their share is done) summary dict of counts (images, images_skipped, images_without_instances, instances...,
         and the door's :data:`pipeline.densepose.door.COUNT_KEYS`).
     """
     check_precomputed_inputs(params)
@@ -383,15 +383,14 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
         check_cse_template(template, "precomputed", dims.pop())
         mesh = template.topology
     instances = dump_images_to_instances(images, crop, params.score_threshold, params.max_instances, ranks)
-    if not ranks.writer:
-        return None
+    ranks.leave_unless_writer()
     test = read_name_list(params.test_list) if params.test_list else None
     return write_instances_store(out_path, instances, crop=crop, source="precomputed",
                                  template_hash=template.hash, params=params_record or {},
                                  test_names=test, skipped=skipped, cse_mesh=mesh, counts=counts.summary())
 
 
-def write_store(params, template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
+def write_store(params, template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary:
     """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_precomputed_store(params.precomputed, params.densepose.crop, template, out, store_params(params),
                                    ranks)

@@ -84,3 +84,111 @@ def test_more_processes_than_batches_is_a_clear_error_and_writes_nothing(tmp_pat
     assert "3 processes (cluster.processes or torchrun --nproc_per_node) for 2 batches of synthetic.batch" \
         in res.stderr, res.stderr[-3000:]
     assert not out.exists() and not list(tmp_path.glob(".dp*"))
+
+
+class _SeededPredictor:
+    """A stand-in model whose detections depend only on the image (not on the order it sees them in, unlike
+    test_detectron2_source's): image pixel (0, 0) holds its number of people, pixel (0, 1) its seed."""
+
+    is_cse = False
+
+    def __call__(self, images):
+        import torch
+
+        from pipeline.densepose import detectron2 as d2
+
+        out = []
+        for img in images:
+            k, gen = int(img[0, 0, 0]), torch.Generator().manual_seed(int(img[0, 1, 0]))
+            h, w = img.shape[:2]
+            boxes = torch.tensor([[i, i, w - 1 - i, h - 1 - i] for i in range(k)], dtype=torch.float32).reshape(k, 4)
+            out.append(d2.Detections(boxes, torch.linspace(0.95, 0.5, k) if k else torch.zeros(0),
+                                     chart=(torch.randn(k, 25, 112, 112, generator=gen),
+                                            torch.randn(k, 2, 112, 112, generator=gen),
+                                            torch.rand(k, 25, 112, 112, generator=gen),
+                                            torch.rand(k, 25, 112, 112, generator=gen))))
+        return out
+
+
+def _sources(folder: Path, dump: Path, out: Path, ranks) -> tuple:
+    """The detectron2 source's inference (a stand-in model) and the precomputed source's store, on ``ranks``."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline.core.config import load_params_dict
+    from pipeline.densepose import detectron2 as d2
+    from pipeline.densepose.door import DoorCounts
+    from pipeline.densepose.precomputed import write_precomputed_store
+
+    counts = DoorCounts()
+    images, skipped = d2.infer_folder(_SeededPredictor(), folder, 16, batch_size=2, score_threshold=0.6,
+                                      counts=counts, ranks=ranks)
+    inferred = ([(im.name, im.boxes, im.scores, im.labels, im.uv) for im in images], skipped, counts.counts)
+    params = load_params_dict({"precomputed": {"dump": str(dump)}}).precomputed
+    template = SimpleNamespace(hash="abc", source="anny", topology="t", embedding=np.zeros((30, 16), np.float32))
+    try:
+        write_precomputed_store(params, 16, template, out, {"k": 1}, ranks)
+    except SystemExit as e:
+        return inferred, e.code
+    return inferred, "wrote"
+
+
+def _source_worker(rank: int, init: str, folder: Path, dump: Path, out: Path, queue) -> None:
+    import torch.distributed as dist
+
+    from pipeline.core.ranks import Ranks
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    queue.put((rank, _sources(folder, dump, out, Ranks(rank, 2))))
+
+
+def test_real_image_sources_on_two_ranks_give_the_single_process_results(tmp_path):
+    """detectron2 (3 batches of 2 images: an unreadable one among them) and precomputed (3 images)."""
+    import cv2
+    import numpy as np
+    import torch
+    import torch.multiprocessing as mp
+    from conftest import tree_bytes
+    from dump_fixture import fake_densepose_modules
+
+    from pipeline.core.ranks import ALONE
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, k in enumerate([2, 0, 3, 1, 4]):
+        img = np.full((60, 40, 3), 128, np.uint8)
+        img[0, 0], img[0, 1] = k, 10 + i
+        assert cv2.imwrite(str(folder / f"img{i:02d}.png"), img)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    gen = torch.Generator().manual_seed(3)
+    with fake_densepose_modules() as dp:
+        dump = []
+        for i, k in enumerate([2, 1, 3]):
+            boxes = torch.tensor([[2.0 + j, 3.0, 30.0, 40.0 + j] for j in range(k)])
+            charts = [dp.chart(labels=torch.randint(0, 25, (37 + j, 28 - j), generator=gen),  # the box's size
+                               uv=torch.rand(2, 37 + j, 28 - j, generator=gen), sigma_2=torch.rand(37 + j, 28 - j))
+                      for j in range(k)]
+            dump.append({"file_name": f"im{i}.jpg", "scores": torch.linspace(0.99, 0.9, k), "pred_boxes_XYXY": boxes,
+                         "pred_densepose": charts})
+        torch.save(dump, tmp_path / "results.pkl")
+
+    alone = _sources(folder, tmp_path / "results.pkl", tmp_path / "alone.zarr", ALONE)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_source_worker, args=(r, f"file://{tmp_path / 'pg'}", folder, tmp_path / "results.pkl",
+                                                      tmp_path / "ranks.zarr", queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+
+    (images, skipped, counts), status = got[0]
+    assert status == "wrote" and got[1][1] == 0 and got[1][0][0] == []  # rank 1 ended once its share was done
+    assert skipped == alone[0][1] == ["broken.jpg"] and counts == alone[0][2]
+    assert [im[0] for im in images] == [im[0] for im in alone[0][0]] == [f"img{i:02d}.png" for i in range(5)]
+    for a, b in zip(images, alone[0][0]):
+        assert all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:]))
+    a, b = tree_bytes(tmp_path / "ranks.zarr"), tree_bytes(tmp_path / "alone.zarr")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)

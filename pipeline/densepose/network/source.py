@@ -160,9 +160,9 @@ def _folder_instances(net: ChartNet, input_size: int, params: Params, device: st
 
 
 def write_network_store(params: Params, template: Template, out: str | Path,
-                        checkpoint: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
+                        checkpoint: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary:
     """The ``network`` source, end to end: load the checkpoint, run it, write ``densepose.zarr`` (atomic).
-    Under torchrun each rank runs its share of the bodies or images and rank 0 writes (others: None)."""
+    Under torchrun each rank runs its share of the bodies or images and rank 0 writes (the others end)."""
     ns = params.network_source
     if ns.images:
         _check_inputs(params)
@@ -182,8 +182,7 @@ def write_network_store(params: Params, template: Template, out: str | Path,
                                      observe=observe, ranks=ranks)
     counts, notes = DoorCounts(), dict.fromkeys(CONVERSIONS, 0)
     images, skipped = _folder_instances(net, input_size, params, device, counts, notes, ranks)
-    if not ranks.writer:
-        return None
+    ranks.leave_unless_writer()
     if any(notes.values()):
         log.info("converted on reading: %s", ", ".join(f"{k} {v}" for k, v in notes.items() if v))
     return write_instances_store(out, images, crop=params.densepose.crop, source="network",
@@ -193,6 +192,6 @@ def write_network_store(params: Params, template: Template, out: str | Path,
 
 
 def write_store(params: Params, template: Template, out: str | Path, ranks: Ranks = ALONE,
-                checkpoint: str | Path = "models/network.pt") -> DenseposeSummary | None:
+                checkpoint: str | Path = "models/network.pt") -> DenseposeSummary:
     """The source's entry point (the signature every source shares, plus the checkpoint the stage names)."""
     return write_network_store(params, template, out, checkpoint, ranks)

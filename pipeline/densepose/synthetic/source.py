@@ -311,7 +311,7 @@ def _batches(total: int, size: int) -> list[np.ndarray]:
 def write_synthetic_store(path: str | Path, template: Template, p: SyntheticParams, *, crop: int, seed: int,
                           device: str = "auto", params: dict | None = None, source: str = "synthetic",
                           observe: Callable[[dict[str, np.ndarray]], None] | None = None,
-                          ranks: Ranks = ALONE) -> DenseposeSummary | None:
+                          ranks: Ranks = ALONE) -> DenseposeSummary:
     """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns its summary (the door's
     counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user).
 
@@ -320,7 +320,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
         observe: called on each batch's rows (:func:`render_bodies`) before they are written, to replace the
             DensePose-like output (``labels``, ``uv``) with another observer's (the network source's).
         ranks: under torchrun, batch ``t`` of ``synthetic.batch`` bodies renders on rank ``t mod P`` and rank 0
-            writes (:func:`pipeline.core.ranks.ordered_map`): the same store; other ranks return None.
+            writes (:func:`pipeline.core.ranks.ordered_map`): the same store; the other ranks end when done.
     """
     dev = warp_device(device, ranks.local)
     model = body_model(template)
@@ -342,7 +342,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
     if not ranks.writer:
         for _ in ordered_map(render, len(batches), ranks):
             pass
-        return None
+        ranks.leave_unless_writer()
     specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
                             n_vertices=template.n_vertices,
                             n_joints=template.joint_regressor.shape[0], images=p.images)
@@ -381,7 +381,7 @@ def write_synthetic_store(path: str | Path, template: Template, p: SyntheticPara
                             seconds=time.perf_counter() - t0, device=where)
 
 
-def write_store(params: Params, template: Template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary | None:
+def write_store(params: Params, template: Template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary:
     """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
     return write_synthetic_store(out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
                                  device=params.common.device, params=store_params(params), ranks=ranks)
