@@ -20,6 +20,7 @@ fails for good, or a task raises, the exception reaches the stage, whose output 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
@@ -61,6 +62,20 @@ def _connect(scheduler: str, workers: int, n_tasks: int):
     return Client(cluster), cluster, n
 
 
+@contextlib.contextmanager
+def _environ_kept() -> Iterator[None]:
+    """Restores this process's environment when the block ends: Dask's nannies put their workers' variables
+    (``distributed.nanny.pre-spawn-environ``: MALLOC_TRIM_THRESHOLD_, PYTHONHASHSEED, ...) into
+    ``os.environ`` before spawning them and leave them there, where every process started later would inherit
+    them (measured: a later ``dvc repro`` from the same process ran at half speed with glibc's trim threshold)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def map_chunks(fn: Callable[..., Any], tasks: Iterable[tuple], workers: int = 1, scheduler: str = "",
                shared: tuple = (), desc: str = "chunks", progress: bool = True) -> Iterator[Any]:
     """Yields ``fn(*shared, *task)`` for each of ``tasks``, in their order (module docstring).
@@ -80,23 +95,24 @@ def map_chunks(fn: Callable[..., Any], tasks: Iterable[tuple], workers: int = 1,
                 yield fn(*shared, *t)
                 bar.update(1)
             return
-        client, cluster, n = _connect(scheduler, workers, len(tasks))
-        try:
-            log.info("%s: %d chunks on %d Dask workers (%s); dashboard %s", desc, len(tasks), n,
-                     scheduler or f"local processes of pid {os.getpid()}", client.dashboard_link)
-            common = client.scatter(list(shared), broadcast=True) if shared else []
-            queue = iter(tasks)
-            pending = deque(client.submit(fn, *common, *t, pure=False) for t in islice(queue, 2 * n))
-            while pending:
-                result = pending.popleft().result()
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending.append(client.submit(fn, *common, *nxt, pure=False))
-                bar.update(1)
-                yield result
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        with _environ_kept():  # over the cluster's life: a nanny restarting a worker sets them again
+            client, cluster, n = _connect(scheduler, workers, len(tasks))
+            try:
+                log.info("%s: %d chunks on %d Dask workers (%s); dashboard %s", desc, len(tasks), n,
+                         scheduler or f"local processes of pid {os.getpid()}", client.dashboard_link)
+                common = client.scatter(list(shared), broadcast=True) if shared else []
+                queue = iter(tasks)
+                pending = deque(client.submit(fn, *common, *t, pure=False) for t in islice(queue, 2 * n))
+                while pending:
+                    result = pending.popleft().result()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.append(client.submit(fn, *common, *nxt, pure=False))
+                    bar.update(1)
+                    yield result
+            finally:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
     finally:
         bar.close()

@@ -2,6 +2,7 @@
 scheduler), shared arguments sent once, task errors and unreachable schedulers reported."""
 
 import operator
+import os
 import time
 
 import pytest
@@ -14,16 +15,28 @@ TASKS = [(k,) for k in range(7)]
 
 
 def test_in_process_and_on_local_workers_give_the_same_ordered_results():
+    before = dict(os.environ)
     alone = list(map_chunks(operator.mul, TASKS, workers=1, shared=(3,), progress=False))
     spread = list(map_chunks(operator.mul, TASKS, workers=2, shared=(3,), progress=False))
     many = list(map_chunks(operator.mul, TASKS, workers=50, shared=(3,), progress=False))  # more workers than tasks
     assert alone == spread == many == [3 * k for k in range(7)]
+    # Dask's nannies set their workers' variables (MALLOC_TRIM_THRESHOLD_, ...) in this process: put back
+    assert dict(os.environ) == before
+
+
+def test_the_environment_is_put_back_when_the_stage_stops_reading_early():
+    before = dict(os.environ)
+    chunks = map_chunks(operator.mul, TASKS, workers=2, shared=(3,), progress=False)
+    assert next(chunks) == 0
+    chunks.close()  # the consumer failed or stopped: the cluster closes and the environment is restored
+    assert dict(os.environ) == before
 
 
 def test_a_running_scheduler_is_used_when_given():
     from dask.distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as running:
+    with cluster._environ_kept(), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as running:
         out = list(map_chunks(operator.sub, [(10, k) for k in range(5)], scheduler=running.scheduler_address,
                               progress=False))
     assert out == [10 - k for k in range(5)]
