@@ -64,3 +64,14 @@ def test_summary_averages_and_counts_instances_above_each_threshold():
     assert s["gps_ap50"] == 1.0 and s["gps_ap75"] == 0.5
     # thresholds 0.50 .. 0.95: both pass 0.50-0.60 (3), one passes 0.65-0.90 (6), none 0.95
     assert s["gps_ap"] == pytest.approx((3 * 1.0 + 6 * 0.5 + 1 * 0.0) / 10)
+
+
+def test_a_small_geodesic_cache_keeps_its_bound_and_gives_the_same_distances(template):
+    rng = np.random.default_rng(2)
+    n = len(template.vertices)
+    a, b = rng.integers(0, n, 400), rng.integers(0, n, 400)
+    full = Geodesics(template).between(a, b)
+    small = Geodesics(template, cache_bytes=5 * 8 * n)  # 5 rows: the 400 sources are done in blocks
+    assert small.max_rows == 5
+    assert np.array_equal(small.between(a, b), full) and len(small.rows) == 5
+    assert np.array_equal(small.between(b, a), Geodesics(template).between(b, a)) and len(small.rows) == 5

@@ -29,6 +29,8 @@ vertices, ``P`` pixels (legend: :mod:`pipeline`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
@@ -42,34 +44,48 @@ from pipeline.template.file import Template, decode_iuv
 __all__ = ["KAPPA", "GPS_THRESHOLDS", "Geodesics", "instance_measures", "summarise", "correspondence_report"]
 
 KAPPA = 0.255  # metres
+GEODESIC_CACHE_BYTES = 256 << 20  # the geodesic rows Geodesics keeps
 GPS_THRESHOLDS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 
 
 class Geodesics:
     """Geodesic distances (metres) between template vertices, along the mesh's edges; rows computed on
-    demand and kept."""
+    demand and kept, the most recently used first, within ``cache_bytes`` (a row is N float64: all of them
+    fit for the default template, 12 MB, but would take 1.2 GB for Anny's ``notoes``, 6 GB for a CSE mesh)."""
 
-    def __init__(self, template: Template):
+    def __init__(self, template: Template, cache_bytes: int = GEODESIC_CACHE_BYTES):
         e, _ = edges(template.faces)
         v = np.asarray(template.vertices, np.float64)
         length = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)
         n = len(v)
         self.graph = sp.coo_matrix((length, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
-        self.rows: dict[int, np.ndarray] = {}
+        self.max_rows = max(1, cache_bytes // (8 * n))
+        self.rows: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _rows(self, sources: list[int]) -> list[np.ndarray]:
+        """The rows of ``sources`` (at most ``max_rows``), from the cache or computed, then kept."""
+        missing = [k for k in sources if k not in self.rows]
+        if missing:
+            for k, row in zip(missing, dijkstra(self.graph, directed=False, indices=missing)):
+                self.rows[k] = row
+        for k in sources:
+            self.rows.move_to_end(k)
+        while len(self.rows) > self.max_rows:
+            self.rows.popitem(last=False)
+        return [self.rows[k] for k in sources]
 
     def between(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """(P,) float64 geodesic distance from vertex ``a[p]`` to ``b[p]`` (both (P,) int, >= 0)."""
         if len(a) == 0:
             return np.zeros(0)
         sources, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
-        missing = [int(k) for k in sources if int(k) not in self.rows]
-        if missing:
-            for k, row in zip(missing, dijkstra(self.graph, directed=False, indices=missing)):
-                self.rows[k] = row
         b, out = np.asarray(b), np.empty(len(a))
         order = np.argsort(inverse.ravel(), kind="stable")  # the pixels of each source together
-        for k, idx in zip(sources, np.split(order, np.cumsum(counts)[:-1])):
-            out[idx] = self.rows[int(k)][b[idx]]
+        groups = np.split(order, np.cumsum(counts)[:-1])
+        for s in range(0, len(sources), self.max_rows):  # blocks of sources that fit the cache
+            block = [int(k) for k in sources[s:s + self.max_rows]]
+            for row, idx in zip(self._rows(block), groups[s:s + self.max_rows]):
+                out[idx] = row[b[idx]]
         return out
 
 
