@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
+from network_fixture import person_everywhere_network
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
@@ -61,14 +61,7 @@ def test_box_crops_sample_the_box_at_crop_pixel_centres():
 
 @pytest.fixture(scope="module")
 def checkpoint(template, tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "network.pt"
-    net = ChartNet(4)
-    with torch.no_grad():  # a network that sees a person everywhere: every kept box yields an instance
-        net.heads["coarse_segm"].bias.copy_(torch.tensor([-10.0, 10.0]))
-        net.heads["fine_segm"].bias.copy_(torch.tensor([-10.0] + [0.0] * 24))
-    save_network(path, net, 32, template.hash, {}, 0, {})
-    return path
+    return person_everywhere_network(tmp_path_factory.mktemp("ck") / "network.pt", template.hash)
 
 
 def _folder(tmp_path, entries):

@@ -192,3 +192,74 @@ def test_real_image_sources_on_two_ranks_give_the_single_process_results(tmp_pat
         assert all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:]))
     a, b = tree_bytes(tmp_path / "ranks.zarr"), tree_bytes(tmp_path / "alone.zarr")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def _network_store(params, template_path: Path, checkpoint: Path, out: Path, ranks):
+    from pipeline.densepose.network.source import write_network_store
+    from pipeline.template.file import load_template
+
+    try:
+        write_network_store(params, load_template(template_path), out, checkpoint, ranks)
+        return "wrote"
+    except SystemExit as e:  # ranks other than 0 leave the group and end once their share is done
+        return e.code
+
+
+def _network_worker(rank: int, jobs: list, queue) -> None:
+    import torch.distributed as dist
+
+    from pipeline.core.ranks import Ranks
+
+    status = []
+    for init, args in jobs:  # one process group a store, as one stage run has
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+        status.append(_network_store(*args, Ranks(rank, 2)))
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    queue.put((rank, status))
+
+
+def test_the_network_source_on_two_ranks_writes_the_single_process_stores(tmp_path, template):
+    """On the synthetic bodies' images (3 batches of 1 body) and on a folder of images with a box outside its
+    image, a grey image and an unreadable one (the door's and the reader's counts summed over the ranks)."""
+    import json
+
+    import cv2
+    import numpy as np
+    import torch.multiprocessing as mp
+    from conftest import tree_bytes
+    from network_fixture import person_everywhere_network
+
+    from pipeline.core.config import load_params_dict
+    from pipeline.core.ranks import ALONE
+
+    template.save(tmp_path / "t.npz")
+    checkpoint = person_everywhere_network(tmp_path / "network.pt", template.hash)
+    rgb = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), rgb)
+    cv2.imwrite(str(tmp_path / "grey.png"), rgb[..., 0])
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": [
+        {"file_name": "a.png", "boxes": [[10, 5, 50, 55], [100, 100, 120, 130]]},
+        {"file_name": "grey.png", "boxes": [[1, 1, 30, 40]]}, {"file_name": "broken.jpg", "boxes": [[1, 1, 9, 9]]}]}))
+    common = {"densepose": {"source": "network", "crop": 16}, "common": {"device": "cpu"}}
+    params = [load_params_dict({**common, "synthetic": {"train_bodies": 2, "test_bodies": 1, "views": 2, "batch": 1}}),
+              load_params_dict({**common, "network_source": {"images": str(tmp_path),
+                                                             "boxes_json": str(tmp_path / "boxes.json")}})]
+    alone = [tmp_path / "bodies1.zarr", tmp_path / "folder1.zarr"]
+    assert [_network_store(p, tmp_path / "t.npz", checkpoint, o, ALONE) for p, o in zip(params, alone)] == ["wrote"] * 2
+    ranked = [tmp_path / "bodies2.zarr", tmp_path / "folder2.zarr"]
+    jobs = [(f"file://{tmp_path / f'pg{k}'}", (p, tmp_path / "t.npz", checkpoint, o))
+            for k, (p, o) in enumerate(zip(params, ranked))]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_network_worker, args=(r, jobs, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got == {0: ["wrote", "wrote"], 1: [0, 0]}
+    for a, b in zip(alone, ranked):
+        x, y = tree_bytes(a), tree_bytes(b)
+        assert x.keys() == y.keys() and all(x[k] == y[k] for k in x), a.name
