@@ -174,7 +174,8 @@ def parameterize_disk(vertices: np.ndarray, faces: np.ndarray, name: str = "char
     uv = _tutte(len(vertices), faces, loop, circle)
     if _valid(uv, faces, loop, eps):
         return _normalise(uv, faces), "tutte"
-    if np.all(np.sign(signed_uv_areas(uv, faces)) == np.sign(np.median(signed_uv_areas(uv, faces)))):
+    area = signed_uv_areas(uv, faces)
+    if np.all(np.sign(area) == np.sign(np.median(area))):  # fold-free, only too thin: SLIM can spread it
         slim = igl.slim_precompute(vertices, faces.astype(np.int32), uv, igl.MappingEnergyType.SYMMETRIC_DIRICHLET,
                                    loop.astype(np.int32), circle, 1e5)
         uv = igl.slim_solve(slim, SLIM_ITERATIONS)

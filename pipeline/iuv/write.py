@@ -192,7 +192,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
     quality = np.zeros((2, len(QUALITY_SUMS)))
     kept = 0
     with StoreWriter.create(dst, n_in, specs, out_attrs, chunk=chunk) as w:
-        results = map_chunks(_repair_chunk, [(a, b) for a, b in ranges], workers, scheduler,
+        results = map_chunks(_repair_chunk, ranges, workers, scheduler,
                              shared=(str(Path(src).resolve()), names, opts, min_foreground), desc="iuv",
                              progress=progress)
         try:

@@ -258,12 +258,17 @@ def _occlude(c: Crop, p: CorruptionParams, rng: np.random.Generator) -> None:
     c.occluder[covered] = True
 
 
-def _copy_nearest(c: Crop, target: np.ndarray, source: np.ndarray, box: tuple = np.s_[:, :]) -> None:
-    """Pixels ``target`` (S, S) bool take the part, U, V and embedding of their nearest ``source`` pixel; ``box``
-    (two slices) holds every ``target`` and ``source`` pixel (the search stays in it)."""
-    _, (ri, ci) = ndimage.distance_transform_edt(~source[box], return_indices=True)
+def _copy_nearest(c: Crop, target: np.ndarray, source: np.ndarray, box: tuple = np.s_[:, :],
+                  within: float = np.inf) -> None:
+    """Pixels ``target`` (S, S) bool within ``within`` pixels of a ``source`` pixel take the part, U, V and
+    embedding of their nearest ``source`` pixel (one distance transform finds both); ``box`` (two slices) holds
+    every ``target`` and ``source`` pixel (the search stays in it)."""
+    dist, (ri, ci) = ndimage.distance_transform_edt(~source[box], return_indices=True)
+    take = target[box] & (dist <= within)
     r0, c0 = box[0].start or 0, box[1].start or 0
-    src = (ri[target[box]] + r0, ci[target[box]] + c0)
+    src = (ri[take] + r0, ci[take] + c0)
+    target = np.zeros_like(target)
+    target[box] = take
     c.labels[target] = c.labels[src]
     c.uv[:, target] = c.uv[:, src[0], src[1]]
     if c.embedding is not None:
@@ -283,9 +288,7 @@ def _seam(c: Crop, px: int, rng: np.random.Generator) -> None:
         # sides lie in it, so every distance and nearest pixel is the whole crop's)
         rows, cols = np.nonzero(sides[0] | sides[1])
         box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        near = np.zeros_like(sides[grow])
-        near[box] = ndimage.distance_transform_edt(~sides[grow][box]) <= shift
-        _copy_nearest(c, near & sides[1 - grow], sides[grow], box)
+        _copy_nearest(c, sides[1 - grow], sides[grow], box, within=shift)
 
 
 def _mirror(c: Crop, prob: float, mirror: Mirror, rng: np.random.Generator) -> None:
