@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
-from pipeline.core.ranks import torchrun_when_asked
+from pipeline.core.ranks import from_environment, torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose.network.train import fit_network
 
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     torchrun_when_asked("stages.network", sys.argv[1:] if argv is None else argv, params.cluster.processes)
     # process 0 writes the outputs; under torchrun the others only train
-    lead = int(os.environ.get("RANK", "0")) == 0
+    lead = from_environment().writer
     outputs = [p for p in (args.out, args.live, args.report) if p is not None] if lead else []
     resumable = [p for p in (args.out, args.live) if p is not None] if lead else []
     with stage_outputs(*outputs, keep=tuple(resumable)):

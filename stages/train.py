@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
-from pipeline.core.ranks import torchrun_when_asked
+from pipeline.core.ranks import from_environment, torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
 from pipeline.train.loop import train
 
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     torchrun_when_asked("stages.train", sys.argv[1:] if argv is None else argv, params.cluster.processes)
     # process 0 writes the outputs; under torchrun the others only train
-    outputs = [p for p in (args.out, args.live) if p is not None] if int(os.environ.get("RANK", "0")) == 0 else []
+    outputs = [p for p in (args.out, args.live) if p is not None] if from_environment().writer else []
     with stage_outputs(*outputs, keep=tuple(outputs)):
         fix_threads(params.common.threads)
         result = train(params, args.keypoints, args.template, args.lbo, args.out, args.live)

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from pipeline.core.errors import InputError, UserError
 
-__all__ = ["Ranks", "ALONE", "join", "check_share", "ordered_map", "sum_counts", "torchrun_when_asked", "under_torchrun"]
+__all__ = ["Ranks", "ALONE", "from_environment", "join", "check_share", "ordered_map", "sum_counts", "torchrun_when_asked", "under_torchrun"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,15 +71,23 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
+def from_environment() -> Ranks:
+    """This process's :class:`Ranks` as its launcher (torchrun) set them in ``RANK``, ``WORLD_SIZE`` and
+    ``LOCAL_RANK``; :data:`ALONE` without a launcher."""
+    if not under_torchrun():
+        return ALONE
+    return Ranks(int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def join() -> Ranks:
     """This process's :class:`Ranks`: :data:`ALONE`, or under torchrun its rank after joining the process group
     (gloo: the results travel as pickled CPU objects; with GPUs, each process takes its local rank's)."""
-    if not under_torchrun():
-        return ALONE
+    ranks = from_environment()
+    if ranks.world == 1:
+        return ranks
     import torch
     import torch.distributed as dist
 
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
     if torch.cuda.is_available():
         torch.cuda.set_device(ranks.local % torch.cuda.device_count())
     if not dist.is_initialized():
