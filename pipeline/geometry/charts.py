@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 SLIM_ITERATIONS = 30  # SLIM steps of the last fallback (Anny notoes' hands: fingertip faces 1e-15 -> 2e-8 of the chart)
 
 __all__ = ["ChartLocator", "Atlas", "build_atlas", "parameterize_disk", "signed_uv_areas", "boundary_self_intersects",
-           "atlas_from_uv_processed", "dominant_vertex_part"]
+           "atlas_from_uv_processed", "dominant_vertex_part", "square_chart", "oriented_loop", "SQUARE_BULGE"]
+SQUARE_BULGE = 0.03  # square_chart: each side bowed out by this (chart units): a strictly convex boundary
 
 
 class Atlas(NamedTuple):
@@ -182,6 +183,84 @@ def parameterize_disk(vertices: np.ndarray, faces: np.ndarray, name: str = "char
         if _valid(uv, faces, loop, eps):
             return _normalise(uv, faces), "slim"
     raise MeshError(f"{name}: no fold-free parameterisation found (degenerate triangles?)")
+
+
+def oriented_loop(faces: np.ndarray, name: str = "chart") -> np.ndarray:
+    """(b,) int64 the one boundary loop of a disk, in the faces' orientation (counter-clockwise around the disk
+    seen from the side its faces are counter-clockwise from). Raises MeshError unless the mesh is one disk."""
+    n_comp, _ = connected_components(face_adjacency(faces), directed=False)
+    loops = boundary_loops(faces)
+    if n_comp != 1 or len(loops) != 1:
+        raise MeshError(f"{name}: is {n_comp} pieces with {len(loops)} boundary loops, a chart must be one disk")
+    return loops[0]
+
+
+def _polyline_points(chain: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(len(t), 2) the points at arc-length fractions ``t`` (in [0, 1]) along the polyline ``chain`` (k, 2)."""
+    seg = np.linalg.norm(np.diff(chain, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)]) / max(seg.sum(), 1e-12)
+    return np.stack([np.interp(t, s, chain[:, k]) for k in range(2)], axis=1)
+
+
+def square_chart(vertices: np.ndarray, faces: np.ndarray, loop: np.ndarray, corners: np.ndarray,
+                 outline: np.ndarray | None = None, outline_corners: np.ndarray | None = None,
+                 bulge: float = SQUARE_BULGE, name: str = "chart", eps: float = 1e-9) -> tuple[np.ndarray, str]:
+    """Maps a disk into [0,1]² with four given boundary vertices at four corners of a target outline: a chart
+    whose edges each meet a chosen stretch of the part's border (DensePose's limbs, torso and head).
+
+    Each side's boundary vertices are spaced by arc length between its corners along the ``outline``
+    polygon (DensePose's chart outline); the interior is the cotangent-harmonic map, or Tutte's embedding
+    where that folds. A non-convex outline can still fold both: then the unit square, each side bowed
+    outwards by ``bulge`` (strictly convex, so Tutte's embedding is fold-free and no boundary triangle is flat).
+
+    Args:
+        vertices: (N, 3) float64. faces: (F, 3) int64, a disk using every vertex.
+        loop: (b,) int64 its boundary loop, in the order that is to run counter-clockwise in (U, V).
+        corners: (4,) int positions in ``loop`` (increasing) of the vertices that go to the outline's corners.
+        outline: (K, 2) float counter-clockwise polygon in [0,1]² (None: the square). outline_corners: (4,) int
+            increasing indices into ``outline`` of its corners, the first 0.
+        name: for error messages. eps: smallest face area kept, as a share of the chart's.
+    Returns:
+        uv: (N, 2) float64 in [0,1]²; method: "harmonic" or "tutte", with "-square" where the outline folded.
+    Raises:
+        MeshError: corners not increasing along the loop, or no fold-free map.
+    """
+    corners = np.asarray(corners, np.int64)
+    if corners.shape != (4,) or np.any(np.diff(corners) <= 0) or corners[0] < 0 or corners[-1] >= len(loop):
+        raise MeshError(f"{name}: corners {corners.tolist()} must be 4 increasing positions on its "
+                        f"{len(loop)}-vertex border")
+    seg = np.linalg.norm(vertices[np.roll(loop, -1)] - vertices[loop], axis=1)
+    square = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    outward = np.array([[0.0, -1.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+
+    def border(chain_of_side) -> np.ndarray:
+        target = np.zeros((len(loop), 2))
+        for side in range(4):
+            start, stop = corners[side], corners[(side + 1) % 4] + (len(loop) if side == 3 else 0)
+            idx = np.arange(start, stop + 1) % len(loop)
+            length = np.concatenate([[0.0], np.cumsum(seg[idx[:-1]])])
+            target[idx[:-1]] = chain_of_side(side, length[:-1] / max(length[-1], 1e-12))
+        return target
+
+    def bowed(side, t):
+        a, b = square[side], square[(side + 1) % 4]
+        return (a + t[:, None] * (b - a) + bulge * 4 * (t * (1 - t))[:, None] * outward[side] + bulge) / (1 + 2 * bulge)
+
+    targets = []
+    if outline is not None:
+        outline = np.asarray(outline, np.float64)
+        oc = list(np.asarray(outline_corners, np.int64)) + [len(outline)]
+        closed = np.vstack([outline, outline[:1]])
+        targets.append(("", border(lambda side, t: _polyline_points(closed[oc[side]:oc[side + 1] + 1], t))))
+    targets.append(("-square" if outline is not None else "", border(bowed)))
+    for suffix, target in targets:
+        uv = igl.harmonic(vertices, faces, loop, target, 1)
+        if _valid(uv, faces, loop, eps):
+            return np.clip(uv, 0.0, 1.0), "harmonic" + suffix
+        uv = _tutte(len(vertices), faces, loop, target)
+        if _valid(uv, faces, loop, eps):
+            return np.clip(uv, 0.0, 1.0), "tutte" + suffix
+    raise MeshError(f"{name}: no fold-free map onto its outline or the square (degenerate triangles?)")
 
 
 def build_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray,

@@ -17,15 +17,17 @@ from pipeline.geometry.charts import atlas_from_uv_processed, build_atlas, domin
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.geometry.mesh import MeshError, clean_mesh
 from pipeline.template.file import JOINT_NAMES, N_PARTS, Template, check_template, load_template
+from pipeline.template.densepose_charts import densepose_atlas
 from pipeline.template.joints import ANNY_JOINT_BONES, SMPL_JOINT_INDEX, head_top, regress_points
 from pipeline.template.parts import anny_face_parts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_template", "anny_template", "smpl_template", "cse_template", "cse_embedding"]
+__all__ = ["build_template", "part_atlas", "anny_template", "smpl_template", "cse_template", "cse_embedding"]
 
 
-def _finish(vertices, faces, face_part, atlas, embedding, joint_regressor, up, forward, source, topology) -> Template:
+def _finish(vertices, faces, face_part, atlas, embedding, joint_regressor, up, forward, source, topology,
+            charts) -> Template:
     """Casts to the stored dtypes, checks consistency and stamps the hash."""
     t = Template(
         vertices=np.asarray(vertices, np.float32),
@@ -43,6 +45,7 @@ def _finish(vertices, faces, face_part, atlas, embedding, joint_regressor, up, f
         forward=np.asarray(forward, np.float32),
         source=source,
         topology=topology,
+        charts=charts,
     )
     check_template(t)
     return dataclasses.replace(t, hash=t.content_hash())
@@ -64,9 +67,20 @@ def _anny_model(topology: str):
     return anny.Anny(topology=topology)
 
 
+def part_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray, up: np.ndarray, forward: np.ndarray,
+               charts: str):
+    """The 24 charts of a part-labelled mesh in the convention ``charts`` asks for (``template.charts``)."""
+    if charts == "densepose":
+        return densepose_atlas(vertices, faces, face_part, up, forward)
+    if charts == "own":
+        return build_atlas(vertices, faces, face_part, parts=np.arange(1, N_PARTS + 1))
+    raise InputError(f"template.charts = {charts!r}: allowed 'densepose' or 'own'")
+
+
 def anny_template(topology: str = "notoes_collapse10pc", cse_dim: int = 16,
-                  components: str = "keep_largest") -> Template:
-    """The open default template: Anny's default body in rest pose, with our 24-part atlas."""
+                  components: str = "keep_largest", charts: str = "densepose") -> Template:
+    """The open default template: Anny's default body in rest pose, with 24 charts in DensePose's convention
+    (``charts="densepose"``) or the project's own flattening (``"own"``)."""
     import torch
 
     model = _anny_model(topology)
@@ -82,11 +96,11 @@ def anny_template(topology: str = "notoes_collapse10pc", cse_dim: int = 16,
     up, forward = np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
     face_part = anny_face_parts(cm.vertices, cm.faces, labels, bones, weights, forward=forward,
                                 left=np.cross(up, forward))
-    atlas = build_atlas(cm.vertices, cm.faces, face_part, parts=np.arange(1, N_PARTS + 1))
+    atlas = part_atlas(cm.vertices, cm.faces, face_part, up, forward, charts)
     joints = np.array([heads[labels.index(b)] for b in ANNY_JOINT_BONES[:-1]])
     regressor = np.vstack([regress_points(cm.vertices, joints), _head_top_row(cm.vertices, cm.faces, face_part, up)])
     return _finish(cm.vertices, cm.faces, face_part, atlas, cse_embedding(cm.vertices, cm.faces, cse_dim),
-                   regressor, up, forward, "anny", topology)
+                   regressor, up, forward, "anny", topology, charts)
 
 
 def _head_top_row(vertices, faces, face_part, up) -> np.ndarray:
@@ -115,7 +129,7 @@ def smpl_template(model_path: str | Path, uv_path: str | Path, cse_dim: int = 16
     rows = [jr[i] / jr[i].sum() for i in SMPL_JOINT_INDEX[:-1]]
     regressor = np.vstack(rows + [_head_top_row(verts, faces, face_part, up)])
     return _finish(verts, faces, face_part, atlas, cse_embedding(verts, faces, cse_dim), regressor,
-                   up, forward, "smpl", Path(model_path).name)
+                   up, forward, "smpl", Path(model_path).name, "densepose")
 
 
 def cse_template(mesh_path: str | Path, weights_path: str | Path, mesh_name: str, reference: Template) -> Template:
@@ -140,7 +154,8 @@ def cse_template(mesh_path: str | Path, weights_path: str | Path, mesh_name: str
     face_part = clean_part_labels(faces, face_part)
     atlas = build_atlas(verts, faces, face_part, parts=np.arange(1, N_PARTS + 1))
     regressor = transfer_regressor(reference.joint_regressor, reference.vertices, verts)
-    return _finish(verts, faces, face_part, atlas, emb, regressor, reference.up, reference.forward, "cse", mesh_name)
+    return _finish(verts, faces, face_part, atlas, emb, regressor, reference.up, reference.forward, "cse", mesh_name,
+                   "own")
 
 
 def _reference_template(params: TemplateParams) -> Template:
@@ -157,7 +172,7 @@ def _reference_template(params: TemplateParams) -> Template:
 def build_template(params: TemplateParams) -> Template:
     """The template the params ask for."""
     if params.source == "anny":
-        return anny_template(params.topology, params.cse_dim, params.components)
+        return anny_template(params.topology, params.cse_dim, params.components, params.charts)
     if params.source == "smpl":
         return smpl_template(params.smpl_model, params.smpl_uv, params.cse_dim)
     if params.source == "cse":

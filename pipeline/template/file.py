@@ -20,6 +20,7 @@ joint_regressor    (J, N) float32   rows sum to 1; LSP joint order
 joint_names        (J,) str
 up, forward        (3,) float32     the body's up and facing directions in rest pose
 source, topology   () str           where it came from
+charts             () str           chart convention: ``densepose`` (DensePose's U, V) or ``own``
 hash               () str           content hash of all arrays above
 =================  ===============  =====================================================
 """
@@ -36,31 +37,34 @@ import numpy as np
 from pipeline.core.errors import InputError
 from pipeline.core.io import load_npz, save_npz
 
-__all__ = ["Template", "check_template", "load_template", "N_PARTS", "PART_NAMES", "SEGMENTS", "COARSE_OF_PART",
+__all__ = ["CHART_CONVENTIONS", "Template", "check_template", "load_template", "N_PARTS", "PART_NAMES", "SEGMENTS", "COARSE_OF_PART",
            "JOINT_NAMES", "apply_regressor", "canonical_template", "part_colours", "part_rgb", "uv_rgb",
            "N_LABELS", "MISSING_LABEL", "encode_iuv", "decode_uv", "decode_iuv"]
 
-# DensePose's 24 body parts. Part ids follow DensePose (0 is background). Of each front/back pair the
-# first id is the back (posterior) side and the second the front, as in DensePose-COCO (torso 1 back,
-# 2 front); the head is split into its right (23) and left (24) halves. "Right" and "left" are the
+# DensePose's 24 body parts. Part ids follow DensePose (0 is background), as in DensePose-COCO: torso 1 back,
+# 2 front; of the legs the lower id is the back, of the arms the lower id is the front (15-22; measured on
+# DensePose-RCNN's own output, pipeline/template/densepose_layout.py); the head is split into its right (23) and left (24) halves. "Right" and "left" are the
 # person's own.
 N_PARTS = 24
+# A template's chart convention: "densepose" charts read DensePose's own U, V (real DensePose output);
+# "own" charts are the project's flattening, right only for data rendered with the same template.
+CHART_CONVENTIONS = ("densepose", "own")
 
 PART_NAMES = (
     "torso back", "torso front", "right hand", "left hand", "left foot", "right foot",
     "right upper leg back", "left upper leg back", "right upper leg front", "left upper leg front",
     "right lower leg back", "left lower leg back", "right lower leg front", "left lower leg front",
-    "left upper arm back", "right upper arm back", "left upper arm front", "right upper arm front",
-    "left lower arm back", "right lower arm back", "left lower arm front", "right lower arm front",
+    "left upper arm front", "right upper arm front", "left upper arm back", "right upper arm back",
+    "left lower arm front", "right lower arm front", "left lower arm back", "right lower arm back",
     "head right", "head left",
 )
 
-# Coarse body segments: (name, back id, front id); hands, feet and the head have no front/back.
+# Coarse body segments: (name, back id, front id) (``SEGMENTS[name][0]`` is always the back); hands, feet and the head have no front/back.
 SEGMENTS = {
     "torso": (1, 2), "right hand": (3, 3), "left hand": (4, 4), "left foot": (5, 5), "right foot": (6, 6),
     "right upper leg": (7, 9), "left upper leg": (8, 10), "right lower leg": (11, 13), "left lower leg": (12, 14),
-    "left upper arm": (15, 17), "right upper arm": (16, 18), "left lower arm": (19, 21),
-    "right lower arm": (20, 22), "head": (23, 24),
+    "left upper arm": (17, 15), "right upper arm": (18, 16), "left lower arm": (21, 19),
+    "right lower arm": (22, 20), "head": (23, 24),
 }
 
 def _coarse_table() -> np.ndarray:
@@ -100,6 +104,7 @@ class Template:
     forward: np.ndarray
     source: str
     topology: str
+    charts: str
     hash: str = ""
 
     @property
@@ -150,6 +155,7 @@ def check_template(t: Template, name: str = "template") -> None:
     need(np.array_equal(t.chart_part[t.chart_faces], np.repeat(t.face_part[:, None], 3, axis=1)),
          "chart_faces must use chart points of the face's own part")
     need(np.array_equal(np.unique(t.chart_part), np.arange(1, N_PARTS + 1)), "all 24 parts need chart points")
+    need(str(t.charts) in CHART_CONVENTIONS, f"charts must be one of {CHART_CONVENTIONS}, got {t.charts!r}")
     need(t.embedding.ndim == 2 and t.embedding.shape[0] == n, "embedding must be (N, D)")
     need(t.joint_regressor.shape == (len(JOINT_NAMES), n), "joint_regressor must be (14, N)")
     need(np.allclose(t.joint_regressor.sum(axis=1), 1, atol=1e-4), "joint_regressor rows must sum to 1")

@@ -75,7 +75,7 @@ class Crop:
 class Mirror:
     """A template's left/right symmetry in chart terms: part ``p``'s twin is ``LR_TWIN[p]`` and the mirror
     of the point ``(U, V)`` of part ``p`` has the coordinate ``axis[p]`` (25,) int (0: U, 1: V) replaced by
-    one minus it; ``locator`` and ``embedding`` (N, D) float give a chart point's vertex embedding."""
+    one minus it (2: neither; the twin's chart is the same, as DensePose's limbs' are); ``locator`` and ``embedding`` (N, D) float give a chart point's vertex embedding."""
 
     axis: np.ndarray
     locator: ChartLocator
@@ -85,7 +85,8 @@ class Mirror:
 def chart_mirror(template: Template, tol: float = 0.05) -> Mirror:
     """The :class:`Mirror` of ``template``, measured on its chart points: every vertex's mirror image through
     the sagittal plane (normal ``up x forward`` through the vertices' mean) must be a vertex within 1 % of
-    the body's height, and each part's chart must be its twin's with U or V flipped (within ``tol``).
+    the body's height, and each part's chart must be its twin's with U or V flipped, or its twin's as it is
+    (within ``tol``).
 
     Raises:
         InputError: the template (its ``source``) is not left/right symmetric in either sense.
@@ -110,10 +111,11 @@ def chart_mirror(template: Template, tol: float = 0.05) -> Mirror:
                              "whose mirror is a chart point of its twin; synthetic.corruption.mirror_prob needs 0")
         a, b = template.chart_uv[pairs[:, 0]], template.chart_uv[pairs[:, 1]]
         err = [np.median(np.abs(a[:, k] - (1.0 - b[:, k])) + np.abs(a[:, 1 - k] - b[:, 1 - k])) for k in (0, 1)]
+        err.append(np.median(np.abs(a - b).sum(axis=1)))
         axis[p] = int(np.argmin(err))
         if min(err) > tol:
             raise InputError(f"template {template.source}: the chart of part {p} ({PART_NAMES[p - 1]}) is not its "
-                             f"twin's mirrored in U or V (median error {min(err):.3f}); "
+                             f"twin's, as it is or mirrored in U or V (median error {min(err):.3f}); "
                              "synthetic.corruption.mirror_prob needs 0")
     locator = ChartLocator(template.chart_part, template.chart_uv, template.chart_vertex)
     return Mirror(axis, locator, np.asarray(template.embedding, np.float32))
@@ -304,7 +306,8 @@ def _mirror(c: Crop, prob: float, mirror: Mirror, rng: np.random.Generator) -> N
         r, q = rows[order], cols[order]
         part = before[r, q].astype(np.int64)
         axis = mirror.axis[part]
-        c.uv[axis, r, q] = 1.0 - c.uv[axis, r, q]
+        flip = axis < 2  # 2: the twin's chart is the same (DensePose's limbs), no coordinate flips
+        c.uv[axis[flip], r[flip], q[flip]] = 1.0 - c.uv[axis[flip], r[flip], q[flip]]
         c.labels[r, q] = LR_TWIN[part]
         if c.embedding is not None:
             vertex = mirror.locator.locate(LR_TWIN[part], c.uv[:, r, q].T.astype(np.float64))

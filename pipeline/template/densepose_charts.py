@@ -1,0 +1,180 @@
+"""Charts in DensePose's convention on any body labelled with DensePose's 24 parts (``template.charts:
+densepose``), so that real DensePose output names the right template points (METHOD.md §1).
+
+Each limb half, torso half and head half goes onto the unit square with the four corners DensePose's chart
+gives it (:mod:`pipeline.template.densepose_layout`, measured on DensePose's own output and atlas): the
+stretches of the part's border that meet its proximal segment, its distal segment and its front/back (or
+left/right) twin each land on the chart edge where DensePose puts them, spaced by arc length, the interior
+harmonic or Tutte (fold-free). The corners are found on the mesh from the parts alone: where the border
+leaves or enters the stretch it shares with a given neighbour, and for the head's two top corners, the
+midline points at fixed angles about the head's centre. Hands and feet are laid flat (the chart
+:func:`~pipeline.geometry.charts.parameterize_disk` gives them), turned so that the fingers or toes point
+where DensePose's do and mirrored to DensePose's orientation.
+
+Size letters: ``N`` vertices, ``F`` faces, ``C`` chart points (legend: :mod:`pipeline`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.geometry.charts import (Atlas, parameterize_disk, oriented_loop, signed_uv_areas, square_chart)
+from pipeline.geometry.mesh import MeshError
+from pipeline.template.densepose_layout import (END_TIP, HEAD_CORNER_ANGLES, LIMB_PROXIMAL_AT_U1, ORIENTATION,
+                                                OUTLINE, OUTLINE_CORNERS, PROXIMAL)
+from pipeline.template.file import N_PARTS, SEGMENTS
+
+__all__ = ["densepose_atlas", "border_neighbours", "longest_run"]
+
+_SEGMENT_OF = {p: name for name, ids in SEGMENTS.items() for p in ids}
+_LEFT_LEG, _RIGHT_LEG = set(SEGMENTS["left upper leg"]), set(SEGMENTS["right upper leg"])
+_HEAD, _TORSO = set(SEGMENTS["head"]), set(SEGMENTS["torso"])
+
+
+def border_neighbours(faces: np.ndarray, face_part: np.ndarray, part: int, loop: np.ndarray) -> np.ndarray:
+    """(b,) int64 the part across each border edge ``loop[i] -> loop[i + 1]`` of ``part`` (0: the mesh's own
+    border). ``faces`` (F, 3) and ``loop`` (b,) use the whole mesh's vertex ids."""
+    n = int(faces.max()) + 1
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = np.minimum(e[:, 0], e[:, 1]) * n + np.maximum(e[:, 0], e[:, 1])
+    other = np.tile(face_part, 3) != part
+    lookup = dict(zip(key[other].tolist(), np.tile(face_part, 3)[other].tolist()))
+    a, b = loop, np.roll(loop, -1)
+    want = np.minimum(a, b) * n + np.maximum(a, b)
+    return np.array([lookup.get(int(k), 0) for k in want], dtype=np.int64)
+
+
+def longest_run(mask: np.ndarray) -> tuple[int, int] | None:
+    """The longest cyclic run of True in ``mask`` (b,) bool: (first index, length), or None if none is True."""
+    b = len(mask)
+    if not mask.any():
+        return None
+    if mask.all():
+        return 0, b
+    start = int(np.flatnonzero(~mask)[0]) + 1  # begin just after a False: no run wraps past the start
+    best, cur, cur_start = (0, 0), 0, 0
+    for i in range(b):
+        j = (start + i) % b
+        if mask[j]:
+            if cur == 0:
+                cur_start = j
+            cur += 1
+            if cur > best[1]:
+                best = (cur_start, cur)
+        else:
+            cur = 0
+    return best
+
+
+def _run_ends(classes: np.ndarray, which: set, name: str) -> tuple[int, int]:
+    """Loop positions where the border enters and leaves its longest stretch of edges with a class in ``which``."""
+    run = longest_run(np.isin(classes, list(which)))
+    if run is None:
+        raise MeshError(f"{name}: its border meets none of parts {sorted(which)}, which DensePose's chart puts on "
+                        "one of its edges")
+    start, length = run
+    return start, (start + length) % len(classes)
+
+
+def _square_corners(vertices, faces, face_part, part, loop, up, forward, name) -> np.ndarray:
+    """(4,) loop positions of the vertices at (0, 0), (1, 0), (1, 1), (0, 1) of ``part``'s chart."""
+    nb = border_neighbours(faces, face_part, part, loop)
+    segment = _SEGMENT_OF[part]
+    if segment == "torso":
+        _, leave_head = _run_ends(nb, _HEAD, name)
+        enter_left, _ = _run_ends(nb, _LEFT_LEG, name)
+        _, leave_right = _run_ends(nb, _RIGHT_LEG, name)
+        enter_head, _ = _run_ends(nb, _HEAD, name)
+        return np.array([leave_head, enter_left, leave_right, enter_head])
+    if segment == "head":
+        enter_torso, leave_torso = _run_ends(nb, _TORSO, name)
+        vb = vertices[loop]
+        if (vb[leave_torso] - vb[enter_torso]) @ forward * (1 if part == 23 else -1) <= 0:
+            raise MeshError(f"{name}: its neck seam runs the wrong way for DensePose's head chart (the part "
+                            "labels or the body's forward direction disagree with DensePose's convention)")
+        # the midline from leave_torso round to enter_torso: 23 goes up the face first, 24 up the back
+        arc = (leave_torso + np.arange((enter_torso - leave_torso) % len(loop) + 1)) % len(loop)
+        head = vertices[np.unique(faces[face_part == part])]
+        height = head @ up
+        centre = head[height >= np.quantile(height, 0.4)].mean(axis=0)
+        rel = vertices[loop[arc]] - centre
+        angle = np.degrees(np.arctan2(rel @ up, rel @ forward))  # 0 forward, 90 up, 180 back
+        angle = np.where(angle < -90, angle + 360, angle)  # the back of the neck stays near 180..270
+        first, second = HEAD_CORNER_ANGLES if part == 23 else HEAD_CORNER_ANGLES[::-1]
+        i = int(np.argmin(np.abs(angle - first)))
+        j = i + 1 + int(np.argmin(np.abs(angle[i + 1:] - second))) if i + 1 < len(arc) else len(arc) - 1
+        return np.array([enter_torso, leave_torso, arc[i], arc[min(j, len(arc) - 1)]])
+    proximal = set(SEGMENTS[PROXIMAL[part]])
+    distal = set(range(1, N_PARTS + 1)) - proximal - set(SEGMENTS[segment])
+    enter_prox, leave_prox = _run_ends(nb, proximal, name)
+    enter_dist, leave_dist = _run_ends(nb, distal, name)
+    if part in LIMB_PROXIMAL_AT_U1:  # proximal edge U = 1: (0,0) ends the distal stretch
+        return np.array([leave_dist, enter_prox, leave_prox, enter_dist])
+    return np.array([leave_prox, enter_dist, leave_dist, enter_prox])
+
+
+def _end_chart(vertices, faces, part, name) -> tuple[np.ndarray, str]:
+    """A hand's or foot's flat chart, mirrored to DensePose's orientation and turned so its tip (the vertex
+    farthest from the wrist or ankle) lies nearest to where DensePose's fingers or toes point."""
+    uv, method = parameterize_disk(vertices, faces, name=name)
+    if np.sign(signed_uv_areas(uv, faces).sum()) != ORIENTATION[part]:
+        uv = uv * np.array([-1.0, 1.0]) + np.array([1.0, 0.0])
+    loop = oriented_loop(faces, name)
+    tip = int(np.argmax(np.linalg.norm(vertices - vertices[loop].mean(axis=0), axis=1)))
+    best, best_d = uv, np.inf
+    for k in range(4):  # the rotations of the square keep the orientation
+        c, s = np.cos(k * np.pi / 2), np.sin(k * np.pi / 2)
+        turned = np.clip((uv - 0.5) @ np.array([[c, s], [-s, c]]) + 0.5, 0.0, 1.0)
+        d = np.linalg.norm(turned[tip] - np.asarray(END_TIP[part]))
+        if d < best_d - 1e-9:
+            best, best_d = turned, d
+    return best, method
+
+
+def densepose_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray, up: np.ndarray,
+                    forward: np.ndarray) -> Atlas:
+    """The 24 charts in DensePose's convention.
+
+    Args:
+        vertices: (N, 3) float, faces counter-clockwise seen from outside. faces: (F, 3) int.
+        face_part: (F,) int DensePose part 1..24 of each face (each part one disk).
+        up, forward: (3,) the body's up and facing directions.
+    Returns:
+        the :class:`~pipeline.geometry.charts.Atlas` (chart points ordered by part, then vertex id);
+        ``methods`` says per part which map was used ("harmonic"/"tutte" onto the square; an end's own).
+    Raises:
+        MeshError: a part is not a disk, or its border does not meet the neighbours DensePose's chart expects.
+    """
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    face_part = np.asarray(face_part, np.int64)
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
+    forward = np.asarray(forward, np.float64) / np.linalg.norm(forward)
+    chart_part, chart_uv, chart_vertex, methods = [], [], [], {}
+    chart_faces = np.empty_like(faces)
+    offset = 0
+    for p in range(1, N_PARTS + 1):
+        name = f"part {p}"
+        sel = np.flatnonzero(face_part == p)
+        if len(sel) == 0:
+            raise MeshError(f"{name} has no faces")
+        used, local = np.unique(faces[sel], return_inverse=True)
+        local = local.reshape(-1, 3)
+        if p in END_TIP:
+            uv, method = _end_chart(vertices[used], local, p, name)
+        else:
+            loop = oriented_loop(local, name)
+            if ORIENTATION[p] < 0:
+                loop = loop[::-1]
+            corners = _square_corners(vertices, faces, face_part, p, used[loop], up, forward, name)
+            loop = np.roll(loop, -corners[0])
+            corners = (corners - corners[0]) % len(loop)
+            uv, method = square_chart(vertices[used], local, loop, corners, OUTLINE[p], OUTLINE_CORNERS[p], name=name)
+        methods[p] = method
+        chart_part.append(np.full(len(used), p, dtype=np.int64))
+        chart_uv.append(uv)
+        chart_vertex.append(used)
+        chart_faces[sel] = local + offset
+        offset += len(used)
+    return Atlas(np.concatenate(chart_part), np.concatenate(chart_uv), np.concatenate(chart_vertex).astype(np.int64),
+                 chart_faces, methods)
