@@ -26,6 +26,7 @@ from pipeline.core.io import save_figure, save_json, stage_outputs, written
 from pipeline.core.ranks import join, torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose import detectron2, precomputed
+from pipeline.densepose.door import check_chart_convention
 from pipeline.densepose.figures import contact_sheet_figure
 from pipeline.densepose.network import source as network
 from pipeline.densepose.store import open_densepose
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         template = load_template(args.template)
         log.info("read %s: %d vertices, hash %s; source %s", args.template, template.n_vertices, template.hash,
                  params.densepose.source)
+        check_chart_convention(template.charts, params.densepose.source, params.densepose.kind)
         sources = {**SOURCES, "network": partial(network.write_store, checkpoint=args.network)}
         summary = sources[params.densepose.source](params, template, args.out, ranks=ranks)
         for line in summary.lines():

@@ -75,7 +75,7 @@ from pipeline.template.file import N_LABELS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MissingInputError", "COUNT_KEYS", "UV_TOLERANCE", "MAX_LOGGED", "zero_counts", "DoorCounts",
+__all__ = ["REAL_CHART_SOURCES", "check_chart_convention", "MissingInputError", "COUNT_KEYS", "UV_TOLERANCE", "MAX_LOGGED", "zero_counts", "DoorCounts",
            "BoxVerdict", "check_boxes", "clip_boxes", "door_boxes", "select_instances", "check_chart_result", "check_cse_output",
            "check_finite", "path_problems", "raise_problems"]
 
@@ -90,6 +90,22 @@ _WHAT = {"skipped_empty_boxes": "empty boxes skipped", "skipped_boxes_outside_im
 
 class MissingInputError(InputError, FileNotFoundError):
     """A file or folder the params name does not exist (also a ``FileNotFoundError``, as before)."""
+
+
+# sources whose chart (IUV) output is DensePose's own U, V: the template must read them in DensePose's convention
+REAL_CHART_SOURCES = ("detectron2", "precomputed")
+
+
+def check_chart_convention(template_charts: str, source: str, kind: str) -> None:
+    """Refuses real DensePose chart output (``source`` detectron2 or precomputed, ``kind`` chart) read with a
+    template whose charts are not DensePose's (``template_charts``: the template's recorded convention): every
+    U, V would name the wrong template point, silently. CSE output and the project's own sources are unaffected.
+    """
+    if kind == "chart" and source in REAL_CHART_SOURCES and template_charts != "densepose":
+        raise InputError(f"densepose.source: {source} gives DensePose's own chart U, V, but the template's charts are "
+                         f"{template_charts!r} (the project's own flattening), which would read every pixel as the wrong "
+                         "template point; set template.charts: densepose (the default, DensePose's convention on the "
+                         "open template) or template.source: smpl, and rerun the template stage")
 
 
 def zero_counts() -> dict[str, int]:

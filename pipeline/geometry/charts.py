@@ -211,7 +211,8 @@ def square_chart(vertices: np.ndarray, faces: np.ndarray, loop: np.ndarray, corn
     Each side's boundary vertices are spaced by arc length between its corners along the ``outline``
     polygon (DensePose's chart outline); the interior is the cotangent-harmonic map, or Tutte's embedding
     where that folds. A non-convex outline can still fold both: then the unit square, each side bowed
-    outwards by ``bulge`` (strictly convex, so Tutte's embedding is fold-free and no boundary triangle is flat).
+    outwards by ``bulge`` (strictly convex, so Tutte's embedding is fold-free and no boundary triangle is flat),
+    bent bilinearly onto the outline's four corners.
 
     Args:
         vertices: (N, 3) float64. faces: (F, 3) int64, a disk using every vertex.
@@ -221,7 +222,8 @@ def square_chart(vertices: np.ndarray, faces: np.ndarray, loop: np.ndarray, corn
             increasing indices into ``outline`` of its corners, the first 0.
         name: for error messages. eps: smallest face area kept, as a share of the chart's.
     Returns:
-        uv: (N, 2) float64 in [0,1]²; method: "harmonic" or "tutte", with "-square" where the outline folded.
+        uv: (N, 2) float64 in [0,1]²; method: "harmonic" or "tutte", with "-corners" where the outline folded
+        and the square was bent bilinearly onto the outline's four corners, "-square" where even that folded.
     Raises:
         MeshError: corners not increasing along the loop, or no fold-free map.
     """
@@ -246,21 +248,32 @@ def square_chart(vertices: np.ndarray, faces: np.ndarray, loop: np.ndarray, corn
         a, b = square[side], square[(side + 1) % 4]
         return (a + t[:, None] * (b - a) + bulge * 4 * (t * (1 - t))[:, None] * outward[side] + bulge) / (1 + 2 * bulge)
 
-    targets = []
+    def solve(target):
+        uv = igl.harmonic(vertices, faces, loop, target, 1)
+        if _valid(uv, faces, loop, eps):
+            return uv, "harmonic"
+        uv = _tutte(len(vertices), faces, loop, target)
+        return (uv, "tutte") if _valid(uv, faces, loop, eps) else (None, "")
+
     if outline is not None:
         outline = np.asarray(outline, np.float64)
         oc = list(np.asarray(outline_corners, np.int64)) + [len(outline)]
         closed = np.vstack([outline, outline[:1]])
-        targets.append(("", border(lambda side, t: _polyline_points(closed[oc[side]:oc[side + 1] + 1], t))))
-    targets.append(("-square" if outline is not None else "", border(bowed)))
-    for suffix, target in targets:
-        uv = igl.harmonic(vertices, faces, loop, target, 1)
-        if _valid(uv, faces, loop, eps):
-            return np.clip(uv, 0.0, 1.0), "harmonic" + suffix
-        uv = _tutte(len(vertices), faces, loop, target)
-        if _valid(uv, faces, loop, eps):
-            return np.clip(uv, 0.0, 1.0), "tutte" + suffix
-    raise MeshError(f"{name}: no fold-free map onto its outline or the square (degenerate triangles?)")
+        uv, method = solve(border(lambda side, t: _polyline_points(closed[oc[side]:oc[side + 1] + 1], t)))
+        if uv is not None:
+            return np.clip(uv, 0.0, 1.0), method
+    uv, method = solve(border(bowed))
+    if uv is None:
+        raise MeshError(f"{name}: no fold-free map onto its outline or the square (degenerate triangles?)")
+    if outline is not None:  # the outline folds: the square, bent bilinearly onto the outline's corners
+        quad = outline[np.asarray(outline_corners, np.int64)]
+        a, b, c, d = quad
+        bent = ((1 - uv[:, :1]) * (1 - uv[:, 1:]) * a + uv[:, :1] * (1 - uv[:, 1:]) * b
+                + uv[:, :1] * uv[:, 1:] * c + (1 - uv[:, :1]) * uv[:, 1:] * d)
+        if _valid(bent, faces, loop, eps):
+            return np.clip(bent, 0.0, 1.0), method + "-corners"
+        method += "-square"
+    return np.clip(uv, 0.0, 1.0), method
 
 
 def build_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray,

@@ -1,0 +1,263 @@
+"""The chart check with no 3D truth (pipeline/evaluate/chart_check.py, scripts/chart_check.py): the three measures
+on hand-made arrays with known answers, the synthetic source's exact crops, and (when ../shared/densepose-reference
+is there) the real DensePose demo end to end. ``pytest -k "real or densepose_charts"`` selects the real-data ones."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.core.errors import InputError
+from pipeline.evaluate.chart_check import (annotated_rank_correlation, crop_checks, height_correlations,
+                                           height_summary, image_checks, neighbour_pixel_pairs,
+                                           neighbour_region_pairs, pixel_vertices, seam_distances, seam_summary,
+                                           upright_instances)
+from pipeline.geometry.charts import ChartLocator
+from pipeline.template.file import SEGMENTS
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT.parent / "shared" / "densepose-reference"  # real DensePose data, never copied into the repository
+needs_reference = pytest.mark.skipif(
+    not (REFERENCE / "demo_im_IUV.png").is_file(),
+    reason=f"the real DensePose reference data are not here ({REFERENCE}: the shared folder beside the repository)")
+
+_SPEC = importlib.util.spec_from_file_location("chart_check_script", ROOT / "scripts" / "chart_check.py")
+script = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(script)
+
+GRID = 21  # chart points per side of each toy chart
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A toy template: part p is the unit square x in [p - 1, p], height z in [0, 1] (metres), its chart the
+    identity (U = x - (p - 1), V = z) sampled on a 21 x 21 grid; up is +z. Returns (locator, vertices, up)."""
+    t = np.linspace(0, 1, GRID)
+    u, v = (a.ravel() for a in np.meshgrid(t, t))
+    uv = np.stack([u, v], axis=1)
+    chart_part = np.repeat(np.arange(1, 25), len(uv))
+    chart_uv = np.tile(uv, (24, 1))
+    chart_vertex = np.arange(len(chart_part))
+    vertices = np.stack([chart_uv[:, 0] + chart_part - 1, np.zeros(len(chart_part)), chart_uv[:, 1]], axis=1)
+    return ChartLocator(chart_part, chart_uv, chart_vertex), vertices, np.array([0.0, 0.0, 1.0])
+
+
+def _strip(h: int = 32, w: int = 64, flip_second: bool = False):
+    """Parts 1 and 2 side by side, as the toy template lays them out: column c is x = (c + .5) / 32, row r height
+    z = 1 - (r + .5) / h (no pixel centre halfway between two grid points when h = 32). ``flip_second``: part 2's U
+    reversed (a chart mirrored against the template's)."""
+    x = (np.arange(w) + 0.5) / 32
+    z = 1 - (np.arange(h) + 0.5) / h
+    labels = np.broadcast_to(np.where(x < 1, 1, 2), (h, w)).copy()
+    u = np.where(x < 1, x, x - 1)
+    if flip_second:
+        u = np.where(x < 1, u, 1 - u)
+    uv = np.stack([np.broadcast_to(u, (h, w)), np.broadcast_to(z[:, None], (h, w))])
+    return labels, uv
+
+
+def test_pixel_vertices_leave_background_missing_and_nan_out(toy):
+    locator, vertices, _ = toy
+    labels, uv = _strip(4, 40)
+    labels[0, 0], labels[0, 1] = 0, 255
+    uv[:, 1, 0] = np.nan
+    vert = pixel_vertices(labels, uv, locator)
+    assert vert.shape == labels.shape and vert.dtype == np.int64
+    assert vert[0, 0] == vert[0, 1] == vert[1, 0] == -1 and (vert[2:] >= 0).all()
+    # the identity chart: a pixel names the vertex at its own place
+    np.testing.assert_allclose(vertices[vert[3, 5], [0, 2]], [5.5 / 32, 1 - 3.5 / 4], atol=0.51 / (GRID - 1))
+    with pytest.raises(InputError, match="uv must be"):
+        pixel_vertices(labels, uv[:, :2], locator)
+
+
+def test_neighbour_pixel_pairs_stay_inside_one_instance():
+    inst = np.array([[1, 1, 2],
+                     [1, 0, 2],
+                     [3, 3, 2]])
+    a, b = neighbour_pixel_pairs(inst)
+    pairs = {tuple(sorted(p)) for p in zip(a.tolist(), b.tolist())}
+    assert pairs == {(0, 1), (0, 3), (2, 5), (5, 8), (6, 7)}
+
+
+def test_a_consistent_layout_has_short_seams_and_a_mirrored_chart_long_ones(toy):
+    locator, vertices, _ = toy
+    for flip, (lo, hi) in ((False, (0, 60)), (True, (900, 1100))):
+        labels, uv = _strip(flip_second=flip)
+        inst = np.ones_like(labels)
+        d = seam_distances(pixel_vertices(labels, uv, locator), labels, inst, vertices)
+        s = seam_summary(**d)
+        assert s["across"]["count"] == 32  # one pair across the seam per row
+        assert s["inside"]["count"] == 31 * 64 + 32 * 63 - 32  # every 4-neighbour pair but the seam's
+        assert lo <= s["across"]["median_mm"] <= hi, (flip, s["across"])
+        # a pixel is 31 mm, the grid 50 mm: two neighbours name one vertex or two a grid step apart
+        assert s["inside"]["p90_mm"] <= 50 + 1e-9 and 0.2 < s["inside"]["same_vertex"] < 0.8
+        assert list(s["by_seam"]) == ["1-2"]
+    # two instances never pair up, even when their parts touch
+    labels, uv = _strip(flip_second=True)
+    inst = np.where(labels == 1, 1, 2)
+    d = seam_distances(pixel_vertices(labels, uv, locator), labels, inst, vertices)
+    assert not d["across"].any()
+
+
+def _person(h: int = 100, w: int = 40, head_top: bool = True):
+    """A standing toy person filling an h x w box: head (23) on top, torso (1) in the middle, feet (5) below."""
+    labels = np.ones((h + 10, w + 10), np.int64)
+    labels[:, :5] = labels[:, -5:] = labels[:5] = labels[-5:] = 0
+    labels[5:15, 5:-5] = 23 if head_top else 5
+    labels[-15:-5, 5:-5] = 5 if head_top else 23
+    return labels
+
+
+def test_the_upright_rule():
+    up = upright_instances(_person(), (_person() > 0).astype(int))[1]
+    assert up["upright"] and up["aspect"] == 2.5 and up["pixels"] == 4000 and up["head_above_feet"]
+    assert not upright_instances(_person(head_top=False), (_person() > 0).astype(int))[1]["upright"]
+    wide = _person(70, 40)  # 1.75 times taller than wide
+    assert not upright_instances(wide, (wide > 0).astype(int))[1]["upright"]
+    small = _person(60, 20)  # 1200 pixels
+    assert not upright_instances(small, (small > 0).astype(int))[1]["upright"]
+    # a square crop resampled from a tall box is upright in image units
+    sq = _person(60, 60)
+    assert not upright_instances(sq, (sq > 0).astype(int))[1]["upright"]
+    assert upright_instances(sq, (sq > 0).astype(int), pixel_size=(2.0, 1.0))[1]["upright"]
+    headless = np.where(_person() == 23, 1, _person())
+    assert not upright_instances(headless, (headless > 0).astype(int))[1]["upright"]
+
+
+def test_a_flipped_chart_gives_a_wrong_height_sign(toy):
+    locator, vertices, up = toy
+    labels, uv = _strip()
+    labels[:, 20:] = 3
+    uv[1, :, 20:] = 1 - uv[1, :, 20:]  # part 3's V upside down
+    inst = np.ones_like(labels)
+    vert = pixel_vertices(labels, uv, locator)
+    entries = height_correlations(vert, labels, inst, vertices @ up, [1])
+    r = {e["part"]: e["r"] for e in entries}
+    assert r[1] > 0.99 and r[3] < -0.99
+    assert {e["name"] for e in entries} == {"torso back", "right hand"}
+    s = height_summary(entries)
+    assert s["right_share"] == 0.5 and s["wrong_parts"] == {3: 1} and s["wrong"][0]["part"] == 3
+    # too few pixels: left out; a constant part: NaN, outside the share
+    assert height_correlations(vert, labels, inst, vertices @ up, [1], min_pixels=10_000) == []
+    flat = height_correlations(vert, labels, inst, np.zeros(len(vertices)), [1])
+    assert all(math.isnan(e["r"]) for e in flat) and math.isnan(height_summary(flat)["right_share"])
+
+
+def test_neighbour_region_pairs_follow_the_body(toy):
+    torso, head = SEGMENTS["torso"], SEGMENTS["head"]
+    parts = np.array([torso[0], torso[1], head[0], SEGMENTS["right hand"][0], SEGMENTS["right lower arm"][0],
+                      SEGMENTS["left lower arm"][1], SEGMENTS["left foot"][0]])
+    i, j = neighbour_region_pairs(parts)
+    # torso-head twice; right lower arm-right hand; torso-torso (one region), left arm-right hand, foot: none
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (1, 2), (3, 4)]
+    with pytest.raises(InputError, match="1..24"):
+        neighbour_region_pairs(np.array([0, 1]))
+
+
+def test_annotated_points_rank_correlation(toy):
+    locator, vertices, _ = toy
+    rng = np.random.default_rng(0)
+    parts = np.repeat([SEGMENTS["torso"][0], SEGMENTS["head"][0], SEGMENTS["right upper leg"][0]], 10)
+    uv = rng.uniform(0.05, 0.95, size=(len(parts), 2))
+    # the image shows the toy template as it is: image distance = template distance (x right, z up, 100 px/m)
+    xyz = np.stack([uv[:, 0] + parts - 1, uv[:, 1]], axis=1)
+    xy = 100 * xyz * [1, -1]
+    good = annotated_rank_correlation(xy, parts, uv, locator, vertices)
+    assert good["rho"] > 0.99 and good["pairs"] == 10 * 10 + 10 * 10 and good["points"] == 30
+    bad_uv = uv.copy()
+    bad_uv[:, 0] = np.where(parts == SEGMENTS["head"][0], 1 - uv[:, 0], uv[:, 0])  # the head's chart mirrored
+    assert annotated_rank_correlation(xy, parts, bad_uv, locator, vertices)["rho"] < good["rho"] - 0.02
+
+
+def test_image_and_crop_checks_agree_on_one_instance(toy):
+    locator, vertices, up = toy
+    labels = _person(100, 40)
+    h, w = labels.shape
+    rows = np.arange(h)[:, None] * np.ones(w)
+    uv = np.stack([np.full((h, w), 0.5), 1 - rows / h])
+    inst = (labels > 0).astype(int)
+    one = image_checks(labels, uv, inst, locator, vertices, up)
+    many = crop_checks(np.stack([labels, labels]), np.stack([uv, uv]), np.ones((2, 2)), locator, vertices, up)
+    assert list(one["upright"]) == [1] and list(many["upright"]) == [1, 2]
+    assert one["heights"]["right_share"] == many["heights"]["right_share"] == 1.0
+    assert many["heights"]["entries"] == 2 * one["heights"]["entries"] == 6
+    assert many["seams"]["inside"]["count"] == 2 * one["seams"]["inside"]["count"]
+    assert many["seams"]["across"]["median_mm"] == pytest.approx(one["seams"]["across"]["median_mm"])
+    with pytest.raises(InputError, match="crops"):
+        crop_checks(labels, uv, np.ones((1, 2)), locator, vertices, up)
+
+
+@pytest.fixture(scope="module")
+def template_file(template, tmp_path_factory):
+    """The session's template written to a file (the script reads one)."""
+    path = tmp_path_factory.mktemp("chart_check") / "template.npz"
+    template.save(path)
+    return path
+
+
+def test_synthetic_exact_crops_have_consistent_charts(template):
+    crops = script.synthetic_crops(template, bodies=4, seed=0, crop=112)
+    assert crops["labels"].shape == (4, 112, 112) and crops["labels"].dtype == np.uint8
+    assert crops["uv"].shape == (4, 2, 112, 112) and crops["uv"].dtype == np.float32
+    assert crops["pixel_size"].shape == (4, 2) and (crops["pixel_size"] > 0).all()
+    locator = ChartLocator(template.chart_part, template.chart_uv, template.chart_vertex)
+    out = crop_checks(crops["labels"], crops["uv"], crops["pixel_size"], locator, template.vertices, template.up)
+    s = out["seams"]
+    # the exact rendering of the template's own charts: neighbouring pixels name neighbouring vertices, across a
+    # seam too (the across tail is occlusion contours: an arm in front of the torso)
+    assert s["inside"]["count"] > 10_000 and s["across"]["count"] > 500
+    assert s["inside"]["median_mm"] < 20 and s["across"]["median_mm"] < 60, s
+    assert 0 <= out["heights"]["entries"] and len(out["upright"]) == 4
+
+
+def test_script_errors_name_the_file(tmp_path, template_file):
+    bad = tmp_path / "bad_IUV.png"
+    bad.write_text("not a png")
+    with pytest.raises(InputError, match="bad_IUV.png"):
+        script.run(str(template_file), str(bad), str(bad), None, 0)
+    npz = tmp_path / "points.npz"
+    np.savez(npz, x=np.zeros(3), y=np.zeros(3), I=np.ones(3), U=np.zeros(3))
+    with pytest.raises(InputError, match="points.npz.*V"):
+        script.run(str(template_file), None, None, str(npz), 0)
+    np.savez(npz, x=np.zeros(3), y=np.zeros(3), I=np.array([1, 2, 30]), U=np.zeros(3), V=np.zeros(3))
+    with pytest.raises(InputError, match="points.npz: I must"):
+        script.run(str(template_file), None, None, str(npz), 0)
+    assert script.main(["--template", str(template_file), "--iuv", str(bad), "--inds", str(bad)]) == 1
+
+
+@needs_reference
+def test_real_densepose_charts_on_the_demo_end_to_end(template_file, tmp_path, capsys):
+    out = tmp_path / "chart_check.json"
+    assert script.main(["--template", str(template_file), "--json", str(out)]) == 0  # defaults: the shared files
+    printed = capsys.readouterr().out
+    assert "real demo" in printed and "Spearman rho" in printed
+    r = json.loads(out.read_text())
+    demo = r["demo"]
+    assert {k for k, u in demo["upright"].items() if u["upright"]} == {"17", "18", "19"}
+    for group in ("inside", "across"):
+        s = demo["seams"][group]
+        assert s["count"] > 1000 and all(math.isfinite(s[k]) for k in ("median_mm", "p90_mm"))
+        assert 0 <= s["median_mm"] <= s["p90_mm"]
+    entries = demo["height_entries"]
+    assert {e["instance"] for e in entries} == {17, 18, 19} and all(e["pixels"] >= 30 for e in entries)
+    assert 0 <= demo["heights"]["right_share"] <= 1 and demo["heights"]["entries"] == len(entries)
+    a = r["annotated"]
+    assert a["points"] == 125 and a["pairs"] > 100 and -1 <= a["rho"] <= 1
+
+
+@needs_reference
+def test_real_annotated_points_and_demo_maps_read_as_documented():
+    labels, uv = script.read_iuv(REFERENCE / "demo_im_IUV.png")
+    inst = script.read_instances(REFERENCE / "demo_im_INDS.png", labels.shape)
+    assert labels.shape == (600, 1116) and uv.shape == (2, 600, 1116) and uv.dtype == np.float32
+    assert labels.max() == 24 and np.array_equal(labels > 0, inst > 0)
+    assert set(np.unique(inst)) == {0, *range(7, 20)}  # the detector's ranks, not 1..n
+    pts = script.read_annotated(REFERENCE / "coco_annotated_person.npz")
+    assert pts["xy"].shape == (125, 2) and pts["parts"].min() >= 1 and pts["parts"].max() <= 24
+    with pytest.raises(InputError, match="demo_im_INDS.png"):
+        script.read_instances(REFERENCE / "demo_im_INDS.png", (10, 10))
