@@ -38,7 +38,8 @@ if str(ROOT) not in sys.path:  # run as `python scripts/chart_check.py` from any
 
 from pipeline.core.errors import InputError, UserError  # noqa: E402
 from pipeline.core.io import load_npz, save_json  # noqa: E402
-from pipeline.evaluate.chart_check import annotated_rank_correlation, crop_checks, image_checks  # noqa: E402
+from pipeline.evaluate.chart_check import (annotated_rank_correlation, crop_checks, image_checks,  # noqa: E402
+                                           touching_parts)
 from pipeline.geometry.charts import ChartLocator  # noqa: E402
 from pipeline.template.file import N_PARTS, Template, decode_iuv, load_template  # noqa: E402
 
@@ -156,9 +157,10 @@ def _wrong(heights: dict) -> str:
 def table(results: dict) -> str:
     """The printed table: one row per source of measures 1 and 2, then measure 3."""
     head = (f"{'source':<22}{'inside n':>9}{'med':>6}{'p90':>6}{'across n':>10}{'med':>6}{'p90':>6}"
-            f"{'upright':>9}{'entries':>9}{'right':>7}  wrong parts (x count)")
+            f"{'on body':>9}{'med':>6}{'p90':>6}{'upright':>9}{'entries':>9}{'right':>7}  wrong parts (x count)")
     lines = [f"template {results['template']['path']} (hash {results['template']['hash']}); seam distances in mm",
-             head, "-" * len(head)]
+             "across: every 4-neighbour pixel pair of two parts; on body: those whose parts meet on the template "
+             "(the rest are occlusion contours, which no chart can join)", head, "-" * len(head)]
     for name, label in (("demo", "real demo"), ("synthetic", "synthetic exact")):
         if name not in results:
             continue
@@ -170,7 +172,8 @@ def table(results: dict) -> str:
             label = f"{label} ({r['crops']})"
         lines.append(f"{label:<22}{s['inside']['count']:>9}{_mm(s['inside']['median_mm']):>6}"
                      f"{_mm(s['inside']['p90_mm']):>6}{s['across']['count']:>10}{_mm(s['across']['median_mm']):>6}"
-                     f"{_mm(s['across']['p90_mm']):>6}{upright:>9}{h['entries']:>9}{share:>7}  {_wrong(h)}")
+                     f"{_mm(s['across']['p90_mm']):>6}{s['on_body']['count']:>9}{_mm(s['on_body']['median_mm']):>6}"
+                     f"{_mm(s['on_body']['p90_mm']):>6}{upright:>9}{h['entries']:>9}{share:>7}  {_wrong(h)}")
     if "annotated" in results:
         a = results["annotated"]
         rho = "-" if not math.isfinite(a["rho"]) else f"{a['rho']:.3f}"
@@ -184,6 +187,7 @@ def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | 
     """Every requested check; the JSON's content (NaN kept as float NaN)."""
     t = load_template(template_path)
     locator = ChartLocator(t.chart_part, t.chart_uv, t.chart_vertex)
+    touching = touching_parts(t.chart_part, t.chart_vertex)
     results: dict = {"template": {"path": str(template_path), "hash": t.hash, "source": t.source}}
     if iuv is not None:
         if inds is None:
@@ -191,7 +195,7 @@ def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | 
         labels, uv = read_iuv(iuv)
         instance = read_instances(inds, labels.shape)
         results["demo"] = {"iuv": str(iuv), "inds": str(inds),
-                           **image_checks(labels, uv, instance, locator, t.vertices, t.up)}
+                           **image_checks(labels, uv, instance, locator, t.vertices, t.up, touching)}
     if annotated is not None:
         pts = read_annotated(annotated)
         results["annotated"] = {"file": str(annotated),
@@ -201,7 +205,7 @@ def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | 
         crops = synthetic_crops(t, synthetic, seed=seed, crop=crop)
         results["synthetic"] = {"crops": int(len(crops["labels"])), "seed": seed, "crop": crop,
                                 **crop_checks(crops["labels"], crops["uv"], crops["pixel_size"], locator,
-                                              t.vertices, t.up)}
+                                              t.vertices, t.up, touching)}
     return results
 
 

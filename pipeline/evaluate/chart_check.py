@@ -140,16 +140,31 @@ def seam_distances(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray,
     return {"distance_mm": d, "across": pa != pb, "part_a": pa, "part_b": pb}
 
 
+def touching_parts(chart_part: np.ndarray, chart_vertex: np.ndarray) -> np.ndarray:
+    """(25, 25) bool: parts p and q share a seam on the template (a vertex in both charts); index 0 unused.
+
+    A pixel pair across two parts that do not touch on the body is an occlusion contour (an arm in front of
+    the chest), which no chart can bring together: :func:`seam_summary` reports those apart."""
+    out = np.zeros((N_PARTS + 1, N_PARTS + 1), bool)
+    verts = [set(np.asarray(chart_vertex)[np.asarray(chart_part) == p].tolist()) for p in range(N_PARTS + 1)]
+    for p in range(1, N_PARTS + 1):
+        for q in range(p + 1, N_PARTS + 1):
+            out[p, q] = out[q, p] = bool(verts[p] & verts[q])
+    return out
+
+
 def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray, part_b: np.ndarray,
-                 min_pairs: int = 10) -> dict:
+                 min_pairs: int = 10, touching: np.ndarray | None = None) -> dict:
     """Median and 90th percentile of the seam distances, inside one part and across a seam.
 
     Args:
         distance_mm: (P,) float. across: (P,) bool. part_a, part_b: (P,) int (:func:`seam_distances`).
         min_pairs: a seam (a pair of parts) is listed under ``by_seam`` with at least this many pixel pairs.
+        touching: (25, 25) bool (:func:`touching_parts`): splits ``across`` into ``on_body`` (parts that meet on
+            the template: the chart seams) and ``occlusion`` (parts that do not).
     Returns:
         ``{"inside": {count, median_mm, p90_mm, same_vertex}, "across": {...}, "by_seam": {"a-b": {...}}}``, ``a < b``
-        the two parts of a seam, ordered by decreasing median.
+        the two parts of a seam, ordered by decreasing median; with ``touching`` also "on_body" and "occlusion".
     """
     d, across = np.asarray(distance_mm, np.float64), np.asarray(across, bool)
     lo, hi = np.minimum(part_a, part_b), np.maximum(part_a, part_b)
@@ -159,7 +174,11 @@ def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray
         if sel.sum() >= min_pairs:
             by_seam[f"{p}-{q}"] = _percentiles(d[sel])
     by_seam = dict(sorted(by_seam.items(), key=lambda kv: -kv[1]["median_mm"]))
-    return {"inside": _percentiles(d[~across]), "across": _percentiles(d[across]), "by_seam": by_seam}
+    out = {"inside": _percentiles(d[~across]), "across": _percentiles(d[across]), "by_seam": by_seam}
+    if touching is not None:
+        on_body = across & np.asarray(touching)[lo, hi]
+        out["on_body"], out["occlusion"] = _percentiles(d[on_body]), _percentiles(d[across & ~on_body])
+    return out
 
 
 def upright_instances(labels: np.ndarray, instance: np.ndarray,
@@ -209,7 +228,8 @@ def height_correlations(vertex: np.ndarray, labels: np.ndarray, instance: np.nda
     Args:
         vertex: (H, W) int vertex of each pixel (-1 not foreground). labels: (H, W) int part 0..24.
         instance: (H, W) int instance id. heights: (N,) float each template vertex's height (``vertices @ up``).
-        instances: the (upright) instance ids to measure. min_pixels: a part with fewer pixels is skipped.
+        instances: the (upright) instance ids to measure. min_pixels: a part with fewer pixels is skipped, and so
+            is a part whose pixels are over twice as wide as tall (lying: its image height is not along the body).
     Returns:
         one ``{"instance", "part", "name", "pixels", "r"}`` per (instance, part): ``r`` the Pearson correlation
         of the pixel's height in the image (``-row``) with its vertex's height; positive is right. NaN when
@@ -221,8 +241,8 @@ def height_correlations(vertex: np.ndarray, labels: np.ndarray, instance: np.nda
     for k in instances:
         for p in range(1, N_PARTS + 1):
             rows, cols = np.nonzero((instance == k) & (labels == p) & (vertex >= 0))
-            if len(rows) < min_pixels:
-                continue
+            if len(rows) < min_pixels or np.ptp(rows) < 0.5 * np.ptp(cols):
+                continue  # too small, or lying rather than standing (a forearm reaching forward): no up to compare
             r = _pearson(-rows.astype(np.float64), heights[vertex[rows, cols]])
             out.append({"instance": int(k), "part": p, "name": PART_NAMES[p - 1], "pixels": int(len(rows)), "r": r})
     return out
@@ -291,7 +311,7 @@ def annotated_rank_correlation(xy: np.ndarray, parts: np.ndarray, uv: np.ndarray
 
 
 def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locator: ChartLocator,
-                 vertices: np.ndarray, up: np.ndarray) -> dict:
+                 vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None) -> dict:
     """Measures 1 and 2 on one image with an instance map (DensePose-RCNN's IUV and INDS images).
 
     Args:
@@ -305,7 +325,7 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
     labels, instance = np.asarray(labels), np.asarray(instance)
     _check_maps(labels, np.asarray(uv), instance)
     vertex = pixel_vertices(labels, uv, locator)
-    seams = seam_summary(**seam_distances(vertex, labels, instance, vertices))
+    seams = seam_summary(**seam_distances(vertex, labels, instance, vertices), touching=touching)
     upright = upright_instances(labels, instance)
     heights = np.asarray(vertices, np.float64) @ np.asarray(up, np.float64)
     entries = height_correlations(vertex, labels, instance, heights, [k for k, u in upright.items() if u["upright"]])
@@ -313,7 +333,7 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
 
 
 def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, locator: ChartLocator,
-                vertices: np.ndarray, up: np.ndarray) -> dict:
+                vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None) -> dict:
     """Measures 1 and 2 over a stack of crops, each one instance (the synthetic source's crops), pooled.
 
     Args:
@@ -341,5 +361,5 @@ def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, loca
         entries += height_correlations(vertex, labels[i], inst, heights, [k for k, e in u.items() if e["upright"]])
     empty = {"distance_mm": np.zeros(0), "across": np.zeros(0, bool), "part_a": np.zeros(0, np.int64),
              "part_b": np.zeros(0, np.int64)}
-    seams = seam_summary(**{k: np.concatenate(v) if v else empty[k] for k, v in pooled.items()})
+    seams = seam_summary(**{k: np.concatenate(v) if v else empty[k] for k, v in pooled.items()}, touching=touching)
     return {"seams": seams, "upright": upright, "heights": height_summary(entries), "height_entries": entries}
