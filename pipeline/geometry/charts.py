@@ -204,7 +204,8 @@ def _polyline_points(chain: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def square_chart(vertices: np.ndarray, faces: np.ndarray, loop: np.ndarray, corners: np.ndarray,
                  outline: np.ndarray | None = None, outline_corners: np.ndarray | None = None,
-                 bulge: float = SQUARE_BULGE, name: str = "chart", eps: float = 1e-9) -> tuple[np.ndarray, str]:
+                 stops: tuple = (), bulge: float = SQUARE_BULGE, name: str = "chart",
+                 eps: float = 1e-9) -> tuple[np.ndarray, str]:
     """Maps a disk into [0,1]² with four given boundary vertices at four corners of a target outline: a chart
     whose edges each meet a chosen stretch of the part's border (DensePose's limbs, torso and head).
 
@@ -220,6 +221,9 @@ def square_chart(vertices: np.ndarray, faces: np.ndarray, loop: np.ndarray, corn
         corners: (4,) int positions in ``loop`` (increasing) of the vertices that go to the outline's corners.
         outline: (K, 2) float counter-clockwise polygon in [0,1]² (None: the square). outline_corners: (4,) int
             increasing indices into ``outline`` of its corners, the first 0.
+        stops: more landmarks on the sides: ``(loop position, side, fraction)``, the vertex that goes to that
+            fraction of side ``side``'s length (side k runs from corner k to corner k + 1); between landmarks
+            the border is spaced by arc length.
         name: for error messages. eps: smallest face area kept, as a share of the chart's.
     Returns:
         uv: (N, 2) float64 in [0,1]²; method: "harmonic" or "tutte", with "-corners" where the outline folded
@@ -235,13 +239,27 @@ def square_chart(vertices: np.ndarray, faces: np.ndarray, loop: np.ndarray, corn
     square = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     outward = np.array([[0.0, -1.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
 
+    ends = list(corners) + [corners[0] + len(loop)]
+    marks = {side: [(ends[side], 0.0)] for side in range(4)}
+    for pos, side, frac in stops:
+        pos = pos + (len(loop) if side == 3 and pos < corners[0] + 1 else 0)
+        if not ends[side] < pos < ends[side + 1] or not 0.0 < frac < 1.0:
+            raise MeshError(f"{name}: landmark at border position {pos} is not inside side {side} "
+                            f"({ends[side]}..{ends[side + 1]}) or its fraction {frac} not in (0, 1)")
+        marks[side].append((pos, frac))
+    for side in range(4):
+        marks[side] = sorted(marks[side]) + [(ends[side + 1], 1.0)]
+        if np.any(np.diff([f for _, f in marks[side]]) <= 0):
+            raise MeshError(f"{name}: the landmarks of side {side} are not in border order")
+
     def border(chain_of_side) -> np.ndarray:
         target = np.zeros((len(loop), 2))
         for side in range(4):
-            start, stop = corners[side], corners[(side + 1) % 4] + (len(loop) if side == 3 else 0)
-            idx = np.arange(start, stop + 1) % len(loop)
-            length = np.concatenate([[0.0], np.cumsum(seg[idx[:-1]])])
-            target[idx[:-1]] = chain_of_side(side, length[:-1] / max(length[-1], 1e-12))
+            for (start, f0), (stop, f1) in zip(marks[side][:-1], marks[side][1:]):
+                idx = np.arange(start, stop + 1) % len(loop)
+                length = np.concatenate([[0.0], np.cumsum(seg[idx[:-1]])])
+                t = f0 + (f1 - f0) * length[:-1] / max(length[-1], 1e-12)
+                target[idx[:-1]] = chain_of_side(side, t)
         return target
 
     def bowed(side, t):

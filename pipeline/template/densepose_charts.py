@@ -21,13 +21,14 @@ import numpy as np
 from pipeline.geometry.charts import (Atlas, parameterize_disk, oriented_loop, signed_uv_areas, square_chart)
 from pipeline.geometry.mesh import MeshError
 from pipeline.template.densepose_layout import (END_TIP, HEAD_CORNER_ANGLES, LIMB_PROXIMAL_AT_U1, ORIENTATION,
-                                                OUTLINE, OUTLINE_CORNERS, PROXIMAL)
+                                                OUTLINE, OUTLINE_CORNERS, PROXIMAL, TORSO_ARMPIT_U, TORSO_NECK_V)
 from pipeline.template.file import N_PARTS, SEGMENTS
 
 __all__ = ["densepose_atlas", "border_neighbours", "longest_run"]
 
 _SEGMENT_OF = {p: name for name, ids in SEGMENTS.items() for p in ids}
 _LEFT_LEG, _RIGHT_LEG = set(SEGMENTS["left upper leg"]), set(SEGMENTS["right upper leg"])
+_LEFT_ARM, _RIGHT_ARM = set(SEGMENTS["left upper arm"]), set(SEGMENTS["right upper arm"])
 _HEAD, _TORSO = set(SEGMENTS["head"]), set(SEGMENTS["torso"])
 
 
@@ -76,16 +77,23 @@ def _run_ends(classes: np.ndarray, which: set, name: str) -> tuple[int, int]:
     return start, (start + length) % len(classes)
 
 
-def _square_corners(vertices, faces, face_part, part, loop, up, forward, name) -> np.ndarray:
-    """(4,) loop positions of the vertices at (0, 0), (1, 0), (1, 1), (0, 1) of ``part``'s chart."""
+def _square_corners(vertices, faces, face_part, part, loop, up, forward, name) -> tuple[np.ndarray, list]:
+    """(4,) loop positions of the vertices at (0, 0), (1, 0), (1, 1), (0, 1) of ``part``'s chart, and the
+    landmarks between them (``(loop position, side, fraction)``, :func:`~pipeline.geometry.charts.square_chart`)."""
     nb = border_neighbours(faces, face_part, part, loop)
     segment = _SEGMENT_OF[part]
     if segment == "torso":
-        _, leave_head = _run_ends(nb, _HEAD, name)
+        # corners: the shoulder ends of the armholes and the outer ends of the hip seams; the armpits on the
+        # side edges and the neck on the U = 0 edge where DensePose has them
+        enter_head, leave_head = _run_ends(nb, _HEAD, name)
+        enter_left_arm, leave_left_arm = _run_ends(nb, _LEFT_ARM, name)
         enter_left, _ = _run_ends(nb, _LEFT_LEG, name)
         _, leave_right = _run_ends(nb, _RIGHT_LEG, name)
-        enter_head, _ = _run_ends(nb, _HEAD, name)
-        return np.array([leave_head, enter_left, leave_right, enter_head])
+        enter_right_arm, leave_right_arm = _run_ends(nb, _RIGHT_ARM, name)
+        armpit, (neck_lo, neck_hi) = TORSO_ARMPIT_U[part], TORSO_NECK_V[part]
+        stops = [(leave_left_arm, 0, armpit), (enter_right_arm, 2, 1.0 - armpit),
+                 (enter_head, 3, 1.0 - neck_hi), (leave_head, 3, 1.0 - neck_lo)]
+        return np.array([enter_left_arm, enter_left, leave_right, leave_right_arm]), stops
     if segment == "head":
         enter_torso, leave_torso = _run_ends(nb, _TORSO, name)
         vb = vertices[loop]
@@ -103,14 +111,14 @@ def _square_corners(vertices, faces, face_part, part, loop, up, forward, name) -
         first, second = HEAD_CORNER_ANGLES if part == 23 else HEAD_CORNER_ANGLES[::-1]
         i = int(np.argmin(np.abs(angle - first)))
         j = i + 1 + int(np.argmin(np.abs(angle[i + 1:] - second))) if i + 1 < len(arc) else len(arc) - 1
-        return np.array([enter_torso, leave_torso, arc[i], arc[min(j, len(arc) - 1)]])
+        return np.array([enter_torso, leave_torso, arc[i], arc[min(j, len(arc) - 1)]]), []
     proximal = set(SEGMENTS[PROXIMAL[part]])
     distal = set(range(1, N_PARTS + 1)) - proximal - set(SEGMENTS[segment])
     enter_prox, leave_prox = _run_ends(nb, proximal, name)
     enter_dist, leave_dist = _run_ends(nb, distal, name)
     if part in LIMB_PROXIMAL_AT_U1:  # proximal edge U = 1: (0,0) ends the distal stretch
-        return np.array([leave_dist, enter_prox, leave_prox, enter_dist])
-    return np.array([leave_prox, enter_dist, leave_dist, enter_prox])
+        return np.array([leave_dist, enter_prox, leave_prox, enter_dist]), []
+    return np.array([leave_prox, enter_dist, leave_dist, enter_prox]), []
 
 
 def _end_chart(vertices, faces, part, name) -> tuple[np.ndarray, str]:
@@ -166,10 +174,12 @@ def densepose_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarr
             loop = oriented_loop(local, name)
             if ORIENTATION[p] < 0:
                 loop = loop[::-1]
-            corners = _square_corners(vertices, faces, face_part, p, used[loop], up, forward, name)
+            corners, stops = _square_corners(vertices, faces, face_part, p, used[loop], up, forward, name)
             loop = np.roll(loop, -corners[0])
+            stops = [((pos - corners[0]) % len(loop), side, f) for pos, side, f in stops]
             corners = (corners - corners[0]) % len(loop)
-            uv, method = square_chart(vertices[used], local, loop, corners, OUTLINE[p], OUTLINE_CORNERS[p], name=name)
+            uv, method = square_chart(vertices[used], local, loop, corners, OUTLINE[p], OUTLINE_CORNERS[p], stops,
+                                      name=name)
         methods[p] = method
         chart_part.append(np.full(len(used), p, dtype=np.int64))
         chart_uv.append(uv)

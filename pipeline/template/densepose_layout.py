@@ -24,7 +24,7 @@ of the arms (measured: on the demo's front-facing person, upper arms show 15/16,
 
 from __future__ import annotations
 
-__all__ = ["OUTLINE", "OUTLINE_CORNERS", "ORIENTATION", "ORIENTATION_SHARE", "LIMB_PROXIMAL_AT_U1", "PROXIMAL", "END_TIP", "HEAD_CORNER_ANGLES",
+__all__ = ["TORSO_ARMPIT_U", "TORSO_NECK_V", "OUTLINE", "OUTLINE_CORNERS", "ORIENTATION", "ORIENTATION_SHARE", "LIMB_PROXIMAL_AT_U1", "PROXIMAL", "END_TIP", "HEAD_CORNER_ANGLES",
            "MEASURED_ON"]
 
 MEASURED_ON = ("DensePose-RCNN's demo_im_IUV.png / demo_im_INDS.png and texture_atlas_200.png "
@@ -62,6 +62,14 @@ LIMB_PROXIMAL_AT_U1 = frozenset({9, 10, 11, 12, 19, 20})
 # Measured: head pixels touch at U ≈ 0.1 (1|23 0.14, 1|24 0.12, 2|23 0.10, 2|24 0.12), the upper legs at
 # U ≈ 0.8-0.95 (1|7 0.95, 1|8 0.95, 2|9 0.80, 2|10 0.82), left limbs at low V (1|8 0.29, 1|17 0.15,
 # 2|10 0.41, 2|15 0.24), right limbs at high V (1|7 0.74, 1|18 0.84, 2|9 0.72, 2|16 0.75).
+# On the side edges the armhole runs from the chart's neck corner down to the armpit at U = TORSO_ARMPIT_U;
+# on the U = 0 edge the neck spans TORSO_NECK_V, the shoulders' tops beside it. Measured on the demo IUV from
+# the pixel pairs that are a real seam, not an arm in front of the torso: those whose arm pixel lies by its own
+# proximal edge (U < 0.2). Torso 1 touches 17 at U 0.13-0.46 (V 0.11-0.21), 18 at U 0.07-0.40 (V 0.81-0.91);
+# torso 2 touches 15 at U 0.05-0.24, 16 at U 0.05-0.23; the head (23, 24, V < 0.25 in the head's chart) at
+# torso 1 V 0.31-0.63 and torso 2 V 0.36-0.67, all at U 0.04-0.17.
+TORSO_ARMPIT_U = {1: 0.43, 2: 0.24}
+TORSO_NECK_V = {1: (0.31, 0.63), 2: (0.36, 0.67)}
 #
 # Head halves (23 right, 24 left): V from the neck (0) to the crown (1); U across the half from the back of the
 # head to the face midline (23: 0 -> 1) or from the face midline to the back (24). Measured in the atlas: 23's

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from pipeline.geometry.charts import (atlas_from_uv_processed, boundary_self_intersects, build_atlas, parameterize_disk,
-                                      signed_uv_areas)
+from pipeline.geometry.charts import (SQUARE_BULGE, atlas_from_uv_processed, boundary_self_intersects, build_atlas,
+                                      oriented_loop, parameterize_disk, signed_uv_areas, square_chart)
 from pipeline.geometry.mesh import MeshError
 from pipeline.template.file import COARSE_OF_PART, N_PARTS
 
@@ -117,3 +117,32 @@ def test_uv_processed_tables_round_trip(template):
     assert np.array_equal(faces, t.faces)
     assert np.array_equal(atlas.chart_part, t.chart_part)
     assert np.allclose(atlas.chart_uv, t.chart_uv)
+
+
+def _hemisphere():
+    """(vertices, faces, loop): the upper half of an icosphere, a disk with its rim as border."""
+    m = trimesh.creation.icosphere(subdivisions=3)
+    keep = m.vertices[m.faces].mean(axis=1)[:, 2] > 0.0
+    sub = m.submesh([np.flatnonzero(keep)], append=True)
+    v, f = np.asarray(sub.vertices, np.float64), np.asarray(sub.faces, np.int64)
+    return v, f, oriented_loop(f)
+
+
+def test_square_chart_puts_corners_and_landmarks_where_asked():
+    v, f, loop = _hemisphere()
+    b = len(loop)
+    corners = np.array([0, b // 4, b // 2, 3 * b // 4])
+    stop = b // 8  # halfway round side 0 in vertex count, asked at a quarter of the side
+    uv, method = square_chart(v, f, loop, corners, stops=[(stop, 0, 0.25)])
+    assert np.all(signed_uv_areas(uv, f) > 0)  # fold-free, counter-clockwise like the loop
+    square = (np.array([[0, 0], [1, 0], [1, 1], [0, 1]]) + SQUARE_BULGE) / (1 + 2 * SQUARE_BULGE)
+    assert np.allclose(uv[loop[corners]], square, atol=1e-9)
+    assert uv[loop[stop], 0] == pytest.approx((0.25 + SQUARE_BULGE) / (1 + 2 * SQUARE_BULGE), abs=1e-9)
+    # onto an outline: the corners land on the outline's corners
+    outline = np.array([[0.1, 0.0], [0.9, 0.05], [1.0, 0.95], [0.05, 1.0]])
+    uv, method = square_chart(v, f, loop, corners, outline, np.arange(4))
+    assert method in ("harmonic", "tutte") and np.allclose(uv[loop[corners]], outline)
+    with pytest.raises(MeshError, match="increasing"):
+        square_chart(v, f, loop, corners[::-1])
+    with pytest.raises(MeshError, match="not inside side"):
+        square_chart(v, f, loop, corners, stops=[(stop, 2, 0.5)])
