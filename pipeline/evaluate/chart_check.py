@@ -137,7 +137,8 @@ def seam_distances(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray,
     v = np.asarray(vertices, np.float64)
     d = 1000.0 * np.linalg.norm(v[va] - v[vb], axis=1)
     pa, pb = labels.ravel()[a].astype(np.int64), labels.ravel()[b].astype(np.int64)
-    return {"distance_mm": d, "across": pa != pb, "part_a": pa, "part_b": pb}
+    return {"distance_mm": d, "across": pa != pb, "part_a": pa, "part_b": pb,
+            "instance": instance.ravel()[a].astype(np.int64)}
 
 
 def touching_parts(chart_part: np.ndarray, chart_vertex: np.ndarray) -> np.ndarray:
@@ -154,12 +155,13 @@ def touching_parts(chart_part: np.ndarray, chart_vertex: np.ndarray) -> np.ndarr
 
 
 def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray, part_b: np.ndarray,
-                 min_pairs: int = 10, touching: np.ndarray | None = None) -> dict:
+                 instance: np.ndarray | None = None, min_pairs: int = 10, touching: np.ndarray | None = None) -> dict:
     """Median and 90th percentile of the seam distances, inside one part and across a seam.
 
     Args:
         distance_mm: (P,) float. across: (P,) bool. part_a, part_b: (P,) int (:func:`seam_distances`).
         min_pairs: a seam (a pair of parts) is listed under ``by_seam`` with at least this many pixel pairs.
+        instance: (P,) int the pairs' instance: with ``touching``, ``on_body_by_instance`` lists each one's.
         touching: (25, 25) bool (:func:`touching_parts`): splits ``across`` into ``on_body`` (parts that meet on
             the template: the chart seams) and ``occlusion`` (parts that do not).
     Returns:
@@ -178,6 +180,10 @@ def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray
     if touching is not None:
         on_body = across & np.asarray(touching)[lo, hi]
         out["on_body"], out["occlusion"] = _percentiles(d[on_body]), _percentiles(d[across & ~on_body])
+        if instance is not None:
+            inst = np.asarray(instance)
+            out["on_body_by_instance"] = {str(k): _percentiles(d[on_body & (inst == k)])
+                                          for k in np.unique(inst[on_body]).tolist()}
     return out
 
 
@@ -355,7 +361,8 @@ def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, loca
         vertex = pixel_vertices(labels[i], uv[i], locator)
         inst = np.where(vertex >= 0, i + 1, 0)
         for key, value in seam_distances(vertex, labels[i], inst, vertices).items():
-            pooled[key].append(value)
+            if key in pooled:  # not the instance: one crop, one instance
+                pooled[key].append(value)
         u = upright_instances(labels[i], inst, tuple(pixel_size[i]))
         upright.update(u)
         entries += height_correlations(vertex, labels[i], inst, heights, [k for k, e in u.items() if e["upright"]])
