@@ -64,6 +64,7 @@ def test_smpl_source_reads_the_files_into_a_template(template, tmp_path):
     assert np.array_equal(t.faces, template.faces) and np.array_equal(t.face_part, template.face_part)
     assert np.allclose(t.chart_uv, template.chart_uv, atol=1e-6)
     assert t.source == "smpl" and t.topology == "SMPL_NEUTRAL.pkl" and t.embedding.shape == (len(t.vertices), 8)
+    assert t.charts == "densepose"  # DensePose's own charts, as given: real chart output reads right
     assert np.allclose(t.joint_regressor[0], jr[8] / jr[8].sum(), atol=1e-6)  # right ankle = SMPL joint 8
 
 
