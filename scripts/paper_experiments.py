@@ -712,7 +712,7 @@ def git_provenance(call: Callable[..., Called] = call_process) -> dict[str, Any]
     """The git revision and whether the code or params differ from it (each run records both)."""
     rev = call(["git", "rev-parse", "HEAD"])
     status = call(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                   "pipeline", "stages", "params.yaml", "dvc.yaml"])
+                   "pipeline", "stages", "params.yaml", "dvc.yaml", "sources"])
     return {"git_rev": rev.stdout.strip() if rev.returncode == 0 else None,
             "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
 

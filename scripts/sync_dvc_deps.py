@@ -1,4 +1,5 @@
-"""Rewrites each stage's code deps in dvc.yaml to exactly its import closure (tests/test_dvc_yaml.py checks it).
+"""Rewrites each stage's code deps in dvc.yaml and sources/dvc.yaml to exactly its import closure
+(tests/test_dvc_yaml.py checks it).
 
     python scripts/sync_dvc_deps.py          # rewrite dvc.yaml in place
     python scripts/sync_dvc_deps.py --check  # exit 1 and list the stages whose deps differ
@@ -17,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_dvc_yaml import code_closure  # noqa: E402  (one definition of the closure)
+from tests.test_dvc_yaml import PIPELINE_FILES, code_closure  # noqa: E402  (one definition of the closure)
 
 
 def sync(text: str) -> tuple[str, list[str]]:
@@ -54,12 +55,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="only report stages whose deps differ")
     args = ap.parse_args()
-    path = ROOT / "dvc.yaml"
-    text, changed = sync(path.read_text())
+    texts, changed = {}, []
+    for name in PIPELINE_FILES:
+        texts[name], found = sync((ROOT / name).read_text())
+        changed += found
     if args.check:
-        print("\n".join(changed) or "dvc.yaml deps match the import closures")
+        print("\n".join(changed) or "the pipeline files' deps match the import closures")
         return 1 if changed else 0
-    path.write_text(text)
+    for name, text in texts.items():
+        (ROOT / name).write_text(text)
     print(f"rewrote deps of {', '.join(changed) or 'no stage'}")
     return 0
 

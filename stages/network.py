@@ -1,7 +1,11 @@
 """Stage `network`: the correspondence network (a per-box DensePose chart predictor) trained on the images.
 
     python -m stages.network --params params.yaml --images data/images.zarr --template data/template.npz \
-        --out models/network.pt --live metrics/network --report metrics/correspondence.json
+        --out models/network.pt --live metrics/network --report metrics/correspondence.json \
+        --stamp sources/network.txt
+
+``--stamp`` (sources/network.txt: the checkpoint's path and sha256) is what dvc.yaml's densepose stage depends on
+for ``densepose.source: network`` (sources/dvc.yaml holds this stage), so only that source trains the network.
 
 Many processes (one per GPU, or gloo on CPU): ``cluster.processes: N`` (the stage starts itself under
 ``torchrun --nproc_per_node=N -m stages.network ...``; several machines: run torchrun yourself)
@@ -35,17 +39,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="checkpoint to write")
     ap.add_argument("--live", default=None, help="dvclive folder for the training curves")
     ap.add_argument("--report", required=True, help="JSON of DensePose's measures on the held-out crops")
+    ap.add_argument("--stamp", default=None, help="the checkpoint's path and sha256 to write (sources/network.txt)")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
     torchrun_when_asked("stages.network", sys.argv[1:] if argv is None else argv, params.cluster.processes)
     # process 0 writes the outputs; under torchrun the others only train
     lead = from_environment().writer
-    outputs = [p for p in (args.out, args.live, args.report) if p is not None] if lead else []
+    outputs = [p for p in (args.out, args.live, args.report, args.stamp) if p is not None] if lead else []
     resumable = [p for p in (args.out, args.live) if p is not None] if lead else []
     with stage_outputs(*outputs, keep=tuple(resumable)):
         fix_threads(params.common.threads)
-        result = fit_network(params, args.images, args.template, args.out, args.live, args.report if lead else None)
+        result = fit_network(params, args.images, args.template, args.out, args.live, args.report if lead else None,
+                             args.stamp if lead else None)
     for line in result.lines():
         log.info("%s", line)
     log.info("wrote %s", args.out)

@@ -4,7 +4,7 @@ section of docs/, and the README's layout map names every stage package and read
 import re
 from pathlib import Path
 
-import yaml
+from tests.test_dvc_yaml import pipeline_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = sorted([*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "stages").glob("*.py"), ROOT / "params.yaml"])
@@ -28,7 +28,7 @@ def test_every_cited_section_exists():
 
 def test_the_readme_layout_map_names_every_stage_package_and_read_side():
     readme = (ROOT / "README.md").read_text()
-    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]:
+    for stage in pipeline_stages():
         assert f"`stages/{stage}.py`" in readme
     for read_side in ("template/file.py", "densepose/store.py", "iuv/store.py", "keypoints/store.py",
                       "train/checkpoint.py", "geometry/lbo.py"):

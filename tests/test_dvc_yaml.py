@@ -9,7 +9,20 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PIPELINE_FILES = ("dvc.yaml", "sources/dvc.yaml")  # sources/: the stages only densepose.source network needs
+
+
+def pipeline_stages() -> dict:
+    """Every stage of the repository's pipeline files, by name (names are unique across them)."""
+    stages = {}
+    for name in PIPELINE_FILES:
+        found = yaml.safe_load((ROOT / name).read_text())["stages"]
+        assert not set(found) & set(stages), f"{name}: a stage name used twice"
+        stages.update(found)
+    return stages
+
+
+STAGES = pipeline_stages()
 
 
 def _holds_code(init: Path) -> bool:
@@ -67,3 +80,61 @@ def test_a_stage_that_fixes_its_threads_by_params_lists_them(stage):
         return
     params = STAGES[stage]["params"]
     assert "common" in params or "common.threads" in params, f"dvc.yaml stage {stage}: add common.threads"
+
+
+# --- which stages `dvc repro` runs for each densepose.source -------------------------------------------------
+
+NETWORK_STAGES = ["sources/dvc.yaml:images", "sources/dvc.yaml:network"]
+MAIN = ["template", "lbo", "densepose", "iuv", "keypoints", "train", "evaluate"]
+
+
+def _repro_plan(tmp_path: Path, source: str, targets: tuple[str, ...] = ()) -> list[str]:
+    """The stages, in order, that ``dvc repro [targets]`` would run from a clean state with ``densepose.source``:
+    DVC's own planner (dvc.repo.reproduce, what ``dvc repro`` calls) on a copy of the pipeline files. (``dvc repro
+    --dry`` cannot say it in a clean state: it stops at the first stage whose deps are not made yet.)"""
+    import contextlib
+    import shutil
+
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    repo = tmp_path / source
+    for name in (*PIPELINE_FILES, "params.yaml", *(p.relative_to(ROOT) for p in (ROOT / "sources").glob("*.txt"))):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["densepose"]["source"] = source
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    Repo.init(str(repo), no_scm=True).close()
+    with contextlib.chdir(repo), Repo(str(repo)) as dvc:  # targets and stage names are relative to the cwd
+        stages = collect_stages(dvc, list(targets) or ["dvc.yaml"])
+        return [s.addressing for s in plan_repro(get_active_graph(dvc.index.graph), stages)]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "detectron2", "precomputed"])
+def test_a_source_that_runs_no_network_trains_none(tmp_path, source):
+    """`dvc repro` (and `dvc exp run`) with any source but network runs neither images nor network: densepose
+    depends on sources/<source>.txt, a file in git, not on models/network.pt."""
+    assert _repro_plan(tmp_path, source) == MAIN
+
+
+def test_the_network_source_pulls_in_its_network_first(tmp_path):
+    assert _repro_plan(tmp_path, "network") == ["template", "lbo", *NETWORK_STAGES, *MAIN[2:]]
+    # and the network alone, whatever the source (to measure it: metrics/correspondence.json)
+    assert _repro_plan(tmp_path / "alone", "synthetic", ("sources/dvc.yaml",)) == ["template", *NETWORK_STAGES]
+
+
+def test_every_densepose_source_has_its_dependency_file():
+    """sources/<source>.txt exists in git for each non-network source; for network it is the network stage's stamp
+    of the checkpoint (so a retrained network reruns densepose), which the stage script writes."""
+    from pipeline.core.config import DenseposeParams
+
+    choices = DenseposeParams.__dataclass_fields__["source"].metadata.get("choices") or ()
+    assert set(choices) >= {"synthetic", "detectron2", "precomputed", "network"}
+    deps = STAGES["densepose"]["deps"]
+    assert "sources/${densepose.source}.txt" in deps and "models/network.pt" not in deps
+    for source in choices:
+        assert (ROOT / "sources" / f"{source}.txt").is_file() == (source != "network"), source
+    network = STAGES["network"]
+    assert "sources/network.txt" in network["outs"] and "--stamp sources/network.txt" in network["cmd"]
+    assert {"wdir": ".."}.items() <= network.items() and {"wdir": ".."}.items() <= STAGES["images"].items()

@@ -6,9 +6,8 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.test_dvc_yaml import code_closure, imported_names
+from tests.test_dvc_yaml import STAGES, code_closure, imported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 # the layers, in DAG order: core and geometry are shared by every stage; lbo lives in geometry
@@ -66,7 +65,7 @@ STAGE_ORDER = ["template", "lbo", "images", "network", "densepose", "iuv", "keyp
 
 @pytest.mark.parametrize("stage", STAGE_ORDER)
 def test_no_stage_reads_a_later_stages_params(stage):
-    params = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["params"]
+    params = STAGES[stage]["params"]
     for key in params:
         section = key.split(".")[0]
         if section in ("common", "cluster"):  # everyone's: what every stage shares, how the stages spread

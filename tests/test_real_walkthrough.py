@@ -59,6 +59,10 @@ def test_real_demo_walkthrough_end_to_end(demo):
                  str(tmp / "dp.png"), "--metrics", str(tmp / "dp.json"))
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp / "dp.json").read_text())["instances"] == 13  # every INDS value, not only 1..n
+    import zarr
+
+    rgb = zarr.open_group(str(tmp / "densepose.zarr"), mode="r")["rgb"][:]  # the photo under each box, for reports
+    assert rgb.shape == (13, 112, 112, 3) and rgb.reshape(13, -1).std(axis=1).min() > 5
     run = _stage("iuv", "--params", p, "--densepose", str(tmp / "densepose.zarr"), "--out", str(tmp / "iuv.zarr"),
                  "--preview", str(tmp / "preview"), "--metrics", str(tmp / "iuv.json"), "--frames", str(tmp / "frames"))
     assert run.returncode == 0, run.stderr

@@ -49,7 +49,7 @@ from torch.nn import functional as F
 from pipeline.core.errors import InputError
 from pipeline.template.file import MISSING_LABEL, N_LABELS
 
-__all__ = ["ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
+__all__ = ["photo_crops", "ChartCrops", "CseCrops", "int_box_xywh", "chart_output_to_crops",
            "cse_output_to_crops", "chart_result_to_crop", "chart_results_to_crops", "resize_chart",
            "resize_window", "cut_result_to_box"]
 
@@ -74,6 +74,26 @@ class CseCrops(NamedTuple):
 
     embedding: torch.Tensor
     mask: torch.Tensor
+
+
+def photo_crops(photo, boxes, crop: int):
+    """(k, S, S, 3) uint8 the photo under each box, on the crops' grid: crop pixel (r, c) is the photo's point
+    ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)`` (bilinear; outside the photo black), as the IUV crops.
+
+    Args:
+        photo: (H, W, 3) uint8 RGB. boxes: (k, 4) float x0, y0, x1, y1 photo pixels. crop: S.
+    """
+    import cv2
+    import numpy as np
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    out = np.zeros((len(boxes), crop, crop, 3), np.uint8)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        sx, sy = (x1 - x0) / crop, (y1 - y0) / crop
+        m = np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5]])
+        out[i] = cv2.warpAffine(photo, m, (crop, crop), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out
 
 
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:

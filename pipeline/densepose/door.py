@@ -48,6 +48,13 @@ CSE embedding / coarse_segm not (k, D, h, w) /          error                   
 model output (heatmaps) NaN or infinite                 error (check weights and config)         detectron2
 IUV PNG part index (channel 0) above 24                 error (not an IUV image; RGB order?)     iuv_png
 IUV PNG or index map missing, unreadable, not 8-bit     skip the image, ``images_skipped``       iuv_png
+index map: which instance a box is, undecided           error naming the JSON, the image and     iuv_png
+(another matching of boxes and instances holds as       the box; the fix: ``inds_values``
+many pixels; precomputed.py's docstring)
+``inds_values`` not one integer 1..65535 a box, a       error                                    iuv_png
+value given twice, or without ``inds``
+box holding no pixel of its index-map instance          kept, empty crop, logged (the iuv stage  iuv_png
+                                                        drops it)
 image file unreadable or corrupt                        skip the image, ``images_skipped``       detectron2
 dump refers to a class outside the allowlist            error (:class:`UnsafeDumpError`)         dump
 dump truncated or corrupt                               error ("truncated or corrupt", the file) dump

@@ -29,7 +29,7 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
         mask, emb_rgb = root["mask"][:n], embedding_rgb(root["embedding"][:n].astype(np.float32), root["mask"][:n])
     boxes = root["box"][:n]
     has_gt = "gt" in root and "iuv" in root["gt"]
-    has_rgb = "rgb" in root  # synthetic images: the image first, beside its exact IUV
+    has_rgb = "rgb" in root  # synthetic images or a real source's photo: the image first, beside its IUV
     panels = 2 + has_gt + has_rgb
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols * panels, figsize=(cols * panels * 1.3, rows * 2.6), squeeze=False)
@@ -53,7 +53,7 @@ def contact_sheet_figure(root, count: int = 16, cols: int = 4):
             axes[r, c0].imshow(root["rgb"][i], **ext)
             axes[r, c0].set_title(f"#{i} image", fontsize=6)
             k = 1
-            other = root["gt/crowd_box"][i] if "crowd_box" in root["gt"] else np.full(4, np.nan)
+            other = root["gt/crowd_box"][i] if "gt" in root and "crowd_box" in root["gt"] else np.full(4, np.nan)
             if np.isfinite(other).all():  # the neighbour's box, in crop pixels
                 (a, b), (c, d) = ((other[[0, 2]] - x0) / (x1 - x0) * s - 0.5, (other[[1, 3]] - y0) / (y1 - y0) * s - 0.5)
                 axes[r, c0].add_patch(plt.Rectangle((a, c), b - a, d - c, fill=False, ec="w", lw=0.6, ls="--"))

@@ -29,14 +29,28 @@ Two input formats (``precomputed.format``):
         {"images": [{"file_name": "a.jpg", "iuv": "a_IUV.png", "inds": "a_INDS.png",
                      "boxes": [[x0, y0, x1, y1], ...], "scores": [0.99, ...]}, ...]}
 
-    ``iuv``/``inds`` are relative to the folder; ``inds`` (the instance-index map, 0 = none,
-    k + 1 = box k) and ``scores`` are optional. The IUV image has, *as an OpenCV array* (what
-    ``cv2.imread`` returns and ``cv2.imwrite`` takes), channel 0 = I (part 0..24), 1 = U * 255,
-    2 = V * 255. Because OpenCV arrays are BGR, the PNG file's blue channel holds I, green U and
-    red V; a reader that returns RGB (PIL, imageio) sees the channels reversed (V, U, I).
-    Each box's pixels ``[y, y + h) x [x, x + w)`` (Detectron2's integer box) are decoded (bin
-    centres) and resampled to ``S x S`` like a dump's chart result; pixels that the index map
-    gives to another instance become background.
+    ``iuv``/``inds`` are relative to the folder; ``inds`` (the instance-index map: 0 = no instance,
+    one value per instance), ``inds_values`` (one per box: its instance's value in the index map)
+    and ``scores`` are optional. The IUV image has, *as an OpenCV array* (what ``cv2.imread``
+    returns and ``cv2.imwrite`` takes), channel 0 = I (part 0..24), 1 = U * 255, 2 = V * 255.
+    Because OpenCV arrays are BGR, the PNG file's blue channel holds I, green U and red V; a reader
+    that returns RGB (PIL, imageio) sees the channels reversed (V, U, I). Each box's pixels
+    ``[y, y + h) x [x, x + w)`` (Detectron2's integer box) are decoded (bin centres) and resampled
+    to ``S x S`` like a dump's chart result; with an index map, pixels of every other instance
+    become background.
+
+    Which instance of the index map is which box (:func:`match_instances`): the ``inds_values``
+    when given; else box k is value k + 1 when the map's values are the boxes' numbers (every value
+    ``v`` is at most the number of boxes and most of its pixels lie inside box ``v - 1``: what
+    :mod:`pipeline.iuv.fullframe` writes); else each box is matched with one instance, the matching
+    that puts the most instance pixels inside their boxes (DensePose pastes each instance inside
+    its box, so the true matching holds them all: the original Detectron's ``*_INDS.png`` numbers
+    instances by the detector's rank, e.g. 7..19, not 1..n). A box whose instance this leaves
+    undecided (another matching holds as many pixels) is an error naming the JSON, the image, the
+    box and the values; a box that holds no pixel of its instance is kept with an empty crop (the
+    ``iuv`` stage drops it) and logged. ``scripts/boxes_from_inds.py`` writes this JSON for a folder
+    of ``*_IUV.png`` and ``*_INDS.png`` alone: one box per instance, its pixels' bounding box, with
+    its ``inds_values``.
 
 Both formats are checked at the door (:mod:`pipeline.densepose.door`, whose docstring has the policy table):
 first :func:`check_precomputed_inputs` (the params' files and folders, every problem in one error),
@@ -58,7 +72,8 @@ import torch
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, load_dump
 from pipeline.core.errors import InputError
 from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map
-from pipeline.densepose.convert import chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh
+from pipeline.densepose.convert import (chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh,
+                                       photo_crops)
 from pipeline.densepose.door import (DoorCounts, check_boxes, check_chart_result, check_cse_output, door_boxes,
                                      path_problems, raise_problems, select_instances)
 from pipeline.densepose.write import (DenseposeSummary, ImageInstances, check_cse_template, read_name_list,
@@ -67,8 +82,8 @@ from pipeline.template.file import decode_iuv
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_dump", "read_iuv_folder", "door_image", "select_instances", "check_precomputed_inputs",
-           "write_precomputed_store"]
+__all__ = ["read_dump", "read_iuv_folder", "match_instances", "instance_boxes", "door_image", "select_instances",
+           "check_precomputed_inputs", "write_precomputed_store"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,7 @@ class DumpImage:
     cse: embedding (k, D, h, w) and coarse_segm (k, 2, h, w), or None.
     size: (H, W) of the image when known (it sizes the full-frame export), else None.
     window: (k, 4) the part of each box its crop covers (boxes clipped at the door), or None: all.
+    photo: (H, W, 3) uint8 RGB the photo itself when found (``iuv_png``: ``file_name`` in the IUV folder), or None.
     """
 
     file_name: str
@@ -88,6 +104,7 @@ class DumpImage:
     cse: tuple[torch.Tensor, torch.Tensor] | None = None
     size: tuple[int, int] | None = None
     window: np.ndarray | None = None
+    photo: np.ndarray | None = None
 
 
 def image_size(name: str, root: str | Path = "") -> tuple[int, int] | None:
@@ -253,6 +270,9 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
     Returns:
         the images as :class:`DumpImage` with chart results at (clipped) box size, and the names of
         the images whose PNG could not be read (skipped, logged).
+    Raises:
+        InputError: bad boxes, scores or ``inds_values``, an IUV PNG that is not one, or a box whose
+            instance in the index map cannot be decided (:func:`match_instances`).
     """
     import cv2
 
@@ -260,6 +280,7 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
     folder = Path(folder)
     out, skipped = [], []
     for i, item, name, where, boxes, scores in read_boxes_json(boxes_json, ("file_name", "iuv", "boxes")):
+        given = _inds_values(item, len(boxes), where)
         iuv_name = str(item["iuv"])
         iuv = cv2.imread(str(folder / iuv_name), cv2.IMREAD_UNCHANGED)
         if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
@@ -275,32 +296,171 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
                 skipped.append(name)
                 continue
             inds = inds if inds.ndim == 2 else inds[..., 0]
+        elif given is not None:
+            raise InputError(f"{where}: \"inds_values\" without \"inds\": they name instances of an index map; "
+                             "add the index map's file as \"inds\" or drop \"inds_values\"")
         labels_full, uv_full = decode_iuv(iuv)
         H, W = labels_full.shape
         v = door_boxes(boxes, scores, (H, W), where, counts)
         keep = np.flatnonzero(v.keep)
-        chart = [_box_pixels(labels_full, uv_full, inds, v.boxes[k], k) for k in keep]
-        out.append(DumpImage(name, v.boxes[keep], scores[keep], chart, None, size=(H, W)))
+        values = [None] * len(keep)
+        if inds is not None:
+            values = match_instances(inds, v.boxes[keep], keep, len(boxes),
+                                     None if given is None else given[keep],
+                                     f"{where}, index map {folder / item['inds']}")
+        chart = [_box_pixels(labels_full, uv_full, inds, v.boxes[k], value) for k, value in zip(keep, values)]
+        out.append(DumpImage(name, v.boxes[keep], scores[keep], chart, None, size=(H, W),
+                             photo=_photo(folder / name, (H, W))))
     return out, skipped
 
 
+def _photo(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """(H, W, 3) uint8 RGB the photo an IUV image was made from, when ``path`` is a readable image of its size
+    (oriented by EXIF, as OpenCV and Detectron2 read it); else None (logged when it exists but does not fit)."""
+    import cv2
+
+    if not path.is_file():
+        return None
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[:2] != tuple(size):
+        log.info("%s: not used as the photo of its IUV image (%s, the IUV is %d x %d)", path,
+                 "unreadable" if bgr is None else f"{bgr.shape[1]} x {bgr.shape[0]}", size[1], size[0])
+        return None
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def _inds_values(item, k: int, where: str) -> np.ndarray | None:
+    """An ``images[i]`` entry's ``inds_values`` (k,) int64, checked (one positive integer a box, each once),
+    or None without them."""
+    given = item.get("inds_values")
+    if given is None:
+        return None
+    ok = (isinstance(given, list) and len(given) == k
+          and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 65535 for x in given))
+    if not ok:
+        raise InputError(f"{where}: \"inds_values\" must list one index-map value a box, an integer in 1..65535 "
+                         f"({k} boxes), got {given!r}")
+    values = np.asarray(given, np.int64)
+    uniq, n = np.unique(values, return_counts=True)
+    if (n > 1).any():
+        v = int(uniq[n > 1][0])
+        twice = np.flatnonzero(values == v).tolist()
+        raise InputError(f"{where}: \"inds_values\" gives value {v} to instances {twice}: one instance of the index "
+                         "map is one box; drop the duplicate box or correct its value")
+    return values
+
+
+def _window(box: np.ndarray, H: int, W: int) -> tuple[slice, slice]:
+    """The image pixels (rows, columns) of Detectron2's integer box of ``box``, clipped to an H x W image."""
+    x, y, w, h = int_box_xywh(box)
+    return slice(min(max(y, 0), H), min(max(y + h, 0), H)), slice(min(max(x, 0), W), min(max(x + w, 0), W))
+
+
+def match_instances(inds: np.ndarray, boxes: np.ndarray, numbers: np.ndarray, n_boxes: int,
+                    given: np.ndarray | None, where: str) -> list[int]:
+    """Which instance of an index map each box is (the rule is the module docstring's).
+
+    Args:
+        inds: (H, W) integer index map, 0 = no instance.  boxes: (k, 4) the boxes kept at the door.
+        numbers: (k,) each box's position in the input's list of ``n_boxes`` boxes (its "instance i").
+        given: (k,) the input's ``inds_values`` of these boxes, or None.
+        where: the JSON, the image and the index map, for the messages.
+    Returns:
+        k index-map values, one a box; 0 where a box is matched with no instance (more boxes than instances).
+    Raises:
+        InputError: a box whose instance cannot be decided, naming it, the values and the fix.
+    """
+    H, W = inds.shape
+    present, sizes = np.unique(inds[inds > 0], return_counts=True)
+    held = np.zeros((len(boxes), len(present)), np.int64)  # pixels of each instance inside each box
+    for j, box in enumerate(boxes):
+        window = inds[_window(box, H, W)]
+        vals, n = np.unique(window[window > 0], return_counts=True)
+        held[j, np.searchsorted(present, vals)] = n
+    column = {int(v): c for c, v in enumerate(present)}
+    if given is not None:
+        values, how = [int(v) for v in given], "its \"inds_values\" entry"
+    elif len(present) and present[-1] <= n_boxes and all(
+            held[np.flatnonzero(numbers == v - 1), c].sum() * 2 > sizes[c] for c, v in enumerate(present)):
+        values, how = [int(n) + 1 for n in numbers], "the index map's numbering (box k = value k + 1)"
+    else:
+        values, how = _best_matching(held, present, boxes, numbers, where), "the matching"
+    for j, v in enumerate(values):
+        if not v:
+            log.warning("%s, instance %d: box %s is matched with no instance of the index map (more boxes than "
+                        "instances hold pixels): its crop is empty and the iuv stage drops it", where, int(numbers[j]),
+                        boxes[j].tolist())
+        elif v not in column or held[j, column[v]] == 0:
+            log.warning("%s, instance %d: box %s holds no pixel of its instance (value %d, by %s): its crop is "
+                        "empty and the iuv stage drops it", where, int(numbers[j]), boxes[j].tolist(), v, how)
+    return values
+
+
+def _best_matching(held: np.ndarray, present: np.ndarray, boxes: np.ndarray, numbers: np.ndarray,
+                   where: str) -> list[int]:
+    """One instance a box (:func:`match_instances`): the matching with the most instance pixels inside their boxes,
+    refused where another matching holds as many and gives a box another instance."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = len(boxes)
+    if k == 0 or len(present) == 0:
+        return [0] * k
+    forbid = -(int(held.sum()) + 1)
+
+    def solve(weights: np.ndarray) -> tuple[int, np.ndarray]:
+        rows, cols = linear_sum_assignment(weights, maximize=True)
+        match = np.full(k, -1)
+        match[rows] = cols
+        return int(weights[rows, cols].sum()), match
+
+    best, match = solve(held)
+    for j in range(k):
+        c = match[j]
+        if c < 0 or held[j, c] == 0:
+            continue
+        other = held.copy()
+        other[j, c] = forbid
+        total, alt = solve(other)
+        if total == best:
+            instead = f"value {int(present[alt[j]])}" if alt[j] >= 0 else "no instance"
+            raise InputError(
+                f"{where}, instance {int(numbers[j])}: cannot tell which instance box {boxes[j].tolist()} is: it holds "
+                f"{int(held[j, c])} pixels of value {int(present[c])}, and matching it with {instead} instead puts as "
+                "many pixels of the index map inside their boxes; give every box its value with \"inds_values\": "
+                "[...] beside \"boxes\" (scripts/boxes_from_inds.py writes them)")
+    return [int(present[c]) if c >= 0 and held[j, c] > 0 else 0 for j, c in enumerate(match)]
+
+
+def instance_boxes(inds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each instance of an index map (H, W) (0 = none) and its pixels' bounding box: (m,) int64 values ascending
+    and (m, 4) float64 boxes x0, y0, x1, y1 (``x1 = last column + 1``: Detectron2's integer box of it covers
+    every pixel of the instance)."""
+    inds = np.asarray(inds)
+    values = np.unique(inds[inds > 0]).astype(np.int64)
+    boxes = np.zeros((len(values), 4))
+    for j, v in enumerate(values):
+        ys, xs = np.nonzero(inds == v)
+        boxes[j] = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    return values, boxes
+
+
 def _box_pixels(labels_full: np.ndarray, uv_full: np.ndarray, inds: np.ndarray | None, box: np.ndarray,
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Instance ``k``'s chart result at its integer box size from a decoded full-frame IUV image
-    (labels (H, W), uv (2, H, W)); pixels outside the image, or the index map's other instances
-    (``inds`` (H, W), k + 1 = this one), are background."""
+                value: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One instance's chart result at its integer box size from a decoded full-frame IUV image
+    (labels (H, W), uv (2, H, W)); pixels outside the image are background, and with an index map
+    (``inds`` (H, W)) every pixel whose value is not the instance's ``value`` (0: no instance, all)."""
     H, W = labels_full.shape
     x, y, w, h = int_box_xywh(box)
     lab = np.zeros((h, w), np.int64)
     uv = np.zeros((2, h, w), np.float32)
-    ys, xs = slice(max(y, 0), min(y + h, H)), slice(max(x, 0), min(x + w, W))
+    ys, xs = _window(box, H, W)
     dst = (slice(ys.start - y, ys.stop - y), slice(xs.start - x, xs.stop - x))
     if ys.stop > ys.start and xs.stop > xs.start:
         lab[dst] = labels_full[ys, xs]
         uv[(slice(None), *dst)] = uv_full[:, ys, xs]
         if inds is not None:
             other = np.zeros((h, w), bool)
-            other[dst] = inds[ys, xs] != k + 1
+            other[dst] = (inds[ys, xs] != value) | (value == 0)
             lab[other] = 0
             uv[:, other] = 0
     return torch.from_numpy(lab), torch.from_numpy(uv)
@@ -323,7 +483,9 @@ def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: floa
             return ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(), mask=c.mask.numpy(),
                                   size=im.size)
         c = chart_results_to_crops([im.chart[i] for i in keep], crop)
-        return ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(), size=im.size)
+        rgb = None if im.photo is None else photo_crops(im.photo, boxes, crop)
+        return ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(), size=im.size,
+                              rgb=rgb)
 
     return [instances for _, instances in ordered_map(to_crops, len(images), ranks)]
 

@@ -97,6 +97,7 @@ class ImageInstances:
     labels: (k, S, S) uint8 and uv: (k, 2, S, S) float32 (chart models), else None.
     embedding: (k, D, S, S) float32 and mask: (k, S, S) bool (CSE models), else None.
     size: (H, W) of the image when known (for full-frame export), else None.
+    rgb: (k, S, S, 3) uint8 the photo under each box when the source has the photo (reports draw it), else None.
     """
 
     name: str
@@ -107,6 +108,7 @@ class ImageInstances:
     embedding: np.ndarray | None = None
     mask: np.ndarray | None = None
     size: tuple[int, int] | None = None
+    rgb: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -199,6 +201,9 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
     if cse_mesh is not None:
         attrs["cse_mesh"] = cse_mesh
     specs = densepose_specs(crop, chart=chart, cse_dim=dim)
+    photo = all(im.rgb is not None for im in images if len(im))  # the photo crops, when every image has them
+    if photo:
+        specs["rgb"] = ((crop, crop, 3), "uint8")
     n_test = 0
     with StoreWriter.create(path, n, specs, attrs) as w:
         start = 0
@@ -217,6 +222,8 @@ def write_instances_store(path: str | Path, images: list[ImageInstances], *, cro
             if cse:
                 rows["embedding"] = np.asarray(im.embedding, np.float32).astype(np.float16)
                 rows["mask"] = np.asarray(im.mask, bool)
+            if photo:
+                rows["rgb"] = np.asarray(im.rgb, np.uint8)
             w.write(start, rows)
             start += k
     return DenseposeSummary(source, n, n - n_test, n_test, {**zero_counts(), **(counts or {})},

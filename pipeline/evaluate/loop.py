@@ -77,8 +77,12 @@ one is an error) and writes
 
 **Without ground truth** (real images: ``densepose.source`` detectron2 or precomputed) only the 2D
 fit can be measured, in image pixels. It reconstructs the test split or, when the store has none
-(real images are all train unless a test list is given), every instance, with a warning: the
-error is then measured on the instances the model was trained on. It writes
+(real images are all train unless a test list is given), every instance, and says what the
+checkpoint records of them (:func:`training_overlap`): when it was trained on this very store (its
+``data`` record: the store's :func:`pipeline.keypoints.store.instances_fingerprint`), a warning that
+the error is measured on its training instances (how many: the train rows less those ``train.val_share``
+held out); when it was trained on another store, that it is not; without the record, that it is
+unknown. It writes
 
 - ``metrics/eval.json`` (:data:`METRIC_KEYS_NO_GT`):
 
@@ -138,21 +142,21 @@ import numpy as np
 from pipeline.core.config import EvalParams
 from pipeline.core.errors import InputError
 from pipeline.core.stage import progress as progress_bar
-from pipeline.core.store import StoreError
+from pipeline.core.store import SPLIT_TRAIN, StoreError
 from pipeline.evaluate.inputs import read_inputs
 from pipeline.evaluate.measures import measure_2d, measure_3d
 from pipeline.evaluate.page import PAGE_INSTANCES, page_data, page_html
 from pipeline.evaluate.reports import UV_HALF_RANGE_PX, write_reports
 from pipeline.evaluate.results import Batch, EvalResult, Reconstruct, SEGMENTATION_KEYS, fmt
 from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
-from pipeline.keypoints.store import holdout_rows, open_keypoints
+from pipeline.keypoints.store import holdout_rows, instances_fingerprint, open_keypoints
 from pipeline.template.file import COARSE_OF_PART, PART_NAMES, SEGMENTS, Template
 from pipeline.train.checkpoint import load_checkpoint, reconstruct
 
 log = logging.getLogger(__name__)
 
 __all__ = ["evaluate", "Reconstructor", "model_reconstructor", "has_ground_truth", "rows_to_evaluate",
-           "reconstructed_batches"]
+           "training_overlap", "reconstructed_batches"]
 
 
 def _part_table(template: Template, parts: str) -> tuple[np.ndarray, list[str]]:
@@ -168,7 +172,7 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
              cfg: EvalParams, reports: str | Path | None = None, device: str = "cpu",
              progress: bool = True, segmentation_init: np.ndarray | None = None,
              holdout: tuple[float, int] = (0.0, 0), iuv: str | Path | None = None,
-             densepose: str | Path | None = None) -> EvalResult:
+             densepose: str | Path | None = None, checkpoint: dict | None = None) -> EvalResult:
     """Reconstructs the instances to evaluate, measures them and (if ``reports``) writes the report folder:
     the 3D metrics on the test split with ground truth, else the 2D re-projection error (module docstring),
     and in both cases the segmentation metrics.
@@ -183,6 +187,8 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
             training (:func:`pipeline.train.data.holdout_rows`) are measured instead of the test split.
         iuv, densepose: ``iuv.zarr`` and ``densepose.zarr``, the crops that ``index.html`` shows (IUV; RGB when
             the store has it), or None: the page draws the keypoints without their crop.
+        checkpoint: the checkpoint's info (:class:`Reconstructor`'s ``info``: its ``data`` and ``params``), which
+            says whether a store without a test split is the one it was trained on (:func:`training_overlap`).
     Raises:
         StoreError: ground truth but no test instance; no ground truth and no ``box`` array.
         ValueError: ``eval.split: val`` with ``train.val_share: 0``.
@@ -195,7 +201,7 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
                              "set train.val_share (e.g. 0.1) or eval.split: test")
         rows, which = np.flatnonzero(holdout_rows(root, *holdout)), "val"
     else:
-        rows, which = rows_to_evaluate(root, keypoints, ground_truth)
+        rows, which = rows_to_evaluate(root, keypoints, ground_truth, checkpoint)
     parts = _part_table(template, cfg.parts)
     keep = max(cfg.grid, cfg.meshes, cfg.uv_maps, PAGE_INSTANCES if reports is not None else 0)
     batches = reconstructed_batches(root, rows, reconstruct, cfg.batch_size, progress)
@@ -248,18 +254,44 @@ def has_ground_truth(root) -> bool:
     return "gt" in root and {"vertices", "camera"} <= set(root["gt"].array_keys())
 
 
-def rows_to_evaluate(root, path, ground_truth: bool) -> tuple[np.ndarray, str]:
+def rows_to_evaluate(root, path, ground_truth: bool, checkpoint: dict | None = None) -> tuple[np.ndarray, str]:
     """(n,) store rows to evaluate and which they are: the test split, or without ground truth and
-    without a test split every row ("all")."""
+    without a test split every row ("all"), logged with what ``checkpoint`` (its info) records of them."""
     split = root["split"][:]
     test = np.flatnonzero(split == 1)
     if len(test):
         return test, "test"
     if ground_truth or len(split) == 0:
         raise StoreError(f"{path}: no test instance (split == 1)")
-    log.warning("%s: no test instance (split == 1): reconstructing all %d instances; the 2D re-projection error "
-                "is then measured on instances the model was trained on", path, len(split))
+    trained, note = training_overlap(root, checkpoint)
+    (log.info if trained == 0 else log.warning)(
+        "%s: no test instance (split == 1): reconstructing all %d instances; %s", path, len(split), note)
     return np.arange(len(split)), "all"
+
+
+def training_overlap(root, checkpoint: dict | None) -> tuple[int | None, str]:
+    """How many rows of a keypoints store the checkpoint was trained on, and a sentence saying so: the train rows
+    (``split == 0``) less those its own ``train.val_share`` held out when its ``data`` record names this store's
+    instances (:func:`pipeline.keypoints.store.instances_fingerprint`); 0 when it names another store; None
+    when the checkpoint records no store (older checkpoints, or none given)."""
+    data = (checkpoint or {}).get("data") or {}
+    if not data.get("instances"):
+        return None, ("the checkpoint does not record the instances it was trained on, so whether the 2D "
+                      "re-projection error is measured on training instances is unknown")
+    if data["instances"] != instances_fingerprint(root):
+        return 0, (f"the model was trained on another store ({data.get('keypoints')}, instances "
+                   f"{data['instances']}), not on these instances: the 2D re-projection error is measured on "
+                   "instances it did not see (unless the two stores share images)")
+    params = (checkpoint or {}).get("params") or {}
+    share = float(params.get("train", {}).get("val_share", 0.0))
+    held = holdout_rows(root, share, int(params.get("common", {}).get("seed", 0)))
+    train = root["split"][:] == SPLIT_TRAIN
+    n, where = int((train & ~held).sum()), f"the model was trained on this store ({data.get('keypoints')})"
+    if held.any():
+        return n, (f"{where}: {n} of these {len(train)} instances are its training instances, {int(held.sum())} were "
+                   f"held out by train.val_share = {share:g} (eval.split: val measures those alone)")
+    return n, (f"{where}: all {n} are its training instances, so the 2D re-projection error is measured on training "
+               "data (a test_list of the densepose source holds images out)")
 
 
 def reconstructed_batches(root, rows: np.ndarray, reconstruct: Reconstruct, batch_size: int,

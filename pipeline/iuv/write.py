@@ -32,7 +32,7 @@ from pipeline.template.file import encode_iuv
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IuvSummary", "write_iuv", "repair_store", "repair_rows"]
+__all__ = ["IuvSummary", "write_iuv", "repair_store", "repair_rows", "image_foreground"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
         rows: arrays of the block keyed as in densepose.zarr (``labels``/``uv`` and/or
             ``mask``/``embedding``, plus the carried and ``gt/`` arrays).
     Returns:
-        dict with ``keep`` (n,) bool, the repaired arrays of all rows (``iuv``, ``mask``,
+        dict with ``keep`` (n,) bool (foreground left, at least ``min_foreground`` of it in image pixels:
+        :func:`image_foreground`), the repaired arrays of all rows (``iuv``, ``mask``,
         ``embedding`` as present), the four counts (n,) int32, and ``quality`` (2, 7) sums
         before/after repair (zeros without ground truth).
     """
@@ -135,8 +136,24 @@ def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
         if not chart:
             fg_area = out["mask"].sum(axis=(1, 2))
             out["quality"] = np.zeros((2, len(QUALITY_SUMS)))
-    out["keep"] = fg_area >= max(min_foreground, 1)
+    crop = (rows["labels"] if chart else rows["mask"]).shape[-1]
+    out["keep"] = (fg_area > 0) & (image_foreground(fg_area, rows["box"], crop) >= min_foreground)
     return out
+
+
+def image_foreground(crop_foreground: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
+    """Foreground in image pixels: each crop's foreground share times its box's area (the crop resamples the box,
+    so a 2 x 1-pixel box's 112 x 112 crop is still 2 image pixels at most).
+
+    Args:
+        crop_foreground: (n,) foreground pixels of the S x S crops.  boxes: (n, 4) x0, y0, x1, y1 image pixels.
+        crop: S.
+    Returns:
+        (n,) float64.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return np.asarray(crop_foreground, np.float64) * area / float(crop * crop)
 
 
 def _repair_chunk(src: str, names: list[str], opts: RepairOptions, min_foreground: int, start: int, stop: int):
@@ -212,8 +229,8 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
         finally:
             results.close()  # a failed write stops the workers
         if kept == 0:
-            raise StoreError(f"{src}: no instance kept {min_foreground} foreground pixels after repair; "
-                             "nothing to write (lower iuv.min_foreground?)")
+            raise StoreError(f"{src}: no instance kept {min_foreground} foreground pixels (image pixels) after "
+                             "repair; nothing to write (lower iuv.min_foreground?)")
         exact = "gt/iuv" in names and "chart" in kinds
         summary = IuvSummary(tuple(kinds), n_in, kept, totals,
                              quality_from_sums(quality[0]) if exact else None,

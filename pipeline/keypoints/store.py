@@ -27,10 +27,16 @@ Group attributes: ``schema`` (:data:`SCHEMA`), ``mode`` (iuv or cse), ``template
 from ``xy``, ``visible_area``, ``gt/pixels`` and the float arrays carried through, wherever batches
 are read (training, evaluation): a :class:`pipeline.core.store.StoreError` naming the store, the array and
 the instances, with the fix (``dvc repro -f keypoints``).
+
+:func:`instances_fingerprint` names which instances a store holds (its images, and each row's image, box and
+split), whatever their keypoints: the trainer records its store's in the checkpoint, so the evaluation can tell
+whether it measures the model on the instances it was trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +44,8 @@ import numpy as np
 from pipeline.core.errors import InputError
 from pipeline.core.store import FINITE, INSTANCE_SPECS, SPLIT_TRAIN, StoreGroup, open_store, truth_specs
 
-__all__ = ["SCHEMA", "CARRIED", "GT_DROPPED", "keypoint_specs", "keypoints_layout", "open_keypoints", "holdout_rows"]
+__all__ = ["SCHEMA", "CARRIED", "GT_DROPPED", "keypoint_specs", "keypoints_layout", "open_keypoints", "holdout_rows",
+           "instances_fingerprint"]
 
 SCHEMA = "keypoints/1"
 CARRIED = (*INSTANCE_SPECS, "source_index")  # copied from iuv.zarr
@@ -89,3 +96,15 @@ def holdout_rows(root, share: float, seed: int) -> np.ndarray:
     chosen = np.random.default_rng(seed).permutation(groups)[:n_out]
     out[train] = np.isin(group[train], chosen)
     return out
+
+
+def instances_fingerprint(root) -> str:
+    """Which instances a keypoints store holds, and which are train rows: sha256 (16 hex digits) of the ``images``
+    attribute and of the ``image``, ``box`` and ``split`` arrays (name, dtype, shape, bytes). Two stores of the same
+    detections with the same split share it, however their keypoints were made (iuv and keypoints params)."""
+    h = hashlib.sha256(json.dumps([str(name) for name in root.attrs.get("images", [])]).encode())
+    for name in ("image", "box", "split"):
+        a = np.ascontiguousarray(root[name][:]) if name in root else np.zeros(0, np.uint8)
+        h.update(f"{name} {a.dtype.str} {a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

@@ -22,6 +22,9 @@ metrics              last logged losses
 first_loss           the divergence reference
 rng                  torch's CPU generator state
 segmentation_init    (N, M) float32 part weights before training
+data                 the store it was trained on: ``keypoints`` (its path) and ``instances``
+                     (:func:`pipeline.keypoints.store.instances_fingerprint`); absent in older
+                     checkpoints
 ===================  ==========================================================================
 
 So a model loads from the checkpoint alone, without the template or lbo files. The rest normals of
@@ -41,13 +44,14 @@ from pipeline.train.model import LiftingModel, denormalise, normalise
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "reconstruct", "INFO_KEYS"]
 
-INFO_KEYS = ("step", "template_hash", "params", "metrics", "template_scale", "segmentation_init")
+INFO_KEYS = ("step", "template_hash", "params", "metrics", "template_scale", "segmentation_init", "data")
 
 
 def save_checkpoint(path: str | Path, model: LiftingModel, psi: torch.nn.Module | None, optimizer, params: dict,
                     step: int, template_hash: str, template_scale: float, metrics: dict, first_loss: float | None,
-                    segmentation_init: torch.Tensor) -> None:
-    """Writes the checkpoint atomically (layout above); ``params`` as plain dicts."""
+                    segmentation_init: torch.Tensor, data: dict | None = None) -> None:
+    """Writes the checkpoint atomically (layout above); ``params`` as plain dicts, ``data`` the training store's
+    record (``{"keypoints": path, "instances": fingerprint}``)."""
     ck = {
         "segmentation_init": segmentation_init,
         "model": model.state_dict(),
@@ -62,6 +66,7 @@ def save_checkpoint(path: str | Path, model: LiftingModel, psi: torch.nn.Module 
         "metrics": metrics,
         "first_loss": first_loss,
         "rng": torch.get_rng_state(),
+        "data": dict(data or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(ck, tmp)
@@ -80,7 +85,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         info: dict of :data:`INFO_KEYS`: ``step``, ``template_hash``, ``params`` (every section as plain
             dicts), ``metrics`` (last logged losses), ``template_scale`` (metres per canonical unit) and
             ``segmentation_init`` ((N, M) float32 part weights before training; None in checkpoints
-            older than it).
+            older than it), ``data`` (the training store's path and instances fingerprint; None in older ones).
     """
     ck = read_checkpoint(path, device)
     cfg = load_params_dict({"model": ck["params"]["model"]}).model  # other sections may have changed since

@@ -23,7 +23,7 @@ from pipeline.core.io import partial_path, publish_partial, remove_path
 from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
 from pipeline.geometry.lbo import load_basis, unit_rms
 from pipeline.geometry.mesh import vertex_areas
-from pipeline.keypoints.store import holdout_rows, open_keypoints
+from pipeline.keypoints.store import holdout_rows, instances_fingerprint, open_keypoints
 from pipeline.template.file import canonical_template, load_template
 from pipeline.train.checkpoint import read_checkpoint, save_checkpoint
 from pipeline.train.data import KeypointStream
@@ -270,8 +270,10 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     optimizer = make_optimizer(objective, cfg)
     oracle = params.loss.oracle_3d > 0
     held = None
-    if cfg.val_share > 0:  # the store's split (and bodies) are read once more; the stream opens it itself
-        held = holdout_rows(open_keypoints(keypoints, tmpl.hash), cfg.val_share, params.common.seed)
+    store = open_keypoints(keypoints, tmpl.hash)  # its split, bodies and boxes are read once more; the stream opens it
+    trained_on = {"keypoints": str(keypoints), "instances": instances_fingerprint(store)}  # recorded in the checkpoint
+    if cfg.val_share > 0:
+        held = holdout_rows(store, cfg.val_share, params.common.seed)
         log.info("train.val_share = %g: %d train instances held out for validation", cfg.val_share, int(held.sum()))
     stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
                             split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle, exclude=held)
@@ -294,7 +296,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
 
     def save() -> None:
         save_checkpoint(ckpt, objective.model, objective.psi, optimizer, as_dict(params), state.step, tmpl.hash, scale,
-                        state.metrics, state.first_loss, seg_init)
+                        state.metrics, state.first_loss, seg_init, trained_on)
         state.last_saved = (state.step, ckpt)
 
     net = objective

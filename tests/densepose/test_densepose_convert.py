@@ -265,3 +265,16 @@ def test_cut_result_to_box():
     assert torch.equal(lab, labels[10:70, 20:50]) and torch.equal(cut_uv, uv[:, 10:70, 20:50])
     lab, _ = cut_result_to_box(labels, uv, (0.0, 0.0, 50.0, 70.0), (49.5, 0.0, 50.0, 70.0))  # at least 1 pixel
     assert lab.shape == (70, 1) and torch.equal(lab, labels[:, 49:50])
+
+
+def test_photo_crops_sample_the_box_on_the_crop_grid():
+    from pipeline.densepose.convert import photo_crops
+
+    h, w = 40, 60
+    yy, xx = np.mgrid[0:h, 0:w]
+    photo = np.stack([xx * 4, yy * 6, np.full_like(xx, 200)], axis=-1).astype(np.uint8)  # R = 4x, G = 6y
+    crops = photo_crops(photo, np.array([[10.0, 5.0, 30.0, 25.0], [50.0, 30.0, 70.0, 50.0]]), 10)
+    assert crops.shape == (2, 10, 10, 3) and crops.dtype == np.uint8
+    # crop pixel (r, c) samples the photo at x = x0 + (c + .5) * 2 - .5, y = y0 + (r + .5) * 2 - .5
+    assert crops[0, 0, 0, 0] == photo[5, 10, 0] + 2 and crops[0, 9, 9, 1] == photo[23, 28, 1] + 3
+    assert (crops[1, -1, -1] == 0).all()  # outside the photo: black

@@ -2,6 +2,7 @@
 a training run that writes its checkpoint, curves and DensePose's measures, and a resumed run equal to an
 uninterrupted one."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -51,8 +52,12 @@ def test_the_networks_bodies_are_not_the_synthetic_sources(images, template, tmp
 
 def test_a_run_writes_its_checkpoint_curves_and_measures(images, template, tmp_path):
     out, live, report = tmp_path / "network.pt", tmp_path / "live", tmp_path / "correspondence.json"
-    result = fit_network(_params(), images, template_path(template, tmp_path), out, live, report)
+    stamp = tmp_path / "sources" / "network.txt"
+    result = fit_network(_params(), images, template_path(template, tmp_path), out, live, report, stamp)
     assert result.step == 6 and out.is_file() and not partial_path(out).exists()
+    # what dvc.yaml's densepose stage depends on for densepose.source network: the checkpoint's bytes
+    sha256 = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert json.loads(stamp.read_text()) == {"checkpoint": str(out), "sha256": sha256}
     net, info = load_network(out, template.hash)
     assert net.width == 4 and info["input_size"] == 32 and info["step"] == 6 and info["optimizer"] is not None
     measures = json.loads(report.read_text())

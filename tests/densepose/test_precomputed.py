@@ -5,6 +5,7 @@ import os
 import pickle
 import sys
 import types
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -16,6 +17,7 @@ from dump_fixture import fake_densepose_modules
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump
+from pipeline.core.errors import InputError
 from pipeline.densepose.convert import chart_result_to_crop, cse_output_to_crops
 from pipeline.densepose.precomputed import read_dump, read_iuv_folder, select_instances, write_precomputed_store
 from pipeline.densepose.store import open_densepose
@@ -187,6 +189,145 @@ def test_iuv_folder_with_index_map(tmp_path):
     assert l1.shape == (15, 30) and (l1 == 7).all()
     np.testing.assert_allclose(uv1[:, 0, 0].numpy(), [10.5 / 255, 250.5 / 255], rtol=1e-6)
     np.testing.assert_allclose(images[0].scores, [0.9, 0.8])
+
+
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "densepose-reference"  # never copied in here
+needs_reference = pytest.mark.skipif(not (REFERENCE / "demo_im_INDS.png").is_file(),
+                                     reason=f"DensePose's demo output is not in {REFERENCE} (real data kept outside "
+                                            "the repository)")
+
+
+def _ranked_frame(tmp_path, boxes, inds_values=None, order=(0, 1, 2)):
+    """An IUV PNG and index map of three people numbered like the original Detectron's (ranks 7, 12, 9: not 1..n),
+    the second overlapping the first, and a boxes JSON of their ``order``."""
+    H, W = 60, 80
+    iuv = np.zeros((H, W, 3), np.uint8)
+    inds = np.zeros((H, W), np.uint8)
+    for (r0, r1, c0, c1), part, value in zip(((5, 40, 5, 30), (20, 55, 20, 50), (10, 30, 55, 75)), (3, 7, 11),
+                                             (7, 12, 9)):
+        iuv[r0:r1, c0:c1] = (part, 10 * part, 200)
+        inds[r0:r1, c0:c1] = value
+    assert cv2.imwrite(str(tmp_path / "a_IUV.png"), iuv) and cv2.imwrite(str(tmp_path / "a_INDS.png"), inds)
+    item = {"file_name": "a.jpg", "iuv": "a_IUV.png", "inds": "a_INDS.png", "boxes": [boxes[o] for o in order]}
+    if inds_values is not None:
+        item["inds_values"] = [inds_values[o] for o in order]
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": [item]}))
+    return iuv, inds
+
+
+PEOPLE = [[5, 5, 30, 40], [20, 20, 50, 55], [55, 10, 75, 30]]  # each person's pixel box, in inds order 7, 12, 9
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])
+@pytest.mark.parametrize("given", [False, True])
+def test_iuv_folder_reads_each_box_by_its_index_map_value_not_its_position(tmp_path, order, given):
+    """The index map's values are the detector's ranks (7, 12, 9), not 1..n: each box gets its own person, from the
+    boxes' "inds_values" or, without them, from the pixels each box holds."""
+    _, inds = _ranked_frame(tmp_path, PEOPLE, [7, 12, 9] if given else None, order)
+    (im,), _ = read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+    for (lab, _), o in zip(im.chart, order):
+        value, part = (7, 12, 9)[o], (3, 7, 11)[o]
+        x0, y0, x1, y1 = PEOPLE[o]
+        own = inds[y0:y1, x0:x1] == value
+        assert torch.equal(lab > 0, torch.from_numpy(own)) and set(lab[lab > 0].unique().tolist()) == {part}
+
+
+def test_iuv_folder_keeps_the_numbering_1_to_n_where_the_pixels_cannot_tell(tmp_path):
+    """Values 1..n (what pipeline/iuv/fullframe.py writes) keep box k = value k + 1, even where a box holds more
+    of another person than of its own (a small person in front of a larger one's box)."""
+    H, W = 40, 40
+    iuv = np.zeros((H, W, 3), np.uint8)
+    inds = np.zeros((H, W), np.uint8)
+    iuv[0:40, 0:40], inds[0:40, 0:40] = (2, 50, 50), 1   # a large person
+    iuv[10:14, 10:14], inds[10:14, 10:14] = (5, 50, 50), 2  # a small one in front of it, inside its box
+    assert cv2.imwrite(str(tmp_path / "a_IUV.png"), iuv) and cv2.imwrite(str(tmp_path / "a_INDS.png"), inds)
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": [
+        {"file_name": "a.jpg", "iuv": "a_IUV.png", "inds": "a_INDS.png", "boxes": [[0, 0, 40, 40], [8, 8, 16, 16]]}]}))
+    (im,), _ = read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+    assert int((im.chart[0][0] == 2).sum()) == 1600 - 16 and int((im.chart[1][0] == 5).sum()) == 16
+
+
+@pytest.mark.parametrize("given,logged", [
+    ([7, 12, 9, 30], "instance 3: box [0.0, 50.0, 4.0, 58.0] holds no pixel of its instance (value 30, by its "
+                     "\"inds_values\" entry)"),
+    (None, "instance 3: box [0.0, 50.0, 4.0, 58.0] is matched with no instance of the index map"),
+])
+def test_iuv_folder_box_without_its_instance_is_empty_and_logged(tmp_path, caplog, given, logged):
+    _ranked_frame(tmp_path, PEOPLE + [[0, 50, 4, 58]], given, order=(0, 1, 2, 3))
+    with caplog.at_level("WARNING"):
+        (im,), _ = read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+    assert [int((lab > 0).sum()) for lab, _ in im.chart] == [35 * 25 - 20 * 10, 35 * 30, 20 * 20, 0]
+    assert logged in caplog.text and "its crop is empty and the iuv stage drops it" in caplog.text
+
+
+def test_iuv_folder_box_matching_two_people_alike_is_an_error_naming_the_box(tmp_path):
+    """Two people inside both of two boxes (each box holds all of both): which is which cannot be decided."""
+    _ranked_frame(tmp_path, [[0, 0, 80, 60], [1, 1, 79, 59], [55, 10, 75, 30]])
+    with pytest.raises(InputError, match=r"boxes.json: image 'a.jpg' \(images\[0\]\), index map .*a_INDS.png, "
+                                         r"instance 0: cannot tell which instance box \[0.0, 0.0, 80.0, 60.0\] is.*"
+                                         r"\"inds_values\""):
+        read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+
+
+@pytest.mark.parametrize("values,match", [
+    ([7, 12], r"\"inds_values\" must list one index-map value a box.*\(3 boxes\)"),
+    ([7, 12, 0], r".*an integer in 1..65535"),
+    ([7, 12, 9.5], r".*an integer in 1..65535"),
+    ([7, 12, 7], r"\"inds_values\" gives value 7 to instances \[0, 2\]"),
+])
+def test_iuv_folder_bad_inds_values_are_errors_naming_the_image(tmp_path, values, match):
+    _ranked_frame(tmp_path, PEOPLE)
+    spec = json.loads((tmp_path / "boxes.json").read_text())
+    spec["images"][0]["inds_values"] = values
+    (tmp_path / "boxes.json").write_text(json.dumps(spec))
+    with pytest.raises(InputError, match=r"boxes.json: image 'a.jpg' \(images\[0\]\): " + match):
+        read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+    del spec["images"][0]["inds"]
+    spec["images"][0]["inds_values"] = [7, 12, 9]
+    (tmp_path / "boxes.json").write_text(json.dumps(spec))
+    with pytest.raises(InputError, match="\"inds_values\" without \"inds\""):
+        read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+
+
+def _demo_folder(tmp_path) -> Path:
+    """DensePose's demo IUV and INDS PNGs, linked (not copied) into a folder of their own."""
+    for name in ("demo_im_IUV.png", "demo_im_INDS.png"):
+        (tmp_path / name).symlink_to(REFERENCE / name)
+    return tmp_path
+
+
+@needs_reference
+def test_densepose_demo_output_imports_every_person(tmp_path):
+    """DensePose-RCNN's own IUV and INDS PNGs of the demo photo (13 people, INDS values 7..19): boxes from
+    scripts/boxes_from_inds.py, and the same boxes without their "inds_values" in another order, give every
+    person its own pixels; none is empty."""
+    from pipeline.densepose.precomputed import instance_boxes
+
+    folder = _demo_folder(tmp_path)
+    inds = cv2.imread(str(folder / "demo_im_INDS.png"), cv2.IMREAD_UNCHANGED)
+    values, boxes = instance_boxes(inds)
+    assert values.tolist() == list(range(7, 20))
+    spec = {"images": [{"file_name": "demo_im.jpg", "iuv": "demo_im_IUV.png", "inds": "demo_im_INDS.png",
+                        "boxes": boxes.tolist(), "inds_values": values.tolist()}]}
+    (folder / "boxes.json").write_text(json.dumps(spec))
+    (im,), _ = read_iuv_folder(folder, folder / "boxes.json")
+    sizes = [int((inds == v).sum()) for v in values]
+    assert [int((lab > 0).sum()) for lab, _ in im.chart] == sizes and min(sizes) > 0
+
+    order = np.random.default_rng(0).permutation(len(values))
+    spec["images"][0] = {**spec["images"][0], "boxes": boxes[order].tolist()}
+    del spec["images"][0]["inds_values"]
+    (folder / "shuffled.json").write_text(json.dumps(spec))
+    (im,), _ = read_iuv_folder(folder, folder / "shuffled.json")
+    assert [int((lab > 0).sum()) for lab, _ in im.chart] == [sizes[o] for o in order]
+
+    params = load_params_dict({"precomputed": {"format": "iuv_png", "iuv_folder": str(folder),
+                                               "boxes_json": str(folder / "boxes.json")}}).precomputed
+    summary = write_precomputed_store(params, 32, _stub_template("anny", 16), tmp_path / "dp.zarr")
+    root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
+    assert summary.metrics()["instances"] == 13
+    fg = ((root["labels"][:] > 0) & (root["labels"][:] < 255)).sum(axis=(1, 2))
+    assert (fg > 0).all()  # before the fix, 12 of the 13 crops were empty
 
 
 def test_write_precomputed_store_end_to_end(tmp_path):

@@ -438,6 +438,63 @@ def test_without_ground_truth_or_test_split_every_instance_is_evaluated(template
     assert [p.name for p in (tmp_path / "reports" / "meshes").iterdir()] == ["000_row0_pred.ply"]
 
 
+def _train_only(template, tmp_path) -> Path:
+    path = tmp_path / "train_only.zarr"
+    _store(path, template, ground_truth=False, test_split=False)
+    return path
+
+
+def _what_is_said(path, template, checkpoint, caplog) -> list:
+    """The (level, message) of the evaluation's log line about the instances it reconstructs."""
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pipeline.evaluate.loop"):
+        result = evaluate(path, template, lambda xy, visible, rows: _with_depth(xy, [0.0, 2.0]), None, SMALL,
+                          progress=False, checkpoint=checkpoint)
+    assert result.metrics["split"] == "all" and result.metrics["instances"] == 10
+    return [(r.levelname, r.message) for r in caplog.records if "no test instance" in r.message]
+
+
+def test_without_a_test_split_the_log_says_what_the_checkpoint_records_of_its_training(template, tmp_path, caplog):
+    """Every instance is reconstructed; "measured on training instances" is said only of the store the checkpoint
+    was trained on (its data record), with how many; another store's model is said not to have seen them; without
+    a record, that it is unknown."""
+    from pipeline.keypoints.store import instances_fingerprint, open_keypoints
+
+    path = _train_only(template, tmp_path)
+    mine = {"keypoints": "data/keypoints.zarr", "instances": instances_fingerprint(open_keypoints(path))}
+    params = {"train": {"val_share": 0.0}, "common": {"seed": 0}}
+
+    ((level, msg),) = _what_is_said(path, template, {"data": mine, "params": params}, caplog)
+    assert level == "WARNING" and str(path) in msg
+    assert "trained on this store (data/keypoints.zarr): all 10 are its training instances" in msg
+
+    held = {"train": {"val_share": 0.2}, "common": {"seed": 0}}
+    ((level, msg),) = _what_is_said(path, template, {"data": mine, "params": held}, caplog)
+    assert level == "WARNING" and "8 of these 10 instances are its training instances, 2 were held out" in msg
+
+    other = {"keypoints": "/elsewhere/keypoints.zarr", "instances": "0123456789abcdef"}
+    ((level, msg),) = _what_is_said(path, template, {"data": other, "params": params}, caplog)
+    assert level == "INFO" and "trained on another store (/elsewhere/keypoints.zarr" in msg
+    assert "training instances" not in msg
+
+    for unknown in (None, {"params": params, "data": None}):
+        ((level, msg),) = _what_is_said(path, template, unknown, caplog)
+        assert level == "WARNING" and "does not record the instances it was trained on" in msg
+        assert "trained on this store" not in msg
+
+
+def test_instances_fingerprint_names_the_detections_and_split_not_the_keypoints(template, tmp_path):
+    from pipeline.keypoints.store import instances_fingerprint, open_keypoints
+
+    a, b, c = (tmp_path / f"{x}.zarr" for x in "abc")
+    _store(a, template, ground_truth=False, test_split=False)
+    gt = _store(b, template, ground_truth=True, test_split=False)  # the same boxes and split, other arrays
+    _store(c, template, ground_truth=False, test_split=True)
+    fp = [instances_fingerprint(open_keypoints(p)) for p in (a, b, c)]
+    assert fp[0] == fp[1] != fp[2] and len(fp[0]) == 16
+    assert gt["box"].shape == (10, 4)
+
+
 def test_stage_runs_without_ground_truth(store_no_gt, template, tmp_path):
     path, _ = store_no_gt
     metrics = _stage(template, tmp_path, path)

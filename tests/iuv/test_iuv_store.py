@@ -10,7 +10,7 @@ from pipeline.core.store import StoreError, write_store
 from pipeline.densepose.store import SCHEMA, densepose_specs
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.store import open_iuv
-from pipeline.iuv.write import repair_store
+from pipeline.iuv.write import image_foreground, repair_store
 from pipeline.template.file import encode_iuv
 from stages import iuv as iuv_stage
 
@@ -38,7 +38,7 @@ def corrupt(labels, uv, rng):
     return labels, uv
 
 
-def make_store(path, n=12, corrupted=True, tiny=()):
+def make_store(path, n=12, corrupted=True, tiny=(), boxes=None):
     rng = np.random.default_rng(0)
     specs = densepose_specs(S, chart=True, cse_dim=None)
     arrays = {k: np.zeros((n, *shape), dtype) for k, (shape, dtype) in specs.items()}
@@ -52,7 +52,7 @@ def make_store(path, n=12, corrupted=True, tiny=()):
         if corrupted and i not in tiny:
             labels, uv = corrupt(labels, uv, rng)
         arrays["labels"][i], arrays["uv"][i] = labels, uv.astype(np.float16)
-        arrays["box"][i] = (10, 20, 10 + S, 20 + S)
+        arrays["box"][i] = (boxes or {}).get(i, (10, 20, 10 + S, 20 + S))  # S image pixels: crop pixels are pixels
         arrays["score"][i], arrays["image"][i], arrays["split"][i] = 1, i, i % 2
     write_store(path, arrays, {"schema": SCHEMA, "kinds": ["chart"], "crop": S, "source": "test",
                                "images": [f"im{i}" for i in range(n)], "template_hash": "abc"}, chunk=4)
@@ -91,6 +91,20 @@ def test_small_instances_are_dropped_and_counted(tmp_path):
     assert out["source_index"][:].tolist() == [i for i in range(12) if i not in (2, 5)]
     assert np.array_equal(out["image"][:], arrays["image"][out["source_index"][:]])
     assert np.array_equal(out["gt/iuv"][:], arrays["gt/iuv"][out["source_index"][:]])  # row-aligned with the kept
+
+
+def test_foreground_is_counted_in_image_pixels_not_crop_pixels(tmp_path):
+    """A 2 x 1-pixel box fills its S x S crop but holds 2 image pixels: dropped. A box 4 S wide holds 16 times its
+    crop's foreground (an ellipse of about 340 crop pixels): kept where crop pixels would have dropped it."""
+    big = (0, 0, 4 * S, 4 * S)
+    make_store(tmp_path / "dp.zarr", boxes={2: (10.0, 20.0, 12.0, 21.0), 5: big}, corrupted=False)
+    s = repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 20, 1, progress=False)
+    assert open_iuv(tmp_path / "iuv.zarr")["source_index"][:].tolist() == [i for i in range(12) if i != 2]
+    assert s.metrics()["dropped_small_foreground"] == 1
+    s = repair_store(tmp_path / "dp.zarr", tmp_path / "iuv600.zarr", RepairOptions(), 600, 1, progress=False)
+    assert open_iuv(tmp_path / "iuv600.zarr")["source_index"][:].tolist() == [5] and s.instances_out == 1
+    np.testing.assert_allclose(image_foreground(np.array([S * S, 4, 7, 3]), np.array(
+        [[10, 20, 12, 21], big, [0, 0, S, S], [5, 5, 4, 9]], np.float32), S), [2.0, 64.0, 7.0, 0.0])
 
 
 def test_no_surviving_instance_is_an_error_and_writes_nothing(tmp_path):

@@ -12,6 +12,7 @@ import yaml
 from keypoint_fixture import make_keypoints
 from pipeline.core.config import TrainParams, as_dict, load_params_dict
 from pipeline.geometry.lbo import eigenbasis, save_basis
+from pipeline.keypoints.store import instances_fingerprint, open_keypoints
 from pipeline.template.file import load_template
 from pipeline.train.checkpoint import load_checkpoint, reconstruct
 from pipeline.train.loop import TrainingDiverged, build_objective, lr_at, make_optimizer, normalised_truth, train
@@ -121,6 +122,8 @@ def test_deterministic_checkpoint_and_prediction_api(inputs, tmp_path):
     assert any((tmp_path / "live" / "plots" / "metrics").rglob("reprojection.tsv"))
     model, info = load_checkpoint(tmp_path / "a.pt", "cpu")
     assert info["step"] == a.step > 0 and info["template_hash"] and info["params"]["model"]["hidden"] == 64
+    store = inputs / "kp.zarr"  # the store it was trained on (what the evaluation compares with its own)
+    assert info["data"] == {"keypoints": str(store), "instances": instances_fingerprint(open_keypoints(store))}
     xy = np.random.default_rng(0).uniform(100, 300, (2, model.n_vertices, 2)).astype(np.float32)
     vis = np.ones((2, model.n_vertices), bool)
     out = reconstruct(model, xy, vis)

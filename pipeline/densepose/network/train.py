@@ -22,6 +22,7 @@ Size letters: ``B`` crops of a batch, ``S`` crop side (legend: :mod:`pipeline`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable
@@ -33,7 +34,7 @@ import torch
 
 from pipeline.core.config import Params, as_dict
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.io import partial_path, publish_partial, remove_path, save_json
+from pipeline.core.io import partial_path, publish_partial, remove_path, save_json, written
 from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
 from pipeline.densepose.network.dataset import CropBatches
 from pipeline.densepose.network.losses import ChartTargets, chart_loss
@@ -183,7 +184,8 @@ def _check_resumable(ck: dict, params: Params, template_hash: str, path: Path) -
 
 
 def fit_network(params: Params, images: str | Path, template: str | Path, out: str | Path,
-                live_dir: str | Path | None = None, report: str | Path | None = None) -> NetworkResult:
+                live_dir: str | Path | None = None, report: str | Path | None = None,
+                stamp: str | Path | None = None) -> NetworkResult:
     """Stage ``network``'s entry point (module docstring).
 
     Args:
@@ -191,6 +193,9 @@ def fit_network(params: Params, images: str | Path, template: str | Path, out: s
         out: the checkpoint (``models/network.pt``), written when training ends; until then it lives at
             :func:`pipeline.core.io.partial_path` (``models/.network.pt.partial``), where ``network.resume`` finds it.
         live_dir: dvclive folder of the curves (None: none).  report: ``metrics/correspondence.json`` (None: none).
+        stamp: ``sources/network.txt`` (None: none): the checkpoint's path and sha256, the file that dvc.yaml's
+            densepose stage depends on for ``densepose.source: network`` (sources/dvc.yaml), so a new network reruns
+            it and no other source waits for one.
     Raises:
         NetworkDiverged, InputError (a store without images, a checkpoint that cannot be resumed).
     """
@@ -266,4 +271,15 @@ def fit_network(params: Params, images: str | Path, template: str | Path, out: s
             publish_partial(live_partial, Path(live_dir))
         if report is not None:
             save_json(report, measures)
+        if stamp is not None:
+            save_json(stamp, {"checkpoint": str(out), "sha256": _sha256(written(out))})
     return result
+
+
+def _sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
