@@ -49,17 +49,23 @@ ANNOTATED = REFERENCE / "coco_annotated_person.npz"
 ANNOTATED_KEYS = ("x", "y", "I", "U", "V")
 
 
-def read_iuv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A DensePose-RCNN IUV PNG (OpenCV channel order I, U x 255, V x 255) as labels (H, W) int64 0..24 and
-    uv (2, H, W) float32 (bin centres, :func:`pipeline.template.file.decode_iuv`)."""
+def _read_png(path: str | Path, what: str) -> np.ndarray:
+    """The image at ``path`` as stored (OpenCV, unchanged); InputError naming the file when missing or unreadable."""
     import cv2
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such IUV image")
-    iuv = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if iuv is None:
+        raise InputError(f"{path}: no such {what}")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
         raise InputError(f"{path}: not a readable image")
+    return image
+
+
+def read_iuv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A DensePose-RCNN IUV PNG (OpenCV channel order I, U x 255, V x 255) as labels (H, W) int64 0..24 and
+    uv (2, H, W) float32 (bin centres, :func:`pipeline.template.file.decode_iuv`)."""
+    iuv = _read_png(path, "IUV image")
     if iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
         raise InputError(f"{path}: an IUV image is (H, W, 3) uint8, got {iuv.shape} {iuv.dtype}")
     if iuv[..., 0].max() > N_PARTS:
@@ -70,14 +76,7 @@ def read_iuv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_instances(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     """An instance map PNG (0 background, one value per person) as (H, W) int64; must have ``shape``."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such instance map")
-    inds = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if inds is None:
-        raise InputError(f"{path}: not a readable image")
+    inds = _read_png(path, "instance map")
     if inds.ndim == 3 and (inds == inds[..., :1]).all():  # a grey map saved with 3 equal channels
         inds = inds[..., 0]
     if inds.shape != tuple(shape):
