@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SLIM_ITERATIONS = 30  # SLIM steps of the last fallback (Anny notoes' hands: fingertip faces 1e-15 -> 2e-8 of the chart)
 
 __all__ = ["ChartLocator", "Atlas", "build_atlas", "parameterize_disk", "signed_uv_areas", "boundary_self_intersects",
-           "atlas_from_uv_processed", "dominant_vertex_part", "square_chart", "oriented_loop", "SQUARE_BULGE"]
+           "atlas_from_uv_processed", "dominant_vertex_part", "square_chart", "assemble_atlas", "oriented_loop", "SQUARE_BULGE"]
 SQUARE_BULGE = 0.03  # square_chart: each side bowed out by this (chart units): a strictly convex boundary
 
 
@@ -320,16 +320,31 @@ def build_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray,
     if len(extra):
         raise MeshError(f"faces carry unexpected part ids {extra.tolist()}")
 
+    return assemble_atlas(faces, face_part, parts,
+                          lambda p, used, local: parameterize_disk(vertices[used], local, name=f"part {int(p)}"))
+
+
+def assemble_atlas(faces: np.ndarray, face_part: np.ndarray, parts, chart_of) -> Atlas:
+    """The :class:`Atlas` of charts made part by part.
+
+    Args:
+        faces: (F, 3) int64. face_part: (F,) int64 part of each face. parts: the part ids, in order.
+        chart_of: ``(part, used, local) -> (uv, method)``, given the part's vertices ``used`` (n,) int64 (mesh
+            ids, sorted) and its faces ``local`` (f, 3) int64 in indices of ``used``; ``uv`` (n, 2) float.
+    Returns:
+        the atlas: chart points ordered by part, then vertex id.
+    """
     chart_part, chart_uv, chart_vertex = [], [], []
     chart_faces = np.empty_like(faces)
     methods = {}
     offset = 0
     for p in parts:
         sel = np.flatnonzero(face_part == p)
+        if len(sel) == 0:
+            raise MeshError(f"part {int(p)} has no faces")
         used, local = np.unique(faces[sel], return_inverse=True)
         local = local.reshape(-1, 3)
-        uv, method = parameterize_disk(vertices[used], local, name=f"part {int(p)}")
-        methods[int(p)] = method
+        uv, methods[int(p)] = chart_of(int(p), used, local)
         chart_part.append(np.full(len(used), p, dtype=np.int64))
         chart_uv.append(uv)
         chart_vertex.append(used)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.geometry.charts import (Atlas, parameterize_disk, oriented_loop, signed_uv_areas, square_chart)
+from pipeline.geometry.charts import (Atlas, assemble_atlas, oriented_loop, parameterize_disk, signed_uv_areas,
+                                      square_chart)
 from pipeline.geometry.mesh import MeshError
 from pipeline.template.densepose_layout import (END_TIP, HEAD_CORNER_ANGLES, LIMB_PROXIMAL_AT_U1, ORIENTATION,
                                                 OUTLINE, OUTLINE_CORNERS, PROXIMAL, TORSO_ARMPIT_U, TORSO_NECK_V)
@@ -158,33 +159,18 @@ def densepose_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarr
     face_part = np.asarray(face_part, np.int64)
     up = np.asarray(up, np.float64) / np.linalg.norm(up)
     forward = np.asarray(forward, np.float64) / np.linalg.norm(forward)
-    chart_part, chart_uv, chart_vertex, methods = [], [], [], {}
-    chart_faces = np.empty_like(faces)
-    offset = 0
-    for p in range(1, N_PARTS + 1):
+
+    def chart_of(p: int, used: np.ndarray, local: np.ndarray) -> tuple[np.ndarray, str]:
         name = f"part {p}"
-        sel = np.flatnonzero(face_part == p)
-        if len(sel) == 0:
-            raise MeshError(f"{name} has no faces")
-        used, local = np.unique(faces[sel], return_inverse=True)
-        local = local.reshape(-1, 3)
         if p in END_TIP:
-            uv, method = _end_chart(vertices[used], local, p, name)
-        else:
-            loop = oriented_loop(local, name)
-            if ORIENTATION[p] < 0:
-                loop = loop[::-1]
-            corners, stops = _square_corners(vertices, faces, face_part, p, used[loop], up, forward, name)
-            loop = np.roll(loop, -corners[0])
-            stops = [((pos - corners[0]) % len(loop), side, f) for pos, side, f in stops]
-            corners = (corners - corners[0]) % len(loop)
-            uv, method = square_chart(vertices[used], local, loop, corners, OUTLINE[p], OUTLINE_CORNERS[p], stops,
-                                      name=name)
-        methods[p] = method
-        chart_part.append(np.full(len(used), p, dtype=np.int64))
-        chart_uv.append(uv)
-        chart_vertex.append(used)
-        chart_faces[sel] = local + offset
-        offset += len(used)
-    return Atlas(np.concatenate(chart_part), np.concatenate(chart_uv), np.concatenate(chart_vertex).astype(np.int64),
-                 chart_faces, methods)
+            return _end_chart(vertices[used], local, p, name)
+        loop = oriented_loop(local, name)
+        if ORIENTATION[p] < 0:
+            loop = loop[::-1]
+        corners, stops = _square_corners(vertices, faces, face_part, p, used[loop], up, forward, name)
+        loop = np.roll(loop, -corners[0])
+        stops = [((pos - corners[0]) % len(loop), side, f) for pos, side, f in stops]
+        corners = (corners - corners[0]) % len(loop)
+        return square_chart(vertices[used], local, loop, corners, OUTLINE[p], OUTLINE_CORNERS[p], stops, name=name)
+
+    return assemble_atlas(faces, face_part, range(1, N_PARTS + 1), chart_of)
