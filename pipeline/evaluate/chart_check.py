@@ -141,6 +141,34 @@ def seam_distances(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray,
             "instance": instance.ravel()[a].astype(np.int64)}
 
 
+def chart_centres(chart_part: np.ndarray, chart_uv: np.ndarray) -> np.ndarray:
+    """(25, 2) float64 the mean (U, V) of each part's chart points (row 0 unused)."""
+    out = np.full((N_PARTS + 1, 2), 0.5)
+    for p in range(1, N_PARTS + 1):
+        sel = np.asarray(chart_part) == p
+        if sel.any():
+            out[p] = np.asarray(chart_uv, np.float64)[sel].mean(axis=0)
+    return out
+
+
+def expand_uv(labels: np.ndarray, uv: np.ndarray, centres: np.ndarray, factor: float) -> np.ndarray:
+    """(2, H, W) float U, V stretched about each part's chart centre by ``factor`` and clipped to [0, 1].
+
+    A diagnostic of DensePose-RCNN's regression: its predicted U, V span about 0.85 of each chart (the 1st-99th
+    percentile along a limb), so seam pixels name points inside the charts, not on their edges; a factor of
+    1 / 0.85 asks what the seams would measure if the predictions reached the edges.
+
+    Args:
+        labels: (H, W) int part 0..24. uv: (2, H, W) float. centres: (25, 2) float (:func:`chart_centres`).
+    """
+    labels = np.asarray(labels)
+    uv = np.array(uv, np.float64)
+    fg = (labels >= 1) & (labels <= N_PARTS)
+    c = np.asarray(centres, np.float64)[np.where(fg, labels, 0)]  # (H, W, 2)
+    stretched = np.clip(c.transpose(2, 0, 1) + (uv - c.transpose(2, 0, 1)) * factor, 0.0, 1.0)
+    return np.where(fg[None], stretched, uv)
+
+
 def touching_parts(chart_part: np.ndarray, chart_vertex: np.ndarray) -> np.ndarray:
     """(25, 25) bool: parts p and q share a seam on the template (a vertex in both charts); index 0 unused.
 

@@ -261,3 +261,42 @@ def test_real_annotated_points_and_demo_maps_read_as_documented():
     assert pts["xy"].shape == (125, 2) and pts["parts"].min() >= 1 and pts["parts"].max() <= 24
     with pytest.raises(InputError, match="demo_im_INDS.png"):
         script.read_instances(REFERENCE / "demo_im_INDS.png", (10, 10))
+
+
+@needs_reference
+def test_real_demo_reads_right_with_densepose_charts_and_wrong_with_own(template_file, tmp_path):
+    """What the chart check must show on DensePose-RCNN's own output (README, Results): with DensePose's
+    convention lower legs, thighs, torso and head read upright, neighbouring regions agree and seams close up;
+    the project's own charts read them upside down and far apart."""
+    from pipeline.template.build import anny_template
+
+    own_file = tmp_path / "own.npz"
+    anny_template("notoes_collapse10pc", cse_dim=4, charts="own").save(own_file)
+    res = {}
+    for name, path in (("densepose", template_file), ("own", own_file)):
+        out = tmp_path / f"{name}.json"
+        assert script.main(["--template", str(path), "--json", str(out)]) == 0
+        res[name] = json.loads(out.read_text())
+    dp, own = res["densepose"], res["own"]
+    legs_torso_head = set(range(1, 3)) | set(range(7, 15)) | {23, 24}
+    wrong = {e["part"] for e in dp["demo"]["heights"]["wrong"]}
+    assert not wrong & legs_torso_head and dp["demo"]["heights"]["right_share"] >= 0.95
+    assert {e["part"] for e in own["demo"]["heights"]["wrong"]} & {11, 12, 13, 14}  # upside-down lower legs
+    assert dp["annotated"]["rho"] >= 0.6 > own["annotated"]["rho"]
+    seams = dp["demo"]["seams"]
+    assert seams["across"]["median_mm"] < 100 and seams["on_body"]["median_mm"] < 0.4 * own["demo"]["seams"][
+        "on_body"]["median_mm"]
+    upright = [seams["on_body_by_instance"][k] for k in ("17", "18", "19")]
+    assert np.median([u["median_mm"] for u in upright]) < 75
+
+
+def test_expand_uv_stretches_about_each_chart_centre_and_leaves_background():
+    from pipeline.evaluate.chart_check import chart_centres, expand_uv
+
+    centres = chart_centres(np.array([1, 1, 2, 2]), np.array([[0.0, 0.0], [1.0, 1.0], [0.2, 0.2], [0.4, 0.4]]))
+    assert np.allclose(centres[1], 0.5) and np.allclose(centres[2], 0.3) and np.allclose(centres[5], 0.5)
+    labels = np.array([[1, 2, 0]])
+    uv = np.array([[[0.6, 0.35, 0.9]], [[0.1, 0.3, 0.9]]])
+    out = expand_uv(labels, uv, centres, 2.0)
+    assert np.allclose(out[:, 0, 0], [0.7, 0.0])  # 0.5 + 2 (0.6 - 0.5); 0.5 + 2 (0.1 - 0.5) clipped
+    assert np.allclose(out[:, 0, 1], [0.4, 0.3]) and np.allclose(out[:, 0, 2], 0.9)  # background as it was
