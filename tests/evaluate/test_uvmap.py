@@ -71,10 +71,11 @@ def test_template_positions_round_trip(template):
     verts = template.vertices[None] + rng.normal(size=(2, 1, 3)) * 0.1  # two meshes, shifted
     maps = write_uv_maps(layout, verts)
     err = np.linalg.norm(read_uv_maps(layout, maps) - verts, axis=-1)
-    # most vertices come back within a millimetre; the worst are where the atlas squeezes many
-    # centimetres into one texel (hand and face charts), bounded by the texel's footprint
-    assert np.median(err) < 1.5e-3
-    assert np.percentile(err, 90) < 1.5e-2
+    # most vertices come back within two millimetres (DensePose's charts leave part of the square unused); the
+    # worst are where the atlas squeezes many centimetres into one texel (hand and face charts), bounded by the
+    # texel's footprint
+    assert np.median(err) < 2e-3
+    assert np.percentile(err, 90) < 2e-2
     assert err.max() < 0.06
     img = atlas_image(maps[0])
     assert img.shape == (4 * 48, 6 * 48, 3)

@@ -35,18 +35,33 @@ def test_every_face_in_exactly_one_part_and_all_24_parts(template):
     assert len(np.unique(pairs, axis=0)) == len(pairs)
 
 
-def test_no_flipped_or_overlapping_triangles_in_any_chart(template):
-    t = template
+@pytest.fixture(scope="module")
+def own_template():
+    """The default Anny body with the project's own charts (``template.charts: own``)."""
+    from pipeline.template.build import anny_template
+
+    return anny_template("notoes_collapse10pc", cse_dim=4, charts="own")
+
+
+@pytest.mark.parametrize("charts", ["densepose", "own"])
+def test_no_flipped_or_overlapping_triangles_in_any_chart(template, own_template, charts):
+    from pipeline.template.densepose_layout import ORIENTATION
+
+    t = template if charts == "densepose" else own_template
+    assert t.charts == charts
     for p in range(1, N_PARTS + 1):
         sel = t.face_part == p
         uv = t.chart_uv.astype(np.float64)
         area = signed_uv_areas(uv, t.chart_faces[sel])
-        assert np.all(area > 0), f"part {p}: {np.sum(area <= 0)} flipped triangles"
-        assert uv[t.chart_faces[sel]].min() >= 0 and uv[t.chart_faces[sel]].max() <= 1
-        assert coverage(uv[t.chart_faces[sel]]).max() <= 1, f"part {p}: overlapping triangles"
-        # the chart fills the unit square's extent
+        sign = ORIENTATION[p] if charts == "densepose" else 1  # DensePose's charts turn either way, per part
+        assert np.all(sign * area > 0), f"part {p}: {np.sum(sign * area <= 0)} flipped triangles"
+        tri = uv[t.chart_faces[sel]]
+        assert tri.min() >= 0 and tri.max() <= 1
+        tri = tri if sign > 0 else tri[:, ::-1]  # counter-clockwise for the coverage count
+        assert coverage(tri).max() <= 1, f"part {p}: overlapping triangles"
         pts = uv[np.unique(t.chart_faces[sel])]
-        assert np.allclose(pts.min(0), 0) and np.allclose(pts.max(0), 1)
+        if charts == "own":  # the own chart fills the unit square's extent; DensePose's have their outlines
+            assert np.allclose(pts.min(0), 0) and np.allclose(pts.max(0), 1)
 
 
 def test_parts_mean_what_densepose_means(template):

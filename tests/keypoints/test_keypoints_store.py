@@ -44,7 +44,9 @@ def test_exact_data_gives_keypoints_on_the_true_vertices(template, exact_iuv):
     # times a vertex just behind it (the 1229-vertex mesh is coarse). On the full default data (3600
     # exact renders) precision is 0.9535 (train 0.9536, test 0.9530); resampled, 120-instance subsets
     # fall below 0.95 2% of the time (18-instance ones 22%). This fixture (seed 0): 0.9545.
-    assert s.quality["visibility_precision"] >= 0.95 and s.quality["visibility_recall"] > 0.5, s
+    # precision 0.946 with DensePose's charts (0.953 with the own ones, which fill the square): a pixel's U, V on
+    # a chart's outline names its nearest chart point, now and then a vertex just round the silhouette
+    assert s.quality["visibility_precision"] >= 0.94 and s.quality["visibility_recall"] > 0.5, s
     # nothing corrupted and no clean-up: the repaired IUV is the exact one but for U, V travelling as
     # float16 in densepose.zarr (one quantisation level on some pixels), so the figures agree closely
     assert set(s.exact) == set(QUALITY_KEYS)

@@ -4,7 +4,8 @@ Every crop pixel that sees a body is coloured from the surface point its exact I
 DensePose part picks a *region* of an outfit drawn per body (skin; a top over the torso and arms, with
 short sleeves or not; a bottom over the legs, trousers or shorts; shoes), and the hit's chart
 coordinates ``(U, V)`` pattern it (plain, stripes or checks, in the region's colours). Cues of which
-way the body faces are painted over, each at fixed chart coordinates of its parts: a face on the two
+way the body faces are painted over, each at fixed chart coordinates of its parts (in the project's own
+flattening of the template, whatever the template's chart convention: ``source.cue_charts``): a face on the two
 head charts (dark eyes and brows, tinted lips) and, per body, hair over the crown and the back of the
 head; a print on the torso front only (an emblem on the left of the chest, a large graphic, a band or a
 placket with a collar); back pockets on the upper legs' back charts; a band on the left wrist. So the
@@ -79,8 +80,8 @@ _PLACKET = (0.035, 0.55, 0.07)  # |V - 1/2| half-width and U end of a button str
 # Back pockets on the upper legs' back charts: (U range, V range) on chart 7 (right), chart 8 mirrors V.
 RIGHT_UPPER_LEG_BACK, LEFT_UPPER_LEG_BACK = 7, 8
 _POCKET = ((0.02, 0.28), (0.25, 0.62))
-# A band on the left wrist: the U range 2..6 cm from the wrist on the left lower arm's back (19) and front (21)
-_WATCH = {19: (0.76, 0.88), 21: (0.12, 0.24)}
+# A band on the left wrist: the U range 2..6 cm from the wrist on the left lower arm's back (21) and front (19)
+_WATCH = {21: (0.76, 0.88), 19: (0.12, 0.24)}
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from pipeline.densepose.synthetic.render import (BodyMeshes, Hits, SurfaceMaps, 
                                                  vertex_visibility, warp_device)
 from pipeline.densepose.write import DenseposeSummary, store_params
 from pipeline.geometry.cameras import Cameras, crop_boxes, project, sample_cameras
+from pipeline.geometry.charts import build_atlas
 from pipeline.geometry.mesh import vertex_normals
 from pipeline.template.file import Template
 
@@ -258,12 +259,31 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
     }
 
 
+_CUE_CHARTS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def cue_charts(template: Template) -> tuple[np.ndarray, np.ndarray]:
+    """(C', 2) chart_uv and (F, 3) chart_faces of the charts the appearance cues are placed in: the project's own
+    flattening of the template's parts (:func:`~pipeline.geometry.charts.build_atlas`), where the cues' chart
+    coordinates were measured (images.py), whatever the template's own convention; made once per template."""
+    if template.charts == "own":
+        return template.chart_uv, template.chart_faces
+    if template.hash not in _CUE_CHARTS:
+        atlas = build_atlas(np.asarray(template.vertices, np.float64), template.faces, template.face_part)
+        _CUE_CHARTS[template.hash] = (atlas.chart_uv.astype(np.float32), atlas.chart_faces)
+    return _CUE_CHARTS[template.hash]
+
+
 def _shaded_crops(bodies: Bodies, template: Template, cams, body: np.ndarray, hits, exact, p: SyntheticParams,
                   seed: int, first_instance: int, crowd: Crowd | None) -> tuple[np.ndarray, list[np.random.Generator]]:
     """(n, S, S, 3) float32 linear RGB of every instance before its occluder is pasted (from the exact maps;
     a neighbour, dressed as its own body id, where it is in front), and each instance's image generator (its
     occluder texture and noise come next)."""
     normals = [vertex_normals(v, template.faces) for v in bodies.vertices]  # (N, 3) per body, body frame
+    cue_uv, cue_faces = cue_charts(template)  # the cues' charts: labels as exact, U, V in the cues' convention
+    cues = surface_maps(hits, template.faces, template.face_part, cue_uv, cue_faces)
+    their_cues = None if crowd is None else surface_maps(crowd.hits, template.faces, template.face_part, cue_uv,
+                                                         cue_faces)
     outfits = [sample_outfit(np.random.default_rng([seed, OUTFIT_STREAM, int(g)])) for g in bodies.index]
     neighbour = {} if crowd is None else {int(i): k for k, i in enumerate(crowd.rows)}
     rngs, out = [], []
@@ -275,10 +295,10 @@ def _shaded_crops(bodies: Bodies, template: Template, cams, body: np.ndarray, hi
             k = neighbour[i]
             o_normals = vertex_normals(crowd.vertices[k], template.faces)
             o_px = pixel_normals(crowd.hits.face[k], crowd.hits.bary[k], o_normals, template.faces, cams.rotation[i])
-            other = Neighbour(crowd.maps.labels[k], crowd.maps.uv[k], o_px,
+            other = Neighbour(crowd.maps.labels[k], their_cues.uv[k], o_px,
                               sample_outfit(np.random.default_rng([seed, OUTFIT_STREAM, int(crowd.index[k])])),
                               crowd.cover[k])
-        out.append(shaded_crop(exact.labels[i], exact.uv[i], n_px, outfits[g], rng, (p.ambient_min, p.ambient_max),
+        out.append(shaded_crop(exact.labels[i], cues.uv[i], n_px, outfits[g], rng, (p.ambient_min, p.ambient_max),
                                other))
         rngs.append(rng)
     return np.stack(out), rngs
