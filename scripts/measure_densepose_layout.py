@@ -7,7 +7,8 @@ Prints, per part: the share of pixels whose chart keeps the orientation seen fro
 median (U, V) where each neighbouring part touches it (demo IUV), and the chart's outline in the atlas
 (texture_atlas_200.png: tile p at column (p-1)//6, row (p-1)%6 of 200 x 200 pixels; U = column / 199,
 V = 1 - row / 199), simplified to a polygon with its four corners (the outline points nearest the tile's
-corners). The printed OUTLINE and OUTLINE_CORNERS are pasted into densepose_layout.py.
+corners), and where the armholes and the neck lie in the torso charts (real seams only). The printed OUTLINE and
+OUTLINE_CORNERS are pasted into densepose_layout.py; the other figures are quoted there beside their tables.
 """
 
 from __future__ import annotations
@@ -80,6 +81,31 @@ def seam_medians(iuv: np.ndarray, inds: np.ndarray, min_pixels: int = 8) -> dict
     return {k: (len(v), *np.median(np.array(v), axis=0)) for k, v in sorted(acc.items()) if len(v) >= min_pixels}
 
 
+def torso_landmarks(iuv: np.ndarray, inds: np.ndarray) -> dict[tuple[int, int], tuple]:
+    """(torso part, neighbour) -> (pixels, U min, U max, V min, V max) of the torso's pixels on a *real* seam with
+    an upper arm (the arm pixel by its own proximal edge, U < 0.2) or the head (the head pixel by its neck edge,
+    V < 0.25), not where an arm lies in front of the torso: the armholes' and the neck's place in the torso charts
+    (TORSO_ARMPIT_U, TORSO_NECK_V)."""
+    part = iuv[..., 0].astype(np.int64)
+    uv = iuv[..., 1:3] / 255.0
+    acc: dict[tuple[int, int], list] = {}
+    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+        other = np.roll(np.roll(part, dy, 0), dx, 1)
+        other_uv = np.roll(np.roll(uv, dy, 0), dx, 1)
+        same = np.roll(np.roll(inds, dy, 0), dx, 1) == inds
+        for torso in (1, 2):
+            for q in (15, 16, 17, 18, 23, 24):
+                m = (part == torso) & (other == q) & same
+                m &= (other_uv[..., 0] < 0.2) if q < 23 else (other_uv[..., 1] < 0.25)
+                if m.any():
+                    acc.setdefault((torso, q), []).append(uv[m])
+    out = {}
+    for k, v in sorted(acc.items()):
+        a = np.concatenate(v)
+        out[k] = (len(a), a[:, 0].min(), a[:, 0].max(), a[:, 1].min(), a[:, 1].max())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", default=str(Path(__file__).resolve().parents[2] / "shared/densepose-reference"))
@@ -94,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     print("ORIENTATION_SHARE =", {p: round(s, 2) for p, s in orientation_shares(iuv, inds).items()})
     for (p, q), (n, u, v) in seam_medians(iuv, inds).items():
         print(f"seam {p}|{q}: {n} pixels, median U {u:.2f} V {v:.2f}")
+    for (p, q), (n, u0, u1, v0, v1) in torso_landmarks(iuv, inds).items():
+        print(f"real seam {p}|{q}: {n} pixels, torso U {u0:.2f}-{u1:.2f}, V {v0:.2f}-{v1:.2f}")
     print("OUTLINE = {")
     corners = {}
     for p in range(1, 25):
