@@ -67,16 +67,22 @@ def orientation_shares(iuv: np.ndarray, inds: np.ndarray) -> dict[int, float]:
     return out
 
 
-def seam_medians(iuv: np.ndarray, inds: np.ndarray, min_pixels: int = 8) -> dict[tuple[int, int], tuple]:
-    """(part, neighbour) -> (pixels, median U, median V) of ``part``'s pixels touching ``neighbour``."""
+def _touching(iuv: np.ndarray, inds: np.ndarray):
+    """Per 4-neighbour shift: part (H, W) int64, the neighbour's part, U, V (H, W, 2) of both and (H, W) bool the
+    two pixels of one person, both foreground, of different parts."""
     part = iuv[..., 0].astype(np.int64)
     uv = iuv[..., 1:3] / 255.0
-    acc: dict[tuple[int, int], list] = {}
     for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
         other = np.roll(np.roll(part, dy, 0), dx, 1)
-        same = np.roll(np.roll(inds, dy, 0), dx, 1) == inds
-        m = (part > 0) & (other > 0) & (other != part) & same & (inds > 0)
-        for y, x in zip(*np.nonzero(m)):
+        same = (np.roll(np.roll(inds, dy, 0), dx, 1) == inds) & (inds > 0)
+        yield part, other, uv, np.roll(np.roll(uv, dy, 0), dx, 1), same & (part > 0) & (other > 0) & (other != part)
+
+
+def seam_medians(iuv: np.ndarray, inds: np.ndarray, min_pixels: int = 8) -> dict[tuple[int, int], tuple]:
+    """(part, neighbour) -> (pixels, median U, median V) of ``part``'s pixels touching ``neighbour``."""
+    acc: dict[tuple[int, int], list] = {}
+    for part, other, uv, _, seam in _touching(iuv, inds):
+        for y, x in zip(*np.nonzero(seam)):
             acc.setdefault((int(part[y, x]), int(other[y, x])), []).append(uv[y, x])
     return {k: (len(v), *np.median(np.array(v), axis=0)) for k, v in sorted(acc.items()) if len(v) >= min_pixels}
 
@@ -86,16 +92,11 @@ def torso_landmarks(iuv: np.ndarray, inds: np.ndarray) -> dict[tuple[int, int], 
     an upper arm (the arm pixel by its own proximal edge, U < 0.2) or the head (the head pixel by its neck edge,
     V < 0.25), not where an arm lies in front of the torso: the armholes' and the neck's place in the torso charts
     (TORSO_ARMPIT_U, TORSO_NECK_V)."""
-    part = iuv[..., 0].astype(np.int64)
-    uv = iuv[..., 1:3] / 255.0
     acc: dict[tuple[int, int], list] = {}
-    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-        other = np.roll(np.roll(part, dy, 0), dx, 1)
-        other_uv = np.roll(np.roll(uv, dy, 0), dx, 1)
-        same = np.roll(np.roll(inds, dy, 0), dx, 1) == inds
+    for part, other, uv, other_uv, seam in _touching(iuv, inds):
         for torso in (1, 2):
             for q in (15, 16, 17, 18, 23, 24):
-                m = (part == torso) & (other == q) & same
+                m = (part == torso) & (other == q) & seam
                 m &= (other_uv[..., 0] < 0.2) if q < 23 else (other_uv[..., 1] < 0.25)
                 if m.any():
                     acc.setdefault((torso, q), []).append(uv[m])

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -84,7 +85,6 @@ def photo_crops(photo, boxes, crop: int):
         photo: (H, W, 3) uint8 RGB. boxes: (k, 4) float x0, y0, x1, y1 photo pixels. crop: S.
     """
     import cv2
-    import numpy as np
 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out = np.zeros((len(boxes), crop, crop, 3), np.uint8)

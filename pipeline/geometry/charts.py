@@ -30,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from pipeline.core.errors import InputError
-from pipeline.geometry.mesh import MeshError, boundary_loops, face_adjacency, face_areas
+from pipeline.geometry.mesh import MeshError, boundary_loops, edges, face_adjacency, face_areas
 
 log = logging.getLogger(__name__)
 SLIM_ITERATIONS = 30  # SLIM steps of the last fallback (Anny notoes' hands: fingertip faces 1e-15 -> 2e-8 of the chart)
@@ -144,17 +144,7 @@ def parameterize_disk(vertices: np.ndarray, faces: np.ndarray, name: str = "char
     Raises:
         MeshError: the mesh is not a disk (names the chart and why).
     """
-    n_comp, _ = connected_components(face_adjacency(faces), directed=False)
-    if n_comp != 1:
-        raise MeshError(f"{name}: is {n_comp} pieces, a chart must be one connected disk")
-    loops = boundary_loops(faces)
-    if len(loops) != 1:
-        raise MeshError(f"{name}: has {len(loops)} boundary loops, a chart must be a disk (exactly one)")
-    loop = loops[0]
-    euler = len(vertices) - len(np.unique(np.sort(np.concatenate(
-        [faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)) + len(faces)
-    if euler != 1:
-        raise MeshError(f"{name}: Euler characteristic {euler}, a disk has 1 (the part has handles)")
+    loop = oriented_loop(faces, name)
 
     # LSCM, pinning the two boundary vertices farthest apart
     bv = vertices[loop]
@@ -187,11 +177,23 @@ def parameterize_disk(vertices: np.ndarray, faces: np.ndarray, name: str = "char
 
 def oriented_loop(faces: np.ndarray, name: str = "chart") -> np.ndarray:
     """(b,) int64 the one boundary loop of a disk, in the faces' orientation (counter-clockwise around the disk
-    seen from the side its faces are counter-clockwise from). Raises MeshError unless the mesh is one disk."""
+    seen from the side its faces are counter-clockwise from).
+
+    Args:
+        faces: (F, 3) int64, every vertex 0..max used. name: for error messages.
+    Raises:
+        MeshError: the mesh is not a disk: several pieces, not one boundary loop, or handles (Euler
+            characteristic not 1); the message names the chart and why.
+    """
     n_comp, _ = connected_components(face_adjacency(faces), directed=False)
+    if n_comp != 1:
+        raise MeshError(f"{name}: is {n_comp} pieces, a chart must be one connected disk")
     loops = boundary_loops(faces)
-    if n_comp != 1 or len(loops) != 1:
-        raise MeshError(f"{name}: is {n_comp} pieces with {len(loops)} boundary loops, a chart must be one disk")
+    if len(loops) != 1:
+        raise MeshError(f"{name}: has {len(loops)} boundary loops, a chart must be a disk (exactly one)")
+    euler = int(faces.max()) + 1 - len(edges(faces)[0]) + len(faces)
+    if euler != 1:
+        raise MeshError(f"{name}: Euler characteristic {euler}, a disk has 1 (the part has handles)")
     return loops[0]
 
 

@@ -280,10 +280,12 @@ def _shaded_crops(bodies: Bodies, template: Template, cams, body: np.ndarray, hi
     a neighbour, dressed as its own body id, where it is in front), and each instance's image generator (its
     occluder texture and noise come next)."""
     normals = [vertex_normals(v, template.faces) for v in bodies.vertices]  # (N, 3) per body, body frame
-    cue_uv, cue_faces = cue_charts(template)  # the cues' charts: labels as exact, U, V in the cues' convention
-    cues = surface_maps(hits, template.faces, template.face_part, cue_uv, cue_faces)
-    their_cues = None if crowd is None else surface_maps(crowd.hits, template.faces, template.face_part, cue_uv,
-                                                         cue_faces)
+    cues, their_cues = exact, None if crowd is None else crowd.maps  # the U, V the cues are placed in
+    if template.charts != "own":  # another convention: the same hits read through the own flattening
+        cue_uv, cue_faces = cue_charts(template)
+        cues = surface_maps(hits, template.faces, template.face_part, cue_uv, cue_faces)
+        if crowd is not None:
+            their_cues = surface_maps(crowd.hits, template.faces, template.face_part, cue_uv, cue_faces)
     outfits = [sample_outfit(np.random.default_rng([seed, OUTFIT_STREAM, int(g)])) for g in bodies.index]
     neighbour = {} if crowd is None else {int(i): k for k, i in enumerate(crowd.rows)}
     rngs, out = [], []
