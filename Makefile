@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh clone with only python3:
-#   make repro   create .venv, install requirements.txt, run `dvc repro`
+#   make repro   create .venv, install requirements.txt, run `dvc repro`, print the run's summary
 #   make test    create .venv, install requirements.txt and Debian's Chromium (apt-get, as root; the browser test
 #                of reports/index.html), run the test suite
 PYTHON ?= python3
@@ -26,6 +26,7 @@ $(STAMP): requirements.txt
 
 repro: $(STAMP)
 	dvc repro
+	python scripts/summary.py
 
 test: $(STAMP) chromium
 	python -m pytest -q -ra --durations=15

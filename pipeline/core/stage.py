@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from pipeline.core.errors import InputError, UserError, describe_os_error
 
-__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "resolve_device", "process_group",
-           "mean_over_processes", "average_batchnorm"]
+__all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "LineProgress", "PROGRESS_SECONDS",
+           "quiet_warp", "resolve_device", "process_group", "mean_over_processes", "average_batchnorm"]
 
 # the geometry stages (template, lbo) always use one thread: their outputs are then the same on
 # every machine whatever its params, and they take seconds
@@ -71,13 +71,129 @@ def setup_logging(level: str | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# seconds between two progress lines when stderr is not a terminal (DVC, CI, a log file)
+PROGRESS_SECONDS = 30.0
+
+
 def progress(iterable=None, *, desc: str, unit: str, total: int | None = None, initial: int = 0,
              enabled: bool = True, leave: bool = False):
-    """A ``tqdm`` bar on stderr, drawn only on a terminal (and when ``enabled``); ``TQDM_DISABLE=1`` hides it."""
+    """Progress of a long loop on stderr: a ``tqdm`` bar on a terminal; elsewhere (``dvc repro``, CI, a log file)
+    a plain line at least every :data:`PROGRESS_SECONDS` (``DP3D_PROGRESS_SECONDS`` overrides it) with the count,
+    the rate and the time left. Nothing when not ``enabled`` (e.g. a non-writer rank) or with ``TQDM_DISABLE=1``."""
+    quiet = not enabled or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    if not quiet and not sys.stderr.isatty():
+        seconds = float(os.environ.get("DP3D_PROGRESS_SECONDS", PROGRESS_SECONDS))
+        return LineProgress(iterable, desc=desc, unit=unit, total=total, initial=initial, every=seconds)
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=None if enabled else True,
+    return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=True if quiet else None,
                 leave=leave, dynamic_ncols=True)
+
+
+def _duration(seconds: float) -> str:
+    """``"1 h 02 min"``, ``"3 min 05 s"`` or ``"12 s"``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+class LineProgress:
+    """The part of ``tqdm``'s interface the stages use (``update``, ``set_postfix``, ``close``, iteration, ``with``),
+    written as a log line every ``every`` seconds: ``train: 120/400 step (30 %), 2.1 step/s, 2 min 13 s left,
+    loss=0.1234``; a last line when it closes, if it wrote any before and the count moved since."""
+
+    def __init__(self, iterable=None, *, desc: str, unit: str, total: int | None = None, initial: int = 0,
+                 every: float = PROGRESS_SECONDS, clock: Callable[[], float] | None = None):
+        import time
+
+        self.iterable, self.desc, self.unit, self.total = iterable, desc, unit, total
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            self.total = len(iterable)
+        self.n = self.start_n = initial
+        self.every, self.clock = every, clock or time.monotonic
+        self.start = self.last = self.clock()
+        self.postfix, self.lines, self.closed, self.written_n = "", 0, False, None
+        self.log = logging.getLogger("progress")
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last = now
+            self._write(now)
+
+    def line(self, now: float) -> str:
+        """The progress line at time ``now``."""
+        done = self.n - self.start_n
+        rate = done / max(now - self.start, 1e-9)
+        parts = [f"{self.desc}: {self.n}" + (f"/{self.total}" if self.total else "") + f" {self.unit}"]
+        if self.total:
+            parts[0] += f" ({100 * self.n / self.total:.0f} %)"
+        parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.3g} s/{self.unit}")
+        if self.total and rate > 0 and self.n < self.total:
+            parts.append(f"{_duration((self.total - self.n) / rate)} left")
+        elif self.n >= (self.total or float("inf")):
+            parts.append(f"done in {_duration(now - self.start)}")
+        return ", ".join(parts + ([self.postfix] if self.postfix else []))
+
+    def _write(self, now: float) -> None:
+        self.lines, self.written_n = self.lines + 1, self.n
+        self.log.info("%s", self.line(now))
+
+    def close(self) -> None:
+        if not self.closed and self.lines and self.written_n != self.n:
+            self._write(self.clock())
+        self.closed = True
+
+
+# what NVIDIA Warp's C library prints when a machine has no CUDA driver: a CPU machine is a supported one
+_WARP_NO_DRIVER = "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver"
+
+
+def quiet_warp():
+    """NVIDIA Warp (Anny's skinning, the synthetic renderer's ray casts) initialised without its greeting and,
+    on a machine without a CUDA driver, without the driver warning its C library writes to stderr (which a
+    newcomer takes for an error); anything else the initialisation writes passes through. Returns ``warp``.
+    Call it before ``import anny`` (Anny initialises Warp when imported)."""
+    import tempfile
+
+    import warp as wp
+    import warp._src.context as context
+
+    wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
+    if context.runtime is not None:
+        return wp
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            wp.init()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode(errors="replace")
+    rest = "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith(_WARP_NO_DRIVER))
+    if rest.strip():
+        sys.stderr.write(rest)
+    return wp
 
 
 def resolve_device(name: str) -> str:

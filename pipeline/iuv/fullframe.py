@@ -120,10 +120,18 @@ def export_store_frames(root, folder: str | Path) -> int:
 
 def write_frames(root, folder: str | Path) -> int:
     """Writes ``folder`` (a new folder, atomically) with the full-frame IUV and index PNGs of an iuv.zarr store
-    of real images (:func:`export_store_frames`); synthetic images are virtual, so their folder stays
-    empty, as does a store without chart output. Returns the number of images written."""
+    of real images (:func:`export_store_frames`) and a ``README.txt`` saying what it holds: synthetic images
+    are virtual and a store without chart output has no IUV, so their folder holds only the README (never
+    empty: DVC warns about an empty output folder). Returns the number of images written."""
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         if root.attrs.get("source") == "synthetic" or "iuv" not in root:
+            why = ("the images are synthetic (virtual: no frame to paste into)" if "iuv" in root
+                   else "the store has no chart (IUV) output")
+            (tmp / "README.txt").write_text(f"No full-frame IUV images: {why}.\n")
             return 0
-        return export_store_frames(root, tmp)
+        written = export_store_frames(root, tmp)
+        (tmp / "README.txt").write_text(f"{written} images: <image stem>_IUV.png (channels I, U x 255, V x 255 as "
+                                        f"OpenCV reads them) and <image stem>_INDS.png (16-bit instance index, "
+                                        f"best score first).\n")
+        return written

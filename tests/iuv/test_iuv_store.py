@@ -132,6 +132,12 @@ def test_stage_writes_store_metrics_and_preview(tmp_path):
     m = json.loads((tmp_path / "m" / "iuv.json").read_text())
     assert m["instances_out"] == 12 and m["quality_after"]["part_accuracy"] > m["quality_before"]["part_accuracy"]
     assert (tmp_path / "preview" / "instances.png").stat().st_size > 5000
+    readme = (tmp_path / "frames" / "README.txt").read_text()  # never an empty folder (DVC warns of those)
+    frames = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    if open_iuv(tmp_path / "iuv.zarr").attrs.get("source") == "synthetic":
+        assert frames == ["README.txt"] and "synthetic" in readme
+    else:
+        assert len(frames) > 1 and readme.startswith(f"{(len(frames) - 1) // 2} images")
 
 
 def test_full_frame_export_of_real_sources(tmp_path):

@@ -22,10 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import warp as wp
 
 from pipeline.core.errors import InputError
+from pipeline.core.stage import quiet_warp
 from pipeline.geometry.cameras import Cameras
+
+wp = quiet_warp()  # Warp without its greeting or the no-CUDA-driver warning of CPU machines
 
 __all__ = ["Hits", "SurfaceMaps", "BodyMeshes", "cast_crops", "vertex_visibility", "surface_maps",
            "surface_maps_reference", "warp_device"]

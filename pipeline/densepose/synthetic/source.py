@@ -71,7 +71,7 @@ def body_model(template: Template):
     if template.source != "anny":
         raise InputError(f"densepose.source: synthetic needs an Anny template (template.source: anny), "
                          f"got {template.source!r}")
-    import anny
+    import anny  # Warp is initialised quietly by the renderer this module imports
 
     model = anny.Anny(topology=template.topology)
     n_model = int(model.template_vertices.shape[0])
