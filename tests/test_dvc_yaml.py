@@ -89,6 +89,12 @@ NETWORK_STAGES = ["sources/dvc.yaml:images", "sources/dvc.yaml:network"]
 MAIN = ["template", "lbo", "densepose", "iuv", "keypoints", "train", "evaluate"]
 
 
+def _tracked(*folders: str) -> list[str]:
+    """The files git tracks under ``folders`` (repository-relative)."""
+    return subprocess.run(["git", "ls-files", *folders], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
 def _repro_plan(tmp_path: Path, source: str, targets: tuple[str, ...] = ()) -> list[str]:
     """The stages, in order, that ``dvc repro [targets]`` would run from a clean state with ``densepose.source``:
     DVC's own planner (dvc.repo.reproduce, what ``dvc repro`` calls) on a copy of the pipeline files. (``dvc repro
@@ -100,7 +106,7 @@ def _repro_plan(tmp_path: Path, source: str, targets: tuple[str, ...] = ()) -> l
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
     repo = tmp_path / source
-    for name in (*PIPELINE_FILES, "params.yaml", *(p.relative_to(ROOT) for p in (ROOT / "sources").glob("*.txt"))):
+    for name in (*PIPELINE_FILES, "params.yaml", *_tracked("sources")):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, repo / name)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -141,3 +147,72 @@ def test_every_densepose_source_has_its_dependency_file():
     network = STAGES["network"]
     assert "sources/network.txt" in network["outs"] and "--stamp sources/network.txt" in network["cmd"]
     assert {"wdir": ".."}.items() <= network.items() and {"wdir": ".."}.items() <= STAGES["images"].items()
+
+
+# --- the inputs a user names in params.yaml are dependencies -------------------------------------------------
+
+def _path_params() -> list[tuple[str, str]]:
+    """(section, key) of every param that names a user's input file or folder (``path_param``)."""
+    import dataclasses
+    import typing
+
+    from pipeline.core.config import Params
+
+    sections = typing.get_type_hints(Params)
+    return [(name, f.name) for name, cls in sections.items() if dataclasses.is_dataclass(cls)
+            for f in dataclasses.fields(cls) if f.metadata.get("path")]
+
+
+def test_every_user_named_input_is_a_dependency_of_the_stage_reading_it():
+    from pipeline.core.config import UNSET_PATH, load_params
+
+    found = _path_params()
+    assert {("precomputed", "boxes_json"), ("precomputed", "dump"), ("network_source", "images"),
+            ("template", "smpl_model"), ("detectron2", "weights")} <= set(found)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, key in found:
+        stages = [name for name, st in STAGES.items() if section in st.get("params", [])]
+        assert stages, f"{section}.{key}: no stage lists params section {section}"
+        for name in stages:
+            assert f"${{{section}.{key}}}" in STAGES[name]["deps"], f"dvc.yaml {name}: ${{{section}.{key}}} not a dep"
+        # DVC needs an existing path for each: params.yaml leaves them at the placeholder in git, read as unset
+        assert params[section][key] == UNSET_PATH, f"params.yaml {section}.{key}"
+        assert getattr(getattr(load_params(ROOT / "params.yaml"), section), key) == ""
+    assert UNSET_PATH in _tracked("sources")
+
+
+def test_an_edited_boxes_json_is_seen_by_dvc_status(tmp_path):
+    """Edit the boxes JSON of a precomputed run in place: `dvc status` names it (today's DVC, on a copy of the
+    repository with the densepose stage's outputs committed by `dvc commit`)."""
+    import json
+    import shutil
+    import sys
+
+    repo = tmp_path / "repo"
+    for name in _tracked("dvc.yaml", "sources", "params.yaml", "stages", "pipeline"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    (repo / "mine").mkdir()
+    boxes = repo / "mine" / "boxes.json"
+    boxes.write_text(json.dumps({"images": [{"file_name": "a.jpg", "iuv": "a_IUV.png", "boxes": [[0, 0, 9, 9]]}]}))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["densepose"]["source"] = "precomputed"
+    params["precomputed"].update(format="iuv_png", iuv_folder="mine", boxes_json="mine/boxes.json")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for out in ("data/template.npz", "data/densepose_contact.png", "metrics/densepose.json",
+                "data/densepose.zarr/zarr.json"):  # stand-ins: only their hashes matter here
+        (repo / out).parent.mkdir(parents=True, exist_ok=True)
+        (repo / out).write_text("{}")
+    dvc = [sys.executable, "-m", "dvc"]
+    for cmd in (["init", "--no-scm", "-q"], ["commit", "-f", "-q", "densepose"]):
+        run = subprocess.run(dvc + cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+
+    def status() -> str:
+        run = subprocess.run(dvc + ["status", "densepose"], cwd=repo, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout
+
+    assert "mine/boxes.json" not in status()
+    boxes.write_text(boxes.read_text().replace("[0, 0, 9, 9]", "[0, 0, 19, 19]"))
+    assert "modified:           mine/boxes.json" in status()

