@@ -13,7 +13,8 @@ Many processes (one per GPU, or gloo on CPU): ``cluster.processes: N`` (the stag
 Until training ends, the checkpoint and the curves live as ``models/.network.pt.partial`` and
 ``metrics/.network.partial`` (``network.resume: true`` continues from them); the outputs appear together at
 the end, with DensePose's measures of the network and of the corruption model on the held-out crops
-(pipeline/densepose/network/train.py).
+(pipeline/densepose/network/train.py). An earlier run's ``models/network.pt`` and curves stay until then,
+through a failed or killed run (``keep``: pipeline/core/io.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Many processes (one per GPU, or gloo on CPU): ``cluster.processes: N`` (the stag
 
 Until training ends, the checkpoint and the curves live as ``models/.model.pt.partial`` and
 ``metrics/.train.partial`` (``train.resume: true`` continues from them); the outputs appear together
-at the end.
+at the end. An earlier run's ``models/model.pt`` and curves stay until then, through a failed or
+killed run (``keep``: pipeline/core/io.py).
 """
 
 from __future__ import annotations

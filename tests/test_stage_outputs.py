@@ -1,8 +1,8 @@
 """All-or-nothing stage outputs (pipeline/core/io.py, pipeline/core/stage.py), tested on every stage.
 
-A stage that fails or is killed at any point leaves none of its outputs under their final names, only
-git-ignored temporaries beside them that its next run sweeps; its worker processes die with it; the
-next run gives the same bytes -- also with one CPU instead of two (``common.threads`` fixes the
+A stage that fails or is killed at any point leaves none of its outputs under their final names (a
+trained model and its curves keep their earlier run's version), only git-ignored temporaries beside them
+that its next run sweeps; its worker processes die with it; the next run gives the same bytes -- also with one CPU instead of two (``common.threads`` fixes the
 numerics, not the machine).
 """
 
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pipeline.core.config import as_dict, load_params_dict
-from pipeline.core.io import partial_path, save_json, stage_outputs, written
+from pipeline.core.io import StageOutputs, partial_path, save_json, stage_outputs, written
 from tests.conftest import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,8 @@ STAGES = {
                  ["metrics/eval.json", "metrics/eval_parts.csv", "metrics/segmentation.csv", "reports"]),
 }
 ORDER = list(STAGES)
+# outputs an earlier run's version of which stays under its name until a run replaces it (a finished model)
+KEPT = {"models/model.pt", "metrics/train"}
 IGNORED = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()
            if line.strip().startswith(".*.")]
 
@@ -84,6 +86,19 @@ def _snapshot(ws: Path, stage: str) -> dict[str, bytes]:
         else:
             out[rel] = p.read_bytes()
     return out
+
+
+def _assert_nothing_published(ws: Path, stage: str, before: dict[str, bytes], what: str) -> None:
+    """No output of the stage under its name, but a kept one, byte-identical to ``before`` (its earlier run)."""
+    for rel in STAGES[stage][1]:
+        if rel in KEPT:
+            earlier = {k: v for k, v in before.items() if k == rel or k.startswith(f"{rel}/")}
+            p = ws / rel
+            now = {f"{rel}/{k}": v for k, v in tree_bytes(p).items()} if p.is_dir() else \
+                {rel: p.read_bytes()} if p.exists() else {}
+            assert now == earlier, f"{what} {stage} changed the earlier run's {rel}"
+        else:
+            assert not (ws / rel).exists(), f"{what} {stage} left {rel} under its final name"
 
 
 def _leftovers(ws: Path, stage: str) -> list[Path]:
@@ -164,8 +179,7 @@ def _kill_midway(ws: Path, stage: str) -> set[int]:
 def test_killed_stage_leaves_no_output_and_reruns_to_the_same_bytes(workspace, stage):
     ws, first = workspace
     children = _kill_midway(ws, stage)
-    for rel in STAGES[stage][1]:
-        assert not (ws / rel).exists(), f"killed {stage} left {rel} under its final name"
+    _assert_nothing_published(ws, stage, first[stage], "killed")
     left = _leftovers(ws, stage)
     assert left, "the kill came too late to test anything"
     for p in left:  # temporaries are git-ignored
@@ -209,8 +223,7 @@ def test_failure_after_the_first_output_leaves_none(workspace, stage, monkeypatc
     with pytest.raises(OSError, match="No space left"):
         module.main(["--params", "params.yaml", *STAGES[stage][0].split()])
     assert outputs
-    for rel in STAGES[stage][1]:
-        assert not (ws / rel).exists(), f"failed {stage} left {rel}"
+    _assert_nothing_published(ws, stage, first[stage], "failed")
     leftovers = [p for p in _leftovers(ws, stage) if not p.name.endswith(".partial")]
     assert not leftovers, leftovers
     for rel, data in first[stage].items():  # put the outputs back for the other tests
@@ -261,21 +274,50 @@ def test_leftovers_of_a_killed_run_are_swept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.zarr.x.tmp", "store.zarr"]
 
 
-def test_kept_outputs_move_to_their_partial_name(tmp_path):
-    """Training's checkpoint: the finished one of an earlier run is where a resumed run starts."""
-    ck = tmp_path / "model.pt"
+def test_a_kept_output_stays_until_its_successor_is_complete(tmp_path):
+    """Training's checkpoint: an earlier run's finished model survives a failed or killed run; the staged copy a
+    killed run left becomes the partial work to resume from; a successful run replaces the model in one rename."""
+    from pipeline.core.io import atomic_path
+
+    ck, curves = tmp_path / "model.pt", tmp_path / "train"
     ck.write_bytes(b"done")
+    curves.mkdir()
+    (curves / "loss.tsv").write_text("old")
+    with pytest.raises(RuntimeError):
+        with stage_outputs(ck, curves, keep=(ck, curves)):
+            assert ck.read_bytes() == b"done" and not partial_path(ck).exists()
+            with atomic_path(ck) as tmp:
+                tmp.write_bytes(b"finished but the stage failed")
+            raise RuntimeError("boom")
+    assert ck.read_bytes() == b"done" and (curves / "loss.tsv").read_text() == "old"
+    assert partial_path(ck).read_bytes() == b"finished but the stage failed"  # for train.resume
+    StageOutputs.staging(Path(ck)).write_bytes(b"staged when killed")  # a SIGKILL before the renames
     with pytest.raises(RuntimeError):
         with stage_outputs(ck, keep=(ck,)):
-            assert partial_path(ck).read_bytes() == b"done" and not ck.exists()
+            assert partial_path(ck).read_bytes() == b"finished but the stage failed"  # partial work wins
             raise RuntimeError("killed")
-    assert partial_path(ck).read_bytes() == b"done" and not ck.exists()  # kept for train.resume
-    with stage_outputs(ck, keep=(ck,)):
-        from pipeline.core.io import atomic_path
-
+    assert ck.read_bytes() == b"done" and not StageOutputs.staging(ck).exists()
+    with stage_outputs(ck, curves, keep=(ck, curves)):
         with atomic_path(ck) as tmp:
             tmp.write_bytes(b"new")
-    assert ck.read_bytes() == b"new" and not partial_path(ck).exists()
+        with atomic_path(curves) as tmp:
+            tmp.mkdir()
+            (tmp / "loss.tsv").write_text("new")
+        assert ck.read_bytes() == b"done"
+    assert ck.read_bytes() == b"new" and (curves / "loss.tsv").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "train"]
+
+
+def test_trim_curves_drops_the_rows_after_the_checkpoint(tmp_path):
+    from pipeline.core.io import trim_curves
+
+    tsv = tmp_path / "plots" / "metrics" / "train" / "loss.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tloss\n1\t0.5\n2\t0.4\n3\t0.3\n4\t0.")  # the last row cut short by a kill
+    trim_curves(tmp_path, 2)
+    assert tsv.read_text() == "step\tloss\n1\t0.5\n2\t0.4\n"
+    trim_curves(tmp_path, 0)
+    assert tsv.read_text() == "step\tloss\n"
 
 
 def test_cli_prints_one_line_for_a_user_error(tmp_path):

@@ -11,7 +11,9 @@ A stage never leaves an output that looks complete unless the whole stage succee
 * a stage killed with ``SIGKILL`` leaves only ``.NAME.*.tmp`` and ``.NAME.staged`` entries (git-ignored);
   the next run of the stage sweeps them before it starts;
 * work that may be resumed (training's checkpoint and curves) lives as ``.NAME.partial`` until the
-  stage ends: a kept output of an earlier run is moved there when the next run starts, not removed.
+  stage ends. Such a *kept* output of an earlier run (a finished model) stays under its name, through a
+  failed or killed run, until the run that replaces it succeeds; its staged copy left by a killed run
+  becomes the partial work to resume from.
 
 Outputs are byte-identical across runs with the same inputs: ``.npz`` archives carry a fixed
 timestamp and PNGs carry no time or software stamp.
@@ -35,8 +37,7 @@ import numpy as np
 from pipeline.core.errors import InputError
 
 __all__ = ["atomic_path", "stage_outputs", "StageOutputs", "written", "partial_path", "publish_partial", "remove_path",
-           "save_npz",
-           "load_npz", "save_figure", "save_json"]
+           "trim_curves", "resume_curves", "save_npz", "load_npz", "save_figure", "save_json"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -61,11 +62,48 @@ def publish_partial(partial: Path, final: Path) -> None:
         os.replace(partial, tmp)
 
 
+def trim_curves(live_dir: str | Path, step: int) -> None:
+    """Drops the rows past ``step`` from the curves of a dvclive folder (``plots/metrics/**/*.tsv``).
+
+    A run resumed from its checkpoint at ``step`` logs the later steps again: what a killed run logged
+    after its last checkpoint goes (a row cut short by the kill too), so the curves equal those of an
+    uninterrupted run. Each file is rewritten atomically; a file without a ``step`` column is left alone.
+    """
+    def before(row: str, col: int) -> bool:
+        fields = row.rstrip("\n").split("\t")
+        return row.endswith("\n") and len(fields) > col and fields[col].isdigit() and int(fields[col]) <= step
+
+    for tsv in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
+        lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
+        header = lines[0].rstrip("\n").split("\t") if lines else []
+        if "step" not in header:
+            continue
+        keep = lines[:1] + [row for row in lines[1:] if before(row, header.index("step"))]
+        if keep != lines:
+            with atomic_path(tsv) as tmp:
+                tmp.write_text("".join(keep), encoding="utf-8")
+
+
+def resume_curves(partial: Path, final: Path, step: int) -> None:
+    """Readies the dvclive folder ``partial`` for a run resumed at ``step``: :func:`trim_curves`, after copying
+    the finished curves ``final`` there if no partial ones exist (a finished model trained further; ``final``
+    stays until the run ends)."""
+    if not partial.exists() and final.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            shutil.copytree(final, tmp / final.name)
+            os.replace(tmp / final.name, partial)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    trim_curves(partial, step)
+
+
 class StageOutputs:
     """The outputs of one stage run, made visible together when the run ends cleanly.
 
     Use :func:`stage_outputs`; while it is open, :func:`atomic_path` parks each finished output
-    listed here as ``.NAME.staged`` instead of renaming it onto ``NAME``.
+    listed here as ``.NAME.staged`` instead of renaming it onto ``NAME``. A *kept* output (``keep``:
+    a trained model) of an earlier run stays under its name until this run's replaces it.
     """
 
     def __init__(self, paths: list[Path], keep: list[Path] = ()):
@@ -83,19 +121,26 @@ class StageOutputs:
         p = Path(os.path.abspath(path))
         return p if p in self.paths else None
 
+    def _park_or_remove(self, p: Path) -> None:
+        """Removes the staged copy of output ``p``; a kept output's becomes its partial work (where to resume
+        from) unless partial work is there already."""
+        staged = self.staging(p)
+        if p in self.keep and staged.exists() and not partial_path(p).exists():
+            os.replace(staged, partial_path(p))
+        remove_path(staged)
+
     def sweep(self) -> None:
         """Removes what an earlier (failed or killed) run left: temporaries, staged and final outputs.
 
-        A kept output is moved to its partial name instead (unless a partial one is there already:
-        the partial work of a later run started from it).
+        A kept output stays under its name (an earlier run's finished one, until this run's replaces
+        it), and its staged copy becomes its partial work (:meth:`_park_or_remove`).
         """
         for p in self.paths:
             for leftover in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
                 remove_path(leftover)
-            for done in (self.staging(p), p):  # a kept output, complete or staged, is where to resume from
-                if p in self.keep and done.exists() and not partial_path(p).exists():
-                    os.replace(done, partial_path(p))
-                remove_path(done)
+            self._park_or_remove(p)
+            if p not in self.keep:
+                remove_path(p)
 
     def stage(self, path: Path, target: Path) -> None:
         """Parks the finished ``target`` (a temporary) as the staged version of output ``path``."""
@@ -105,21 +150,37 @@ class StageOutputs:
         self.staged[path] = staged
 
     def commit(self) -> None:
-        """Renames every staged output onto its name; every declared output must have been written."""
+        """Renames every staged output onto its name; every declared output must have been written.
+
+        A file replaces its predecessor in one rename, so a file output is never missing; a folder
+        output's predecessor is first moved aside (``.NAME.XXXX.tmp``, swept by the next run).
+        """
         missing = [str(p) for p in self.paths if p not in self.staged]
         if missing:
             raise RuntimeError(f"the stage finished without writing {', '.join(missing)}")
         for p in self.paths:
-            remove_path(p)
-            os.replace(self.staged[p], p)
+            _replace(self.staged[p], p)
         for p in self.keep:
             remove_path(partial_path(p))
 
     def abort(self) -> None:
-        """Removes every staged output (and any output under its final name)."""
+        """Removes every staged output (a kept one's becomes partial work) and any output under its final
+        name but a kept one (an earlier run's, still the last finished)."""
         for p in self.paths:
-            remove_path(self.staging(p))
-            remove_path(p)
+            self._park_or_remove(p)
+            if p not in self.keep:
+                remove_path(p)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Renames ``src`` onto ``dst``: one atomic rename for files; an existing folder is moved aside first."""
+    if (dst.is_dir() and not dst.is_symlink()) or (src.is_dir() and dst.exists()):
+        aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+        os.replace(dst, aside / dst.name)
+        os.replace(src, dst)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(src, dst)
 
 
 _ACTIVE: list[StageOutputs] = []
@@ -130,9 +191,11 @@ def stage_outputs(*paths: str | Path, keep: tuple[str | Path, ...] = ()) -> Iter
     """Makes ``paths`` the all-or-nothing outputs of the enclosed block (a stage's work).
 
     On entry, leftovers of earlier runs are swept (their temporaries, staged copies and the outputs
-    themselves; the outputs in ``keep`` are moved to :func:`partial_path` for the stage to resume
-    from). On a clean exit every output is renamed onto its name and the partial work is removed;
-    on an exception no output is left, and the partial work stays for a later run.
+    themselves). The outputs in ``keep`` (a trained model, its curves) are not removed: an earlier
+    run's stays under its name until this run's replaces it, and a staged copy left by a killed run
+    is moved to :func:`partial_path` for the stage to resume from. On a clean exit every output is
+    renamed onto its name and the partial work is removed; on an exception no output of this run is
+    left (a kept one keeps its earlier version), and the partial work stays for a later run.
     """
     outputs = StageOutputs([Path(p) for p in paths], [Path(p) for p in keep])
     outputs.sweep()
@@ -187,9 +250,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if found is not None:
             found[0].stage(found[1], target)
         else:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            os.replace(target, path)
+            _replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

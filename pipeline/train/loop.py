@@ -19,7 +19,7 @@ import torch
 
 from pipeline.core.config import Params, TrainParams, as_dict
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.io import partial_path, publish_partial, remove_path
+from pipeline.core.io import partial_path, publish_partial, remove_path, resume_curves
 from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
 from pipeline.geometry.lbo import load_basis, unit_rms
 from pipeline.geometry.mesh import vertex_areas
@@ -244,7 +244,9 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
 
     Until training ends, the checkpoint (rewritten every ``train.checkpoint_every`` steps) and the
     curves live under their partial names (:func:`pipeline.core.io.partial_path`: ``.model.pt.partial``),
-    where ``train.resume`` finds them; at the end they are moved onto ``out`` and ``live_dir``.
+    where ``train.resume`` finds them; at the end they are moved onto ``out`` and ``live_dir``, which
+    until then hold an earlier run's finished model and curves, if any. A resumed run's curves equal an
+    uninterrupted run's (rows logged after the checkpoint are dropped).
 
     Args:
         keypoints, template, lbo: ``data/keypoints.zarr``, ``data/template.npz``, ``data/lbo.npz``.
@@ -307,8 +309,10 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     if lead and live_dir is not None:
         from dvclive import Live
 
-        live = Live(str(live_partial), resume=bool(cfg.resume and state.step > 0), dvcyaml=None,
-                    save_dvc_exp=False, report=None)
+        resumed = start is not None and state.step > 0
+        if resumed:  # the curves up to the checkpoint's step, not what a killed run logged after it
+            resume_curves(live_partial, Path(live_dir), state.step)
+        live = Live(str(live_partial), resume=resumed, dvcyaml=None, save_dvc_exp=False, report=None)
     log.info("training %s (%d parameters) on %s x%d: %d train instances, %d steps/epoch, %d steps",
              params.model.type, sum(p.numel() for p in objective.parameters()), device, world,
              stream.n_split, spe, total)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tree_bytes
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
 from pipeline.core.io import partial_path
@@ -77,29 +78,83 @@ def template_path(template, tmp_path):
     return path
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(images, template, tmp_path, monkeypatch):
-    tpl = template_path(template, tmp_path)
-    fit_network(_params(), images, tpl, tmp_path / "whole.pt")
-    out = tmp_path / "network.pt"
+def _dies_at(step, monkeypatch):
+    """Makes training stop dead when it reaches ``step`` (as a SIGKILL would: no clean-up runs)."""
     real = dataset.CropBatches.batch
 
-    def dies_at_step_5(self, step):
-        if step == 5:
+    def batch(self, at):
+        if at == step:
             raise KeyboardInterrupt
-        return real(self, step)
+        return real(self, at)
 
-    monkeypatch.setattr(dataset.CropBatches, "batch", dies_at_step_5)
+    monkeypatch.setattr(dataset.CropBatches, "batch", batch)
+    return real
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(images, template, tmp_path, monkeypatch):
+    tpl = template_path(template, tmp_path)
+    fit_network(_params(log_every=1), images, tpl, tmp_path / "whole.pt", tmp_path / "whole_live")
+    out, live = tmp_path / "network.pt", tmp_path / "live"
+    real = _dies_at(5, monkeypatch)  # the curves hold step 5, the checkpoint step 4
     with pytest.raises(KeyboardInterrupt):
-        fit_network(_params(), images, tpl, out)
+        fit_network(_params(log_every=1), images, tpl, out, live)
     assert read_network(partial_path(out))["step"] == 4 and not out.exists()
     monkeypatch.setattr(dataset.CropBatches, "batch", real)
-    fit_network(_params(resume=True), images, tpl, out)
+    fit_network(_params(resume=True, log_every=1), images, tpl, out, live)
     a, b = read_network(tmp_path / "whole.pt")["model"], read_network(out)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    curves, again = tree_bytes(tmp_path / "whole_live"), tree_bytes(live)
+    assert curves.keys() == again.keys() and "plots/metrics/train/loss.tsv" in curves
+    for name in curves:  # row by row: no step logged twice
+        assert again[name].decode().splitlines() == curves[name].decode().splitlines(), name
     with pytest.raises(InputError, match="network.width"):
         fit_network(_params(resume=True, width=8), images, tpl, out)
     with pytest.raises(InputError, match="past network.steps"):
         fit_network(_params(resume=True, steps=3), images, tpl, out)
+
+
+def _stage(images, tpl, ws, **network):
+    """Runs the network stage's script in ``ws`` (models/network.pt, metrics/network, ...)."""
+    import yaml
+
+    from pipeline.core.config import as_dict
+    from stages.network import main
+
+    (ws / "params.yaml").write_text(yaml.safe_dump(as_dict(_params(**network))))
+    main(["--params", str(ws / "params.yaml"), "--images", str(images), "--template", str(tpl),
+          "--out", str(ws / "models/network.pt"), "--live", str(ws / "metrics/network"),
+          "--report", str(ws / "metrics/correspondence.json"), "--stamp", str(ws / "sources/network.txt")])
+
+
+def test_a_failed_or_killed_run_keeps_the_finished_network_until_a_new_one_is(images, template, tmp_path,
+                                                                              monkeypatch):
+    from pipeline.core.io import StageOutputs
+    from pipeline.densepose.network import train as network_train
+
+    tpl, model = template_path(template, tmp_path), tmp_path / "models/network.pt"
+    _stage(images, tpl, tmp_path)
+    before = model.read_bytes()
+    real = _dies_at(3, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):  # failed: the stage's clean-up runs
+        _stage(images, tpl, tmp_path, seed=1)
+    assert model.read_bytes() == before
+    monkeypatch.setattr(StageOutputs, "abort", lambda self: None)  # killed: no clean-up runs
+    with pytest.raises(KeyboardInterrupt):
+        _stage(images, tpl, tmp_path, seed=1)
+    assert model.read_bytes() == before and partial_path(model).is_file()
+    monkeypatch.undo()
+
+    seen, save = [], network_train.save_network
+
+    def checking_save(*args, **kwargs):
+        seen.append(model.read_bytes() == before)
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(network_train, "save_network", checking_save)
+    _stage(images, tpl, tmp_path, seed=1)  # afresh (network.resume: false): the old network stays until this is done
+    assert len(seen) >= 3 and all(seen) and model.read_bytes() != before
+    assert read_network(model)["params"]["network"]["seed"] == 1
+    assert sorted(p.name for p in model.parent.iterdir()) == ["network.pt"]
 
 
 @pytest.mark.slow

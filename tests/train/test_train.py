@@ -9,11 +9,15 @@ import pytest
 import torch
 import yaml
 
+from conftest import tree_bytes
 from keypoint_fixture import make_keypoints
 from pipeline.core.config import TrainParams, as_dict, load_params_dict
+from pipeline.core.errors import UserError
+from pipeline.core.io import StageOutputs
 from pipeline.geometry.lbo import eigenbasis, save_basis
 from pipeline.keypoints.store import instances_fingerprint, open_keypoints
 from pipeline.template.file import load_template
+from pipeline.train import loop
 from pipeline.train.checkpoint import load_checkpoint, reconstruct
 from pipeline.train.loop import TrainingDiverged, build_objective, lr_at, make_optimizer, normalised_truth, train
 from pipeline.train.model import normalise
@@ -140,6 +144,83 @@ def test_resume_continues_to_the_same_weights(inputs, tmp_path):
     assert all(torch.allclose(ws[k].float(), wr[k].float(), atol=1e-6) for k in ws)
     with pytest.raises(ValueError, match="model.parts"):
         _run(inputs, tmp_path / "r.pt", _params(model={"parts": 3}, train_={"epochs": 5, "resume": True}))
+
+
+def _killed_after(step, monkeypatch):
+    """Makes training stop dead once it has logged ``step`` (as a SIGKILL would: no clean-up runs)."""
+    real = loop._log_losses
+
+    def log_then_die(state, live, bar):
+        real(state, live, bar)
+        if state.step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_log_losses", log_then_die)
+    return real
+
+
+def test_a_killed_run_resumes_to_the_weights_and_curves_of_an_uninterrupted_one(inputs, tmp_path, monkeypatch):
+    p = {"epochs": 3, "checkpoint_every": 2}
+    straight = _run(inputs, tmp_path / "s.pt", _params(train_=p), tmp_path / "s_live")
+    assert straight.step == 6
+    real = _killed_after(5, monkeypatch)  # the curves hold step 5, the checkpoint step 4
+    with pytest.raises(KeyboardInterrupt):
+        _run(inputs, tmp_path / "r.pt", _params(train_=p), tmp_path / "r_live")
+    assert torch.load(tmp_path / ".r.pt.partial", weights_only=True)["step"] == 4
+    assert (tmp_path / ".r_live.partial" / "plots/metrics/train/loss.tsv").read_text().splitlines()[-1][:2] == "5\t"
+    monkeypatch.setattr(loop, "_log_losses", real)
+    resumed = _run(inputs, tmp_path / "r.pt", _params(train_={**p, "resume": True}), tmp_path / "r_live")
+    ws, wr = _weights(straight.objective), _weights(resumed.objective)
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+    a, b = tree_bytes(tmp_path / "s_live"), tree_bytes(tmp_path / "r_live")
+    assert a.keys() == b.keys() and any(k.endswith("loss.tsv") for k in a)
+    for name in a:  # row by row: no step logged twice
+        assert b[name].decode().splitlines() == a[name].decode().splitlines(), name
+
+
+def _stage(inputs, ws, params, keypoints=None):
+    """Runs the train stage's script in ``ws`` (models/model.pt, metrics/train)."""
+    from stages.train import main
+
+    (ws / "params.yaml").write_text(yaml.safe_dump(as_dict(params)))
+    main(["--params", str(ws / "params.yaml"), "--keypoints", str(keypoints or inputs / "kp.zarr"),
+          "--template", str(inputs / "template.npz"), "--lbo", str(inputs / "lbo.npz"),
+          "--out", str(ws / "models" / "model.pt"), "--live", str(ws / "metrics" / "train")])
+
+
+def test_a_failed_or_killed_run_keeps_the_finished_model_until_a_new_one_is(inputs, tmp_path, monkeypatch):
+    model, curves = tmp_path / "models" / "model.pt", tmp_path / "metrics" / "train"
+    _stage(inputs, tmp_path, _params(train_={"epochs": 1}))
+    before, before_curves = model.read_bytes(), tree_bytes(curves)
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(inputs / "kp.zarr", damaged)
+    (damaged / "zarr.json").write_text("{")
+    with pytest.raises(UserError, match="zarr.json"):
+        _stage(inputs, tmp_path, _params(train_={"epochs": 1}), damaged)
+    assert model.read_bytes() == before and tree_bytes(curves) == before_curves
+
+    other = _params(train_={"epochs": 2, "seed": 1, "checkpoint_every": 2})
+    real = _killed_after(3, monkeypatch)
+    abort = StageOutputs.abort
+    monkeypatch.setattr(StageOutputs, "abort", lambda self: None)  # a SIGKILL runs no clean-up
+    with pytest.raises(KeyboardInterrupt):
+        _stage(inputs, tmp_path, other)
+    assert model.read_bytes() == before and (tmp_path / "models" / ".model.pt.partial").is_file()
+    monkeypatch.setattr(loop, "_log_losses", real)
+    monkeypatch.setattr(StageOutputs, "abort", abort)
+
+    seen, save = [], loop.save_checkpoint
+
+    def checking_save(*args, **kwargs):
+        seen.append(model.read_bytes() == before and tree_bytes(curves) == before_curves)
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", checking_save)
+    _stage(inputs, tmp_path, other)  # afresh (train.resume: false): the old model stays until this one is done
+    assert len(seen) >= 2 and all(seen)
+    assert model.read_bytes() != before and torch.load(model, weights_only=True)["params"]["train"]["seed"] == 1
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model.pt"]
+    assert sorted(p.name for p in curves.parent.iterdir()) == ["train"]
 
 
 def test_exploding_loss_stops_and_keeps_last_good_checkpoint(inputs, tmp_path):

@@ -34,7 +34,7 @@ import torch
 
 from pipeline.core.config import Params, as_dict
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.io import partial_path, publish_partial, remove_path, save_json, written
+from pipeline.core.io import partial_path, publish_partial, remove_path, resume_curves, save_json, written
 from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
 from pipeline.densepose.network.dataset import CropBatches
 from pipeline.densepose.network.losses import ChartTargets, chart_loss
@@ -190,8 +190,9 @@ def fit_network(params: Params, images: str | Path, template: str | Path, out: s
 
     Args:
         images: ``data/images.zarr`` (stage ``images``).  template: ``data/template.npz``.
-        out: the checkpoint (``models/network.pt``), written when training ends; until then it lives at
-            :func:`pipeline.core.io.partial_path` (``models/.network.pt.partial``), where ``network.resume`` finds it.
+        out: the checkpoint (``models/network.pt``), written when training ends (an earlier run's stays there until
+            then); until then it lives at :func:`pipeline.core.io.partial_path` (``models/.network.pt.partial``),
+            where ``network.resume`` finds it. A resumed run's curves equal an uninterrupted run's.
         live_dir: dvclive folder of the curves (None: none).  report: ``metrics/correspondence.json`` (None: none).
         stamp: ``sources/network.txt`` (None: none): the checkpoint's path and sha256, the file that dvc.yaml's
             densepose stage depends on for ``densepose.source: network`` (sources/dvc.yaml), so a new network reruns
@@ -235,6 +236,8 @@ def fit_network(params: Params, images: str | Path, template: str | Path, out: s
     if lead and live_dir is not None:
         from dvclive import Live
 
+        if start is not None:  # the curves up to the checkpoint's step, not what a killed run logged after it
+            resume_curves(live_partial, Path(live_dir), int(start["step"]))
         live = Live(str(live_partial), resume=start is not None, dvcyaml=None, save_dvc_exp=False, report=None)
 
     def on_log(step: int, losses: dict) -> None:
