@@ -5,8 +5,9 @@ stream, or a plain pickle); unpickling runs whatever functions the file names, s
 admits only what a dump can hold: the ``densepose.structures`` and ``detectron2.structures`` classes
 it refers to, mapped to the stand-ins below (same field names as Detectron2's; nothing from
 Detectron2 is imported), PyTorch's tensor and storage rebuild functions (PyTorch's own weights-only
-allowlist), numpy arrays (:data:`pipeline.core.pickles.NUMPY_GLOBALS`, nothing else of numpy) and plain
-containers. Anything else (``os.system``, ``builtins.eval``...) is refused with
+allowlist), numpy arrays (:data:`pipeline.core.pickles.NUMPY_GLOBALS`, nothing else of numpy), bytes as
+protocols 0-2 write them (:data:`pipeline.core.pickles.BYTES_GLOBALS`: ``_codecs.encode`` of a latin-1 string,
+``bytes()`` for empty bytes, no other call) and plain containers. Anything else (``os.system``, ``builtins.eval``...) is refused with
 :class:`UnsafeDumpError` naming the file and the class, also when it hides inside a tensor storage.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.pickles import NUMPY_GLOBALS, unreadable_message
+from pipeline.core.pickles import BYTES_GLOBALS, NUMPY_GLOBALS, unreadable_message
 
 __all__ = ["UnsafeDumpError", "ChartResult", "EmbeddingOutput", "ChartPredictorOutput", "Boxes", "Instances",
            "restricted_pickle", "load_dump"]
@@ -120,6 +121,17 @@ def _safe_reconstructor(cls, base, state):
     return object.__new__(cls)
 
 
+def _refusing_as_unsafe(build, source: str):
+    """``build`` (of :data:`~pipeline.core.pickles.BYTES_GLOBALS`), its refusals an :class:`UnsafeDumpError`
+    naming ``source``."""
+    def checked(*args):
+        try:
+            return build(*args)
+        except pickle.UnpicklingError as e:
+            raise UnsafeDumpError(f"{source}: {e}") from None
+    return checked
+
+
 class _Unpickler(pickle.Unpickler):
     """Admits the stand-ins, PyTorch's tensor rebuild globals, numpy arrays and plain containers;
     nothing else. ``source`` (the file) is named in every refusal."""
@@ -148,6 +160,8 @@ class _Unpickler(pickle.Unpickler):
             return getattr(__import__("builtins"), name)
         if key in NUMPY_GLOBALS:
             return NUMPY_GLOBALS[key]
+        if key in BYTES_GLOBALS:  # before PyTorch's list, which admits any _codecs.encode
+            return _refusing_as_unsafe(BYTES_GLOBALS[key], self.source)
         if key in _Unpickler._allowed:
             return _Unpickler._allowed[key]
         raise UnsafeDumpError(f"{self.source}: refers to {key}, which a DensePose dump never contains; "

@@ -13,7 +13,9 @@ DensePose dump loader, :mod:`pipeline.densepose.precomputed`): the ``ndarray`` a
 (``__reduce_ex__`` at protocol 5) and ``scalar`` (numpy scalars), under both the numpy 1
 (``numpy.core``) and numpy 2 (``numpy._core``) module names. None of them calls anything it is
 given: they build an array, a dtype or a scalar from bytes (an object array's elements are
-unpickled by the same restricted unpickler). :func:`unreadable_message` says "truncated or corrupt"
+unpickled by the same restricted unpickler). :data:`BYTES_GLOBALS` is how protocols 0-2 write ``bytes``
+(an array's data among them): ``_codecs.encode(text, 'latin1')``, and ``bytes()`` for empty bytes; each
+is admitted in exactly that form (a latin-1 string, no arguments), anything else refused. :func:`unreadable_message` says "truncated or corrupt"
 for a cut ``torch.save`` zip archive or pickle, whatever error the reader tripped over.
 """
 
@@ -29,7 +31,7 @@ import scipy.sparse as sp
 
 from pipeline.core.errors import InputError
 
-__all__ = ["NUMPY_GLOBALS", "ArrayUnpickler", "read_pickle", "as_array", "looks_truncated", "unreadable_message"]
+__all__ = ["NUMPY_GLOBALS", "BYTES_GLOBALS", "ArrayUnpickler", "read_pickle", "as_array", "looks_truncated", "unreadable_message"]
 
 
 class _ChumpyArray:
@@ -61,8 +63,30 @@ def _numpy_globals() -> dict[str, Any]:
 NUMPY_GLOBALS: dict[str, Any] = _numpy_globals()
 """``module.name`` -> object, for the numpy names a pickle of arrays refers to (and nothing else)."""
 
+
+
+def _latin1_bytes(text, encoding):
+    """``_codecs.encode`` as protocols 0-2 pickle non-empty bytes: ``(text, 'latin1')`` -> bytes, nothing else."""
+    if type(text) is not str or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode of a {type(text).__name__} as {encoding!r}: only "
+                                     "a str as 'latin1' (bytes in a protocol 0-2 pickle) is allowed")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """``bytes()`` as protocols 0-2 pickle empty bytes: no arguments, nothing else."""
+    if args:
+        raise pickle.UnpicklingError(f"refusing bytes() with {len(args)} argument(s): only bytes() (empty bytes in "
+                                     "a protocol 0-2 pickle) is allowed")
+    return b""
+
+
+BYTES_GLOBALS: dict[str, Any] = {"_codecs.encode": _latin1_bytes, "builtins.bytes": _empty_bytes,
+                                 "__builtin__.bytes": _empty_bytes}
+"""``module.name`` -> a checked stand-in, for how protocols 0-2 pickle ``bytes`` (module docstring)."""
+
 _OTHERS = {"copy_reg._reconstructor", "copyreg._reconstructor", "__builtin__.object", "builtins.object",
-           "_codecs.encode", "collections.OrderedDict"}
+           "collections.OrderedDict"}
 _RENAMED = {"copy_reg": "copyreg", "__builtin__": "builtins"}
 _SPARSE = {"csc_matrix", "csr_matrix", "coo_matrix"}
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -77,6 +101,8 @@ class ArrayUnpickler(pickle.Unpickler):
         key = f"{module}.{name}"
         if key in NUMPY_GLOBALS:
             return NUMPY_GLOBALS[key]
+        if key in BYTES_GLOBALS:
+            return BYTES_GLOBALS[key]
         if key in _OTHERS:
             mod = _RENAMED.get(module, module)
             return getattr(__import__(mod, fromlist=[name]), name)
