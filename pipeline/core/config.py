@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.core.errors import UserError
+from pipeline.core.errors import InputError, UserError
 
 __all__ = [
     "ParamsError",
@@ -659,6 +659,26 @@ def load_params_dict(raw: dict | None) -> Params:
     return params
 
 
+def _duplicate_keys(node: yaml.Node | None, where: str = "") -> list[str]:
+    """Every key given twice in one mapping of a composed YAML document, as ``"key (lines a and b)"``,
+    dotted from the top (``train.epochs``); lines 1-based."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            dotted = f"{where}.{name}" if where else str(name)
+            if name is not None and name in seen:
+                found.append(f"{dotted} (lines {seen[name] + 1} and {key.start_mark.line + 1})")
+            elif name is not None:
+                seen[name] = key.start_mark.line
+            found += _duplicate_keys(value, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            found += _duplicate_keys(value, f"{where}[{i}]")
+    return found
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Reads and validates ``params.yaml``.
 
@@ -666,14 +686,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         FileNotFoundError: the file is missing (names it).
         ParamsError: the YAML is invalid; or keys are unknown, mistyped or out of range, or break a
             constraint between keys (every problem listed, each naming its keys).
+        InputError: a key given twice in one mapping (YAML would keep the last silently; DVC refuses the
+            file), naming each such key and both its lines.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        twice = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        raw = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError) as e:  # ValueError: not UTF-8, or a date like 2001-13-45
         raise ParamsError(f"params: {path} is not valid YAML: {e}") from e
+    if twice:
+        raise InputError(f"{path}: key{'s' if len(twice) > 1 else ''} given twice: {'; '.join(twice)}; "
+                         "keep one of each (YAML would silently take the last, DVC refuses the file)")
     try:
         return load_params_dict(raw)
     except ParamsError as e:

@@ -126,3 +126,17 @@ def test_hostile_values_are_params_errors(tmp_path):
     (tmp_path / "p.yaml").write_bytes(b"lbo: {k: \xff}\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(tmp_path / "p.yaml")
+
+
+def test_a_key_given_twice_is_refused_naming_the_file_key_and_lines(tmp_path):
+    from pipeline.core.errors import InputError
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: 0.001\n  epochs: 5\nlbo: {k: 16}\nlbo: {k: 8}\n")
+    with pytest.raises(InputError) as e:
+        load_params(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: keys given twice: train.epochs (lines 2 and 4); lbo (lines 5 and 6)")
+    path.write_text("train:\n  epochs: 3\nmodel:\n  epochs: 3\n")  # the same name in two sections is fine
+    with pytest.raises(ParamsError, match="unknown key model.epochs"):
+        load_params(path)
