@@ -35,8 +35,8 @@ def describe_os_error(e: OSError) -> str:
     fix = {
         errno.ENOSPC: "free disk space (or move the DVC cache and outputs to a larger disk) and rerun",
         errno.EDQUOT: "free disk space under your quota and rerun",
-        errno.EACCES: "make it readable/writable for this user",
-        errno.EPERM: "make it readable/writable for this user",
+        errno.EACCES: "make it (and its folder) readable/writable for this user",
+        errno.EPERM: "make it (and its folder) readable/writable for this user",
         errno.ENOENT: "check the path in params.yaml or run the stage that makes it (dvc repro)",
         errno.EROFS: "write the outputs to a writable file system",
     }.get(e.errno, "check the path and rerun")

@@ -22,6 +22,7 @@ timestamp and PNGs carry no time or software stamp.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import io
 import json
@@ -48,6 +49,26 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+@contextlib.contextmanager
+def _writable(output: Path) -> Iterator[None]:
+    """Makes a write or removal refused while making ``output`` (permissions, a read-only file system) an
+    error naming ``output`` (absolute) and saying which folder is not writable, instead of the file the
+    system names (a temporary, or a bare ``zarr.json`` from inside an earlier store being removed)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        out = Path(os.path.abspath(output))
+        if e.errno == errno.EROFS:
+            why = f"its folder {out.parent} is on a read-only file system"
+        elif not os.access(out.parent, os.W_OK):
+            why = f"its folder {out.parent} is not writable"
+        else:
+            why = f"the earlier {out.name} there cannot be replaced: it or something in it is not writable"
+        raise type(e)(e.errno, f"{e.strerror}: cannot write it, {why}", str(out)) from e
 
 
 def partial_path(path: str | Path) -> Path:
@@ -136,11 +157,12 @@ class StageOutputs:
         it), and its staged copy becomes its partial work (:meth:`_park_or_remove`).
         """
         for p in self.paths:
-            for leftover in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
-                remove_path(leftover)
-            self._park_or_remove(p)
-            if p not in self.keep:
-                remove_path(p)
+            with _writable(p):
+                for leftover in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
+                    remove_path(leftover)
+                self._park_or_remove(p)
+                if p not in self.keep:
+                    remove_path(p)
 
     def stage(self, path: Path, target: Path) -> None:
         """Parks the finished ``target`` (a temporary) as the staged version of output ``path``."""
@@ -159,7 +181,8 @@ class StageOutputs:
         if missing:
             raise RuntimeError(f"the stage finished without writing {', '.join(missing)}")
         for p in self.paths:
-            _replace(self.staged[p], p)
+            with _writable(p):
+                _replace(self.staged[p], p)
         for p in self.keep:
             remove_path(partial_path(p))
 
@@ -176,9 +199,11 @@ def _replace(src: Path, dst: Path) -> None:
     """Renames ``src`` onto ``dst``: one atomic rename for files; an existing folder is moved aside first."""
     if (dst.is_dir() and not dst.is_symlink()) or (src.is_dir() and dst.exists()):
         aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-        os.replace(dst, aside / dst.name)
-        os.replace(src, dst)
-        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.replace(dst, aside / dst.name)
+            os.replace(src, dst)
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(src, dst)
 
@@ -239,18 +264,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     parked (staged) instead, and renamed with the others when the stage ends.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _writable(path):  # a read-only folder: an error naming the output, not the temporary
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
     try:
         yield target
         if not target.exists():
             raise RuntimeError(f"nothing was written to {path}")
         found = _owner(path)
-        if found is not None:
-            found[0].stage(found[1], target)
-        else:
-            _replace(target, path)
+        with _writable(path):
+            if found is not None:
+                found[0].stage(found[1], target)
+            else:
+                _replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
