@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pipeline.core.errors import InputError, UserError, describe_os_error
 
 __all__ = ["cli", "fix_threads", "GEOMETRY_THREADS", "setup_logging", "progress", "LineProgress", "PROGRESS_SECONDS",
-           "quiet_warp", "resolve_device", "process_group", "mean_over_processes", "average_batchnorm"]
+           "resolve_device", "process_group", "mean_over_processes", "average_batchnorm"]
 
 # the geometry stages (template, lbo) always use one thread: their outputs are then the same on
 # every machine whatever its params, and they take seconds
@@ -56,11 +56,20 @@ def cli(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
             raise
         message = str(e) if isinstance(e, UserError) else describe_os_error(e)
     except KeyboardInterrupt:
-        print("interrupted; the stage's outputs were removed", file=sys.stderr)
+        print(f"interrupted; the stage's outputs were removed ({_restore_hint(main)})", file=sys.stderr)
         return 130
     print(f"error: {message}", file=sys.stderr)
-    print("(DP3D_DEBUG=1 shows where it happened)", file=sys.stderr)
+    print(f"(the stage's outputs were not written; {_restore_hint(main)}; DP3D_DEBUG=1 shows where it happened)",
+          file=sys.stderr)
     return 2
+
+
+def _restore_hint(main: Callable) -> str:
+    """How to get back the outputs of the stage whose ``main`` failed: ``dvc checkout <stage>``."""
+    spec = getattr(sys.modules.get(main.__module__), "__spec__", None)  # "stages.train" also under python -m
+    module = spec.name if spec is not None else main.__module__
+    target = f" {module.removeprefix('stages.')}" if module.startswith("stages.") else ""
+    return f"`dvc checkout{target}` restores the previous ones from the DVC cache"
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -160,40 +169,6 @@ class LineProgress:
         if not self.closed and self.lines and self.written_n != self.n:
             self._write(self.clock())
         self.closed = True
-
-
-# what NVIDIA Warp's C library prints when a machine has no CUDA driver: a CPU machine is a supported one
-_WARP_NO_DRIVER = "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver"
-
-
-def quiet_warp():
-    """NVIDIA Warp (Anny's skinning, the synthetic renderer's ray casts) initialised without its greeting and,
-    on a machine without a CUDA driver, without the driver warning its C library writes to stderr (which a
-    newcomer takes for an error); anything else the initialisation writes passes through. Returns ``warp``.
-    Call it before ``import anny`` (Anny initialises Warp when imported)."""
-    import tempfile
-
-    import warp as wp
-    import warp._src.context as context
-
-    wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
-    if context.runtime is not None:
-        return wp
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            wp.init()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        captured.seek(0)
-        text = captured.read().decode(errors="replace")
-    rest = "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith(_WARP_NO_DRIVER))
-    if rest.strip():
-        sys.stderr.write(rest)
-    return wp
 
 
 def resolve_device(name: str) -> str:

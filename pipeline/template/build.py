@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.core.config import TemplateParams
 from pipeline.core.errors import InputError
-from pipeline.core.stage import quiet_warp
+from pipeline.core.dispatch import start_warp
 from pipeline.geometry.charts import atlas_from_uv_processed, build_atlas, dominant_vertex_part
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.geometry.mesh import MeshError, clean_mesh
@@ -62,7 +62,7 @@ def cse_embedding(vertices: np.ndarray, faces: np.ndarray, dim: int) -> np.ndarr
 
 def _anny_model(topology: str):
     try:
-        quiet_warp()  # before anny, which initialises Warp
+        start_warp()  # before anny, which initialises Warp
         import anny
     except ImportError as e:  # pragma: no cover - anny is a pinned requirement
         raise ImportError("template.source: anny needs the 'anny' package (pip install -r requirements.txt)") from e

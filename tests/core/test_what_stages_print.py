@@ -91,7 +91,7 @@ def test_a_terminal_keeps_tqdm(monkeypatch):
 
 def test_warp_starts_without_its_greeting_or_the_no_driver_warning():
     """Anny initialises NVIDIA Warp, whose C library warns about a missing CUDA driver on every CPU machine."""
-    code = ("from pipeline.core.stage import quiet_warp\nwp = quiet_warp()\nimport anny\n"
+    code = ("from pipeline.core.dispatch import start_warp\nwp = start_warp()\nimport anny\n"
             "assert wp.get_device('cpu') is not None\nprint('ready')")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": "."},
                          timeout=120)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.errors import InputError
-from pipeline.core.stage import quiet_warp
+from pipeline.core.dispatch import start_warp
 from pipeline.geometry.cameras import Cameras
 
-wp = quiet_warp()  # Warp without its greeting or the no-CUDA-driver warning of CPU machines
+wp = start_warp()  # quiet (no greeting, no no-CUDA-driver warning), CPU kernels for the pinned dispatch
 
 __all__ = ["Hits", "SurfaceMaps", "BodyMeshes", "cast_crops", "vertex_visibility", "surface_maps",
            "surface_maps_reference", "warp_device"]
