@@ -326,6 +326,7 @@ def test_cli_prints_one_line_for_a_user_error(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.startswith("error: ") and "lbo.k = -3 is out of range" in res.stderr
+    assert "(the stage wrote no output; `dvc checkout lbo` restores the previous outputs from the DVC cache;" in res.stderr
     debug = subprocess.run(_cmd("lbo"), cwd=tmp_path, env=dict(_env(), DP3D_DEBUG="1"), capture_output=True,
                            text=True, timeout=120)
     assert "Traceback" in debug.stderr

@@ -59,8 +59,7 @@ def cli(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
         print(f"interrupted; the stage's outputs were removed ({_restore_hint(main)})", file=sys.stderr)
         return 130
     print(f"error: {message}", file=sys.stderr)
-    print(f"(the stage's outputs were not written; {_restore_hint(main)}; DP3D_DEBUG=1 shows where it happened)",
-          file=sys.stderr)
+    print(f"(the stage wrote no output; {_restore_hint(main)}; DP3D_DEBUG=1 shows where it happened)", file=sys.stderr)
     return 2
 
 
@@ -69,7 +68,7 @@ def _restore_hint(main: Callable) -> str:
     spec = getattr(sys.modules.get(main.__module__), "__spec__", None)  # "stages.train" also under python -m
     module = spec.name if spec is not None else main.__module__
     target = f" {module.removeprefix('stages.')}" if module.startswith("stages.") else ""
-    return f"`dvc checkout{target}` restores the previous ones from the DVC cache"
+    return f"`dvc checkout{target}` restores the previous outputs from the DVC cache"
 
 
 def setup_logging(level: str | None = None) -> None:
