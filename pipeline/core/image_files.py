@@ -134,12 +134,15 @@ def _opened(path: str | Path) -> Iterator:
 
 def _refusal(path: str | Path, e: Exception, what: str) -> InputError:
     """The error for Pillow's exception ``e`` on ``path``: a decompression bomb (a compressed chunk inflating past
-    Pillow's limit) or, else, ``what`` the file is (unreadable)."""
+    Pillow's limit), a truncated file, or else ``what`` the file is (unreadable)."""
     from PIL import Image
 
     if isinstance(e, Image.DecompressionBombError) or (isinstance(e, ValueError) and "Decompressed" in str(e)):
         return ImageTooLargeError(f"{path}: a compressed chunk inflates past Pillow's limit ({e}): a decompression "
                                   "bomb or not an image for DensePose; remove it")
+    if isinstance(e, (OSError, EOFError)) and "truncated" in str(e).lower():
+        return UnreadableImageError(f"{path}: truncated: the file ends before its last pixel (a cut download or "
+                                    "copy); copy it again")
     return UnreadableImageError(f"{path}: {what} ({type(e).__name__}: {e})")
 
 
@@ -176,9 +179,6 @@ def _decode(im, path: str | Path) -> None:
     try:
         im.load()
     except (Image.DecompressionBombError, *_READ_ERRORS) as e:
-        if "truncated" in str(e):
-            raise UnreadableImageError(f"{path}: truncated: the file ends before its last pixel (a cut download or "
-                                       "copy); copy it again") from e
         raise _refusal(path, e, "corrupt image data") from e
 
 

@@ -8,8 +8,10 @@ another source.
 Flow (:func:`write_detectron2_store`): first :func:`check_detectron2_inputs` fails fast, reporting
 in one error every problem it finds (Detectron2 not importable, config or weights missing or
 unreadable, no image in the folder, an unreadable test list, ``cuda`` without CUDA); then list the
-images of ``detectron2.images`` (sorted, top level only), read them with ``cv2.imread`` in batches
-of ``batch_size`` (an unreadable or corrupt file is logged, skipped and counted), run the model
+images of ``detectron2.images`` (sorted, top level only), read them in batches of ``batch_size`` as
+Detectron2's ``read_image`` reads them (:func:`pipeline.core.image_files.read_photo`: oriented by their EXIF
+tag; an unreadable, corrupt or truncated file is logged, skipped and counted; a decompression bomb, more than
+:data:`pipeline.core.image_files.MAX_PIXELS` pixels, is an error), run the model
 under ``torch.no_grad()`` on CUDA when present (``common.device``), check each image's detections at
 the door (:func:`pipeline.densepose.door.door_boxes`: non-finite boxes or scores and scores outside [0, 1]
 are errors naming the image and instance, empty boxes and boxes outside the image are skipped,
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import InputError, UserError
+from pipeline.core.image_files import UnreadableImageError, read_photo
 from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map, sum_counts
 from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
@@ -241,8 +244,6 @@ def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size
         one :class:`ImageInstances` per readable image (names relative to ``folder``), and the names
         of the images that could not be read.
     """
-    import cv2
-
     counts = counts if counts is not None else DoorCounts()
     paths = list_images(folder)
     if not paths:
@@ -254,9 +255,10 @@ def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size
     def infer(t: int) -> tuple[list[ImageInstances], list[str]]:
         read, images, skipped = [], [], []
         for p in batches[t]:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None or img.size == 0:
-                log.warning("skipping %s: unreadable or corrupt image", p)
+            try:
+                img = np.ascontiguousarray(read_photo(p)[..., ::-1])  # BGR, as DefaultPredictor takes it
+            except UnreadableImageError as e:
+                log.warning("skipping %s", e)
                 skipped.append(p.name)
                 continue
             read.append(p)

@@ -19,7 +19,8 @@ Two input formats (``precomputed.format``):
     containers) and refuses anything else with ``UnsafeDumpError`` naming the file and the class. A
     cut or damaged file is reported as "truncated or corrupt". Nothing from Detectron2 is imported. The dump does not hold the
     images' sizes: they are read from the image files' headers when found (``file_name`` as written,
-    or below ``precomputed.image_root``), to size the full-frame export and to check the boxes;
+    or below ``precomputed.image_root``; after their EXIF orientation, as Detectron2 read the images),
+    to size the full-frame export and to check the boxes;
     else the boxes size it.
 
 ``iuv_png``
@@ -71,6 +72,7 @@ import torch
 
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, load_dump
 from pipeline.core.errors import InputError
+from pipeline.core.image_files import UnreadableImageError, photo_size, read_data_image, read_photo
 from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map
 from pipeline.densepose.convert import (chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh,
                                        photo_crops)
@@ -109,16 +111,20 @@ class DumpImage:
 
 def image_size(name: str, root: str | Path = "") -> tuple[int, int] | None:
     """(H, W) of image ``name`` (as written in the dump, or below ``root``: the path, then the base
-    name), read from the file's header; None when no such image file is found or readable."""
-    from PIL import Image, UnidentifiedImageError
+    name), read from the file's header after its EXIF orientation, as Detectron2 read the image the dump was
+    made from (:func:`pipeline.core.image_files.photo_size`); None when no such image file is found or readable
+    (logged).
 
+    Raises:
+        ImageTooLargeError: more than :data:`pipeline.core.image_files.MAX_PIXELS` pixels (a decompression bomb).
+    """
     candidates = [Path(name)] if not root else [Path(root) / name, Path(root) / Path(name).name]
     for path in candidates:
         if path.is_file():
             try:
-                with Image.open(path) as im:
-                    return int(im.height), int(im.width)
-            except (UnidentifiedImageError, OSError):
+                return photo_size(path)
+            except UnreadableImageError as e:
+                log.warning("%s: its size is not known", e)
                 return None
     return None
 
@@ -274,15 +280,13 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
         InputError: bad boxes, scores or ``inds_values``, an IUV PNG that is not one, or a box whose
             instance in the index map cannot be decided (:func:`match_instances`).
     """
-    import cv2
-
     counts = counts if counts is not None else DoorCounts()
     folder = Path(folder)
     out, skipped = [], []
     for i, item, name, where, boxes, scores in read_boxes_json(boxes_json, ("file_name", "iuv", "boxes")):
         given = _inds_values(item, len(boxes), where)
         iuv_name = str(item["iuv"])
-        iuv = cv2.imread(str(folder / iuv_name), cv2.IMREAD_UNCHANGED)
+        iuv = _data_image(folder / iuv_name, name)
         if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
             log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)
             skipped.append(name)
@@ -290,7 +294,7 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
         _check_part_channel(iuv, f"{folder / iuv_name} (image {name!r}, {boxes_json} images[{i}])")
         inds = None
         if item.get("inds"):
-            inds = cv2.imread(str(folder / item["inds"]), cv2.IMREAD_UNCHANGED)
+            inds = _data_image(folder / item["inds"], name)
             if inds is None or inds.shape[:2] != iuv.shape[:2]:
                 log.warning("skipping %s: cannot read the index map %s", name, folder / item["inds"])
                 skipped.append(name)
@@ -314,19 +318,33 @@ def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
     return out, skipped
 
 
+def _data_image(path: Path, name: str) -> np.ndarray | None:
+    """An IUV or INDS PNG as ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` returns it
+    (:func:`pipeline.core.image_files.read_data_image`: unrotated, BGR), or None when unreadable (logged: the
+    caller skips image ``name``). Raises ImageTooLargeError on a decompression bomb."""
+    try:
+        return read_data_image(path)
+    except UnreadableImageError as e:
+        log.warning("image %s: %s", name, e)
+        return None
+
+
 def _photo(path: Path, size: tuple[int, int]) -> np.ndarray | None:
     """(H, W, 3) uint8 RGB the photo an IUV image was made from, when ``path`` is a readable image of its size
-    (oriented by EXIF, as OpenCV and Detectron2 read it); else None (logged when it exists but does not fit)."""
-    import cv2
-
+    (oriented by EXIF, as Detectron2 reads it: :func:`pipeline.core.image_files.read_photo`); else None (logged when
+    it exists but is unreadable, truncated or does not fit). Raises ImageTooLargeError on a decompression bomb."""
     if not path.is_file():
         return None
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != tuple(size):
-        log.info("%s: not used as the photo of its IUV image (%s, the IUV is %d x %d)", path,
-                 "unreadable" if bgr is None else f"{bgr.shape[1]} x {bgr.shape[0]}", size[1], size[0])
+    try:
+        rgb = read_photo(path)
+    except UnreadableImageError as e:
+        log.info("not used as the photo of its IUV image: %s", e)
         return None
-    return np.ascontiguousarray(bgr[..., ::-1])
+    if rgb.shape[:2] != tuple(size):
+        log.info("%s: not used as the photo of its IUV image (%d x %d, the IUV is %d x %d)", path, rgb.shape[1],
+                 rgb.shape[0], size[1], size[0])
+        return None
+    return rgb
 
 
 def _inds_values(item, k: int, where: str) -> np.ndarray | None:

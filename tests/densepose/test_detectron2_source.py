@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from image_fixture import header_bomb, truncated
 
 from pipeline.core.config import load_params_dict
+from pipeline.core.image_files import ImageTooLargeError
 from pipeline.core.stage import resolve_device
 from pipeline.densepose import detectron2 as d2
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
@@ -133,6 +135,17 @@ def test_infer_folder_batches_filters_and_skips(tmp_path):
     ref = chart_output_to_crops(*(t[keep] for t in det.chart), 16)
     assert np.array_equal(images[2].labels, ref.labels.numpy()) and np.array_equal(images[2].uv, ref.uv.numpy())
     np.testing.assert_array_equal(images[2].boxes, det.boxes[keep].numpy())
+
+
+def test_infer_folder_skips_a_truncated_jpeg_and_stops_on_a_decompression_bomb(tmp_path, caplog):
+    folder = _images(tmp_path / "imgs", [1])
+    truncated(folder / "cut.jpg", np.full((60, 40, 3), 128, np.uint8))
+    images, skipped = d2.infer_folder(FakePredictor(), folder, 16)
+    assert skipped == ["broken.jpg", "cut.jpg"] and [im.name for im in images] == ["img00.png"]
+    assert f"skipping {folder / 'cut.jpg'}: truncated" in caplog.text
+    header_bomb(folder / "bomb.png")
+    with pytest.raises(ImageTooLargeError, match=r"bomb.png: 60000 x 60000 pixels exceeds the 100-megapixel cap"):
+        d2.infer_folder(FakePredictor(), folder, 16)
 
 
 def test_write_detectron2_store_with_fake_model(tmp_path, monkeypatch):

@@ -8,10 +8,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+from image_fixture import header_bomb, truncated
 from network_fixture import person_everywhere_network
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
+from pipeline.core.image_files import ImageTooLargeError, UnreadableImageError
 from pipeline.densepose.network.model import ChartNet, save_network
 from pipeline.densepose.network.source import box_crops, read_rgb, write_network_store
 from pipeline.densepose.store import open_densepose
@@ -42,10 +44,44 @@ def test_read_rgb_converts_grey_16bit_and_alpha_and_refuses_the_rest(tmp_path):
     assert notes == ("images_alpha",)
     assert np.array_equal(got[:, 40:], rgb[:, 40:]) and np.all(got[:, :40] == 128)  # transparent: mid-grey
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert read_rgb(tmp_path / "bad.png") == (None, ())
-    assert read_rgb(tmp_path / "missing.png") == (None, ())
-    cv2.imwrite(str(tmp_path / "f.tiff"), rgb.astype(np.float32))
-    assert read_rgb(tmp_path / "f.tiff") == (None, ())  # float samples: no known range
+    cv2.imwrite(str(tmp_path / "f.tiff"), rgb.astype(np.float32))  # float samples: no known range
+    for name in ("bad.png", "missing.png", "f.tiff"):
+        with pytest.raises(UnreadableImageError, match=name):
+            read_rgb(tmp_path / name)
+
+
+def _read_rgb_before(path):
+    """The network source's reader before pipeline/core/image_files.py (OpenCV, EXIF ignored), for comparison."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    notes = []
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
+        notes.append("images_16bit")
+    if img.ndim == 2:
+        notes.append("images_grey")
+        img = np.stack([img] * 3, axis=-1)
+    else:
+        img = img[..., [2, 1, 0] + ([3] if img.shape[2] == 4 else [])]
+    if img.shape[2] == 4:
+        notes.append("images_alpha")
+        a = img[..., 3:].astype(np.float64) / 255.0
+        img = np.round(img[..., :3] * a + 255.0 * 0.5 * (1 - a)).astype(np.uint8)
+    return np.ascontiguousarray(img), tuple(notes)
+
+
+def test_read_rgb_gives_the_arrays_of_before_on_images_without_exif(tmp_path):
+    rgb = _image()
+    y, x = np.mgrid[0:60, 0:80]
+    smooth = np.stack([x * 3, y * 4, x + y], axis=-1).astype(np.uint8)
+    alpha = (np.arange(80, dtype=np.uint8) * 3)[None, :].repeat(60, axis=0)
+    writes = {"c.png": rgb[..., ::-1], "c.jpg": smooth[..., ::-1], "n.jpg": rgb[..., ::-1], "g.png": rgb[..., 0],
+              "g.jpg": smooth[..., 0], "a.png": np.dstack([rgb[..., ::-1], alpha]), "c.bmp": rgb[..., ::-1],
+              "c.webp": rgb[..., ::-1], "d.png": rgb[..., ::-1].astype(np.uint16) * 257}
+    for name, img in writes.items():
+        cv2.imwrite(str(tmp_path / name), img)
+    for name in writes:
+        got, want = read_rgb(tmp_path / name), _read_rgb_before(tmp_path / name)
+        assert np.array_equal(got[0], want[0]) and got[1] == want[1], name
 
 
 def test_box_crops_sample_the_box_at_crop_pixel_centres():
@@ -119,6 +155,24 @@ def test_no_surviving_box_and_missing_inputs_are_errors(template, checkpoint, tm
     with pytest.raises(InputError, match="network_source.images: folder not found") as e:
         write_network_store(params, template, tmp_path / "dp.zarr", checkpoint)
     assert "none.json" in str(e.value)
+
+
+def test_a_truncated_image_is_skipped_and_counted_and_a_decompression_bomb_stops_the_source(template, checkpoint,
+                                                                                           tmp_path, caplog):
+    params = _folder(tmp_path, [{"file_name": "a.png", "boxes": [[10, 5, 50, 55]]},
+                                {"file_name": "cut.jpg", "boxes": [[1, 1, 30, 40]]}])
+    truncated(tmp_path / "cut.jpg", _image()[..., ::-1])
+    out = tmp_path / "dp.zarr"
+    m = write_network_store(params, template, out, checkpoint).metrics()
+    assert m["images"] == 1 and m["images_skipped"] == 1 and m["instances"] == 1
+    assert open_densepose(out, template.hash).attrs["skipped_images"] == ["cut.jpg"]
+    assert f"skipping {tmp_path / 'cut.jpg'}: truncated" in caplog.text
+    header_bomb(tmp_path / "bomb.png")
+    params = _folder(tmp_path, [{"file_name": "a.png", "boxes": [[10, 5, 50, 55]]},
+                                {"file_name": "bomb.png", "boxes": [[1, 1, 30, 40]]}])
+    with pytest.raises(ImageTooLargeError, match=r"bomb.png: 60000 x 60000 pixels exceeds the 100-megapixel cap"):
+        write_network_store(params, template, tmp_path / "bombed.zarr", checkpoint)
+    assert not (tmp_path / "bombed.zarr").exists()
 
 
 def test_a_checkpoint_of_another_template_or_no_checkpoint_is_refused(template, tmp_path):

@@ -1,6 +1,7 @@
 """pipeline.densepose.precomputed: real dump files written with stand-in Detectron2 classes, read back safely."""
 
 import json
+import logging
 import os
 import pickle
 import sys
@@ -14,12 +15,15 @@ import pytest
 import torch
 
 from dump_fixture import fake_densepose_modules
+from image_fixture import header_bomb, save_oriented, truncated
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDumpError, load_dump
 from pipeline.core.errors import InputError
+from pipeline.core.image_files import ImageTooLargeError
 from pipeline.densepose.convert import chart_result_to_crop, cse_output_to_crops
-from pipeline.densepose.precomputed import read_dump, read_iuv_folder, select_instances, write_precomputed_store
+from pipeline.densepose.precomputed import (image_size, read_dump, read_iuv_folder, select_instances,
+                                            write_precomputed_store)
 from pipeline.densepose.store import open_densepose
 from pipeline.template.file import encode_iuv
 
@@ -189,6 +193,37 @@ def test_iuv_folder_with_index_map(tmp_path):
     assert l1.shape == (15, 30) and (l1 == 7).all()
     np.testing.assert_allclose(uv1[:, 0, 0].numpy(), [10.5 / 255, 250.5 / 255], rtol=1e-6)
     np.testing.assert_allclose(images[0].scores, [0.9, 0.8])
+
+
+def test_iuv_folder_skips_truncated_pngs_and_stops_on_a_decompression_bomb(tmp_path, caplog):
+    iuv = np.zeros((40, 50, 3), np.uint8)
+    iuv[5:25, 5:20] = (3, 100, 200)
+    assert cv2.imwrite(str(tmp_path / "a_IUV.png"), iuv)
+    truncated(tmp_path / "b_IUV.png", iuv)
+    assert cv2.imwrite(str(tmp_path / "c_IUV.png"), iuv)
+    truncated(tmp_path / "c_INDS.png", (iuv[..., 0] > 0).astype(np.uint8))
+    truncated(tmp_path / "a.jpg", np.full((40, 50, 3), 99, np.uint8))  # the photo under the IUV: not used
+    entries = [{"file_name": f"{n}.jpg", "iuv": f"{n}_IUV.png", "boxes": [[5, 5, 20, 25]]} for n in "abc"]
+    entries[2]["inds"] = "c_INDS.png"
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": entries}))
+    caplog.set_level(logging.INFO)
+    images, skipped = read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+    assert skipped == ["b.jpg", "c.jpg"] and [im.file_name for im in images] == ["a.jpg"] and images[0].photo is None
+    for name in ("b_IUV.png", "c_INDS.png", "a.jpg"):
+        assert f"{tmp_path / name}: truncated" in caplog.text
+    header_bomb(tmp_path / "b_IUV.png")
+    with pytest.raises(ImageTooLargeError, match=r"b_IUV.png: 60000 x 60000 pixels exceeds the 100-megapixel cap"):
+        read_iuv_folder(tmp_path, tmp_path / "boxes.json")
+
+
+def test_the_image_size_of_a_dump_entry_is_its_header_after_exif_and_a_bomb_is_refused(tmp_path):
+    save_oriented(tmp_path / "phone.jpg", np.zeros((40, 60, 3), np.uint8), 6)
+    assert image_size("phone.jpg", tmp_path) == (60, 40) and image_size(str(tmp_path / "phone.jpg")) == (60, 40)
+    (tmp_path / "junk.jpg").write_bytes(b"junk")
+    assert image_size("junk.jpg", tmp_path) is None and image_size("none.jpg", tmp_path) is None
+    header_bomb(tmp_path / "bomb.png")
+    with pytest.raises(ImageTooLargeError, match=r"bomb.png: 60000 x 60000 pixels exceeds"):
+        image_size("/elsewhere/bomb.png", tmp_path)
 
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "densepose-reference"  # never copied in here

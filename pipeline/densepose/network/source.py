@@ -9,8 +9,9 @@ Two inputs (``network_source``):
   from images is measured on the very instances the synthetic source gives, next to the exact and the
   hand-corrupted IUV. ``synthetic.corruption`` then only places the occluders.
 - **a folder of images** with a boxes JSON (``{"images": [{"file_name", "boxes", "scores"}]}``, the format
-  of ``precomputed.boxes_json``; ``scores`` optional): each image is read (:func:`read_rgb`: grey-scale,
-  16-bit and alpha images converted and counted, an unreadable file skipped and counted), its boxes checked
+  of ``precomputed.boxes_json``; ``scores`` optional): each image is read (:func:`read_rgb`: oriented by its
+  EXIF tag as Detectron2 orients it; grey-scale, 16-bit and alpha images converted and counted; an unreadable
+  or truncated file skipped and counted; a decompression bomb an error), its boxes checked
   at the door (:func:`pipeline.densepose.door.door_boxes`: bad values are errors, empty boxes and boxes
   outside the image skipped, boxes partly outside clipped, each counted), filtered by
   ``score_threshold``/``max_instances``, each kept box resampled to the network's input (:func:`box_crops`,
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import Params
+from pipeline.core.image_files import UnreadableImageError, read_image
 from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map, sum_counts
 from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.detectron2 import IMAGE_SUFFIXES
@@ -52,33 +54,27 @@ CONVERSIONS = ("images_grey", "images_16bit", "images_alpha")
 _BACKDROP = 0.5  # grey that transparent pixels are composited over
 
 
-def read_rgb(path: str | Path) -> tuple[np.ndarray | None, tuple[str, ...]]:
-    """An image file as (H, W, 3) uint8 RGB and the conversions made (names from :data:`CONVERSIONS`); None
-    when the file cannot be read as an image (missing, corrupt, empty, or of another sample type).
+def read_rgb(path: str | Path) -> tuple[np.ndarray, tuple[str, ...]]:
+    """An image file as (H, W, 3) uint8 RGB, oriented by its EXIF tag as Detectron2 orients it, and the conversions
+    made (names from :data:`CONVERSIONS`), read by :func:`pipeline.core.image_files.read_image`.
 
-    Grey-scale becomes three equal channels; 16-bit samples are scaled to 8 bits (/ 257); an alpha channel
-    is composited over mid-grey (the network never saw transparent pixels).
+    Grey-scale becomes three equal channels; 16-bit samples are reduced to 8 bits (their high byte); an alpha
+    channel is composited over mid-grey (the network never saw transparent pixels).
+
+    Raises:
+        UnreadableImageError: missing, corrupt, truncated, empty, or of another sample type (the caller skips it).
+        ImageTooLargeError: more than :data:`pipeline.core.image_files.MAX_PIXELS` pixels (a decompression bomb).
     """
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0 or img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3):
-        return None, ()
-    notes = []
+    decoded = read_image(path)
+    img = decoded.pixels
+    notes = ["images_16bit"] if decoded.bits == 16 else []
     if img.dtype == np.uint16:
-        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
-        notes.append("images_16bit")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
+        img = (img >> 8).astype(np.uint8)
     if img.ndim == 2 or img.shape[2] == 2:
         notes.append("images_grey")
         grey = img if img.ndim == 2 else img[..., 0]
         alpha = None if img.ndim == 2 else img[..., 1]
         img = np.stack([grey] * 3 + ([alpha] if alpha is not None else []), axis=-1)
-    elif img.shape[2] not in (3, 4):
-        return None, ()
-    else:
-        img = img[..., [2, 1, 0] + ([3] if img.shape[2] == 4 else [])]  # OpenCV's BGR(A) -> RGB(A)
     if img.shape[2] == 4:
         notes.append("images_alpha")
         a = img[..., 3:].astype(np.float64) / 255.0
@@ -129,9 +125,10 @@ def _folder_instances(net: ChartNet, input_size: int, params: Params, device: st
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             log.warning("skipping %s: not an image file (%s)", path, ", ".join(IMAGE_SUFFIXES))
             return None
-        rgb, made = read_rgb(path)
-        if rgb is None:
-            log.warning("skipping %s: unreadable, corrupt or not an 8/16-bit image", path)
+        try:
+            rgb, made = read_rgb(path)
+        except UnreadableImageError as e:
+            log.warning("skipping %s", e)
             return None
         for note in made:
             notes[note] += 1
