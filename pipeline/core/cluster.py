@@ -16,6 +16,9 @@ arguments (lookup tables, templates) are sent to every worker once (``scatter(br
 whose worker dies is run again elsewhere by Dask (``distributed.scheduler.allowed-failures``); when it
 fails for good, or a task raises, the exception reaches the stage, whose output is then not published
 (:func:`pipeline.core.io.stage_outputs`). An unreachable scheduler is an :class:`InputError` naming it.
+A local cluster keeps its scratch space (Dask's ``dask-scratch-space``: lock files, spilled data) in a
+temporary folder of the run, removed with the cluster (Dask leaves its lock files in the system's
+temporary folder otherwise).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -76,6 +80,19 @@ def _environ_kept() -> Iterator[None]:
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def _scratch_space() -> Iterator[str]:
+    """A temporary folder (``dp3d-dask-*`` in the system's temporary folder) as Dask's ``temporary-directory``
+    for the block, removed at its end: a local cluster's scheduler, nannies and workers keep their
+    ``dask-scratch-space`` (``global.lock``, ``purge.lock``, worker folders, spilled data) there, not in
+    ``/tmp/dask-scratch-space``, where Dask leaves the lock files behind. Yields the folder."""
+    import dask
+
+    with tempfile.TemporaryDirectory(prefix="dp3d-dask-", ignore_cleanup_errors=True) as tmp, \
+            dask.config.set({"temporary-directory": tmp}):
+        yield tmp
+
+
 def map_chunks(fn: Callable[..., Any], tasks: Iterable[tuple], workers: int = 1, scheduler: str = "",
                shared: tuple = (), desc: str = "chunks", progress: bool = True) -> Iterator[Any]:
     """Yields ``fn(*shared, *task)`` for each of ``tasks``, in their order (module docstring).
@@ -95,7 +112,8 @@ def map_chunks(fn: Callable[..., Any], tasks: Iterable[tuple], workers: int = 1,
                 yield fn(*shared, *t)
                 bar.update(1)
             return
-        with _environ_kept():  # over the cluster's life: a nanny restarting a worker sets them again
+        # over the cluster's life: a nanny restarting a worker sets the variables again, and writes its scratch space
+        with _environ_kept(), (_scratch_space() if not scheduler else contextlib.nullcontext()):
             client, cluster, n = _connect(scheduler, workers, len(tasks))
             try:
                 log.info("%s: %d chunks on %d Dask workers (%s); dashboard %s", desc, len(tasks), n,

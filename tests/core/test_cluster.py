@@ -55,3 +55,17 @@ def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch):
     with pytest.raises(InputError, match=r"cluster.scheduler 'tcp://127.0.0.1:9': no Dask scheduler"):
         list(map_chunks(operator.mul, TASKS, scheduler="tcp://127.0.0.1:9", progress=False))
     assert time.perf_counter() - t0 < 30
+
+
+def test_a_local_cluster_keeps_its_scratch_space_in_a_folder_of_its_own_removed_after(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the run's temporary folder goes
+    chunks = map_chunks(operator.mul, TASKS, workers=2, shared=(3,), progress=False)
+    assert next(chunks) == 0
+    scratch = [p.relative_to(tmp_path) for p in tmp_path.glob("dp3d-dask-*/dask-scratch-space/*")]
+    names = {p.name for p in scratch}
+    workers = [n for n in names if n.startswith("worker-") and not n.endswith(".dirlock")]
+    assert {"global.lock", "purge.lock"} <= names and len(workers) == 2, scratch  # the scheduler's too
+    assert list(chunks) == [3 * k for k in range(1, 7)]
+    assert list(tmp_path.iterdir()) == []  # nothing left, lock files included
