@@ -7,7 +7,7 @@ only through its read side:
 package             what it holds                                                read side
 ==================  ===========================================================  ==================
 core                errors, params, atomic I/O, Zarr stores, the stage runner,   (everything)
-                    safe unpicklers
+                    safe unpicklers, the image-file reader
 geometry            meshes, the Laplace-Beltrami basis (stage lbo), charts,      (everything);
                     cameras, mesh drawing                                        ``lbo`` for lbo.npz
 template            stage template: the body template                            ``file``

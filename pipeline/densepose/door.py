@@ -47,7 +47,8 @@ CSE embedding / coarse_segm not (k, D, h, w) /          error                   
 (k, >= 2, h, w) float, or NaN / infinite
 model output (heatmaps) NaN or infinite                 error (check weights and config)         detectron2
 IUV PNG part index (channel 0) above 24                 error (not an IUV image; RGB order?)     iuv_png
-IUV PNG or index map missing, unreadable, not 8-bit     skip the image, ``images_skipped``       iuv_png
+IUV PNG or index map missing, unreadable, truncated,    skip the image, ``images_skipped``       iuv_png
+not 8-bit
 index map: which instance a box is, undecided           error naming the JSON, the image and     iuv_png
 (another matching of boxes and instances holds as       the box; the fix: ``inds_values``
 many pixels; precomputed.py's docstring)
@@ -55,7 +56,11 @@ many pixels; precomputed.py's docstring)
 value given twice, or without ``inds``
 box holding no pixel of its index-map instance          kept, empty crop, logged (the iuv stage  iuv_png
                                                         drops it)
-image file unreadable or corrupt                        skip the image, ``images_skipped``       detectron2
+image file unreadable, corrupt or truncated             skip the image, ``images_skipped``; a    detectron2,
+(:mod:`pipeline.core.image_files`; photos               photo under an IUV PNG is not used       network,
+EXIF-oriented as Detectron2 reads them)                                                          iuv_png
+image file over 100 megapixels in its header, or a      error before decoding (a decompression   all
+PNG chunk inflating past Pillow's limit                 bomb), naming the file and its size
 dump refers to a class outside the allowlist            error (:class:`UnsafeDumpError`)         dump
 dump truncated or corrupt                               error ("truncated or corrupt", the file) dump
 Detectron2 missing; params file/folder empty, missing,  one error listing every problem, before  detectron2,
