@@ -136,12 +136,14 @@ def test_deterministic_checkpoint_and_prediction_api(inputs, tmp_path):
 
 
 def test_resume_continues_to_the_same_weights(inputs, tmp_path):
-    straight = _run(inputs, tmp_path / "s.pt", _params(train_={"epochs": 4}))
-    _run(inputs, tmp_path / "r.pt", _params(train_={"epochs": 2}))
-    resumed = _run(inputs, tmp_path / "r.pt", _params(train_={"epochs": 4, "resume": True}))
+    straight = _run(inputs, tmp_path / "s.pt", _params(train_={"epochs": 4}), tmp_path / "s_live")
+    _run(inputs, tmp_path / "r.pt", _params(train_={"epochs": 2}), tmp_path / "r_live")
+    resumed = _run(inputs, tmp_path / "r.pt", _params(train_={"epochs": 4, "resume": True}), tmp_path / "r_live")
     assert resumed.step == straight.step > 0
     ws, wr = _weights(straight.objective), _weights(resumed.objective)
     assert all(torch.allclose(ws[k].float(), wr[k].float(), atol=1e-6) for k in ws)
+    # a finished model trained further: its curves go on from the finished ones
+    assert tree_bytes(tmp_path / "r_live") == tree_bytes(tmp_path / "s_live")
     with pytest.raises(ValueError, match="model.parts"):
         _run(inputs, tmp_path / "r.pt", _params(model={"parts": 3}, train_={"epochs": 5, "resume": True}))
 
