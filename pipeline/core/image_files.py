@@ -146,17 +146,22 @@ def _refusal(path: str | Path, e: Exception, what: str) -> InputError:
     return UnreadableImageError(f"{path}: {what} ({type(e).__name__}: {e})")
 
 
-def _orientation(im) -> int:
-    """The EXIF orientation Detectron2 applies (2..8), or 1: none, another value, or an unreadable EXIF block."""
+def _orientation(im, path: str | Path) -> int:
+    """The EXIF orientation Detectron2 applies (2..8), or 1: none, another value, or an unreadable EXIF block.
+    Raises ImageTooLargeError when reading the block meets a decompression bomb."""
     try:
         value = im.getexif().get(_EXIF_ORIENTATION)
         return value if value in _TRANSPOSE else 1
-    except _READ_ERRORS:  # Detectron2 leaves the image as stored (its issue 1885)
+    except _READ_ERRORS as e:  # Detectron2 leaves the image as stored (its issue 1885)
+        refusal = _refusal(path, e, "")
+        if isinstance(refusal, ImageTooLargeError):
+            raise refusal from e
         return 1
 
 
 def photo_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of a photo as :func:`read_photo` reads it (after its EXIF orientation), from its header.
+    """(H, W) of a photo as :func:`read_photo` reads it (after its EXIF orientation), from its header (Pillow
+    decodes a PNG to find an EXIF block after its pixels, as Detectron2 does).
 
     Raises:
         ImageTooLargeError, UnreadableImageError: as :func:`read_image` (a truncated file is not found out here).
@@ -165,7 +170,7 @@ def photo_size(path: str | Path) -> tuple[int, int]:
         w, h = im.size
         if im.format == "TIFF":  # Pillow orients a TIFF itself as it decodes it: its size is the oriented one
             return h, w
-        return (w, h) if _orientation(im) >= 5 else (h, w)  # 5..8 swap the sides
+        return (w, h) if _orientation(im, path) >= 5 else (h, w)  # 5..8 swap the sides
 
 
 def _decode(im, path: str | Path) -> None:
@@ -212,7 +217,7 @@ def read_image(path: str | Path, orient: bool = True) -> Decoded:
     with _opened(path) as im:
         bits = _bits(im)
         _decode(im, path)
-        turn = _orientation(im) if orient else 1  # read once decoded: a PNG's EXIF may follow its pixels
+        turn = _orientation(im, path) if orient else 1  # read once decoded: a PNG's EXIF may follow its pixels
         out = _known_mode(im, path)
         if turn != 1:
             out = out.transpose(getattr(Image.Transpose, _TRANSPOSE[turn]))

@@ -68,6 +68,11 @@ def test_zlib_bombs_are_refused_clearly(tmp_path):
         e = _fast_and_small(read_photo, path)
         assert isinstance(e, ImageTooLargeError) and re.match(rf"{re.escape(str(path))}: a compressed chunk inflates "
                                                               r"past Pillow's limit", str(e))
+    # the same text chunk after the image data (read as the pixels are, or for the EXIF)
+    after = png_bytes(8, 8, zlib.compress(b"\0" * 8 * 25))[:-12] + png_chunk(b"zTXt", b"c\0\0" + zeros)
+    (tmp_path / "after.png").write_bytes(after + png_chunk(b"IEND", b""))
+    for reader in (read_photo, photo_size):
+        assert isinstance(_fast_and_small(reader, tmp_path / "after.png"), ImageTooLargeError)
     # a small header with 16 MB of image data: decoded only up to the header's pixels
     (tmp_path / "long.png").write_bytes(png_bytes(64, 64, zeros))
     tracemalloc.start()
