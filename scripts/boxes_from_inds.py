@@ -58,16 +58,25 @@ def iuv_files(paths: list[str]) -> list[Path]:
 
 def image_entry(iuv_path: Path, image_ext: str) -> dict:
     """The boxes JSON entry of one IUV PNG and its index map (module docstring)."""
-    import cv2
+    from pipeline.core.image_files import ImageTooLargeError, read_data_image
 
     inds_path = iuv_path.with_name(iuv_path.name[: -len(IUV_SUFFIX)] + INDS_SUFFIX)
-    iuv = cv2.imread(str(iuv_path), cv2.IMREAD_UNCHANGED)
+
+    def read(path: Path):  # (H, W[, C]) array or None
+        try:
+            return read_data_image(path)
+        except ImageTooLargeError:
+            raise
+        except InputError:
+            return None
+
+    iuv = read(iuv_path)
     if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3:
         raise InputError(f"{iuv_path}: cannot read it as a 3-channel IUV image")
     if not inds_path.is_file():
         raise InputError(f"{iuv_path}: its index map {inds_path} does not exist (DensePose writes it beside the IUV "
                          "image); the boxes come from it")
-    inds = cv2.imread(str(inds_path), cv2.IMREAD_UNCHANGED)
+    inds = read(inds_path)
     if inds is None:
         raise InputError(f"{inds_path}: cannot read it as an image")
     inds = inds if inds.ndim == 2 else inds[..., 0]

@@ -7,7 +7,7 @@ points and, for comparison, the synthetic source's exact rendering (measures: :m
 
 Inputs (defaults: the files in ``../shared/densepose-reference/`` next to the repository, when it is there):
 
-- ``--iuv``: DensePose-RCNN's IUV image as OpenCV writes it (read with ``cv2.imread``: channel 0 the part I 0..24,
+- ``--iuv``: DensePose-RCNN's IUV image as OpenCV writes it (read as ``cv2.imread`` reads it: channel 0 the part I 0..24,
   channel 1 U x 255, channel 2 V x 255); ``--inds`` its instance map (0 background, any ids per person).
 - ``--annotated``: an ``.npz`` of points annotated by people (DensePose-COCO): ``x``, ``y`` pixels, ``I`` part
   1..24, ``U``, ``V`` in [0, 1], one entry per point.
@@ -50,16 +50,14 @@ ANNOTATED_KEYS = ("x", "y", "I", "U", "V")
 
 
 def _read_png(path: str | Path, what: str) -> np.ndarray:
-    """The image at ``path`` as stored (OpenCV, unchanged); InputError naming the file when missing or unreadable."""
-    import cv2
+    """The image at ``path`` as stored (the project's one reader of data images: no EXIF turn, a pixel cap);
+    InputError naming the file when missing or unreadable."""
+    from pipeline.core.image_files import read_data_image
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such {what}")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise InputError(f"{path}: not a readable image")
-    return image
+    return read_data_image(path)
 
 
 def read_iuv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
