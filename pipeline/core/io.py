@@ -7,7 +7,7 @@ A stage never leaves an output that looks complete unless the whole stage succee
 * inside :func:`stage_outputs` (every stage script runs in one), a finished output is not renamed
   onto its name but parked as ``.NAME.staged``; when the stage's work ends without error, all
   staged outputs are renamed onto their names together. On an error, the staged outputs and any
-  output left by an earlier run are removed;
+  output left by an earlier run (but a kept one, below) are removed;
 * a stage killed with ``SIGKILL`` leaves only ``.NAME.*.tmp`` and ``.NAME.staged`` entries (git-ignored);
   the next run of the stage sweeps them before it starts;
 * work that may be resumed (training's checkpoint and curves) lives as ``.NAME.partial`` until the
@@ -201,7 +201,11 @@ def _replace(src: Path, dst: Path) -> None:
         aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
         try:
             os.replace(dst, aside / dst.name)
-            os.replace(src, dst)
+            try:
+                os.replace(src, dst)
+            except BaseException:
+                os.replace(aside / dst.name, dst)  # the predecessor stays
+                raise
         finally:
             shutil.rmtree(aside, ignore_errors=True)
     else:
