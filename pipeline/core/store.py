@@ -110,7 +110,10 @@ class StoreWriter:
 
     When the number of rows is only known at the end (instances dropped on the way), create the
     writer with an upper bound ``n``, add rows with :meth:`append` and the store is cut to the rows
-    appended when it closes (an empty result is an error: no empty store is ever written).
+    appended when it closes (an empty result is an error: no empty store is ever written). Without an
+    upper bound, :meth:`reserve` grows the arrays as rows come (the chunk stays the one ``n`` gave), and
+    :meth:`drop` removes an array that turns out not to belong in the store. The bytes are those of a
+    store created with the final length.
     """
 
     def __init__(self, tmp: Path, n: int, specs: Mapping[str, tuple[tuple[int, ...], str]], attrs: dict,
@@ -179,6 +182,21 @@ class StoreWriter:
         start = self.appended or 0
         self.write(start, rows)
         self.appended = start + lengths.pop()
+
+    def reserve(self, n: int) -> None:
+        """Room for at least ``n`` rows: grows every array (and its record of rows written) to ``n`` when shorter."""
+        if n <= self.n:
+            return
+        for name, arr in self.arrays.items():
+            arr.resize((n, *arr.shape[1:]))
+            self.written[name] = np.concatenate([self.written[name], np.zeros(n - self.n, dtype=bool)])
+        self.n = n
+
+    def drop(self, name: str) -> None:
+        """Removes array ``name`` and the rows written to it (an array only some of the instances have)."""
+        del self.root[name]
+        for table in (self.arrays, self.buffers, self.written):
+            table.pop(name)
 
     def _flush_full(self, name: str, final: bool = False) -> None:
         buf = self.buffers[name]
