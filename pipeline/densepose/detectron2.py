@@ -36,6 +36,7 @@ model (the tests use a fake).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -47,10 +48,11 @@ from pipeline.core.image_files import UnreadableImageError, read_photo
 from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map, sum_counts
 from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.convert import chart_output_to_crops, cse_output_to_crops
-from pipeline.densepose.door import (DoorCounts, check_finite, door_boxes, path_problems, raise_problems,
+from pipeline.densepose.door import (BoxVerdict, DoorCounts, check_finite, door_boxes, path_problems, raise_problems,
                                      select_instances)
-from pipeline.densepose.write import (DenseposeSummary, ImageInstances, NoInstancesError, check_cse_template,
-                                      read_name_list, store_params, write_instances_store)
+from pipeline.densepose.write import (BOXES_PER_BATCH, DenseposeSummary, ImageHead, ImageInstances, ImageTask,
+                                      InstancesWriter, NoInstancesError, check_cse_template, materialised,
+                                      read_name_list, store_params, write_images)
 
 log = logging.getLogger(__name__)
 
@@ -197,43 +199,102 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _to_instances(where: str, name: str, det: Detections, size: tuple[int, int], crop: int, threshold: float,
-                  max_instances: int, counts: DoorCounts) -> ImageInstances:
-    """One image's detections, checked at the door, filtered and resampled onto the crop grid.
+def _kept(where: str, det: Detections, size: tuple[int, int], threshold: float, max_instances: int,
+          counts: DoorCounts) -> tuple[np.ndarray, BoxVerdict, np.ndarray]:
+    """One image's detections checked at the door (skips and clips counted in ``counts``) and filtered.
 
-    where: the image file (for the messages).  name: its name in the store.  size: its (H, W).
+    where: the image file (for the messages).  size: its (H, W).
+    Returns: keep (m,) int64 the detections kept, best first; the door's verdict; scores (k,) float32.
     """
     boxes = det.boxes.detach().float().cpu().numpy()
     scores = det.scores.detach().float().cpu().numpy()
     v = door_boxes(boxes.reshape(-1, 4) if boxes.size == 0 else boxes, scores, size, where, counts)
-    keep = select_instances(scores, threshold, max_instances, usable=v.keep)
-    idx = torch.from_numpy(keep).long()
-    kept_boxes, kept_scores, window = v.boxes[keep], scores[keep], torch.from_numpy(v.window[keep])
+    return select_instances(scores, threshold, max_instances, usable=v.keep), v, scores
+
+
+def _crops(where: str, name: str, det: Detections, size: tuple[int, int], crop: int, part: np.ndarray,
+           v: BoxVerdict, scores: np.ndarray) -> ImageInstances:
+    """Detections ``part`` ((m,) int64, kept by :func:`_kept`) of one image resampled onto the crop grid; their
+    heatmaps checked finite. name: the image's name in the store."""
+    idx = torch.from_numpy(part).long()
+    kept_boxes, kept_scores, window = v.boxes[part], scores[part], torch.from_numpy(v.window[part])
     fix = "check detectron2.weights (a damaged or mismatched file) and detectron2.config"
     if det.cse is not None:
         e, c = (t[idx.to(t.device)] for t in det.cse)
         for t, what in ((e, "the model's embedding"), (c, "the model's coarse_segm")):
-            check_finite(t, what, where, fix, keep)
+            check_finite(t, what, where, fix, part)
         out = cse_output_to_crops(e, c, crop, window=window)
         return ImageInstances(name, kept_boxes, kept_scores, embedding=out.embedding.cpu().numpy(),
                               mask=out.mask.cpu().numpy(), size=size)
     if det.chart is None:
-        if len(keep):
+        if len(part):
             raise InputError(f"{where}: detections without DensePose output")
         return ImageInstances(name, kept_boxes, kept_scores, labels=np.zeros((0, crop, crop), np.uint8),
                               uv=np.zeros((0, 2, crop, crop), np.float32), size=size)
     heatmaps = [t[idx.to(t.device)] for t in det.chart]
     for t, what in zip(heatmaps, ("fine_segm", "coarse_segm", "u", "v")):
-        check_finite(t, f"the model's {what}", where, fix, keep)
+        check_finite(t, f"the model's {what}", where, fix, part)
     out = chart_output_to_crops(*heatmaps, crop, window=window)
     return ImageInstances(name, kept_boxes, kept_scores, labels=out.labels.cpu().numpy(), uv=out.uv.cpu().numpy(),
                           size=size)
 
 
+def _folder_task(predictor: Predictor, batches: list[list[Path]], crop: int, score_threshold: float,
+                 max_instances: int, counts: DoorCounts, batch: int | None) -> ImageTask:
+    """The task of image batch ``t`` (module docstring): its images read, the model run on them, each image's
+    detections checked at the door and filtered; per image its :class:`~pipeline.densepose.write.ImageHead` and a
+    generator of its instances resampled ``batch`` at a time (None: all in one, even none), or None when the image
+    cannot be read (logged)."""
+    def infer(t: int) -> list[tuple[ImageHead, Iterator[ImageInstances] | None]]:
+        out, read, images = [], [], []
+        for p in batches[t]:
+            try:
+                img = np.ascontiguousarray(read_photo(p)[..., ::-1])  # BGR, as DefaultPredictor takes it
+            except UnreadableImageError as e:
+                log.warning("skipping %s", e)
+                out.append((ImageHead(p.name), None))
+                continue
+            read.append(p)
+            images.append(img)
+        if not images:
+            return out
+        dets = predictor(images)
+        if len(dets) != len(images):
+            raise RuntimeError(f"the predictor returned {len(dets)} results for {len(images)} images")
+        for p, d, im in zip(read, dets, images):
+            size = tuple(int(x) for x in im.shape[:2])
+            keep, v, scores = _kept(str(p), d, size, score_threshold, max_instances, counts)
+            parts = [keep] if batch is None else [keep[s:s + batch] for s in range(0, len(keep), batch)]
+            out.append((ImageHead(p.name, size, len(scores)), _image_batches(str(p), p.name, d, size, crop, parts, v,
+                                                                             scores)))
+        return out
+
+    return infer
+
+
+def _image_batches(where: str, name: str, det: Detections, size: tuple[int, int], crop: int,
+                   parts: list[np.ndarray], v: BoxVerdict, scores: np.ndarray) -> Iterator[ImageInstances]:
+    """:func:`_crops` of each of ``parts``, one at a time."""
+    for part in parts:
+        yield _crops(where, name, det, size, crop, part, v, scores)
+
+
+def _batches(folder: str | Path, batch_size: int, ranks: Ranks) -> list[list[Path]]:
+    """The images of ``folder`` in batches of ``batch_size`` (one model call each, one task under torchrun)."""
+    paths = list_images(folder)
+    if not paths:
+        raise FileNotFoundError(f"detectron2.images: no image ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    check_share(-(-len(paths) // batch_size), ranks,
+                f"batches of detectron2.batch_size = {batch_size} images ({len(paths)} images)",
+                "lower detectron2.batch_size or the processes")
+    return [paths[s:s + batch_size] for s in range(0, len(paths), batch_size)]
+
+
 def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size: int = 4,
                  score_threshold: float = 0.8, max_instances: int = 0,
                  counts: DoorCounts | None = None, ranks: Ranks = ALONE) -> tuple[list[ImageInstances], list[str]]:
-    """Runs ``predictor`` on every image of ``folder``; see the module docstring.
+    """Runs ``predictor`` on every image of ``folder`` and keeps every result (to look at them; the stage writes
+    them as they come, :func:`write_detectron2_store`); see the module docstring.
 
     Args:
         counts: where boxes skipped or clipped at the door are counted (default: a new, discarded one); under
@@ -245,44 +306,16 @@ def infer_folder(predictor: Predictor, folder: str | Path, crop: int, batch_size
         of the images that could not be read.
     """
     counts = counts if counts is not None else DoorCounts()
-    paths = list_images(folder)
-    if not paths:
-        raise FileNotFoundError(f"detectron2.images: no image ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    batches = [paths[s:s + batch_size] for s in range(0, len(paths), batch_size)]
-    check_share(len(batches), ranks, f"batches of detectron2.batch_size = {batch_size} images ({len(paths)} images)",
-                "lower detectron2.batch_size or the processes")
-
-    def infer(t: int) -> tuple[list[ImageInstances], list[str]]:
-        read, images, skipped = [], [], []
-        for p in batches[t]:
-            try:
-                img = np.ascontiguousarray(read_photo(p)[..., ::-1])  # BGR, as DefaultPredictor takes it
-            except UnreadableImageError as e:
-                log.warning("skipping %s", e)
-                skipped.append(p.name)
-                continue
-            read.append(p)
-            images.append(img)
-        if not images:
-            return [], skipped
-        dets = predictor(images)
-        if len(dets) != len(images):
-            raise RuntimeError(f"the predictor returned {len(dets)} results for {len(images)} images")
-        return [_to_instances(str(p), p.name, d, tuple(int(x) for x in im.shape[:2]), crop, score_threshold,
-                              max_instances, counts)
-                for p, d, im in zip(read, dets, images)], skipped
-
+    batches = _batches(folder, batch_size, ranks)
+    task = materialised(_folder_task(predictor, batches, crop, score_threshold, max_instances, counts, batch=None))
     results, skipped = [], []
-    bar = progress(total=len(paths), desc="densepose", unit="img", enabled=ranks.writer)
-    for t, (res, skip) in ordered_map(infer, len(batches), ranks):
-        results += res
-        skipped += skip
-        bar.update(len(batches[t]))
-    bar.close()
+    for _, images in ordered_map(task, len(batches), ranks):
+        for head, instances in images:
+            if instances is None:
+                skipped.append(head.name)
+            else:
+                results += instances
     counts.counts = sum_counts(counts.counts, ranks)
-    if ranks.writer:
-        log.info("ran DensePose on %d images (%d skipped): %d instances kept", len(results), len(skipped),
-                 sum(len(r) for r in results))
     return results, skipped
 
 
@@ -341,12 +374,17 @@ def write_detectron2_store(params, crop: int, device: str, template, out_path: s
     predictor = build_predictor(params.config, params.weights, resolve_device(device), params.score_threshold)
     mesh = _check_cse_embeddings(predictor, template, params.weights) if predictor.is_cse else None
     counts = DoorCounts()
-    images, skipped = infer_folder(predictor, params.images, crop, params.batch_size,
-                                   params.score_threshold, params.max_instances, counts, ranks)
-    ranks.leave_unless_writer()
-    return write_instances_store(out_path, images, crop=crop, source="detectron2", template_hash=template.hash,
-                                 params=params_record or {}, test_names=test, skipped=skipped, cse_mesh=mesh,
-                                 counts=counts.summary())
+    batches = _batches(params.images, params.batch_size, ranks)
+    task = _folder_task(predictor, batches, crop, params.score_threshold, params.max_instances, counts, BOXES_PER_BATCH)
+    with InstancesWriter(out_path, crop=crop, source="detectron2", template_hash=template.hash,
+                         params=params_record or {}, test_names=test, cse_mesh=mesh) as w:
+        bar = progress(total=sum(map(len, batches)), desc="densepose", unit="img", enabled=ranks.writer)
+        write_images(w, task, len(batches), ranks, bar, unit="img")  # batch t runs on rank t mod P, rank 0 writes
+        bar.close()
+        counts.counts = sum_counts(counts.counts, ranks)
+        ranks.leave_unless_writer()
+        log.info("ran DensePose on %d images (%d skipped): %d instances kept", len(w.names), len(w.skipped), w.n)
+        return w.finish(counts.summary())
 
 
 def _check_cse_embeddings(predictor: Predictor, template, weights: str) -> str:

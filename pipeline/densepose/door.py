@@ -47,8 +47,12 @@ CSE embedding / coarse_segm not (k, D, h, w) /          error                   
 (k, >= 2, h, w) float, or NaN / infinite
 model output (heatmaps) NaN or infinite                 error (check weights and config)         detectron2
 IUV PNG part index (channel 0) above 24                 error (not an IUV image; RGB order?)     iuv_png
-IUV PNG or index map missing, unreadable, truncated,    skip the image, ``images_skipped``       iuv_png
-not 8-bit
+IUV PNG or index map unreadable, truncated, not 8-bit   skip the image, ``images_skipped``       iuv_png
+boxes JSON: no images, a path leaving its folder, a     one error before any work, naming the    iuv_png,
+file listed twice, a listed file missing                entries and the paths                    network
+(:mod:`pipeline.densepose.boxes_json`)
+box of a boxes JSON inverted (x1 < x0 or y1 < y0) or   error naming the JSON, the image and     iuv_png,
+with a negative coordinate                              the box, before any work                 network
 index map: which instance a box is, undecided           error naming the JSON, the image and     iuv_png
 (another matching of boxes and instances holds as       the box; the fix: ``inds_values``
 many pixels; precomputed.py's docstring)

@@ -54,16 +54,24 @@ Two input formats (``precomputed.format``):
     its ``inds_values``.
 
 Both formats are checked at the door (:mod:`pipeline.densepose.door`, whose docstring has the policy table):
-first :func:`check_precomputed_inputs` (the params' files and folders, every problem in one error),
-then each image's boxes, scores and arrays as they are read -- an error naming the file, the image
-and the instance, or a skip or clip counted in the returned summary.
+first :func:`check_precomputed_inputs` (the params' files and folders, every problem in one error) and, for
+``iuv_png``, the whole boxes JSON (:mod:`pipeline.densepose.boxes_json`: paths inside the folder, each file listed
+once, every listed PNG present, boxes neither inverted nor negative), then each image's boxes, scores and arrays
+as they are read -- an error naming the file, the image and the instance, or a skip or clip counted in the
+returned summary.
+
+Memory: :func:`write_precomputed_store` reads an IUV folder one image at a time and cuts each box's pixels from
+the decoded image only when its crop is made (:class:`BoxCharts`); crops are made and written
+:data:`pipeline.densepose.write.BOXES_PER_BATCH` at a time (:func:`image_batches`). So an image with 10,000 boxes
+holds its decoded PNGs and a batch of crops, not 10,000 box-size results. (A dump is read whole: it holds every
+result itself.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,19 +81,22 @@ import torch
 from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, load_dump
 from pipeline.core.errors import InputError
 from pipeline.core.image_files import UnreadableImageError, photo_size, read_data_image, read_photo
-from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map
+from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map, sum_counts
+from pipeline.core.stage import progress
+from pipeline.densepose.boxes_json import BoxesEntry, read_boxes_json
 from pipeline.densepose.convert import (chart_results_to_crops, cse_output_to_crops, cut_result_to_box, int_box_xywh,
                                        photo_crops)
-from pipeline.densepose.door import (DoorCounts, check_boxes, check_chart_result, check_cse_output, door_boxes,
-                                     path_problems, raise_problems, select_instances)
-from pipeline.densepose.write import (DenseposeSummary, ImageInstances, check_cse_template, read_name_list,
-                                      store_params, write_instances_store)
+from pipeline.densepose.door import (MAX_LOGGED, DoorCounts, check_boxes, check_chart_result, check_cse_output,
+                                     door_boxes, path_problems, raise_problems, select_instances)
+from pipeline.densepose.write import (BOXES_PER_BATCH, DenseposeSummary, ImageHead, ImageInstances, InstancesWriter,
+                                      check_cse_template, read_name_list, store_params, write_images)
 from pipeline.template.file import decode_iuv
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_dump", "read_iuv_folder", "match_instances", "instance_boxes", "door_image", "select_instances",
-           "check_precomputed_inputs", "write_precomputed_store"]
+__all__ = ["read_dump", "read_iuv_entries", "read_iuv_image", "BoxCharts", "read_iuv_folder", "match_instances",
+           "instance_boxes", "door_image", "select_instances", "image_batches", "check_precomputed_inputs",
+           "write_precomputed_store"]
 
 
 @dataclass(frozen=True)
@@ -212,15 +223,6 @@ def door_image(im: DumpImage, where: str, counts: DoorCounts) -> DumpImage:
     return dataclasses.replace(im, boxes=v.boxes[keep], scores=im.scores[keep], chart=chart, cse=cse, window=window)
 
 
-def _iuv_boxes(item, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """An ``images[i]`` entry's boxes (k, 4) and scores (k,) float32, checked."""
-    boxes = np.asarray(item.get("boxes", []), np.float64)
-    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
-    scores = np.asarray(item.get("scores", [1.0] * len(boxes) if boxes.ndim else []), np.float64)
-    check_boxes(boxes, scores, where)
-    return boxes.astype(np.float32), scores.astype(np.float32)
-
-
 def _check_part_channel(iuv: np.ndarray, where: str) -> None:
     """Refuses an IUV image (H, W, 3) uint8 whose channel 0 (part index) exceeds 24."""
     bad = iuv[..., 0] > 24
@@ -231,90 +233,113 @@ def _check_part_channel(iuv: np.ndarray, where: str) -> None:
                          "array (PIL, imageio), reverse its channels")
 
 
-def read_boxes_json(path: str | Path, keys: tuple[str, ...] = ("file_name", "boxes")) -> list[tuple]:
-    """The entries of a boxes JSON (``{"images": [{"file_name", "boxes", "scores", ...}]}``), checked: one
-    ``(i, item, name, where, boxes (k, 4) float32, scores (k,) float32)`` per ``images[i]``, ``where`` naming the
-    file and image for messages.
+# an iuv_png entry: the keys it needs, its paths below precomputed.iuv_folder, those that must exist (not the photo)
+IUV_KEYS, IUV_PATHS, IUV_FILES = ("file_name", "iuv", "boxes"), ("file_name", "iuv", "inds"), ("iuv", "inds")
+
+
+def read_iuv_entries(folder: str | Path, boxes_json: str | Path) -> list[BoxesEntry]:
+    """The boxes JSON of an IUV folder, every entry checked before any PNG is read: the table of
+    :mod:`pipeline.densepose.boxes_json` (the ``iuv`` and ``inds`` files must exist below ``folder``; the photo,
+    ``file_name``, may be absent) and the entries' ``inds_values`` (:func:`_inds_values`).
 
     Raises:
-        FileNotFoundError: no such file.  InputError: not JSON, not this layout, an entry without ``keys``, or
-            bad boxes or scores (:func:`pipeline.densepose.door.check_boxes`).
+        MissingInputError: listed PNGs missing (every one named).  InputError: the rest of the tables.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"boxes JSON not found: {path}")
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
-        raise InputError(f"{path}: expected {{\"images\": [...]}}")
-    out = []
-    for i, item in enumerate(spec["images"]):
-        try:
-            missing = [k for k in keys if k not in item]
-            if missing:
-                raise KeyError(", ".join(missing))
-            name = str(item["file_name"])
-            where = f"{path}: image {name!r} (images[{i}])"
-            boxes, scores = _iuv_boxes(item, where)
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, InputError):
-                raise
-            raise InputError(f"{path}: images[{i}] needs {', '.join(repr(k) for k in keys)} (boxes as [[x0, y0, x1, "
-                             f"y1], ...]) ({type(e).__name__}: {e})") from e
-        out.append((i, item, name, where, boxes, scores))
-    return out
+    entries = read_boxes_json(boxes_json, folder, IUV_KEYS, IUV_PATHS, IUV_FILES)
+    for e in entries:
+        if _inds_values(e.item, len(e.boxes), e.where) is not None and not e.item.get("inds"):
+            raise InputError(f"{e.where}: \"inds_values\" without \"inds\": they name instances of an index map; "
+                             "add the index map's file as \"inds\" or drop \"inds_values\"")
+    return entries
+
+
+class BoxCharts(Sequence):
+    """The chart results of an IUV image's boxes, each cut from the decoded image when it is read
+    (:func:`_box_pixels`): item j is labels (h, w) int64 and uv (2, h, w) float32 at box j's integer size. One
+    box's result at a time in memory, whatever the number of boxes.
+
+    labels_full: (H, W) int64 and uv_full: (2, H, W) float32 the decoded image.  inds: (H, W) index map or None.
+    boxes: (k, 4) float32.  values: k index-map values (None without an index map).
+    """
+
+    def __init__(self, labels_full: np.ndarray, uv_full: np.ndarray, inds: np.ndarray | None, boxes: np.ndarray,
+                 values: list):
+        self.labels_full, self.uv_full, self.inds, self.boxes, self.values = labels_full, uv_full, inds, boxes, values
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(len(self)))]
+        if not -len(self) <= j < len(self):
+            raise IndexError(j)
+        return _box_pixels(self.labels_full, self.uv_full, self.inds, self.boxes[j], self.values[j])
+
+
+def read_iuv_image(folder: str | Path, entry: BoxesEntry, boxes_json: str | Path, counts: DoorCounts) -> DumpImage | None:
+    """One image of an IUV folder (an entry of :func:`read_iuv_entries`): its PNGs read, its boxes checked at the
+    door (skips and clips counted in ``counts``) and matched with the index map's instances.
+
+    Returns:
+        a :class:`DumpImage` of the boxes kept, its ``chart`` a :class:`BoxCharts` (made box by box when read), its
+        ``photo`` the photo when found; None when the IUV PNG or the index map cannot be read (logged: the image
+        is skipped).
+    Raises:
+        InputError: an IUV PNG that is not one, or a box whose instance in the index map cannot be decided
+            (:func:`match_instances`).
+    """
+    folder = Path(folder)
+    i, item, name, where, boxes, scores = entry
+    given = _inds_values(item, len(boxes), where)
+    iuv_name = str(item["iuv"])
+    iuv = _data_image(folder / iuv_name, name)
+    if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
+        log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)
+        return None
+    _check_part_channel(iuv, f"{folder / iuv_name} (image {name!r}, {boxes_json} images[{i}])")
+    inds = None
+    if item.get("inds"):
+        inds = _data_image(folder / item["inds"], name)
+        if inds is None or inds.shape[:2] != iuv.shape[:2]:
+            log.warning("skipping %s: cannot read the index map %s", name, folder / item["inds"])
+            return None
+        inds = inds if inds.ndim == 2 else inds[..., 0]
+    labels_full, uv_full = decode_iuv(iuv)
+    H, W = labels_full.shape
+    v = door_boxes(boxes, scores, (H, W), where, counts)
+    keep = np.flatnonzero(v.keep)
+    values = [None] * len(keep)
+    if inds is not None:
+        values = match_instances(inds, v.boxes[keep], keep, len(boxes),
+                                 None if given is None else given[keep],
+                                 f"{where}, index map {folder / item['inds']}")
+    return DumpImage(name, v.boxes[keep], scores[keep], BoxCharts(labels_full, uv_full, inds, v.boxes[keep], values),
+                     None, size=(H, W), photo=_photo(folder / name, (H, W)))
 
 
 def read_iuv_folder(folder: str | Path, boxes_json: str | Path,
                     counts: DoorCounts | None = None) -> tuple[list[DumpImage], list[str]]:
-    """Reads full-frame IUV PNGs and their boxes (see the module docstring), checked at the door.
+    """Reads full-frame IUV PNGs and their boxes (see the module docstring), checked at the door: every image at
+    once, to look at a few (the stage reads one image at a time, :func:`write_precomputed_store`).
 
     Args:
         counts: where skipped and clipped boxes are counted (default: a new, discarded one).
     Returns:
-        the images as :class:`DumpImage` with chart results at (clipped) box size, and the names of
-        the images whose PNG could not be read (skipped, logged).
+        the images as :class:`DumpImage` with chart results at (clipped) box size (:class:`BoxCharts`), and the
+        names of the images whose PNG could not be read (skipped, logged).
     Raises:
-        InputError: bad boxes, scores or ``inds_values``, an IUV PNG that is not one, or a box whose
+        InputError: the boxes JSON's table (:func:`read_iuv_entries`), an IUV PNG that is not one, or a box whose
             instance in the index map cannot be decided (:func:`match_instances`).
     """
     counts = counts if counts is not None else DoorCounts()
-    folder = Path(folder)
     out, skipped = [], []
-    for i, item, name, where, boxes, scores in read_boxes_json(boxes_json, ("file_name", "iuv", "boxes")):
-        given = _inds_values(item, len(boxes), where)
-        iuv_name = str(item["iuv"])
-        iuv = _data_image(folder / iuv_name, name)
-        if iuv is None or iuv.ndim != 3 or iuv.shape[2] != 3 or iuv.dtype != np.uint8:
-            log.warning("skipping %s: cannot read %s as an 8-bit 3-channel IUV image", name, folder / iuv_name)
-            skipped.append(name)
-            continue
-        _check_part_channel(iuv, f"{folder / iuv_name} (image {name!r}, {boxes_json} images[{i}])")
-        inds = None
-        if item.get("inds"):
-            inds = _data_image(folder / item["inds"], name)
-            if inds is None or inds.shape[:2] != iuv.shape[:2]:
-                log.warning("skipping %s: cannot read the index map %s", name, folder / item["inds"])
-                skipped.append(name)
-                continue
-            inds = inds if inds.ndim == 2 else inds[..., 0]
-        elif given is not None:
-            raise InputError(f"{where}: \"inds_values\" without \"inds\": they name instances of an index map; "
-                             "add the index map's file as \"inds\" or drop \"inds_values\"")
-        labels_full, uv_full = decode_iuv(iuv)
-        H, W = labels_full.shape
-        v = door_boxes(boxes, scores, (H, W), where, counts)
-        keep = np.flatnonzero(v.keep)
-        values = [None] * len(keep)
-        if inds is not None:
-            values = match_instances(inds, v.boxes[keep], keep, len(boxes),
-                                     None if given is None else given[keep],
-                                     f"{where}, index map {folder / item['inds']}")
-        chart = [_box_pixels(labels_full, uv_full, inds, v.boxes[k], value) for k, value in zip(keep, values)]
-        out.append(DumpImage(name, v.boxes[keep], scores[keep], chart, None, size=(H, W),
-                             photo=_photo(folder / name, (H, W))))
+    for entry in read_iuv_entries(folder, boxes_json):
+        im = read_iuv_image(folder, entry, boxes_json, counts)
+        if im is None:
+            skipped.append(entry.name)
+        else:
+            out.append(im)
     return out, skipped
 
 
@@ -390,28 +415,63 @@ def match_instances(inds: np.ndarray, boxes: np.ndarray, numbers: np.ndarray, n_
     """
     H, W = inds.shape
     present, sizes = np.unique(inds[inds > 0], return_counts=True)
-    held = np.zeros((len(boxes), len(present)), np.int64)  # pixels of each instance inside each box
+
+    def pixels(j: int, value: int) -> int:  # pixels of instance ``value`` inside box j
+        return int(np.count_nonzero(inds[_window(boxes[j], H, W)] == value)) if value else 0
+
+    # by "inds_values" or by the numbering, only each box's own value is counted (one pass over its box, no k x m
+    # table: an image may have thousands of boxes); the matching needs every box's pixels of every instance
+    values = how = None
+    if given is not None:
+        values, how = [int(v) for v in given], "its \"inds_values\" entry"
+        own = [pixels(j, v) for j, v in enumerate(values)]
+    elif len(present) and present[-1] <= n_boxes:
+        row = {int(n): j for j, n in enumerate(numbers)}  # box j is the input's instance numbers[j]
+        own = [pixels(j, int(n) + 1) for j, n in enumerate(numbers)]
+        if all(int(v) - 1 in row and own[row[int(v) - 1]] * 2 > size for v, size in zip(present, sizes)):
+            values, how = [int(n) + 1 for n in numbers], "the index map's numbering (box k = value k + 1)"
+    if values is None:
+        held = _held(inds, boxes, present, where)
+        values, how = _best_matching(held, present, boxes, numbers, where), "the matching"
+        column = {int(v): c for c, v in enumerate(present)}
+        own = [int(held[j, column[v]]) if v in column else 0 for j, v in enumerate(values)]
+    unmatched = [j for j, v in enumerate(values) if not v]
+    empty = [j for j, v in enumerate(values) if v and own[j] == 0]
+    for j in unmatched[:MAX_LOGGED]:
+        log.warning("%s, instance %d: box %s is matched with no instance of the index map (more boxes than "
+                    "instances hold pixels): its crop is empty and the iuv stage drops it", where, int(numbers[j]),
+                    boxes[j].tolist())
+    for j in empty[:MAX_LOGGED]:
+        log.warning("%s, instance %d: box %s holds no pixel of its instance (value %d, by %s): its crop is "
+                    "empty and the iuv stage drops it", where, int(numbers[j]), boxes[j].tolist(), values[j], how)
+    if len(unmatched) + len(empty) > 2 * MAX_LOGGED:
+        log.warning("%s: %d boxes matched with no instance and %d holding no pixel of theirs in all (empty crops)",
+                    where, len(unmatched), len(empty))
+    return values
+
+
+# boxes x instances of an index map matched by their pixels at most (an int64 table of 32 MB; the matching solves
+# k + 1 assignment problems on it): more need "inds_values"
+MAX_MATCHED = 4_000_000
+
+
+def _held(inds: np.ndarray, boxes: np.ndarray, present: np.ndarray, where: str) -> np.ndarray:
+    """(k, m) int64 the pixels of each instance of ``present`` (m,) inside each box (k, 4) of index map ``inds``.
+
+    Raises:
+        InputError: k x m above :data:`MAX_MATCHED` (the fix: ``inds_values``)."""
+    H, W = inds.shape
+    if len(boxes) * len(present) > MAX_MATCHED:
+        raise InputError(f"{where}: {len(boxes)} boxes and {len(present)} instances in the index map are too many to "
+                         "match by their pixels; give every box its value with \"inds_values\": [...] beside "
+                         "\"boxes\" (scripts/boxes_from_inds.py writes them), or number the instances 1..k in the "
+                         "boxes' order")
+    held = np.zeros((len(boxes), len(present)), np.int64)
     for j, box in enumerate(boxes):
         window = inds[_window(box, H, W)]
         vals, n = np.unique(window[window > 0], return_counts=True)
         held[j, np.searchsorted(present, vals)] = n
-    column = {int(v): c for c, v in enumerate(present)}
-    if given is not None:
-        values, how = [int(v) for v in given], "its \"inds_values\" entry"
-    elif len(present) and present[-1] <= n_boxes and all(
-            held[np.flatnonzero(numbers == v - 1), c].sum() * 2 > sizes[c] for c, v in enumerate(present)):
-        values, how = [int(n) + 1 for n in numbers], "the index map's numbering (box k = value k + 1)"
-    else:
-        values, how = _best_matching(held, present, boxes, numbers, where), "the matching"
-    for j, v in enumerate(values):
-        if not v:
-            log.warning("%s, instance %d: box %s is matched with no instance of the index map (more boxes than "
-                        "instances hold pixels): its crop is empty and the iuv stage drops it", where, int(numbers[j]),
-                        boxes[j].tolist())
-        elif v not in column or held[j, column[v]] == 0:
-            log.warning("%s, instance %d: box %s holds no pixel of its instance (value %d, by %s): its crop is "
-                        "empty and the iuv stage drops it", where, int(numbers[j]), boxes[j].tolist(), v, how)
-    return values
+    return held
 
 
 def _best_matching(held: np.ndarray, present: np.ndarray, boxes: np.ndarray, numbers: np.ndarray,
@@ -484,26 +544,40 @@ def _box_pixels(labels_full: np.ndarray, uv_full: np.ndarray, inds: np.ndarray |
     return torch.from_numpy(lab), torch.from_numpy(uv)
 
 
+def _crops(im: DumpImage, part: np.ndarray, crop: int) -> ImageInstances:
+    """Instances ``part`` ((m,) int64, indices into ``im``'s boxes) of one image on the ``S x S`` grid."""
+    boxes, scores = im.boxes[part], im.scores[part]
+    if im.cse is not None:
+        idx = torch.from_numpy(part).long()
+        window = None if im.window is None else im.window[part]
+        c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop, window=window)
+        return ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(), mask=c.mask.numpy(),
+                              size=im.size)
+    c = chart_results_to_crops([im.chart[i] for i in part], crop)
+    rgb = None if im.photo is None else photo_crops(im.photo, boxes, crop)
+    return ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(), size=im.size,
+                          rgb=rgb)
+
+
+def image_batches(im: DumpImage, crop: int, threshold: float = 0.0, max_instances: int = 0,
+                  batch: int | None = None) -> Iterator[ImageInstances]:
+    """One image's instances that pass ``threshold`` and ``max_instances`` (best first), on the ``S x S`` grid,
+    ``batch`` at a time (default :data:`pipeline.densepose.write.BOXES_PER_BATCH`): what the writer takes."""
+    keep = select_instances(im.scores, threshold, max_instances)
+    batch = batch or BOXES_PER_BATCH
+    for s in range(0, len(keep), batch):
+        yield _crops(im, keep[s:s + batch], crop)
+
+
 def dump_images_to_instances(images: list[DumpImage], crop: int, threshold: float = 0.0,
                              max_instances: int = 0, ranks: Ranks = ALONE) -> list[ImageInstances]:
-    """Filters each image's instances and brings them onto the ``S x S`` grid. Under torchrun image ``t`` is
-    resampled on rank ``t mod P`` (:func:`pipeline.core.ranks.ordered_map`): rank 0 gets them all, the others []."""
+    """Filters each image's instances and brings them onto the ``S x S`` grid, all of an image at once (the stage
+    streams them: :func:`image_batches`). Under torchrun image ``t`` is resampled on rank ``t mod P``
+    (:func:`pipeline.core.ranks.ordered_map`): rank 0 gets them all, the others []."""
     check_share(len(images), ranks, "images", "use fewer processes")
 
     def to_crops(t: int) -> ImageInstances:
-        im = images[t]
-        keep = select_instances(im.scores, threshold, max_instances)
-        boxes, scores = im.boxes[keep], im.scores[keep]
-        if im.cse is not None:
-            idx = torch.from_numpy(keep).long()
-            window = None if im.window is None else im.window[keep]
-            c = cse_output_to_crops(im.cse[0][idx], im.cse[1][idx], crop, window=window)
-            return ImageInstances(im.file_name, boxes, scores, embedding=c.embedding.numpy(), mask=c.mask.numpy(),
-                                  size=im.size)
-        c = chart_results_to_crops([im.chart[i] for i in keep], crop)
-        rgb = None if im.photo is None else photo_crops(im.photo, boxes, crop)
-        return ImageInstances(im.file_name, boxes, scores, labels=c.labels.numpy(), uv=c.uv.numpy(), size=im.size,
-                              rgb=rgb)
+        return _crops(images[t], select_instances(images[t].scores, threshold, max_instances), crop)
 
     return [instances for _, instances in ordered_map(to_crops, len(images), ranks)]
 
@@ -541,9 +615,11 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
         and the door's :data:`pipeline.densepose.door.COUNT_KEYS`).
     """
     check_precomputed_inputs(params)
-    counts = DoorCounts() if ranks.writer else DoorCounts(max_logged=0)  # the same counts on every rank
+    test = read_name_list(params.test_list) if params.test_list else None
+    mesh = None
     if params.format == "dump":
-        images, skipped = read_dump(params.dump), []
+        counts = DoorCounts() if ranks.writer else DoorCounts(max_logged=0)  # the same counts on every rank
+        images = read_dump(params.dump)
         images = [dataclasses.replace(im, size=image_size(im.file_name, params.image_root)) for im in images]
         unknown = sum(im.size is None for im in images)
         if unknown and ranks.writer:
@@ -552,22 +628,41 @@ def write_precomputed_store(params, crop: int, template, out_path: str | Path,
                      f" below {params.image_root}" if params.image_root else "")
         images = [door_image(im, f"{params.dump}: image {im.file_name!r} (entry {i})", counts)
                   for i, im in enumerate(images)]
+        dims = {int(im.cse[0].shape[1]) for im in images if im.cse is not None}
+        if len(dims) > 1:
+            raise InputError(f"{params.dump}: CSE embeddings of sizes {sorted(dims)}: the output of several models")
+        if dims:
+            check_cse_template(template, "precomputed", dims.pop())
+            mesh = template.topology
+        check_share(len(images), ranks, "images", "use fewer processes")
+        n, total = len(images), sum(len(im.boxes) for im in images)
+
+        def task(t: int) -> list[tuple[ImageHead, Iterator[ImageInstances]]]:
+            im = images[t]
+            return [(ImageHead(im.file_name, im.size, len(im.boxes)),
+                     image_batches(im, crop, params.score_threshold, params.max_instances))]
     else:
-        images, skipped = read_iuv_folder(params.iuv_folder, params.boxes_json, counts)
-    dims = {int(im.cse[0].shape[1]) for im in images if im.cse is not None}
-    mesh = None
-    if len(dims) > 1:
-        raise InputError(f"{params.dump or params.iuv_folder}: CSE embeddings of sizes {sorted(dims)}: "
-                         "the output of several models")
-    if dims:
-        check_cse_template(template, "precomputed", dims.pop())
-        mesh = template.topology
-    instances = dump_images_to_instances(images, crop, params.score_threshold, params.max_instances, ranks)
-    ranks.leave_unless_writer()
-    test = read_name_list(params.test_list) if params.test_list else None
-    return write_instances_store(out_path, instances, crop=crop, source="precomputed",
-                                 template_hash=template.hash, params=params_record or {},
-                                 test_names=test, skipped=skipped, cse_mesh=mesh, counts=counts.summary())
+        counts = DoorCounts()  # each image is read on one rank: the counts are summed below
+        folder = Path(params.iuv_folder)
+        entries = read_iuv_entries(folder, params.boxes_json)
+        check_share(len(entries), ranks, f"images in {params.boxes_json}", "use fewer processes")
+        n, total = len(entries), sum(len(e.boxes) for e in entries)
+
+        def task(t: int) -> list[tuple[ImageHead, Iterator[ImageInstances] | None]]:
+            im = read_iuv_image(folder, entries[t], params.boxes_json, counts)
+            head = ImageHead(entries[t].name, None if im is None else im.size, len(entries[t].boxes))
+            return [(head, None if im is None else image_batches(im, crop, params.score_threshold,
+                                                                 params.max_instances))]
+
+    with InstancesWriter(out_path, crop=crop, source="precomputed", template_hash=template.hash,
+                         params=params_record or {}, test_names=test, cse_mesh=mesh) as w:
+        bar = progress(total=total, desc="densepose precomputed", unit="box", enabled=ranks.writer)
+        write_images(w, task, n, ranks, bar)  # image t read and resampled on rank t mod P, written by rank 0
+        bar.close()
+        if params.format != "dump":
+            counts.counts = sum_counts(counts.counts, ranks)
+        ranks.leave_unless_writer()
+        return w.finish(counts.summary())
 
 
 def write_store(params, template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary:

@@ -377,7 +377,7 @@ def test_iuv_empty_outside_and_partly_outside_boxes(tmp_path):
     inds = np.zeros((40, 50), np.uint8)
     inds[5:25, 5:20] = 1
     inds[20:35, 15:45] = 4                        # box 3 in the JSON: the index map keeps the input's numbering
-    boxes = [[5, 5, 20, 25], [10, 10, 10, 30], [60, 0, 90, 30], [15, 20, 1e30, 35], [-1e30, -1e30, -1e29, -1e29]]
+    boxes = [[5, 5, 20, 25], [10, 10, 10, 30], [60, 0, 90, 30], [15, 20, 1e30, 35], [1e29, 1e29, 1e30, 1e30]]
     params = _iuv_folder(tmp_path, boxes, scores=[0.9, 0.9, 0.9, 0.8, 0.9], inds=inds)
     summary = write_precomputed_store(params, 8, TEMPLATE, tmp_path / "dp.zarr")
     assert {k: summary.metrics()[k] for k in ZERO} == {"skipped_empty_boxes": 1, "skipped_boxes_outside_image": 2,

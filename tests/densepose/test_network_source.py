@@ -201,3 +201,26 @@ def test_the_synthetic_images_are_the_synthetic_sources_instances_seen_by_the_ne
         assert np.array_equal(net[key][:], syn[key][:]), key
     assert (net["labels"][:] > 0).all()  # this network's output, not the corruption model's
     assert not np.array_equal(net["labels"][:], syn["labels"][:])
+
+
+@pytest.mark.parametrize("entries, match", [
+    ([{"file_name": "a.png", "boxes": []}, {"file_name": "../a.png", "boxes": []}],
+     r"images\[1\] \('../a.png'\), 'file_name': '../a.png' is not a path inside .*: give it relative to that folder"),
+    ([{"file_name": "/etc/hostname", "boxes": []}], r"images\[0\] \('/etc/hostname'\), 'file_name': '/etc/hostname' "
+                                                    r"is not a path inside"),
+    ([{"file_name": "a.png", "boxes": [[10, 5, 50, 55]]}, {"file_name": "./a.png", "boxes": [[1, 1, 30, 40]]}],
+     r"images\[1\] \('./a.png'\), 'file_name': './a.png' is listed again \(first by images\[0\]\): give each file one "
+     r"entry"),
+    ([{"file_name": "a.png", "boxes": []}, {"file_name": "gone.png", "boxes": [[1, 1, 30, 40]]}],
+     r"images\[1\] \('gone.png'\), 'file_name': .*gone.png is missing"),
+    ([{"file_name": "a.png", "boxes": [[50, 5, 10, 55]]}],
+     r"image 'a.png' \(images\[0\]\), instance 0: box \[50.0, 5.0, 10.0, 55.0\] is inverted \(x1 < x0 or y1 < y0\)"),
+    ([{"file_name": "a.png", "boxes": [[10, 5, 50, 55], [-3, 5, 50, 55]]}],
+     r"image 'a.png' \(images\[0\]\), instance 1: box \[-3.0, 5.0, 50.0, 55.0\] has a negative coordinate"),
+    ([], r"there are no images in the JSON \(\"images\" is empty\)"),
+])
+def test_boxes_json_problems_are_errors_before_the_network_loads(template, tmp_path, entries, match):
+    params = _folder(tmp_path, entries)
+    with pytest.raises(InputError, match=match) as e:  # the checkpoint does not exist: it is never opened
+        write_network_store(params, template, tmp_path / "dp.zarr", tmp_path / "no-checkpoint.pt")
+    assert "boxes.json" in str(e.value) and not (tmp_path / "dp.zarr").exists()

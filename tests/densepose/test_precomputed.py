@@ -22,6 +22,7 @@ from pipeline.core.dump_unpickler import ChartResult, EmbeddingOutput, UnsafeDum
 from pipeline.core.errors import InputError
 from pipeline.core.image_files import ImageTooLargeError
 from pipeline.densepose.convert import chart_result_to_crop, cse_output_to_crops
+from pipeline.densepose.door import MissingInputError
 from pipeline.densepose.precomputed import (image_size, read_dump, read_iuv_folder, select_instances,
                                             write_precomputed_store)
 from pipeline.densepose.store import open_densepose
@@ -413,3 +414,69 @@ def test_cse_crops_from_dump_equal_converter():
     ref = cse_output_to_crops(e[[1, 0]], c[[1, 0]], 8)  # best first
     assert np.array_equal(out.embedding, ref.embedding.numpy()) and np.array_equal(out.mask, ref.mask.numpy())
     assert encode_iuv(np.zeros((2, 2), int), np.zeros((2, 2, 2))).shape == (2, 2, 3)
+
+
+# --- the boxes JSON of an IUV folder (pipeline/densepose/boxes_json.py) ------------------------------------------
+
+_A = {"file_name": "a.jpg", "iuv": "a_IUV.png", "boxes": [[5, 5, 20, 25]]}
+_B = {"file_name": "b.jpg", "iuv": "b_IUV.png", "boxes": [[5, 5, 20, 25]]}
+
+
+@pytest.mark.parametrize("entries, error, match", [
+    ([_A, {**_B, "iuv": "../b_IUV.png"}], InputError,
+     r"images\[1\] \('b.jpg'\), 'iuv': '../b_IUV.png' is not a path inside .*: give it relative to that folder"),
+    ([_A, {**_B, "inds": "/etc/hostname"}], InputError, r"images\[1\] \('b.jpg'\), 'inds': '/etc/hostname' is not a "
+                                                        r"path inside"),
+    ([_A, {**_B, "file_name": "x/../../b.jpg"}], InputError, r"'file_name': 'x/../../b.jpg' is not a path inside"),
+    ([_A, {**_B, "iuv": "./a_IUV.png"}], InputError,
+     r"images\[1\] \('b.jpg'\), 'iuv': './a_IUV.png' is listed again \(first by images\[0\]\)"),
+    ([_A, {**_A, "iuv": "b_IUV.png"}], InputError, r"images\[1\] \('a.jpg'\), 'file_name': 'a.jpg' is listed again"),
+    ([_A, {**_B, "iuv": "c_IUV.png"}, {**_B, "file_name": "d.jpg", "iuv": "b_IUV.png", "inds": "d_INDS.png"}],
+     MissingInputError, r"(?s)2 problem.*images\[1\] \('b.jpg'\), 'iuv': .*c_IUV.png is missing.*"
+                        r"images\[2\] \('d.jpg'\), 'inds': .*d_INDS.png is missing"),
+    ([_A, {**_B, "boxes": [[20, 5, 5, 25]]}], InputError,
+     r"image 'b.jpg' \(images\[1\]\), instance 0: box \[20.0, 5.0, 5.0, 25.0\] is inverted \(x1 < x0 or y1 < y0\)"),
+    ([_A, {**_B, "boxes": [[5, 5, 20, 25], [5, 30, 20, 25]]}], InputError, r"'b.jpg' \(images\[1\]\), instance 1: .* "
+                                                                            r"is inverted"),
+    ([_A, {**_B, "boxes": [[5, 5, 20, 25], [5, -1, 20, 25]]}], InputError,
+     r"image 'b.jpg' \(images\[1\]\), instance 1: box \[5.0, -1.0, 20.0, 25.0\] has a negative coordinate"),
+    ([], InputError, r"there are no images in the JSON"),
+    ([_A, {"iuv": "b_IUV.png", "boxes": []}], InputError, r"images\[1\] needs 'file_name', 'iuv', 'boxes'.*lacks "
+                                                          r"'file_name'"),
+])
+def test_iuv_boxes_json_problems_are_errors_before_any_png_is_read(tmp_path, monkeypatch, entries, error, match):
+    from pipeline.densepose import precomputed
+
+    iuv = np.zeros((40, 50, 3), np.uint8)
+    iuv[5:25, 5:20] = (3, 100, 200)
+    for name in "ab":
+        assert cv2.imwrite(str(tmp_path / f"{name}_IUV.png"), iuv)
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": entries}))
+    params = load_params_dict({"precomputed": {"format": "iuv_png", "iuv_folder": str(tmp_path),
+                                               "boxes_json": str(tmp_path / "boxes.json")}}).precomputed
+    read = []
+    monkeypatch.setattr(precomputed, "_data_image", lambda path, name: read.append(path))
+    with pytest.raises(error, match=match) as e:
+        write_precomputed_store(params, 8, _stub_template("anny", 16), tmp_path / "dp.zarr")
+    assert str(tmp_path / "boxes.json") in str(e.value) and not read and not (tmp_path / "dp.zarr").exists()
+
+
+
+def test_iuv_paths_inside_the_folder_in_any_spelling_are_read_and_empty_boxes_are_named_when_nothing_is_left(
+        tmp_path):
+    iuv = np.zeros((40, 50, 3), np.uint8)
+    iuv[5:25, 5:20] = (3, 100, 200)
+    (tmp_path / "sub").mkdir()
+    assert cv2.imwrite(str(tmp_path / "sub" / "a_IUV.png"), iuv) and cv2.imwrite(str(tmp_path / "b_IUV.png"), iuv)
+    entries = [{"file_name": "a.jpg", "iuv": "./sub/../sub/a_IUV.png", "inds": "", "boxes": [[5, 5, 20, 25]]},
+               {"file_name": "b.jpg", "iuv": str(tmp_path / "b_IUV.png"), "boxes": [[5, 5, 20, 25]]}]
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": entries}))
+    params = load_params_dict({"precomputed": {"format": "iuv_png", "iuv_folder": str(tmp_path),
+                                               "boxes_json": str(tmp_path / "boxes.json")}}).precomputed
+    assert write_precomputed_store(params, 8, _stub_template("anny", 16), tmp_path / "dp.zarr").instances == 2
+    for e in entries:
+        e["boxes"] = [[5, 5, 5, 25], [7, 9, 30, 9]]  # empty, not inverted: skipped at the door
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": entries}))
+    with pytest.raises(RuntimeError, match=r"2 image\(s\) read, 0 unreadable; none has a detection that survives the "
+                                           r"door \(4 empty boxes \(x1 <= x0 or y1 <= y0\) skipped\) and the score"):
+        write_precomputed_store(params, 8, _stub_template("anny", 16), tmp_path / "none.zarr")

@@ -263,3 +263,72 @@ def test_the_network_source_on_two_ranks_writes_the_single_process_stores(tmp_pa
     for a, b in zip(alone, ranked):
         x, y = tree_bytes(a), tree_bytes(b)
         assert x.keys() == y.keys() and all(x[k] == y[k] for k in x), a.name
+
+
+def _iuv_store(folder: Path, out: Path, ranks):
+    """The precomputed source (format iuv_png) on ``folder``: its metrics, or the exit status of a rank that left."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline.core.config import load_params_dict
+    from pipeline.densepose.precomputed import write_precomputed_store
+
+    params = load_params_dict({"precomputed": {"format": "iuv_png", "iuv_folder": str(folder),
+                                               "boxes_json": str(folder / "boxes.json")}}).precomputed
+    template = SimpleNamespace(hash="abc", source="anny", topology="t", embedding=np.zeros((30, 16), np.float32))
+    try:
+        return write_precomputed_store(params, 16, template, out, {"k": 1}, ranks).metrics()
+    except SystemExit as e:  # ranks other than 0 leave the group and end once their share is done
+        return e.code
+
+
+def _iuv_worker(rank: int, init: str, folder: Path, out: Path, queue) -> None:
+    import torch.distributed as dist
+
+    from pipeline.core.ranks import Ranks
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    queue.put((rank, _iuv_store(folder, out, Ranks(rank, 2))))
+
+
+def test_an_iuv_folder_on_two_ranks_writes_the_single_process_store(tmp_path):
+    """Four IUV PNGs, one unreadable: each image is read on one rank (issue 25: not every image on every rank), its
+    door counts summed over the ranks; an image with its photo and more boxes than a batch, some clipped or empty."""
+    import json
+
+    import cv2
+    import numpy as np
+    import torch.multiprocessing as mp
+    from conftest import tree_bytes
+
+    from pipeline.core.ranks import ALONE
+
+    folder = tmp_path / "iuv"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    entries = []
+    for name, k in (("a", 70), ("b", 3), ("c", 2), ("d", 0)):
+        iuv = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+        iuv[..., 0] = rng.integers(0, 25, (60, 80))
+        assert cv2.imwrite(str(folder / f"{name}_IUV.png"), iuv)
+        x0, y0 = rng.uniform(0, 78, k), rng.uniform(0, 58, k)
+        boxes = np.round(np.stack([x0, y0, x0 + rng.uniform(0, 30, k), y0 + rng.uniform(0, 40, k)], 1), 1)
+        entries.append({"file_name": f"{name}.png", "iuv": f"{name}_IUV.png", "boxes": boxes.tolist()})
+    assert cv2.imwrite(str(folder / "a.png"), rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    (folder / "b_IUV.png").write_bytes(b"not a png")
+    (folder / "boxes.json").write_text(json.dumps({"images": entries}))
+
+    alone = _iuv_store(folder, tmp_path / "alone.zarr", ALONE)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_iuv_worker, args=(r, f"file://{tmp_path / 'pg'}", folder, tmp_path / "ranks.zarr",
+                                                   queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got[1] == 0 and got[0] == alone and alone["images_skipped"] == 1 and alone["clipped_boxes"] > 0
+    a, b = tree_bytes(tmp_path / "ranks.zarr"), tree_bytes(tmp_path / "alone.zarr")
+    assert "rgb/zarr.json" not in a and a.keys() == b.keys() and all(a[k] == b[k] for k in a)

@@ -16,8 +16,11 @@ Two inputs (``network_source``):
   outside the image skipped, boxes partly outside clipped, each counted), filtered by
   ``score_threshold``/``max_instances``, each kept box resampled to the network's input (:func:`box_crops`,
   area-averaged), and the network's 112 x 112 heatmaps resampled onto the S x S crop by Detectron2's
-  converters (:mod:`pipeline.densepose.convert`); the store is written by the writer of the Detectron2
-  source (:func:`pipeline.densepose.write.write_instances_store`).
+  converters (:mod:`pipeline.densepose.convert`), ``batch_size`` boxes a forward pass, each batch written to
+  the store as it is made (:class:`pipeline.densepose.write.InstancesWriter`): an image with thousands of boxes
+  holds one batch. The boxes JSON is checked in full before the checkpoint loads
+  (:mod:`pipeline.densepose.boxes_json`: paths inside the folder, each image listed once, every image present,
+  boxes neither inverted nor negative).
 
 The checkpoint must have been trained for the template in use (:func:`pipeline.densepose.network.model.load_network`).
 Size letters: ``n`` instances, ``k`` boxes of an image, ``S`` crop side, ``H``/``W`` image size (legend:
@@ -28,21 +31,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.config import Params
 from pipeline.core.image_files import UnreadableImageError, read_image
-from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map, sum_counts
+from pipeline.core.ranks import ALONE, Ranks, check_share, sum_counts
 from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.detectron2 import IMAGE_SUFFIXES
 from pipeline.densepose.door import DoorCounts, door_boxes, path_problems, raise_problems, select_instances
 from pipeline.densepose.network.model import ChartNet, load_network, predict_crops
-from pipeline.densepose.precomputed import read_boxes_json
+from pipeline.densepose.boxes_json import BoxesEntry, read_boxes_json
 from pipeline.densepose.synthetic.source import write_synthetic_store
-from pipeline.densepose.write import (DenseposeSummary, ImageInstances, read_name_list, store_params,
-                                      write_instances_store)
+from pipeline.densepose.write import (DenseposeSummary, ImageHead, ImageInstances, InstancesWriter, read_name_list,
+                                      store_params, write_images)
 from pipeline.template.file import Template
 
 log = logging.getLogger(__name__)
@@ -109,51 +113,43 @@ def _check_inputs(params: Params) -> None:
     raise_problems("densepose.source network", problems)
 
 
-def _folder_instances(net: ChartNet, input_size: int, params: Params, device: str, counts: DoorCounts,
-                      notes: dict[str, int], ranks: Ranks = ALONE) -> tuple[list[ImageInstances], list[str]]:
-    """Runs the network on every box of the boxes JSON's images (module docstring). Under torchrun image ``t``
-    runs on rank ``t mod P``: rank 0 gets every image, the others nothing; ``counts`` and ``notes`` become
-    the sums over the ranks."""
+def _folder_task(net: ChartNet, input_size: int, params: Params, device: str, entries: list[BoxesEntry],
+                 counts: DoorCounts, notes: dict[str, int]):
+    """The task of image ``t`` of the boxes JSON (module docstring), for :func:`pipeline.core.ranks.ordered_map`:
+    ``t`` -> (its :class:`~pipeline.densepose.write.ImageHead`, a generator of its instances, ``batch_size`` boxes a
+    forward pass; None when the image cannot be read). The door's skips and clips go to ``counts``, the conversions
+    made on reading to ``notes`` (on the rank that runs the task)."""
     ns, crop = params.network_source, params.densepose.crop
     folder = Path(ns.images)
-    entries = read_boxes_json(ns.boxes_json)
-    check_share(len(entries), ranks, f"images in {ns.boxes_json}", "use fewer processes")
 
-    def infer(t: int) -> ImageInstances | None:
+    def infer(t: int) -> list[tuple[ImageHead, Iterator[ImageInstances] | None]]:
         _, _, name, where, boxes, scores = entries[t]
         path = folder / name
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             log.warning("skipping %s: not an image file (%s)", path, ", ".join(IMAGE_SUFFIXES))
-            return None
+            return [(ImageHead(name, None, len(boxes)), None)]
         try:
             rgb, made = read_rgb(path)
         except UnreadableImageError as e:
             log.warning("skipping %s", e)
-            return None
+            return [(ImageHead(name, None, len(boxes)), None)]
         for note in made:
             notes[note] += 1
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         v = door_boxes(boxes, scores, size, f"{where} in {folder}", counts)
         keep = select_instances(scores, ns.score_threshold, ns.max_instances, usable=v.keep)
-        charts = predict_crops(net, box_crops(rgb, v.boxes[keep], input_size), input_size, crop, device, ns.batch_size)
-        return ImageInstances(name, v.boxes[keep], scores[keep], labels=charts.labels.numpy(), uv=charts.uv.numpy(),
-                              size=size)
 
-    images, skipped = [], []
-    bar = progress(total=len(entries), desc="densepose network", unit="img", enabled=ranks.writer)
-    for t, image in ordered_map(infer, len(entries), ranks):
-        if image is None:
-            skipped.append(entries[t][2])
-        else:
-            images.append(image)
-        bar.update(1)
-    bar.close()
-    counts.counts = sum_counts(counts.counts, ranks)
-    notes.update(sum_counts(notes, ranks))
-    if ranks.writer:
-        log.info("ran the network on %d images (%d skipped): %d instances kept", len(images), len(skipped),
-                 sum(len(im) for im in images))
-    return images, skipped
+        def batches() -> Iterator[ImageInstances]:
+            for s in range(0, len(keep), ns.batch_size):
+                part = keep[s:s + ns.batch_size]
+                charts = predict_crops(net, box_crops(rgb, v.boxes[part], input_size), input_size, crop, device,
+                                       ns.batch_size)
+                yield ImageInstances(name, v.boxes[part], scores[part], labels=charts.labels.numpy(),
+                                     uv=charts.uv.numpy(), size=size)
+
+        return [(ImageHead(name, size, len(boxes)), batches())]
+
+    return infer
 
 
 def write_network_store(params: Params, template: Template, out: str | Path,
@@ -161,8 +157,11 @@ def write_network_store(params: Params, template: Template, out: str | Path,
     """The ``network`` source, end to end: load the checkpoint, run it, write ``densepose.zarr`` (atomic).
     Under torchrun each rank runs its share of the bodies or images and rank 0 writes (the others end)."""
     ns = params.network_source
-    if ns.images:
+    if ns.images:  # every input checked before the checkpoint loads
         _check_inputs(params)
+        entries = read_boxes_json(ns.boxes_json, ns.images)
+        check_share(len(entries), ranks, f"images in {ns.boxes_json}", "use fewer processes")
+        test = read_name_list(ns.test_list) if ns.test_list else None
     device = resolve_device(params.common.device)
     net, info = load_network(checkpoint, template.hash, device)
     input_size = int(info["input_size"])
@@ -178,14 +177,20 @@ def write_network_store(params: Params, template: Template, out: str | Path,
                                      device=params.common.device, params=store_params(params), source="network",
                                      observe=observe, ranks=ranks)
     counts, notes = DoorCounts(), dict.fromkeys(CONVERSIONS, 0)
-    images, skipped = _folder_instances(net, input_size, params, device, counts, notes, ranks)
-    ranks.leave_unless_writer()
-    if any(notes.values()):
-        log.info("converted on reading: %s", ", ".join(f"{k} {v}" for k, v in notes.items() if v))
-    return write_instances_store(out, images, crop=params.densepose.crop, source="network",
-                                 template_hash=template.hash, params=store_params(params),
-                                 test_names=read_name_list(ns.test_list) if ns.test_list else None,
-                                 skipped=skipped, counts=counts.summary(), notes=notes)
+    task = _folder_task(net, input_size, params, device, entries, counts, notes)
+    with InstancesWriter(out, crop=params.densepose.crop, source="network", template_hash=template.hash,
+                         params=store_params(params), test_names=test) as w:
+        bar = progress(total=sum(len(e.boxes) for e in entries), desc="densepose network", unit="box",
+                       enabled=ranks.writer)
+        write_images(w, task, len(entries), ranks, bar)  # image t runs on rank t mod P, rank 0 writes
+        bar.close()
+        counts.counts = sum_counts(counts.counts, ranks)
+        notes.update(sum_counts(notes, ranks))
+        ranks.leave_unless_writer()
+        log.info("ran the network on %d images (%d skipped): %d instances kept", len(w.names), len(w.skipped), w.n)
+        if any(notes.values()):
+            log.info("converted on reading: %s", ", ".join(f"{k} {v}" for k, v in notes.items() if v))
+        return w.finish(counts.summary(), notes)
 
 
 def write_store(params: Params, template: Template, out: str | Path, ranks: Ranks = ALONE,
