@@ -26,11 +26,12 @@ a listed file that does not exist                          error saying "missing
 boxes not (k, 4), scores not (k,), NaN or infinite,        error naming the image and the box
 scores outside [0, 1]                                      (:func:`pipeline.densepose.door.check_boxes`)
 an inverted box (x1 < x0 or y1 < y0)                       error naming the image and the box
-a negative coordinate                                      error naming the image and the box
+a box wholly at negative x or y (left of, above the image) error naming the image and the box
 =========================================================  ===================================================
 
-Empty boxes (``x1 == x0`` or ``y1 == y0``) and boxes reaching past the image's right or bottom edge are left to the
-door (:func:`pipeline.densepose.door.door_boxes`: skipped or clipped, and counted), which knows the image's size.
+Empty boxes (``x1 == x0`` or ``y1 == y0``) and boxes reaching past an edge of the image (a detector's box starting
+at x0 = -0.7, say) are left to the door (:func:`pipeline.densepose.door.door_boxes`: skipped or clipped to the image,
+and counted), which knows the image's size.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class BoxesEntry(NamedTuple):
 
 
 def check_box_geometry(boxes: np.ndarray, where: str) -> None:
-    """Refuses inverted boxes (x1 < x0 or y1 < y0) and negative coordinates of boxes (k, 4) given by a user,
-    naming the first (``where``: the file and the image; ", instance i" is added)."""
+    """Refuses inverted boxes (x1 < x0 or y1 < y0) and boxes wholly at negative coordinates (x0 < 0 and x1 <= 0,
+    or alike in y: left of or above the image) among boxes (k, 4) given by a user, naming the first (``where``: the file and the
+    image; ", instance i" is added). A box reaching past the top or left edge is clipped by the door."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bad.any():
@@ -76,11 +78,11 @@ def check_box_geometry(boxes: np.ndarray, where: str) -> None:
         raise InputError(f"{where}, {inst}: box {boxes[i].tolist()} is inverted (x1 < x0 or y1 < y0): boxes are "
                          "[x0, y0, x1, y1], the top-left corner first (a box as [x, y, width, height] must be "
                          "converted: x1 = x + width, y1 = y + height)")
-    bad = (boxes < 0).any(axis=1)
+    bad = ((boxes[:, 0] < 0) & (boxes[:, 2] <= 0)) | ((boxes[:, 1] < 0) & (boxes[:, 3] <= 0))
     if bad.any():
         i, inst = _first(bad)
-        raise InputError(f"{where}, {inst}: box {boxes[i].tolist()} has a negative coordinate: boxes are image "
-                         "pixels counted from the top-left corner (0, 0); clip them to the image")
+        raise InputError(f"{where}, {inst}: box {boxes[i].tolist()} lies wholly at negative coordinates: boxes are "
+                         "image pixels counted from the top-left corner (0, 0), [x0, y0, x1, y1]")
 
 
 def _boxes(item: dict, where: str) -> tuple[np.ndarray, np.ndarray]:

@@ -377,13 +377,13 @@ def test_iuv_empty_outside_and_partly_outside_boxes(tmp_path):
     inds = np.zeros((40, 50), np.uint8)
     inds[5:25, 5:20] = 1
     inds[20:35, 15:45] = 4                        # box 3 in the JSON: the index map keeps the input's numbering
-    boxes = [[5, 5, 20, 25], [10, 10, 10, 30], [60, 0, 90, 30], [15, 20, 1e30, 35], [1e29, 1e29, 1e30, 1e30]]
+    boxes = [[-4, 5, 20, 25], [10, 10, 10, 30], [60, 0, 90, 30], [15, 20, 1e30, 35], [1e29, 1e29, 1e30, 1e30]]
     params = _iuv_folder(tmp_path, boxes, scores=[0.9, 0.9, 0.9, 0.8, 0.9], inds=inds)
     summary = write_precomputed_store(params, 8, TEMPLATE, tmp_path / "dp.zarr")
     assert {k: summary.metrics()[k] for k in ZERO} == {"skipped_empty_boxes": 1, "skipped_boxes_outside_image": 2,
-                                             "clipped_boxes": 1}
+                                             "clipped_boxes": 2}  # a detector's box from x0 = -4: clipped
     root = open_densepose(tmp_path / "dp.zarr", template_hash="abc", kind="chart")
-    assert root["box"][:].tolist() == [[5, 5, 20, 25], [15, 20, 50, 35]]
+    assert root["box"][:].tolist() == [[0, 5, 20, 25], [15, 20, 50, 35]]
     assert (root["labels"][1][:, : 8 * 30 // 35] == 7).all()  # instance 3's own pixels, x in [15, 45)
 
 

@@ -215,8 +215,9 @@ def test_the_synthetic_images_are_the_synthetic_sources_instances_seen_by_the_ne
      r"images\[1\] \('gone.png'\), 'file_name': .*gone.png is missing"),
     ([{"file_name": "a.png", "boxes": [[50, 5, 10, 55]]}],
      r"image 'a.png' \(images\[0\]\), instance 0: box \[50.0, 5.0, 10.0, 55.0\] is inverted \(x1 < x0 or y1 < y0\)"),
-    ([{"file_name": "a.png", "boxes": [[10, 5, 50, 55], [-3, 5, 50, 55]]}],
-     r"image 'a.png' \(images\[0\]\), instance 1: box \[-3.0, 5.0, 50.0, 55.0\] has a negative coordinate"),
+    ([{"file_name": "a.png", "boxes": [[10, 5, 50, 55], [10, -30, 50, -2]]}],
+     r"image 'a.png' \(images\[0\]\), instance 1: box \[10.0, -30.0, 50.0, -2.0\] lies wholly at negative "
+     r"coordinates"),
     ([], r"there are no images in the JSON \(\"images\" is empty\)"),
 ])
 def test_boxes_json_problems_are_errors_before_the_network_loads(template, tmp_path, entries, match):

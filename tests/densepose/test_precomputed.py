@@ -438,8 +438,9 @@ _B = {"file_name": "b.jpg", "iuv": "b_IUV.png", "boxes": [[5, 5, 20, 25]]}
      r"image 'b.jpg' \(images\[1\]\), instance 0: box \[20.0, 5.0, 5.0, 25.0\] is inverted \(x1 < x0 or y1 < y0\)"),
     ([_A, {**_B, "boxes": [[5, 5, 20, 25], [5, 30, 20, 25]]}], InputError, r"'b.jpg' \(images\[1\]\), instance 1: .* "
                                                                             r"is inverted"),
-    ([_A, {**_B, "boxes": [[5, 5, 20, 25], [5, -1, 20, 25]]}], InputError,
-     r"image 'b.jpg' \(images\[1\]\), instance 1: box \[5.0, -1.0, 20.0, 25.0\] has a negative coordinate"),
+    ([_A, {**_B, "boxes": [[5, 5, 20, 25], [-9, -5, -1, 25]]}], InputError,
+     r"image 'b.jpg' \(images\[1\]\), instance 1: box \[-9.0, -5.0, -1.0, 25.0\] lies wholly at negative "
+     r"coordinates"),
     ([], InputError, r"there are no images in the JSON"),
     ([_A, {"iuv": "b_IUV.png", "boxes": []}], InputError, r"images\[1\] needs 'file_name', 'iuv', 'boxes'.*lacks "
                                                           r"'file_name'"),
