@@ -92,6 +92,22 @@ def test_table1_csv_has_one_row_per_experiment_and_seed(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
 
 
+def test_robust_ablation_runs_each_option_on_the_default_data(tmp_path):
+    """No mild corruption: the robust losses are about the default data's errors; a table laid out as Table 1
+    against today's pseudo-Huber."""
+    fake = FakeRunner()
+    assert pe.main(["robust", "--seeds", "0", "1", "--out-dir", str(tmp_path)], run=fake) == 0
+    calls = dict(fake.calls)
+    assert calls["rob-pseudo_huber-s0"] == ("train.seed=0",)
+    assert calls["rob-geman_mcclure-s1"] == ("loss.robust=geman_mcclure", *pe.ROBUST_ANNEAL, "train.seed=1")
+    assert calls["rob-mirror-s0"] == ("loss.mirror=true", "train.seed=0")
+    assert not any(o in pe.MILD for overrides in calls.values() for o in overrides)
+    header, rows = _read(tmp_path / "robust_default.csv")
+    assert sorted((r[0], r[1]) for r in rows) == sorted((e, s) for e in pe.ROBUST for s in ("0", "1"))
+    md = (tmp_path / "robust_default.md").read_text()
+    assert md.startswith("Robust lifting losses on the default data") and "Δ MPJPE vs pseudo_huber" in md
+
+
 def test_parts_csv_and_the_only_filter(tmp_path):
     fake = FakeRunner()
     assert pe.main(["parts", "--seeds", "0,2", "--out-dir", str(tmp_path), "--only", "parts-1"], run=fake) == 0

@@ -379,6 +379,16 @@ class LossParams:
     oracle_3d: float = param(0.0, "diagnostic: weight of a 3D loss on synthetic ground truth (an upper bound; "
                              "0 is off)", lo=0.0, hi=1e6)
     huber_eps: float = param(0.01, "ε of the pseudo-Huber norm (normalised keypoint units)", lo=1e-9, hi=1e3)
+    robust: str = param("pseudo_huber", "robust norm of the re-projection residual: pseudo_huber (convex, grows like "
+                        "|r|), geman_mcclure (bounded: a gross outlier costs at most c/2) or cauchy (grows like log |r|)",
+                        choices=("pseudo_huber", "geman_mcclure", "cauchy"))
+    robust_scale: float = param(0.0, "scale c of the re-projection norm (normalised keypoint units; 0: huber_eps)",
+                                lo=0.0, hi=1e3)
+    robust_scale_start: float = param(0.0, "c at the first step, shrinking geometrically to robust_scale over the "
+                                      "first robust_anneal of the steps (0: no annealing)", lo=0.0, hi=1e3)
+    robust_anneal: float = param(0.5, "share of the steps over which c anneals", lo=0.0, hi=1.0)
+    mirror: bool = param(False, "mirror-aware re-projection: a keypoint may be explained by its vertex or by that "
+                         "vertex's left/right mirror, the better of the two taken softly")
     b_min: float = param(0.1, "heteroscedastic loss: smallest scale b dividing the residual", lo=1e-9, hi=1e3)
     arap_instances: int = param(64, "ARAP on this many instances of each batch (a random subset; 0: all)",
                                 lo=0, hi=1_000_000)

@@ -326,6 +326,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
             factor = lr_at(state.step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
+            objective.progress = state.step / total  # the robust norm's annealing
             loss, terms = net(*_batch_inputs(batch, device, oracle, cfg.inplane_augment))
             value = mean_over_processes(loss, world)
             if state.first_loss is None:

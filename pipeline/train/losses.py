@@ -2,7 +2,9 @@
 
 Sizes: B instances, N template vertices, F faces, E undirected template edges, M latent parts, L latent
 size, T rotation samples (legend: :mod:`pipeline`).
-Every robust norm is the pseudo-Huber ``ρ(r) = ε(√(1+(r/ε)²) − 1)``. A loss whose weight is 0 is
+Every robust norm is the pseudo-Huber ``ρ(r) = ε(√(1+(r/ε)²) − 1)``, but the re-projection's may be
+Geman–McClure or Cauchy (``loss.robust``, :func:`robust_norm`), its scale annealed from wide to narrow, and
+mirror-aware (``loss.mirror``). A loss whose weight is 0 is
 neither built nor computed (this is how the ablations run); the baselines skip the losses that do
 not apply to them (``c3dpo``: ARAP, entropy and facing; ``no_parts``: entropy and facing).
 
@@ -43,7 +45,8 @@ from pipeline.geometry.lbo import laplacian
 from pipeline.geometry.mesh import edges as mesh_edges
 from pipeline.train.model import LiftingModel, Trunk, head
 
-__all__ = ["pseudo_huber", "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
+__all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "smooth_min",
+           "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
            "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "oracle_loss",
            "make_psi", "TrainingObjective", "LOSS_NAMES"]
 
@@ -55,15 +58,71 @@ def pseudo_huber(r2: torch.Tensor, eps: float) -> torch.Tensor:
     return eps * (torch.sqrt(1.0 + r2 / eps**2) - 1.0)
 
 
+ROBUST_NORMS = ("pseudo_huber", "geman_mcclure", "cauchy")
+
+
+def robust_norm(r2: torch.Tensor, scale: float, kind: str = "pseudo_huber") -> torch.Tensor:
+    """ρ of residuals given their *squared* norms ``r2`` (any shape) at scale ``c``; all three are 0 at 0 and
+    alike near it (ρ ≈ r²/2c), and differ in what a wrong keypoint costs far away:
+
+    - ``pseudo_huber``: c(√(1 + r²/c²) − 1), grows like |r| (convex; the paper's);
+    - ``geman_mcclure``: (c/2) r²/(r² + c²), at most c/2 (bounded: a gross outlier pulls with a force → 0);
+    - ``cauchy``: (c/2) log(1 + r²/c²), grows like c log |r| (its pull falls as 1/|r|).
+    """
+    q = r2 / scale**2
+    if kind == "pseudo_huber":
+        return scale * (torch.sqrt(1.0 + q) - 1.0)
+    if kind == "geman_mcclure":
+        return 0.5 * scale * q / (1.0 + q)
+    if kind == "cauchy":
+        return 0.5 * scale * torch.log1p(q)
+    raise InputError(f"loss.robust = {kind!r}: allowed {', '.join(ROBUST_NORMS)}")
+
+
+def annealed_scale(progress: float, end: float, start: float = 0.0, anneal: float = 0.5) -> float:
+    """The robust norm's scale at ``progress`` (0 first step .. 1 last): ``start`` shrinking geometrically to
+    ``end`` over the first ``anneal`` of training, then ``end`` (``start`` 0 or ``anneal`` 0: ``end`` throughout)."""
+    if start <= 0 or anneal <= 0 or progress >= anneal:
+        return end
+    return float(start * (end / start) ** (max(progress, 0.0) / anneal))
+
+
+def mirror_map(canonical: np.ndarray) -> np.ndarray:
+    """(N,) int64 each vertex's left/right mirror: the nearest vertex to its reflection in the body's sagittal
+    plane (canonical frame: x is the body's left-right axis, centred). An involution on a symmetric template."""
+    from scipy.spatial import cKDTree
+
+    x = np.asarray(canonical, np.float64)
+    reflected = x * np.array([-1.0, 1.0, 1.0]) + np.array([2.0 * np.median(x[:, 0]), 0.0, 0.0])
+    return cKDTree(x).query(reflected)[1].astype(np.int64)
+
+
+def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The smaller of ``a`` and ``b`` taken softly: w a + (1 − w) b with w = σ((b − a)/τ): ``a`` itself where
+    ``a`` = ``b``, and ``a`` up to e^{−(b − a)/τ} where ``b`` is larger by several τ."""
+    w = torch.sigmoid((b - a) / temperature)
+    return w * a + (1.0 - w) * b
+
+
 def reprojection_loss(pred: torch.Tensor, xy: torch.Tensor, visible: torch.Tensor, eps: float,
-                      uncertainty: torch.Tensor | None = None, b_min: float = 0.1) -> torch.Tensor:
+                      uncertainty: torch.Tensor | None = None, b_min: float = 0.1, norm: str = "pseudo_huber",
+                      mirror: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 5 (or supp. C's heteroscedastic form): mean over visible keypoints.
 
     Args:
         pred, xy: (B, N, 2) float projected and observed keypoints (normalised frame).
         visible: (B, N) bool. uncertainty: (B, N) float scale b > 0, or None.
+        eps: the norm's scale c. norm: :data:`ROBUST_NORMS` (:func:`robust_norm`).
+        mirror: (N,) int each vertex's mirror (:func:`mirror_map`), or None: mirror-aware, a keypoint is
+            explained by its vertex or by its mirror, whichever re-projects closer (:func:`smooth_min` of the
+            squared residuals, τ = c²):
+            DensePose's left/right swaps then cost nothing, and the plain residual is kept where the mirror is
+            farther.
     """
-    rho = pseudo_huber(((pred - xy) ** 2).sum(-1), eps)  # (B, N)
+    r2 = ((pred - xy) ** 2).sum(-1)  # (B, N)
+    if mirror is not None:  # the closer of the two, softly (τ = c²: a bounded norm cannot tell far from farther)
+        r2 = smooth_min(r2, ((pred[:, mirror] - xy) ** 2).sum(-1), eps**2)
+    rho = robust_norm(r2, eps, norm)
     if uncertainty is not None:
         rho = torch.log(uncertainty) + rho / uncertainty.clamp(min=b_min)
     v = visible.to(rho.dtype)
@@ -285,6 +344,9 @@ class TrainingObjective(nn.Module):
             "oracle_3d": cfg.oracle_3d,
         }
         self.psi = make_psi(model) if self.weights["canonicalisation"] > 0 else None
+        self.progress = 1.0  # share of training done: the training loop sets it each step (the norm's annealing)
+        self.register_buffer("mirror", torch.as_tensor(mirror_map(model.template.detach().cpu().numpy()))
+                             if cfg.mirror else None, persistent=False)
         if self.weights["arap"] > 0:
             if arap is None:
                 raise InputError("loss.arap > 0 needs the template's ARAP weights")
@@ -297,12 +359,18 @@ class TrainingObjective(nn.Module):
             x = model.template[None]
             model.set_rest_normals(vertex_normals(x, torch.as_tensor(np.asarray(faces), dtype=torch.long))[0])
 
+    def reprojection_scale(self) -> float:
+        """The re-projection norm's scale c now (``loss.robust_scale``, or ``huber_eps``; annealed)."""
+        cfg = self.cfg
+        end = cfg.robust_scale or cfg.huber_eps
+        return annealed_scale(self.progress, end, cfg.robust_scale_start, cfg.robust_anneal)
+
     def forward(self, xy: torch.Tensor, visible: torch.Tensor, truth: torch.Tensor | None = None,
                 count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(xy, visible)
         cfg = self.cfg
-        terms = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, cfg.huber_eps,
-                                                   out.uncertainty, cfg.b_min)}
+        terms = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, self.reprojection_scale(),
+                                                   out.uncertainty, cfg.b_min, cfg.robust, self.mirror)}
         if self.psi is not None:
             terms["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps,
                                                               samples=cfg.canon_samples)

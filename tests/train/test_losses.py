@@ -7,11 +7,13 @@ import torch
 import trimesh
 
 from pipeline.core.config import LossParams, ModelParams
+from pipeline.core.errors import InputError
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.template.file import canonical_template
-from pipeline.train.losses import (_ArapOperator, arap_loss, arap_weights, best_rotations, canonicalisation_loss,
-                                   entropy_loss, facing_loss, make_psi, oracle_loss, pseudo_huber, reprojection_loss,
-                                   vertex_normals)
+from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, _ArapOperator, annealed_scale, arap_loss,
+                                   arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_loss,
+                                   make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss, robust_norm,
+                                   smooth_min, vertex_normals)
 from pipeline.train.part_init import build_model
 
 
@@ -220,3 +222,84 @@ def test_canonicalisation_falls_as_psi_trains(template):
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+
+
+# --- robust re-projection (issue 26): heavier tails, annealing, mirror-aware ---------------------------------
+
+@pytest.mark.parametrize("kind", ROBUST_NORMS)
+def test_each_robust_norm_is_zero_at_the_truth_and_alike_near_it(kind):
+    r = torch.tensor([0.0, 1e-4], dtype=torch.float64, requires_grad=True)
+    rho = robust_norm(r**2, 0.1, kind)
+    assert rho[0].item() == 0.0 and rho[1].item() == pytest.approx(0.5 * 1e-8 / 0.1, rel=1e-3)  # r²/2c
+    (g,) = torch.autograd.grad(rho.sum(), r)
+    assert g[0] == 0.0
+
+
+def test_a_gross_outlier_pulls_less_the_heavier_the_tail():
+    """The pull (dρ/dr) of a keypoint 10 units off (a left/right swap across the body): constant for the
+    pseudo-Huber, ~c/r for Cauchy, ~c³/r³ for Geman–McClure, whose cost is bounded by c/2."""
+    c = 0.1
+    pull = {}
+    for kind in ROBUST_NORMS:
+        r = torch.tensor(10.0, dtype=torch.float64, requires_grad=True)
+        rho = robust_norm(r**2, c, kind)
+        pull[kind] = torch.autograd.grad(rho, r)[0].item()
+        if kind == "geman_mcclure":
+            assert rho.item() < c / 2 and robust_norm(torch.tensor(1e12), c, kind).item() == pytest.approx(c / 2)
+    assert pull["pseudo_huber"] == pytest.approx(1.0, rel=1e-3)
+    assert pull["cauchy"] == pytest.approx(c / 10.0, rel=1e-3)
+    assert pull["geman_mcclure"] == pytest.approx(c**3 / 10.0**3, rel=1e-2)
+    with pytest.raises(InputError, match="loss.robust = 'l1'"):
+        robust_norm(torch.tensor(1.0), c, "l1")
+
+
+def test_the_scale_anneals_from_wide_to_narrow():
+    assert annealed_scale(0.0, 0.01, 1.0, 0.5) == pytest.approx(1.0)
+    assert annealed_scale(0.25, 0.01, 1.0, 0.5) == pytest.approx(0.1)  # geometric: halfway in log
+    assert annealed_scale(0.5, 0.01, 1.0, 0.5) == annealed_scale(0.9, 0.01, 1.0, 0.5) == 0.01
+    assert annealed_scale(0.0, 0.01) == 0.01  # no start: no annealing
+
+
+def test_the_mirror_map_pairs_left_and_right(template):
+    m = mirror_map(template.vertices)
+    assert (m[m] == np.arange(len(m))).mean() > 0.99  # an involution on the symmetric template
+    x = template.vertices[:, 0]
+    left = x < x.mean() - 0.05
+    assert (x[m[left]] > x.mean()).all()  # a vertex well left of the midline mirrors to the right
+
+
+def test_mirror_aware_residual_is_the_plain_one_unless_the_mirror_explains_better():
+    """Vertex 0 and its mirror 1: a keypoint at vertex 0's projection costs what it costs plainly (the mirror is
+    far); a keypoint at vertex 1's (a left/right swap) costs ~0 instead of the full residual."""
+    pred = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.5, 0.5]]], dtype=torch.float64)
+    mirror = torch.tensor([1, 0, 2])
+    vis = torch.ones(1, 3, dtype=torch.bool)
+    eps = 0.01
+    for xy0 in ([0.0, 0.0], [0.02, 0.01]):  # at or near its own vertex
+        xy = pred.clone()
+        xy[0, 0] = torch.tensor(xy0)
+        plain = reprojection_loss(pred, xy, vis, eps, norm="geman_mcclure")
+        assert reprojection_loss(pred, xy, vis, eps, norm="geman_mcclure", mirror=mirror).item() == \
+            pytest.approx(plain.item(), abs=1e-12)
+    swapped = pred.clone()
+    swapped[0, 0] = pred[0, 1]
+    assert reprojection_loss(pred, swapped, vis, eps, mirror=mirror).item() < 1e-12
+    assert reprojection_loss(pred, swapped, vis, eps).item() == pytest.approx(eps * (math.sqrt(1 + 1 / eps**2) - 1) / 3)
+    assert smooth_min(torch.tensor(0.3), torch.tensor(0.3), 0.01).item() == pytest.approx(0.3)
+
+
+def test_the_objective_anneals_and_mirrors_when_asked(template):
+    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
+    model = build_model(ModelParams(hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
+                        template.vertices, template.up, template.forward, unit_rms(eb.evecs))
+    cfg = LossParams(canonicalisation=0.0, arap=0.0, entropy=0.0, facing=0.0, robust="cauchy", robust_scale=0.1,
+                     robust_scale_start=1.0, robust_anneal=0.5, mirror=True)
+    objective = TrainingObjective(model, cfg, None, template.faces)
+    objective.progress = 0.0
+    assert objective.reprojection_scale() == pytest.approx(1.0)
+    objective.progress = 0.75
+    assert objective.reprojection_scale() == pytest.approx(0.1)
+    assert objective.mirror is not None and len(objective.mirror) == len(template.vertices)
+    xy, vis = torch.randn(2, len(template.vertices), 2), torch.ones(2, len(template.vertices), dtype=torch.bool)
+    loss, terms = objective(xy, vis)
+    assert torch.isfinite(loss) and "reprojection" in terms
