@@ -120,6 +120,7 @@ ROBUST: dict[str, list[str]] = {
     "cauchy": ["loss.robust=cauchy", *ROBUST_ANNEAL],
     "heteroscedastic": ["model.heteroscedastic=true"],  # the paper's supp. C
     "mirror": ["loss.mirror=true"],
+    "gm_mirror": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL, "loss.mirror=true"],  # both kinds of tolerance
 }
 ROBUST_REFERENCE = "pseudo_huber"
 # -------------------------------------------------------------------------------------------------
