@@ -117,10 +117,10 @@ ROBUST_ANNEAL = ["loss.robust_scale=0.1", "loss.robust_scale_start=1", "loss.rob
 ROBUST: dict[str, list[str]] = {
     "pseudo_huber": [],  # today's default: convex, ε = loss.huber_eps
     "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
-    "cauchy": ["loss.robust=cauchy", *ROBUST_ANNEAL],
-    "heteroscedastic": ["model.heteroscedastic=true"],  # the paper's supp. C
     "mirror": ["loss.mirror=true"],
     "gm_mirror": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL, "loss.mirror=true"],  # both kinds of tolerance
+    "heteroscedastic": ["model.heteroscedastic=true"],  # the paper's supp. C
+    "cauchy": ["loss.robust=cauchy", *ROBUST_ANNEAL],
 }
 ROBUST_REFERENCE = "pseudo_huber"
 # -------------------------------------------------------------------------------------------------
