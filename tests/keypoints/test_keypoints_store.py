@@ -160,8 +160,8 @@ def test_pose_mode_travels_from_densepose_to_keypoints(template, tmp_path):
     from pipeline.densepose.synthetic.source import body_model, make_bodies
     from pipeline.iuv.store import open_iuv
 
-    p = load_params_dict({"densepose": {"crop": 32},
-                          "synthetic": {"train_bodies": 4, "test_bodies": 4, "views": 2, "batch": 8, "crowd_prob": 0.0}})
+    p = load_params_dict({"synthetic": {"train_bodies": 4, "test_bodies": 4, "views": 2, "batch": 8,
+                                        "crowd_prob": 0.0}})
     write_synthetic_store(tmp_path / "dp.zarr", template, p.synthetic, crop=32, seed=0, device="cpu")
     want = np.repeat(make_bodies(body_model(template), np.arange(8), p.synthetic, 0).mode, 2)  # body-major
     assert len(set(want)) > 1  # seed 0: more than one mode
