@@ -93,8 +93,9 @@ class EvalResult:
     (with ground truth: row, mpjpe, flip, flip_better, flat, re14, visible_area, xy, z, azimuth (degrees),
     azimuth_bin (index into :data:`pipeline.evaluate.metrics.AZIMUTH_CENTRES`), visible_bin (index into
     :data:`pipeline.evaluate.metrics.VISIBLE_SHARE_KEYS`), torso_facing (bool), mode (index into the store's
-    ``pose_modes``; only with ``gt/mode``) and s2s of the first instances). ground_truth: whether the 3D metrics (:data:`METRIC_KEYS`) or the 2D ones
-    (:data:`METRIC_KEYS_NO_GT`). segmentation: rows of segmentation.csv (:data:`SEGMENTATION_COLUMNS`)."""
+    ``pose_modes``; only with ``gt/mode``) and s2s of the first instances). ground_truth: whether the 3D metrics
+    (:data:`METRIC_KEYS`) or the 2D ones (:data:`METRIC_KEYS_NO_GT`). segmentation: rows of segmentation.csv
+    (:data:`SEGMENTATION_COLUMNS`)."""
 
     metrics: dict
     parts: list[dict]
