@@ -71,7 +71,7 @@ def truth_specs(n_vertices: int | str, n_joints: int | str, crop: int | str) -> 
     n, s = n_vertices, crop
     return {"gt/vertices": ((n, 3), "float32"), "gt/visible": ((n,), "bool"), "gt/occluded": ((n,), "bool"),
             "gt/joints": ((n_joints, 3), "float32"), "gt/iuv": ((s, s, 3), "uint8"), "gt/depth": ((s, s), "float32"),
-            "gt/camera": ((3,), "float32"), "gt/body": ((), "int32")}
+            "gt/camera": ((3,), "float32"), "gt/body": ((), "int32"), "gt/mode": ((), "int8")}
 
 
 class StoreError(UserError, ValueError):

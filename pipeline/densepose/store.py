@@ -25,6 +25,8 @@ gt/camera          (n, 3) float32         synthetic only: f, cx, cy: image = f (
                                           orthographic (f pixels/metre), f (x, y) / z + (cx, cy) when
                                           perspective (attribute ``projection``)
 gt/body            (n,) int32             synthetic only: the body (phenotype and pose) of the instance
+gt/mode            (n,) int8              synthetic only: the body's pose mode, an index into the ``pose_modes``
+                                          attribute (walk, reach, sit, bend)
 rgb                (n, S, S, 3) uint8     synthetic with ``synthetic.images``: the photo-like RGB crop (sRGB)
 gt/occluder        (n, S, S) bool         synthetic with ``synthetic.images``: pixels of the body hidden by the
                                           pasted occluder or by a neighbour, and the occluder's other pixels
@@ -34,7 +36,8 @@ gt/crowd_box       (n, 4) float32         synthetic with ``synthetic.images``: t
 
 Crop pixel ``(r, c)`` has image centre ``(x0 + (c + 0.5) w / S, y0 + (r + 0.5) h / S)``.
 Group attributes: ``schema`` (:data:`SCHEMA`), ``source``, ``crop`` (S), ``kinds`` (a list of
-"chart" and/or "cse"), ``images`` (list of image names), ``template_hash``, ``params``; real-image
+"chart" and/or "cse"), ``images`` (list of image names), ``template_hash``, ``params``; the synthetic
+source adds ``projection``, ``image_size`` and ``pose_modes`` (the names ``gt/mode`` indexes); real-image
 sources add ``image_sizes`` ([H, W] per image, [0, 0] when unknown) and ``skipped_images``, and CSE
 output from them ``cse_mesh`` (the mesh its embeddings refer to: the template's, ``template.source:
 cse``; synthetic CSE maps use the template's own embeddings).

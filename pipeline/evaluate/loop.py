@@ -40,7 +40,21 @@ one is an error) and writes
                           first ``eval.s2s_instances`` test instances (``s2s_instances`` of them;
                           null when 0)
   s2s_instances           instances S2S was measured on
+  by_pose_mode            where it fails, by pose: per pose mode of the synthetic sampler (``gt/mode``,
+                          named by the store's ``pose_modes`` attribute: ``walk``, ``reach``, ``sit``,
+                          ``bend``) ``instances``, ``mpjpe_mm`` (the MPJPE of those instances alone),
+                          ``flat_mpjpe_mm`` (the flat reference's) and ``ratio`` (mpjpe_mm /
+                          flat_mpjpe_mm: below 1 the model beats the flat reference); null but
+                          ``instances`` for a mode no instance has. Only when the store has ``gt/mode``
+                          (synthetic data since it was added)
+  by_visible_share        the same per share of the template's surface the keypoints show
+                          (``visible_area``, else the share of visible vertices;
+                          :data:`pipeline.evaluate.metrics.VISIBLE_SHARE_EDGES`): keys
+                          ``vis00-30`` [0, 0.3), ``vis30-50`` [0.3, 0.5), ``vis50-70`` [0.5, 0.7),
+                          ``vis70-100`` [0.7, 1], which hold every instance once
   ======================  ===========================================================================
+
+  (the last two after every other key, :data:`pipeline.evaluate.results.BREAKDOWN_KEYS`)
 
   and the segmentation keys (both branches; :data:`SEGMENTATION_KEYS`, :mod:`pipeline.evaluate.segmentation`) of
   the learnt part weights (the baselines' are (N, 1) ones: one part used, entropy 0, component share 1,
@@ -155,7 +169,7 @@ from pipeline.train.checkpoint import load_checkpoint, reconstruct
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "Reconstructor", "model_reconstructor", "has_ground_truth", "rows_to_evaluate",
+__all__ = ["evaluate", "Reconstructor", "model_reconstructor", "has_ground_truth", "pose_modes", "rows_to_evaluate",
            "training_overlap", "reconstructed_batches"]
 
 
@@ -206,7 +220,8 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
     keep = max(cfg.grid, cfg.meshes, cfg.uv_maps, PAGE_INSTANCES if reports is not None else 0)
     batches = reconstructed_batches(root, rows, reconstruct, cfg.batch_size, progress)
     if ground_truth:
-        result, kept, errors = measure_3d(root, batches, template, parts, cfg, keep, device)
+        modes = pose_modes(root, keypoints)
+        result, kept, errors = measure_3d(root, batches, template, parts, cfg, keep, device, modes)
     else:
         if "box" not in root:
             raise StoreError(f"{keypoints}: no ground truth and no box array: the 2D error is relative to the box")
@@ -252,6 +267,28 @@ def _segmentation(template: Template, segmentation: np.ndarray | None,
 
 def has_ground_truth(root) -> bool:
     return "gt" in root and {"vertices", "camera"} <= set(root["gt"].array_keys())
+
+
+def pose_modes(root, path) -> tuple[str, ...] | None:
+    """The names of the pose modes the store's ``gt/mode`` indexes (its ``pose_modes`` attribute), or None when it
+    has no ``gt/mode`` (real images; stores made before it was added).
+
+    Raises:
+        StoreError: ``gt/mode`` without a list of distinct names in ``pose_modes``, or with a value it does not name.
+    """
+    if not ("gt" in root and "mode" in root["gt"]):
+        return None
+    names = root.attrs.get("pose_modes")
+    if not (isinstance(names, list) and names and all(isinstance(x, str) for x in names)
+            and len(set(names)) == len(names)):
+        raise StoreError(f"{path}: gt/mode needs the pose modes' names, a list of distinct strings in the attribute "
+                         f"pose_modes, got {names!r}; {root.fix}")
+    mode = np.asarray(root["gt/mode"][:])
+    bad = np.flatnonzero((mode < 0) | (mode >= len(names)))
+    if len(bad):
+        raise StoreError(f"{path}: gt/mode holds {int(mode[bad[0]])} at instance {bad[0]} ({len(bad)} instances in "
+                         f"all), but pose_modes names {len(names)} modes (0..{len(names) - 1}); {root.fix}")
+    return tuple(names)
 
 
 def rows_to_evaluate(root, path, ground_truth: bool, checkpoint: dict | None = None) -> tuple[np.ndarray, str]:

@@ -9,8 +9,9 @@ from typing import NamedTuple
 
 from pipeline.core.config import EvalParams
 from pipeline.core.errors import InputError
-from pipeline.evaluate.metrics import (AZIMUTH_CENTRES, azimuth_bins, azimuth_key, batch_vertex_errors, binned_share,
-                                       centre_depth, image_to_camera, part_sums, re14, s2s, same_facing, view_azimuth)
+from pipeline.evaluate.metrics import (AZIMUTH_CENTRES, VISIBLE_SHARE_KEYS, azimuth_bins, azimuth_key,
+                                       batch_vertex_errors, binned_share, centre_depth, group_means, image_to_camera,
+                                       part_sums, re14, s2s, same_facing, view_azimuth, visible_share_bins)
 from pipeline.evaluate.results import (Batch, EvalResult, Kept, MM, PCT, add_sums, empty_sums, fmt, mean_or_none,
                                        part_head)
 from pipeline.template.file import Template, apply_regressor, canonical_template
@@ -35,10 +36,40 @@ def camera_for_metres(camera: np.ndarray, true: np.ndarray, projection: str) -> 
     return camera
 
 
+def error_breakdown(mpjpe: np.ndarray, flat: np.ndarray, groups: np.ndarray, keys: tuple[str, ...]) -> dict:
+    """The MPJPE of each group of instances (``by_pose_mode``, ``by_visible_share`` of eval.json): per key
+    ``instances``, ``mpjpe_mm`` and ``flat_mpjpe_mm`` (the mean over the group's instances of their mean vertex
+    errors: the MPJPE of the group alone) and ``ratio`` (the one over the other); null but ``instances`` for an
+    empty group, ``ratio`` null for a flat reference of 0.
+
+    Args:
+        mpjpe, flat: (n,) float per-instance mean vertex error of the prediction and of the flat reference, metres.
+        groups: (n,) int index into ``keys`` of each instance's group.
+    """
+    pred, counts = group_means(mpjpe, groups, len(keys))
+    ref, _ = group_means(flat, groups, len(keys))
+    out = {}
+    for key, n, p, f in zip(keys, counts, pred, ref):
+        out[key] = {"instances": int(n), "mpjpe_mm": MM * float(p) if n else None,
+                    "flat_mpjpe_mm": MM * float(f) if n else None, "ratio": float(p / f) if n and f > 0 else None}
+    return out
+
+
+def _breakdown_line(title: str, table: dict) -> str:
+    return f"MPJPE by {title}: " + ", ".join(
+        f"{k} {fmt(r['mpjpe_mm'])} mm of {r['instances']} (flat {fmt(r['flat_mpjpe_mm'])} mm, "
+        f"ratio {fmt(r['ratio'], 2)})"
+        for k, r in table.items())
+
+
 def measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[np.ndarray, list[str]],
-                cfg: EvalParams, keep: int, device: str) -> tuple[EvalResult, Kept, dict]:
+                cfg: EvalParams, keep: int, device: str,
+                modes: tuple[str, ...] | None = None) -> tuple[EvalResult, Kept, dict]:
     """The 3D metrics of the module docstring; returns the result, the kept instances and the
-    :func:`pipeline.evaluate.reports.errors_figure` arguments."""
+    :func:`pipeline.evaluate.reports.errors_figure` arguments.
+
+    ``modes``: the names of the pose modes ``gt/mode`` indexes (checked by :func:`pipeline.evaluate.loop.pose_modes`),
+    for ``by_pose_mode``; None: the store has no pose modes, and eval.json no ``by_pose_mode``."""
     vertex_part, names = parts
     n_parts = len(names) + 1
     projection = str(root.attrs.get("projection", "orthographic"))
@@ -58,7 +89,7 @@ def measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[
     bins = np.linspace(0, cfg.histogram_max_mm, 81)
     hist = {"visible": np.zeros(len(bins) - 1), "invisible": np.zeros(len(bins) - 1)}
     per = {k: [] for k in ("row", "mpjpe", "flip", "flat", "re14", "visible_area", "flip_better", "xy", "z",
-                           "azimuth", "torso_facing")}
+                           "azimuth", "torso_facing") + (("mode",) if modes is not None else ())}
     s2s_values = []
     kept = Kept()
 
@@ -89,6 +120,8 @@ def measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[
         per["z"].append(err_z.mean(1))
         per["azimuth"].append(view_azimuth(canonical_torso, true[:, torso]))
         per["torso_facing"].append(same_facing(pred, true, front, back))
+        if modes is not None:
+            per["mode"].append(b.read("gt/mode"))
         room = s2s_limit - len(s2s_values)
         if room > 0:
             s2s_values.extend(s2s(centre_depth(pred[:room]), centre_depth(true[:room]), template.faces, device=device))
@@ -99,6 +132,7 @@ def measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[
 
     per = {k: np.concatenate(v) for k, v in per.items()}
     per["azimuth_bin"] = azimuth_bins(per["azimuth"])
+    per["visible_bin"] = visible_share_bins(per["visible_area"])
     n = len(per["mpjpe"])
     flip_share, by_azimuth = binned_share(per["flip_better"], per["azimuth_bin"], len(AZIMUTH_CENTRES))
     p, f = sums["pred"], sums["flat"]
@@ -122,6 +156,9 @@ def measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[
         "s2s_mm": MM * float(np.mean(s2s_values)) if s2s_values else None,
         "s2s_instances": len(s2s_values),
     }
+    if modes is not None:
+        metrics["by_pose_mode"] = error_breakdown(per["mpjpe"], per["flat"], per["mode"], modes)
+    metrics["by_visible_share"] = error_breakdown(per["mpjpe"], per["flat"], per["visible_bin"], VISIBLE_SHARE_KEYS)
     part_rows = [dict(part_head(k, vertex_part, names),
                       mpjpe_mm=mean_or_none(p.sum_all[k], p.count_all[k]),
                       visible_mm=mean_or_none(p.sum_visible[k], p.count_visible[k]),
@@ -138,6 +175,9 @@ def measure_3d(root, batches: Iterator[Batch], template: Template, parts: tuple[
     log.info("flip better by view azimuth: %s", ", ".join(
         f"{k} {fmt(None if v is None else 100 * v, 0)}% of {metrics['instances_by_azimuth'][k]}"
         for k, v in metrics["flip_share_by_azimuth"].items()))
+    if modes is not None:
+        log.info("%s", _breakdown_line("pose mode", metrics["by_pose_mode"]))
+    log.info("%s", _breakdown_line("visible share", metrics["by_visible_share"]))
     errors = {"per": per_instance, "hist": hist, "bins": bins, "vertex_mm": vertex_sum / n * MM, "summary": metrics}
     return EvalResult(metrics, part_rows, per_instance), kept, errors
 

@@ -25,6 +25,8 @@ otherwise; errors come back in metres and the stage reports millimetres.
 - :func:`view_azimuth` is the body's view azimuth from a rigid (rotation + translation) alignment of
   the canonical template's torso to the true torso; :func:`azimuth_bins` groups it in 45° bins and
   :func:`binned_share` gives the share of a per-instance flag in each bin.
+- :func:`visible_share_bins` groups instances by the share of the template they show (:data:`VISIBLE_SHARE_EDGES`)
+  and :func:`group_means` averages a per-instance value in each group (pose mode, visible share).
 - :func:`torso_forward_z` is the depth component of the torso's back-to-front direction: its sign says
   whether the chest faces the camera, and :func:`same_facing` compares it between two shapes.
 
@@ -50,9 +52,14 @@ from pipeline.core.errors import InputError
 __all__ = ["image_to_camera", "centre_depth", "flip_depth", "flat_reference", "vertex_errors", "VertexErrors",
            "batch_vertex_errors", "similarity_align", "re14", "part_sums", "closest_point_on_triangles",
            "point_to_mesh_distance", "s2s", "PartSums", "xy_z_errors", "view_azimuth", "AZIMUTH_CENTRES",
-           "azimuth_bins", "azimuth_key", "binned_share", "torso_forward_z", "same_facing"]
+           "azimuth_bins", "azimuth_key", "binned_share", "VISIBLE_SHARE_EDGES", "VISIBLE_SHARE_KEYS",
+           "visible_share_bins", "group_means", "torso_forward_z", "same_facing"]
 
 AZIMUTH_CENTRES = (0, 45, 90, 135, 180, -135, -90, -45)  # degrees: centres of the 45° azimuth bins
+# visible-share bins [0, 0.3), [0.3, 0.5), [0.5, 0.7), [0.7, 1] and their metrics keys (percent)
+VISIBLE_SHARE_EDGES = (0.0, 0.3, 0.5, 0.7, 1.0)
+VISIBLE_SHARE_KEYS = tuple(f"vis{round(100 * a):02d}-{round(100 * b):02d}"
+                           for a, b in zip(VISIBLE_SHARE_EDGES[:-1], VISIBLE_SHARE_EDGES[1:]))
 
 
 def image_to_camera(points: np.ndarray, camera: np.ndarray) -> np.ndarray:
@@ -215,6 +222,50 @@ def binned_share(flags: np.ndarray, bins: np.ndarray, n_bins: int) -> tuple[np.n
     hits = np.bincount(bins, flags.astype(np.float64), minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, hits / counts, np.nan), counts
+
+
+def visible_share_bins(share: np.ndarray) -> np.ndarray:
+    """(n,) int64 index into :data:`VISIBLE_SHARE_KEYS` of the bin of each (n,) float visible share: bin ``k`` holds
+    ``VISIBLE_SHARE_EDGES[k] <= share < VISIBLE_SHARE_EDGES[k + 1]``, the last one 1 too, so the bins partition [0, 1].
+    Shares are compared with the edges in their own precision (a float32 share of 0.7 is in [0.7, 1]).
+
+    Raises:
+        InputError: a share that is NaN or outside [0, 1] (not a share: the bins would hide it).
+    """
+    share = np.asarray(share)
+    share = share if share.dtype.kind == "f" else share.astype(np.float64)
+    if share.ndim != 1:
+        raise InputError(f"visible shares must be (n,), got shape {share.shape}")
+    bad = np.flatnonzero(~((share >= 0) & (share <= 1)))  # NaN too
+    if len(bad):
+        raise InputError(f"visible shares must lie in [0, 1], got {share[bad[0]]} at instance {bad[0]} "
+                         f"({len(bad)} instances in all)")
+    return np.digitize(share, np.asarray(VISIBLE_SHARE_EDGES[1:-1], share.dtype)).astype(np.int64)
+
+
+def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of a per-instance value in each group of instances.
+
+    Args:
+        values: (n,) float. groups: (n,) int in 0..n_groups-1 (a pose mode, a visible-share bin).
+    Returns:
+        means: (n_groups,) float64, NaN for an empty group; counts: (n_groups,) int64 instances per group.
+    Raises:
+        InputError: shapes that differ, or a group outside 0..n_groups-1.
+    """
+    values, groups = np.asarray(values, np.float64), np.asarray(groups)
+    if values.shape != groups.shape or values.ndim != 1 or groups.dtype.kind not in "iu":
+        raise InputError(f"values and groups must both be (n,), groups integers; got {values.shape} {values.dtype} "
+                         f"and {groups.shape} {groups.dtype}")
+    outside = (groups < 0) | (groups >= n_groups)
+    if outside.any():
+        i = np.flatnonzero(outside)[0]
+        raise InputError(f"group {groups[i]} of instance {i} is outside 0..{n_groups - 1}")
+    groups = groups.astype(np.int64)
+    counts = np.bincount(groups, minlength=n_groups).astype(np.int64)
+    sums = np.bincount(groups, values, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan), counts
 
 
 def torso_forward_z(points: np.ndarray, front: np.ndarray, back: np.ndarray) -> np.ndarray:

@@ -13,8 +13,10 @@ instance (the first :data:`PAGE_INSTANCES` evaluated):
 - a 3D view (drag to rotate) of the prediction and, with ground truth, the truth beside it, coloured by the
   per-vertex error (mm, both shapes depth-centred as in the metrics) or by the learnt part (arg-max);
 
-and once the template, coloured by its learnt parts. Without ground truth (real images) the prediction alone,
-in image-frame pixels.
+and once the template, coloured by its learnt parts; beside the headline metrics, where it fails: the MPJPE
+against the flat reference's per pose mode and per visible share (eval.json's ``by_pose_mode`` and
+``by_visible_share``, when it has them). Without ground truth (real images) the prediction alone, in image-frame
+pixels.
 
 Data keys (``N`` template vertices, ``F`` faces, ``M`` learnt parts, ``P`` visible keypoints of an instance):
 
@@ -23,6 +25,9 @@ key               value
 ================  ===============================================================================
 title, notes      the page's title; lines saying what is missing
 summary           [label, value] pairs of eval.json's headline metrics
+breakdown         per table of eval.json's breakdowns it has: {"title", "columns": 5 headers, "rows": per
+                  group 5 strings: the group, instances, MPJPE, the flat reference's, their ratio ("–"
+                  for an empty group)}
 ground_truth      whether the truth and the per-vertex errors are there
 units             "mm" (shapes in metres) or "px" (image-frame pixels, no ground truth)
 error_max_mm      top of the error colour scale: the 90th percentile of the shown vertex errors
@@ -50,6 +55,7 @@ import numpy as np
 
 from pipeline.core.errors import InputError
 from pipeline.evaluate.inputs import Inputs, to_crop
+from pipeline.evaluate.metrics import VISIBLE_SHARE_EDGES, VISIBLE_SHARE_KEYS
 from pipeline.evaluate.reports import segment_colours
 from pipeline.evaluate.results import Kept
 from pipeline.template.file import Template
@@ -116,6 +122,31 @@ def _summary(metrics: dict) -> list[list[str]]:
     return [[label, fmt.format(metrics[key])] for key, label, fmt in _SUMMARY if metrics.get(key) is not None]
 
 
+# eval.json's breakdowns: key, table title, what groups the instances, the label of each group's key
+_BREAKDOWNS = (("by_pose_mode", "MPJPE by pose mode", "pose mode", {}),
+               ("by_visible_share", "MPJPE by the share of the template the keypoints show", "visible share",
+                {k: f"{100 * a:.0f}–{100 * b:.0f} %" for k, a, b in
+                 zip(VISIBLE_SHARE_KEYS, VISIBLE_SHARE_EDGES[:-1], VISIBLE_SHARE_EDGES[1:])}))
+
+
+def _cell(value: float | None, form: str) -> str:
+    return "–" if value is None else form.format(value)
+
+
+def _breakdowns(metrics: dict) -> list[dict]:
+    """The page's ``breakdown`` tables (module docstring) of the breakdowns ``metrics`` holds."""
+    out = []
+    for key, title, what, labels in _BREAKDOWNS:
+        if not metrics.get(key):
+            continue
+        rows = [[labels.get(group, group), str(r["instances"]), _cell(r["mpjpe_mm"], "{:.1f} mm"),
+                 _cell(r["flat_mpjpe_mm"], "{:.1f} mm"), _cell(r["ratio"], "{:.2f}")]
+                for group, r in metrics[key].items()]
+        out.append({"title": title, "columns": [what, "instances", "MPJPE", "flat reference",
+                                                             "MPJPE / flat"], "rows": rows})
+    return out
+
+
 def page_data(template: Template, segmentation: np.ndarray | None, kept: Kept, inputs: Inputs,
               metrics: dict | None = None, count: int = PAGE_INSTANCES) -> dict:
     """The page's data (module docstring) of the first ``count`` kept instances.
@@ -159,7 +190,8 @@ def page_data(template: Template, segmentation: np.ndarray | None, kept: Kept, i
         })
     return {
         "title": "densepose3d: the first reconstructions of the evaluate stage",
-        "notes": notes, "summary": _summary(metrics or {}), "ground_truth": truth, "units": "mm" if truth else "px",
+        "notes": notes, "summary": _summary(metrics or {}), "breakdown": _breakdowns(metrics or {}),
+        "ground_truth": truth, "units": "mm" if truth else "px",
         "error_max_mm": error_scale_mm(kept.pred[:k], kept.true[:k]), "crop": int(inputs.crop),
         "faces": pack(template.faces, "uint32"), "parts": parts, "frame": CAMERA_FRAME,
         "template": {"vertices": pack(template.vertices, "float32"),
@@ -179,6 +211,10 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1em 2em; color: #222; back
 h1 {{ font-size: 1.3em; }} h2 {{ font-size: 1.05em; margin: 0.2em 0; }}
 .bar {{ display: flex; flex-wrap: wrap; gap: 1.5em; align-items: center; margin: 0.6em 0; }}
 .summary td {{ padding: 0 0.8em 0 0; }} .notes {{ color: #a40; }}
+.breakdown {{ border-collapse: collapse; margin: 0.6em 0; font-size: 13px; }}
+.breakdown caption {{ text-align: left; font-weight: 600; }}
+.breakdown th, .breakdown td {{ padding: 0 0.8em 0 0; text-align: right; }}
+.breakdown th:first-child, .breakdown td:first-child {{ text-align: left; }}
 .top {{ display: flex; gap: 2em; align-items: flex-start; }} .head {{ flex: 1; }}
 .card {{ border: 1px solid #ddd; border-radius: 6px; padding: 0.6em; margin: 0.8em 0; }}
 .panels {{ display: flex; flex-wrap: wrap; gap: 0.8em; align-items: flex-start; }}

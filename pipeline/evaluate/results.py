@@ -67,6 +67,10 @@ METRIC_KEYS = ("test_instances", "split", "mpjpe_mm", "mpjpe_visible_mm", "mpjpe
                "instances_by_azimuth", "torso_facing_share", "s2s_mm", "s2s_instances") + SEGMENTATION_KEYS
 
 
+# with ground truth, after METRIC_KEYS when the result has them: by_pose_mode only when the store has gt/mode
+BREAKDOWN_KEYS = ("by_pose_mode", "by_visible_share")
+
+
 PART_COLUMNS = ("part", "name", "vertices", "mpjpe_mm", "visible_mm", "invisible_mm", "flat_mm")
 
 
@@ -87,9 +91,11 @@ PCT = 100.0
 class EvalResult:
     """metrics: the eval.json dict. parts: rows of eval_parts.csv. per_instance: (n,) arrays by name
     (with ground truth: row, mpjpe, flip, flip_better, flat, re14, visible_area, xy, z, azimuth (degrees),
-    azimuth_bin (index into :data:`pipeline.evaluate.metrics.AZIMUTH_CENTRES`), torso_facing (bool), and s2s of
-    the first instances). ground_truth: whether the 3D metrics (:data:`METRIC_KEYS`) or the 2D ones
-    (:data:`METRIC_KEYS_NO_GT`). segmentation: rows of segmentation.csv (:data:`SEGMENTATION_COLUMNS`)."""
+    azimuth_bin (index into :data:`pipeline.evaluate.metrics.AZIMUTH_CENTRES`), visible_bin (index into
+    :data:`pipeline.evaluate.metrics.VISIBLE_SHARE_KEYS`), torso_facing (bool), mode (index into the store's
+    ``pose_modes``; only with ``gt/mode``) and s2s of the first instances). ground_truth: whether the 3D metrics
+    (:data:`METRIC_KEYS`) or the 2D ones (:data:`METRIC_KEYS_NO_GT`). segmentation: rows of segmentation.csv
+    (:data:`SEGMENTATION_COLUMNS`)."""
 
     metrics: dict
     parts: list[dict]
@@ -140,8 +146,11 @@ def fmt(x: float | None, digits: int = 1) -> str:
 def write_metrics(result: EvalResult, metrics_path: str | Path, parts_path: str | Path,
                   segmentation_path: str | Path | None = None) -> None:
     """Writes ``eval.json``, ``eval_parts.csv`` and (if ``segmentation_path``) ``segmentation.csv``
-    atomically (values rounded to 0.0001: 0.0001 mm, px, % or share; nested dicts likewise)."""
+    atomically (values rounded to 0.0001: 0.0001 mm, px, % or share; nested dicts likewise): the keys of
+    :data:`METRIC_KEYS` (or :data:`METRIC_KEYS_NO_GT`), then those of :data:`BREAKDOWN_KEYS` the result has."""
     keys, columns = (METRIC_KEYS, PART_COLUMNS) if result.ground_truth else (METRIC_KEYS_NO_GT, PART_COLUMNS_NO_GT)
+    if result.ground_truth:
+        keys += tuple(k for k in BREAKDOWN_KEYS if k in result.metrics)
 
     def rnd(v):
         if isinstance(v, dict):

@@ -349,7 +349,11 @@
   function header() {
     const rows = DATA.summary.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v)));
     const notes = DATA.notes.map((n) => el("li", {}, n));
-    return el("div", {class: "head"}, el("table", {class: "summary"}, ...rows), el("ul", {class: "notes"}, ...notes),
+    const breakdown = (DATA.breakdown || []).map((t) => el("table", {class: "breakdown"}, el("caption", {}, t.title),
+      el("tr", {}, ...t.columns.map((c) => el("th", {}, c))),
+      ...t.rows.map((r) => el("tr", {}, ...r.map((v) => el("td", {}, v))))));
+    return el("div", {class: "head"}, el("table", {class: "summary"}, ...rows), ...breakdown,
+              el("ul", {class: "notes"}, ...notes),
               el("p", {}, "Drag a 3D view to rotate it (double-click resets). Shapes are depth-centred; " +
                  (DATA.ground_truth ? "prediction and truth share one scale." : "image-frame pixels.")),
               controls());

@@ -29,9 +29,10 @@ SMALL = EvalParams(batch_size=3, grid=2, meshes=1, uv_maps=1, uv_resolution=8, s
 
 
 def _store(path: Path, template, n: int = 10, projection: str = "orthographic", ground_truth: bool = True,
-           test_split: bool = True) -> dict:
+           test_split: bool = True, extra: dict | None = None, attrs: dict | None = None) -> dict:
     """A keypoints store: the template turned about its up axis, 4 m in front of an orthographic camera;
-    without ``gt/*`` arrays unless ``ground_truth``, all train unless ``test_split``."""
+    without ``gt/*`` arrays unless ``ground_truth``, all train unless ``test_split``; ``extra`` arrays (replacing
+    those of the same name) and group ``attrs`` added."""
     rng = np.random.default_rng(0)
     up, fwd = template.up.astype(np.float64), template.forward.astype(np.float64)
     base = np.stack([np.cross(up, fwd), -up, -fwd])  # body axes -> image x, y (down), z (away)
@@ -58,8 +59,9 @@ def _store(path: Path, template, n: int = 10, projection: str = "orthographic", 
     }
     if not ground_truth:
         arrays = {k: v for k, v in arrays.items() if not k.startswith("gt/")}
-    write_store(path, arrays, {"schema": SCHEMA, "template_hash": template.hash, "projection": projection},
-                chunk=4)
+    arrays.update(extra or {})
+    write_store(path, arrays, {"schema": SCHEMA, "template_hash": template.hash, "projection": projection,
+                               **(attrs or {})}, chunk=4)
     return {"f": f, "c": c, "cam": cam.astype(np.float32).astype(np.float64), "split": split, "visible": visible,
             "xy": arrays["xy"], "box": box}
 
@@ -124,7 +126,10 @@ def test_oracle_scores_zero_and_writes_the_reports(store, template, tmp_path):
 
     write_metrics(result, tmp_path / "eval.json", tmp_path / "eval_parts.csv", tmp_path / "segmentation.csv")
     saved = json.loads((tmp_path / "eval.json").read_text())
-    assert tuple(saved) == METRIC_KEYS and saved["instances_by_azimuth"] == m["instances_by_azimuth"]
+    assert tuple(saved) == METRIC_KEYS + ("by_visible_share",)  # no gt/mode: no by_pose_mode
+    assert saved["instances_by_azimuth"] == m["instances_by_azimuth"]
+    for k, v in m["by_visible_share"].items():  # rounded as the other values
+        assert saved["by_visible_share"][k] == {a: round(x, 4) if isinstance(x, float) else x for a, x in v.items()}
     with open(tmp_path / "eval_parts.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == PART_COLUMNS and len(rows) == 24
@@ -272,6 +277,92 @@ def test_errors_are_named(store, template, tmp_path):
         evaluate(tmp_path / "notest.zarr", template, None, None, SMALL, progress=False)
 
 
+MODES = ["walk", "reach", "sit", "bend"]
+MODE = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 2], np.int8)  # test rows 1, 2, 4, 7, 8, 9: reach sit walk bend walk sit
+AREA = np.array([0.05, 0.3, 0.9, 0.1, 0.5, 0.69, 1.0, 0.7, 0.29, 0.45], np.float32)  # test: bins 1, 3, 2, 3, 0, 1
+
+
+@pytest.fixture(scope="module")
+def mode_store(tmp_path_factory, template):
+    """Like ``store`` with pose modes (``gt/mode``, attribute ``pose_modes``) and visible shares :data:`AREA`."""
+    path = tmp_path_factory.mktemp("eval_modes") / "keypoints.zarr"
+    return path, _store(path, template, extra={"gt/mode": MODE, "visible_area": AREA}, attrs={"pose_modes": MODES})
+
+
+def _deeper(gt: dict, index: np.ndarray):
+    """A model whose depth relief is (1 + 0.3 r) times the truth's for row r of :func:`_store` (an error that differs
+    from instance to instance); ``index`` maps the rows of the store evaluated to those of :func:`_store`."""
+    def run(xy, visible, rows):
+        r = index[rows]
+        scale = np.ones((len(r), 1, 3))
+        scale[:, 0, 2] = 1 + 0.3 * r
+        return _image_frame(gt, r, gt["cam"][r] * scale)
+    return run
+
+
+def _arrays(path: Path) -> tuple[dict, dict]:
+    """Every array of a store by path (``gt/mode``), and its attributes."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r")
+    return {name: a[:] for name, a in g.members(max_depth=None) if isinstance(a, zarr.Array)}, dict(g.attrs)
+
+
+def test_error_by_pose_mode_is_the_mpjpe_of_its_instances_alone(mode_store, template, tmp_path):
+    """Each mode's row of ``by_pose_mode`` is what the evaluation of a store of that mode's instances alone gives."""
+    path, gt = mode_store
+    m = evaluate(path, template, _deeper(gt, np.arange(10)), None, SMALL, progress=False).metrics
+    by = m["by_pose_mode"]
+    assert list(by) == MODES and [by[k]["instances"] for k in MODES] == [2, 1, 2, 1]
+    arrays, attrs = _arrays(path)
+    for k, name in enumerate(MODES):
+        rows = np.flatnonzero(MODE == k)
+        write_store(tmp_path / f"{name}.zarr", {a: v[rows] for a, v in arrays.items()}, attrs, chunk=4)
+        alone = evaluate(tmp_path / f"{name}.zarr", template, _deeper(gt, rows), None, SMALL, progress=False).metrics
+        assert alone["test_instances"] == by[name]["instances"]
+        assert by[name]["mpjpe_mm"] == pytest.approx(alone["mpjpe_mm"], rel=1e-9), name
+        assert by[name]["flat_mpjpe_mm"] == pytest.approx(alone["flat_mpjpe_mm"], rel=1e-9), name
+        assert by[name]["ratio"] == pytest.approx(alone["mpjpe_mm"] / alone["flat_mpjpe_mm"], rel=1e-9), name
+        assert alone["by_pose_mode"][name] == pytest.approx(by[name], rel=1e-9)
+        assert all(alone["by_pose_mode"][other] == {"instances": 0, "mpjpe_mm": None, "flat_mpjpe_mm": None,
+                                                    "ratio": None} for other in MODES if other != name)
+    assert len({by[k]["mpjpe_mm"] for k in MODES}) == 4  # the modes' errors differ: the rows are not mixed up
+    assert sum(by[k]["mpjpe_mm"] * by[k]["instances"] for k in MODES) / 6 == pytest.approx(m["mpjpe_mm"], rel=1e-9)
+
+
+def test_visible_share_bins_partition_the_instances(mode_store, template):
+    path, gt = mode_store
+    result = evaluate(path, template, _deeper(gt, np.arange(10)), None, SMALL, progress=False)
+    m, per = result.metrics, result.per_instance
+    by = m["by_visible_share"]
+    assert list(by) == ["vis00-30", "vis30-50", "vis50-70", "vis70-100"]
+    # the stored float32 shares against the edges: 0.3 is in [0.3, 0.5), 0.7 in [0.7, 1], 0.29 in [0, 0.3)
+    np.testing.assert_array_equal(per["visible_bin"], [1, 3, 2, 3, 0, 1])
+    assert [v["instances"] for v in by.values()] == [1, 2, 1, 2] and sum(v["instances"] for v in by.values()) == 6
+    for k, v in enumerate(by.values()):
+        assert v["mpjpe_mm"] == pytest.approx(1000 * per["mpjpe"][per["visible_bin"] == k].mean(), rel=1e-12)
+        assert v["flat_mpjpe_mm"] == pytest.approx(1000 * per["flat"][per["visible_bin"] == k].mean(), rel=1e-12)
+    assert sum(v["mpjpe_mm"] * v["instances"] for v in by.values()) / 6 == pytest.approx(m["mpjpe_mm"], rel=1e-9)
+    assert sum(v["flat_mpjpe_mm"] * v["instances"] for v in by.values()) / 6 == \
+        pytest.approx(m["flat_mpjpe_mm"], rel=1e-9)
+
+
+def test_pose_modes_the_store_cannot_name_are_errors(template, tmp_path):
+    for name, extra, attrs, match in (
+            ("unnamed", {"gt/mode": MODE}, {}, "gt/mode needs the pose modes' names.*got None"),
+            ("twice", {"gt/mode": MODE}, {"pose_modes": ["walk", "walk", "sit", "bend"]}, "distinct strings"),
+            ("unknown", {"gt/mode": np.where(np.arange(10) == 4, 7, MODE).astype(np.int8)}, {"pose_modes": MODES},
+             r"gt/mode holds 7 at instance 4 \(1 instances in all\), but pose_modes names 4 modes")):
+        _store(tmp_path / f"{name}.zarr", template, extra=extra, attrs=attrs)
+        with pytest.raises(StoreError, match=match) as err:
+            evaluate(tmp_path / f"{name}.zarr", template, None, None, SMALL, progress=False)
+        assert str(tmp_path / f"{name}.zarr") in str(err.value) and "dvc repro -f keypoints" in str(err.value)
+    gt = _store(tmp_path / "area.zarr", template,
+                extra={"visible_area": np.where(np.arange(10) == 2, 1.5, AREA).astype(np.float32)})
+    with pytest.raises(ValueError, match=r"visible shares must lie in \[0, 1\], got 1.5"):
+        evaluate(tmp_path / "area.zarr", template, _deeper(gt, np.arange(10)), None, SMALL, progress=False)
+
+
 def _checkpoint(template, tmp_path: Path, model_type: str = "dp3d", init: np.ndarray | None = None) -> Path:
     """An untrained tiny model saved as pipeline.train.loop saves it (``segmentation_init`` if ``init`` is given),
     with its params.yaml and the template next to it; returns the checkpoint's path."""
@@ -314,7 +405,7 @@ def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
     path, _ = store
     init = np.eye(3)[np.arange(len(template.vertices)) * 3 // len(template.vertices)]  # three bands of vertices
     metrics = _stage(template, tmp_path, path, init=init)
-    assert tuple(metrics) == METRIC_KEYS
+    assert tuple(metrics) == METRIC_KEYS + ("by_visible_share",)
     assert metrics["test_instances"] == 6 and np.isfinite(metrics["mpjpe_mm"]) and metrics["s2s_instances"] == 1
     assert (tmp_path / "reports" / "segmentation.png").is_file()
     assert (tmp_path / "m" / "eval_parts.csv").read_text().startswith(",".join(PART_COLUMNS))

@@ -234,3 +234,39 @@ def test_a_mirrored_torso_faces_the_wrong_way(canonical_body):
     # a body turned by half a turn faces the other way too; a small turn does not change the facing
     np.testing.assert_array_equal(m.same_facing(_turned(body, angles + 180), true, front, back), False)
     np.testing.assert_array_equal(m.same_facing(_turned(body, angles + 10), true, front, back), True)
+
+
+def test_visible_share_bins_partition_zero_to_one():
+    share = np.array([0.0, 0.2999, 0.3, 0.4999, 0.5, 0.6999, 0.7, 1.0])
+    np.testing.assert_array_equal(m.visible_share_bins(share), [0, 0, 1, 1, 2, 2, 3, 3])
+    assert m.VISIBLE_SHARE_KEYS == ("vis00-30", "vis30-50", "vis50-70", "vis70-100")
+    # in the shares' own precision: a float32 0.3 or 0.7 (0.30000001, 0.69999999) is on its edge
+    np.testing.assert_array_equal(m.visible_share_bins(np.float32([0.3, 0.5, 0.7])), [1, 2, 3])
+    every = np.random.default_rng(0).random(1000)
+    bins = m.visible_share_bins(every)
+    for k, (lo, hi) in enumerate(zip(m.VISIBLE_SHARE_EDGES[:-1], m.VISIBLE_SHARE_EDGES[1:])):
+        assert ((every >= lo) & (every < hi) == (bins == k)).all()  # each share in exactly one bin
+    for bad in ([0.5, np.nan], [1.01], [-0.1]):
+        with pytest.raises(ValueError, match="visible shares must lie in"):
+            m.visible_share_bins(np.array(bad))
+
+
+def test_group_means_and_the_breakdown_by_hand():
+    from pipeline.evaluate.measures import error_breakdown
+
+    mean, count = m.group_means(np.array([1.0, 2.0, 3.0, 5.0]), np.array([0, 0, 2, 2], np.int8), 4)
+    np.testing.assert_array_equal(count, [2, 0, 2, 0])
+    np.testing.assert_array_equal(mean, [1.5, np.nan, 4.0, np.nan])
+    with pytest.raises(ValueError, match="group 4 of instance 1 is outside 0..3"):
+        m.group_means(np.zeros(2), np.array([0, 4]), 4)
+    # per-instance mean vertex errors (metres) and the flat reference's; a group's MPJPE is its instances' alone
+    err = np.array([[0.1, 0.3], [0.2, 0.2], [0.05, 0.05], [0.4, 0.0]])  # (n, N) vertex errors
+    flat = np.array([0.4, 0.8, 0.1, 0.0])
+    table = error_breakdown(err.mean(1), flat, np.array([0, 1, 0, 3]), ("walk", "reach", "sit", "bend"))
+    assert table == {
+        "walk": {"instances": 2, "mpjpe_mm": pytest.approx(1000 * err[[0, 2]].mean()),  # 125 mm
+                 "flat_mpjpe_mm": pytest.approx(250.0), "ratio": pytest.approx(0.5)},
+        "reach": {"instances": 1, "mpjpe_mm": pytest.approx(200.0), "flat_mpjpe_mm": pytest.approx(800.0),
+                  "ratio": pytest.approx(0.25)},
+        "sit": {"instances": 0, "mpjpe_mm": None, "flat_mpjpe_mm": None, "ratio": None},
+        "bend": {"instances": 1, "mpjpe_mm": pytest.approx(200.0), "flat_mpjpe_mm": 0.0, "ratio": None}}

@@ -80,6 +80,7 @@ def test_page_holds_the_instances_and_decodes_to_its_inputs(template):
     assert len(data["parts"]["colours"]) == 5 and data["parts"]["colours"][0] == "#%02x%02x%02x" % tuple(
         np.round(255 * segment_colours(5)[0]).astype(int))
     assert data["summary"] == [["split", "test"], ["MPJPE", "51.2 mm"]]  # null metrics left out
+    assert data["breakdown"] == []  # no breakdown in the metrics: no table
     assert data["ground_truth"] and data["units"] == "mm" and data["frame"] == CAMERA_FRAME and data["crop"] == CROP
     assert len(data["instances"]) == 3
     for i, inst in enumerate(data["instances"]):
@@ -103,6 +104,27 @@ def test_page_holds_the_instances_and_decodes_to_its_inputs(template):
     errors = 1000 * np.linalg.norm(np.stack(kept.pred) - np.stack(kept.true), axis=-1)
     assert data["error_max_mm"] == error_scale_mm(kept.pred, kept.true) and data["error_max_mm"] % 10 == 0
     assert np.percentile(errors, 90) <= data["error_max_mm"] < np.percentile(errors, 90) + 10
+
+
+def test_page_shows_the_error_by_pose_mode_and_visible_share(template):
+    kept, inputs, seg, _ = fake_page_inputs(template, 2)
+    empty = {"instances": 0, "mpjpe_mm": None, "flat_mpjpe_mm": None, "ratio": None}
+    metrics = {"mpjpe_mm": 150.0,
+               "by_pose_mode": {"walk": {"instances": 3, "mpjpe_mm": 120.04, "flat_mpjpe_mm": 180.0, "ratio": 0.6669},
+                                "sit": empty},
+               "by_visible_share": {"vis00-30": empty, "vis70-100": {"instances": 1, "mpjpe_mm": 90.0,
+                                                                     "flat_mpjpe_mm": 100.0, "ratio": 0.9}}}
+    data = read_page_data(page_html(page_data(template, seg, kept, inputs, metrics)))
+    columns = ["instances", "MPJPE", "flat reference", "MPJPE / flat"]
+    assert data["breakdown"] == [
+        {"title": "MPJPE by pose mode", "columns": ["pose mode", *columns],
+         "rows": [["walk", "3", "120.0 mm", "180.0 mm", "0.67"], ["sit", "0", "–", "–", "–"]]},
+        {"title": "MPJPE by the share of the template the keypoints show",
+         "columns": ["visible share", *columns],
+         "rows": [["0–30 %", "0", "–", "–", "–"], ["70–100 %", "1", "90.0 mm", "100.0 mm", "0.90"]]}]
+    del metrics["by_pose_mode"]  # a store without pose modes: the visible share alone
+    assert [t["title"] for t in page_data(template, seg, kept, inputs, metrics)["breakdown"]] == \
+        ["MPJPE by the share of the template the keypoints show"]
 
 
 def test_page_shows_at_most_its_count_and_escapes_its_json(template):
@@ -136,8 +158,9 @@ def _stores(tmp_path, template, n: int = 6) -> tuple[dict, dict]:
     write_store(tmp_path / "keypoints.zarr", {
         "xy": xy, "visible": a["visible"], "count": a["visible"].astype(np.uint16), "split": split, "box": a["box"],
         "source_index": source, "gt/vertices": a["true"].astype(np.float32), "gt/visible": a["visible"],
-        "gt/camera": np.c_[a["f"], a["c"]].astype(np.float32), "gt/pixels": a["true_pixels"].astype(np.float32)},
-        {**attrs, "schema": KEYPOINTS_SCHEMA}, chunk=4)
+        "gt/camera": np.c_[a["f"], a["c"]].astype(np.float32), "gt/pixels": a["true_pixels"].astype(np.float32),
+        "gt/mode": np.array([0, 2, 0, 2, 2, 1], np.int8)},
+        {**attrs, "schema": KEYPOINTS_SCHEMA, "pose_modes": ["walk", "reach", "sit", "bend"]}, chunk=4)
     iuv = fake_iuv(template, a["true_pixels"], a["box"])
     keep = source != 16
     write_store(tmp_path / "iuv.zarr", {"iuv": iuv[keep], "source_index": source[keep], "box": a["box"][keep]},
@@ -163,6 +186,11 @@ def test_evaluate_writes_the_page_with_its_crops(template, tmp_path):
     assert result.metrics["test_instances"] == 4 and [i["row"] for i in data["instances"]] == test.tolist()
     assert data["summary"][0] == ["instances", "4"] and data["notes"] == [
         f"{paths['iuv']}: no IUV crop for 1 of the 4 instances"]
+    # where it fails: test rows 1, 3, 4, 5 are sit, sit, sit, reach
+    modes, shares = data["breakdown"]
+    assert [r[:2] for r in modes["rows"]] == [["walk", "0"], ["reach", "1"], ["sit", "3"], ["bend", "0"]]
+    assert modes["rows"][1][2] == f"{result.metrics['by_pose_mode']['reach']['mpjpe_mm']:.1f} mm"
+    assert sum(int(r[1]) for r in shares["rows"]) == 4 and shares["columns"][0] == "visible share"
     for inst, row in zip(data["instances"], test):
         np.testing.assert_allclose(unpack(inst["pred"]), _centred(a["pred"][row]), atol=2e-6)
         np.testing.assert_allclose(unpack(inst["overlay"]), to_crop(a["pixels"][row:row + 1], a["box"][row:row + 1],

@@ -37,7 +37,11 @@ def _require_browser():
 def page_file(template, tmp_path_factory):
     kept, inputs, seg, _ = fake_page_inputs(template, 2)
     path = tmp_path_factory.mktemp("page") / "index.html"
-    path.write_text(page_html(page_data(template, seg, kept, inputs, {"mpjpe_mm": 50.0})))
+    row = {"instances": 2, "mpjpe_mm": 50.0, "flat_mpjpe_mm": 80.0, "ratio": 0.625}
+    metrics = {"mpjpe_mm": 50.0, "by_pose_mode": {"walk": row, "sit": {"instances": 0, "mpjpe_mm": None,
+                                                                       "flat_mpjpe_mm": None, "ratio": None}},
+               "by_visible_share": {"vis50-70": row}}
+    path.write_text(page_html(page_data(template, seg, kept, inputs, metrics)))
     return path
 
 
@@ -69,6 +73,10 @@ def test_page_renders_toggles_and_rotates_in_chromium(page_file):
                                      "|| document.createElement('canvas').getContext('webgl'); "
                                      "return g ? g.getParameter(g.VERSION) : null; }")
             assert renderer, "no WebGL context"
+            tables = page.locator("table.breakdown")  # where it fails: one table per breakdown, one row per group
+            assert tables.count() == 2 and tables.nth(0).locator("tr").count() == 3
+            assert tables.nth(0).inner_text().split("\n")[0] == "MPJPE by pose mode"
+            assert "sit\t0\t–\t–\t–" in tables.nth(0).inner_text() and "50–70 %" in tables.nth(1).inner_text()
             views = page.locator("canvas.gl")
             assert views.count() == 3  # the template and two instances
             assert page.locator("#gl-0").get_attribute("width") == str(2 * 280)  # prediction | truth

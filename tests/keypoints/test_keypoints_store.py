@@ -150,3 +150,33 @@ def test_dask_workers_do_not_change_the_store(template, tmp_path, monkeypatch):
     assert open_keypoints(tmp_path / "kp1.zarr", template.hash)["xy"].chunks[0] == 4
     assert runs[0] == runs[1] and runs[0].dropped_inconsistent > 0
     assert tree_bytes(tmp_path / "kp1.zarr") == tree_bytes(tmp_path / "kp2.zarr")
+
+
+def test_pose_mode_travels_from_densepose_to_keypoints(template, tmp_path):
+    """Each instance's pose mode (``gt/mode``, an index into the ``pose_modes`` attribute) is the one its body was
+    sampled with, and the iuv and keypoints stages carry it with the instance (dropped instances included)."""
+    from pipeline.densepose.store import open_densepose
+    from pipeline.densepose.synthetic.poses import POSE_MODES
+    from pipeline.densepose.synthetic.source import body_model, make_bodies
+    from pipeline.iuv.store import open_iuv
+
+    p = load_params_dict({"synthetic": {"train_bodies": 4, "test_bodies": 4, "views": 2, "batch": 8,
+                                        "crowd_prob": 0.0}})
+    write_synthetic_store(tmp_path / "dp.zarr", template, p.synthetic, crop=32, seed=0, device="cpu")
+    want = np.repeat(make_bodies(body_model(template), np.arange(8), p.synthetic, 0).mode, 2)  # body-major
+    assert len(set(want)) > 1  # seed 0: more than one mode
+    dp = open_densepose(tmp_path / "dp.zarr", template.hash)
+    assert dp["gt/mode"].dtype == np.int8 and dp.attrs["pose_modes"] == list(POSE_MODES)
+    np.testing.assert_array_equal(dp["gt/mode"][:], want)
+    # a visible-area threshold that drops some instances: the kept ones keep their own mode
+    repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 5, 1, progress=False, kinds=["chart"])
+    every = extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "all.zarr", template, "chart", 0.01, progress=False)
+    shares = np.sort(open_keypoints(tmp_path / "all.zarr", template.hash)["visible_area"][:])
+    extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "chart", float(shares[3]) + 1e-4,
+                      progress=False)
+    for path, read in ((tmp_path / "iuv.zarr", open_iuv), (tmp_path / "kp.zarr", open_keypoints)):
+        root = read(path, template.hash)
+        source = root["source_index"][:]
+        assert root["gt/mode"].dtype == np.int8 and root.attrs["pose_modes"] == list(POSE_MODES)
+        np.testing.assert_array_equal(root["gt/mode"][:], want[source])
+    assert len(open_keypoints(tmp_path / "kp.zarr")["split"]) < every.instances_out  # some were dropped

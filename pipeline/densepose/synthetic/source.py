@@ -254,7 +254,7 @@ def render_bodies(bodies: Bodies, template: Template, p: SyntheticParams, crop: 
         "gt/joints": joints.astype(np.float32), "gt/iuv": exact.iuv,
         "gt/depth": hits.depth.astype(np.float32),
         "gt/camera": np.concatenate([cams.focal[:, None], cams.principal], axis=1).astype(np.float32),
-        "gt/body": bodies.index[body].astype(np.int32), **rgb,
+        "gt/body": bodies.index[body].astype(np.int32), "gt/mode": bodies.mode[body].astype(np.int8), **rgb,
         CROWDED: np.isfinite(crowd_box[:, 0]), HIDDEN: hidden.sum(axis=(1, 2)),
     }
 
