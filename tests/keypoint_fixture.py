@@ -54,7 +54,7 @@ def make_keypoints(path: str | Path, template, n: int = 64, seed: int = 0, test_
     xy = np.where(visible[..., None], pixels + rng.normal(0, noise_px, pixels.shape), 0).astype(np.float32)
     split = (rng.random(n) < test_share).astype(np.uint8)
     arrays = {
-        "xy": xy, "visible": visible, "count": visible.astype(np.uint16),
+        "xy": xy, "visible": visible, "count": visible.astype(np.uint16), "confidence": visible.astype(np.float16),
         "visible_area": visible.mean(1).astype(np.float32),
         "box": np.c_[pixels.min(1), pixels.max(1)].astype(np.float32), "score": np.ones(n, np.float32),
         "image": np.arange(n, dtype=np.int32), "split": split, "source_index": np.arange(n, dtype=np.int32),

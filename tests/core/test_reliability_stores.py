@@ -35,7 +35,8 @@ def keypoint_arrays(n: int = 80, seed: int = 0) -> dict[str, np.ndarray]:
     visible = rng.random((n, N)) < 0.8
     return {
         "xy": np.where(visible[..., None], rng.uniform(0, 200, (n, N, 2)), 0).astype(np.float32),
-        "visible": visible, "count": visible.astype(np.uint16), "visible_area": visible.mean(1).astype(np.float32),
+        "visible": visible, "count": visible.astype(np.uint16), "confidence": visible.astype(np.float16),
+        "visible_area": visible.mean(1).astype(np.float32),
         "box": np.tile(np.array([0, 0, 200, 200], np.float32), (n, 1)), "score": np.ones(n, np.float32),
         "image": np.arange(n, dtype=np.int32), "split": (np.arange(n) % 4 == 3).astype(np.uint8),
         "source_index": np.arange(n, dtype=np.int32),
