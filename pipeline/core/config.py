@@ -387,6 +387,8 @@ class LossParams:
                                 lo=0, hi=1_000_000)
     arap_rotations: str = param("horn", "best per-vertex rotations: horn (batched quaternion) or svd",
                                 choices=("horn", "svd"))
+    confidence: bool = param(False, "weigh each keypoint's re-projection term by its confidence (keypoints.zarr's "
+                             "confidence; false: every visible keypoint weighs 1)")
 
 
 @dataclass(frozen=True)
