@@ -53,8 +53,10 @@ def make_keypoints(path: str | Path, template, n: int = 64, seed: int = 0, test_
     visible = normals[..., 2] < -0.05
     xy = np.where(visible[..., None], pixels + rng.normal(0, noise_px, pixels.shape), 0).astype(np.float32)
     split = (rng.random(n) < test_share).astype(np.uint8)
+    # its own generator: the other arrays stay those of the stores made before the confidence existed
+    confidence = np.where(visible, np.random.default_rng([seed, 1]).uniform(0.2, 1.0, visible.shape), 0).astype(np.float16)
     arrays = {
-        "xy": xy, "visible": visible, "count": visible.astype(np.uint16),
+        "xy": xy, "visible": visible, "count": visible.astype(np.uint16), "confidence": confidence,
         "visible_area": visible.mean(1).astype(np.float32),
         "box": np.c_[pixels.min(1), pixels.max(1)].astype(np.float32), "score": np.ones(n, np.float32),
         "image": np.arange(n, dtype=np.int32), "split": split, "source_index": np.arange(n, dtype=np.int32),

@@ -340,6 +340,9 @@ class KeypointsParams:
                                     lo=0.0, hi=1.0)
     max_inconsistency: float = param(0.0, "drop keypoints farther than this many crop pixels from the median of "
                                      "their mesh neighbours' (0: keep all)", lo=0.0, hi=1000.0)
+    confidence_sigma: float = param(4.0, "σ of the keypoint confidence's agreement term exp(-(d/σ)²), d the crop-pixel "
+                                    "distance to the median of the mesh neighbours' keypoints (0: term off)",
+                                    lo=0.0, hi=1000.0)
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,8 @@ class LossParams:
                                 lo=0, hi=1_000_000)
     arap_rotations: str = param("horn", "best per-vertex rotations: horn (batched quaternion) or svd",
                                 choices=("horn", "svd"))
+    confidence: bool = param(False, "weigh each keypoint's re-projection term by its confidence (keypoints.zarr's "
+                             "confidence; false: every visible keypoint weighs 1)")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pipeline.template.file import part_rgb
 
 __all__ = ["Inputs", "IUV_SCHEMA", "DENSEPOSE_SCHEMA", "DEFAULT_CROP", "to_crop", "store_rows", "read_inputs"]
 
-IUV_SCHEMA = "iuv/1"              # pipeline/iuv/store.py
+IUV_SCHEMA = "iuv/2"              # pipeline/iuv/store.py
 DENSEPOSE_SCHEMA = "densepose/1"  # pipeline/densepose/store.py
 DEFAULT_CROP = 112                # crop side when the keypoints store records none (DensePose's heatmaps)
 

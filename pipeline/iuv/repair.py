@@ -14,6 +14,7 @@ Per instance, on an ``S x S`` crop:
    raw part index 0..24 (:func:`pipeline.densepose.store.encode_iuv`).
 
 CSE output gets the same mask repair, and missing embeddings the value of the nearest valid pixel.
+Both repairs also return which pixels they made (``filled``): the keypoints' confidence.
 
 Everything here takes and returns arrays; the stage does the I/O.
 """
@@ -159,7 +160,7 @@ def _smooth_within_parts(labels: np.ndarray, uv: np.ndarray, sigma: float) -> np
 
 
 def repair_chart(labels: np.ndarray, uv: np.ndarray, opts: RepairOptions = RepairOptions()
-                 ) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
+                 ) -> tuple[np.ndarray, np.ndarray, RepairCounts, np.ndarray]:
     """Repairs one chart-model instance.
 
     Args:
@@ -167,6 +168,9 @@ def repair_chart(labels: np.ndarray, uv: np.ndarray, opts: RepairOptions = Repai
         uv: (2, S, S) float U, V; NaN or outside [0, 1] is missing.
     Returns:
         labels: (S, S) uint8 0..24. uv: (2, S, S) float32, 0 on the background. counts.
+        filled: (S, S) bool foreground pixels whose label or U, V the repair made (a neighbour's label,
+        inpainted U, V; filled holes included), not the input's; its sum is ``counts.pixels_filled``
+        (but for a hole inside a dropped speck). Smoothing alone does not count.
     """
     labels = np.asarray(labels)
     uv = np.asarray(uv, dtype=np.float32)
@@ -181,7 +185,7 @@ def repair_chart(labels: np.ndarray, uv: np.ndarray, opts: RepairOptions = Repai
         out_uv = np.where(keep[None], np.nan_to_num(uv), 0).astype(np.float32)
         if opts.smooth_sigma > 0:
             out_uv = _smooth_within_parts(out_l, out_uv, opts.smooth_sigma)
-        return out_l, out_uv, RepairCounts(0, 0, comps, dropped)
+        return out_l, out_uv, RepairCounts(0, 0, comps, dropped), np.zeros(labels.shape, bool)
 
     out_l = np.where(valid_label, labels, 0).astype(np.uint8)
     need_label = fg & ~valid_label
@@ -207,11 +211,11 @@ def repair_chart(labels: np.ndarray, uv: np.ndarray, opts: RepairOptions = Repai
     if opts.smooth_sigma > 0:
         out_uv = _smooth_within_parts(out_l, out_uv, opts.smooth_sigma)
     out_uv = np.clip(np.where((out_l > 0)[None], out_uv, 0), 0, 1).astype(np.float32)
-    return out_l, out_uv, RepairCounts(max(filled, 0), holes, comps, dropped)
+    return out_l, out_uv, RepairCounts(max(filled, 0), holes, comps, dropped), (out_l > 0) & ~known
 
 
 def repair_cse(mask: np.ndarray, embedding: np.ndarray, opts: RepairOptions = RepairOptions()
-               ) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
+               ) -> tuple[np.ndarray, np.ndarray, RepairCounts, np.ndarray]:
     """Repairs one CSE instance: mask holes and specks, missing (NaN) embeddings from the nearest
     valid pixel.
 
@@ -219,6 +223,7 @@ def repair_cse(mask: np.ndarray, embedding: np.ndarray, opts: RepairOptions = Re
         mask: (S, S) bool foreground. embedding: (D, S, S) float; NaN is missing.
     Returns:
         mask: (S, S) bool. embedding: (D, S, S) float32, 0 on the background. counts.
+        filled: (S, S) bool foreground pixels whose embedding was copied from the nearest valid pixel.
     """
     emb = np.asarray(embedding, dtype=np.float32)
     fg0 = np.asarray(mask, bool)
@@ -236,7 +241,7 @@ def repair_cse(mask: np.ndarray, embedding: np.ndarray, opts: RepairOptions = Re
             fg = fg & valid
             filled = 0
     out[:, ~fg] = 0
-    return fg, out, RepairCounts(filled, holes, comps, dropped)
+    return fg, out, RepairCounts(filled, holes, comps, dropped), fg & ~valid
 
 
 QUALITY_SUMS = ("foreground", "right_part", "uv_error_sum", "usable", "usable_error_sum", "intersection", "union")

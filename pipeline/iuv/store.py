@@ -16,6 +16,10 @@ pixels_filled         (n,) int32             missing pixels repaired (holes incl
 holes_filled          (n,) int32             hole pixels filled
 components_dropped    (n,) int32             small components removed
 pixels_dropped        (n,) int32             foreground pixels removed
+filled                (n, S, S) bool         pixels the repair made (label or U, V filled, holes
+                                             included; CSE: embedding copied), not the input's:
+                                             the keypoints stage's confidence (1 byte a pixel,
+                                             mostly 0: a few % of ``iuv``'s bytes compressed)
 gt/iuv                (n, S, S, 3) uint8     synthetic only: the exact IUV, as in densepose.zarr
                                              (the keypoints stage measures keypoints on it too)
 gt/...                as in densepose.zarr   the other synthetic ground truth carried through,
@@ -38,7 +42,7 @@ from pipeline.densepose.store import densepose_layout, require_kind
 
 __all__ = ["SCHEMA", "COUNT_NAMES", "CARRIED", "GT_DROPPED", "iuv_layout", "open_iuv"]
 
-SCHEMA = "iuv/1"
+SCHEMA = "iuv/2"  # 2: filled
 CARRIED = ("box", "score", "image", "split")
 COUNT_NAMES = ("pixels_filled", "holes_filled", "components_dropped", "pixels_dropped")  # per instance
 GT_DROPPED = ("gt/depth", "gt/occluder")  # per-pixel truth that no later stage reads
@@ -52,12 +56,13 @@ def iuv_layout() -> dict:
               if k in CARRIED + ("mask", "embedding") or (k.startswith("gt/") and k not in GT_DROPPED)}
     layout["iuv"] = (("S", "S", 3), "uint8")
     layout.update({k: ((), "int32") for k in ("source_index",) + tuple(COUNT_NAMES)})
+    layout["filled"] = (("S", "S"), "bool")
     return layout
 
 
 def open_iuv(path: str | Path, template_hash: str | None = None, kind: str | None = None) -> StoreGroup:
     """Opens ``iuv.zarr`` read-only, checking schema, template, layout and that ``kind`` is present."""
-    root = open_store(path, schema=SCHEMA, required=CARRIED + ("source_index",), template_hash=template_hash,
+    root = open_store(path, schema=SCHEMA, required=CARRIED + ("source_index", "filled"), template_hash=template_hash,
                       layout=iuv_layout(), finite=FINITE, stage="iuv")
     require_kind(root, path, kind, _KIND_ARRAYS)
     return root

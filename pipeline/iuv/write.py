@@ -101,19 +101,22 @@ def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
     Returns:
         dict with ``keep`` (n,) bool (foreground left, at least ``min_foreground`` of it in image pixels:
         :func:`image_foreground`), the repaired arrays of all rows (``iuv``, ``mask``,
-        ``embedding`` as present), the four counts (n,) int32, and ``quality`` (2, 7) sums
-        before/after repair (zeros without ground truth).
+        ``embedding`` as present), the four counts (n,) int32, ``filled`` (n, S, S) bool (the pixels the
+        repair made; the counts and ``filled`` are the chart output's when both kinds are repaired), and
+        ``quality`` (2, 7) sums before/after repair (zeros without ground truth).
     """
     chart, cse = "labels" in rows, "embedding" in rows
     n = len(rows["box"])
     out = {k: np.zeros(n, np.int32) for k in COUNT_NAMES}
+    crop = (rows["labels"] if chart else rows["mask"]).shape[-1]
+    out["filled"] = np.zeros((n, crop, crop), bool)
     fg_area = np.zeros(n, np.int64)
     if chart:
         labels, uv = rows["labels"], rows["uv"].astype(np.float32)
         rep_l = np.zeros_like(labels)
         rep_uv = np.zeros(uv.shape, np.float32)
         for i in range(n):
-            rep_l[i], rep_uv[i], counts = repair_chart(labels[i], uv[i], opts)
+            rep_l[i], rep_uv[i], counts, out["filled"][i] = repair_chart(labels[i], uv[i], opts)
             for k, c in zip(COUNT_NAMES, counts):
                 out[k][i] = c
         out["iuv"] = encode_iuv(rep_l, rep_uv)
@@ -128,15 +131,15 @@ def repair_rows(rows: dict, opts: RepairOptions, min_foreground: int) -> dict:
         out["mask"] = np.zeros_like(mask)
         out["embedding"] = np.zeros(emb.shape, np.float16)
         for i in range(n):
-            m, e, counts = repair_cse(mask[i], emb[i], opts)
+            m, e, counts, filled = repair_cse(mask[i], emb[i], opts)
             out["mask"][i], out["embedding"][i] = m, e.astype(np.float16)
             if not chart:
+                out["filled"][i] = filled
                 for k, c in zip(COUNT_NAMES, counts):
                     out[k][i] = c
         if not chart:
             fg_area = out["mask"].sum(axis=(1, 2))
             out["quality"] = np.zeros((2, len(QUALITY_SUMS)))
-    crop = (rows["labels"] if chart else rows["mask"]).shape[-1]
     out["keep"] = (fg_area > 0) & (image_foreground(fg_area, rows["box"], crop) >= min_foreground)
     return out
 
@@ -200,6 +203,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
         specs["embedding"] = (root["embedding"].shape[1:], "float16")
     specs["source_index"] = ((), "int32")
     specs.update({k: ((), "int32") for k in COUNT_NAMES})
+    specs["filled"] = ((crop, crop), "bool")
     chunk = int(root["box"].chunks[0])
     ranges = [(s, min(s + chunk, n_in)) for s in range(0, n_in, chunk)]
     out_attrs = {k: v for k, v in attrs.items() if k not in ("schema", "params", "counts")}
@@ -219,7 +223,7 @@ def repair_store(src: str | Path, dst: str | Path, opts: RepairOptions, min_fore
                 block = {k: root[k][start:stop][keep] for k in CARRIED + tuple(gt_names)}
                 block.update({k: res[k][keep] for k in ("iuv", "mask", "embedding") if k in specs})
                 block["source_index"] = (start + np.flatnonzero(keep)).astype(np.int32)
-                block.update({k: res[k][keep] for k in COUNT_NAMES})
+                block.update({k: res[k][keep] for k in (*COUNT_NAMES, "filled")})
                 if keep.any():
                     w.append(block)
                 kept += int(keep.sum())

@@ -10,7 +10,10 @@ array              shape, dtype          meaning
 =================  ====================  ===================================================
 xy                 (n, N, 2) float32     vertex keypoints, image pixels; 0 where invisible
 visible            (n, N) bool           some pixel maps to the vertex
-count              (n, N) uint16         pixels mapping to the vertex (a confidence)
+count              (n, N) uint16         pixels mapping to the vertex
+confidence         (n, N) float16        in [0, 1], 0 where invisible: the share of the vertex's
+                                         pixels the IUV repair did not make times its agreement
+                                         with its mesh neighbours (pipeline/keypoints/confidence.py)
 visible_area       (n,) float32          share of the template's surface area visible
 box, score,        as in densepose.zarr  carried through
 image, split
@@ -24,7 +27,7 @@ Group attributes: ``schema`` (:data:`SCHEMA`), ``mode`` (iuv or cse), ``template
 ``params`` (the keypoints section), ``counts``, and those of iuv.zarr carried through.
 
 :func:`open_keypoints` checks this layout (N the same in every array) and refuses NaN or Inf read
-from ``xy``, ``visible_area``, ``gt/pixels`` and the float arrays carried through, wherever batches
+from ``xy``, ``confidence``, ``visible_area``, ``gt/pixels`` and the float arrays carried through, wherever batches
 are read (training, evaluation): a :class:`pipeline.core.store.StoreError` naming the store, the array and
 the instances, with the fix (``dvc repro -f keypoints``).
 
@@ -47,16 +50,16 @@ from pipeline.core.store import FINITE, INSTANCE_SPECS, SPLIT_TRAIN, StoreGroup,
 __all__ = ["SCHEMA", "CARRIED", "GT_DROPPED", "keypoint_specs", "keypoints_layout", "open_keypoints", "holdout_rows",
            "instances_fingerprint"]
 
-SCHEMA = "keypoints/1"
+SCHEMA = "keypoints/2"  # 2: confidence
 CARRIED = (*INSTANCE_SPECS, "source_index")  # copied from iuv.zarr
 GT_DROPPED = ("gt/iuv", "gt/depth", "gt/occluder")  # per-pixel truth: gt/iuv is read for the exact measures, not written
 
 
 def keypoint_specs(n_vertices: int | str) -> dict:
-    """Per-instance shapes and dtypes of the keypoint arrays (``xy``, ``visible``, ``count``, ``visible_area``)
-    of N = ``n_vertices`` vertices (a symbol to describe the layout)."""
+    """Per-instance shapes and dtypes of the keypoint arrays (``xy``, ``visible``, ``count``, ``confidence``,
+    ``visible_area``) of N = ``n_vertices`` vertices (a symbol to describe the layout)."""
     return {"xy": ((n_vertices, 2), "float32"), "visible": ((n_vertices,), "bool"), "count": ((n_vertices,), "uint16"),
-            "visible_area": ((), "float32")}
+            "confidence": ((n_vertices,), "float16"), "visible_area": ((), "float32")}
 
 
 def keypoints_layout() -> dict:
@@ -71,8 +74,9 @@ def keypoints_layout() -> dict:
 def open_keypoints(path: str | Path, template_hash: str | None = None) -> StoreGroup:
     """Opens ``keypoints.zarr`` read-only, checking schema, template, layout and shard files; reads of
     ``xy`` and the other float arrays refuse NaN and Inf (module docstring)."""
-    return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "split"), template_hash=template_hash,
-                      layout=keypoints_layout(), finite=FINITE + ("xy", "visible_area", "gt/pixels"), stage="keypoints")
+    return open_store(path, schema=SCHEMA, required=("xy", "visible", "count", "confidence", "split"),
+                      template_hash=template_hash, layout=keypoints_layout(),
+                      finite=FINITE + ("xy", "confidence", "visible_area", "gt/pixels"), stage="keypoints")
 
 
 def holdout_rows(root, share: float, seed: int) -> np.ndarray:

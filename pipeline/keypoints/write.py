@@ -1,5 +1,5 @@
-"""The ``keypoints`` stage's work: repaired IUV (or CSE) crops to template-vertex keypoints (layout:
-:mod:`pipeline.keypoints.store`). :func:`write_keypoints` is the stage's entry point; ``densepose.kind``
+"""The ``keypoints`` stage's work: repaired IUV (or CSE) crops to template-vertex keypoints and their confidence
+(:mod:`pipeline.keypoints.confidence`; layout: :mod:`pipeline.keypoints.store`). :func:`write_keypoints` is the stage's entry point; ``densepose.kind``
 picks the correspondence read (chart: IUV through a lookup table; cse: nearest vertex embedding).
 
 On synthetic data ``counts`` (and the stage's metrics) hold the keypoint accuracy and visibility
@@ -26,6 +26,7 @@ from pipeline.core.store import StoreError, StoreWriter
 from pipeline.geometry.cameras import project
 from pipeline.geometry.mesh import vertex_areas
 from pipeline.iuv.store import open_iuv
+from pipeline.keypoints.confidence import keypoint_confidence
 from pipeline.keypoints.lookup import (aggregate, drop_inconsistent, iuv_lookup_table, iuv_to_vertices,
                                        nearest_embedding, one_ring, visible_area_share)
 from pipeline.keypoints.store import CARRIED, GT_DROPPED, SCHEMA, keypoint_specs
@@ -87,7 +88,7 @@ def write_keypoints(params: Params, iuv: str | Path, template: Template, out: st
     summary = extract_keypoints(iuv, out, template, params.densepose.kind, params.keypoints.min_visible_area,
                                 device=device, params=as_dict(params.keypoints),
                                 max_inconsistency=params.keypoints.max_inconsistency,
-                                workers=params.cluster.workers, scheduler=params.cluster.scheduler)
+                                confidence_sigma=params.keypoints.confidence_sigma, workers=params.cluster.workers, scheduler=params.cluster.scheduler)
     return replace(summary, seconds=time.perf_counter() - t0, device=device)
 
 def keypoint_quality(xy, visible, gt_pixels, gt_visible, boxes, crop: int) -> np.ndarray:
@@ -127,18 +128,20 @@ def quality_summary(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> 
 class ChunkContext:
     """What every chunk of :func:`extract_keypoints` needs (sent to each worker once): the source store's
     path, the correspondence ``kind``, the IUV ``lut`` (25, 256, 256) int32 (chart) or the template's
-    ``embedding`` (N, D) float (cse), vertex ``areas`` (N,), the :func:`one_ring` ``ring`` (N, K) (or None:
-    no consistency check), the thresholds, the crop side, the ground truth carried and measured, the
-    camera ``projection`` and the torch ``device`` of the embedding search."""
+    ``embedding`` (N, D) float (cse), vertex ``areas`` (N,), the :func:`one_ring` ``ring`` (N, K) (the
+    consistency check and the confidence), the thresholds, the confidence's σ (crop pixels), the crop side, the
+    ground truth carried and measured, the camera ``projection`` and the torch ``device`` of the embedding
+    search."""
 
     src: str
     kind: str
     lut: np.ndarray | None
     areas: np.ndarray
-    ring: np.ndarray | None
+    ring: np.ndarray
     embedding: np.ndarray | None
     min_visible_area: float
     max_inconsistency: float
+    confidence_sigma: float
     crop: int
     gt_names: list[str]
     has_gt: bool
@@ -164,6 +167,7 @@ def keypoint_chunk(ctx: ChunkContext, a: int, b: int) -> ChunkResult:
     root = open_iuv(ctx.src)
     n_v = len(ctx.areas)
     boxes = root["box"][a:b]
+    filled = root["filled"][a:b]
     if ctx.kind == "chart":
         vertex = iuv_to_vertices(root["iuv"][a:b], ctx.lut)
     else:
@@ -174,11 +178,13 @@ def keypoint_chunk(ctx: ChunkContext, a: int, b: int) -> ChunkResult:
         vertex[mask] = nearest_embedding(pix, ctx.embedding, device=ctx.device)
     kp = aggregate(vertex, boxes, n_v)
     gone = np.zeros(kp.visible.shape, bool)
-    if ctx.ring is not None:
+    if ctx.max_inconsistency > 0:
         kp, gone = drop_inconsistent(kp, ctx.ring, boxes, ctx.crop, ctx.max_inconsistency)
+    confidence = keypoint_confidence(kp, vertex, filled, ctx.ring, boxes, ctx.crop, ctx.confidence_sigma)
     share = visible_area_share(kp.visible, ctx.areas)
     keep = share >= ctx.min_visible_area
-    block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep]}
+    block = {"xy": kp.xy[keep], "visible": kp.visible[keep], "count": kp.count[keep], "visible_area": share[keep],
+             "confidence": confidence[keep]}
     rows = {k: root[k][a:b] for k in CARRIED + tuple(ctx.gt_names)}
     block.update({k: v[keep] for k, v in rows.items()})
     quality = exact = None
@@ -196,7 +202,8 @@ def keypoint_chunk(ctx: ChunkContext, a: int, b: int) -> ChunkResult:
 
 def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind: str, min_visible_area: float,
                       device: str = "cpu", params: dict | None = None, progress: bool = True,
-                      max_inconsistency: float = 0.0, workers: int = 1, scheduler: str = "") -> KeypointsSummary:
+                      max_inconsistency: float = 0.0, confidence_sigma: float = 4.0, workers: int = 1,
+                      scheduler: str = "") -> KeypointsSummary:
     """Writes ``keypoints.zarr`` from the ``kind`` ("chart" or "cse") output of ``iuv.zarr``; returns its summary:
     counts and, on synthetic data, the :func:`quality_summary` of the written keypoints against the ground
     truth. For chart data, when
@@ -204,6 +211,7 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind
     mapped (same lookup table) from ``gt/iuv`` of the kept instances; they are not written.
     ``max_inconsistency`` > 0: keypoints farther than this many crop pixels from their mesh neighbours'
     are dropped (:func:`pipeline.keypoints.lookup.drop_inconsistent`), before the visible-area check.
+    ``confidence_sigma``: σ of the keypoints' confidence, crop pixels (:mod:`pipeline.keypoints.confidence`).
     ``workers``, ``scheduler``: where the chunks run (:func:`pipeline.core.cluster.map_chunks`); the store is
     the same whatever they are.
 
@@ -231,8 +239,8 @@ def extract_keypoints(src: str | Path, dst: str | Path, template: Template, kind
 
     lut = iuv_lookup_table(template.chart_part, template.chart_uv, template.chart_vertex) if kind == "chart" else None
     shared = ChunkContext(str(Path(src).resolve()), kind, lut, vertex_areas(template.vertices, template.faces),
-                          one_ring(template.faces, n_v) if max_inconsistency > 0 else None,
-                          template.embedding if kind == "cse" else None, min_visible_area, max_inconsistency, crop,
+                          one_ring(template.faces, n_v), template.embedding if kind == "cse" else None,
+                          min_visible_area, max_inconsistency, confidence_sigma, crop,
                           gt_names, has_gt, has_exact, attrs.get("projection", "orthographic"), device)
     chunk = int(root["box"].chunks[0])
     kept, dropped, quality, quality_exact = 0, 0, [], []  # keypoint_quality of each block

@@ -33,7 +33,8 @@ __all__ = ["KeypointBatch", "KeypointStream"]
 class KeypointBatch(NamedTuple):
     """One process's slice of a batch (B instances): xy: (B, N, 2) float32 image pixels (0 where invisible);
     visible: (B, N) bool; rows: (B,) int64; count: (B, N) uint16 pixels mapping to each vertex. With
-    ``truth``: vertices (B, N, 3) float32 true camera-frame metres and camera (B, 3) float32 f, cx, cy."""
+    ``truth``: vertices (B, N, 3) float32 true camera-frame metres and camera (B, 3) float32 f, cx, cy. With
+    ``confidence``: confidence (B, N) float16 in [0, 1] of each keypoint (0 where invisible; METHOD.md §3.3)."""
 
     xy: torch.Tensor
     visible: torch.Tensor
@@ -41,6 +42,12 @@ class KeypointBatch(NamedTuple):
     count: torch.Tensor
     vertices: torch.Tensor | None = None
     camera: torch.Tensor | None = None
+    confidence: torch.Tensor | None = None
+
+
+# the batch field of each array read
+_FIELDS = {"xy": "xy", "visible": "visible", "count": "count", "gt/vertices": "vertices", "gt/camera": "camera",
+           "confidence": "confidence"}
 
 
 class KeypointStream:
@@ -52,15 +59,17 @@ class KeypointStream:
         chunks_in_memory: chunks read and shuffled together. seed: order of chunks and rows.
         exclude: (n,) bool rows left out (e.g. :func:`holdout_rows`), or None.
         truth: also yield the true vertices and cameras (``gt/vertices``, ``gt/camera``; an error without).
+        confidence: also yield the keypoints' ``confidence`` (``loss.confidence``).
     """
 
     def __init__(self, path: str | Path, batch_size: int, chunks_in_memory: int = 8, seed: int = 0,
                  split: int = 0, template_hash: str | None = None, rank: int = 0, world: int = 1,
-                 exclude: np.ndarray | None = None, truth: bool = False):
+                 exclude: np.ndarray | None = None, truth: bool = False, confidence: bool = False):
         self.root = open_keypoints(path, template_hash)
         self.xy = self.root["xy"]
         self.truth = truth
-        self.names = ("xy", "visible", "count", "gt/vertices", "gt/camera")[:5 if truth else 3]
+        self.names = ("xy", "visible", "count") + (("gt/vertices", "gt/camera") if truth else ()) + \
+            (("confidence",) if confidence else ())
         if truth:
             gt = self.root["gt"] if "gt" in self.root else None
             if gt is None or not {"vertices", "camera"} <= set(gt.array_keys()):
@@ -125,8 +134,8 @@ class KeypointStream:
             buf_rows = np.concatenate([buf_rows, rows])[perm]
             while len(buf_rows) >= self.batch_size and done < self.steps_per_epoch:
                 if done >= skip:
-                    slices = [torch.from_numpy(b[lo:hi].copy()) for b in buf]
-                    yield KeypointBatch(slices[0], slices[1], torch.from_numpy(buf_rows[lo:hi].copy()), *slices[2:])
+                    slices = {_FIELDS[k]: torch.from_numpy(b[lo:hi].copy()) for k, b in zip(names, buf)}
+                    yield KeypointBatch(rows=torch.from_numpy(buf_rows[lo:hi].copy()), **slices)
                 buf = [b[self.batch_size:] for b in buf]
                 buf_rows = buf_rows[self.batch_size:]
                 done += 1

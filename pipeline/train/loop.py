@@ -201,8 +201,9 @@ def _resume(start: Path, objective: TrainingObjective, optimizer, params: Params
 
 def _batch_inputs(batch, device: str, oracle: bool, inplane: bool) -> tuple[torch.Tensor, ...]:
     """A batch as the objective takes it: normalised keypoints (B, N, 2), visibility (B, N), the true
-    shapes in the same frame (B, N, 3; only for the oracle loss, else None) and the counts (B, N),
-    with the keypoints (and truth) rotated about the view axis when ``inplane``."""
+    shapes in the same frame (B, N, 3; only for the oracle loss, else None), the counts (B, N) and the
+    confidences (B, N; only for ``loss.confidence``, else None), with the keypoints (and truth) rotated about
+    the view axis when ``inplane``."""
     xy, vis = batch.xy.to(device), batch.visible.to(device)
     norm = normalise(xy, vis)
     kp, truth = norm.xy, None
@@ -213,7 +214,8 @@ def _batch_inputs(batch, device: str, oracle: bool, inplane: bool) -> tuple[torc
         kp = kp @ rot.transpose(-1, -2)
         if truth is not None:
             truth = torch.cat([truth[..., :2] @ rot.transpose(-1, -2), truth[..., 2:]], dim=-1)
-    return kp, vis, truth, batch.count.to(device)
+    confidence = batch.confidence.to(device) if batch.confidence is not None else None
+    return kp, vis, truth, batch.count.to(device), confidence
 
 
 def _divergence(value: float, state: _Progress, cfg: TrainParams) -> TrainingDiverged | None:
@@ -278,7 +280,8 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
         held = holdout_rows(store, cfg.val_share, params.common.seed)
         log.info("train.val_share = %g: %d train instances held out for validation", cfg.val_share, int(held.sum()))
     stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
-                            split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle, exclude=held)
+                            split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle, exclude=held,
+                            confidence=params.loss.confidence)
     spe = stream.steps_per_epoch
     total = cfg.epochs * spe
 

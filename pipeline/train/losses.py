@@ -106,8 +106,9 @@ def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Te
 
 def reprojection_loss(pred: torch.Tensor, xy: torch.Tensor, visible: torch.Tensor, eps: float,
                       uncertainty: torch.Tensor | None = None, b_min: float = 0.1, norm: str = "pseudo_huber",
-                      mirror: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 5 (or supp. C's heteroscedastic form): mean over visible keypoints.
+                      mirror: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5 (or supp. C's heteroscedastic form): mean over visible keypoints, or with ``weight`` the weighted
+    mean ``Σ w ρ / Σ w``, ``w = visible * weight``.
 
     Args:
         pred, xy: (B, N, 2) float projected and observed keypoints (normalised frame).
@@ -118,6 +119,7 @@ def reprojection_loss(pred: torch.Tensor, xy: torch.Tensor, visible: torch.Tenso
             squared residuals, τ = c²):
             DensePose's left/right swaps then cost nothing, and the plain residual is kept where the mirror is
             farther.
+        weight: (B, N) float >= 0 per keypoint (``loss.confidence``: the keypoints' confidence), or None (1).
     """
     r2 = ((pred - xy) ** 2).sum(-1)  # (B, N)
     if mirror is not None:  # the closer of the two, softly (τ = c²: a bounded norm cannot tell far from farther)
@@ -125,8 +127,8 @@ def reprojection_loss(pred: torch.Tensor, xy: torch.Tensor, visible: torch.Tenso
     rho = robust_norm(r2, eps, norm)
     if uncertainty is not None:
         rho = torch.log(uncertainty) + rho / uncertainty.clamp(min=b_min)
-    v = visible.to(rho.dtype)
-    return (rho * v).sum() / v.sum().clamp(min=1.0)
+    v = visible.to(rho.dtype) if weight is None else visible.to(rho.dtype) * weight.to(rho.dtype)
+    return (rho * v).sum() / v.sum().clamp(min=1e-12)  # nothing visible: 0
 
 
 def make_psi(model: LiftingModel) -> nn.Module:
@@ -322,9 +324,10 @@ def oracle_loss(points: torch.Tensor, truth: torch.Tensor, eps: float) -> torch.
 class TrainingObjective(nn.Module):
     """The model, Ψ and the loss operators in one module, so DistributedDataParallel syncs all of them.
 
-    ``forward(xy, visible, truth=None, count=None)`` -> (total loss, {name: detached value}) for normalised
-    keypoints xy (B, N, 2), visible (B, N), for ``loss.oracle_3d`` the true shapes (B, N, 3) in the same
-    frame, and for ``loss.facing`` the pixel counts (B, N) of the keypoints (None: visibility alone).
+    ``forward(xy, visible, truth=None, count=None, confidence=None)`` -> (total loss, {name: detached value}) for
+    normalised keypoints xy (B, N, 2), visible (B, N), for ``loss.oracle_3d`` the true shapes (B, N, 3) in the same
+    frame, for ``loss.facing`` the pixel counts (B, N) of the keypoints (None: visibility alone), and for
+    ``loss.confidence`` the keypoints' confidence (B, N), the weights of the re-projection loss (None: 1).
     The logged dict also holds ``share_<term>``: each weighted term's share of the total.
 
     Args:
@@ -366,11 +369,13 @@ class TrainingObjective(nn.Module):
         return annealed_scale(self.progress, end, cfg.robust_scale_start, cfg.robust_anneal)
 
     def forward(self, xy: torch.Tensor, visible: torch.Tensor, truth: torch.Tensor | None = None,
-                count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                count: torch.Tensor | None = None, confidence: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(xy, visible)
         cfg = self.cfg
         terms = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, self.reprojection_scale(),
-                                                   out.uncertainty, cfg.b_min, cfg.robust, self.mirror)}
+                                                   out.uncertainty, cfg.b_min, cfg.robust, self.mirror,
+                                                   weight=confidence)}
         if self.psi is not None:
             terms["canonicalisation"] = canonicalisation_loss(self.model, self.psi, out.shape, cfg.huber_eps,
                                                               samples=cfg.canon_samples)

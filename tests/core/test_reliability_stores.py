@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pipeline.core.store import MissingArrayError, StoreError, StoreMissingError, open_store, write_store
 from pipeline.densepose.store import SCHEMA as DENSEPOSE_SCHEMA, densepose_specs, open_densepose
 from pipeline.iuv.repair import RepairOptions
-from pipeline.iuv.store import open_iuv
+from pipeline.iuv.store import SCHEMA as IUV_SCHEMA, open_iuv
 from pipeline.iuv.write import repair_store
 from pipeline.keypoints.store import SCHEMA, open_keypoints
 from pipeline.train.data import KeypointStream
@@ -35,7 +35,8 @@ def keypoint_arrays(n: int = 80, seed: int = 0) -> dict[str, np.ndarray]:
     visible = rng.random((n, N)) < 0.8
     return {
         "xy": np.where(visible[..., None], rng.uniform(0, 200, (n, N, 2)), 0).astype(np.float32),
-        "visible": visible, "count": visible.astype(np.uint16), "visible_area": visible.mean(1).astype(np.float32),
+        "visible": visible, "count": visible.astype(np.uint16), "confidence": visible.astype(np.float16),
+        "visible_area": visible.mean(1).astype(np.float32),
         "box": np.tile(np.array([0, 0, 200, 200], np.float32), (n, 1)), "score": np.ones(n, np.float32),
         "image": np.arange(n, dtype=np.int32), "split": (np.arange(n) % 4 == 3).astype(np.uint8),
         "source_index": np.arange(n, dtype=np.int32),
@@ -259,7 +260,7 @@ def test_store_of_another_template_schema_or_none(pristine, tmp_path):
     assert_names(err, pristine, "made from template 't0'", "'t1'", "dvc repro")
     with pytest.raises(StoreError) as err:
         open_iuv(pristine)
-    assert_names(err, pristine, "schema 'keypoints/1', expected 'iuv/1'", "dvc repro -f iuv")
+    assert_names(err, pristine, f"schema '{SCHEMA}', expected '{IUV_SCHEMA}'", "dvc repro -f iuv")
     with pytest.raises(StoreMissingError) as err:
         open_keypoints(tmp_path / "none.zarr")
     assert isinstance(err.value, FileNotFoundError)

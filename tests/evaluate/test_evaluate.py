@@ -52,8 +52,8 @@ def _store(path: Path, template, n: int = 10, projection: str = "orthographic", 
     box = np.c_[pixels.min(1), pixels.max(1)].astype(np.float32)
     arrays = {
         "xy": np.where(visible[..., None], pixels, 0).astype(np.float32), "visible": visible,
-        "count": visible.astype(np.uint16), "visible_area": visible.mean(1).astype(np.float32), "split": split,
-        "box": box,
+        "count": visible.astype(np.uint16), "confidence": visible.astype(np.float16),
+        "visible_area": visible.mean(1).astype(np.float32), "split": split, "box": box,
         "gt/vertices": cam.astype(np.float32), "gt/visible": visible,
         "gt/camera": np.c_[f, c].astype(np.float32), "gt/pixels": pixels.astype(np.float32),
     }
@@ -268,7 +268,8 @@ def test_errors_are_named(store, template, tmp_path):
         evaluate(path, template, lambda xy, v, r: np.zeros((len(r), 5, 3)), None, SMALL, progress=False)
     arrays = {"xy": np.zeros((2, len(template.vertices), 2), np.float32),
               "visible": np.ones((2, len(template.vertices)), bool),
-              "count": np.ones((2, len(template.vertices)), np.uint16), "split": np.array([0, 1], np.uint8)}
+              "count": np.ones((2, len(template.vertices)), np.uint16),
+              "confidence": np.ones((2, len(template.vertices)), np.float16), "split": np.array([0, 1], np.uint8)}
     write_store(tmp_path / "nogt.zarr", arrays, {"schema": SCHEMA, "template_hash": template.hash})
     with pytest.raises(StoreError, match="no ground truth and no box"):
         evaluate(tmp_path / "nogt.zarr", template, None, None, SMALL, progress=False)

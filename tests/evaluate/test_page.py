@@ -156,7 +156,8 @@ def _stores(tmp_path, template, n: int = 6) -> tuple[dict, dict]:
     attrs = {"template_hash": template.hash, "projection": "orthographic", "crop": CROP}
     xy = np.where(a["visible"][..., None], a["true_pixels"], 0).astype(np.float32)
     write_store(tmp_path / "keypoints.zarr", {
-        "xy": xy, "visible": a["visible"], "count": a["visible"].astype(np.uint16), "split": split, "box": a["box"],
+        "xy": xy, "visible": a["visible"], "count": a["visible"].astype(np.uint16),
+        "confidence": a["visible"].astype(np.float16), "split": split, "box": a["box"],
         "source_index": source, "gt/vertices": a["true"].astype(np.float32), "gt/visible": a["visible"],
         "gt/camera": np.c_[a["f"], a["c"]].astype(np.float32), "gt/pixels": a["true_pixels"].astype(np.float32),
         "gt/mode": np.array([0, 2, 0, 2, 2, 1], np.int8)},

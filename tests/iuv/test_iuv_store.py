@@ -78,6 +78,12 @@ def test_repair_improves_part_accuracy_and_uv_error(tmp_path):
     assert after["part_accuracy"] > before["part_accuracy"] + 0.01
     assert after["uv_error"] < before["uv_error"] - 0.01
     assert after["foreground_iou"] > before["foreground_iou"]
+    # the pixels the repair made are recorded, one mask per instance, as many as counted
+    out = open_iuv(tmp_path / "iuv.zarr")
+    filled, iuv = out["filled"][:], out["iuv"][:]
+    assert filled.dtype == bool and filled.shape == iuv.shape[:3]
+    assert np.array_equal(filled.sum(axis=(1, 2)), out["pixels_filled"][:]) and filled.any()
+    assert np.all(iuv[filled][:, 0] > 0)  # foreground only
     assert s.repairs["components_dropped"] == 12 and s.repairs["holes_filled"] > 0 and s.repairs["pixels_filled"] > 0
     out = open_iuv(tmp_path / "iuv.zarr")
     assert out["components_dropped"][:].tolist() == [1] * 12

@@ -107,6 +107,35 @@ def test_corrupted_data_reports_its_figures_and_those_of_the_exact_iuv(template,
     assert checked.exact == s.exact  # measured on the exact IUV without the check
 
 
+def test_confidence_is_stored_exactly_and_lowered_where_the_repair_filled(template, tmp_path):
+    """Default corruption, 6 instances: the stored float16 confidence is the one computed from iuv.zarr, in [0, 1],
+    0 where invisible, and lower than without the repair's record on the keypoints with filled pixels."""
+    from pipeline.iuv.store import open_iuv
+    from pipeline.keypoints.confidence import keypoint_confidence
+    from pipeline.keypoints.lookup import aggregate, iuv_lookup_table, iuv_to_vertices, one_ring
+
+    p = load_params_dict({"synthetic": {"train_bodies": 2, "test_bodies": 1, "views": 2, "batch": 3}})
+    write_synthetic_store(tmp_path / "dp.zarr", template, p.synthetic, crop=p.densepose.crop, seed=0, device="cpu")
+    repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 50, 1, progress=False, kinds=["chart"])
+    extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "chart", 0.0, progress=False,
+                      confidence_sigma=3.0)
+    kp = open_keypoints(tmp_path / "kp.zarr", template.hash)
+    stored, visible = kp["confidence"][:], kp["visible"][:]
+    iuv = open_iuv(tmp_path / "iuv.zarr")
+    assert len(stored) == iuv["box"].shape[0] == 6  # min_visible_area 0: every instance kept, in order
+    vertex = iuv_to_vertices(iuv["iuv"][:], iuv_lookup_table(template.chart_part, template.chart_uv,
+                                                             template.chart_vertex))
+    boxes, filled = iuv["box"][:], iuv["filled"][:]
+    assert filled.any()
+    points = aggregate(vertex, boxes, template.n_vertices)
+    ring = one_ring(template.faces, template.n_vertices)
+    expected = keypoint_confidence(points, vertex, filled, ring, boxes, p.densepose.crop, 3.0)
+    assert stored.dtype == np.float16 and np.array_equal(stored, expected)  # written and read back bit for bit
+    assert np.all(stored[~visible] == 0) and np.all((stored >= 0) & (stored <= 1)) and stored[visible].mean() > 0.5
+    unrepaired = keypoint_confidence(points, vertex, np.zeros_like(filled), ring, boxes, p.densepose.crop, 3.0)
+    assert np.all(stored <= unrepaired) and (stored < unrepaired).sum() > 10
+
+
 def test_missing_store_is_named(template, tmp_path):
     with pytest.raises(FileNotFoundError, match="iuv.zarr"):
         extract_keypoints(tmp_path / "iuv.zarr", tmp_path / "kp.zarr", template, "chart", 0.1, progress=False)

@@ -2,6 +2,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 from keypoint_fixture import make_keypoints
@@ -34,6 +35,18 @@ def test_ranks_take_disjoint_halves(store):
     for fb, ab, bb in zip(full.epoch(0), a.epoch(0), b.epoch(0)):
         np.testing.assert_array_equal(fb.rows.numpy(), np.r_[ab.rows.numpy(), bb.rows.numpy()])
         assert ab.xy.shape == (2, full.n_vertices, 2)
+
+
+def test_confidence_comes_with_the_batches_only_when_asked(store):
+    from pipeline.keypoints.store import open_keypoints
+
+    plain = next(KeypointStream(store, batch_size=4, seed=3).epoch(0))
+    assert plain.confidence is None
+    stored = open_keypoints(store)["confidence"][:]
+    assert len(np.unique(stored)) > 10  # the fixture's confidences vary
+    for batch in KeypointStream(store, batch_size=4, seed=3, confidence=True).epoch(0):
+        assert batch.confidence.dtype == torch.float16 and batch.confidence.shape == batch.visible.shape
+        np.testing.assert_array_equal(batch.confidence.numpy(), stored[batch.rows.numpy()])
 
 
 def test_nan_keypoints_are_a_store_error_naming_the_instance(store, tmp_path):

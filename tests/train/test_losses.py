@@ -45,6 +45,29 @@ def test_reprojection_ignores_invisible_and_heteroscedastic_form():
     assert het.item() == pytest.approx(math.log(2.0) + 0.25, rel=1e-4)
 
 
+def test_reprojection_weights_all_one_change_nothing_and_zero_ignores_an_outlier():
+    torch.manual_seed(0)
+    pred, xy = torch.randn(4, 50, 2), torch.randn(4, 50, 2)
+    vis = torch.rand(4, 50) < 0.7
+    plain = reprojection_loss(pred, xy, vis, eps=0.01)
+    assert torch.equal(reprojection_loss(pred, xy, vis, eps=0.01, weight=torch.ones(4, 50, dtype=torch.float16)), plain)
+    clean = reprojection_loss(pred, pred.clone(), vis, eps=0.01)
+    assert clean.item() == 0
+    gross = pred.clone()
+    k = int(vis[0].nonzero()[0])
+    gross[0, k] += 100.0  # one gross outlier among the visible keypoints
+    assert reprojection_loss(pred, gross, vis, eps=0.01).item() > 1.0 / vis.sum().item()
+    w = torch.ones(4, 50)
+    w[0, k] = 0
+    assert reprojection_loss(pred, gross, vis, eps=0.01, weight=w).item() == 0  # ignored
+    # a weighted mean: Σ w ρ / Σ w over the visible keypoints, the invisible ones weighing nothing
+    w = torch.rand(4, 50)
+    rho = pseudo_huber(((pred - xy) ** 2).sum(-1), 0.01)
+    expected = (rho * w * vis).sum() / (w * vis).sum()
+    torch.testing.assert_close(reprojection_loss(pred, xy, vis, eps=0.01, weight=w), expected)
+    assert reprojection_loss(pred, xy, torch.zeros_like(vis), eps=0.01, weight=w).item() == 0  # nothing visible
+
+
 def test_horn_rotations_match_svd():
     torch.manual_seed(0)
     rot = roma.random_rotmat(500)

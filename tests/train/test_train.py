@@ -103,6 +103,25 @@ def test_oracle_and_augmentation_train_on_ground_truth(inputs, tmp_path):
     assert res.metrics["oracle_3d"] > 0 and 0 < res.metrics["share_oracle_3d"] < 1
 
 
+def test_confidence_weighs_the_reprojection_only_when_asked(inputs, tmp_path):
+    """loss.confidence on a store whose confidences are all 1 trains to the weights of loss.confidence off (the
+    default); on the fixture's varied confidences (0.2..1) it trains otherwise."""
+    import shutil
+
+    import zarr
+
+    ones = shutil.copytree(inputs / "kp.zarr", tmp_path / "ones.zarr")
+    root = zarr.open_group(str(ones), mode="a")
+    root["confidence"][:] = root["visible"][:].astype(np.float16)
+    off = _run(inputs, tmp_path / "off.pt", _params())
+    same = train(_params(loss={"confidence": True}), ones, inputs / "template.npz", inputs / "lbo.npz",
+                 tmp_path / "ones.pt")
+    w_off, w_same = _weights(off.objective), _weights(same.objective)
+    assert all(torch.equal(w_off[k], w_same[k]) for k in w_off)
+    weighted = _run(inputs, tmp_path / "on.pt", _params(loss={"confidence": True}))
+    assert weighted.metrics["reprojection"] != off.metrics["reprojection"]
+
+
 def test_normalised_truth_matches_the_keypoints(inputs):
     """The true vertices, put in the normalised frame, project onto the normalised keypoints."""
     import zarr
