@@ -118,6 +118,7 @@ ROBUST: dict[str, list[str]] = {
     "pseudo_huber": [],  # today's default: convex, ε = loss.huber_eps
     "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
     "mirror": ["loss.mirror=true"],
+    "confidence": ["loss.confidence=true"],  # each keypoint weighted by its confidence (keypoints.zarr)
     "gm_mirror": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL, "loss.mirror=true"],  # both kinds of tolerance
     "heteroscedastic": ["model.heteroscedastic=true"],  # the paper's supp. C
     "cauchy": ["loss.robust=cauchy", *ROBUST_ANNEAL],
