@@ -81,7 +81,7 @@ SCRIPT = "python scripts/paper_experiments.py"
 # --- the experiments: edit here ------------------------------------------------------------------
 # the corruption before it was tuned against the correspondence network (issue 15): per-pixel U/V noise of
 # 0.02, no front/back seams, no mirror patches. Table 1, the parts curve and the C3DPO selection were measured
-# on it (the defaults then), and keep it, so that they stay comparable with what the README reports
+# on it (the defaults then), and keep it, so that they stay comparable with what docs/results.md reports
 MILD = [f"synthetic.corruption.{k}" for k in ("uv_noise=0.02", "uv_noise_scale=0", "seam_px=0", "mirror_prob=0")]
 TABLES_DATA = MILD
 C3DPO = ["model.type=c3dpo", "train.inplane_augment=true", "loss.canon_samples=4"]

@@ -1,7 +1,7 @@
 """Markdown table of DVC experiments: chosen params and metrics, one row per experiment.
 
 Reads the JSON of ``dvc exp show --json`` (DVC 3.x) from a file, from stdin (``-``), or by running
-it, and prints a Markdown table, e.g. the README's Table-1-like ablation table and the parts curve::
+it, and prints a Markdown table, e.g. docs/results.md's Table-1-like ablation table and the parts curve::
 
     # queue the runs (names become the rows' labels), run them, tabulate
     dvc exp run --queue -n dp3d

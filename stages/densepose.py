@@ -11,7 +11,7 @@ network's correspondence network on the synthetic bodies' images or on a folder 
 
 With ``cluster.processes`` = P > 1 the stage runs itself as P processes under ``torchrun`` (one a GPU; gloo
 processes on CPU), each on its share of the bodies or images (pipeline/core/ranks.py); rank 0 writes a store
-byte-identical to one process's. Several machines: start it with ``torchrun --nnodes ...`` yourself (README).
+byte-identical to one process's. Several machines: start it with ``torchrun --nnodes ...`` yourself (docs/stages.md, "Many GPUs").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The committed results of the default pipeline (what `dvc repro` writes and the README quotes) meet
+"""The committed results of the default pipeline (what `dvc repro` writes and docs/results.md quotes) meet
 the targets they are quoted for. A fresh clone's `dvc repro` reproduces these files, so this checks the
 science of the default run, not a fixture."""
 
@@ -30,7 +30,7 @@ def test_default_dp3d_lifts_to_3d(metrics):
 def test_default_segmentation_uses_coherent_parts(metrics):
     """Every part used, each one region, the layout moved. Not asserted: that head, torso and arms get parts
     of their own — with the network-matched corruption the head's part reaches into the chest and an upper
-    arm (README, Results), a finding, not a target met; on the mild corruption it held (seeds 0 and 2)."""
+    arm (docs/results.md), a finding, not a target met; on the mild corruption it held (seeds 0 and 2)."""
     assert metrics["parts_used"] >= 9
     assert metrics["segmentation_min_component_share"] >= 0.9  # each used part is one region
     assert metrics["segmentation_changed_share"] > 0  # the layout moved during training

@@ -12,7 +12,7 @@ server and desktop since 2015) before any of them loads; ``stages/__init__.py`` 
 stage process, and the torchrun and Dask processes it starts, computes with the same kernels on any x86 machine
 with AVX2. ``DP3D_CPU_DISPATCH=native`` leaves the machine's own choice (faster on AVX-512, bytes no longer
 shared). Not covered: processors without AVX2 and other architectures (ARM, Apple): their bytes differ
-(README, "One lock for every machine").
+(docs/reliability.md, "One lock for every machine").
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def check_cse_template(template, source: str, dim: int | None = None) -> None:
             f"densepose.source {source}: the DensePose output comes from a CSE model, whose pixel embeddings "
             "match only that model's vertex embeddings; the template must be the model's CSE mesh with them: set "
             "template.source: cse, template.cse_mesh_file (e.g. smpl_27554.pkl), template.cse_weights (the "
-            f"model's weights) and template.parts_from (README, 'Real images'). The template is "
+            f"model's weights) and template.parts_from (docs/stages.md, 'Real images'). The template is "
             f"{template.source!r}.")
     if dim is not None and dim != template.embedding.shape[1]:
         raise InputError(f"densepose.source {source}: pixel embeddings have D = {dim}, the template's vertex "

@@ -265,7 +265,7 @@ def test_real_annotated_points_and_demo_maps_read_as_documented():
 
 @needs_reference
 def test_real_demo_reads_right_with_densepose_charts_and_wrong_with_own(template_file, tmp_path):
-    """What the chart check must show on DensePose-RCNN's own output (README, Results): with DensePose's
+    """What the chart check must show on DensePose-RCNN's own output (docs/results.md): with DensePose's
     convention lower legs, thighs, torso and head read upright, neighbouring regions agree and seams close up;
     the project's own charts read them upside down and far apart."""
     from pipeline.template.build import anny_template
