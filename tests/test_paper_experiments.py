@@ -98,9 +98,10 @@ def test_robust_ablation_runs_each_option_on_the_default_data(tmp_path):
     fake = FakeRunner()
     assert pe.main(["robust", "--seeds", "0", "1", "--out-dir", str(tmp_path)], run=fake) == 0
     calls = dict(fake.calls)
-    assert calls["rob-pseudo_huber-s0"] == ("train.seed=0",)
-    assert calls["rob-geman_mcclure-s1"] == ("loss.robust=geman_mcclure", *pe.ROBUST_ANNEAL, "train.seed=1")
-    assert calls["rob-mirror-s0"] == ("loss.mirror=true", "train.seed=0")
+    assert calls["rob-pseudo_huber-s0"] == ("common.threads=1", "train.seed=0")
+    assert calls["rob-geman_mcclure-s1"] == ("common.threads=1", "loss.robust=geman_mcclure", *pe.ROBUST_ANNEAL,
+                                             "train.seed=1")
+    assert calls["rob-mirror-s0"] == ("common.threads=1", "loss.mirror=true", "train.seed=0")
     assert not any(o in pe.MILD for overrides in calls.values() for o in overrides)
     header, rows = _read(tmp_path / "robust_default.csv")
     assert sorted((r[0], r[1]) for r in rows) == sorted((e, s) for e in pe.ROBUST for s in ("0", "1"))
