@@ -122,8 +122,8 @@ ROBUST: dict[str, list[str]] = {
     "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
     "mirror": ["loss.mirror=true"],
     "confidence": ["loss.confidence=true"],  # each keypoint weighted by its confidence (keypoints.zarr)
-    "gm_mirror": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL, "loss.mirror=true"],  # both kinds of tolerance
     "heteroscedastic": ["model.heteroscedastic=true"],  # the paper's supp. C
+    "gm_mirror": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL, "loss.mirror=true"],  # both kinds of tolerance
     "cauchy": ["loss.robust=cauchy", *ROBUST_ANNEAL],
 }
 ROBUST_REFERENCE = "pseudo_huber"
