@@ -119,10 +119,10 @@ ROBUST_ANNEAL = ["loss.robust_scale=0.1", "loss.robust_scale_start=1", "loss.rob
 ROBUST_DATA = ["common.threads=1"]
 ROBUST: dict[str, list[str]] = {
     "pseudo_huber": [],  # today's default: convex, ε = loss.huber_eps
-    "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
     "mirror": ["loss.mirror=true"],
     "confidence": ["loss.confidence=true"],  # each keypoint weighted by its confidence (keypoints.zarr)
     "heteroscedastic": ["model.heteroscedastic=true"],  # the paper's supp. C
+    "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
     "gm_mirror": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL, "loss.mirror=true"],  # both kinds of tolerance
     "cauchy": ["loss.robust=cauchy", *ROBUST_ANNEAL],
 }
@@ -708,7 +708,11 @@ class Dvc:
         start, started, no_worker = clock(), {}, 0
         while waiting:
             sleep(poll_s)
-            shown = self.exp_show()
+            try:
+                shown = self.exp_show()
+            except RunFailed as e:  # DVC's own race: a run starting while `exp show` reads its info file
+                print(f"  (dvc exp show failed, polling again: {str(e)[:160]})", flush=True)
+                continue
             for name in list(waiting):
                 row = find_experiment(shown, name)
                 state = row["state"] if row else "missing"
