@@ -724,7 +724,9 @@ class Dvc:
                     del waiting[name]
                     yield outcome
             workers = parse_workers(self.call(["dvc", "queue", "status"], env=self.env).stdout)
-            no_worker = no_worker + 1 if waiting and workers == 0 else 0
+            # DVC 3.6x reports "0 active, 0 idle" while its workers run experiments: a running one means alive
+            running = any((find_experiment(shown, n) or {}).get("state") == "running" for n in waiting)
+            no_worker = no_worker + 1 if waiting and workers == 0 and not running else 0
             if no_worker >= 3:  # the workers are gone and runs are left: report them rather than wait forever
                 for r in waiting.values():
                     yield Outcome(r, None, "the DVC queue has no worker left (see `dvc queue status`)", 0.0)
