@@ -142,27 +142,27 @@ class StageOutputs:
         p = Path(os.path.abspath(path))
         return p if p in self.paths else None
 
-    def _park_or_remove(self, p: Path) -> None:
-        """Removes the staged copy of output ``p``; a kept output's becomes its partial work (where to resume
-        from) unless partial work is there already."""
+    def _drop(self, p: Path) -> None:
+        """Removes the staged copy of output ``p`` and ``p`` itself; a kept output stays under its name and its
+        staged copy becomes its partial work (where to resume from) unless partial work is there already."""
         staged = self.staging(p)
         if p in self.keep and staged.exists() and not partial_path(p).exists():
             os.replace(staged, partial_path(p))
         remove_path(staged)
+        if p not in self.keep:
+            remove_path(p)
 
     def sweep(self) -> None:
         """Removes what an earlier (failed or killed) run left: temporaries, staged and final outputs.
 
         A kept output stays under its name (an earlier run's finished one, until this run's replaces
-        it), and its staged copy becomes its partial work (:meth:`_park_or_remove`).
+        it), and its staged copy becomes its partial work (:meth:`_drop`).
         """
         for p in self.paths:
             with _writable(p):
                 for leftover in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
                     remove_path(leftover)
-                self._park_or_remove(p)
-                if p not in self.keep:
-                    remove_path(p)
+                self._drop(p)
 
     def stage(self, path: Path, target: Path) -> None:
         """Parks the finished ``target`` (a temporary) as the staged version of output ``path``."""
@@ -190,9 +190,7 @@ class StageOutputs:
         """Removes every staged output (a kept one's becomes partial work) and any output under its final
         name but a kept one (an earlier run's, still the last finished)."""
         for p in self.paths:
-            self._park_or_remove(p)
-            if p not in self.keep:
-                remove_path(p)
+            self._drop(p)
 
 
 def _replace(src: Path, dst: Path) -> None:

@@ -121,7 +121,7 @@ class LineProgress:
         self.n = self.start_n = initial
         self.every, self.clock = every, clock or time.monotonic
         self.start = self.last = self.clock()
-        self.postfix, self.lines, self.closed, self.written_n = "", 0, False, None
+        self.postfix, self.closed, self.written_n = "", False, None  # written_n: the count last written
         self.log = logging.getLogger("progress")
 
     def __iter__(self):
@@ -161,11 +161,11 @@ class LineProgress:
         return ", ".join(parts + ([self.postfix] if self.postfix else []))
 
     def _write(self, now: float) -> None:
-        self.lines, self.written_n = self.lines + 1, self.n
+        self.written_n = self.n
         self.log.info("%s", self.line(now))
 
     def close(self) -> None:
-        if not self.closed and self.lines and self.written_n != self.n:
+        if not self.closed and self.written_n not in (None, self.n):
             self._write(self.clock())
         self.closed = True
 
