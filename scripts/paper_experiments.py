@@ -7,6 +7,7 @@ params.yaml stay untouched), read back from ``dvc exp show --json`` and appended
     python scripts/paper_experiments.py all                # select-c3dpo, table1, parts, summarise
     python scripts/paper_experiments.py select-c3dpo       # C3DPO's canonicalisation weight on held-out train bodies
     python scripts/paper_experiments.py table1 --seeds 0 1 2
+    python scripts/paper_experiments.py all --data default --jobs 2   # the three on the default data (issue 26)
     python scripts/paper_experiments.py parts --only parts-16
     python scripts/paper_experiments.py sources            # MPJPE from exact, corrupted (now, before) and network IUV
     python scripts/paper_experiments.py robust             # the robust lifting losses on the default data (ROBUST)
@@ -68,9 +69,11 @@ import shlex
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +101,11 @@ PARTS = (1, 2, 3, 5, 10, 16)  # the parts curve: model.parts=<p>
 SELECTION_WEIGHTS = (0.01, 0.1, 1, 10)  # select-c3dpo: loss.canonicalisation=<w> ...
 SELECTION = [*C3DPO, "train.val_share=0.1", "eval.split=val", "train.seed=0"]  # ... on held-out train bodies
 DEFAULT_C3DPO_WEIGHT = 0.1
+# Table 1, the parts curve and the C3DPO selection on the default data (issue 26): the network-matched corruption,
+# one thread a run (two at once on 2 cores, as ROBUST_DATA), C3DPO's weight grid extended below 0.01, where the
+# mild selection ended. Files: table1_default.csv, parts_curve_default.csv, c3dpo_selection_default.csv
+DEFAULT_DATA = ["common.threads=1"]
+DEFAULT_SELECTION_WEIGHTS = (0.001, 0.003, 0.01, 0.1)
 DEFAULT_SEEDS = (0, 1, 2)
 SEED_OVERRIDE = "train.seed={seed}"
 REFERENCE = "dp3d"  # Table 1's rows are compared with this one
@@ -172,6 +180,29 @@ ROBUST_CSV = Table("robust_default.csv", ("experiment", "seed"), METRICS)
 
 
 @dataclass(frozen=True)
+class Data:
+    """The data Table 1, the parts curve and the C3DPO selection are measured on (``--data``): the ``-S``
+    overrides every run starts with, the suffix of the files and the prefix of the run names."""
+
+    name: str
+    suffix: str  # table1<suffix>.csv, parts_curve<suffix>.csv, c3dpo_selection<suffix>.csv
+    prefix: str  # run names: <prefix>t1-dp3d-s0
+    weights: tuple[float, ...]  # the C3DPO selection's grid
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return tuple(TABLES_DATA if self.name == "mild" else DEFAULT_DATA)
+
+    def table(self, table: Table) -> Table:
+        stem, ext = table.file.rsplit(".", 1)
+        return dataclasses.replace(table, file=f"{stem}{self.suffix}.{ext}")
+
+
+DATA = {"mild": Data("mild", "", "", SELECTION_WEIGHTS),
+        "default": Data("default", "_default", "def-", DEFAULT_SELECTION_WEIGHTS)}
+
+
+@dataclass(frozen=True)
 class Run:
     """One DVC experiment: its name, its row's key values (as CSV text) and its ``-S`` overrides."""
 
@@ -186,10 +217,11 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def table1_runs(seeds: Iterable[int], c3dpo_weight: float, experiments: dict[str, list[str]] = TABLE1) -> list[Run]:
-    """Table 1: every experiment with every seed, named ``t1-<experiment>-s<seed>``."""
-    return [Run(f"t1-{exp}-s{seed}", (exp, str(seed)),
-                (*TABLES_DATA, *(o.format(c3dpo_weight=_num(c3dpo_weight)) for o in overrides),
+def table1_runs(seeds: Iterable[int], c3dpo_weight: float, experiments: dict[str, list[str]] = TABLE1,
+                data: Data = DATA["mild"]) -> list[Run]:
+    """Table 1: every experiment with every seed, named ``[<data prefix>]t1-<experiment>-s<seed>``."""
+    return [Run(f"{data.prefix}t1-{exp}-s{seed}", (exp, str(seed)),
+                (*data.overrides, *(o.format(c3dpo_weight=_num(c3dpo_weight)) for o in overrides),
                  SEED_OVERRIDE.format(seed=seed)), "table1")
             for exp, overrides in experiments.items() for seed in seeds]
 
@@ -209,17 +241,19 @@ def robust_runs(seeds: Iterable[int], experiments: dict[str, list[str]] = ROBUST
             for exp, overrides in experiments.items() for seed in seeds]
 
 
-def parts_runs(seeds: Iterable[int], parts: Iterable[int] = PARTS) -> list[Run]:
-    """The parts curve: every parts count with every seed, named ``parts-<p>-s<seed>``."""
-    return [Run(f"parts-{p}-s{seed}", (str(p), str(seed)),
-                (*TABLES_DATA, f"model.parts={p}", SEED_OVERRIDE.format(seed=seed)), "parts")
+def parts_runs(seeds: Iterable[int], parts: Iterable[int] = PARTS, data: Data = DATA["mild"]) -> list[Run]:
+    """The parts curve: every parts count with every seed, named ``[<data prefix>]parts-<p>-s<seed>``."""
+    return [Run(f"{data.prefix}parts-{p}-s{seed}", (str(p), str(seed)),
+                (*data.overrides, f"model.parts={p}", SEED_OVERRIDE.format(seed=seed)), "parts")
             for p in parts for seed in seeds]
 
 
-def selection_runs(weights: Iterable[float] = SELECTION_WEIGHTS) -> list[Run]:
-    """C3DPO's canonicalisation weights on the held-out train bodies, named ``c3dpo-w<weight>``."""
-    return [Run(f"c3dpo-w{_num(w)}", (_num(w),), (*TABLES_DATA, *SELECTION, f"loss.canonicalisation={_num(w)}"),
-                "select-c3dpo") for w in weights]
+def selection_runs(weights: Iterable[float] | None = None, data: Data = DATA["mild"]) -> list[Run]:
+    """C3DPO's canonicalisation weights (default: the data's grid) on the held-out train bodies, named
+    ``[<data prefix>]c3dpo-w<weight>``."""
+    return [Run(f"{data.prefix}c3dpo-w{_num(w)}", (_num(w),),
+                (*data.overrides, *SELECTION, f"loss.canonicalisation={_num(w)}"), "select-c3dpo")
+            for w in (data.weights if weights is None else weights)]
 
 
 def only(runs: list[Run], text: str | None) -> list[Run]:
@@ -434,12 +468,12 @@ def robust_markdown(rows: list[dict[str, Any]]) -> str:
     return table1_markdown(rows, ROBUST_REFERENCE, ROBUST, title="Robust lifting losses on the default data")
 
 
-def parts_markdown(rows: list[dict[str, Any]]) -> str:
+def parts_markdown(rows: list[dict[str, Any]], data: str = "mild") -> str:
     """The parts curve as Markdown: mean ± std over seeds per number of parts."""
     stats = group_stats(rows, "parts")
     order = sorted(stats, key=lambda p: _sort_value("parts", p))
     header = ["parts", "seeds", *(c for c, _ in _COLUMNS), "MPJPE / flat", "parts used"]
-    caption = ("Parts curve (DP3D, test split, mm; mean ± sample std over seeds; MPJPE / flat: mean MPJPE "
+    caption = (f"Parts curve (DP3D, {data} data, test split, mm; mean ± sample std over seeds; MPJPE / flat: mean MPJPE "
                "over the mean flat reference):\n\n")
     return caption + _markdown(header, [[p, *_stat_cells(stats[p])] for p in order])
 
@@ -482,7 +516,7 @@ def selection_markdown(rows: list[dict[str, Any]]) -> str:
 
 # --- figure ------------------------------------------------------------------------------------------
 
-def parts_curve_png(rows: list[dict[str, Any]], path: Path) -> None:
+def parts_curve_png(rows: list[dict[str, Any]], path: Path, data: str = "mild") -> None:
     """MPJPE and RE14 against the number of parts (log axis, ticks at the counts), error bars the std
     over seeds, each seed a faint dot, the mean flat reference dashed."""
     import matplotlib
@@ -509,7 +543,7 @@ def parts_curve_png(rows: list[dict[str, Any]], path: Path) -> None:
     ax.minorticks_off()
     seeds_n = max((s["n"] for s in stats.values()), default=0)
     ax.set(xlabel="number of parts (model.parts)", ylabel="error (mm)",
-           title=f"DP3D parts curve (test split; up to {seeds_n} seeds per point)")
+           title=f"DP3D parts curve ({data} data, test split; up to {seeds_n} seeds per point)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -768,7 +802,8 @@ def rerun_hint(run: Run) -> str:
     """The commands that rerun one run: through this script and by hand."""
     seed = [o.split("=", 1)[1] for o in run.overrides if o.startswith("train.seed=")]
     seeds = f" --seeds {seed[0]}" if seed and run.command != "select-c3dpo" else ""
-    return (f"rerun: {SCRIPT} {run.command} --only {run.name}{seeds}\n"
+    data = next((f" --data {d.name}" for d in DATA.values() if d.prefix and run.name.startswith(d.prefix)), "")
+    return (f"rerun: {SCRIPT} {run.command}{data} --only {run.name}{seeds}\n"
             f"    by hand: {shlex.join(exp_run_argv(run.name, run.overrides))}")
 
 
@@ -815,19 +850,23 @@ def run_table(table: Table, runs: list[Run], ctx: Context) -> list[Outcome]:
 def summarise(out_dir: Path) -> list[Path]:
     """Rewrite the Markdown summaries and the figure from the CSVs there are; the files written."""
     written = []
-    for table, render, md in ((TABLE1_CSV, table1_markdown, "table1.md"),
-                              (SOURCES_CSV, sources_markdown, "sources.md"),
-                              (ROBUST_CSV, robust_markdown, "robust_default.md"),
-                              (PARTS_CSV, parts_markdown, "parts_curve.md"),
-                              (SELECTION_CSV, selection_markdown, "c3dpo_selection.md")):
+    tables = [(SOURCES_CSV, sources_markdown), (ROBUST_CSV, robust_markdown)]
+    for data in DATA.values():
+        tables += [(data.table(TABLE1_CSV), partial(table1_markdown, title=f"Table 1 ({data.name} data)")),
+                   (data.table(PARTS_CSV), partial(parts_markdown, data=data.name)),
+                   (data.table(SELECTION_CSV), selection_markdown)]
+    for table, render in tables:
         rows = read_rows(out_dir / table.file)
         if rows:
-            atomic_write(out_dir / md, render(rows))
-            written.append(out_dir / md)
-    parts = read_rows(out_dir / PARTS_CSV.file)
-    if parts:
-        parts_curve_png(parts, out_dir / "parts_curve.png")
-        written.append(out_dir / "parts_curve.png")
+            md = out_dir / table.file.replace(".csv", ".md")
+            atomic_write(md, render(rows))
+            written.append(md)
+    for data in DATA.values():
+        parts = read_rows(out_dir / data.table(PARTS_CSV).file)
+        if parts:
+            png = out_dir / data.table(PARTS_CSV).file.replace(".csv", ".png")
+            parts_curve_png(parts, png, data.name)
+            written.append(png)
     return written
 
 
@@ -854,6 +893,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("command", choices=["table1", "parts", "select-c3dpo", "sources", "robust", "summarise", "all"])
     ap.add_argument("--seeds", nargs="+", default=[",".join(map(str, DEFAULT_SEEDS))],
                     help="train.seed values (default 0 1 2)")
+    ap.add_argument("--data", choices=list(DATA), default="mild",
+                    help="table1, parts, select-c3dpo: the mild corruption they were first measured on (default) "
+                         "or the default data (files *_default.csv)")
     ap.add_argument("--only", help="run only the runs whose name contains this text, e.g. t1-no_arap or -s1")
     ap.add_argument("--dry-run", action="store_true", help="print the commands of the runs to do, run nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (> 1: through DVC's queue)")
@@ -887,13 +929,14 @@ def make_context(args: argparse.Namespace, run: Callable | None) -> Context:
 
 def plan(command: str, args: argparse.Namespace) -> list[tuple[Table, list[Run]]]:
     """The tables and runs of a subcommand (``all``: selection first, so table1 uses its weight)."""
+    data = DATA[args.data]
     if command == "select-c3dpo":
-        return [(SELECTION_CSV, only(selection_runs(), args.only))]
+        return [(data.table(SELECTION_CSV), only(selection_runs(data=data), args.only))]
     if command == "table1":
-        weight = c3dpo_weight(args.out_dir / SELECTION_CSV.file)
-        return [(TABLE1_CSV, only(table1_runs(args.seeds, weight), args.only))]
+        weight = c3dpo_weight(args.out_dir / data.table(SELECTION_CSV).file)
+        return [(data.table(TABLE1_CSV), only(table1_runs(args.seeds, weight, data=data), args.only))]
     if command == "parts":
-        return [(PARTS_CSV, only(parts_runs(args.seeds), args.only))]
+        return [(data.table(PARTS_CSV), only(parts_runs(args.seeds, data=data), args.only))]
     if command == "sources":
         return [(SOURCES_CSV, only(sources_runs(args.seeds), args.only))]
     if command == "robust":
@@ -911,12 +954,13 @@ def main(argv: list[str] | None = None, run: Callable[[str, tuple[str, ...]], di
     commands = ["select-c3dpo", "table1", "parts"] if args.command == "all" else [args.command]
     failed = []
     for command in commands:
+        selection = args.out_dir / DATA[args.data].table(SELECTION_CSV).file
         if command == "table1":
-            print(selection_note(args.out_dir / SELECTION_CSV.file), flush=True)
+            print(selection_note(selection, DATA[args.data].weights), flush=True)
         for table, runs in plan(command, args):  # planned now: table1 reads the selection just made
             failed += run_table(table, runs, ctx)
         if command == "select-c3dpo" and not args.dry_run:
-            print(selection_note(args.out_dir / SELECTION_CSV.file), flush=True)
+            print(selection_note(selection, DATA[args.data].weights), flush=True)
     if not args.dry_run:
         for path in summarise(args.out_dir):
             print(f"wrote {path}")

@@ -395,3 +395,21 @@ def test_queued_runs_finished_earlier_are_read_back_not_rerun(tmp_path):
     argvs = [c[0] for c in procs.calls]
     assert not any(same.name in a and "run" in a for a in argvs)
     assert ("dvc", "--wait-for-lock", "exp", "remove", other.name) in argvs
+
+
+def test_default_data_tables_have_their_own_files_names_and_grid(tmp_path):
+    """`--data default`: Table 1, the parts curve and the selection on the default data go to *_default.csv, their
+    runs named def-... with one thread each, C3DPO's grid below 0.01 and Table 1 using the default selection."""
+    fake = FakeRunner()
+    assert pe.main(["all", "--data", "default", "--seeds", "0", "--out-dir", str(tmp_path)], run=fake) == 0
+    assert {p.name for p in tmp_path.glob("*.csv")} == {"c3dpo_selection_default.csv", "table1_default.csv",
+                                                        "parts_curve_default.csv"}
+    assert (tmp_path / "parts_curve_default.png").is_file() and (tmp_path / "table1_default.md").is_file()
+    calls = dict(fake.calls)
+    assert all(name.startswith("def-") and overrides[0] == "common.threads=1" for name, overrides in calls.items())
+    weights = sorted(float(o.split("=")[1]) for n, ov in calls.items() if "c3dpo-w" in n for o in ov
+                     if o.startswith("loss.canonicalisation="))
+    assert weights[0] < 0.01 and weights == sorted(pe.DEFAULT_SELECTION_WEIGHTS)
+    chosen = pe.chosen_weight(pe.read_rows(tmp_path / "c3dpo_selection_default.csv"))
+    assert f"loss.canonicalisation={chosen:g}" in calls["def-t1-c3dpo-s0"]
+    assert "--data default" in pe.rerun_hint(pe.table1_runs([0], 0.01, data=pe.DATA["default"])[0])
