@@ -38,9 +38,10 @@ if str(ROOT) not in sys.path:  # run as `python scripts/chart_check.py` from any
 
 from pipeline.core.errors import InputError, UserError  # noqa: E402
 from pipeline.core.io import load_npz, save_json  # noqa: E402
-from pipeline.evaluate.chart_check import (annotated_rank_correlation, chart_centres, crop_checks,  # noqa: E402
+from pipeline.evaluate.chart_check import (EDGE_BAND, annotated_rank_correlation, chart_centres, crop_checks,  # noqa: E402
                                            expand_uv, image_checks, touching_parts)
 from pipeline.geometry.charts import ChartLocator  # noqa: E402
+from pipeline.template.densepose_layout import OUTLINE  # noqa: E402
 from pipeline.template.file import N_PARTS, Template, decode_iuv, load_template  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "densepose-reference"  # real DensePose data (its README: licence, layout)
@@ -171,6 +172,14 @@ def table(results: dict) -> str:
                      f"{_mm(s['inside']['p90_mm']):>6}{s['across']['count']:>10}{_mm(s['across']['median_mm']):>6}"
                      f"{_mm(s['across']['p90_mm']):>6}{s['on_body']['count']:>9}{_mm(s['on_body']['median_mm']):>6}"
                      f"{_mm(s['on_body']['p90_mm']):>6}{upright:>9}{h['entries']:>9}{share:>7}  {_wrong(h)}")
+    demo = results.get("demo", {}).get("seams", {})
+    if "seam_pairs" in demo:
+        pairs, outline, contact = demo["seam_pairs"], demo["seam_pairs_on_outline"], demo["contact"]
+        lines.append(f"real demo, on body: {pairs['count']} seam pairs (both pixels within {EDGE_BAND} of their "
+                     f"chart outlines by DensePose's own U, V) med {_mm(pairs['median_mm'])} / p90 "
+                     f"{_mm(pairs['p90_mm'])}, moved onto the outlines med {_mm(outline['median_mm'])} / p90 "
+                     f"{_mm(outline['p90_mm'])}; {contact['count']} contacts (a pixel deeper inside its part) med "
+                     f"{_mm(contact['median_mm'])}")
     if "annotated" in results:
         a = results["annotated"]
         rho = "-" if not math.isfinite(a["rho"]) else f"{a['rho']:.3f}"
@@ -195,7 +204,7 @@ def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | 
         if expand != 1.0:
             uv = expand_uv(labels, uv, chart_centres(t.chart_part, t.chart_uv), expand)
         results["demo"] = {"iuv": str(iuv), "inds": str(inds), "expand": expand,
-                           **image_checks(labels, uv, instance, locator, t.vertices, t.up, touching)}
+                           **image_checks(labels, uv, instance, locator, t.vertices, t.up, touching, OUTLINE)}
     if annotated is not None:
         pts = read_annotated(annotated)
         results["annotated"] = {"file": str(annotated),

@@ -36,7 +36,8 @@ from pipeline.geometry.charts import ChartLocator
 from pipeline.template.file import COARSE_OF_PART, N_PARTS, PART_NAMES, SEGMENTS
 
 __all__ = ["HEAD_PARTS", "LOW_PARTS", "UPRIGHT_ASPECT", "UPRIGHT_MIN_PIXELS", "MIN_PART_PIXELS",
-           "NEIGHBOUR_REGIONS", "pixel_vertices", "neighbour_pixel_pairs", "seam_distances", "seam_summary",
+           "NEIGHBOUR_REGIONS", "EDGE_BAND", "pixel_vertices", "neighbour_pixel_pairs", "seam_distances",
+           "outline_distance", "edge_pairs", "seam_summary",
            "upright_instances", "height_correlations", "height_summary", "neighbour_region_pairs",
            "annotated_rank_correlation", "image_checks", "crop_checks"]
 
@@ -45,6 +46,7 @@ LOW_PARTS = (5, 6, 11, 12, 13, 14)  # ... lies above its feet and lower legs in 
 UPRIGHT_ASPECT = 1.8  # an upright person's foreground box is at least this many times taller than wide
 UPRIGHT_MIN_PIXELS = 2000  # and has at least this many foreground pixels
 MIN_PART_PIXELS = 30  # a part's height correlation needs at least this many pixels
+EDGE_BAND = 0.15  # a pixel within this of its chart's outline (chart units) lies at its part's border
 
 # neighbouring body regions (keys of SEGMENTS; "left"/"right" the person's own): each limb joins the next on
 # its own side
@@ -141,6 +143,84 @@ def seam_distances(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray,
             "instance": instance.ravel()[a].astype(np.int64)}
 
 
+def _nearest_on_outline(points: np.ndarray, outline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) float distance of each point (P, 2) to the closed polygon ``outline`` (K, 2) and (P, 2) the nearest
+    point on it."""
+    a, b = outline, np.roll(outline, -1, axis=0)
+    ab = b - a
+    t = np.clip(((points[:, None] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
+    near = a + t[..., None] * ab  # (P, K, 2) the nearest point of each edge
+    dist = np.linalg.norm(points[:, None] - near, axis=-1)
+    k = dist.argmin(axis=1)
+    rows = np.arange(len(points))
+    return dist[rows, k], near[rows, k]
+
+
+def outline_distance(parts: np.ndarray, uv: np.ndarray, outlines: dict) -> tuple[np.ndarray, np.ndarray]:
+    """How far each chart point lies from its part's chart outline, and the outline point nearest to it.
+
+    DensePose-RCNN's own (U, V) say where on its part a pixel lies: near the outline, the pixel is at the part's
+    border (a seam pixel by DensePose's own account); deep inside, it is not, whatever its neighbour's part.
+
+    Args:
+        parts: (P,) int part 1..24. uv: (P, 2) float (U, V).
+        outlines: part -> (K, 2) closed polygon in (U, V) (``pipeline.template.densepose_layout.OUTLINE``: the
+            atlas' tiles; passed in, the evaluate package reads the template only through its read side).
+    Returns:
+        distance: (P,) float64 in chart units (inf for a part without an outline); nearest: (P, 2) float64,
+        the nearest outline point moved 0.015 towards the outline's mean (inside the chart: a chart locator
+        finds it), the point itself where there is no outline.
+    """
+    parts, uv = np.asarray(parts), np.asarray(uv, np.float64)
+    distance, nearest = np.full(len(parts), np.inf), uv.copy()
+    for part in np.unique(parts).tolist():
+        if part not in outlines:
+            continue
+        outline = np.asarray(outlines[part], np.float64)
+        sel = parts == part
+        distance[sel], near = _nearest_on_outline(uv[sel], outline)
+        inward = outline.mean(axis=0) - near
+        nearest[sel] = near + 0.015 * inward / np.maximum(np.linalg.norm(inward, axis=1, keepdims=True), 1e-12)
+    return distance, nearest
+
+
+def edge_pairs(vertex: np.ndarray, labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, touching: np.ndarray,
+               outlines: dict, locator: ChartLocator, vertices: np.ndarray,
+               band: float = EDGE_BAND) -> dict[str, np.ndarray]:
+    """The pixel pairs across a seam that DensePose's own (U, V) put at both parts' borders, and their distance
+    with both pixels moved onto their chart outlines (measure 1, split by what no chart can change).
+
+    A pair across two parts that meet on the template is a *seam pair* when both pixels lie within ``band`` of
+    their chart outlines; else one pixel lies inside its part by DensePose's own account (an arm lying against
+    the chest, a mislabel): a contact no chart can join. Moving both pixels of a seam pair onto their outlines
+    removes DensePose-RCNN's shrinkage (its predictions stop 0.1-0.2 inside the outlines): what remains is where
+    the template's charts put the two outlines against each other, the chart layout alone.
+
+    Args:
+        vertex, labels, instance: (H, W) as :func:`seam_distances`. uv: (2, H, W) float. touching: (25, 25) bool
+        (:func:`touching_parts`). outlines: as :func:`outline_distance`. locator, vertices (N, 3): as
+        :func:`image_checks`.
+    Returns:
+        ``seam_pair`` (P,) bool; ``on_outline_mm`` (P,) float64 the distance with both pixels on their outlines
+        (NaN for the other pairs); P and the order of the pairs as :func:`seam_distances`'.
+    """
+    a, b = neighbour_pixel_pairs(np.where(np.asarray(vertex) >= 0, instance, 0))  # seam_distances' pairs
+    pa, pb = np.asarray(labels).ravel()[a].astype(np.int64), np.asarray(labels).ravel()[b].astype(np.int64)
+    flat = np.asarray(uv, np.float64).reshape(2, -1).T
+    sel = (pa != pb) & np.asarray(touching)[pa, pb]
+    da, na = outline_distance(pa[sel], flat[a[sel]], outlines)
+    db, nb = outline_distance(pb[sel], flat[b[sel]], outlines)
+    near = (da < band) & (db < band)
+    seam_pair = np.zeros(len(a), bool)
+    seam_pair[np.flatnonzero(sel)[near]] = True
+    on_outline = np.full(len(a), np.nan)
+    if near.any():
+        v = np.asarray(vertices, np.float64)
+        va, vb = locator.locate(pa[seam_pair], na[near]), locator.locate(pb[seam_pair], nb[near])
+        on_outline[seam_pair] = 1000.0 * np.linalg.norm(v[va] - v[vb], axis=1)
+    return {"seam_pair": seam_pair, "on_outline_mm": on_outline}
+
+
 def chart_centres(chart_part: np.ndarray, chart_uv: np.ndarray) -> np.ndarray:
     """(25, 2) float64 the mean (U, V) of each part's chart points (row 0 unused)."""
     out = np.full((N_PARTS + 1, 2), 0.5)
@@ -183,7 +263,8 @@ def touching_parts(chart_part: np.ndarray, chart_vertex: np.ndarray) -> np.ndarr
 
 
 def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray, part_b: np.ndarray,
-                 instance: np.ndarray | None = None, min_pairs: int = 10, touching: np.ndarray | None = None) -> dict:
+                 instance: np.ndarray | None = None, min_pairs: int = 10, touching: np.ndarray | None = None,
+                 seam_pair: np.ndarray | None = None, on_outline_mm: np.ndarray | None = None) -> dict:
     """Median and 90th percentile of the seam distances, inside one part and across a seam.
 
     Args:
@@ -192,6 +273,10 @@ def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray
         instance: (P,) int the pairs' instance: with ``touching``, ``on_body_by_instance`` lists each one's.
         touching: (25, 25) bool (:func:`touching_parts`): splits ``across`` into ``on_body`` (parts that meet on
             the template: the chart seams) and ``occlusion`` (parts that do not).
+        seam_pair, on_outline_mm: (P,) :func:`edge_pairs`: with them also ``seam_pairs`` (the on-body pairs at
+            both parts' borders by DensePose's own U, V), ``contact`` (the other on-body pairs),
+            ``seam_pairs_on_outline`` (their distances with both pixels on the outlines) and
+            ``seam_pairs_by_seam`` (``{"a-b": {"as_predicted": ..., "on_outline": ...}}``).
     Returns:
         ``{"inside": {count, median_mm, p90_mm, same_vertex}, "across": {...}, "by_seam": {"a-b": {...}}}``, ``a < b``
         the two parts of a seam, ordered by decreasing median; with ``touching`` also "on_body" and "occlusion".
@@ -212,6 +297,14 @@ def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray
             inst = np.asarray(instance)
             out["on_body_by_instance"] = {str(k): _percentiles(d[on_body & (inst == k)])
                                           for k in np.unique(inst[on_body]).tolist()}
+        if seam_pair is not None:
+            pair, outline = np.asarray(seam_pair, bool), np.asarray(on_outline_mm, np.float64)
+            out["seam_pairs"], out["contact"] = _percentiles(d[pair]), _percentiles(d[on_body & ~pair])
+            out["seam_pairs_on_outline"] = _percentiles(outline[pair])
+            out["seam_pairs_by_seam"] = {
+                f"{p}-{q}": {"as_predicted": _percentiles(d[sel]), "on_outline": _percentiles(outline[sel])}
+                for p, q in sorted({(int(p), int(q)) for p, q in zip(lo[pair], hi[pair])})
+                if (sel := pair & (lo == p) & (hi == q)).sum() >= min_pairs}
     return out
 
 
@@ -345,13 +438,16 @@ def annotated_rank_correlation(xy: np.ndarray, parts: np.ndarray, uv: np.ndarray
 
 
 def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locator: ChartLocator,
-                 vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None) -> dict:
+                 vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None,
+                 outlines: dict | None = None) -> dict:
     """Measures 1 and 2 on one image with an instance map (DensePose-RCNN's IUV and INDS images).
 
     Args:
         labels: (H, W) int part 0..24. uv: (2, H, W) float U, V. instance: (H, W) int instance id (0 background;
             any ids, e.g. the detector's ranks). locator: the template's charts. vertices: (N, 3) float metres.
-        up: (3,) float the template's up direction.
+        up: (3,) float the template's up direction. touching: as :func:`seam_summary`. outlines: the charts'
+            outlines (:func:`outline_distance`); with ``touching``, the seam pairs are told from contacts
+            (:func:`edge_pairs`).
     Returns:
         ``{"seams": seam_summary, "upright": upright_instances, "heights": height_summary,
         "height_entries": height_correlations}``.
@@ -359,7 +455,10 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
     labels, instance = np.asarray(labels), np.asarray(instance)
     _check_maps(labels, np.asarray(uv), instance)
     vertex = pixel_vertices(labels, uv, locator)
-    seams = seam_summary(**seam_distances(vertex, labels, instance, vertices), touching=touching)
+    pairs = seam_distances(vertex, labels, instance, vertices)
+    if touching is not None and outlines is not None:
+        pairs.update(edge_pairs(vertex, labels, uv, instance, touching, outlines, locator, vertices))
+    seams = seam_summary(**pairs, touching=touching)
     upright = upright_instances(labels, instance)
     heights = np.asarray(vertices, np.float64) @ np.asarray(up, np.float64)
     entries = height_correlations(vertex, labels, instance, heights, [k for k, u in upright.items() if u["upright"]])

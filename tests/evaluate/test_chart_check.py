@@ -15,8 +15,8 @@ import pytest
 from pipeline.core.errors import InputError
 from pipeline.evaluate.chart_check import (annotated_rank_correlation, crop_checks, height_correlations,
                                            height_summary, image_checks, neighbour_pixel_pairs,
-                                           neighbour_region_pairs, pixel_vertices, seam_distances, seam_summary,
-                                           upright_instances)
+                                           neighbour_region_pairs, outline_distance, pixel_vertices,
+                                           seam_distances, seam_summary, upright_instances)
 from pipeline.geometry.charts import ChartLocator
 from pipeline.template.file import SEGMENTS
 
@@ -102,6 +102,37 @@ def test_a_consistent_layout_has_short_seams_and_a_mirrored_chart_long_ones(toy)
     inst = np.where(labels == 1, 1, 2)
     d = seam_distances(pixel_vertices(labels, uv, locator), labels, inst, vertices)
     assert not d["across"].any()
+
+
+SQUARE = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0))
+
+
+def test_outline_distance_and_the_nearest_outline_point():
+    d, near = outline_distance(np.array([1, 1, 2, 3]), np.array([[0.5, 0.5], [0.9, 0.3], [0.05, 0.5], [0.5, 0.5]]),
+                               {1: SQUARE, 2: SQUARE})
+    np.testing.assert_allclose(d[:3], [0.5, 0.1, 0.05])
+    assert d[3] == np.inf and (near[3] == [0.5, 0.5]).all()  # no outline: the point itself
+    # the nearest point on the outline, moved 0.015 inside towards the outline's mean
+    np.testing.assert_allclose(near[1], [1.0, 0.3] + 0.015 * np.array([-0.5, 0.2]) / np.hypot(0.5, 0.2))
+
+
+def test_seam_pairs_are_the_pairs_at_both_borders_and_contacts_the_rest(toy):
+    """Parts 1 and 2 side by side (the toy layout): at the seam both pixels lie at their charts' borders (a seam
+    pair, 0 mm once moved onto the outlines); a part-2 patch inside part 1 whose U, V say it lies in the middle
+    of part 2 is a contact, whatever its neighbours."""
+    locator, vertices, up = toy
+    labels, uv = _strip()
+    inst = np.ones_like(labels)
+    touching = np.zeros((25, 25), bool)
+    touching[1, 2] = touching[2, 1] = True
+    labels[10:14, 10:14] = 2
+    uv[:, 10:14, 10:14] = 0.5  # DensePose says: the middle of part 2
+    out = image_checks(labels, uv, inst, locator, vertices, up, touching, {1: SQUARE, 2: SQUARE})["seams"]
+    assert out["seam_pairs"]["count"] == 32 and out["contact"]["count"] == 16  # a seam pair per row; the patch's rim
+    assert out["seam_pairs_on_outline"]["median_mm"] < 20 and out["contact"]["median_mm"] > 300
+    assert list(out["seam_pairs_by_seam"]) == ["1-2"]
+    # without outlines the split is not made
+    assert "seam_pairs" not in image_checks(labels, uv, inst, locator, vertices, up, touching)["seams"]
 
 
 def _person(h: int = 100, w: int = 40, head_top: bool = True):
@@ -243,6 +274,10 @@ def test_real_densepose_charts_on_the_demo_end_to_end(template_file, tmp_path, c
         s = demo["seams"][group]
         assert s["count"] > 1000 and all(math.isfinite(s[k]) for k in ("median_mm", "p90_mm"))
         assert 0 <= s["median_mm"] <= s["p90_mm"]
+    seams = demo["seams"]  # the on-body pairs split into seam pairs (at both borders by DensePose's U, V) and contacts
+    assert seams["seam_pairs"]["count"] + seams["contact"]["count"] == seams["on_body"]["count"]
+    assert seams["seam_pairs"]["count"] > seams["contact"]["count"] > 100 and "seam pairs" in printed
+    assert seams["seam_pairs"]["median_mm"] < seams["on_body"]["median_mm"] < seams["contact"]["median_mm"]
     entries = demo["height_entries"]
     assert {e["instance"] for e in entries} == {17, 18, 19} and all(e["pixels"] >= 30 for e in entries)
     assert 0 <= demo["heights"]["right_share"] <= 1 and demo["heights"]["entries"] == len(entries)
