@@ -100,3 +100,13 @@ def test_test_files_have_unique_names():
     """pytest imports test files by their base name (no packages under tests/): two alike would clash."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_the_pipeline_does_not_import_the_experiments():
+    """experiments/ (the paper's experiments, docs/DESIGN.md §1) drives the pipeline through DVC from outside: no
+    stage or pipeline module imports it, so it is no stage's dependency and editing it reruns nothing."""
+    scripts = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "stages").glob("*.py"))
+    for path in MODULES + scripts:
+        assert not any(n.split(".")[0] == "experiments" for n in imported_names(path)), path
+    deps = [d for stage in STAGES.values() for d in stage.get("deps", [])]
+    assert deps and not any(str(d).startswith("experiments/") for d in deps)
