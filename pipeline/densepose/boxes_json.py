@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pipeline.core.errors import InputError
-from pipeline.densepose.door import _Missing, _first, check_boxes, raise_problems
+from pipeline.densepose.door import MissingPath, check_boxes, first_bad, raise_problems
 
 __all__ = ["BoxesEntry", "read_boxes_json", "check_box_geometry"]
 
@@ -74,13 +74,13 @@ def check_box_geometry(boxes: np.ndarray, where: str) -> None:
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bad.any():
-        i, inst = _first(bad)
+        i, inst = first_bad(bad)
         raise InputError(f"{where}, {inst}: box {boxes[i].tolist()} is inverted (x1 < x0 or y1 < y0): boxes are "
                          "[x0, y0, x1, y1], the top-left corner first (a box as [x, y, width, height] must be "
                          "converted: x1 = x + width, y1 = y + height)")
     bad = ((boxes[:, 0] < 0) & (boxes[:, 2] <= 0)) | ((boxes[:, 1] < 0) & (boxes[:, 3] <= 0))
     if bad.any():
-        i, inst = _first(bad)
+        i, inst = first_bad(bad)
         raise InputError(f"{where}, {inst}: box {boxes[i].tolist()} lies wholly at negative coordinates: boxes are "
                          "image pixels counted from the top-left corner (0, 0), [x0, y0, x1, y1]")
 
@@ -129,7 +129,7 @@ def _listed(path: Path, folder: str | Path, entries: list[tuple[int, dict, str]]
             if key in files:
                 full = Path(folder) / rel
                 if not full.exists():
-                    problems.append(_Missing(f"{at}: {full} is missing"))
+                    problems.append(MissingPath(f"{at}: {full} is missing"))
                 elif not full.is_file():
                     problems.append(f"{at}: {full} is not a file")
     if len(problems) > MAX_LISTED:

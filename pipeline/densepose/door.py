@@ -93,7 +93,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["REAL_CHART_SOURCES", "check_chart_convention", "MissingInputError", "COUNT_KEYS", "UV_TOLERANCE", "MAX_LOGGED", "zero_counts", "DoorCounts",
            "BoxVerdict", "check_boxes", "clip_boxes", "door_boxes", "select_instances", "check_chart_result", "check_cse_output",
-           "check_finite", "path_problems", "raise_problems"]
+           "check_finite", "first_bad", "MissingPath", "path_problems", "raise_problems"]
 
 COUNT_KEYS = ("skipped_empty_boxes", "skipped_boxes_outside_image", "clipped_boxes")
 UV_TOLERANCE = 0.5  # uv beyond [-0.5, 1.5] is not a chart coordinate (raw overshoot is a few hundredths)
@@ -150,7 +150,7 @@ class DoorCounts:
         return dict(self.counts)
 
 
-def _first(bad: np.ndarray, instances: np.ndarray | None = None) -> tuple[int, str]:
+def first_bad(bad: np.ndarray, instances: np.ndarray | None = None) -> tuple[int, str]:
     """(position of the first True of ``bad`` (k,), "instance i" naming it, "and n more" when more)."""
     at = np.flatnonzero(bad)
     i = int(at[0])
@@ -174,17 +174,17 @@ def check_boxes(boxes: np.ndarray, scores: np.ndarray, where: str) -> None:
                          "(k, 4) x0, y0, x1, y1 and (k,), one score per box")
     bad = ~np.isfinite(boxes).all(axis=1)
     if bad.any():
-        i, inst = _first(bad)
+        i, inst = first_bad(bad)
         raise InputError(f"{where}, {inst}: box {boxes[i].tolist()} is not finite (NaN or infinite): the input is "
                          "corrupt; write it again, or remove that instance")
     bad = ~np.isfinite(scores)
     if bad.any():
-        i, inst = _first(bad)
+        i, inst = first_bad(bad)
         raise InputError(f"{where}, {inst}: score {scores[i]} is not finite: the input is corrupt; write it "
                          "again, or remove that instance")
     bad = (scores < 0) | (scores > 1)
     if bad.any():
-        i, inst = _first(bad)
+        i, inst = first_bad(bad)
         raise InputError(f"{where}, {inst}: score {scores[i]} is outside [0, 1]: scores are detection "
                          "probabilities (Detectron2's `scores`); write the input with those")
 
@@ -324,7 +324,7 @@ def check_finite(t: torch.Tensor, what: str, where: str, fix: str, instances: np
         return
     bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
     if bool(bad.any()):
-        _, inst = _first(bad.cpu().numpy(), instances)
+        _, inst = first_bad(bad.cpu().numpy(), instances)
         raise InputError(f"{where}, {inst}: {what} holds NaN or infinite values; {fix}")
 
 
@@ -342,11 +342,12 @@ def check_cse_output(embedding: torch.Tensor, coarse_segm: torch.Tensor, k: int,
             or not (e.dtype.is_floating_point and c.dtype.is_floating_point):
         raise InputError(f"{where}: CSE embedding {tuple(e.shape)} {e.dtype} and coarse_segm {tuple(c.shape)} "
                          f"{c.dtype} for {k} boxes: expected (k, D, h, w) and (k, c, h, w) float with c >= 2")
-    check_finite(torch.cat([e.reshape(k, -1).float(), c.reshape(k, -1).float()], dim=1),
-                 "the CSE output (embedding or coarse_segm)", where, "the input is corrupt; write it again")
+    if k:  # an image with no detection has (0, D, h, w) output: nothing to check (and reshape(0, -1) refuses)
+        check_finite(torch.cat([e.reshape(k, -1).float(), c.reshape(k, -1).float()], dim=1),
+                     "the CSE output (embedding or coarse_segm)", where, "the input is corrupt; write it again")
 
 
-class _Missing(str):
+class MissingPath(str):
     """A problem that is a file or folder not found."""
 
 
@@ -358,11 +359,11 @@ def path_problems(key: str, path: str, kind: str = "file", hint: str = "") -> li
     p = Path(path)
     if kind == "folder":
         if not p.is_dir():
-            return [_Missing(f"{key}: folder not found: {path}")]
+            return [MissingPath(f"{key}: folder not found: {path}")]
         readable = os.access(p, os.R_OK | os.X_OK)
     else:
         if not p.is_file():
-            return [_Missing(f"{key}: file not found: {path}" + (" (it is a folder)" if p.is_dir() else ""))]
+            return [MissingPath(f"{key}: file not found: {path}" + (" (it is a folder)" if p.is_dir() else ""))]
         readable = os.access(p, os.R_OK)
     return [] if readable else [f"{key}: {path} is not readable: make it readable for this user"]
 
@@ -372,7 +373,7 @@ def raise_problems(what: str, problems: list[str], error: type[Exception] = Inpu
     with a file or folder not found among them is a :class:`MissingInputError`."""
     if not problems:
         return
-    if error is InputError and any(isinstance(p, _Missing) for p in problems):
+    if error is InputError and any(isinstance(p, MissingPath) for p in problems):
         error = MissingInputError
     raise error(f"{what}: {len(problems)} problem(s) to fix before it can run:\n"
                 + "\n".join("  - " + p.replace("\n", "\n    ") for p in problems))

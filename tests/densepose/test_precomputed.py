@@ -100,9 +100,13 @@ def test_cse_dump(tmp_path):
         out = dp.cse(embedding=torch.randn(3, 16, 112, 112, generator=gen),
                      coarse_segm=torch.randn(3, 2, 112, 112, generator=gen))
         boxes = dp.boxes(torch.tensor([[0.0, 0, 50, 100], [10, 10, 30, 20], [5, 5, 6, 7]]))
+        none = dp.cse(embedding=torch.zeros(0, 16, 112, 112), coarse_segm=torch.zeros(0, 2, 112, 112))
         torch.save([{"file_name": "c.png", "scores": torch.tensor([0.9, 0.99, 0.5]),
-                     "pred_boxes_XYXY": boxes.tensor, "pred_densepose": out}], tmp_path / "cse.pkl")
-    (im,) = read_dump(tmp_path / "cse.pkl")
+                     "pred_boxes_XYXY": boxes.tensor, "pred_densepose": out},
+                    {"file_name": "nobody.png", "scores": torch.zeros(0), "pred_boxes_XYXY": torch.zeros(0, 4),
+                     "pred_densepose": none}], tmp_path / "cse.pkl")
+    im, empty = read_dump(tmp_path / "cse.pkl")  # an image with no detection is read, with no instance
+    assert len(empty.scores) == 0 and empty.cse[0].shape == (0, 16, 112, 112)
     assert isinstance(load_dump(tmp_path / "cse.pkl")[0]["pred_densepose"], EmbeddingOutput)
     assert torch.equal(im.cse[0], out.embedding) and torch.equal(im.cse[1], out.coarse_segm)
 
