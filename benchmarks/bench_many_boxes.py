@@ -122,8 +122,9 @@ def child(source: str, folder: Path, crop: int, detections: int) -> dict:
         def run():
             return write_precomputed_store(params, crop, template, out)
     elif source == "network":
-        from pipeline.densepose.network.model import ChartNet, save_network
-        from pipeline.densepose.network.source import write_network_store
+        from pipeline.densepose.network import write_network_store
+        from pipeline.network.checkpoint import save_network
+        from pipeline.network.model import ChartNet
 
         torch.manual_seed(0)
         save_network(folder / "network.pt", ChartNet(4), 32, template.hash, {}, 0, {})

@@ -1,4 +1,4 @@
-"""Speed of the correspondence network (pipeline/densepose/network/model.py) on this machine's CPU threads:
+"""Speed of the correspondence network (pipeline/network/model.py) on this machine's CPU threads:
 inference boxes/s and training steps/s at a few widths, input 112 x 112 (the default crop), and the whole
 per-box inference of ``densepose.source: network`` on a photo (box resampling, network, Detectron2's
 converters onto the 112-pixel crop).
@@ -13,9 +13,10 @@ import time
 import numpy as np
 import torch
 
-from pipeline.densepose.network.losses import chart_loss, chart_targets
-from pipeline.densepose.network.model import ChartNet, normalise_images, predict_crops
-from pipeline.densepose.network.source import box_crops
+from pipeline.densepose.network import box_crops
+from pipeline.network.checkpoint import predict_crops
+from pipeline.network.losses import chart_loss, chart_targets
+from pipeline.network.model import ChartNet, normalise_images
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:

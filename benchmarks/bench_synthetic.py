@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from pipeline.core.config import load_params_dict
-from pipeline.densepose.synthetic.render import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
-from pipeline.densepose.synthetic.source import body_model, make_bodies, render_bodies
 from pipeline.geometry.cameras import crop_boxes, project, sample_cameras
+from pipeline.render.bodies import body_model, make_bodies, render_bodies
+from pipeline.render.rays import BodyMeshes, cast_crops, surface_maps, vertex_visibility, warp_device
 from pipeline.template.build import anny_template
 
 

@@ -1,7 +1,7 @@
 """densepose3d: from DensePose output to 3D reconstructions of articulated bodies (DP3D).
 
-Packages, in the order of the DAG (docs/DESIGN.md §1); a stage package is imported by later stages
-only through its read side:
+Packages, in the order of their imports (docs/DESIGN.md §1); a stage package is imported by later
+stages only through its read side:
 
 ==================  ===========================================================  ==================
 package             what it holds                                                read side
@@ -11,9 +11,11 @@ core                errors, params, atomic I/O, Zarr stores, the stage runner,  
 geometry            meshes, the Laplace-Beltrami basis (stage lbo), charts,      (everything);
                     cameras, mesh drawing                                        ``lbo`` for lbo.npz
 template            stage template: the body template                            ``file``
-densepose           stage densepose: DensePose output from one of four sources;  ``store``;
-                    stages images and network: the correspondence network       ``network.model``
-                    (``densepose.network``)
+render              the synthetic bodies rendered: poses, rays, scenes,          (everything, for
+                    corruption (for the stages that render)                      densepose, images)
+densepose           stage densepose: DensePose output from one of four sources   ``store``
+images              stage images: the photos the network learns from             ``store``
+network             stage network: the correspondence network                    ``checkpoint``
 iuv                 stage iuv: repaired IUV (or CSE) crops                       ``store``
 keypoints           stage keypoints: template-vertex keypoints                   ``store``
 train               stage train: the lifting model, losses, training             ``checkpoint``

@@ -107,7 +107,7 @@ def read_annotated(path: str | Path) -> dict[str, np.ndarray]:
 def synthetic_crops(template: Template, bodies: int, seed: int = 0, crop: int = 112,
                     device: str = "cpu") -> dict[str, np.ndarray]:
     """Exact IUV crops of ``bodies`` synthetic bodies, one random view each: the synthetic source's rendering
-    (:func:`pipeline.densepose.synthetic.source.render_bodies`, default ``synthetic`` params) with every
+    (:func:`pipeline.render.bodies.render_bodies`, default ``synthetic`` params) with every
     corruption off, no neighbour and no images, so that labels and U, V are the template's own charts.
 
     Returns:
@@ -116,7 +116,7 @@ def synthetic_crops(template: Template, bodies: int, seed: int = 0, crop: int = 
         int32 body ids (n = ``bodies``, S = ``crop``). Seconds on a CPU for a few dozen bodies.
     """
     from pipeline.core.config import CorruptionParams, SyntheticParams
-    from pipeline.densepose.synthetic.source import body_model, make_bodies, render_bodies
+    from pipeline.render.bodies import body_model, make_bodies, render_bodies
 
     off = CorruptionParams(**{f.name: type(f.default)(0) for f in dataclasses.fields(CorruptionParams)})
     p = dataclasses.replace(SyntheticParams(), views=1, corruption=off, crowd_prob=0.0, images=False, cse=False)

@@ -41,7 +41,7 @@ def auc(score: np.ndarray, wrong: np.ndarray) -> float:
 def synthetic_iuv(folder: Path, template, bodies: int) -> Path:
     """densepose.zarr (default params but ``bodies`` train bodies, a fifth as many test bodies) and its iuv.zarr."""
     from pipeline.core.config import load_params_dict
-    from pipeline.densepose.synthetic.source import write_synthetic_store
+    from pipeline.densepose.synthetic import write_synthetic_store
     from pipeline.iuv.repair import RepairOptions
     from pipeline.iuv.write import repair_store
 

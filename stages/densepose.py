@@ -3,11 +3,11 @@
     python -m stages.densepose --params params.yaml --template data/template.npz --network models/network.pt \
         --out data/densepose.zarr --png data/densepose_contact.png --metrics metrics/densepose.json
 
-``densepose.source``: ``synthetic`` renders posed Anny bodies (pipeline/densepose/synthetic/); ``detectron2``
-runs a DensePose R-CNN on a folder of images (pipeline/densepose/detectron2.py); ``precomputed`` imports
-``apply_net.py dump`` files or IUV PNG folders (pipeline/densepose/precomputed.py); ``network`` runs stage
-network's correspondence network on the synthetic bodies' images or on a folder of images with person boxes
-(pipeline/densepose/network/source.py).
+``densepose.source``: ``synthetic`` renders posed Anny bodies (pipeline/densepose/synthetic.py, with
+pipeline/render/); ``detectron2`` runs a DensePose R-CNN on a folder of images (pipeline/densepose/detectron2.py);
+``precomputed`` imports ``apply_net.py dump`` files or IUV PNG folders (pipeline/densepose/precomputed.py);
+``network`` runs stage network's correspondence network on the synthetic bodies' images or on a folder of images
+with person boxes (pipeline/densepose/network.py).
 
 With ``cluster.processes`` = P > 1 the stage runs itself as P processes under ``torchrun`` (one a GPU; gloo
 processes on CPU), each on its share of the bodies or images (pipeline/core/ranks.py); rank 0 writes a store
@@ -25,12 +25,10 @@ from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, save_json, stage_outputs, written
 from pipeline.core.ranks import join, torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
-from pipeline.densepose import detectron2, precomputed
+from pipeline.densepose import detectron2, network, precomputed, synthetic
 from pipeline.densepose.door import check_chart_convention
 from pipeline.densepose.figures import contact_sheet_figure
-from pipeline.densepose.network import source as network
 from pipeline.densepose.store import open_densepose
-from pipeline.densepose.synthetic import source as synthetic
 from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.densepose")

@@ -5,7 +5,7 @@
 
 ``network.train_bodies + network.test_bodies`` Anny bodies (drawn apart from the synthetic source's),
 ``network.views`` crops each, rendered as photo-like images with their exact IUV; everything else from the
-``synthetic`` section (pipeline/densepose/network/dataset.py).
+``synthetic`` section (pipeline/images/write.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pipeline.core.config import load_params
 from pipeline.core.io import save_figure, save_json, stage_outputs, written
 from pipeline.core.stage import cli, fix_threads
 from pipeline.densepose.figures import contact_sheet_figure
-from pipeline.densepose.network.dataset import write_images_store
-from pipeline.densepose.store import open_densepose
+from pipeline.images.store import open_images
+from pipeline.images.write import write_images_store
 from pipeline.template.file import load_template
 
 log = logging.getLogger("stages.images")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in summary.lines():
             log.info("%s", line)
         save_json(args.metrics, summary.metrics())
-        save_figure(contact_sheet_figure(open_densepose(written(args.out), template.hash)), args.png)
+        save_figure(contact_sheet_figure(open_images(written(args.out), template.hash)), args.png)
     log.info("wrote %s, %s, %s", args.out, args.metrics, args.png)
 
 

@@ -13,7 +13,7 @@ Many processes (one per GPU, or gloo on CPU): ``cluster.processes: N`` (the stag
 Until training ends, the checkpoint and the curves live as ``models/.network.pt.partial`` and
 ``metrics/.network.partial`` (``network.resume: true`` continues from them); the outputs appear together at
 the end, with DensePose's measures of the network and of the corruption model on the held-out crops
-(pipeline/densepose/network/train.py). An earlier run's ``models/network.pt`` and curves stay until then,
+(pipeline/network/train.py). An earlier run's ``models/network.pt`` and curves stay until then,
 through a failed or killed run (``keep``: pipeline/core/io.py).
 """
 
@@ -27,7 +27,7 @@ from pipeline.core.config import load_params
 from pipeline.core.io import stage_outputs
 from pipeline.core.ranks import from_environment, torchrun_when_asked
 from pipeline.core.stage import cli, fix_threads
-from pipeline.densepose.network.train import fit_network
+from pipeline.network.train import fit_network
 
 log = logging.getLogger("stages.network")
 

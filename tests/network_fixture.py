@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.densepose.network.model import ChartNet, save_network
+from pipeline.network.checkpoint import save_network
+from pipeline.network.model import ChartNet
 
 
 def person_everywhere_network(path: Path, template_hash: str, input_size: int = 32) -> Path:

@@ -33,8 +33,8 @@ def test_the_readme_layout_map_names_every_stage_package_and_read_side():
     readme = (ROOT / "README.md").read_text()
     for stage in pipeline_stages():
         assert f"`stages/{stage}.py`" in readme
-    for read_side in ("template/file.py", "densepose/store.py", "iuv/store.py", "keypoints/store.py",
-                      "train/checkpoint.py", "geometry/lbo.py"):
+    for read_side in ("template/file.py", "densepose/store.py", "images/store.py", "network/checkpoint.py",
+                      "iuv/store.py", "keypoints/store.py", "train/checkpoint.py", "geometry/lbo.py"):
         assert (ROOT / "pipeline" / read_side).is_file() and f"`{read_side}`" in readme
 
 

@@ -522,7 +522,7 @@ def test_precomputed_reports_every_problem_at_once(tmp_path):
 # --- the same count keys from every source --------------------------------------------------------
 
 def test_every_source_returns_the_door_counts(tmp_path, template):
-    from pipeline.densepose.synthetic.source import write_synthetic_store
+    from pipeline.densepose.synthetic import write_synthetic_store
 
     p = load_params_dict({"synthetic": {"train_bodies": 1, "test_bodies": 1, "views": 1, "batch": 2}}).synthetic
     counts = write_synthetic_store(tmp_path / "syn.zarr", template, p, crop=8, seed=0, device="cpu")

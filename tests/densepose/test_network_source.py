@@ -1,4 +1,4 @@
-"""The ``network`` source (pipeline/densepose/network/source.py): images read with their conversions counted,
+"""The ``network`` source (pipeline/densepose/network.py): images read with their conversions counted,
 boxes resampled as the synthetic crops are rendered, a folder of images with a boxes JSON through the
 Detectron2 source's writer with bad input refused or counted, and the synthetic images observed by the
 network on the very instances of the synthetic source."""
@@ -14,11 +14,12 @@ from network_fixture import person_everywhere_network
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
 from pipeline.core.image_files import ImageTooLargeError, UnreadableImageError
-from pipeline.densepose.network.model import ChartNet, save_network
-from pipeline.densepose.network.source import box_crops, read_rgb, write_network_store
+from pipeline.densepose.network import box_crops, read_rgb, write_network_store
 from pipeline.densepose.store import open_densepose
-from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.synthetic import write_synthetic_store
 from pipeline.densepose.write import NoInstancesError
+from pipeline.network.checkpoint import save_network
+from pipeline.network.model import ChartNet
 
 
 def _image(h=60, w=80) -> np.ndarray:

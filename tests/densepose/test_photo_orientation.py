@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from pipeline.densepose import detectron2 as d2
 from pipeline.densepose.convert import photo_crops
-from pipeline.densepose.network.source import box_crops, read_rgb
+from pipeline.densepose.network import box_crops, read_rgb
 from pipeline.densepose.precomputed import dump_images_to_instances, image_size, read_iuv_folder
 
 BOX = np.array([[21.0, 2.0, 39.0, 15.0]], np.float32)  # x0, y0, x1, y1 on the upright photo: around the red block

@@ -12,7 +12,7 @@ import zarr
 
 from pipeline.core.config import CorruptionParams, ParamsError, load_params_dict
 from pipeline.densepose.store import SPLIT_TEST, SPLIT_TRAIN, open_densepose
-from pipeline.densepose.synthetic.source import body_model, make_bodies, render_bodies
+from pipeline.render.bodies import body_model, make_bodies, render_bodies
 from pipeline.template.file import MISSING_LABEL
 
 OFF = CorruptionParams(**{f.name: 0 if f.type in ("int", int) else 0.0

@@ -195,7 +195,7 @@ def test_real_image_sources_on_two_ranks_give_the_single_process_results(tmp_pat
 
 
 def _network_store(params, template_path: Path, checkpoint: Path, out: Path, ranks):
-    from pipeline.densepose.network.source import write_network_store
+    from pipeline.densepose.network import write_network_store
     from pipeline.template.file import load_template
 
     try:

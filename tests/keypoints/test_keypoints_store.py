@@ -9,7 +9,7 @@ from conftest import tree_bytes
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.store import StoreError
-from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.synthetic import write_synthetic_store
 from pipeline.iuv.repair import RepairOptions
 from pipeline.iuv.write import repair_store
 from pipeline.keypoints.store import open_keypoints
@@ -168,9 +168,9 @@ def test_iuv_stage_changes_nothing_on_exact_renders(exact_iuv, tmp_path):
 def test_dask_workers_do_not_change_the_store(template, tmp_path, monkeypatch):
     """Three chunks of 4 instances: in the stage's process and on a local cluster of 2 Dask workers, with the
     consistency check on, the same bytes."""
-    from pipeline.densepose.synthetic import source
+    from pipeline.densepose import synthetic
 
-    monkeypatch.setattr(source, "STORE_CHUNK", 4)
+    monkeypatch.setattr(synthetic, "STORE_CHUNK", 4)
     p = load_params_dict({"synthetic": {"train_bodies": 3, "test_bodies": 1, "views": 3, "batch": 4}})
     write_synthetic_store(tmp_path / "dp.zarr", template, p.synthetic, crop=p.densepose.crop, seed=0, device="cpu")
     repair_store(tmp_path / "dp.zarr", tmp_path / "iuv.zarr", RepairOptions(), 50, 2, progress=False, kinds=["chart"])
@@ -185,9 +185,9 @@ def test_pose_mode_travels_from_densepose_to_keypoints(template, tmp_path):
     """Each instance's pose mode (``gt/mode``, an index into the ``pose_modes`` attribute) is the one its body was
     sampled with, and the iuv and keypoints stages carry it with the instance (dropped instances included)."""
     from pipeline.densepose.store import open_densepose
-    from pipeline.densepose.synthetic.poses import POSE_MODES
-    from pipeline.densepose.synthetic.source import body_model, make_bodies
     from pipeline.iuv.store import open_iuv
+    from pipeline.render.bodies import body_model, make_bodies
+    from pipeline.render.poses import POSE_MODES
 
     p = load_params_dict({"synthetic": {"train_bodies": 4, "test_bodies": 4, "views": 2, "batch": 8,
                                         "crowd_prob": 0.0}})

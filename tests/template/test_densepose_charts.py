@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.core.errors import InputError
 from pipeline.densepose.door import check_chart_convention
-from pipeline.densepose.synthetic.corruption import chart_mirror
 from pipeline.geometry.charts import signed_uv_areas
+from pipeline.render.corruption import chart_mirror
 from pipeline.template.densepose_charts import border_neighbours, longest_run
 from pipeline.template.densepose_layout import (END_TIP, LIMB_PROXIMAL_AT_U1, ORIENTATION, ORIENTATION_SHARE, OUTLINE,
                                                 OUTLINE_CORNERS, PROXIMAL)

@@ -1,13 +1,5 @@
-"""The images the correspondence network learns from (stage ``images``) and batches of them.
-
-:func:`write_images_store` renders ``network.train_bodies + network.test_bodies`` Anny bodies, ``network.views``
-crops of ``network.crop`` pixels each, as photo-like images with their exact IUV (the synthetic source with
-``synthetic.images: true``, :mod:`pipeline.densepose.synthetic.images`): ``data/images.zarr``, a densepose
-store (layout: :mod:`pipeline.densepose.store`) whose ``rgb``, ``gt/iuv`` and ``gt/occluder`` are the training data and
-whose ``labels``/``uv`` (the corruption model's output on the same crops) are the yardstick of
-``metrics/correspondence.json``. Everything else about the bodies, cameras, lighting and occluders comes
-from the ``synthetic`` section, so the network learns the distribution it is later run on; the bodies are
-drawn from a seed of their own (:func:`images_seed`), so none of them is a body of ``densepose.zarr``.
+"""Batches of the images the correspondence network learns from (``data/images.zarr``, stage ``images``:
+:mod:`pipeline.images.write`).
 
 :class:`CropBatches` streams seeded random batches of a store's train rows: the batch of step ``t`` is
 drawn from ``default_rng([seed, t])`` whatever came before (resuming reproduces it); the train rows are
@@ -17,41 +9,19 @@ Size letters: ``B`` crops of a batch, ``S`` crop side (legend: :mod:`pipeline`).
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from pipeline.core.config import Params, as_dict
 from pipeline.core.errors import InputError
-from pipeline.densepose.network.losses import ChartTargets, chart_targets
-from pipeline.densepose.synthetic.source import write_synthetic_store
-from pipeline.densepose.write import DenseposeSummary
-from pipeline.template.file import Template, decode_iuv
+from pipeline.network.losses import ChartTargets, chart_targets
+from pipeline.template.file import decode_iuv
 
-__all__ = ["IMAGES_STREAM", "images_seed", "write_images_store", "CropBatch", "CropBatches"]
+__all__ = ["CropBatch", "CropBatches"]
 
 _ARRAYS = ("rgb", "gt/iuv", "gt/occluder")
 MEMORY_BYTES = 4 << 30  # train rows up to this size are held in memory (1,000 crops of 112 px: 80 MB)
-IMAGES_STREAM = 5  # the seed stream of the network's bodies (the synthetic source's bodies use common.seed)
-
-
-def images_seed(seed: int) -> int:
-    """The seed the network's bodies are drawn with, from ``common.seed``: unlike any body of the synthetic source."""
-    return int(np.random.SeedSequence([seed, IMAGES_STREAM]).generate_state(1)[0])
-
-
-def write_images_store(params: Params, template: Template, out: str | Path) -> DenseposeSummary:
-    """Stage ``images``'s entry point: renders the network's bodies as images into ``out`` (module docstring)."""
-    n = params.network
-    synthetic = dataclasses.replace(params.synthetic, train_bodies=n.train_bodies, test_bodies=n.test_bodies,
-                                    views=n.views, images=True, cse=False)
-    record = {"common": as_dict(params.common), "network": as_dict(n), "synthetic": as_dict(synthetic)}
-    return write_synthetic_store(out, template, synthetic, crop=n.crop,
-                                 seed=images_seed(params.common.seed), device=params.common.device, params=record,
-                                 source="images")
 
 
 class CropBatch(NamedTuple):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.densepose.synthetic.poses import (JOINTS, JOINT_LIMITS, POSE_MODES, anny_pose_parameters, pose_rotations,
-                                                sample_poses)
+from pipeline.render.poses import (JOINTS, JOINT_LIMITS, POSE_MODES, anny_pose_parameters, pose_rotations,
+                                   sample_poses)
 
 NAMES = tuple(JOINTS)
 

@@ -1,8 +1,8 @@
 """Training the correspondence network on rendered crops with their exact IUV (stage ``network``).
 
-Batches of the train rows of ``data/images.zarr`` (:class:`pipeline.densepose.network.dataset.CropBatches`)
+Batches of the train rows of ``data/images.zarr`` (:class:`pipeline.network.dataset.CropBatches`)
 are photometrically augmented (:func:`augment`: brightness, contrast, per-channel gain, gamma,
-Gaussian noise, all per image) and turned into the chart targets of :mod:`pipeline.densepose.network.losses`.
+Gaussian noise, all per image) and turned into the chart targets of :mod:`pipeline.network.losses`.
 :func:`train_network` runs Adam with a cosine learning-rate decay and returns the network and the
 curve of its losses. Geometric augmentation is left out: a flip swaps left and right parts and
 mirrors U, which the exact targets would have to follow.
@@ -13,7 +13,7 @@ nothing else draws, so a resumed run continues exactly as an uninterrupted one.
 
 :func:`fit_network` is the stage: it trains ``network.steps`` steps (resuming from a partial checkpoint
 with ``network.resume``), writes dvclive curves, checkpoints every ``network.checkpoint_every`` steps,
-measures the result on the held-out crops (:func:`pipeline.densepose.network.measures.correspondence_report`)
+measures the result on the held-out crops (:func:`pipeline.network.measures.correspondence_report`)
 and publishes the checkpoint. Many processes: under ``torchrun`` every process builds the same network,
 takes its slice (``rank::world``) of each batch inside DistributedDataParallel (gloo on CPU, nccl on
 CUDA), and process 0 alone writes; BatchNorm statistics are averaged over the processes at the end.
@@ -36,11 +36,13 @@ from pipeline.core.config import Params, as_dict
 from pipeline.core.errors import InputError, UserError
 from pipeline.core.io import partial_path, publish_partial, remove_path, resume_curves, save_json, written
 from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
-from pipeline.densepose.network.dataset import CropBatches
-from pipeline.densepose.network.losses import ChartTargets, chart_loss
-from pipeline.densepose.network.measures import correspondence_report
-from pipeline.densepose.network.model import ChartNet, read_network, save_network, standardise, unit_images
-from pipeline.densepose.store import SPLIT_TEST, SPLIT_TRAIN, open_densepose
+from pipeline.core.store import SPLIT_TEST, SPLIT_TRAIN
+from pipeline.images.store import open_images
+from pipeline.network.checkpoint import read_network, save_network
+from pipeline.network.dataset import CropBatches
+from pipeline.network.losses import ChartTargets, chart_loss
+from pipeline.network.measures import correspondence_report
+from pipeline.network.model import ChartNet, standardise, unit_images
 from pipeline.template.file import load_template
 
 log = logging.getLogger(__name__)
@@ -146,7 +148,7 @@ def train_network(batches: CropBatches, steps: int, lr: float = 3e-3, width: int
 @dataclass(frozen=True)
 class NetworkResult:
     """What :func:`fit_network` returns: the final step, the last logged losses and the measures of the held-out
-    crops (``metrics/correspondence.json``, :func:`pipeline.densepose.network.measures.correspondence_report`)."""
+    crops (``metrics/correspondence.json``, :func:`pipeline.network.measures.correspondence_report`)."""
 
     step: int
     losses: dict
@@ -207,7 +209,7 @@ def fit_network(params: Params, images: str | Path, template: str | Path, out: s
     device, rank, world, _ = process_group(params.common.device)
     lead = rank == 0
     tmpl = load_template(template)
-    root = open_densepose(images, tmpl.hash)
+    root = open_images(images, tmpl.hash)
     split = np.asarray(root["split"][:])
     train_rows, test_rows = np.flatnonzero(split == SPLIT_TRAIN), np.flatnonzero(split == SPLIT_TEST)
     test_rows = test_rows[:cfg.test_instances] if cfg.test_instances else test_rows

@@ -4,7 +4,7 @@ Two inputs (``network_source``):
 
 - **synthetic images** (``network_source.images`` empty): the ``synthetic`` section's bodies rendered as
   the synthetic source renders them (same bodies, cameras and occluders, the exact ground truth under
-  ``gt/``), with images (:mod:`pipeline.densepose.synthetic.images`); the network's output on each crop
+  ``gt/``), with images (:mod:`pipeline.render.scene`); the network's output on each crop
   replaces the corruption model's as the DensePose output (``labels``, ``uv``). So the end-to-end error
   from images is measured on the very instances the synthetic source gives, next to the exact and the
   hand-corrupted IUV. ``synthetic.corruption`` then only places the occluders.
@@ -22,7 +22,7 @@ Two inputs (``network_source``):
   (:mod:`pipeline.densepose.boxes_json`: paths inside the folder, each image listed once, every image present,
   boxes neither inverted nor negative).
 
-The checkpoint must have been trained for the template in use (:func:`pipeline.densepose.network.model.load_network`).
+The checkpoint must have been trained for the template in use (:func:`pipeline.network.checkpoint.load_network`).
 Size letters: ``n`` instances, ``k`` boxes of an image, ``S`` crop side, ``H``/``W`` image size (legend:
 :mod:`pipeline`).
 """
@@ -42,11 +42,11 @@ from pipeline.core.ranks import ALONE, Ranks, check_share, sum_counts
 from pipeline.core.stage import progress, resolve_device
 from pipeline.densepose.detectron2 import IMAGE_SUFFIXES
 from pipeline.densepose.door import DoorCounts, door_boxes, path_problems, raise_problems, select_instances
-from pipeline.densepose.network.model import ChartNet, load_network, predict_crops
 from pipeline.densepose.boxes_json import BoxesEntry, read_boxes_json
-from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.synthetic import write_synthetic_store
 from pipeline.densepose.write import (DenseposeSummary, ImageHead, ImageInstances, InstancesWriter, read_name_list,
                                       store_params, write_images)
+from pipeline.network.checkpoint import ChartNet, load_network, predict_crops
 from pipeline.template.file import Template
 
 log = logging.getLogger(__name__)

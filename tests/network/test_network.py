@@ -1,4 +1,4 @@
-"""The correspondence network (pipeline/densepose/network/): Detectron2's chart-head output shapes, accepted by
+"""The correspondence network (pipeline/network/): Detectron2's chart-head output shapes, accepted by
 the converters unchanged; the DensePose losses; it learns the synthetic images' correspondence."""
 
 import numpy as np
@@ -7,11 +7,11 @@ import torch
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
-from pipeline.densepose.network.losses import chart_loss, chart_targets
-from pipeline.densepose.network.model import ChartNet, HEATMAP, normalise_images
 from pipeline.densepose.convert import chart_output_to_crops
 from pipeline.densepose.store import open_densepose
-from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.synthetic import write_synthetic_store
+from pipeline.network.losses import chart_loss, chart_targets
+from pipeline.network.model import ChartNet, HEATMAP, normalise_images
 from pipeline.template.file import decode_iuv
 
 
@@ -59,7 +59,7 @@ def test_a_perfect_prediction_has_zero_uv_loss_and_low_segmentation_loss():
     fine = torch.nn.functional.one_hot(t.labels, 25).permute(0, 3, 1, 2).float() * big
     u = t.u[:, None].expand(-1, 25, -1, -1).clone()
     v = t.v[:, None].expand(-1, 25, -1, -1).clone()
-    from pipeline.densepose.network.model import ChartOutput
+    from pipeline.network.model import ChartOutput
     total, terms = chart_loss(ChartOutput(coarse, fine, u, v), t)
     assert float(terms["uv"]) == 0.0 and float(terms["coarse"]) < 1e-6 and float(terms["fine"]) < 1e-6
 
@@ -99,7 +99,7 @@ def test_the_network_learns_the_synthetic_images(template, tmp_path):
 
 
 def test_a_checkpoint_round_trips_and_refuses_another_template_or_a_damaged_file(tmp_path):
-    from pipeline.densepose.network.model import load_network, save_network
+    from pipeline.network.checkpoint import load_network, save_network
 
     torch.manual_seed(1)
     net = ChartNet(width=8).eval()

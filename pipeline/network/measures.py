@@ -36,9 +36,10 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from pipeline.core.errors import InputError
-from pipeline.densepose.network.model import ChartNet, predict_crops
 from pipeline.geometry.charts import ChartLocator
 from pipeline.geometry.mesh import edges
+from pipeline.network.checkpoint import predict_crops
+from pipeline.network.model import ChartNet
 from pipeline.template.file import Template, decode_iuv
 
 __all__ = ["KAPPA", "GPS_THRESHOLDS", "Geodesics", "instance_measures", "summarise", "correspondence_report"]

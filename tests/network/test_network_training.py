@@ -1,4 +1,4 @@
-"""Training the correspondence network (pipeline/densepose/network/train.py): seeded batches from a store with
+"""Training the correspondence network (pipeline/network/train.py): seeded batches from a store with
 images, photometric augmentation, a deterministic training run that lowers the loss."""
 
 import numpy as np
@@ -7,10 +7,10 @@ import torch
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
-from pipeline.densepose.network.dataset import CropBatches
-from pipeline.densepose.network.train import augment, train_network
 from pipeline.densepose.store import open_densepose
-from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.synthetic import write_synthetic_store
+from pipeline.network.dataset import CropBatches
+from pipeline.network.train import augment, train_network
 
 
 @pytest.fixture(scope="module")

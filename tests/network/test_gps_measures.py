@@ -1,11 +1,11 @@
-"""DensePose's measures of a dense correspondence (pipeline/densepose/network/measures.py): part accuracy, U/V
+"""DensePose's measures of a dense correspondence (pipeline/network/measures.py): part accuracy, U/V
 error, geodesic point similarity and its AP, on hand-made predictions."""
 
 import numpy as np
 import pytest
 
-from pipeline.densepose.network.measures import Geodesics, KAPPA, instance_measures, summarise
 from pipeline.geometry.charts import ChartLocator
+from pipeline.network.measures import Geodesics, KAPPA, instance_measures, summarise
 
 
 @pytest.fixture(scope="module")

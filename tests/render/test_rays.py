@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.densepose.synthetic.render import (BodyMeshes, cast_crops, surface_maps, surface_maps_reference,
-                                                 vertex_visibility, warp_device)
 from pipeline.geometry.cameras import Cameras, crop_boxes, crop_pixel_centres, project, sample_cameras
+from pipeline.render.rays import (BodyMeshes, cast_crops, surface_maps, surface_maps_reference,
+                                  vertex_visibility, warp_device)
 
 UP, FORWARD = np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
 

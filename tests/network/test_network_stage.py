@@ -1,6 +1,5 @@
-"""Stages ``images`` and ``network`` (pipeline/densepose/network/dataset.py, train.py): the network's own bodies,
-a training run that writes its checkpoint, curves and DensePose's measures, and a resumed run equal to an
-uninterrupted one."""
+"""Stage ``network`` (pipeline/network/train.py) on a tiny images store (stage ``images``: tests/images/): a training
+run that writes its checkpoint, curves and DensePose's measures, and a resumed run equal to an uninterrupted one."""
 
 import hashlib
 import json
@@ -9,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,11 +15,10 @@ from conftest import tree_bytes
 from pipeline.core.config import load_params_dict
 from pipeline.core.errors import InputError
 from pipeline.core.io import partial_path
-from pipeline.densepose.network import dataset
-from pipeline.densepose.network.dataset import write_images_store
-from pipeline.densepose.network.model import load_network, read_network
-from pipeline.densepose.network.train import fit_network
-from pipeline.densepose.store import open_densepose
+from pipeline.images.write import write_images_store
+from pipeline.network import dataset
+from pipeline.network.checkpoint import load_network, read_network
+from pipeline.network.train import fit_network
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"network": {"train_bodies": 3, "test_bodies": 1, "views": 2, "crop": 32, "width": 4, "steps": 6,
@@ -39,16 +36,6 @@ def images(template, tmp_path_factory):
     summary = write_images_store(_params(), template, path)
     assert summary.instances == 8 and summary.train == 6 and summary.test == 2
     return path
-
-
-def test_the_networks_bodies_are_not_the_synthetic_sources(images, template, tmp_path):
-    from pipeline.densepose.synthetic.source import write_synthetic_store
-
-    synthetic = load_params_dict({"synthetic": {"train_bodies": 3, "test_bodies": 1, "views": 2}}).synthetic
-    write_synthetic_store(tmp_path / "syn.zarr", template, synthetic, crop=32, seed=0, device="cpu")
-    ours, theirs = open_densepose(images, template.hash), open_densepose(tmp_path / "syn.zarr", template.hash)
-    assert ours.attrs["source"] == "images" and "rgb" in ours and ours["rgb"].shape[1:] == (32, 32, 3)
-    assert not np.allclose(ours["gt/joints"][:], theirs["gt/joints"][:])
 
 
 def test_a_run_writes_its_checkpoint_curves_and_measures(images, template, tmp_path):
@@ -129,7 +116,7 @@ def _stage(images, tpl, ws, **network):
 def test_a_failed_or_killed_run_keeps_the_finished_network_until_a_new_one_is(images, template, tmp_path,
                                                                               monkeypatch):
     from pipeline.core.io import StageOutputs
-    from pipeline.densepose.network import train as network_train
+    from pipeline.network import train as network_train
 
     tpl, model = template_path(template, tmp_path), tmp_path / "models/network.pt"
     _stage(images, tpl, tmp_path)

@@ -1,11 +1,12 @@
-"""The synthetic DensePose source: posed Anny bodies rendered with exact dense correspondence.
+"""The synthetic bodies, rendered: posed Anny bodies with exact dense correspondence, as arrays.
 
 Following references/002 and the UP-3D protocol of DP3D: every body (random phenotype, anatomical
-pose from :mod:`pipeline.densepose.synthetic.poses`) is seen by ``views`` random cameras (:mod:`pipeline.geometry.cameras`); each
+pose from :mod:`pipeline.render.poses`) is seen by ``views`` random cameras (:mod:`pipeline.geometry.cameras`); each
 view is one instance whose crop is the body's box with a margin, resampled to S × S by casting one
-ray per crop pixel (:mod:`pipeline.densepose.synthetic.render`). The exact rendering gives the ground truth under
+ray per crop pixel (:mod:`pipeline.render.rays`). The exact rendering gives the ground truth under
 ``gt/``; the DensePose-like output (``labels``, ``uv``, ``embedding``, ``mask``) is the exact
-rendering after :mod:`pipeline.densepose.synthetic.corruption`. Layout: :mod:`pipeline.densepose.store`.
+rendering after :mod:`pipeline.render.corruption`. :func:`render_bodies` returns the rows of a densepose store
+(layout: :mod:`pipeline.densepose.store`); the synthetic source (:mod:`pipeline.densepose.synthetic`) writes them.
 
 Bodies ``0 .. train_bodies - 1`` form the train split, the next ``test_bodies`` the test split, so
 no body is in both; instances are stored body-major (instance ``i`` is view ``i % views`` of body
@@ -21,43 +22,29 @@ dims (legend: :mod:`pipeline`).
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.core.config import Params, SyntheticParams, as_dict
+from pipeline.core.config import SyntheticParams
 from pipeline.core.errors import InputError
-from pipeline.core.ranks import ALONE, Ranks, check_share, ordered_map
-from pipeline.core.stage import progress
-from pipeline.core.store import StoreWriter
-from pipeline.densepose.door import zero_counts
-from pipeline.densepose.store import SCHEMA, SPLIT_TEST, SPLIT_TRAIN, densepose_specs
-from pipeline.densepose.synthetic.corruption import Crop, Mirror, chart_mirror, corrupt_inplace
-from pipeline.densepose.synthetic.images import (IMAGE_STREAM, OUTFIT_STREAM, Neighbour, paste_occluder,
-                                                 pixel_normals, sample_outfit, shaded_crop, to_srgb8)
-from pipeline.densepose.synthetic.poses import POSE_MODES, anny_pose_parameters, sample_poses
-from pipeline.densepose.synthetic.render import (BodyMeshes, Hits, SurfaceMaps, cast_crops, surface_maps,
-                                                 vertex_visibility, warp_device)
-from pipeline.densepose.write import DenseposeSummary, store_params
+from pipeline.core.store import SPLIT_TEST, SPLIT_TRAIN
 from pipeline.geometry.cameras import Cameras, crop_boxes, project, sample_cameras
 from pipeline.geometry.charts import build_atlas
 from pipeline.geometry.mesh import vertex_normals
+from pipeline.render.corruption import Crop, Mirror, chart_mirror, corrupt_inplace
+from pipeline.render.poses import anny_pose_parameters, sample_poses
+from pipeline.render.rays import BodyMeshes, Hits, SurfaceMaps, cast_crops, surface_maps, vertex_visibility
+from pipeline.render.scene import (IMAGE_STREAM, OUTFIT_STREAM, Neighbour, paste_occluder, pixel_normals,
+                                   sample_outfit, shaded_crop, to_srgb8)
 from pipeline.template.file import Template
 
-log = logging.getLogger(__name__)
-
-__all__ = ["PHENOTYPES", "CROWD_POOL", "Bodies", "Crowd", "body_model", "make_bodies", "place_crowd", "render_bodies",
-           "write_synthetic_store"]
+__all__ = ["PHENOTYPES", "CROWD_POOL", "CROWDED", "HIDDEN", "Bodies", "Crowd", "body_model", "make_bodies",
+           "place_crowd", "render_bodies", "cue_charts"]
 
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 _BODY_STREAM, _CORRUPTION_STREAM, _CROWD_STREAM = 1, 2, 6  # (3 and 4: images, 5: the network's bodies)
-STORE_CHUNK = 128  # instances a Zarr chunk of the store (and a task of the iuv and keypoints stages)
 CROWDED, HIDDEN = "crowded", "hidden_pixels"  # render_bodies' two rows that are not store arrays
 CROWD_POOL = 1 << 40  # neighbour of instance i: body CROWD_POOL + i, beyond any dataset's bodies
 # where a neighbour stands from the instance's body centre: metres along the camera's horizontal right
@@ -265,7 +252,7 @@ _CUE_CHARTS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 def cue_charts(template: Template) -> tuple[np.ndarray, np.ndarray]:
     """(C', 2) chart_uv and (F, 3) chart_faces of the charts the appearance cues are placed in: the project's own
     flattening of the template's parts (:func:`~pipeline.geometry.charts.build_atlas`), where the cues' chart
-    coordinates were measured (images.py), whatever the template's own convention; made once per template."""
+    coordinates were measured (scene.py), whatever the template's own convention; made once per template."""
     if template.charts == "own":
         return template.chart_uv, template.chart_faces
     if template.hash not in _CUE_CHARTS:
@@ -324,86 +311,3 @@ def _crop_cells(pixels: np.ndarray, boxes: np.ndarray, crop: int) -> np.ndarray:
     row = np.floor((pixels[..., 1] - y0) / (y1 - y0) * crop).astype(np.int64)
     inside = (row >= 0) & (row < crop) & (col >= 0) & (col < crop)
     return np.where(inside[..., None], np.stack([row, col], axis=-1), -1)
-
-
-def _batches(total: int, size: int) -> list[np.ndarray]:
-    return [np.arange(s, min(s + size, total)) for s in range(0, total, size)]
-
-
-def write_synthetic_store(path: str | Path, template: Template, p: SyntheticParams, *, crop: int, seed: int,
-                          device: str = "auto", params: dict | None = None, source: str = "synthetic",
-                          observe: Callable[[dict[str, np.ndarray]], None] | None = None,
-                          ranks: Ranks = ALONE) -> DenseposeSummary:
-    """Renders every body of both splits into ``densepose.zarr`` (atomic). Returns its summary (the door's
-    counts, :data:`pipeline.densepose.door.COUNT_KEYS`, all 0: nothing is read from the user).
-
-    Args:
-        source: the store's ``source`` attribute.
-        observe: called on each batch's rows (:func:`render_bodies`) before they are written, to replace the
-            DensePose-like output (``labels``, ``uv``) with another observer's (the network source's).
-        ranks: under torchrun, batch ``t`` of ``synthetic.batch`` bodies renders on rank ``t mod P`` and rank 0
-            writes (:func:`pipeline.core.ranks.ordered_map`): the same store; the other ranks end when done.
-    """
-    dev = warp_device(device, ranks.local)
-    model = body_model(template)
-    mirror = chart_mirror(template) if p.corruption.mirror_prob else None  # once per store, not per batch
-    n_bodies = p.train_bodies + p.test_bodies
-    n = n_bodies * p.views
-    batches = _batches(n_bodies, p.batch)
-    check_share(len(batches), ranks, f"batches of synthetic.batch = {p.batch} bodies ({n_bodies} bodies)",
-                "lower synthetic.batch or the processes")
-
-    def render(t: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        bodies = make_bodies(model, batches[t], p, seed)
-        rows = render_bodies(bodies, template, p, crop, seed, dev, first_instance=int(batches[t][0]) * p.views,
-                             mirror=mirror)
-        if observe is not None:
-            observe(rows)
-        return rows, bodies.mode
-
-    if not ranks.writer:
-        for _ in ordered_map(render, len(batches), ranks):
-            pass
-        ranks.leave_unless_writer()
-    specs = densepose_specs(crop, chart=True, cse_dim=template.embedding.shape[1] if p.cse else None,
-                            n_vertices=template.n_vertices,
-                            n_joints=template.joint_regressor.shape[0], images=p.images)
-    attrs = {"schema": SCHEMA, "source": source, "crop": crop, "kinds": ["chart", "cse"] if p.cse else ["chart"],
-             "images": [f"synthetic/body{b:06d}_view{k:03d}" for b in range(n_bodies) for k in range(p.views)],
-             "template_hash": template.hash, "projection": p.projection, "image_size": p.image_size,
-             "pose_modes": list(POSE_MODES), "params": params if params is not None else as_dict(p)}
-    t0 = time.perf_counter()
-    counts = {"bodies": n_bodies, "foreground_pixels": 0, "visible_vertices": 0, "occluded_vertices": 0,
-              "crowded_instances": 0, "hidden_by_neighbour_pixels": 0, "modes": [0] * len(POSE_MODES)}
-    # one background thread compresses and writes batch k while batch k + 1 renders (Blosc and Warp
-    # release the GIL); writes stay in order, so the store's bytes do not depend on the timing
-    # shards of 1024 instances (not the default 2048), so that shards fill and compress during the run
-    with StoreWriter.create(path, n, specs, attrs, chunk=STORE_CHUNK, chunks_per_shard=8) as w, \
-            ThreadPoolExecutor(max_workers=1) as writer:
-        pending: list[Future] = []
-        bar = progress(total=n, desc=f"{source} images" if p.images else source, unit="inst")
-        for t, (rows, modes) in ordered_map(render, len(batches), ranks):
-            crowded, hidden = rows.pop(CROWDED), rows.pop(HIDDEN)  # counts, not store arrays
-            while pending:  # at most one batch waits for the writer: bounded memory
-                pending.pop(0).result()
-            pending.append(writer.submit(w.write, int(batches[t][0]) * p.views, rows))
-            counts["foreground_pixels"] += int((rows["gt/iuv"][..., 0] > 0).sum())
-            counts["visible_vertices"] += int(rows["gt/visible"].sum())
-            counts["occluded_vertices"] += int(rows["gt/occluded"].sum())
-            counts["crowded_instances"] += int(crowded.sum())
-            counts["hidden_by_neighbour_pixels"] += int(hidden.sum())
-            for m in modes:
-                counts["modes"][int(m)] += 1
-            bar.update(len(batches[t]) * p.views)
-        for f in pending:
-            f.result()
-        bar.close()
-    where = dev if ranks.world == 1 else f"{ranks.world} processes ({dev} on rank 0)"
-    return DenseposeSummary(source, n, p.train_bodies * p.views, p.test_bodies * p.views, zero_counts(), counts,
-                            seconds=time.perf_counter() - t0, device=where)
-
-
-def write_store(params: Params, template: Template, out: str | Path, ranks: Ranks = ALONE) -> DenseposeSummary:
-    """The source's entry point (the signature every source shares; ``stages/densepose.py`` picks the source)."""
-    return write_synthetic_store(out, template, params.synthetic, crop=params.densepose.crop, seed=params.common.seed,
-                                 device=params.common.device, params=store_params(params), ranks=ranks)

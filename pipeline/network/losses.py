@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.core.errors import InputError
-from pipeline.densepose.network.model import ChartOutput, HEATMAP
+from pipeline.network.model import ChartOutput, HEATMAP
 
 __all__ = ["ChartTargets", "chart_targets", "chart_loss"]
 
