@@ -45,13 +45,19 @@ def imported_names(path: str) -> list[str]:
 
 def code_closure(script: str) -> set[str]:
     """Repository-relative paths of ``script`` and every ``pipeline``/``stages`` module it imports, with the
-    ``__init__.py`` of each package on the way when it holds code (a docstring alone changes nothing)."""
+    ``__init__.py`` of each package on the way when it holds code (a docstring alone changes nothing) — the
+    script's own packages included: ``python -m stages.train`` runs ``stages/__init__.py`` first, which pins
+    the CPU dispatch (pipeline/core/dispatch.py), so every stage depends on it."""
     seen, todo = set(), [script]
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
+        for parent in Path(path).parents[:-1]:  # the packages holding the module (not the repository root)
+            init = parent / "__init__.py"
+            if (ROOT / init).is_file() and _holds_code(ROOT / init):
+                todo.append(init.as_posix())
         for name in imported_names(path):
             parts = name.split(".")
             if parts[0] not in ("pipeline", "stages"):
