@@ -125,8 +125,9 @@ def reprojection_loss(pred: torch.Tensor, xy: torch.Tensor, visible: torch.Tenso
     if mirror is not None:  # the closer of the two, softly (τ = c²: a bounded norm cannot tell far from farther)
         r2 = smooth_min(r2, ((pred[:, mirror] - xy) ** 2).sum(-1), eps**2)
     rho = robust_norm(r2, eps, norm)
-    if uncertainty is not None:
-        rho = torch.log(uncertainty) + rho / uncertainty.clamp(min=b_min)
+    if uncertainty is not None:  # both terms see the floored scale: log(b) alone would fall without bound as b -> 0
+        b = uncertainty.clamp(min=b_min)
+        rho = torch.log(b) + rho / b
     v = visible.to(rho.dtype) if weight is None else visible.to(rho.dtype) * weight.to(rho.dtype)
     return (rho * v).sum() / v.sum().clamp(min=1e-12)  # nothing visible: 0
 

@@ -43,6 +43,13 @@ def test_reprojection_ignores_invisible_and_heteroscedastic_form():
     b = torch.full((1, 3), 2.0)
     het = reprojection_loss(pred, xy, vis, eps=1e-6, uncertainty=b, b_min=0.1)
     assert het.item() == pytest.approx(math.log(2.0) + 0.25, rel=1e-4)
+    # a scale driven towards 0 is floored at b_min in both terms: bounded below, no gradient pulling it further
+    # (with log(b) unfloored the loss fell without bound and training diverged, issue 26)
+    tiny = torch.full((1, 3), 1e-30, requires_grad=True)
+    floored = reprojection_loss(pred, xy, vis, eps=1e-6, uncertainty=tiny, b_min=0.1)
+    assert floored.item() == pytest.approx(math.log(0.1) + 0.5 / 0.1, rel=1e-4)  # mean of log b + rho / b
+    floored.backward()
+    assert torch.isfinite(tiny.grad).all() and (tiny.grad == 0).all()
 
 
 def test_reprojection_weights_all_one_change_nothing_and_zero_ignores_an_outlier():
