@@ -29,7 +29,7 @@ def summarise(out_dir: Path) -> list[Path]:
     written = []
     tables = [(sources.CSV, sources.markdown), (robust.CSV, robust.markdown)]
     for data in DATA.values():
-        tables += [(data.table(table1.CSV), partial(table1.markdown, title=f"Table 1 ({data.name} data)")),
+        tables += [(data.table(table1.CSV), partial(table1.markdown, title=f"Table 1, {data.name} data")),
                    (data.table(parts.CSV), partial(parts.markdown, data=data.name)),
                    (data.table(selection.CSV), selection.markdown)]
     for table, render in tables:
