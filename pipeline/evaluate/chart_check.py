@@ -118,14 +118,15 @@ def neighbour_pixel_pairs(instance: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return a, b
 
 
-def seam_distances(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray,
-                   vertices: np.ndarray) -> dict[str, np.ndarray]:
+def seam_distances(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray, vertices: np.ndarray,
+                   pixels: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Template distance between the vertices of every two 4-neighbour pixels of one instance (measure 1).
 
     Args:
         vertex: (H, W) int vertex of each pixel (:func:`pixel_vertices`; -1 not foreground).
         labels: (H, W) int part 0..24. instance: (H, W) int instance id (0 background).
         vertices: (N, 3) float template vertices, metres (rest pose).
+        pixels: the pairs (:func:`neighbour_pixel_pairs` of the foreground's instances) when already made.
     Returns:
         ``distance_mm`` (P,) float64 Euclidean distance in mm; ``across`` (P,) bool the two pixels' parts
         differ (a pair across a part seam); ``part_a``, ``part_b`` (P,) int64 the two pixels' parts.
@@ -134,7 +135,7 @@ def seam_distances(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray,
     if not vertex.shape == labels.shape == instance.shape:
         raise InputError(f"vertex, labels and instance maps must share one shape, got {vertex.shape}, "
                          f"{labels.shape}, {instance.shape}")
-    a, b = neighbour_pixel_pairs(np.where(vertex >= 0, instance, 0))
+    a, b = neighbour_pixel_pairs(np.where(vertex >= 0, instance, 0)) if pixels is None else pixels
     va, vb = vertex.ravel()[a], vertex.ravel()[b]
     v = np.asarray(vertices, np.float64)
     d = 1000.0 * np.linalg.norm(v[va] - v[vb], axis=1)
@@ -184,7 +185,7 @@ def outline_distance(parts: np.ndarray, uv: np.ndarray, outlines: dict) -> tuple
     return distance, nearest
 
 
-def edge_pairs(vertex: np.ndarray, labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, touching: np.ndarray,
+def edge_pairs(pixels: tuple[np.ndarray, np.ndarray], seams: dict, uv: np.ndarray, touching: np.ndarray,
                outlines: dict, locator: ChartLocator, vertices: np.ndarray,
                band: float = EDGE_BAND) -> dict[str, np.ndarray]:
     """The pixel pairs across a seam that DensePose's own (U, V) put at both parts' borders, and their distance
@@ -197,17 +198,18 @@ def edge_pairs(vertex: np.ndarray, labels: np.ndarray, uv: np.ndarray, instance:
     the template's charts put the two outlines against each other, the chart layout alone.
 
     Args:
-        vertex, labels, instance: (H, W) as :func:`seam_distances`. uv: (2, H, W) float. touching: (25, 25) bool
+        pixels: (P,) int64 pairs of flat pixel indices; seams: :func:`seam_distances` of those pairs (its
+        ``across``, ``part_a``, ``part_b``). uv: (2, H, W) float. touching: (25, 25) bool
         (:func:`touching_parts`). outlines: as :func:`outline_distance`. locator, vertices (N, 3): as
         :func:`image_checks`.
     Returns:
         ``seam_pair`` (P,) bool; ``on_outline_mm`` (P,) float64 the distance with both pixels on their outlines
-        (NaN for the other pairs); P and the order of the pairs as :func:`seam_distances`'.
+        (NaN for the other pairs).
     """
-    a, b = neighbour_pixel_pairs(np.where(np.asarray(vertex) >= 0, instance, 0))  # seam_distances' pairs
-    pa, pb = np.asarray(labels).ravel()[a].astype(np.int64), np.asarray(labels).ravel()[b].astype(np.int64)
+    a, b = pixels
+    pa, pb = seams["part_a"], seams["part_b"]
     flat = np.asarray(uv, np.float64).reshape(2, -1).T
-    sel = (pa != pb) & np.asarray(touching)[pa, pb]
+    sel = seams["across"] & np.asarray(touching)[pa, pb]
     da, na = outline_distance(pa[sel], flat[a[sel]], outlines)
     db, nb = outline_distance(pb[sel], flat[b[sel]], outlines)
     near = (da < band) & (db < band)
@@ -455,9 +457,10 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
     labels, instance = np.asarray(labels), np.asarray(instance)
     _check_maps(labels, np.asarray(uv), instance)
     vertex = pixel_vertices(labels, uv, locator)
-    pairs = seam_distances(vertex, labels, instance, vertices)
+    pixels = neighbour_pixel_pairs(np.where(vertex >= 0, instance, 0))  # made once for both measures
+    pairs = seam_distances(vertex, labels, instance, vertices, pixels)
     if touching is not None and outlines is not None:
-        pairs.update(edge_pairs(vertex, labels, uv, instance, touching, outlines, locator, vertices))
+        pairs.update(edge_pairs(pixels, pairs, uv, touching, outlines, locator, vertices))
     seams = seam_summary(**pairs, touching=touching)
     upright = upright_instances(labels, instance)
     heights = np.asarray(vertices, np.float64) @ np.asarray(up, np.float64)
