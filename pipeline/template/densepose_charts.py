@@ -16,6 +16,8 @@ Size letters: ``N`` vertices, ``F`` faces, ``C`` chart points (legend: :mod:`pip
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from pipeline.geometry.charts import (Atlas, assemble_atlas, oriented_loop, parameterize_disk, signed_uv_areas,
@@ -31,6 +33,9 @@ _SEGMENT_OF = {p: name for name, ids in SEGMENTS.items() for p in ids}
 _LEFT_LEG, _RIGHT_LEG = set(SEGMENTS["left upper leg"]), set(SEGMENTS["right upper leg"])
 _LEFT_ARM, _RIGHT_ARM = set(SEGMENTS["left upper arm"]), set(SEGMENTS["right upper arm"])
 _HEAD, _TORSO = set(SEGMENTS["head"]), set(SEGMENTS["torso"])
+# an end chart's tip nearer than this to the chart's centre (0.5, 0.5) cannot say which of the four turns is right
+END_TIP_MIN_REACH = 0.05
+log = logging.getLogger(__name__)
 
 
 def border_neighbours(faces: np.ndarray, face_part: np.ndarray, part: int, loop: np.ndarray) -> np.ndarray:
@@ -151,6 +156,12 @@ def _end_chart(vertices, faces, part, name) -> tuple[np.ndarray, str]:
         uv = uv * np.array([-1.0, 1.0]) + np.array([1.0, 0.0])
     loop = oriented_loop(faces, name)
     tip = int(np.argmax(np.linalg.norm(vertices - vertices[loop].mean(axis=0), axis=1)))
+    reach = float(np.linalg.norm(uv[tip] - 0.5))
+    # measured: `notoes` hands 0.03, feet 0.02; `notoes_collapse5pc` hands 0.08; the default 0.18
+    if reach < END_TIP_MIN_REACH:
+        log.warning("%s: its tip lies %.2f from the flat chart's centre, where no turn brings it nearer DensePose's "
+                    "fingers or toes: this chart's turn is arbitrary (a dense hand or foot flattened from its rim "
+                    "puts every fingertip near the centre; docs/results.md)", name, reach)
     best, best_d = uv, np.inf
     for k in range(4):  # the rotations of the square keep the orientation
         c, s = np.cos(k * np.pi / 2), np.sin(k * np.pi / 2)

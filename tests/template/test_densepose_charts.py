@@ -150,3 +150,34 @@ def test_own_charts_are_kept_for_comparison():
     for p in range(1, N_PARTS + 1):
         area = signed_uv_areas(own.chart_uv.astype(np.float64), own.chart_faces[own.face_part == p])
         assert np.all(area > 0)
+
+
+def _disk_mesh(height):
+    """A triangulated unit disk (its rim the border) lifted by ``height(x, y)``: vertices (N, 3), faces (F, 3)."""
+    from scipy.spatial import Delaunay
+    rings = [np.zeros((1, 2))] + [r * np.column_stack([np.cos(a), np.sin(a)])
+                                  for r in np.linspace(0.15, 1.0, 7)
+                                  for a in [np.linspace(0, 2 * np.pi, int(48 * r) + 6, endpoint=False)]]
+    xy = np.concatenate(rings)
+    faces = Delaunay(xy).simplices.astype(np.int64)
+    return np.column_stack([xy, height(xy[:, 0], xy[:, 1])]), faces
+
+
+def test_an_end_chart_whose_tip_lies_at_its_centre_warns_that_its_turn_is_arbitrary(caplog):
+    """A dense hand flattened from its wrist puts every fingertip near the chart's centre (Anny's `notoes`: 0.03
+    from it), where no turn brings the tip nearer DensePose's fingers: the template says so instead of turning it
+    silently; a tip off the centre (the default template's hands and feet: 0.18) picks its turn without a word."""
+    from pipeline.template.densepose_charts import _end_chart
+    dome = _disk_mesh(lambda x, y: 2.0 * (1.0 - x ** 2 - y ** 2))  # the tip (the pole) maps to the centre
+    with caplog.at_level("WARNING", logger="pipeline.template.densepose_charts"):
+        uv, _ = _end_chart(*dome, 3, "part 3")
+    assert "part 3" in caplog.text and "turn is arbitrary" in caplog.text
+    assert np.isfinite(uv).all() and uv.min() >= 0 and uv.max() <= 1
+    caplog.clear()
+    bump = _disk_mesh(lambda x, y: 2.0 * np.exp(-((x - 0.6) ** 2 + y ** 2) / 0.05))  # the tip off the centre
+    with caplog.at_level("WARNING", logger="pipeline.template.densepose_charts"):
+        uv, _ = _end_chart(*bump, 3, "part 3")
+    assert caplog.text == ""
+    tip = int(np.argmax(np.linalg.norm(bump[0] - bump[0][np.linalg.norm(bump[0][:, :2], axis=1) > 0.99].mean(0),
+                                       axis=1)))
+    assert uv[tip, 1] > 0.5  # turned towards DensePose's fingers (V = 1)
