@@ -24,7 +24,8 @@ from experiments.data import DATA
 ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = ROOT / ".dvc" / "tmp" / "paper_experiments"  # git-ignored scratch: full output of each run
 SCRIPT = "python scripts/paper_experiments.py"
-METRICS = ("mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used")  # keys of metrics/eval.json
+# keys of metrics/eval.json; regions_distinct: head, torso and arms on different parts (issue 26's target)
+METRICS = ("mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used", "regions_distinct")
 REQUIRED = "mpjpe_mm"  # a run without it failed
 SEED_OVERRIDE = "train.seed={seed}"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

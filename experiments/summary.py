@@ -29,6 +29,13 @@ def mean_std(values: Iterable[Any]) -> tuple[float, float, int]:
     return mean, std, n
 
 
+def true_count(values: Iterable[Any]) -> tuple[int, int]:
+    """(how many are true, how many are known) of CSV cells holding booleans ("True"/"False", 1/0); empty cells
+    and other text are unknown."""
+    known = [str(v).strip().lower() for v in values if str(v).strip().lower() in ("true", "false", "1", "0")]
+    return sum(v in ("true", "1") for v in known), len(known)
+
+
 def pooled_std(s1: float, n1: int, s2: float, n2: int) -> float:
     """sqrt(((n1-1) s1² + (n2-1) s2²) / (n1 + n2 - 2)); a group of one adds nothing; nan if undefined."""
     dof = n1 + n2 - 2
@@ -52,8 +59,9 @@ def group_stats(rows: list[dict[str, Any]], by: str, metrics: Iterable[str] = ME
         groups.setdefault(str(row[by]), []).append(row)
     out = {}
     for name, members in groups.items():
-        stats = {m: mean_std(r.get(m) for r in members) for m in metrics}
-        out[name] = {"n": len(members), **stats}
+        stats = {m: mean_std(r.get(m) for r in members) for m in metrics if m != "regions_distinct"}
+        out[name] = {"n": len(members), **stats, "regions_distinct": true_count(r.get("regions_distinct") for r in
+                                                                                members)}
     return out
 
 
@@ -82,7 +90,7 @@ def fmt(x: float | None, spec: str) -> str:
 
 
 COLUMNS = [("MPJPE", "mpjpe_mm"), ("RE14", "re14_mm"), ("xy", "xy_mm"), ("z", "z_mm"), ("flat ref.", "flat_mpjpe_mm")]
-STAT_HEADER = ["seeds", *(c for c, _ in COLUMNS), "MPJPE / flat", "parts used"]  # the columns of stat_cells
+STAT_HEADER = ["seeds", *(c for c, _ in COLUMNS), "MPJPE / flat", "parts used", "regions distinct"]  # stat_cells
 
 
 def markdown_table(header: list[str], lines: list[list[str]]) -> str:
@@ -94,7 +102,9 @@ def markdown_table(header: list[str], lines: list[list[str]]) -> str:
 def stat_cells(stats: dict) -> list[str]:
     """The cells of STAT_HEADER for one group of :func:`group_stats`."""
     cells = [str(stats["n"])] + [fmt_mean_std(*stats[m][:2]) for _, m in COLUMNS]
-    return cells + [fmt(ratio(stats), ".3f"), fmt_mean_std(*stats["parts_used"][:2])]
+    distinct, known = stats["regions_distinct"]
+    return cells + [fmt(ratio(stats), ".3f"), fmt_mean_std(*stats["parts_used"][:2]),
+                    f"{distinct} of {known}" if known else "–"]
 
 
 def compared_rows(rows: list[dict[str, Any]], reference: str, order: Iterable[str]) -> list[dict]:

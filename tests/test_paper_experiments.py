@@ -19,8 +19,10 @@ from experiments import cli, parts, robust, runner, selection, sources, summary,
 from experiments.data import DATA, MILD
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE1_HEADER = ["experiment", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used"]
-PARTS_HEADER = ["parts", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used"]
+TABLE1_HEADER = ["experiment", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
+                 "regions_distinct"]
+PARTS_HEADER = ["parts", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
+                "regions_distinct"]
 
 
 class FakeRunner:
@@ -39,7 +41,7 @@ class FakeRunner:
         mpjpe = 100.0 + int(o.get("model.parts", 10)) + seed + 50.0 * (o.get("model.type") == "c3dpo")
         mpjpe += 100.0 * float(o.get("loss.canonicalisation", 0.1)) if "eval.split" in o else 0.0
         return {"mpjpe_mm": mpjpe, "re14_mm": mpjpe / 2, "xy_mm": 10.0, "z_mm": mpjpe - 10.0,
-                "flat_mpjpe_mm": 200.0, "parts_used": int(o.get("model.parts", 10)) - 1}
+                "flat_mpjpe_mm": 200.0, "parts_used": int(o.get("model.parts", 10)) - 1, "regions_distinct": seed != 1}
 
 
 def _read(path):
@@ -84,7 +86,7 @@ def test_table1_csv_has_one_row_per_experiment_and_seed(tmp_path):
     assert calls["t1-c3dpo-s0"] == ("model.type=c3dpo", "train.inplane_augment=true", "loss.canon_samples=4",
                                     "loss.canonicalisation=0.1", "train.seed=0")
     dp3d_s1 = rows[1]
-    assert dp3d_s1 == ["dp3d", "1", "111.0", "55.5", "10.0", "101.0", "200.0", "9"]
+    assert dp3d_s1 == ["dp3d", "1", "111.0", "55.5", "10.0", "101.0", "200.0", "9", "false"]
     sidecar = json.loads((tmp_path / "runs.json").read_text())
     assert sidecar["t1-no_arap-s1"]["overrides"] == ["loss.arap=0", "train.seed=1"]
     assert sidecar["t1-no_arap-s1"]["wall_s"] >= 0
@@ -175,10 +177,17 @@ def test_mean_std_and_pooled_std_on_hand_made_numbers():
     assert summary.worse_verdict(-5.0, 2.0) == "no" and summary.worse_verdict(3.0, math.nan) == "–"
 
 
+def test_regions_distinct_is_counted_not_averaged():
+    """eval.json's boolean, as DVC and the CSV write it; empty cells (runs from before the column) are unknown."""
+    assert summary.true_count(["true", "False", "1", True, "", None, "n/a"]) == (3, 4)
+    assert summary.true_count([]) == (0, 0)
+
+
 def _table1_rows():
     def row(exp, seed, mpjpe):
         return {"experiment": exp, "seed": str(seed), "mpjpe_mm": str(mpjpe), "re14_mm": "50",
-                "xy_mm": "10", "z_mm": "90", "flat_mpjpe_mm": "200", "parts_used": "10"}
+                "xy_mm": "10", "z_mm": "90", "flat_mpjpe_mm": "200", "parts_used": "10",
+                "regions_distinct": "false" if (exp, seed) == ("dp3d", 1) else "true"}
     return ([row("dp3d", s, m) for s, m in enumerate((100, 102, 104))]      # 102 ± 2
             + [row("no_arap", s, m) for s, m in enumerate((103, 105, 107))]  # 105 ± 2: +3 > pooled 2
             + [row("no_canon", s, m) for s, m in enumerate((101, 103, 105))]  # 103 ± 2: +1 < 2
@@ -206,21 +215,22 @@ def test_summarise_writes_the_markdown_and_the_figure(tmp_path):
 
     table1_md = (tmp_path / "table1.md").read_text().splitlines()
     assert table1_md[2] == ("| experiment | seeds | MPJPE | RE14 | xy | z | flat ref. | MPJPE / flat | parts used "
-                         "| Δ MPJPE vs dp3d | pooled std | worse by more than pooled std |")
+                         "| regions distinct | Δ MPJPE vs dp3d | pooled std | worse by more than pooled std |")
     assert ("| dp3d | 3 | 102.0 ± 2.0 | 50.0 ± 0.0 | 10.0 ± 0.0 | 90.0 ± 0.0 | 200.0 ± 0.0 | 0.510 "
-            "| 10.0 ± 0.0 | – | – | – |") in table1_md
+            "| 10.0 ± 0.0 | 2 of 3 | – | – | – |") in table1_md  # seed 1's head and torso share a part
     assert "| no_arap | 3 | 105.0 ± 2.0 | 50.0 ± 0.0 | 10.0 ± 0.0 | 90.0 ± 0.0 | 200.0 ± 0.0 | 0.525 " \
-           "| 10.0 ± 0.0 | +3.0 | 2.0 | yes |" in table1_md
+           "| 10.0 ± 0.0 | 3 of 3 | +3.0 | 2.0 | yes |" in table1_md
     assert any(line.startswith("| no_canon | 3 | 103.0 ± 2.0 |") and line.endswith("| +1.0 | 2.0 | no |")
                for line in table1_md)
     assert any(line.startswith("| c3dpo | 1 | 150.0 | ") for line in table1_md)  # one seed: no ± std
 
     curve = (tmp_path / "parts_curve.md").read_text().splitlines()
-    assert curve[2] == "| parts | seeds | MPJPE | RE14 | xy | z | flat ref. | MPJPE / flat | parts used |"
+    assert curve[2] == ("| parts | seeds | MPJPE | RE14 | xy | z | flat ref. | MPJPE / flat | parts used "
+                        "| regions distinct |")
     assert [line.split(" | ")[:3] for line in curve[4:]] == [
         ["| 1", "2", "149.5 ± 0.7"], ["| 2", "2", "148.5 ± 0.7"], ["| 5", "2", "145.5 ± 0.7"],
         ["| 10", "2", "140.5 ± 0.7"]]
-    assert curve[-1].endswith("| 0.703 | 9.0 ± 0.0 |")
+    assert curve[-1].endswith("| 0.703 | 9.0 ± 0.0 | – |")  # rows without the value: unknown
 
     png = tmp_path / "parts_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -286,7 +296,8 @@ def _exp(name, state, mpjpe=None, parts=5):
     data = None if mpjpe is None else {
         "params": {"params.yaml": {"data": {"model": {"parts": parts}, "train": {"seed": 0}}}},
         "metrics": {"metrics/eval.json": {"data": {"mpjpe_mm": mpjpe, "re14_mm": 60.0, "xy_mm": 9.0, "z_mm": 70.0,
-                                                   "flat_mpjpe_mm": 195.6, "parts_used": 4}},
+                                                   "flat_mpjpe_mm": 195.6, "parts_used": 4,
+                                                   "regions_distinct": True}},
                     "metrics/train/metrics.json": {"data": {"loss": 0.2}}}}
     executor = None if state == "done" else {"state": state, "name": None, "local": None}
     return {"name": name, "executor": executor, "revs": [{"rev": "b" * 40, "name": name, "data": data}]}
@@ -321,7 +332,7 @@ def test_dvc_run_removes_a_stale_experiment_runs_it_in_a_temp_workspace_and_read
     dvc = runner.Dvc(env=env, call=procs, log_dir=tmp_path)
     metrics = dvc.run("parts-5-s0", ("model.parts=5", "train.seed=0"))
     assert metrics == {"mpjpe_mm": 150.5, "re14_mm": 60.0, "xy_mm": 9.0, "z_mm": 70.0, "flat_mpjpe_mm": 195.6,
-                       "parts_used": 4}
+                       "parts_used": 4, "regions_distinct": True}
     argvs = [c[0] for c in procs.calls]
     assert ("dvc", "--wait-for-lock", "exp", "remove", "parts-5-s0") in argvs
     run_call = next(c for c in procs.calls if "run" in c[0])
