@@ -378,6 +378,10 @@ class LossParams:
                            lo=0.0, hi=1e6)
     facing: float = param(1.0, "w_facing: visible vertices' predicted normals must face the camera (not in the paper)",
                           lo=0.0, hi=1e6)
+    facing_gate: float = param(0.0, "> 0: the facing loss counts a keypoint's evidence by exp(-r²/g²), r its "
+                               "current re-projection residual (normalised units): a keypoint the model does not "
+                               "explain (a mirror patch, a hidden vertex named) does not say which way its part faces; "
+                               "0: every visible keypoint counts", lo=0.0, hi=1e3)
     canon_samples: int = param(1, "random rotations drawn per instance for the canonicalisation loss", lo=1, hi=64)
     oracle_3d: float = param(0.0, "diagnostic: weight of a 3D loss on synthetic ground truth (an upper bound; "
                              "0 is off)", lo=0.0, hi=1e6)

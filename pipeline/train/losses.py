@@ -47,7 +47,7 @@ from pipeline.train.model import LiftingModel, Trunk, head
 
 __all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "smooth_min",
            "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
-           "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "oracle_loss",
+           "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "facing_gate", "oracle_loss",
            "make_psi", "TrainingObjective", "LOSS_NAMES"]
 
 LOSS_NAMES = ("reprojection", "canonicalisation", "arap", "entropy", "facing", "oracle_3d")
@@ -310,6 +310,19 @@ def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, weights: torch.Te
     return (mass * torch.relu(z)).sum() / mass.sum().clamp(min=1e-12)
 
 
+def facing_gate(pred: torch.Tensor, xy: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, N) float in (0, 1]: ``exp(-r² / scale²)`` of each keypoint's re-projection residual r, the weight of its
+    evidence in :func:`facing_loss` (``loss.facing_gate``). A keypoint naming a vertex its pixel does not show (a
+    left/right mirror patch, a hidden vertex named at the silhouette) is one the model cannot place where it was
+    seen: its large residual keeps it from forcing a hidden side to face the camera.
+
+    Args:
+        pred, xy: (B, N, 2) float projected (detached: the gate passes no gradient) and observed keypoints.
+        scale: g, normalised keypoint units.
+    """
+    return torch.exp(-((pred - xy) ** 2).sum(-1) / scale**2)
+
+
 def oracle_loss(points: torch.Tensor, truth: torch.Tensor, eps: float) -> torch.Tensor:
     """Diagnostic 3D loss: ``mean ρ(|Y_i − Y*_i|)`` over all vertices of depth-centred shapes.
 
@@ -387,6 +400,8 @@ class TrainingObjective(nn.Module):
             terms["entropy"] = entropy_loss(self.model.segmentation())
         if self.weights["facing"] > 0:
             evidence = visible.to(xy.dtype) if count is None else count.to(xy.dtype) * visible
+            if cfg.facing_gate > 0:  # only the keypoints the model explains say which way their part faces
+                evidence = evidence * facing_gate(out.points[..., :2].detach(), xy, cfg.facing_gate)
             terms["facing"] = facing_loss(out.normals, evidence, self.model.segmentation())
         if self.weights["oracle_3d"] > 0:
             if truth is None:

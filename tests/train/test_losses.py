@@ -11,7 +11,8 @@ from pipeline.core.errors import InputError
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.template.file import canonical_template
 from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, _ArapOperator, annealed_scale, arap_loss,
-                                   arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_loss,
+                                   arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_gate,
+                                   facing_loss,
                                    make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss, robust_norm,
                                    smooth_min, vertex_normals)
 from pipeline.train.part_init import build_model
@@ -198,6 +199,42 @@ def test_facing_sees_one_turned_part_and_ignores_silhouette_vertices():
     assert facing_loss(n, evidence, parts).item() == 0.0
     n[0, :5, 2] = 1.0  # part 0 turned around
     assert facing_loss(n, evidence, parts).item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_facing_gate_keeps_the_keypoints_the_model_explains_and_drops_a_mirror_patch():
+    """loss.facing_gate: a part named only by keypoints the model cannot place (a left/right mirror patch naming
+    the far leg's vertices where the near leg is seen) no longer has to face the camera; keypoints the model
+    explains keep their full weight."""
+    pred = torch.zeros(1, 10, 2)
+    xy = pred.clone()
+    xy[0, 5:] = torch.tensor([0.8, 0.0])  # part 1's keypoints seen 0.8 away from where the model puts them
+    gate = facing_gate(pred, xy, 0.2)
+    assert torch.allclose(gate[0, :5], torch.ones(5)) and gate[0, 5:].max().item() < 1e-6
+    assert facing_gate(pred, pred + 0.2, 0.2)[0, 0].item() == pytest.approx(math.exp(-2.0))  # r² = 2 g²
+    n = torch.tensor([[0.0, 0.0, -1.0]]).repeat(1, 10, 1)
+    n[0, 5:, 2] = 1.0  # part 1 turned away: its vertices are hidden, only the mirror patch named them
+    parts = torch.zeros(10, 2)
+    parts[:5, 0], parts[5:, 1] = 1.0, 1.0
+    evidence = torch.ones(1, 10)
+    assert facing_loss(n, evidence, parts).item() == pytest.approx(0.5, abs=1e-6)  # ungated: the far leg must turn
+    assert facing_loss(n, evidence * gate, parts).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_the_objective_gates_the_facing_evidence_only_when_asked(template):
+    """loss.facing_gate 0 (the default) leaves the facing term as it was; > 0 changes it."""
+    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
+    torch.manual_seed(0)
+    model = build_model(ModelParams(hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
+                        template.vertices, template.up, template.forward, unit_rms(eb.evecs))
+    xy = 0.5 * torch.randn(2, model.n_vertices, 2)
+    vis = torch.rand(2, model.n_vertices) > 0.3
+
+    def facing(**kw):
+        cfg = LossParams(canonicalisation=0.0, arap=0.0, entropy=0.0, facing=1.0, **kw)
+        return TrainingObjective(model, cfg, None, template.faces)(xy, vis)[1]["facing"]
+
+    plain, gated = facing(), facing(facing_gate=0.05)
+    assert facing(facing_gate=0.0).item() == plain.item() and gated.item() != plain.item()
 
 
 def test_mesh_normals_reward_depth_stretch_posed_normals_do_not(template):

@@ -1,0 +1,141 @@
+"""What in the default data's keypoints costs DP3D its accuracy: oracle variants of ``data/keypoints.zarr`` made from
+the synthetic ground truth, each trained and evaluated with the `train` and `evaluate` stages' own commands (as
+dvc.yaml runs them) at one seed, the metrics appended to ``metrics/paper/keypoint_oracles.csv``::
+
+    python scripts/keypoint_oracles.py --variants true_xy true_visible --seeds 0 1 2
+    python scripts/keypoint_oracles.py --variants plain --seeds 0        # must give def-t1-dp3d-s0's 142.89 mm
+
+Variants (``gt/pixels``: each vertex's true projection; ``gt/visible``: the renderer's vertex visibility):
+
+- ``plain``: the store as the pipeline made it (a check of this harness against the DVC runs);
+- ``drop_far``: keypoints more than 8 crop pixels from their vertex's true projection weigh 0 (``loss.confidence``
+  on, the confidence replaced by 0/1): the bound of any robust loss or confidence that finds the gross errors;
+- ``true_xy``: every visible keypoint moved to its vertex's true projection (the same keypoints, no position error);
+- ``true_visible``: ``true_xy``, keeping only the keypoints whose vertex is truly visible (a pixel that names a
+  hidden vertex, by a mirror patch or at the silhouette, dropped);
+- ``hidden_unnamed``: only truly visible keypoints, at their corrupted positions (a perfect detector of the keypoints
+  that name hidden vertices, nothing else);
+- ``facing_visible``: the store unchanged but for ``count`` 0 where the vertex is hidden, so that only the facing
+  term stops hearing those keypoints (it weighs the evidence by ``count``; the model's input and the re-projection
+  keep them);
+- ``facing_gate``: the store unchanged, ``loss.facing_gate`` 0.2.
+
+Every run uses ``common.threads`` 1 and ``OMP_NUM_THREADS`` 1 (as the default-data tables); the work folder keeps
+each variant's store and each run's params, model and logs. Needs a synthetic source (ground truth in the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FAR_PX = 8.0  # drop_far: a keypoint this far from its vertex's true projection (crop pixels) is a gross error
+FACING_GATE = 0.2
+COLUMNS = ("variant", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
+           "regions_distinct", "wall_s")
+STORE_VARIANTS = ("drop_far", "true_xy", "true_visible", "hidden_unnamed", "facing_visible")
+VARIANTS = ("plain", *STORE_VARIANTS, "facing_gate")
+
+
+def oracle_arrays(variant: str, xy: np.ndarray, visible: np.ndarray, count: np.ndarray, confidence: np.ndarray,
+                  true_xy: np.ndarray, true_visible: np.ndarray) -> dict[str, np.ndarray]:
+    """The keypoint arrays a variant changes (module docstring). xy, true_xy: (n, N, 2) float32 crop pixels;
+    visible, true_visible: (n, N) bool; count: (n, N) uint16; confidence: (n, N) float16."""
+    shown = visible & true_visible
+    if variant == "drop_far":
+        near = np.linalg.norm(xy - true_xy, axis=-1) <= FAR_PX
+        return {"confidence": np.where(visible & near, 1.0, 0.0).astype(np.float16)}
+    if variant == "true_xy":
+        return {"xy": np.where(visible[..., None], true_xy, xy).astype(np.float32)}
+    if variant == "true_visible":
+        return {"visible": shown, "xy": np.where(shown[..., None], true_xy, xy).astype(np.float32),
+                "confidence": np.where(shown, confidence, 0).astype(np.float16)}
+    if variant == "hidden_unnamed":
+        return {"visible": shown, "confidence": np.where(shown, confidence, 0).astype(np.float16)}
+    if variant == "facing_visible":
+        return {"count": np.where(visible & ~true_visible, 0, count).astype(count.dtype)}
+    raise ValueError(f"no store variant {variant!r}; one of {STORE_VARIANTS}")
+
+
+def make_store(variant: str, source: Path, out: Path) -> Path:
+    """A copy of the keypoints store with the variant's arrays replaced."""
+    import zarr
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out)
+    z = zarr.open(str(out), mode="r+")
+    if "gt/pixels" not in z or "gt/visible" not in z:
+        raise SystemExit(f"{source}: no gt/pixels or gt/visible: the oracles need a synthetic source's ground truth")
+    arrays = {k: z[k][:] for k in ("xy", "visible", "count", "confidence")}
+    for key, value in oracle_arrays(variant, **arrays, true_xy=z["gt/pixels"][:], true_visible=z["gt/visible"][:]).items():
+        z[key][:] = value
+    return out
+
+
+def run(variant: str, seed: int, work: Path, keypoints: Path, params: Path) -> dict:
+    """Train and evaluate one variant at one seed with the stages' commands; its metrics/eval.json values."""
+    import json
+
+    d = work / f"{variant}-s{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    p = yaml.safe_load(params.read_text())
+    p["common"]["threads"], p["train"]["seed"] = 1, seed
+    if variant == "drop_far":
+        p["loss"]["confidence"] = True
+    if variant == "facing_gate":
+        p["loss"]["facing_gate"] = FACING_GATE
+    (d / "params.yaml").write_text(yaml.safe_dump(p))
+    store = make_store(variant, keypoints, work / f"{variant}.zarr") if variant in STORE_VARIANTS else keypoints
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    common = ["--params", str(d / "params.yaml"), "--keypoints", str(store), "--template", "data/template.npz"]
+    start = time.time()
+    for name, argv in (("train", ["--lbo", "data/lbo.npz", "--out", str(d / "model.pt"), "--live", str(d / "train")]),
+                       ("evaluate", ["--model", str(d / "model.pt"), "--metrics", str(d / "eval.json"),
+                                     "--parts", str(d / "eval_parts.csv"), "--segmentation", str(d / "seg.csv"),
+                                     "--reports", str(d / "reports"), "--iuv", "data/iuv.zarr",
+                                     "--densepose", "data/densepose.zarr"])):
+        with open(d / f"{name}.log", "w") as log:
+            subprocess.run([sys.executable, "-m", f"stages.{name}", *common, *argv], cwd=ROOT, env=env, check=True,
+                           stdout=log, stderr=subprocess.STDOUT)
+    e = json.loads((d / "eval.json").read_text())
+    return {k: e.get(k) for k in COLUMNS[2:-1]} | {"variant": variant, "seed": seed,
+                                                   "wall_s": round(time.time() - start, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--keypoints", type=Path, default=ROOT / "data" / "keypoints.zarr")
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/keypoint_oracles"))
+    ap.add_argument("--out", type=Path, default=ROOT / "metrics" / "paper" / "keypoint_oracles.csv")
+    args = ap.parse_args(argv)
+    for variant in args.variants:
+        for seed in args.seeds:
+            row = run(variant, seed, args.work, args.keypoints, args.params)
+            new = not args.out.exists()
+            with open(args.out, "a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+            print(f"{variant} seed {seed}: MPJPE {row['mpjpe_mm']:.1f} mm, regions distinct {row['regions_distinct']}, "
+                  f"{row['wall_s']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

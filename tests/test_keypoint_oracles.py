@@ -1,0 +1,38 @@
+"""scripts/keypoint_oracles.py: each oracle variant changes only what it says, from the synthetic ground truth."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import keypoint_oracles as ko  # noqa: E402
+
+
+def _keypoints():
+    """Four vertices of one instance: 0 right, 1 far off (a gross error), 2 names a hidden vertex, 3 invisible."""
+    true_xy = np.array([[[10, 10], [20, 20], [30, 30], [40, 40]]], np.float32)
+    xy = true_xy + np.array([[[1, 0], [12, 0], [2, 0], [0, 0]]], np.float32)
+    visible = np.array([[True, True, True, False]])
+    true_visible = np.array([[True, True, False, False]])
+    count = np.array([[3, 2, 5, 0]], np.uint16)
+    confidence = np.array([[0.9, 0.5, 0.7, 0.0]], np.float16)
+    return dict(xy=xy, visible=visible, count=count, confidence=confidence, true_xy=true_xy,
+                true_visible=true_visible)
+
+
+def test_each_variant_changes_what_it_names_and_nothing_else():
+    k = _keypoints()
+    assert ko.oracle_arrays("drop_far", **k)["confidence"].tolist() == [[1, 0, 1, 0]]  # 12 px > 8 px: weight 0
+    moved = ko.oracle_arrays("true_xy", **k)
+    assert set(moved) == {"xy"} and np.array_equal(moved["xy"][0, :3], k["true_xy"][0, :3])
+    shown = ko.oracle_arrays("true_visible", **k)
+    assert shown["visible"].tolist() == [[True, True, False, False]]
+    assert np.array_equal(shown["xy"][0, :2], k["true_xy"][0, :2]) and shown["confidence"][0, 2] == 0
+    unnamed = ko.oracle_arrays("hidden_unnamed", **k)
+    assert set(unnamed) == {"visible", "confidence"} and unnamed["visible"].tolist() == [[True, True, False, False]]
+    facing = ko.oracle_arrays("facing_visible", **k)
+    assert set(facing) == {"count"} and facing["count"].tolist() == [[3, 2, 0, 0]]  # the facing term's evidence
+    with pytest.raises(ValueError, match="no store variant"):
+        ko.oracle_arrays("plain", **k)
