@@ -24,6 +24,8 @@ ROBUST: dict[str, list[str]] = {
     # b_min 0.1 lies above most residuals here (median 0.08): b stays at the floor, a 10x weight on the 2D fit;
     # a lower floor lets b follow each keypoint's residual
     "heteroscedastic_bmin0.01": ["model.heteroscedastic=true", "loss.b_min=0.01"],
+    # the facing term hears only the keypoints the model explains (scripts/keypoint_oracles.py measured it first)
+    "facing_gate": ["loss.facing_gate=0.2"],
     "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
     # c = 0.1 left the residuals above it without gradient (the 2D fit lost): the same norm, 4x wider
     "geman_mcclure_wide": ["loss.robust=geman_mcclure", "loss.robust_scale=0.4", "loss.robust_scale_start=1",

@@ -72,3 +72,12 @@ def test_every_link_resolves(doc):
         assert path.exists(), f"{doc.name}: link {link} names no file"
         if anchor:
             assert anchor in _anchors(path), f"{doc.name}: link {link}: no heading #{anchor} in {path.name}"
+
+
+@pytest.mark.parametrize("doc", sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]), ids=lambda p: p.name)
+def test_no_control_characters_from_unescaped_latex(doc):
+    """A backslash lost to a non-raw string turns \\rho, \\tfrac, \\approx into a carriage return, tab or bell
+    (METHOD.md §5.6 had seven): a Markdown page holds none."""
+    text = doc.read_bytes()
+    bad = [c for c in (b"\r", b"\t", b"\x07", b"\x08", b"\x0b", b"\x0c") if c in text]
+    assert not bad, f"{doc.name}: control characters {bad}"
