@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -85,8 +86,6 @@ def make_store(variant: str, source: Path, out: Path) -> Path:
 
 def run(variant: str, seed: int, work: Path, keypoints: Path, params: Path) -> dict:
     """Train and evaluate one variant at one seed with the stages' commands; its metrics/eval.json values."""
-    import json
-
     d = work / f"{variant}-s{seed}"
     d.mkdir(parents=True, exist_ok=True)
     p = yaml.safe_load(params.read_text())

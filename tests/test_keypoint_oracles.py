@@ -36,3 +36,23 @@ def test_each_variant_changes_what_it_names_and_nothing_else():
     assert set(facing) == {"count"} and facing["count"].tolist() == [[3, 2, 0, 0]]  # the facing term's evidence
     with pytest.raises(ValueError, match="no store variant"):
         ko.oracle_arrays("plain", **k)
+
+
+def test_make_store_writes_a_copy_and_refuses_a_store_without_ground_truth(tmp_path):
+    import zarr
+
+    k = _keypoints()
+    src = zarr.open_group(str(tmp_path / "kp.zarr"), mode="w")
+    for key in ("xy", "visible", "count", "confidence"):
+        src.create_array(key, data=k[key])
+    src.create_array("gt/pixels", data=k["true_xy"])
+    src.create_array("gt/visible", data=k["true_visible"])
+    out = ko.make_store("true_visible", tmp_path / "kp.zarr", tmp_path / "oracle.zarr")
+    z = zarr.open_group(str(out), mode="r")
+    assert z["visible"][:].tolist() == [[True, True, False, False]]
+    assert zarr.open_group(str(tmp_path / "kp.zarr"), mode="r")["visible"][:].tolist() == [[True, True, True, False]]
+    bare = zarr.open_group(str(tmp_path / "bare.zarr"), mode="w")
+    for key in ("xy", "visible", "count", "confidence"):
+        bare.create_array(key, data=k[key])
+    with pytest.raises(SystemExit, match="ground truth"):
+        ko.make_store("true_xy", tmp_path / "bare.zarr", tmp_path / "o2.zarr")
