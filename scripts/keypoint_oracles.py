@@ -18,7 +18,9 @@ Variants (``gt/pixels``: each vertex's true projection; ``gt/visible``: the rend
 - ``facing_visible``: the store unchanged but for ``count`` 0 where the vertex is hidden, so that only the facing
   term stops hearing those keypoints (it weighs the evidence by ``count``; the model's input and the re-projection
   keep them);
-- ``facing_gate``: the store unchanged, ``loss.facing_gate`` 0.2.
+- ``facing_gate``: the store unchanged, ``loss.facing_gate`` 0.2;
+- ``priors_div7``: the store unchanged, the weights of canonicalisation, ARAP, entropy and facing divided by 7 (what
+  the heteroscedastic scale, median 0.14, does to them relative to the 2D term).
 
 Every run uses ``common.threads`` 1 and ``OMP_NUM_THREADS`` 1 (as the default-data tables); the work folder keeps
 each variant's store and each run's params, model and logs. Needs a synthetic source (ground truth in the store).
@@ -45,7 +47,8 @@ FACING_GATE = 0.2
 COLUMNS = ("variant", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
            "regions_distinct", "wall_s")
 STORE_VARIANTS = ("drop_far", "true_xy", "true_visible", "hidden_unnamed", "facing_visible")
-VARIANTS = ("plain", *STORE_VARIANTS, "facing_gate")
+VARIANTS = ("plain", *STORE_VARIANTS, "facing_gate", "priors_div7")
+PRIORS = ("canonicalisation", "arap", "entropy", "facing")
 
 
 def oracle_arrays(variant: str, xy: np.ndarray, visible: np.ndarray, count: np.ndarray, confidence: np.ndarray,
@@ -94,6 +97,8 @@ def run(variant: str, seed: int, work: Path, keypoints: Path, params: Path) -> d
         p["loss"]["confidence"] = True
     if variant == "facing_gate":
         p["loss"]["facing_gate"] = FACING_GATE
+    if variant == "priors_div7":
+        p["loss"].update({k: p["loss"][k] / 7 for k in PRIORS})
     (d / "params.yaml").write_text(yaml.safe_dump(p))
     store = make_store(variant, keypoints, work / f"{variant}.zarr") if variant in STORE_VARIANTS else keypoints
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
