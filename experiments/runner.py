@@ -26,6 +26,7 @@ LOG_DIR = ROOT / ".dvc" / "tmp" / "paper_experiments"  # git-ignored scratch: fu
 SCRIPT = "python scripts/paper_experiments.py"
 # keys of metrics/eval.json; regions_distinct: head, torso and arms on different parts (issue 26's target)
 METRICS = ("mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used", "regions_distinct")
+COUNTED = ("regions_distinct",)  # booleans among METRICS: a table counts them over seeds ("2 of 3"), not averages
 REQUIRED = "mpjpe_mm"  # a run without it failed
 SEED_OVERRIDE = "train.seed={seed}"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from experiments.runner import METRICS
+from experiments.runner import COUNTED, METRICS
 
 
 def to_float(value: Any) -> float | None:
@@ -53,16 +53,14 @@ def worse_verdict(diff: float, pooled: float) -> str:
 
 
 def group_stats(rows: list[dict[str, Any]], by: str, metrics: Iterable[str] = METRICS) -> dict[str, dict]:
-    """Per value of column ``by`` (first-seen order): {"n": seeds, metric: (mean, std, n)}."""
+    """Per value of column ``by`` (first-seen order): {"n": seeds, metric: (mean, std, n)}, or for a boolean
+    metric (``COUNTED``) (true, known)."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(str(row[by]), []).append(row)
-    out = {}
-    for name, members in groups.items():
-        stats = {m: mean_std(r.get(m) for r in members) for m in metrics if m != "regions_distinct"}
-        out[name] = {"n": len(members), **stats, "regions_distinct": true_count(r.get("regions_distinct") for r in
-                                                                                members)}
-    return out
+    return {name: {"n": len(members), **{m: (true_count if m in COUNTED else mean_std)(r.get(m) for r in members)
+                                         for m in metrics}}
+            for name, members in groups.items()}
 
 
 def _ordered(names: Iterable[str], order: Iterable[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """What in the default data's keypoints costs DP3D its accuracy: oracle variants of ``data/keypoints.zarr`` made from
 the synthetic ground truth, each trained and evaluated with the `train` and `evaluate` stages' own commands (as
-dvc.yaml runs them) at one seed, the metrics appended to ``metrics/paper/keypoint_oracles.csv``::
+dvc.yaml runs them) at one seed, each run's metrics a row of ``metrics/paper/keypoint_oracles.csv`` (a rerun
+replaces its row)::
 
     python scripts/keypoint_oracles.py --variants true_xy true_visible --seeds 0 1 2
     python scripts/keypoint_oracles.py --variants plain --seeds 0        # must give def-t1-dp3d-s0's 142.89 mm
@@ -29,7 +30,6 @@ each variant's store and each run's params, model and logs. Needs a synthetic so
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -42,6 +42,10 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python scripts/keypoint_oracles.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from experiments.runner import Run, Table, atomic_write, csv_text, read_rows, upsert  # noqa: E402
 FAR_PX = 8.0  # drop_far: a keypoint this far from its vertex's true projection (crop pixels) is a gross error
 FACING_GATE = 0.2
 COLUMNS = ("variant", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
@@ -87,8 +91,9 @@ def make_store(variant: str, source: Path, out: Path) -> Path:
     return out
 
 
-def run(variant: str, seed: int, work: Path, keypoints: Path, params: Path) -> dict:
-    """Train and evaluate one variant at one seed with the stages' commands; its metrics/eval.json values."""
+def run(variant: str, seed: int, work: Path, store: Path, params: Path) -> dict:
+    """Train and evaluate one variant at one seed with the stages' commands on ``store`` (the variant's keypoints,
+    :func:`make_store`); its metrics/eval.json values."""
     d = work / f"{variant}-s{seed}"
     d.mkdir(parents=True, exist_ok=True)
     p = yaml.safe_load(params.read_text())
@@ -100,7 +105,6 @@ def run(variant: str, seed: int, work: Path, keypoints: Path, params: Path) -> d
     if variant == "priors_div7":
         p["loss"].update({k: p["loss"][k] / 7 for k in PRIORS})
     (d / "params.yaml").write_text(yaml.safe_dump(p))
-    store = make_store(variant, keypoints, work / f"{variant}.zarr") if variant in STORE_VARIANTS else keypoints
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     common = ["--params", str(d / "params.yaml"), "--keypoints", str(store), "--template", "data/template.npz"]
     start = time.time()
@@ -127,15 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/keypoint_oracles"))
     ap.add_argument("--out", type=Path, default=ROOT / "metrics" / "paper" / "keypoint_oracles.csv")
     args = ap.parse_args(argv)
-    for variant in args.variants:
+    table = Table(args.out.name, COLUMNS[:2], COLUMNS[2:])
+    for variant in args.variants:  # a variant's store is made once, for all its seeds
+        store = make_store(variant, args.keypoints, args.work / f"{variant}.zarr") \
+            if variant in STORE_VARIANTS else args.keypoints
         for seed in args.seeds:
-            row = run(variant, seed, args.work, args.keypoints, args.params)
-            new = not args.out.exists()
-            with open(args.out, "a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            row = run(variant, seed, args.work, store, args.params)
+            rows = upsert(read_rows(args.out), table, Run(variant, (variant, str(seed)), (), "keypoint_oracles"), row)
+            atomic_write(args.out, csv_text(rows, COLUMNS))  # a rerun replaces its row
             print(f"{variant} seed {seed}: MPJPE {row['mpjpe_mm']:.1f} mm, regions distinct {row['regions_distinct']}, "
                   f"{row['wall_s']:.0f} s", flush=True)
     return 0

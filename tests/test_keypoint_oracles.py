@@ -56,3 +56,18 @@ def test_make_store_writes_a_copy_and_refuses_a_store_without_ground_truth(tmp_p
         bare.create_array(key, data=k[key])
     with pytest.raises(SystemExit, match="ground truth"):
         ko.make_store("true_xy", tmp_path / "bare.zarr", tmp_path / "o2.zarr")
+
+
+def test_main_makes_each_store_once_and_a_rerun_replaces_its_row(tmp_path, monkeypatch):
+    made, ran = [], []
+    monkeypatch.setattr(ko, "make_store", lambda v, src, out: made.append(v) or out)
+    monkeypatch.setattr(ko, "run", lambda v, seed, work, store, params: ran.append((v, seed, store.name)) or {
+        "variant": v, "seed": seed, "mpjpe_mm": 100.0 + seed, "regions_distinct": seed == 0, "wall_s": 1.0})
+    out = tmp_path / "oracles.csv"
+    args = ["--variants", "true_xy", "plain", "--seeds", "0", "1", "--work", str(tmp_path), "--out", str(out)]
+    assert ko.main(args) == 0 and ko.main(args[:3] + ["--seeds", "1"] + args[6:]) == 0
+    assert made == ["true_xy", "true_xy"]  # once per variant and call, not per seed; plain reads the store as is
+    assert ("true_xy", 1, "true_xy.zarr") in ran and ("plain", 0, "keypoints.zarr") in ran
+    rows = out.read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["variant", "seed", "mpjpe_mm"] and len(rows) == 5  # header + 4: no duplicate
+    assert "true_xy,0,100.0,,,,,,true,1.0" in rows
