@@ -382,6 +382,10 @@ class LossParams:
                                "current re-projection residual (normalised units): a keypoint the model does not "
                                "explain (a mirror patch, a hidden vertex named) does not say which way its part faces; "
                                "0: every visible keypoint counts", lo=0.0, hi=1e3)
+    self_visibility: float = param(0.0, "> 0: from this share of the steps on, a keypoint whose vertex faces away "
+                                   "from the camera in the model's current prediction (its mesh normal, detached) "
+                                   "weighs 0 in the re-projection and facing terms: the model's own depth finds the "
+                                   "pixels that name a hidden vertex; 0: off", lo=0.0, hi=1.0)
     canon_samples: int = param(1, "random rotations drawn per instance for the canonicalisation loss", lo=1, hi=64)
     oracle_3d: float = param(0.0, "diagnostic: weight of a 3D loss on synthetic ground truth (an upper bound; "
                              "0 is off)", lo=0.0, hi=1e6)

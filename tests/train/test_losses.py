@@ -12,9 +12,8 @@ from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.template.file import canonical_template
 from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, _ArapOperator, annealed_scale, arap_loss,
                                    arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_gate,
-                                   facing_loss,
-                                   make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss, robust_norm,
-                                   smooth_min, vertex_normals)
+                                   facing_loss, make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss,
+                                   robust_norm, self_visibility, smooth_min, vertex_normals)
 from pipeline.train.part_init import build_model
 
 
@@ -235,6 +234,38 @@ def test_the_objective_gates_the_facing_evidence_only_when_asked(template):
 
     plain, gated = facing(), facing(facing_gate=0.05)
     assert facing(facing_gate=0.0).item() == plain.item() and gated.item() != plain.item()
+
+
+def test_self_visibility_flags_the_vertices_a_prediction_turns_away():
+    """loss.self_visibility: a vertex whose mesh normal faces the camera (z <= 0, z away from it) keeps its keypoint;
+    the same triangle turned around (a hidden far side) drops it."""
+    tri = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    faces = torch.tensor([[0, 2, 1]])  # normal (0, 0, -1): towards the camera
+    assert self_visibility(tri[None], faces).tolist() == [[1.0, 1.0, 1.0]]
+    assert self_visibility(tri[None], faces.flip(1)).tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_the_objective_drops_turned_away_keypoints_only_when_asked_and_after_its_start(template):
+    """loss.self_visibility 0 (the default) leaves the loss as it was; > 0 changes the re-projection and facing
+    terms, and only once training has passed its share of the steps."""
+    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
+    torch.manual_seed(0)
+    model = build_model(ModelParams(hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
+                        template.vertices, template.up, template.forward, unit_rms(eb.evecs))
+    xy = 0.5 * torch.randn(2, model.n_vertices, 2)
+    vis = torch.rand(2, model.n_vertices) > 0.3
+
+    def terms(progress=1.0, **kw):
+        cfg = LossParams(canonicalisation=0.0, arap=0.0, entropy=0.0, facing=1.0, **kw)
+        objective = TrainingObjective(model, cfg, None, template.faces)
+        objective.progress = progress
+        return objective(xy, vis)[1]
+
+    plain, gated, early = terms(), terms(self_visibility=0.5), terms(0.4, self_visibility=0.5)
+    for name in ("reprojection", "facing"):
+        assert gated[name].item() != plain[name].item() and early[name].item() == plain[name].item()
+    with pytest.raises(InputError, match="self_visibility"):
+        TrainingObjective(model, LossParams(facing=0.0, self_visibility=0.5), None, None)
 
 
 def test_mesh_normals_reward_depth_stretch_posed_normals_do_not(template):
