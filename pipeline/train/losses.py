@@ -6,7 +6,8 @@ Every robust norm is the pseudo-Huber ``ρ(r) = ε(√(1+(r/ε)²) − 1)``, but
 Geman–McClure or Cauchy (``loss.robust``, :func:`robust_norm`), its scale annealed from wide to narrow, and
 mirror-aware (``loss.mirror``). A loss whose weight is 0 is
 neither built nor computed (this is how the ablations run); the baselines skip the losses that do
-not apply to them (``c3dpo``: ARAP, entropy and facing; ``no_parts``: entropy and facing).
+not apply to them (``c3dpo``: ARAP, entropy, facing and self-visibility; ``no_parts``: entropy, facing and
+self-visibility).
 
 Normalisations (the paper's are lost with its equations; these make each term scale-free, so that
 its weight says how much it matters, see docs/METHOD.md §5.6):
@@ -47,8 +48,8 @@ from pipeline.train.model import LiftingModel, Trunk, head
 
 __all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "smooth_min",
            "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
-           "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "facing_gate", "self_visibility", "oracle_loss",
-           "make_psi", "TrainingObjective", "LOSS_NAMES"]
+           "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "facing_gate",
+           "self_visibility", "oracle_loss", "make_psi", "TrainingObjective", "LOSS_NAMES"]
 
 LOSS_NAMES = ("reprojection", "canonicalisation", "arap", "entropy", "facing", "oracle_3d")
 
@@ -384,10 +385,11 @@ class TrainingObjective(nn.Module):
             self.arap = _ArapOperator(model.template, arap)
         else:
             self.arap = None
-        if cfg.self_visibility > 0 and faces is None:
+        self_visible = cfg.self_visibility > 0 and model.type == "dp3d"  # like facing: not in the paper's baselines
+        if self_visible and faces is None:
             raise InputError("loss.self_visibility > 0 needs the template's faces")
-        self.register_buffer("faces", torch.as_tensor(np.asarray(faces), dtype=torch.long)
-                             if faces is not None and cfg.self_visibility > 0 else None, persistent=False)
+        self.register_buffer("faces", torch.as_tensor(np.asarray(faces), dtype=torch.long) if self_visible else None,
+                             persistent=False)
         if self.weights["facing"] > 0:
             if faces is None:
                 raise InputError("loss.facing > 0 needs the template's faces")
