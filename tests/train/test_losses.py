@@ -265,7 +265,7 @@ def test_the_objective_drops_turned_away_keypoints_only_when_asked_and_after_its
     for name in ("reprojection", "facing"):
         assert gated[name].item() != plain[name].item() and early[name].item() == plain[name].item()
     with pytest.raises(InputError, match="self_visibility"):
-        TrainingObjective(model, LossParams(facing=0.0, self_visibility=0.5), None, None)
+        TrainingObjective(model, LossParams(arap=0.0, facing=0.0, self_visibility=0.5), None, None)
     baseline = build_model(ModelParams(type="no_parts", hidden=32, bottleneck=16, blocks=1, lbo_basis=16),
                            template.vertices, template.up, template.forward, unit_rms(eb.evecs))
     cfg = LossParams(canonicalisation=0.0, arap=0.0, self_visibility=0.5)  # dp3d only, as the facing term
