@@ -386,6 +386,9 @@ class LossParams:
                                    "from the camera in the model's current prediction (its mesh normal, detached) "
                                    "weighs 0 in the re-projection and facing terms: the model's own depth finds the "
                                    "pixels that name a hidden vertex (dp3d); 0: off", lo=0.0, hi=1.0)
+    self_visibility_z: float = param(0.0, "loss.self_visibility: a vertex counts as turned away when its normal's z "
+                                     "(away from the camera) exceeds this (0: any turn; 0.3: a clear one)",
+                                     lo=-1.0, hi=1.0)
     canon_samples: int = param(1, "random rotations drawn per instance for the canonicalisation loss", lo=1, hi=64)
     oracle_3d: float = param(0.0, "diagnostic: weight of a 3D loss on synthetic ground truth (an upper bound; "
                              "0 is off)", lo=0.0, hi=1e6)

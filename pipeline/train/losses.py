@@ -324,9 +324,10 @@ def facing_gate(pred: torch.Tensor, xy: torch.Tensor, scale: float) -> torch.Ten
     return torch.exp(-((pred - xy) ** 2).sum(-1) / scale**2)
 
 
-def self_visibility(points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+def self_visibility(points: torch.Tensor, faces: torch.Tensor, z_max: float = 0.0) -> torch.Tensor:
     """(B, N) float 0/1: 1 where vertex i faces the camera in the predicted shape ``points`` (its area-weighted mesh
-    normal has z <= 0, z pointing away from the camera), 0 where it faces away (``loss.self_visibility``). A pixel
+    normal has z <= ``z_max``, z pointing away from the camera), 0 where it is turned away
+    (``loss.self_visibility``, ``loss.self_visibility_z``). A pixel
     naming a vertex the body hides from it (a silhouette's far side, a left/right mirror patch) mostly names one
     the prediction turns away: on the default data this flag finds those keypoints with a ROC AUC of 0.87, the
     stored confidence with 0.63 (docs/results.md).
@@ -335,7 +336,7 @@ def self_visibility(points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         points: (B, N, 3) float predicted shapes, camera frame (detached by the caller: the flag passes no
             gradient). faces: (F, 3) long template faces.
     """
-    return (vertex_normals(points, faces)[..., 2] <= 0).to(points.dtype)
+    return (vertex_normals(points, faces)[..., 2] <= z_max).to(points.dtype)
 
 
 def oracle_loss(points: torch.Tensor, truth: torch.Tensor, eps: float) -> torch.Tensor:
@@ -409,7 +410,7 @@ class TrainingObjective(nn.Module):
         cfg = self.cfg
         seen = None  # loss.self_visibility: 0 where the prediction turns the keypoint's vertex away
         if self.faces is not None and self.progress >= cfg.self_visibility:
-            seen = self_visibility(out.points.detach(), self.faces)
+            seen = self_visibility(out.points.detach(), self.faces, cfg.self_visibility_z)
             confidence = seen if confidence is None else confidence * seen
         terms = {"reprojection": reprojection_loss(out.points[..., :2], xy, visible, self.reprojection_scale(),
                                                    out.uncertainty, cfg.b_min, cfg.robust, self.mirror,

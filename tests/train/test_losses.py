@@ -243,6 +243,11 @@ def test_self_visibility_flags_the_vertices_a_prediction_turns_away():
     faces = torch.tensor([[0, 2, 1]])  # normal (0, 0, -1): towards the camera
     assert self_visibility(tri[None], faces).tolist() == [[1.0, 1.0, 1.0]]
     assert self_visibility(tri[None], faces.flip(1)).tolist() == [[0.0, 0.0, 0.0]]
+    tilted = tri.clone()
+    tilted[1, 2] = 2.0  # turned away less (normal z = 1 / √5 = 0.45): kept at z_max 0.5, dropped at 0.3
+    flipped = faces.flip(1)
+    assert self_visibility(tilted[None], flipped, 0.5).tolist() == [[1.0, 1.0, 1.0]]
+    assert self_visibility(tilted[None], flipped, 0.3).tolist() == [[0.0, 0.0, 0.0]]
 
 
 def test_the_objective_drops_turned_away_keypoints_only_when_asked_and_after_its_start(template):
