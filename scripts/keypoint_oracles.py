@@ -20,6 +20,11 @@ Variants (``gt/pixels``: each vertex's true projection; ``gt/visible``: the rend
   term stops hearing those keypoints (it weighs the evidence by ``count``; the model's input and the re-projection
   keep them);
 - ``facing_gate``: the store unchanged, ``loss.facing_gate`` 0.2;
+- ``self_drop`` (no ground truth: a second round): keypoints whose vertex the trained default model
+  (``models/model.pt``) turns away from the camera (mesh normal z > 0.3) dropped, as ``hidden_unnamed`` drops the
+  truly hidden ones, and a model trained anew on the rest;
+- ``self_visibility``, ``self_visibility_z3`` (no ground truth: one round): the store unchanged,
+  ``loss.self_visibility`` 0.25 (with ``loss.self_visibility_z`` 0.3);
 - ``priors_div7``: the store unchanged, the weights of canonicalisation, ARAP, entropy and facing divided by 7 (what
   the heteroscedastic scale, median 0.14, does to them relative to the 2D term).
 
@@ -48,10 +53,13 @@ if str(ROOT) not in sys.path:  # run as `python scripts/keypoint_oracles.py` fro
 from experiments.runner import Run, Table, atomic_write, csv_text, read_rows, upsert  # noqa: E402
 FAR_PX = 8.0  # drop_far: a keypoint this far from its vertex's true projection (crop pixels) is a gross error
 FACING_GATE = 0.2
+SELF_DROP_Z = 0.3  # self_drop: a vertex whose normal z in the round-1 prediction exceeds this is turned away
+SELF_VISIBILITY = {"self_visibility": {"self_visibility": 0.25},
+                   "self_visibility_z3": {"self_visibility": 0.25, "self_visibility_z": 0.3}}
 COLUMNS = ("variant", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
            "regions_distinct", "wall_s")
 STORE_VARIANTS = ("drop_far", "true_xy", "true_visible", "hidden_unnamed", "facing_visible")
-VARIANTS = ("plain", *STORE_VARIANTS, "facing_gate", "priors_div7")
+VARIANTS = ("plain", *STORE_VARIANTS, "facing_gate", "priors_div7", "self_drop", *SELF_VISIBILITY)
 PRIORS = ("canonicalisation", "arap", "entropy", "facing")
 
 
@@ -73,6 +81,42 @@ def oracle_arrays(variant: str, xy: np.ndarray, visible: np.ndarray, count: np.n
     if variant == "facing_visible":
         return {"count": np.where(visible & ~true_visible, 0, count).astype(count.dtype)}
     raise ValueError(f"no store variant {variant!r}; one of {STORE_VARIANTS}")
+
+
+def self_drop_arrays(visible: np.ndarray, confidence: np.ndarray, normal_z: np.ndarray,
+                     z_max: float = SELF_DROP_Z) -> dict[str, np.ndarray]:
+    """``self_drop``'s arrays: the keypoints whose vertex a trained model turns away (normal z > ``z_max``) dropped.
+    visible: (n, N) bool; confidence: (n, N) float16; normal_z: (n, N) float, the round-1 prediction's mesh
+    normals' z (away from the camera)."""
+    kept = visible & ~(normal_z > z_max)
+    return {"visible": kept, "confidence": np.where(kept, confidence, 0).astype(np.float16)}
+
+
+def round_one_normal_z(xy: np.ndarray, visible: np.ndarray, model: Path, template: Path) -> np.ndarray:
+    """(n, N) float32: z of each vertex's mesh normal in ``model``'s reconstruction of the keypoints."""
+    import torch
+
+    from pipeline.template.file import load_template
+    from pipeline.train.checkpoint import load_checkpoint, reconstruct
+    from pipeline.train.losses import vertex_normals
+
+    faces = torch.as_tensor(np.asarray(load_template(template).faces), dtype=torch.long)
+    return vertex_normals(reconstruct(load_checkpoint(model)[0], xy, visible), faces).numpy()[..., 2]
+
+
+def make_self_drop_store(source: Path, out: Path, model: Path, template: Path) -> Path:
+    """A copy of the keypoints store with ``self_drop``'s arrays (:func:`self_drop_arrays`)."""
+    import zarr
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out)
+    z = zarr.open(str(out), mode="r+")
+    visible = z["visible"][:].astype(bool)
+    normal_z = round_one_normal_z(z["xy"][:], visible, model, template)
+    for key, value in self_drop_arrays(visible, z["confidence"][:], normal_z).items():
+        z[key][:] = value
+    return out
 
 
 def make_store(variant: str, source: Path, out: Path) -> Path:
@@ -104,6 +148,7 @@ def run(variant: str, seed: int, work: Path, store: Path, params: Path) -> dict:
         p["loss"]["facing_gate"] = FACING_GATE
     if variant == "priors_div7":
         p["loss"].update({k: p["loss"][k] / 7 for k in PRIORS})
+    p["loss"].update(SELF_VISIBILITY.get(variant, {}))
     (d / "params.yaml").write_text(yaml.safe_dump(p))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     common = ["--params", str(d / "params.yaml"), "--keypoints", str(store), "--template", "data/template.npz"]
@@ -128,13 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--keypoints", type=Path, default=ROOT / "data" / "keypoints.zarr")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "model.pt", help="self_drop's round-1 model")
     ap.add_argument("--work", type=Path, default=Path("/tmp/keypoint_oracles"))
     ap.add_argument("--out", type=Path, default=ROOT / "metrics" / "paper" / "keypoint_oracles.csv")
     args = ap.parse_args(argv)
     table = Table(args.out.name, COLUMNS[:2], COLUMNS[2:])
     for variant in args.variants:  # a variant's store is made once, for all its seeds
-        store = make_store(variant, args.keypoints, args.work / f"{variant}.zarr") \
-            if variant in STORE_VARIANTS else args.keypoints
+        store = args.keypoints
+        if variant in STORE_VARIANTS:
+            store = make_store(variant, args.keypoints, args.work / f"{variant}.zarr")
+        elif variant == "self_drop":
+            store = make_self_drop_store(args.keypoints, args.work / f"{variant}.zarr", args.model,
+                                         ROOT / "data" / "template.npz")
         for seed in args.seeds:
             row = run(variant, seed, args.work, store, args.params)
             rows = upsert(read_rows(args.out), table, Run(variant, (variant, str(seed)), (), "keypoint_oracles"), row)

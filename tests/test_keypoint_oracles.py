@@ -71,3 +71,29 @@ def test_main_makes_each_store_once_and_a_rerun_replaces_its_row(tmp_path, monke
     rows = out.read_text().splitlines()
     assert rows[0].split(",")[:3] == ["variant", "seed", "mpjpe_mm"] and len(rows) == 5  # header + 4: no duplicate
     assert "true_xy,0,100.0,,,,,,true,1.0" in rows
+
+
+def test_self_drop_drops_the_keypoints_a_trained_model_turns_away_and_nothing_else():
+    """self_drop (no ground truth): a visible keypoint whose vertex the round-1 prediction turns away (normal z >
+    0.3) is dropped with its confidence; one turned only slightly (z 0.2) and the invisible one stay as they were."""
+    k = _keypoints()
+    normal_z = np.array([[-0.8, 0.2, 0.6, 0.9]])
+    out = ko.self_drop_arrays(k["visible"], k["confidence"], normal_z)
+    assert set(out) == {"visible", "confidence"}
+    assert out["visible"].tolist() == [[True, True, False, False]]
+    assert out["confidence"].tolist() == [[k["confidence"][0, 0], k["confidence"][0, 1], 0, 0]]
+
+
+def test_the_self_visibility_variants_set_only_their_loss_options(tmp_path, monkeypatch):
+    """self_visibility(_z3) train on the store as it is, with loss.self_visibility (and _z) set in the run's params."""
+    import yaml
+
+    seen = []
+    monkeypatch.setattr(ko.subprocess, "run", lambda argv, **kw: seen.append(argv))
+    monkeypatch.setattr(ko.json, "loads", lambda text: {})
+    (tmp_path / "self_visibility_z3-s0").mkdir()
+    (tmp_path / "self_visibility_z3-s0" / "eval.json").write_text("{}")
+    ko.run("self_visibility_z3", 0, tmp_path, tmp_path / "kp.zarr", ko.ROOT / "params.yaml")
+    p = yaml.safe_load((tmp_path / "self_visibility_z3-s0" / "params.yaml").read_text())
+    assert p["loss"]["self_visibility"] == 0.25 and p["loss"]["self_visibility_z"] == 0.3
+    assert p["loss"]["facing_gate"] == 0.0 and len(seen) == 2  # train, evaluate
