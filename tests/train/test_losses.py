@@ -219,14 +219,19 @@ def test_facing_gate_keeps_the_keypoints_the_model_explains_and_drops_a_mirror_p
     assert facing_loss(n, evidence * gate, parts).item() == pytest.approx(0.0, abs=1e-5)
 
 
-def test_the_objective_gates_the_facing_evidence_only_when_asked(template):
-    """loss.facing_gate 0 (the default) leaves the facing term as it was; > 0 changes it."""
+def _small_model_and_keypoints(template, model_type: str = "dp3d"):
+    """A small seeded model of ``template`` and two instances of random keypoints, 70 % visible."""
     eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
     torch.manual_seed(0)
-    model = build_model(ModelParams(hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
+    model = build_model(ModelParams(type=model_type, hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
                         template.vertices, template.up, template.forward, unit_rms(eb.evecs))
     xy = 0.5 * torch.randn(2, model.n_vertices, 2)
-    vis = torch.rand(2, model.n_vertices) > 0.3
+    return model, xy, torch.rand(2, model.n_vertices) > 0.3
+
+
+def test_the_objective_gates_the_facing_evidence_only_when_asked(template):
+    """loss.facing_gate 0 (the default) leaves the facing term as it was; > 0 changes it."""
+    model, xy, vis = _small_model_and_keypoints(template)
 
     def facing(**kw):
         cfg = LossParams(canonicalisation=0.0, arap=0.0, entropy=0.0, facing=1.0, **kw)
@@ -253,12 +258,7 @@ def test_self_visibility_flags_the_vertices_a_prediction_turns_away():
 def test_the_objective_drops_turned_away_keypoints_only_when_asked_and_after_its_start(template):
     """loss.self_visibility 0 (the default) leaves the loss as it was; > 0 changes the re-projection and facing
     terms, and only once training has passed its share of the steps."""
-    eb = eigenbasis(template.vertices.astype(np.float64), template.faces, 16)
-    torch.manual_seed(0)
-    model = build_model(ModelParams(hidden=32, bottleneck=16, blocks=1, parts=4, lbo_basis=16),
-                        template.vertices, template.up, template.forward, unit_rms(eb.evecs))
-    xy = 0.5 * torch.randn(2, model.n_vertices, 2)
-    vis = torch.rand(2, model.n_vertices) > 0.3
+    model, xy, vis = _small_model_and_keypoints(template)
 
     def terms(progress=1.0, **kw):
         cfg = LossParams(canonicalisation=0.0, arap=0.0, entropy=0.0, facing=1.0, **kw)
@@ -271,8 +271,7 @@ def test_the_objective_drops_turned_away_keypoints_only_when_asked_and_after_its
         assert gated[name].item() != plain[name].item() and early[name].item() == plain[name].item()
     with pytest.raises(InputError, match="self_visibility"):
         TrainingObjective(model, LossParams(arap=0.0, facing=0.0, self_visibility=0.5), None, None)
-    baseline = build_model(ModelParams(type="no_parts", hidden=32, bottleneck=16, blocks=1, lbo_basis=16),
-                           template.vertices, template.up, template.forward, unit_rms(eb.evecs))
+    baseline = _small_model_and_keypoints(template, "no_parts")[0]
     cfg = LossParams(canonicalisation=0.0, arap=0.0, self_visibility=0.5)  # dp3d only, as the facing term
     assert TrainingObjective(baseline, cfg, None, template.faces).faces is None
 
