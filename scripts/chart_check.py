@@ -40,7 +40,7 @@ from pipeline.core.errors import InputError, UserError  # noqa: E402
 from pipeline.core.io import load_npz, save_json  # noqa: E402
 from pipeline.evaluate.chart_check import (EDGE_BAND, annotated_rank_correlation, chart_centres, crop_checks,  # noqa: E402
                                            expand_uv, image_checks, touching_parts)
-from pipeline.geometry.charts import ChartLocator  # noqa: E402
+from pipeline.geometry.charts import ChartLocator, refined_atlas  # noqa: E402
 from pipeline.template.densepose_layout import OUTLINE  # noqa: E402
 from pipeline.template.file import N_PARTS, Template, decode_iuv, load_template  # noqa: E402
 
@@ -156,7 +156,9 @@ def table(results: dict) -> str:
     """The printed table: one row per source of measures 1 and 2, then measure 3."""
     head = (f"{'source':<22}{'inside n':>9}{'med':>6}{'p90':>6}{'across n':>10}{'med':>6}{'p90':>6}"
             f"{'on body':>9}{'med':>6}{'p90':>6}{'upright':>9}{'entries':>9}{'right':>7}  wrong parts (x count)")
-    lines = [f"template {results['template']['path']} (hash {results['template']['hash']}); seam distances in mm",
+    refine = results["template"].get("refine", 1)
+    lines = [f"template {results['template']['path']} (hash {results['template']['hash']}"
+             + (f", read to an edge / {refine}" if refine > 1 else "") + "); seam distances in mm",
              "across: every 4-neighbour pixel pair of two parts; on body: those whose parts meet on the template "
              "(the rest are occlusion contours, which no chart can join)", head, "-" * len(head)]
     for name, label in (("demo", "real demo"), ("synthetic", "synthetic exact")):
@@ -189,13 +191,17 @@ def table(results: dict) -> str:
 
 
 def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | None, synthetic: int,
-        seed: int = 0, crop: int = 112, expand: float = 1.0) -> dict:
+        seed: int = 0, crop: int = 112, expand: float = 1.0, refine: int = 1) -> dict:
     """Every requested check; the JSON's content (NaN kept as float NaN). ``expand``: the IUV image's U, V
-    stretched about each chart's centre by this factor first (:func:`expand_uv`; 1: as predicted)."""
+    stretched about each chart's centre by this factor first (:func:`expand_uv`; 1: as predicted). ``refine``: read
+    each pixel as the surface point its chart names, to within an edge / ``refine``, instead of the nearest vertex
+    (:func:`pipeline.geometry.charts.refined_atlas`; 1: the vertex, as the keypoints stage reads it)."""
     t = load_template(template_path)
-    locator = ChartLocator(t.chart_part, t.chart_uv, t.chart_vertex)
-    touching = touching_parts(t.chart_part, t.chart_vertex)
-    results: dict = {"template": {"path": str(template_path), "hash": t.hash, "source": t.source}}
+    part, uv_points, point, vertices = refined_atlas(t.chart_part, t.chart_uv, t.chart_vertex, t.chart_faces,
+                                                     t.vertices, refine)
+    locator = ChartLocator(part, uv_points, point)
+    touching = touching_parts(part, point)
+    results: dict = {"template": {"path": str(template_path), "hash": t.hash, "source": t.source, "refine": refine}}
     if iuv is not None:
         if inds is None:
             raise InputError(f"{iuv}: an IUV image needs its instance map (--inds)")
@@ -204,17 +210,17 @@ def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | 
         if expand != 1.0:
             uv = expand_uv(labels, uv, chart_centres(t.chart_part, t.chart_uv), expand)
         results["demo"] = {"iuv": str(iuv), "inds": str(inds), "expand": expand,
-                           **image_checks(labels, uv, instance, locator, t.vertices, t.up, touching, OUTLINE)}
+                           **image_checks(labels, uv, instance, locator, vertices, t.up, touching, OUTLINE)}
     if annotated is not None:
         pts = read_annotated(annotated)
         results["annotated"] = {"file": str(annotated),
                                 **annotated_rank_correlation(pts["xy"], pts["parts"], pts["uv"], locator,
-                                                             t.vertices)}
+                                                             vertices)}
     if synthetic > 0:
         crops = synthetic_crops(t, synthetic, seed=seed, crop=crop)
         results["synthetic"] = {"crops": int(len(crops["labels"])), "seed": seed, "crop": crop,
                                 **crop_checks(crops["labels"], crops["uv"], crops["pixel_size"], locator,
-                                              t.vertices, t.up, touching)}
+                                              vertices, t.up, touching)}
     return results
 
 
@@ -232,12 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--expand", type=float, default=1.0, metavar="F",
                     help="stretch the IUV image's U, V about each chart's centre by F first (DensePose-RCNN's "
                          "predictions span about 0.85 of its charts: 1.18 undoes that; 1: as predicted)")
+    ap.add_argument("--refine", type=int, default=1, metavar="L",
+                    help="read each pixel as the surface point its chart names (to an edge / L) instead of the "
+                         "nearest vertex: the charts apart from the template's resolution (1: the vertex)")
     ap.add_argument("--json", default=None, metavar="OUT", help="write every figure to this JSON file")
     a = ap.parse_args(argv)
-    if a.synthetic < 0 or a.crop < 8:
-        ap.error("--synthetic must be >= 0 and --crop >= 8")
+    if a.synthetic < 0 or a.crop < 8 or a.refine < 1:
+        ap.error("--synthetic must be >= 0, --crop >= 8 and --refine >= 1")
     try:
-        results = run(a.template, a.iuv, a.inds, a.annotated, a.synthetic, a.seed, a.crop, a.expand)
+        results = run(a.template, a.iuv, a.inds, a.annotated, a.synthetic, a.seed, a.crop, a.expand, a.refine)
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -283,6 +283,10 @@ def test_real_densepose_charts_on_the_demo_end_to_end(template_file, tmp_path, c
     assert 0 <= demo["heights"]["right_share"] <= 1 and demo["heights"]["entries"] == len(entries)
     a = r["annotated"]
     assert a["points"] == 125 and a["pairs"] > 100 and -1 <= a["rho"] <= 1
+    fine = script.run(str(template_file), str(REFERENCE / "demo_im_IUV.png"), str(REFERENCE / "demo_im_INDS.png"),
+                      None, 0, refine=3)  # the surface points the charts name: finer inside the parts
+    assert fine["template"]["refine"] == 3
+    assert fine["demo"]["seams"]["inside"]["p90_mm"] < demo["seams"]["inside"]["p90_mm"]
 
 
 @needs_reference

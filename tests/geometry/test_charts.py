@@ -3,7 +3,8 @@ import pytest
 import trimesh
 
 from pipeline.geometry.charts import (SQUARE_BULGE, atlas_from_uv_processed, boundary_self_intersects, build_atlas,
-                                      oriented_loop, parameterize_disk, signed_uv_areas, square_chart)
+                                      oriented_loop, parameterize_disk, refined_atlas, signed_uv_areas,
+                                      square_chart)
 from pipeline.geometry.mesh import MeshError
 from pipeline.template.file import COARSE_OF_PART, N_PARTS
 
@@ -161,3 +162,32 @@ def test_square_chart_puts_corners_and_landmarks_where_asked():
         square_chart(v, f, loop, corners[::-1])
     with pytest.raises(MeshError, match="not inside side"):
         square_chart(v, f, loop, corners, stops=[(stop, 2, 0.5)])
+
+
+def test_refined_atlas_reads_surface_points_and_keeps_seams_shared():
+    """Two triangles of two charts sharing the mesh edge 1-2: level 1 is the atlas itself; level 2 adds each edge's
+    midpoint once (the shared edge's midpoint is one point, in both charts, at each chart's own U, V); a chart
+    coordinate between two vertices then reads the surface point between them, not a vertex."""
+    vertices = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    chart_vertex = np.array([0, 1, 2, 1, 2, 3])  # chart points 0-2: part 1; 3-5: part 2
+    chart_part = np.array([1, 1, 1, 2, 2, 2])
+    chart_uv = np.array([[0, 0], [1, 0], [0, 1], [0.2, 0.2], [0.8, 0.2], [0.5, 0.9]])
+    chart_faces = np.array([[0, 1, 2], [3, 4, 5]])
+    part, uv, point, points = refined_atlas(chart_part, chart_uv, chart_vertex, chart_faces, vertices, 1)
+    assert len(part) == 6 and len(points) == 4
+
+    def rows(part, uv, xyz):
+        return sorted(map(tuple, np.column_stack([part, uv, xyz]).round(6).tolist()))
+    assert rows(part, uv, points[point]) == rows(chart_part, chart_uv, vertices[chart_vertex])  # the atlas itself
+    part, uv, point, points = refined_atlas(chart_part, chart_uv, chart_vertex, chart_faces, vertices, 2)
+    assert len(points) == 4 + 5 and len(part) == 12  # 5 edges' midpoints; 6 rows per chart
+    middle = np.flatnonzero(np.all(np.isclose(points, [0.5, 0.5, 0]), axis=1))
+    assert len(middle) == 1  # the shared edge's midpoint is one point ...
+    rows = np.flatnonzero(point == middle[0])
+    assert sorted(part[rows].tolist()) == [1, 2]  # ... in both charts, at each chart's own U, V
+    assert np.allclose(uv[rows[part[rows] == 1]], [0.5, 0.5]) and np.allclose(uv[rows[part[rows] == 2]], [0.5, 0.2])
+    from pipeline.geometry.charts import ChartLocator
+    loc = ChartLocator(part, uv, point, n_parts=2)
+    assert np.allclose(points[loc.vertices_of(1, np.array([[0.48, 0.02]]))], [0.5, 0, 0])  # between vertices 0 and 1
+    with pytest.raises(ValueError, match="level"):
+        refined_atlas(chart_part, chart_uv, chart_vertex, chart_faces, vertices, 0)
