@@ -74,13 +74,31 @@ def flag_rows(scores: dict[str, np.ndarray], hidden: np.ndarray, instances: int)
     return rows
 
 
+def hidden_positions(xy: np.ndarray, visible: np.ndarray, hidden: np.ndarray, true_xy: np.ndarray,
+                     mirror: np.ndarray) -> dict[str, float]:
+    """Where the hidden keypoints lie: the median distance (pixels) from each keypoint to its own vertex's true
+    projection, for the hidden and the truly visible ones, and the share of hidden ones nearer their vertex's
+    left/right mirror's projection (a mirror patch) than their own (a silhouette or seam names a vertex just behind
+    what it shows).
+
+    Args:
+        xy, true_xy: (n, N, 2) float keypoints and true projections. visible, hidden: (n, N) bool.
+        mirror: (N,) int each vertex's mirror.
+    """
+    own = np.linalg.norm(xy - true_xy, axis=-1)
+    to_mirror = np.linalg.norm(xy - true_xy[:, mirror], axis=-1)
+    shown = visible & ~hidden
+    return {"hidden_median_px": float(np.median(own[hidden])), "visible_median_px": float(np.median(own[shown])),
+            "hidden_nearer_mirror": float((to_mirror < own)[hidden].mean())}
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
     import zarr
 
     from pipeline.template.file import load_template
     from pipeline.train.checkpoint import load_checkpoint, reconstruct
-    from pipeline.train.losses import vertex_normals
+    from pipeline.train.losses import mirror_map, vertex_normals
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -98,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     hidden = visible & ~z["gt/visible"][:][rows].astype(bool)
     model, _ = load_checkpoint(args.model)
     points = reconstruct(model, xy, visible)  # (n, N, 3) image pixels
-    faces = torch.as_tensor(np.asarray(load_template(args.template).faces), dtype=torch.long)
+    template = load_template(args.template)
+    faces = torch.as_tensor(np.asarray(template.faces), dtype=torch.long)
     scores = {"normal_z": vertex_normals(points, faces).numpy()[..., 2],
               "residual": np.linalg.norm(points.numpy()[..., :2] - xy, axis=-1),
               "low_confidence": -z["confidence"][:][rows].astype(np.float64),
@@ -108,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in out:
         print(f"{r['flag']:>15}: AUC {r['auc']:.3f}; flagging {r['flagged_share']:.0%} (> {r['threshold']:g}): "
               f"precision {r['precision']:.2f}, recall {r['recall']:.2f} (hidden {r['hidden_share']:.0%})")
+    where = hidden_positions(xy, visible, hidden, z["gt/pixels"][:][rows], mirror_map(np.asarray(template.vertices)))
+    print(f"hidden keypoints lie a median {where['hidden_median_px']:.1f} px from their vertex's true projection "
+          f"(truly visible ones {where['visible_median_px']:.1f}); {where['hidden_nearer_mirror']:.0%} lie nearer "
+          "their mirror vertex's (a mirror patch), the rest name a vertex just behind what the pixel shows")
     return 0
 
 

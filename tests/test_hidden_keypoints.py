@@ -31,3 +31,15 @@ def test_flag_rows_cut_every_flag_at_the_first_flags_share():
     assert rows["normal_z"]["precision"] == pytest.approx(2 / 3, abs=1e-3) and rows["normal_z"]["recall"] == 1.0
     assert rows["residual"]["auc"] == 1.0 and rows["residual"]["recall"] == 1.0
     assert rows["residual"]["flagged_share"] <= 3 / 8
+
+
+def test_hidden_positions_tell_mirror_patches_from_silhouettes():
+    true_xy = np.array([[[0, 0], [10, 0], [0, 10], [10, 10]]], float)  # vertices 0 <-> 1 and 2 <-> 3 mirror
+    mirror = np.array([1, 0, 3, 2])
+    xy = true_xy.copy()
+    xy[0, 0] = [9, 0]  # a mirror patch: vertex 0 named where its mirror is seen
+    xy[0, 2] = [0, 12]  # a silhouette: vertex 2 named 2 px off, nearer its own projection
+    visible = np.ones((1, 4), bool)
+    hidden = np.array([[True, False, True, False]])
+    out = hk.hidden_positions(xy, visible, hidden, true_xy, mirror)
+    assert out == {"hidden_median_px": 5.5, "visible_median_px": 0.0, "hidden_nearer_mirror": 0.5}
