@@ -424,7 +424,7 @@ def refined_atlas(chart_part: np.ndarray, chart_uv: np.ndarray, chart_vertex: np
     ids = np.where(weights > 0, mesh[:, None, :], -1)  # a vertex with weight 0 is no part of the point
     order = np.argsort(ids, axis=-1, kind="stable")
     key = np.concatenate([np.take_along_axis(ids, order, -1), np.take_along_axis(weights, order, -1)], -1)
-    uniq, first, point = np.unique(key.reshape(-1, 6), axis=0, return_index=True, return_inverse=True)
+    _, first, point = np.unique(key.reshape(-1, 6), axis=0, return_index=True, return_inverse=True)
     mix = np.einsum("qk,fkc->fqc", w / level, np.asarray(vertices, np.float64)[mesh]).reshape(-1, 3)
     uv = np.einsum("qk,fkc->fqc", w / level, np.asarray(chart_uv, np.float64)[f]).reshape(-1, 2)
     part = np.repeat(np.asarray(chart_part)[f[:, 0]], len(w))

@@ -327,10 +327,10 @@ def facing_gate(pred: torch.Tensor, xy: torch.Tensor, scale: float) -> torch.Ten
 def self_visibility(points: torch.Tensor, faces: torch.Tensor, z_max: float = 0.0) -> torch.Tensor:
     """(B, N) float 0/1: 1 where vertex i faces the camera in the predicted shape ``points`` (its area-weighted mesh
     normal has z <= ``z_max``, z pointing away from the camera), 0 where it is turned away
-    (``loss.self_visibility``, ``loss.self_visibility_z``). A pixel
-    naming a vertex the body hides from it (a silhouette's far side, a left/right mirror patch) mostly names one
-    the prediction turns away: on the default data this flag finds those keypoints with a ROC AUC of 0.87, the
-    stored confidence with 0.63 (docs/results.md).
+    (``loss.self_visibility``, ``loss.self_visibility_z``). A pixel naming a vertex the body hides from it (a
+    silhouette's far side, a left/right mirror patch) mostly names one the prediction turns away: on the default
+    data this flag finds those keypoints with a ROC AUC of 0.87, the stored confidence with 0.63
+    (``scripts/hidden_keypoints.py``).
 
     Args:
         points: (B, N, 3) float predicted shapes, camera frame (detached by the caller: the flag passes no
