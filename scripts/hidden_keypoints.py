@@ -31,25 +31,10 @@ if str(ROOT) not in sys.path:  # run as `python scripts/hidden_keypoints.py` fro
     sys.path.insert(0, str(ROOT))
 
 from experiments.runner import atomic_write, csv_text  # noqa: E402
+from pipeline.evaluate.metrics import roc_auc  # noqa: E402
 
 COLUMNS = ("flag", "auc", "threshold", "flagged_share", "precision", "recall", "hidden_share", "instances")
 THRESHOLDS = {"normal_z": 0.0}  # the flag's own threshold; the others are cut at the same flagged share
-
-
-def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counted half (the Mann–Whitney U over n₁ n₀).
-
-    Args:
-        score: (P,) float. positive: (P,) bool, both classes present.
-    """
-    from scipy.stats import rankdata
-
-    positive = np.asarray(positive, bool)
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    if n1 == 0 or n0 == 0:
-        raise ValueError("roc_auc needs both positives and negatives")
-    r = rankdata(np.asarray(score, np.float64))
-    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def flag_rows(scores: dict[str, np.ndarray], hidden: np.ndarray, instances: int) -> list[dict]:

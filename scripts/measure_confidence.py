@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import rankdata
 
+from pipeline.evaluate.metrics import roc_auc
 from pipeline.geometry.cameras import project
 from pipeline.iuv.store import open_iuv
 from pipeline.keypoints.confidence import agreement, unfilled_share
@@ -33,9 +33,7 @@ SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
 
 def auc(score: np.ndarray, wrong: np.ndarray) -> float:
     """P(score of a right keypoint > score of a wrong one), ties counted half (Mann-Whitney)."""
-    r = rankdata(score)
-    n_wrong, n_right = int(wrong.sum()), int((~wrong).sum())
-    return float((r[~wrong].sum() - n_right * (n_right + 1) / 2) / (n_right * n_wrong))
+    return roc_auc(score, ~np.asarray(wrong, bool))
 
 
 def synthetic_iuv(folder: Path, template, bodies: int) -> Path:

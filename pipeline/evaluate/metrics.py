@@ -53,7 +53,7 @@ __all__ = ["image_to_camera", "centre_depth", "flip_depth", "flat_reference", "v
            "batch_vertex_errors", "similarity_align", "re14", "part_sums", "closest_point_on_triangles",
            "point_to_mesh_distance", "s2s", "PartSums", "xy_z_errors", "view_azimuth", "AZIMUTH_CENTRES",
            "azimuth_bins", "azimuth_key", "binned_share", "VISIBLE_SHARE_EDGES", "VISIBLE_SHARE_KEYS",
-           "visible_share_bins", "group_means", "torso_forward_z", "same_facing"]
+           "visible_share_bins", "group_means", "torso_forward_z", "same_facing", "roc_auc"]
 
 AZIMUTH_CENTRES = (0, 45, 90, 135, 180, -135, -90, -45)  # degrees: centres of the 45° azimuth bins
 # visible-share bins [0, 0.3), [0.3, 0.5), [0.5, 0.7), [0.7, 1] and their metrics keys (percent)
@@ -459,3 +459,21 @@ def s2s(vertices_a: np.ndarray, vertices_b: np.ndarray, faces: np.ndarray, faces
         ba = point_to_mesh_distance(vb[i], va[i], fa).mean()
         out[i] = float(0.5 * (ab + ba))
     return out
+
+
+def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """The ROC AUC: P(score of a positive > score of a negative), ties counted half (the Mann–Whitney U over n₁ n₀).
+
+    Args:
+        score: (P,) float. positive: (P,) bool, both classes present.
+    Raises:
+        ValueError: one class is empty.
+    """
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, bool)
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if n1 == 0 or n0 == 0:
+        raise ValueError("roc_auc needs both positives and negatives")
+    r = rankdata(np.asarray(score, np.float64))
+    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
