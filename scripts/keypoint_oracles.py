@@ -56,11 +56,18 @@ FACING_GATE = 0.2
 SELF_DROP_Z = 0.3  # self_drop: a vertex whose normal z in the round-1 prediction exceeds this is turned away
 SELF_VISIBILITY = {"self_visibility": {"self_visibility": 0.25},
                    "self_visibility_z3": {"self_visibility": 0.25, "self_visibility_z": 0.3}}
+# the loss options a variant sets in its run's params (priors_div7's depend on params.yaml: in run())
+LOSS_OPTIONS = {"drop_far": {"confidence": True}, "facing_gate": {"facing_gate": FACING_GATE}, **SELF_VISIBILITY}
 COLUMNS = ("variant", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
            "regions_distinct", "wall_s")
 STORE_VARIANTS = ("drop_far", "true_xy", "true_visible", "hidden_unnamed", "facing_visible")
 VARIANTS = ("plain", *STORE_VARIANTS, "facing_gate", "priors_div7", "self_drop", *SELF_VISIBILITY)
 PRIORS = ("canonicalisation", "arap", "entropy", "facing")
+
+
+def _kept(kept: np.ndarray, confidence: np.ndarray) -> dict[str, np.ndarray]:
+    """Only the keypoints ``kept`` (n, N) bool stay visible; the others' confidence is 0."""
+    return {"visible": kept, "confidence": np.where(kept, confidence, 0).astype(np.float16)}
 
 
 def oracle_arrays(variant: str, xy: np.ndarray, visible: np.ndarray, count: np.ndarray, confidence: np.ndarray,
@@ -74,10 +81,9 @@ def oracle_arrays(variant: str, xy: np.ndarray, visible: np.ndarray, count: np.n
     if variant == "true_xy":
         return {"xy": np.where(visible[..., None], true_xy, xy).astype(np.float32)}
     if variant == "true_visible":
-        return {"visible": shown, "xy": np.where(shown[..., None], true_xy, xy).astype(np.float32),
-                "confidence": np.where(shown, confidence, 0).astype(np.float16)}
+        return _kept(shown, confidence) | {"xy": np.where(shown[..., None], true_xy, xy).astype(np.float32)}
     if variant == "hidden_unnamed":
-        return {"visible": shown, "confidence": np.where(shown, confidence, 0).astype(np.float16)}
+        return _kept(shown, confidence)
     if variant == "facing_visible":
         return {"count": np.where(visible & ~true_visible, 0, count).astype(count.dtype)}
     raise ValueError(f"no store variant {variant!r}; one of {STORE_VARIANTS}")
@@ -88,8 +94,7 @@ def self_drop_arrays(visible: np.ndarray, confidence: np.ndarray, normal_z: np.n
     """``self_drop``'s arrays: the keypoints whose vertex a trained model turns away (normal z > ``z_max``) dropped.
     visible: (n, N) bool; confidence: (n, N) float16; normal_z: (n, N) float, the round-1 prediction's mesh
     normals' z (away from the camera)."""
-    kept = visible & ~(normal_z > z_max)
-    return {"visible": kept, "confidence": np.where(kept, confidence, 0).astype(np.float16)}
+    return _kept(visible & ~(normal_z > z_max), confidence)
 
 
 def round_one_normal_z(xy: np.ndarray, visible: np.ndarray, model: Path, template: Path) -> np.ndarray:
@@ -104,34 +109,37 @@ def round_one_normal_z(xy: np.ndarray, visible: np.ndarray, model: Path, templat
     return vertex_normals(reconstruct(load_checkpoint(model)[0], xy, visible), faces).numpy()[..., 2]
 
 
-def make_self_drop_store(source: Path, out: Path, model: Path, template: Path) -> Path:
-    """A copy of the keypoints store with ``self_drop``'s arrays (:func:`self_drop_arrays`)."""
+def _store_copy(source: Path, out: Path):
+    """A fresh copy of the keypoints store at ``out`` (a previous one replaced), open for writing."""
     import zarr
 
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(source, out)
-    z = zarr.open(str(out), mode="r+")
+    return zarr.open(str(out), mode="r+")
+
+
+def _write(z, arrays: dict[str, np.ndarray]) -> None:
+    for key, value in arrays.items():
+        z[key][:] = value
+
+
+def make_self_drop_store(source: Path, out: Path, model: Path, template: Path) -> Path:
+    """A copy of the keypoints store with ``self_drop``'s arrays (:func:`self_drop_arrays`)."""
+    z = _store_copy(source, out)
     visible = z["visible"][:].astype(bool)
     normal_z = round_one_normal_z(z["xy"][:], visible, model, template)
-    for key, value in self_drop_arrays(visible, z["confidence"][:], normal_z).items():
-        z[key][:] = value
+    _write(z, self_drop_arrays(visible, z["confidence"][:], normal_z))
     return out
 
 
 def make_store(variant: str, source: Path, out: Path) -> Path:
     """A copy of the keypoints store with the variant's arrays replaced."""
-    import zarr
-
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(source, out)
-    z = zarr.open(str(out), mode="r+")
+    z = _store_copy(source, out)
     if "gt/pixels" not in z or "gt/visible" not in z:
         raise SystemExit(f"{source}: no gt/pixels or gt/visible: the oracles need a synthetic source's ground truth")
     arrays = {k: z[k][:] for k in ("xy", "visible", "count", "confidence")}
-    for key, value in oracle_arrays(variant, **arrays, true_xy=z["gt/pixels"][:], true_visible=z["gt/visible"][:]).items():
-        z[key][:] = value
+    _write(z, oracle_arrays(variant, **arrays, true_xy=z["gt/pixels"][:], true_visible=z["gt/visible"][:]))
     return out
 
 
@@ -142,13 +150,9 @@ def run(variant: str, seed: int, work: Path, store: Path, params: Path) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     p = yaml.safe_load(params.read_text())
     p["common"]["threads"], p["train"]["seed"] = 1, seed
-    if variant == "drop_far":
-        p["loss"]["confidence"] = True
-    if variant == "facing_gate":
-        p["loss"]["facing_gate"] = FACING_GATE
+    p["loss"].update(LOSS_OPTIONS.get(variant, {}))
     if variant == "priors_div7":
         p["loss"].update({k: p["loss"][k] / 7 for k in PRIORS})
-    p["loss"].update(SELF_VISIBILITY.get(variant, {}))
     (d / "params.yaml").write_text(yaml.safe_dump(p))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     common = ["--params", str(d / "params.yaml"), "--keypoints", str(store), "--template", "data/template.npz"]
