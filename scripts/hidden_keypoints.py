@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.template.file import load_template
     from pipeline.train.checkpoint import load_checkpoint, reconstruct
-    from pipeline.train.losses import mirror_map, vertex_normals
+    from pipeline.train.losses import mirror_map
+    from pipeline.train.model import vertex_normals
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)

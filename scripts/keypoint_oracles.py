@@ -89,24 +89,20 @@ def oracle_arrays(variant: str, xy: np.ndarray, visible: np.ndarray, count: np.n
     raise ValueError(f"no store variant {variant!r}; one of {STORE_VARIANTS}")
 
 
-def self_drop_arrays(visible: np.ndarray, confidence: np.ndarray, normal_z: np.ndarray,
-                     z_max: float = SELF_DROP_Z) -> dict[str, np.ndarray]:
-    """``self_drop``'s arrays: the keypoints whose vertex a trained model turns away (normal z > ``z_max``) dropped.
-    visible: (n, N) bool; confidence: (n, N) float16; normal_z: (n, N) float, the round-1 prediction's mesh
-    normals' z (away from the camera)."""
-    return _kept(visible & ~(normal_z > z_max), confidence)
+def self_drop_arrays(visible: np.ndarray, confidence: np.ndarray, turned: np.ndarray) -> dict[str, np.ndarray]:
+    """``self_drop``'s arrays: the keypoints a trained model turns away dropped. visible, turned: (n, N) bool (turned:
+    :meth:`pipeline.train.rounds.FirstRound.turned_rows`); confidence: (n, N) float16."""
+    return _kept(visible & ~turned, confidence)
 
 
-def round_one_normal_z(xy: np.ndarray, visible: np.ndarray, model: Path, template: Path) -> np.ndarray:
-    """(n, N) float32: z of each vertex's mesh normal in ``model``'s reconstruction of the keypoints."""
-    import torch
-
+def round_one_turned(xy: np.ndarray, visible: np.ndarray, model: Path, template: Path) -> np.ndarray:
+    """(n, N) bool: the keypoints ``model``'s reconstruction turns away (normal z > ``SELF_DROP_Z``), as
+    ``train.rounds: 2`` finds them."""
     from pipeline.template.file import load_template
-    from pipeline.train.checkpoint import load_checkpoint, reconstruct
-    from pipeline.train.losses import vertex_normals
+    from pipeline.train.checkpoint import load_checkpoint
+    from pipeline.train.rounds import FirstRound
 
-    faces = torch.as_tensor(np.asarray(load_template(template).faces), dtype=torch.long)
-    return vertex_normals(reconstruct(load_checkpoint(model)[0], xy, visible), faces).numpy()[..., 2]
+    return FirstRound(load_checkpoint(model)[0], load_template(template).faces, SELF_DROP_Z).turned_rows(xy, visible)
 
 
 def _store_copy(source: Path, out: Path):
@@ -128,8 +124,7 @@ def make_self_drop_store(source: Path, out: Path, model: Path, template: Path) -
     """A copy of the keypoints store with ``self_drop``'s arrays (:func:`self_drop_arrays`)."""
     z = _store_copy(source, out)
     visible = z["visible"][:].astype(bool)
-    normal_z = round_one_normal_z(z["xy"][:], visible, model, template)
-    _write(z, self_drop_arrays(visible, z["confidence"][:], normal_z))
+    _write(z, self_drop_arrays(visible, z["confidence"][:], round_one_turned(z["xy"][:], visible, model, template)))
     return out
 
 

@@ -74,11 +74,11 @@ def test_main_makes_each_store_once_and_a_rerun_replaces_its_row(tmp_path, monke
 
 
 def test_self_drop_drops_the_keypoints_a_trained_model_turns_away_and_nothing_else():
-    """self_drop (no ground truth): a visible keypoint whose vertex the round-1 prediction turns away (normal z >
-    0.3) is dropped with its confidence; one turned only slightly (z 0.2) and the invisible one stay as they were."""
+    """self_drop (no ground truth): a visible keypoint the round-1 prediction turns away is dropped with its
+    confidence; the others and the invisible one stay as they were."""
     k = _keypoints()
-    normal_z = np.array([[-0.8, 0.2, 0.6, 0.9]])
-    out = ko.self_drop_arrays(k["visible"], k["confidence"], normal_z)
+    turned = np.array([[False, False, True, True]])
+    out = ko.self_drop_arrays(k["visible"], k["confidence"], turned)
     assert set(out) == {"visible", "confidence"}
     assert out["visible"].tolist() == [[True, True, False, False]]
     assert out["confidence"].tolist() == [[k["confidence"][0, 0], k["confidence"][0, 1], 0, 0]]

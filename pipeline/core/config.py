@@ -438,6 +438,10 @@ class TrainParams:
     explode_factor: float = param(1000.0, "stop when a loss exceeds this multiple of the first step's loss",
                                   lo=1.0, hi=1e30)
     resume: bool = param(False, "continue from the checkpoint at the output path when it matches")
+    rounds: int = param(1, "1, or 2: train again without the keypoints round 1's model turns away (METHOD.md §5.7)",
+                        lo=1, hi=2)
+    turned_z: float = param(0.3, "rounds 2: a keypoint is turned away when its vertex's normal z in round 1's "
+                            "reconstruction exceeds this (-1..1; z points away from the camera)", lo=-1.0, hi=1.0)
 
 
 @dataclass(frozen=True)

@@ -382,7 +382,7 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
         raise InputError(f"{path}: model has {model.n_vertices} vertices, the template {len(template.vertices)}")
 
     def run(xy: np.ndarray, visible: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return reconstruct(model, xy, visible, batch_size=batch_size).numpy()
+        return reconstruct(model, xy, visible, batch_size=batch_size, first_round=info["first_round"]).numpy()
 
     segmentation = model.segmentation().detach().cpu().numpy().astype(np.float32)
     init = info.get("segmentation_init")

@@ -25,6 +25,9 @@ segmentation_init    (N, M) float32 part weights before training
 data                 the store it was trained on: ``keypoints`` (its path) and ``instances``
                      (:func:`pipeline.keypoints.store.instances_fingerprint`); absent in older
                      checkpoints
+first_round          ``train.rounds: 2``: round 1's model (state dict ``model``), the template's
+                     ``faces`` (F, 3) long and ``turned_z`` (:class:`~pipeline.train.rounds.FirstRound`),
+                     which clean the keypoints before this model sees them; None after one round
 ===================  ==========================================================================
 
 So a model loads from the checkpoint alone, without the template or lbo files. The rest normals of
@@ -41,6 +44,7 @@ import torch
 from pipeline.core.config import load_params_dict
 from pipeline.core.io import atomic_path
 from pipeline.train.model import LiftingModel, denormalise, normalise
+from pipeline.train.rounds import FirstRound
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "reconstruct", "INFO_KEYS"]
 
@@ -49,9 +53,10 @@ INFO_KEYS = ("step", "template_hash", "params", "metrics", "template_scale", "se
 
 def save_checkpoint(path: str | Path, model: LiftingModel, psi: torch.nn.Module | None, optimizer, params: dict,
                     step: int, template_hash: str, template_scale: float, metrics: dict, first_loss: float | None,
-                    segmentation_init: torch.Tensor, data: dict | None = None) -> None:
+                    segmentation_init: torch.Tensor, data: dict | None = None,
+                    first_round: FirstRound | None = None) -> None:
     """Writes the checkpoint atomically (layout above); ``params`` as plain dicts, ``data`` the training store's
-    record (``{"keypoints": path, "instances": fingerprint}``)."""
+    record (``{"keypoints": path, "instances": fingerprint}``), ``first_round`` round 1 of two rounds."""
     ck = {
         "segmentation_init": segmentation_init,
         "model": model.state_dict(),
@@ -67,6 +72,7 @@ def save_checkpoint(path: str | Path, model: LiftingModel, psi: torch.nn.Module 
         "first_loss": first_loss,
         "rng": torch.get_rng_state(),
         "data": dict(data or {}),
+        "first_round": first_round.state() if first_round is not None else None,
     }
     with atomic_path(path) as tmp:
         torch.save(ck, tmp)
@@ -85,24 +91,34 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         info: dict of :data:`INFO_KEYS`: ``step``, ``template_hash``, ``params`` (every section as plain
             dicts), ``metrics`` (last logged losses), ``template_scale`` (metres per canonical unit) and
             ``segmentation_init`` ((N, M) float32 part weights before training; None in checkpoints
-            older than it), ``data`` (the training store's path and instances fingerprint; None in older ones).
+            older than it), ``data`` (the training store's path and instances fingerprint; None in older ones),
+            ``first_round`` (a :class:`~pipeline.train.rounds.FirstRound` to pass to :func:`reconstruct`; None
+            after one round of training).
     """
     ck = read_checkpoint(path, device)
     cfg = load_params_dict({"model": ck["params"]["model"]}).model  # other sections may have changed since
-    model = LiftingModel(cfg, ck["template"].cpu().numpy(), ck["basis"].cpu().numpy())
-    model.load_state_dict(ck["model"])
-    model.to(device).eval()
-    return model, {k: ck.get(k) for k in INFO_KEYS}
+
+    def lifting_model(state: dict) -> LiftingModel:
+        model = LiftingModel(cfg, ck["template"].cpu().numpy(), ck["basis"].cpu().numpy())
+        model.load_state_dict(state)
+        return model.to(device).eval()
+
+    first = ck.get("first_round")
+    first_round = FirstRound(lifting_model(first["model"]), first["faces"], first["turned_z"]) if first else None
+    return lifting_model(ck["model"]), {k: ck.get(k) for k in INFO_KEYS} | {"first_round": first_round}
 
 
 @torch.no_grad()
-def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024) -> torch.Tensor:
+def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024,
+                first_round: FirstRound | None = None) -> torch.Tensor:
     """Posed 3D shapes in the image frame of the input keypoints.
 
     Args:
         model: a trained :class:`LiftingModel`.
         xy: (B, N, 2) float keypoints, image pixels (any value where invisible); tensor or numpy.
         visible: (B, N) bool.
+        first_round: the checkpoint's round 1 (``info["first_round"]`` of :func:`load_checkpoint`): the
+            keypoints it turns away are hidden before ``model`` sees them, as in training. None: none hidden.
     Returns:
         (B, N, 3) float32 CPU tensor: x, y in image pixels (the normalisation undone), z in the same
         pixel units, pointing away from the camera; depth is known up to a constant per instance.
@@ -114,8 +130,11 @@ def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024) -> tor
                               dtype=torch.bool)
     out = []
     for s in range(0, len(xy), batch_size):
-        norm = normalise(xy[s:s + batch_size], visible[s:s + batch_size])
-        pred = model(norm.xy.to(device), visible[s:s + batch_size].to(device))
+        shown = visible[s:s + batch_size]
+        if first_round is not None:
+            shown = first_round.clean(xy[s:s + batch_size], shown)
+        norm = normalise(xy[s:s + batch_size], shown)
+        pred = model(norm.xy.to(device), shown.to(device))
         out.append(denormalise(pred.points.float().cpu(), norm.centre, norm.scale))
     if not out:
         return torch.zeros(0, model.n_vertices, 3)

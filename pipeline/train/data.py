@@ -60,11 +60,14 @@ class KeypointStream:
         exclude: (n,) bool rows left out (e.g. :func:`holdout_rows`), or None.
         truth: also yield the true vertices and cameras (``gt/vertices``, ``gt/camera``; an error without).
         confidence: also yield the keypoints' ``confidence`` (``loss.confidence``).
+        hidden: (n, N) bool keypoints to yield as invisible (confidence 0), e.g. those round 1 turns away
+            (:mod:`pipeline.train.rounds`), or None.
     """
 
     def __init__(self, path: str | Path, batch_size: int, chunks_in_memory: int = 8, seed: int = 0,
                  split: int = 0, template_hash: str | None = None, rank: int = 0, world: int = 1,
-                 exclude: np.ndarray | None = None, truth: bool = False, confidence: bool = False):
+                 exclude: np.ndarray | None = None, truth: bool = False, confidence: bool = False,
+                 hidden: np.ndarray | None = None):
         self.root = open_keypoints(path, template_hash)
         self.xy = self.root["xy"]
         self.truth = truth
@@ -94,6 +97,9 @@ class KeypointStream:
         self.chunks_in_memory = chunks_in_memory
         self.seed, self.rank, self.world = seed, rank, world
         self.n_vertices = int(self.xy.shape[1])
+        if hidden is not None and np.shape(hidden) != (self.n, self.n_vertices):
+            raise ValueError(f"hidden is {np.shape(hidden)}, the store {(self.n, self.n_vertices)}")
+        self.hidden = hidden
 
     @property
     def steps_per_epoch(self) -> int:
@@ -108,7 +114,10 @@ class KeypointStream:
             keep = np.flatnonzero(self.mask[lo:hi])
             if len(keep):
                 for k in names:
-                    got[k].append(np.asarray(self.root[k][lo:hi])[keep])
+                    a = np.asarray(self.root[k][lo:hi])[keep]
+                    if self.hidden is not None and k in ("visible", "confidence"):
+                        a = np.where(self.hidden[lo + keep], 0, a).astype(a.dtype)
+                    got[k].append(a)
                 rows.append(lo + keep)
         if not rows:
             return [np.zeros((0, *self.root[k].shape[1:]), self.root[k].dtype) for k in names], np.zeros(0, np.int64)

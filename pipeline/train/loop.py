@@ -20,6 +20,7 @@ import torch
 from pipeline.core.config import Params, TrainParams, as_dict
 from pipeline.core.errors import InputError, UserError
 from pipeline.core.io import partial_path, publish_partial, remove_path, resume_curves
+from pipeline.core.ranks import from_environment
 from pipeline.core.stage import average_batchnorm, mean_over_processes, process_group, progress
 from pipeline.geometry.lbo import load_basis, unit_rms
 from pipeline.geometry.mesh import vertex_areas
@@ -30,11 +31,12 @@ from pipeline.train.data import KeypointStream
 from pipeline.train.losses import TrainingObjective, arap_weights
 from pipeline.train.model import LiftingModel, normalise
 from pipeline.train.part_init import logit_initialiser
+from pipeline.train.rounds import FirstRound
 
 log = logging.getLogger(__name__)
 
 __all__ = ["lr_at", "TrainingDiverged", "TrainResult", "build_objective", "training_seed", "parameter_groups",
-           "make_optimizer", "inplane_rotations", "normalised_truth", "train"]
+           "make_optimizer", "inplane_rotations", "normalised_truth", "train", "train_round", "turned_in_split"]
 
 # keys of ``train`` that may change when a run is resumed
 _RESUMABLE = ("epochs", "resume", "checkpoint_every", "log_every", "chunks_in_memory")
@@ -244,6 +246,49 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
           live_dir: str | Path | None = None) -> TrainResult:
     """Trains ``params.model`` on the train split of ``keypoints``; writes the checkpoint ``out``.
 
+    One round (``train.rounds: 1``): :func:`train_round`. Two rounds (:mod:`pipeline.train.rounds`): round 1
+    trains into the hidden ``.NAME.round1`` beside ``out`` (no curves; resumable like ``out``), its
+    reconstruction flags the keypoints it turns away, and round 2 trains anew with the same seed with them
+    hidden, into ``out`` and ``live_dir``, keeping round 1 inside its checkpoint; ``.NAME.round1`` is then
+    removed. Args, returns and raises as :func:`train_round`'s.
+    """
+    if params.train.rounds == 1:
+        return train_round(params, keypoints, template, lbo, out, live_dir)
+    out = Path(out)
+    round_one = out.parent / f".{out.name}.round1"
+    tmpl = load_template(template)
+    first = FirstRound(train_round(params, keypoints, template, lbo, round_one, None, desc="train round 1 of 2")
+                       .objective.model, tmpl.faces, params.train.turned_z)
+    hidden = turned_in_split(first, open_keypoints(keypoints, tmpl.hash), split=0)
+    log.info("round 1 turns away %d keypoints of the train split (normal z > train.turned_z = %g): round 2 "
+             "trains without them", int(hidden.sum()), params.train.turned_z)
+    result = train_round(params, keypoints, template, lbo, out, live_dir, hidden=hidden, first_round=first,
+                         desc="train round 2 of 2")
+    if from_environment().writer:
+        remove_path(round_one)
+    return result
+
+
+def turned_in_split(first: FirstRound, store, split: int, batch_size: int = 512) -> np.ndarray:
+    """(n, N) bool: the keypoints of ``split``'s instances of an open keypoints store that ``first`` turns away
+    (False elsewhere), read a chunk's span at a time."""
+    split_of = np.asarray(store["split"][:])
+    hidden = np.zeros(store["visible"].shape, bool)
+    rows = np.flatnonzero(split_of == split)
+    for a in range(0, len(rows), batch_size):
+        r = rows[a:a + batch_size]
+        span = slice(int(r[0]), int(r[-1]) + 1)
+        local = r - r[0]
+        hidden[r] = first.turned_rows(np.asarray(store["xy"][span])[local],
+                                      np.asarray(store["visible"][span])[local].astype(bool))
+    return hidden
+
+
+def train_round(params: Params, keypoints: str | Path, template: str | Path, lbo: str | Path, out: str | Path,
+                live_dir: str | Path | None = None, hidden: np.ndarray | None = None,
+                first_round: FirstRound | None = None, desc: str = "train") -> TrainResult:
+    """Trains ``params.model`` once on the train split of ``keypoints``; writes the checkpoint ``out``.
+
     Until training ends, the checkpoint (rewritten every ``train.checkpoint_every`` steps) and the
     curves live under their partial names (:func:`pipeline.core.io.partial_path`: ``.model.pt.partial``),
     where ``train.resume`` finds them; at the end they are moved onto ``out`` and ``live_dir``, which
@@ -254,6 +299,8 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
         keypoints, template, lbo: ``data/keypoints.zarr``, ``data/template.npz``, ``data/lbo.npz``.
         out: checkpoint path, written when training ends.
         live_dir: dvclive folder for curves and final metrics (None: no curves).
+        hidden: (n, N) bool keypoints trained on as invisible (round 2), or None.
+        first_round: round 1, kept in the checkpoint (round 2), or None. desc: the progress lines' name.
     Raises:
         TrainingDiverged: a non-finite or exploding loss (the partial checkpoint is the last good one).
         ValueError: ``train.resume`` with a checkpoint of other params or another template.
@@ -281,7 +328,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
         log.info("train.val_share = %g: %d train instances held out for validation", cfg.val_share, int(held.sum()))
     stream = KeypointStream(keypoints, cfg.batch_size, cfg.chunks_in_memory, training_seed(params),
                             split=0, template_hash=tmpl.hash, rank=rank, world=world, truth=oracle, exclude=held,
-                            confidence=params.loss.confidence)
+                            confidence=params.loss.confidence, hidden=hidden)
     spe = stream.steps_per_epoch
     total = cfg.epochs * spe
 
@@ -301,7 +348,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
 
     def save() -> None:
         save_checkpoint(ckpt, objective.model, objective.psi, optimizer, as_dict(params), state.step, tmpl.hash, scale,
-                        state.metrics, state.first_loss, seg_init, trained_on)
+                        state.metrics, state.first_loss, seg_init, trained_on, first_round)
         state.last_saved = (state.step, ckpt)
 
     net = objective
@@ -321,7 +368,7 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
              stream.n_split, spe, total)
 
     # the steps
-    bar = progress(total=total, initial=state.step, desc="train", unit="step", enabled=lead)
+    bar = progress(total=total, initial=state.step, desc=desc, unit="step", enabled=lead)
     objective.train()
     while state.step < total:
         epoch = state.step // spe

@@ -44,11 +44,11 @@ from pipeline.core.config import LossParams
 from pipeline.core.errors import InputError
 from pipeline.geometry.lbo import laplacian
 from pipeline.geometry.mesh import edges as mesh_edges
-from pipeline.train.model import LiftingModel, Trunk, head
+from pipeline.train.model import LiftingModel, Trunk, head, vertex_normals
 
 __all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "smooth_min",
            "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
-           "best_rotations", "arap_loss", "entropy_loss", "vertex_normals", "facing_loss", "facing_gate",
+           "best_rotations", "arap_loss", "entropy_loss", "facing_loss", "facing_gate",
            "self_visibility", "oracle_loss", "make_psi", "TrainingObjective", "LOSS_NAMES"]
 
 LOSS_NAMES = ("reprojection", "canonicalisation", "arap", "entropy", "facing", "oracle_3d")
@@ -280,17 +280,6 @@ def entropy_loss(weights: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     if m < 2:
         return weights.new_zeros(())
     return -(weights * torch.log(weights.clamp(min=eps))).sum(1).mean() / math.log(m)
-
-
-def vertex_normals(points: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """(B, N, 3) unit area-weighted vertex normals of meshes ``points`` (B, N, 3) with faces (F, 3) long
-    (outward for the template's winding)."""
-    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
-    fn = torch.cross(b - a, c - a, dim=-1)  # (B, F, 3), length 2 area
-    out = torch.zeros_like(points)
-    for k in range(3):
-        out = out.index_add(1, faces[:, k], fn)
-    return out / out.norm(dim=-1, keepdim=True).clamp(min=eps)
 
 
 def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,8 @@ from torch import nn
 from pipeline.core.config import ModelParams
 from pipeline.core.errors import InputError
 
-__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "NormalisedKeypoints", "normalise", "denormalise", "CAMERA_DIM", "XI_DIM"]
+__all__ = ["Trunk", "head", "LiftingModel", "ModelOutput", "ShapeOutput", "NormalisedKeypoints", "normalise",
+           "denormalise", "vertex_normals", "CAMERA_DIM", "XI_DIM"]
 
 XI_DIM = 6  # se(3) vector: axis-angle (3) + translation (3)
 CAMERA_DIM = 6  # axis-angle (3) + image-plane translation (2) + log-scale (1)
@@ -122,6 +123,17 @@ def denormalise(points, centre, scale):
     offset[:, :2] = c
     out = out + offset[:, None]
     return out.numpy() if was_np else out
+
+
+def vertex_normals(points: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(B, N, 3) unit area-weighted vertex normals of meshes ``points`` (B, N, 3) with faces (F, 3) long
+    (outward for the template's winding)."""
+    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
+    fn = torch.cross(b - a, c - a, dim=-1)  # (B, F, 3), length 2 area
+    out = torch.zeros_like(points)
+    for k in range(3):
+        out = out.index_add(1, faces[:, k], fn)
+    return out / out.norm(dim=-1, keepdim=True).clamp(min=eps)
 
 
 # --- the networks ------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from pipeline.template.file import canonical_template
 from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, _ArapOperator, annealed_scale, arap_loss,
                                    arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_gate,
                                    facing_loss, make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss,
-                                   robust_norm, self_visibility, smooth_min, vertex_normals)
+                                   robust_norm, self_visibility, smooth_min)
+from pipeline.train.model import vertex_normals
 from pipeline.train.part_init import build_model
 
 
