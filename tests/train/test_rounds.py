@@ -113,3 +113,29 @@ def test_round_two_with_nothing_turned_away_is_round_one_again(inputs, tmp_path)
     first = load_checkpoint(tmp_path / "two.pt")[1]["first_round"]
     assert all(torch.equal(w1[k], v) for k, v in first.model.state_dict().items())
     assert load_checkpoint(tmp_path / "one.pt")[1]["first_round"] is None
+
+
+def test_a_run_killed_in_round_two_resumes_to_the_uninterrupted_weights(inputs, two_rounds, tmp_path, monkeypatch):
+    """Killed after round 2's step 3 (its checkpoint at step 2): round 1's finished model stays beside the output
+    and is reused, round 2 continues from its checkpoint, and the weights equal an uninterrupted run's."""
+    from pipeline.train import loop
+
+    real, calls = loop._log_losses, []
+
+    def log_then_die(state, live, bar):
+        real(state, live, bar)
+        calls.append(state.step)
+        if len(calls) == 4 + 3:  # round 1 logs its 4 steps (2 epochs of 34 // 12), round 2 dies after its step 3
+            raise KeyboardInterrupt
+
+    p = {"rounds": 2, "turned_z": 0.0, "checkpoint_every": 2}
+    monkeypatch.setattr(loop, "_log_losses", log_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _run(inputs, tmp_path / "model.pt", _params(**p), tmp_path / "live")
+    assert (tmp_path / ".model.pt.round1").is_file() and not (tmp_path / "model.pt").exists()
+    assert torch.load(tmp_path / ".model.pt.partial", weights_only=True)["step"] == 2
+    monkeypatch.setattr(loop, "_log_losses", real)
+    resumed = _run(inputs, tmp_path / "model.pt", _params(**p, resume=True), tmp_path / "live")
+    ws, wr = two_rounds[1].objective.model.state_dict(), resumed.objective.model.state_dict()
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+    assert not (tmp_path / ".model.pt.round1").exists()
