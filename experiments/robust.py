@@ -32,6 +32,8 @@ ROBUST: dict[str, list[str]] = {
     # the same flags from a finished model: round 2 trains anew without the keypoints round 1 turns away, and round 1
     # cleans the keypoints at inference too (scripts/keypoint_oracles.py --variants self_drop measured it first)
     "two_rounds": ["train.rounds=2"],
+    # the same training budget as one round: each round half the epochs
+    "two_rounds_half": ["train.rounds=2", "train.epochs=40"],
     "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
     # c = 0.1 left the residuals above it without gradient (the 2D fit lost): the same norm, 4x wider
     "geman_mcclure_wide": ["loss.robust=geman_mcclure", "loss.robust_scale=0.4", "loss.robust_scale_start=1",
