@@ -34,6 +34,8 @@ ROBUST: dict[str, list[str]] = {
     "two_rounds": ["train.rounds=2"],
     # the same training budget as one round: each round half the epochs
     "two_rounds_half": ["train.rounds=2", "train.epochs=40"],
+    # two rounds' compute in one round: twice the epochs (is the gain the flags, or the compute?)
+    "one_round_160": ["train.epochs=160"],
     "geman_mcclure": ["loss.robust=geman_mcclure", *ROBUST_ANNEAL],
     # c = 0.1 left the residuals above it without gradient (the 2D fit lost): the same norm, 4x wider
     "geman_mcclure_wide": ["loss.robust=geman_mcclure", "loss.robust_scale=0.4", "loss.robust_scale_start=1",
