@@ -271,16 +271,15 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
 
 def turned_in_split(first: FirstRound, store, split: int, batch_size: int = 512) -> np.ndarray:
     """(n, N) bool: the keypoints of ``split``'s instances of an open keypoints store that ``first`` turns away
-    (False elsewhere), read a chunk's span at a time."""
-    split_of = np.asarray(store["split"][:])
+    (False elsewhere), ``batch_size`` instances at a time (each batch reads its span of the store once)."""
     hidden = np.zeros(store["visible"].shape, bool)
-    rows = np.flatnonzero(split_of == split)
+    rows = np.flatnonzero(np.asarray(store["split"][:]) == split)
     for a in range(0, len(rows), batch_size):
         r = rows[a:a + batch_size]
-        span = slice(int(r[0]), int(r[-1]) + 1)
-        local = r - r[0]
-        hidden[r] = first.turned_rows(np.asarray(store["xy"][span])[local],
-                                      np.asarray(store["visible"][span])[local].astype(bool))
+        span, local = slice(int(r[0]), int(r[-1]) + 1), r - r[0]
+        xy = torch.as_tensor(np.asarray(store["xy"][span])[local], dtype=torch.float32)
+        visible = torch.as_tensor(np.asarray(store["visible"][span])[local], dtype=torch.bool)
+        hidden[r] = first.turned(xy, visible).cpu().numpy()
     return hidden
 
 

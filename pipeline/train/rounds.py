@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.train.model import vertex_normals
-from pipeline.train.model import LiftingModel, normalise
+from pipeline.train.model import LiftingModel, normalise, vertex_normals
 
 __all__ = ["turned_away", "FirstRound"]
 
