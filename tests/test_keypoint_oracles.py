@@ -97,3 +97,19 @@ def test_the_self_visibility_variants_set_only_their_loss_options(tmp_path, monk
     p = yaml.safe_load((tmp_path / "self_visibility_z3-s0" / "params.yaml").read_text())
     assert p["loss"]["self_visibility"] == 0.25 and p["loss"]["self_visibility_z"] == 0.3
     assert p["loss"]["facing_gate"] == 0.0 and len(seen) == 2  # train, evaluate
+
+
+def test_self_blend_moves_the_kept_keypoints_half_way_to_round_ones_projection():
+    """self_blend: self_drop's visibility, and each kept keypoint half-way to its vertex's round-1 projection; the
+    dropped and the invisible ones keep their positions."""
+    k = _keypoints()
+    turned = np.array([[False, False, True, True]])
+    projected = k["xy"] + np.array([[[4, 0], [-8, 2], [6, 6], [9, 9]]], np.float32)
+    out = ko.self_blend_arrays(k["xy"], k["visible"], k["confidence"], turned, projected)
+    drop = ko.self_drop_arrays(k["visible"], k["confidence"], turned)
+    assert set(out) == {"visible", "confidence", "xy"} and out["xy"].dtype == np.float32
+    assert np.array_equal(out["visible"], drop["visible"]) and np.array_equal(out["confidence"], drop["confidence"])
+    assert np.allclose(out["xy"][0, :2], k["xy"][0, :2] + [[2, 0], [-4, 1]])
+    assert np.array_equal(out["xy"][0, 2:], k["xy"][0, 2:])
+    nothing = ko.self_blend_arrays(k["xy"], k["visible"], k["confidence"], turned, projected, share=0.0)
+    assert np.array_equal(nothing["xy"], k["xy"])
