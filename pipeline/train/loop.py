@@ -26,7 +26,7 @@ from pipeline.geometry.lbo import load_basis, unit_rms
 from pipeline.geometry.mesh import vertex_areas
 from pipeline.keypoints.store import holdout_rows, instances_fingerprint, open_keypoints
 from pipeline.template.file import canonical_template, load_template
-from pipeline.train.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.train.data import KeypointStream
 from pipeline.train.losses import TrainingObjective, arap_weights
 from pipeline.train.model import LiftingModel, normalise
@@ -250,15 +250,20 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     trains into the hidden ``.NAME.round1`` beside ``out`` (no curves; resumable like ``out``), its
     reconstruction flags the keypoints it turns away, and round 2 trains anew with the same seed with them
     hidden, into ``out`` and ``live_dir``, keeping round 1 inside its checkpoint; ``.NAME.round1`` is then
-    removed. Args, returns and raises as :func:`train_round`'s.
+    removed. ``train.resume`` without ``.NAME.round1`` but with a round-2 checkpoint (``out``'s partial or
+    finished one, e.g. to train further) takes round 1 from that checkpoint, so round 2 goes on with the
+    flags it was trained with. Args, returns and raises as :func:`train_round`'s.
     """
     if params.train.rounds == 1:
         return train_round(params, keypoints, template, lbo, out, live_dir)
     out = Path(out)
     round_one = out.parent / f".{out.name}.round1"
     tmpl = load_template(template)
-    first = FirstRound(train_round(params, keypoints, template, lbo, round_one, None, desc="train round 1 of 2")
-                       .objective.model, tmpl.faces, params.train.turned_z)
+    first = _saved_first_round(out) if params.train.resume and not round_one.is_file() and \
+        not partial_path(round_one).is_file() else None
+    if first is None:
+        first = FirstRound(train_round(params, keypoints, template, lbo, round_one, None, desc="train round 1 of 2")
+                           .objective.model, tmpl.faces, params.train.turned_z)
     hidden = turned_in_split(first, open_keypoints(keypoints, tmpl.hash), split=0)
     log.info("round 1 turns away %d keypoints of the train split (normal z > train.turned_z = %g): round 2 "
              "trains without them", int(hidden.sum()), params.train.turned_z)
@@ -267,6 +272,16 @@ def train(params: Params, keypoints: str | Path, template: str | Path, lbo: str 
     if from_environment().writer:
         remove_path(round_one)
     return result
+
+
+def _saved_first_round(out: Path) -> FirstRound | None:
+    """Round 1 kept in round 2's checkpoint (``out``'s partial one, else ``out``), or None (no checkpoint, or one of
+    a single round)."""
+    saved = next((p for p in (partial_path(out), out) if p.is_file()), None)
+    first = load_checkpoint(saved)[1]["first_round"] if saved is not None else None
+    if first is not None:
+        log.info("train.resume: round 1 from %s (kept in its checkpoint), not retrained", saved)
+    return first
 
 
 def turned_in_split(first: FirstRound, store, split: int, batch_size: int = 512) -> np.ndarray:

@@ -139,3 +139,27 @@ def test_a_run_killed_in_round_two_resumes_to_the_uninterrupted_weights(inputs, 
     ws, wr = two_rounds[1].objective.model.state_dict(), resumed.objective.model.state_dict()
     assert all(torch.equal(ws[k], wr[k]) for k in ws)
     assert not (tmp_path / ".model.pt.round1").exists()
+
+
+def test_a_finished_two_round_model_trained_further_keeps_its_round_one(inputs, two_rounds, tmp_path, monkeypatch):
+    """train.resume on a finished two-round model with more epochs: round 1 comes from the checkpoint (not retrained,
+    so round 2 goes on with the flags it was trained with) and round 2 continues from its last step."""
+    import shutil
+
+    from pipeline.train import loop
+
+    d, _ = two_rounds
+    shutil.copy(d / "model.pt", tmp_path / "model.pt")
+    saved = load_checkpoint(tmp_path / "model.pt")[1]
+    rounds = []
+    real = loop.train_round
+    monkeypatch.setattr(loop, "train_round", lambda *a, **kw: rounds.append(kw.get("desc")) or real(*a, **kw))
+    further = _run(inputs, tmp_path / "model.pt", _params(rounds=2, turned_z=0.0, epochs=3, resume=True))
+    assert rounds == ["train round 2 of 2"]  # round 1 not trained again
+    model, info = load_checkpoint(tmp_path / "model.pt")
+    assert info["step"] == 6 and saved["step"] == 4  # 2 steps an epoch (34 train instances // 12)
+    first, kept = info["first_round"].model.state_dict(), saved["first_round"].model.state_dict()
+    assert all(torch.equal(first[k], kept[k]) for k in kept)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    ws = further.objective.model.state_dict()
+    assert all(torch.equal(ws[k].cpu(), v) for k, v in model.state_dict().items())
