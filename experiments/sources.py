@@ -21,7 +21,10 @@ NETWORK = ["densepose.source=network", *NETWORK_PROFILE]
 SOURCES: dict[str, list[str]] = {"exact": EXACT, "corrupted": [], "mild": MILD, "network": NETWORK,
                                  # two rounds (train.rounds: 2, the best row of the robust table) on the network's
                                  # keypoints (issue 26's target for this source)
-                                 "network_two_rounds": [*NETWORK, "train.rounds=2"]}
+                                 "network_two_rounds": [*NETWORK, "train.rounds=2"],
+                                 # the mirror-aware residual (loss.mirror): the network reads whole limbs as their
+                                 # twins (scripts/mirror_swaps.py)
+                                 "network_mirror": [*NETWORK, "loss.mirror=true"]}
 REFERENCE = "exact"
 # -------------------------------------------------------------------------------------------------
 
