@@ -279,10 +279,10 @@ class Dvc:
     log_dir: Path = LOG_DIR
     baseline: str | None = None  # the commit the runs are based on (None: HEAD, whatever it is then)
 
-    def exp_show(self) -> list[dict]:
+    def exp_show(self, head: bool = False) -> list[dict]:
         """``dvc exp show --json`` (experiments of the baseline commit, queued and failed ones included), so
-        commits made while the runs go on do not hide them."""
-        rev = ["--rev", self.baseline] if self.baseline else []
+        commits made while the runs go on do not hide them; ``head``: of the commit checked out now."""
+        rev = ["--rev", self.baseline] if self.baseline and not head else []
         res = self.call(["dvc", "exp", "show", "--json", *rev], env=self.env)
         if res.returncode:
             raise RunFailed(f"dvc exp show failed: {res.stderr.strip()[-500:]}")
@@ -301,8 +301,12 @@ class Dvc:
         raise RunFailed(f"could not remove the earlier DVC experiment {name}")
 
     def metrics(self, name: str) -> dict[str, Any]:
-        """The metrics of the finished experiment ``name`` from ``dvc exp show --json``."""
+        """The metrics of the finished experiment ``name`` from ``dvc exp show --json``: the baseline's, else
+        HEAD's (a ``--temp`` run is based on the commit checked out when it starts, which a commit made since
+        the script started makes another)."""
         row = find_experiment(self.exp_show(), name)
+        if row is None and self.baseline:
+            row = find_experiment(self.exp_show(head=True), name)
         if row is None:
             raise RunFailed(f"experiment {name} is not in `dvc exp show`")
         return run_metrics(row)

@@ -483,3 +483,13 @@ def test_the_scripts_dry_run_of_all_on_the_default_data_prints_the_commands_it_d
         assert runs[-1] == ("dvc --wait-for-lock exp run --queue -n def-parts-16-s2 -S common.threads=1 "
                             "-S model.parts=16 -S train.seed=2")
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_dvc_run_finds_a_run_based_on_a_commit_made_since_the_script_started(tmp_path):
+    """A serial --temp run starts from the commit checked out then: when the baseline's experiments do not hold it,
+    HEAD's are read (``dvc exp show`` without ``--rev``)."""
+    procs = FakeProcesses([_exp_show(), _exp_show(), _exp_show(_exp("src-exact-s1", "done", 117.3))])
+    dvc = runner.Dvc(env={}, call=procs, log_dir=tmp_path, baseline="c" * 40)
+    assert dvc.run("src-exact-s1", ("train.seed=1",))["mpjpe_mm"] == 117.3
+    shows = [c[0] for c in procs.calls if c[0][:3] == ("dvc", "exp", "show")]
+    assert shows[-2][-2:] == ("--rev", "c" * 40) and "--rev" not in shows[-1]
