@@ -110,21 +110,14 @@ def self_blend_arrays(xy: np.ndarray, visible: np.ndarray, confidence: np.ndarra
     return out | {"xy": np.where(kept, (1 - share) * xy + share * projected, xy).astype(np.float32)}
 
 
-def round_one_turned(xy: np.ndarray, visible: np.ndarray, model: Path, template: Path) -> np.ndarray:
-    """(n, N) bool: the keypoints ``model``'s reconstruction turns away (normal z > ``SELF_DROP_Z``), as
-    ``train.rounds: 2`` finds them."""
+def round_one(model: Path, template: Path):
+    """Round 1 as ``train.rounds: 2`` uses it: ``model``'s trained network (the checkpoint read once) in a
+    :class:`~pipeline.train.rounds.FirstRound` turning away normal z > ``SELF_DROP_Z``."""
     from pipeline.template.file import load_template
     from pipeline.train.checkpoint import load_checkpoint
     from pipeline.train.rounds import FirstRound
 
-    return FirstRound(load_checkpoint(model)[0], load_template(template).faces, SELF_DROP_Z).turned_rows(xy, visible)
-
-
-def round_one_projection(xy: np.ndarray, visible: np.ndarray, model: Path) -> np.ndarray:
-    """(n, N, 2) float32: each vertex's projection in ``model``'s reconstruction (image pixels)."""
-    from pipeline.train.checkpoint import load_checkpoint, reconstruct
-
-    return reconstruct(load_checkpoint(model)[0], xy, visible).numpy()[..., :2]
+    return FirstRound(load_checkpoint(model)[0], load_template(template).faces, SELF_DROP_Z)
 
 
 def _store_copy(source: Path, out: Path):
@@ -147,11 +140,15 @@ def make_self_store(variant: str, source: Path, out: Path, model: Path, template
     (:func:`self_blend_arrays`) arrays, round 1 being ``model``."""
     z = _store_copy(source, out)
     xy, visible, confidence = z["xy"][:], z["visible"][:].astype(bool), z["confidence"][:]
-    turned = round_one_turned(xy, visible, model, template)
+    first = round_one(model, template)
+    turned = first.turned_rows(xy, visible)  # (n, N) bool: the keypoints round 1 turns away
     if variant == "self_drop":
         _write(z, self_drop_arrays(visible, confidence, turned))
     else:
-        _write(z, self_blend_arrays(xy, visible, confidence, turned, round_one_projection(xy, visible, model)))
+        from pipeline.train.checkpoint import reconstruct
+
+        projected = reconstruct(first.model, xy, visible).numpy()[..., :2]  # round 1's x, y of every vertex
+        _write(z, self_blend_arrays(xy, visible, confidence, turned, projected))
     return out
 
 

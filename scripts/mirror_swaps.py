@@ -76,6 +76,7 @@ def measure(store: Path, model: Path, mirror: np.ndarray, crop: int) -> tuple[np
 
     from pipeline.evaluate.measures import camera_for_metres
     from pipeline.evaluate.metrics import image_to_camera, vertex_errors
+    from pipeline.keypoints.lookup import crop_scale
     from pipeline.train.checkpoint import load_checkpoint, reconstruct
 
     z = zarr.open(str(store), mode="r")
@@ -83,9 +84,8 @@ def measure(store: Path, model: Path, mirror: np.ndarray, crop: int) -> tuple[np
         raise SystemExit(f"{store}: no gt/pixels or gt/vertices: the measure needs a synthetic source's ground truth")
     rows = np.flatnonzero(np.asarray(z["split"][:]) == 1)
     xy, visible = z["xy"][:][rows], z["visible"][:][rows].astype(bool)
-    box = z["box"][:][rows].astype(np.float64)
     share = mirror_share(xy, visible, z["gt/pixels"][:][rows], mirror,
-                         np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]) / crop)
+                         crop_scale(z["box"][:][rows].astype(np.float64), crop))
     net, info = load_checkpoint(model)
     points = reconstruct(net, xy, visible, first_round=info["first_round"]).numpy()
     true = z["gt/vertices"][:][rows].astype(np.float64)
