@@ -41,7 +41,7 @@ from pipeline.core.io import load_npz, save_json  # noqa: E402
 from pipeline.evaluate.chart_check import (EDGE_BAND, annotated_rank_correlation, chart_centres, crop_checks,  # noqa: E402
                                            expand_uv, image_checks, touching_parts)
 from pipeline.geometry.charts import ChartLocator, refined_atlas  # noqa: E402
-from pipeline.template.densepose_layout import OUTLINE  # noqa: E402
+from pipeline.template.densepose_layout import ALONG_AXIS, OUTLINE  # noqa: E402
 from pipeline.template.file import N_PARTS, Template, decode_iuv, load_template  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "densepose-reference"  # real DensePose data (its README: licence, layout)
@@ -160,7 +160,8 @@ def table(results: dict) -> str:
     lines = [f"template {results['template']['path']} (hash {results['template']['hash']}"
              + (f", read to an edge / {refine}" if refine > 1 else "") + "); seam distances in mm",
              "across: every 4-neighbour pixel pair of two parts; on body: those whose parts meet on the template "
-             "(the rest are occlusion contours, which no chart can join)", head, "-" * len(head)]
+             "(the rest are occlusion contours, which no chart can join); height signs: parts whose segment runs up "
+             "the image (|r| of image height and DensePose's along-segment U or V >= 0.5)", head, "-" * len(head)]
     for name, label in (("demo", "real demo"), ("synthetic", "synthetic exact")):
         if name not in results:
             continue
@@ -210,17 +211,18 @@ def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | 
         if expand != 1.0:
             uv = expand_uv(labels, uv, chart_centres(t.chart_part, t.chart_uv), expand)
         results["demo"] = {"iuv": str(iuv), "inds": str(inds), "expand": expand,
-                           **image_checks(labels, uv, instance, locator, vertices, t.up, touching, OUTLINE)}
+                           **image_checks(labels, uv, instance, locator, vertices, t.up, touching, OUTLINE, ALONG_AXIS)}
     if annotated is not None:
         pts = read_annotated(annotated)
         results["annotated"] = {"file": str(annotated),
                                 **annotated_rank_correlation(pts["xy"], pts["parts"], pts["uv"], locator,
                                                              vertices)}
-    if synthetic > 0:
+    if synthetic > 0:  # rendered in the template's own charts: their along axes are DensePose's only with its convention
+        along = ALONG_AXIS if t.charts == "densepose" else None
         crops = synthetic_crops(t, synthetic, seed=seed, crop=crop)
         results["synthetic"] = {"crops": int(len(crops["labels"])), "seed": seed, "crop": crop,
                                 **crop_checks(crops["labels"], crops["uv"], crops["pixel_size"], locator,
-                                              vertices, t.up, touching)}
+                                              vertices, t.up, touching, along)}
     return results
 
 

@@ -13,7 +13,9 @@ pixels are in the image. Three measures test that without any 3D ground truth:
 2. :func:`upright_instances`, :func:`height_correlations`, :func:`height_summary`: on an upright person, a
    pixel higher in the image should name a vertex higher on the template (its ``up`` axis): the Pearson
    correlation of the two per part is positive; a part whose chart is flipped along the body's axis gives a
-   negative one.
+   negative one. The part's own segment must run up the image for that to hold: with the output's convention
+   (which chart axis runs along each segment), a part whose along-axis coordinate barely changes with image height
+   (a forearm reaching towards the camera shows its girth, not its length) is left out (:func:`along_coordinate`).
 3. :func:`neighbour_region_pairs`, :func:`annotated_rank_correlation`: on human-annotated points (DensePose-COCO),
    the Spearman rank correlation between the image distance and the template distance over the point pairs
    whose parts lie in neighbouring body regions (:data:`NEIGHBOUR_REGIONS`). Pairs inside one region are left
@@ -38,7 +40,7 @@ from pipeline.template.file import COARSE_OF_PART, N_PARTS, PART_NAMES, SEGMENTS
 __all__ = ["HEAD_PARTS", "LOW_PARTS", "UPRIGHT_ASPECT", "UPRIGHT_MIN_PIXELS", "MIN_PART_PIXELS",
            "NEIGHBOUR_REGIONS", "EDGE_BAND", "pixel_vertices", "neighbour_pixel_pairs", "seam_distances",
            "outline_distance", "edge_pairs", "seam_summary",
-           "upright_instances", "height_correlations", "height_summary", "neighbour_region_pairs",
+           "upright_instances", "along_coordinate", "height_correlations", "height_summary", "neighbour_region_pairs",
            "annotated_rank_correlation", "image_checks", "crop_checks"]
 
 HEAD_PARTS = (23, 24)  # an upright person's head ...
@@ -46,6 +48,7 @@ LOW_PARTS = (5, 6, 11, 12, 13, 14)  # ... lies above its feet and lower legs in 
 UPRIGHT_ASPECT = 1.8  # an upright person's foreground box is at least this many times taller than wide
 UPRIGHT_MIN_PIXELS = 2000  # and has at least this many foreground pixels
 MIN_PART_PIXELS = 30  # a part's height correlation needs at least this many pixels
+MIN_ALONG = 0.5  # and |Pearson| of image height and its along-segment chart coordinate at least this
 EDGE_BAND = 0.15  # a pixel within this of its chart's outline (chart units) lies at its part's border
 
 # neighbouring body regions (keys of SEGMENTS; "left"/"right" the person's own): each limb joins the next on
@@ -350,8 +353,26 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(x @ y / den) if den > 0 else float("nan")
 
 
+def along_coordinate(labels: np.ndarray, uv: np.ndarray, along_axis: dict[int, int]) -> np.ndarray:
+    """Each pixel's chart coordinate along its part's body segment, as the output's convention lays it.
+
+    Args:
+        labels: (H, W) int part 0..24. uv: (2, H, W) float U, V. along_axis: part -> 0 (U runs along the
+            segment) or 1 (V), e.g. :data:`pipeline.template.densepose_layout.ALONG_AXIS`; a part not in it has none.
+    Returns:
+        (H, W) float64: U or V of the pixel's part; NaN for background and parts without an axis.
+    """
+    labels, uv = np.asarray(labels), np.asarray(uv, np.float64)
+    axis = np.full(N_PARTS + 1, -1, np.int64)
+    for p, a in along_axis.items():
+        axis[p] = a
+    a = axis[np.clip(labels, 0, N_PARTS)]
+    return np.where(a == 0, uv[0], np.where(a == 1, uv[1], np.nan))
+
+
 def height_correlations(vertex: np.ndarray, labels: np.ndarray, instance: np.ndarray, heights: np.ndarray,
-                        instances: list[int], min_pixels: int = MIN_PART_PIXELS) -> list[dict]:
+                        instances: list[int], min_pixels: int = MIN_PART_PIXELS, along: np.ndarray | None = None,
+                        min_along: float = MIN_ALONG) -> list[dict]:
     """Per instance and part, the correlation of a pixel's image height with its vertex's template height.
 
     Args:
@@ -359,6 +380,9 @@ def height_correlations(vertex: np.ndarray, labels: np.ndarray, instance: np.nda
         instance: (H, W) int instance id. heights: (N,) float each template vertex's height (``vertices @ up``).
         instances: the (upright) instance ids to measure. min_pixels: a part with fewer pixels is skipped, and so
             is a part whose pixels are over twice as wide as tall (lying: its image height is not along the body).
+        along: (H, W) float each pixel's along-segment chart coordinate (:func:`along_coordinate`, from the
+            output's own U, V: no template involved); a part whose coordinate's |Pearson| with image height is below
+            ``min_along`` is skipped (its segment does not run up the image: seen end-on or lying). None: no such test.
     Returns:
         one ``{"instance", "part", "name", "pixels", "r"}`` per (instance, part): ``r`` the Pearson correlation
         of the pixel's height in the image (``-row``) with its vertex's height; positive is right. NaN when
@@ -372,6 +396,9 @@ def height_correlations(vertex: np.ndarray, labels: np.ndarray, instance: np.nda
             rows, cols = np.nonzero((instance == k) & (labels == p) & (vertex >= 0))
             if len(rows) < min_pixels or np.ptp(rows) < 0.5 * np.ptp(cols):
                 continue  # too small, or lying rather than standing (a forearm reaching forward): no up to compare
+            if along is not None and np.isfinite(along[rows, cols]).all():
+                if not abs(_pearson(-rows.astype(np.float64), along[rows, cols])) >= min_along:
+                    continue  # the segment does not run up the image (a forearm seen end-on): no up to compare
             r = _pearson(-rows.astype(np.float64), heights[vertex[rows, cols]])
             out.append({"instance": int(k), "part": p, "name": PART_NAMES[p - 1], "pixels": int(len(rows)), "r": r})
     return out
@@ -441,7 +468,7 @@ def annotated_rank_correlation(xy: np.ndarray, parts: np.ndarray, uv: np.ndarray
 
 def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locator: ChartLocator,
                  vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None,
-                 outlines: dict | None = None) -> dict:
+                 outlines: dict | None = None, along_axis: dict[int, int] | None = None) -> dict:
     """Measures 1 and 2 on one image with an instance map (DensePose-RCNN's IUV and INDS images).
 
     Args:
@@ -449,7 +476,8 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
             any ids, e.g. the detector's ranks). locator: the template's charts. vertices: (N, 3) float metres.
         up: (3,) float the template's up direction. touching: as :func:`seam_summary`. outlines: the charts'
             outlines (:func:`outline_distance`); with ``touching``, the seam pairs are told from contacts
-            (:func:`edge_pairs`).
+            (:func:`edge_pairs`). along_axis: the output's along-segment chart axis per part
+            (:func:`along_coordinate`): parts whose segment does not run up the image are left out of measure 2.
     Returns:
         ``{"seams": seam_summary, "upright": upright_instances, "heights": height_summary,
         "height_entries": height_correlations}``.
@@ -464,18 +492,21 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
     seams = seam_summary(**pairs, touching=touching)
     upright = upright_instances(labels, instance)
     heights = np.asarray(vertices, np.float64) @ np.asarray(up, np.float64)
-    entries = height_correlations(vertex, labels, instance, heights, [k for k, u in upright.items() if u["upright"]])
+    along = None if along_axis is None else along_coordinate(labels, uv, along_axis)
+    entries = height_correlations(vertex, labels, instance, heights, [k for k, u in upright.items() if u["upright"]],
+                                  along=along)
     return {"seams": seams, "upright": upright, "heights": height_summary(entries), "height_entries": entries}
 
 
 def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, locator: ChartLocator,
-                vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None) -> dict:
+                vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None,
+                along_axis: dict[int, int] | None = None) -> dict:
     """Measures 1 and 2 over a stack of crops, each one instance (the synthetic source's crops), pooled.
 
     Args:
         labels: (n, S, S) int part 0..24. uv: (n, 2, S, S) float U, V.
         pixel_size: (n, 2) float each crop pixel's (height, width) in image pixels (box side / S).
-        locator, vertices (N, 3), up (3,): as :func:`image_checks`.
+        locator, vertices (N, 3), up (3,), along_axis: as :func:`image_checks`.
     Returns:
         as :func:`image_checks`, the instance id of crop ``i`` being ``i + 1``.
     """
@@ -495,7 +526,9 @@ def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, loca
                 pooled[key].append(value)
         u = upright_instances(labels[i], inst, tuple(pixel_size[i]))
         upright.update(u)
-        entries += height_correlations(vertex, labels[i], inst, heights, [k for k, e in u.items() if e["upright"]])
+        along = None if along_axis is None else along_coordinate(labels[i], uv[i], along_axis)
+        entries += height_correlations(vertex, labels[i], inst, heights, [k for k, e in u.items() if e["upright"]],
+                                       along=along)
     empty = {"distance_mm": np.zeros(0), "across": np.zeros(0, bool), "part_a": np.zeros(0, np.int64),
              "part_b": np.zeros(0, np.int64)}
     seams = seam_summary(**{k: np.concatenate(v) if v else empty[k] for k, v in pooled.items()}, touching=touching)

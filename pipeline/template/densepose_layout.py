@@ -24,7 +24,7 @@ of the arms (measured: on the demo's front-facing person, upper arms show 15/16,
 
 from __future__ import annotations
 
-__all__ = ["TORSO_ARMPIT_U", "TORSO_NECK_V", "OUTLINE", "OUTLINE_CORNERS", "ORIENTATION", "ORIENTATION_SHARE", "LIMB_PROXIMAL_AT_U1", "PROXIMAL", "END_TIP", "HEAD_CORNER_ANGLES",
+__all__ = ["ALONG_AXIS", "TORSO_ARMPIT_U", "TORSO_NECK_V", "OUTLINE", "OUTLINE_CORNERS", "ORIENTATION", "ORIENTATION_SHARE", "LIMB_PROXIMAL_AT_U1", "PROXIMAL", "END_TIP", "HEAD_CORNER_ANGLES",
            "MEASURED_ON"]
 
 MEASURED_ON = ("DensePose-RCNN's demo_im_IUV.png / demo_im_INDS.png and texture_atlas_200.png "
@@ -57,6 +57,11 @@ PROXIMAL = {
 # the distal edge opposite: 9|13 0.18, 10|14 0.12, 11|6 0.06, 12|5 0.09, 20|22 along V ≈ 0.1; part 19 has
 # too few seam pixels (15: n=29) and follows its twin 20, as every measured left/right pair agrees in U).
 LIMB_PROXIMAL_AT_U1 = frozenset({9, 10, 11, 12, 19, 20})
+
+# The chart axis that runs along each part's body segment (0: U, 1: V), by the rules here: limbs U (from either
+# end, LIMB_PROXIMAL_AT_U1), the torso U (neck to hips), the head halves V (neck to crown). Hands and feet, laid
+# flat, have none.
+ALONG_AXIS = {**{p: 0 for p in (1, 2, *range(7, 23))}, 23: 1, 24: 1}
 
 # Torso (1, 2): U from the neck (0) to the hips (1), V from the body's left side (0) to its right (1).
 # Measured: head pixels touch at U ≈ 0.1 (1|23 0.14, 1|24 0.12, 2|23 0.10, 2|24 0.12), the upper legs at
