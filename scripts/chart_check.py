@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as `python scripts/chart_check.py` from any
 from pipeline.core.errors import InputError, UserError  # noqa: E402
 from pipeline.core.io import load_npz, save_json  # noqa: E402
 from pipeline.evaluate.chart_check import (EDGE_BAND, annotated_rank_correlation, chart_centres, crop_checks,  # noqa: E402
-                                           expand_uv, image_checks, touching_parts)
+                                           exact_seam_floor, expand_uv, image_checks, touching_parts)
 from pipeline.geometry.charts import ChartLocator, refined_atlas  # noqa: E402
 from pipeline.template.densepose_layout import ALONG_AXIS, OUTLINE  # noqa: E402
 from pipeline.template.file import N_PARTS, Template, decode_iuv, load_template  # noqa: E402
@@ -183,6 +183,11 @@ def table(results: dict) -> str:
                      f"{_mm(pairs['p90_mm'])}, moved onto the outlines med {_mm(outline['median_mm'])} / p90 "
                      f"{_mm(outline['p90_mm'])}; {contact['count']} contacts (a pixel deeper inside its part) med "
                      f"{_mm(contact['median_mm'])}")
+    if "floor" in results:
+        f = results["floor"]
+        lines.append(f"real demo with exact seams (each of its {f['seam_pairs']} seam pairs as a random exact "
+                     f"synthetic seam pair of the same seam; contacts and occlusions its own): across parts med "
+                     f"{f['median_mm']:.1f} ± {f['std_mm']:.1f} over {f['draws']} draws")
     if "annotated" in results:
         a = results["annotated"]
         rho = "-" if not math.isfinite(a["rho"]) else f"{a['rho']:.3f}"
@@ -217,12 +222,16 @@ def run(template_path: str, iuv: str | None, inds: str | None, annotated: str | 
         results["annotated"] = {"file": str(annotated),
                                 **annotated_rank_correlation(pts["xy"], pts["parts"], pts["uv"], locator,
                                                              vertices)}
-    if synthetic > 0:  # rendered in the template's own charts: their along axes are DensePose's only with its convention
+    if synthetic > 0:  # rendered in the template's charts: along axes are DensePose's only in its convention
         along = ALONG_AXIS if t.charts == "densepose" else None
         crops = synthetic_crops(t, synthetic, seed=seed, crop=crop)
         results["synthetic"] = {"crops": int(len(crops["labels"])), "seed": seed, "crop": crop,
                                 **crop_checks(crops["labels"], crops["uv"], crops["pixel_size"], locator,
-                                              vertices, t.up, touching, along)}
+                                              vertices, t.up, touching, along, OUTLINE)}
+        if "demo" in results and t.charts == "densepose":  # seam pairs comparable only in one convention
+            results["floor"] = exact_seam_floor(results["demo"]["pairs"], results["synthetic"]["pairs"], seed=seed)
+    for name in ("demo", "synthetic"):  # the pair arrays stay out of the JSON
+        results.get(name, {}).pop("pairs", None)
     return results
 
 

@@ -39,7 +39,7 @@ from pipeline.template.file import COARSE_OF_PART, N_PARTS, PART_NAMES, SEGMENTS
 
 __all__ = ["HEAD_PARTS", "LOW_PARTS", "UPRIGHT_ASPECT", "UPRIGHT_MIN_PIXELS", "MIN_PART_PIXELS",
            "NEIGHBOUR_REGIONS", "EDGE_BAND", "pixel_vertices", "neighbour_pixel_pairs", "seam_distances",
-           "outline_distance", "edge_pairs", "seam_summary",
+           "outline_distance", "edge_pairs", "seam_summary", "exact_seam_floor",
            "upright_instances", "along_coordinate", "height_correlations", "height_summary", "neighbour_region_pairs",
            "annotated_rank_correlation", "image_checks", "crop_checks"]
 
@@ -313,6 +313,47 @@ def seam_summary(distance_mm: np.ndarray, across: np.ndarray, part_a: np.ndarray
     return out
 
 
+def exact_seam_floor(real: dict, exact: dict, draws: int = 20, seed: int = 0, min_pairs: int = 10) -> dict:
+    """What the median across parts of a real image would be if its seams read as well as exact charts can.
+
+    Each real seam pair (:func:`edge_pairs`) takes the distance of a random seam pair of the same seam in exactly
+    rendered data (the synthetic source's own charts, no prediction error; the pooled exact seam pairs where that
+    seam has fewer than ``min_pairs``); the real contacts and occlusion contours keep theirs. The median over all
+    pairs across parts then measures the image's own share of the figure: its contacts and occlusions, and the
+    template's resolution (both sides read to the nearest vertex), with charts and predictions made perfect.
+
+    Args:
+        real, exact: pair arrays of :func:`seam_distances` and :func:`edge_pairs` (``distance_mm``, ``across``,
+            ``part_a``, ``part_b``, ``seam_pair``), of the real image and of the exact rendering.
+        draws: repetitions of the random draw. seed: its seed.
+    Returns:
+        ``{"median_mm", "std_mm"}`` over the draws, ``"draws"``, ``"seam_pairs"`` (real) and ``"exact_seam_pairs"``.
+    """
+    def seams(pairs):
+        lo, hi = np.minimum(pairs["part_a"], pairs["part_b"]), np.maximum(pairs["part_a"], pairs["part_b"])
+        return lo * (N_PARTS + 1) + hi
+    sel = np.asarray(exact["seam_pair"], bool)
+    pool, pool_key = np.asarray(exact["distance_mm"], np.float64)[sel], seams(exact)[sel]
+    if not len(pool):
+        raise InputError("the exact rendering has no seam pair to compare with")
+    d = np.asarray(real["distance_mm"], np.float64)
+    across, pair = np.asarray(real["across"], bool), np.asarray(real["seam_pair"], bool)
+    idx = np.flatnonzero(pair)
+    key = seams(real)[idx]
+    rng = np.random.default_rng(seed)
+    medians = []
+    for _ in range(draws):
+        drawn = d.copy()
+        for k in np.unique(key):
+            same = pool[pool_key == k]
+            src = same if len(same) >= min_pairs else pool
+            at = idx[key == k]
+            drawn[at] = rng.choice(src, size=len(at))
+        medians.append(np.median(drawn[across]) if across.any() else np.nan)
+    return {"median_mm": float(np.mean(medians)), "std_mm": float(np.std(medians)), "draws": draws,
+            "seam_pairs": int(pair.sum()), "exact_seam_pairs": int(sel.sum())}
+
+
 def upright_instances(labels: np.ndarray, instance: np.ndarray,
                       pixel_size: tuple[float, float] = (1.0, 1.0)) -> dict[int, dict]:
     """Which instances stand upright in the image (the rule of measure 2).
@@ -480,7 +521,7 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
             (:func:`along_coordinate`): parts whose segment does not run up the image are left out of measure 2.
     Returns:
         ``{"seams": seam_summary, "upright": upright_instances, "heights": height_summary,
-        "height_entries": height_correlations}``.
+        "height_entries": height_correlations, "pairs": the pair arrays (seam_distances, edge_pairs)}``.
     """
     labels, instance = np.asarray(labels), np.asarray(instance)
     _check_maps(labels, np.asarray(uv), instance)
@@ -495,20 +536,21 @@ def image_checks(labels: np.ndarray, uv: np.ndarray, instance: np.ndarray, locat
     along = None if along_axis is None else along_coordinate(labels, uv, along_axis)
     entries = height_correlations(vertex, labels, instance, heights, [k for k, u in upright.items() if u["upright"]],
                                   along=along)
-    return {"seams": seams, "upright": upright, "heights": height_summary(entries), "height_entries": entries}
+    return {"seams": seams, "upright": upright, "heights": height_summary(entries), "height_entries": entries,
+            "pairs": pairs}
 
 
 def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, locator: ChartLocator,
                 vertices: np.ndarray, up: np.ndarray, touching: np.ndarray | None = None,
-                along_axis: dict[int, int] | None = None) -> dict:
+                along_axis: dict[int, int] | None = None, outlines: dict | None = None) -> dict:
     """Measures 1 and 2 over a stack of crops, each one instance (the synthetic source's crops), pooled.
 
     Args:
         labels: (n, S, S) int part 0..24. uv: (n, 2, S, S) float U, V.
         pixel_size: (n, 2) float each crop pixel's (height, width) in image pixels (box side / S).
-        locator, vertices (N, 3), up (3,), along_axis: as :func:`image_checks`.
+        locator, vertices (N, 3), up (3,), touching, outlines, along_axis: as :func:`image_checks`.
     Returns:
-        as :func:`image_checks`, the instance id of crop ``i`` being ``i + 1``.
+        as :func:`image_checks` (the pairs pooled over the crops), the instance id of crop ``i`` being ``i + 1``.
     """
     labels, uv, pixel_size = np.asarray(labels), np.asarray(uv), np.asarray(pixel_size, np.float64)
     n = len(labels)
@@ -516,12 +558,18 @@ def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, loca
         raise InputError(f"crops: labels must be (n, S, S), uv (n, 2, S, S) and pixel_size (n, 2), got "
                          f"{labels.shape}, {uv.shape}, {pixel_size.shape}")
     heights = np.asarray(vertices, np.float64) @ np.asarray(up, np.float64)
-    pooled = {"distance_mm": [], "across": [], "part_a": [], "part_b": []}
+    edges = touching is not None and outlines is not None
+    pooled = {"distance_mm": [], "across": [], "part_a": [], "part_b": [],
+              **({"seam_pair": [], "on_outline_mm": []} if edges else {})}
     upright, entries = {}, []
     for i in range(n):
         vertex = pixel_vertices(labels[i], uv[i], locator)
         inst = np.where(vertex >= 0, i + 1, 0)
-        for key, value in seam_distances(vertex, labels[i], inst, vertices).items():
+        pixels = neighbour_pixel_pairs(inst)
+        pairs = seam_distances(vertex, labels[i], inst, vertices, pixels)
+        if edges:
+            pairs.update(edge_pairs(pixels, pairs, uv[i], touching, outlines, locator, vertices))
+        for key, value in pairs.items():
             if key in pooled:  # not the instance: one crop, one instance
                 pooled[key].append(value)
         u = upright_instances(labels[i], inst, tuple(pixel_size[i]))
@@ -530,6 +578,8 @@ def crop_checks(labels: np.ndarray, uv: np.ndarray, pixel_size: np.ndarray, loca
         entries += height_correlations(vertex, labels[i], inst, heights, [k for k, e in u.items() if e["upright"]],
                                        along=along)
     empty = {"distance_mm": np.zeros(0), "across": np.zeros(0, bool), "part_a": np.zeros(0, np.int64),
-             "part_b": np.zeros(0, np.int64)}
-    seams = seam_summary(**{k: np.concatenate(v) if v else empty[k] for k, v in pooled.items()}, touching=touching)
-    return {"seams": seams, "upright": upright, "heights": height_summary(entries), "height_entries": entries}
+             "part_b": np.zeros(0, np.int64), "seam_pair": np.zeros(0, bool), "on_outline_mm": np.zeros(0)}
+    pairs = {k: np.concatenate(v) if v else empty[k] for k, v in pooled.items()}
+    seams = seam_summary(**pairs, touching=touching)
+    return {"seams": seams, "upright": upright, "heights": height_summary(entries), "height_entries": entries,
+            "pairs": pairs}

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import InputError
-from pipeline.evaluate.chart_check import (along_coordinate, annotated_rank_correlation, crop_checks, height_correlations,
+from pipeline.evaluate.chart_check import (along_coordinate, annotated_rank_correlation, crop_checks, exact_seam_floor,
+                                           height_correlations,
                                            height_summary, image_checks, neighbour_pixel_pairs,
                                            neighbour_region_pairs, outline_distance, pixel_vertices,
                                            seam_distances, seam_summary, upright_instances)
@@ -197,6 +198,29 @@ def test_a_part_whose_segment_does_not_run_up_the_image_has_no_height_sign(toy):
     assert len(height_correlations(vert, labels, inst, vertices @ up, [1], along=along_coordinate(labels, uv, {}))) == 2
 
 
+def _pairs(distance, parts, seam_pair):
+    parts = np.asarray(parts)
+    return {"distance_mm": np.asarray(distance, np.float64), "across": parts[:, 0] != parts[:, 1],
+            "part_a": parts[:, 0], "part_b": parts[:, 1], "seam_pair": np.asarray(seam_pair, bool)}
+
+
+def test_exact_seam_floor_replaces_only_the_seam_pairs():
+    # real: three seam pairs of seam 1|2 at 100 mm, two contacts at 500, one pair inside a part (not across)
+    real = _pairs([100, 100, 100, 500, 500, 0], [(1, 2), (2, 1), (1, 2), (1, 2), (2, 15), (1, 1)],
+                  [True, True, True, False, False, False])
+    # exact: seam 1|2 at 10 mm (12 pairs), seam 2|15 at 70 mm; a contact at 900 that is never drawn
+    exact = _pairs([10] * 12 + [70] * 12 + [900], [(2, 1)] * 12 + [(2, 15)] * 12 + [(1, 2)],
+                   [True] * 24 + [False])
+    f = exact_seam_floor(real, exact, draws=5)
+    assert f["median_mm"] == 10 and f["std_mm"] == 0 and f["seam_pairs"] == 3 and f["exact_seam_pairs"] == 24
+    # a seam with fewer than min_pairs exact pairs draws from all exact seam pairs (10 or 70)
+    few = exact_seam_floor(real, exact, draws=50, min_pairs=13)
+    assert 10 <= few["median_mm"] <= 70 and few["std_mm"] > 0
+    assert exact_seam_floor(real, exact, draws=50, min_pairs=13, seed=3) != few  # seeded, not fixed
+    with pytest.raises(InputError, match="no seam pair"):
+        exact_seam_floor(real, _pairs([10], [(1, 2)], [False]))
+
+
 def test_neighbour_region_pairs_follow_the_body(toy):
     torso, head = SEGMENTS["torso"], SEGMENTS["head"]
     parts = np.array([torso[0], torso[1], head[0], SEGMENTS["right hand"][0], SEGMENTS["right lower arm"][0],
@@ -305,6 +329,15 @@ def test_real_densepose_charts_on_the_demo_end_to_end(template_file, tmp_path, c
                       None, 0, refine=3)  # the surface points the charts name: finer inside the parts
     assert fine["template"]["refine"] == 3
     assert fine["demo"]["seams"]["inside"]["p90_mm"] < demo["seams"]["inside"]["p90_mm"]
+    # the demo's seam pairs replaced by exact ones of the same seams (12 exact synthetic bodies): its contacts and
+    # occlusions alone keep the median across parts up; the exact seam pairs are far shorter than the real ones
+    both = script.run(str(template_file), str(REFERENCE / "demo_im_IUV.png"), str(REFERENCE / "demo_im_INDS.png"),
+                      None, 12)
+    f = both["floor"]
+    assert f["seam_pairs"] == seams["seam_pairs"]["count"] and f["exact_seam_pairs"] > 1000
+    assert 0 < f["median_mm"] < seams["across"]["median_mm"]
+    assert both["synthetic"]["seams"]["seam_pairs"]["median_mm"] < 0.5 * seams["seam_pairs"]["median_mm"]
+    assert "pairs" not in both["demo"] and "pairs" not in both["synthetic"]
 
 
 @needs_reference
