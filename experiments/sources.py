@@ -24,7 +24,9 @@ SOURCES: dict[str, list[str]] = {"exact": EXACT, "corrupted": [], "mild": MILD, 
                                  "network_two_rounds": [*NETWORK, "train.rounds=2"],
                                  # the mirror-aware residual (loss.mirror): the network reads whole limbs as their
                                  # twins (scripts/mirror_swaps.py)
-                                 "network_mirror": [*NETWORK, "loss.mirror=true"]}
+                                 "network_mirror": [*NETWORK, "loss.mirror=true"],
+                                 # the same on the limbs only: torso and head anchor the body's facing
+                                 "network_mirror_limbs": [*NETWORK, "loss.mirror=true", "loss.mirror_parts=limbs"]}
 REFERENCE = "exact"
 # -------------------------------------------------------------------------------------------------
 

@@ -403,6 +403,9 @@ class LossParams:
     robust_anneal: float = param(0.5, "share of the steps over which c anneals", lo=0.0, hi=1.0)
     mirror: bool = param(False, "mirror-aware re-projection: a keypoint may be explained by its vertex or by that "
                          "vertex's left/right mirror, the better of the two taken softly")
+    mirror_parts: str = param("all", "the vertices whose mirror may explain a keypoint: all, or limbs (arms, hands, "
+                              "legs, feet; torso and head keep their own vertex, so a body mirrored whole, which "
+                              "faces the other way, costs what it should)", choices=("all", "limbs"))
     b_min: float = param(0.1, "heteroscedastic loss: smallest scale b dividing the residual", lo=1e-9, hi=1e3)
     arap_instances: int = param(64, "ARAP on this many instances of each batch (a random subset; 0: all)",
                                 lo=0, hi=1_000_000)

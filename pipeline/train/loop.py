@@ -71,8 +71,10 @@ def training_seed(params: Params) -> int:
 
 
 def build_objective(params: Params, vertices: np.ndarray, faces: np.ndarray, up: np.ndarray,
-                    forward: np.ndarray, evecs: np.ndarray) -> tuple[TrainingObjective, float]:
-    """Model, Ψ and losses from the template (metres) and the LBO eigenvectors (N, K), seeded.
+                    forward: np.ndarray, evecs: np.ndarray,
+                    vertex_part: np.ndarray | None = None) -> tuple[TrainingObjective, float]:
+    """Model, Ψ and losses from the template (metres), the LBO eigenvectors (N, K) and (for
+    ``loss.mirror_parts: limbs``) the (N,) vertex parts, seeded.
 
     Returns the objective and the template scale (metres per canonical unit).
     """
@@ -82,7 +84,7 @@ def build_objective(params: Params, vertices: np.ndarray, faces: np.ndarray, up:
                          init_logits=logit_initialiser(params.model, vertex_areas(canon, faces)))
     needs_arap = params.loss.arap > 0 and params.model.type != "c3dpo"
     arap = arap_weights(canon, faces) if needs_arap else None
-    return TrainingObjective(model, params.loss, arap, faces), scale
+    return TrainingObjective(model, params.loss, arap, faces, vertex_part), scale
 
 
 # template-side parameters: never weight-decayed (decay would pull the shape towards 0, not the template)
@@ -329,7 +331,8 @@ def train_round(params: Params, keypoints: str | Path, template: str | Path, lbo
     # the model, its optimiser and the batches
     tmpl = load_template(template)
     evecs = _load_basis(lbo, tmpl.hash, params)
-    objective, scale = build_objective(params, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward, evecs)
+    objective, scale = build_objective(params, tmpl.vertices, tmpl.faces, tmpl.up, tmpl.forward, evecs,
+                                       tmpl.vertex_part)
     seg_init = objective.model.segmentation().detach().cpu()  # (N, M), drawn before and after training
     objective.to(device)
     optimizer = make_optimizer(objective, cfg)

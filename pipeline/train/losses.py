@@ -88,14 +88,30 @@ def annealed_scale(progress: float, end: float, start: float = 0.0, anneal: floa
     return float(start * (end / start) ** (max(progress, 0.0) / anneal))
 
 
-def mirror_map(canonical: np.ndarray) -> np.ndarray:
+def mirror_map(canonical: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """(N,) int64 each vertex's left/right mirror: the nearest vertex to its reflection in the body's sagittal
-    plane (canonical frame: x is the body's left-right axis, centred). An involution on a symmetric template."""
+    plane (canonical frame: x is the body's left-right axis, centred). An involution on a symmetric template.
+
+    Args:
+        canonical: (N, 3) float. keep: (N,) bool vertices that are their own mirror here (``loss.mirror_parts:
+            limbs`` keeps the torso and head, so that a whole body mirrored, facing the other way, is not free).
+    """
     from scipy.spatial import cKDTree
 
     x = np.asarray(canonical, np.float64)
     reflected = x * np.array([-1.0, 1.0, 1.0]) + np.array([2.0 * np.median(x[:, 0]), 0.0, 0.0])
-    return cKDTree(x).query(reflected)[1].astype(np.int64)
+    out = cKDTree(x).query(reflected)[1].astype(np.int64)
+    if keep is not None:  # kept vertices, and any whose mirror is a kept one, are their own
+        keep = np.asarray(keep, bool)
+        out = np.where(keep | keep[out], np.arange(len(out)), out)
+    return out
+
+
+def limb_vertices(vertex_part: np.ndarray) -> np.ndarray:
+    """(N,) bool the vertices of the arms, hands, legs and feet (DensePose parts 3-22; the torso is 1-2, the
+    head 23-24) of (N,) int ``vertex_part``."""
+    p = np.asarray(vertex_part)
+    return (p >= 3) & (p <= 22)
 
 
 def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -350,11 +366,12 @@ class TrainingObjective(nn.Module):
     The logged dict also holds ``share_<term>``: each weighted term's share of the total.
 
     Args:
-        faces: (F, 3) int template faces (needed by ``loss.facing``).
+        faces: (F, 3) int template faces (needed by ``loss.facing``). vertex_part: (N,) int each vertex's
+            DensePose part (needed by ``loss.mirror_parts: limbs``).
     """
 
     def __init__(self, model: LiftingModel, cfg: LossParams, arap: ArapWeights | None,
-                 faces: np.ndarray | None = None):
+                 faces: np.ndarray | None = None, vertex_part: np.ndarray | None = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -367,7 +384,10 @@ class TrainingObjective(nn.Module):
         }
         self.psi = make_psi(model) if self.weights["canonicalisation"] > 0 else None
         self.progress = 1.0  # share of training done: the training loop sets it each step (the norm's annealing)
-        self.register_buffer("mirror", torch.as_tensor(mirror_map(model.template.detach().cpu().numpy()))
+        if cfg.mirror and cfg.mirror_parts == "limbs" and vertex_part is None:
+            raise InputError("loss.mirror_parts = limbs needs the template's vertex parts")
+        keep = None if cfg.mirror_parts == "all" or not cfg.mirror else ~limb_vertices(vertex_part)
+        self.register_buffer("mirror", torch.as_tensor(mirror_map(model.template.detach().cpu().numpy(), keep))
                              if cfg.mirror else None, persistent=False)
         if self.weights["arap"] > 0:
             if arap is None:

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.template.file import canonical_template
 from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, _ArapOperator, annealed_scale, arap_loss,
                                    arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_gate,
-                                   facing_loss, make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss,
+                                   facing_loss, limb_vertices, make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss,
                                    robust_norm, self_visibility, smooth_min)
 from pipeline.train.model import vertex_normals
 from pipeline.train.part_init import build_model
@@ -375,6 +376,26 @@ def test_the_mirror_map_pairs_left_and_right(template):
     assert (x[m[left]] > x.mean()).all()  # a vertex well left of the midline mirrors to the right
 
 
+def test_the_limbs_mirror_map_keeps_torso_and_head(template):
+    """loss.mirror_parts: limbs: torso and head vertices are their own mirror (a body mirrored whole, which faces
+    the other way, then costs its torso's residual); limb vertices still swap left for right."""
+    limbs = limb_vertices(template.vertex_part)
+    assert limbs.any() and not limbs.all()
+    full, kept = mirror_map(template.vertices), mirror_map(template.vertices, ~limbs)
+    np.testing.assert_array_equal(kept[~limbs], np.flatnonzero(~limbs))
+    assert limbs[kept[limbs & (kept != np.arange(len(kept)))]].all()  # a limb never maps onto the torso or head
+    moved = limbs & ~(~limbs)[full]  # limb vertices whose mirror is a limb vertex keep it
+    np.testing.assert_array_equal(kept[moved], full[moved])
+    assert moved.mean() > 0.5 * limbs.mean()
+    # a whole body mirrored: with all vertices free it costs nothing, with limbs only its torso and head cost
+    pred = torch.as_tensor(template.vertices[None, :, :2], dtype=torch.float64)
+    xy = pred[:, full]  # every keypoint named by its mirror: the body seen mirrored
+    vis = torch.ones(1, len(full), dtype=torch.bool)
+    free = reprojection_loss(pred, xy, vis, 0.01, mirror=torch.as_tensor(full))
+    anchored = reprojection_loss(pred, xy, vis, 0.01, mirror=torch.as_tensor(kept))
+    assert free.item() < 1e-3 < anchored.item()
+
+
 def test_mirror_aware_residual_is_the_plain_one_unless_the_mirror_explains_better():
     """Vertex 0 and its mirror 1: a keypoint at vertex 0's projection costs what it costs plainly (the mirror is
     far); a keypoint at vertex 1's (a left/right swap) costs ~0 instead of the full residual."""
@@ -410,3 +431,9 @@ def test_the_objective_anneals_and_mirrors_when_asked(template):
     xy, vis = torch.randn(2, len(template.vertices), 2), torch.ones(2, len(template.vertices), dtype=torch.bool)
     loss, terms = objective(xy, vis)
     assert torch.isfinite(loss) and "reprojection" in terms
+    limbs = dataclasses.replace(cfg, mirror_parts="limbs")
+    with pytest.raises(InputError, match="vertex parts"):
+        TrainingObjective(model, limbs, None, template.faces)
+    anchored = TrainingObjective(model, limbs, None, template.faces, template.vertex_part)
+    assert (anchored.mirror.numpy()[~limb_vertices(template.vertex_part)] ==
+            np.flatnonzero(~limb_vertices(template.vertex_part))).all()
