@@ -34,9 +34,9 @@ CSV = Table("sources.csv", ("experiment", "seed"), METRICS)
 
 
 def runs(seeds: Iterable[int], experiments: dict[str, list[str]] = SOURCES) -> list[Run]:
-    """The correspondence sources with every seed, named ``src-<source>-s<seed>``. Each network seed retrains the
-    network (about 18 minutes on 2 cores): DVC's run cache does not restore ``models/network.pt``, a persistent
-    output (docs/DESIGN.md §11)."""
+    """The correspondence sources with every seed, named ``src-<source>-s<seed>``. The network rows share one
+    network (the 30-minute CPU profile): the first run trains it, DVC's run cache restores ``models/network.pt`` for
+    the others (docs/DESIGN.md §11)."""
     return seeded("src-", experiments, seeds, (), "sources")
 
 
