@@ -26,7 +26,10 @@ SOURCES: dict[str, list[str]] = {"exact": EXACT, "corrupted": [], "mild": MILD, 
                                  # twins (scripts/mirror_swaps.py)
                                  "network_mirror": [*NETWORK, "loss.mirror=true"],
                                  # the same on the limbs only: torso and head anchor the body's facing
-                                 "network_mirror_limbs": [*NETWORK, "loss.mirror=true", "loss.mirror_parts=limbs"]}
+                                 "network_mirror_limbs": [*NETWORK, "loss.mirror=true", "loss.mirror_parts=limbs"],
+                                 # both: round 1 turns away hidden-vertex keypoints, the mirror tolerates swapped limbs
+                                 "network_two_rounds_mirror_limbs": [*NETWORK, "train.rounds=2", "loss.mirror=true",
+                                                                     "loss.mirror_parts=limbs"]}
 REFERENCE = "exact"
 # -------------------------------------------------------------------------------------------------
 
