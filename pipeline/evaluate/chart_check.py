@@ -340,14 +340,15 @@ def exact_seam_floor(real: dict, exact: dict, draws: int = 20, seed: int = 0, mi
     across, pair = np.asarray(real["across"], bool), np.asarray(real["seam_pair"], bool)
     idx = np.flatnonzero(pair)
     key = seams(real)[idx]
+    groups = []  # per real seam: its pairs and the exact distances they are drawn from (made once, not per draw)
+    for k in np.unique(key):
+        same = pool[pool_key == k]
+        groups.append((idx[key == k], same if len(same) >= min_pairs else pool))
     rng = np.random.default_rng(seed)
     medians = []
     for _ in range(draws):
         drawn = d.copy()
-        for k in np.unique(key):
-            same = pool[pool_key == k]
-            src = same if len(same) >= min_pairs else pool
-            at = idx[key == k]
+        for at, src in groups:
             drawn[at] = rng.choice(src, size=len(at))
         medians.append(np.median(drawn[across]) if across.any() else np.nan)
     return {"median_mm": float(np.mean(medians)), "std_mm": float(np.std(medians)), "draws": draws,
@@ -437,9 +438,9 @@ def height_correlations(vertex: np.ndarray, labels: np.ndarray, instance: np.nda
             rows, cols = np.nonzero((instance == k) & (labels == p) & (vertex >= 0))
             if len(rows) < min_pixels or np.ptp(rows) < 0.5 * np.ptp(cols):
                 continue  # too small, or lying rather than standing (a forearm reaching forward): no up to compare
-            if along is not None and np.isfinite(along[rows, cols]).all():
-                if not abs(_pearson(-rows.astype(np.float64), along[rows, cols])) >= min_along:
-                    continue  # the segment does not run up the image (a forearm seen end-on): no up to compare
+            a = None if along is None else along[rows, cols]
+            if a is not None and np.isfinite(a).all() and not abs(_pearson(-rows.astype(np.float64), a)) >= min_along:
+                continue  # the segment does not run up the image (a forearm seen end-on): no up to compare
             r = _pearson(-rows.astype(np.float64), heights[vertex[rows, cols]])
             out.append({"instance": int(k), "part": p, "name": PART_NAMES[p - 1], "pixels": int(len(rows)), "r": r})
     return out

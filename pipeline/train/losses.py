@@ -108,10 +108,11 @@ def mirror_map(canonical: np.ndarray, keep: np.ndarray | None = None) -> np.ndar
 
 
 def limb_vertices(vertex_part: np.ndarray) -> np.ndarray:
-    """(N,) bool the vertices of the arms, hands, legs and feet (DensePose parts 3-22; the torso is 1-2, the
-    head 23-24) of (N,) int ``vertex_part``."""
-    p = np.asarray(vertex_part)
-    return (p >= 3) & (p <= 22)
+    """(N,) bool the vertices of the arms, hands, legs and feet (every part but the torso's and the head's,
+    :data:`pipeline.template.file.SEGMENTS`) of (N,) int ``vertex_part``."""
+    from pipeline.template.file import SEGMENTS
+
+    return ~np.isin(np.asarray(vertex_part), SEGMENTS["torso"] + SEGMENTS["head"])
 
 
 def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -384,11 +385,15 @@ class TrainingObjective(nn.Module):
         }
         self.psi = make_psi(model) if self.weights["canonicalisation"] > 0 else None
         self.progress = 1.0  # share of training done: the training loop sets it each step (the norm's annealing)
-        if cfg.mirror and cfg.mirror_parts == "limbs" and vertex_part is None:
-            raise InputError("loss.mirror_parts = limbs needs the template's vertex parts")
-        keep = None if cfg.mirror_parts == "all" or not cfg.mirror else ~limb_vertices(vertex_part)
-        self.register_buffer("mirror", torch.as_tensor(mirror_map(model.template.detach().cpu().numpy(), keep))
-                             if cfg.mirror else None, persistent=False)
+        mirror = None
+        if cfg.mirror:
+            keep = None  # loss.mirror_parts all: every vertex may take its mirror
+            if cfg.mirror_parts == "limbs":
+                if vertex_part is None:
+                    raise InputError("loss.mirror_parts = limbs needs the template's vertex parts")
+                keep = ~limb_vertices(vertex_part)
+            mirror = torch.as_tensor(mirror_map(model.template.detach().cpu().numpy(), keep))
+        self.register_buffer("mirror", mirror, persistent=False)
         if self.weights["arap"] > 0:
             if arap is None:
                 raise InputError("loss.arap > 0 needs the template's ARAP weights")
