@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from experiments.data import MILD
+from experiments.robust import REFINE
 from experiments.runner import METRICS, Run, Table, seeded
 from experiments.summary import compared_markdown
 
@@ -29,7 +30,12 @@ SOURCES: dict[str, list[str]] = {"exact": EXACT, "corrupted": [], "mild": MILD, 
                                  "network_mirror_limbs": [*NETWORK, "loss.mirror=true", "loss.mirror_parts=limbs"],
                                  # both: round 1 turns away hidden-vertex keypoints, the mirror tolerates swapped limbs
                                  "network_two_rounds_mirror_limbs": [*NETWORK, "train.rounds=2", "loss.mirror=true",
-                                                                     "loss.mirror_parts=limbs"]}
+                                                                     "loss.mirror_parts=limbs"],
+                                 # test-time refinement (eval.refine_*); the rows above are the network's prediction
+                                 # alone (made before it existed)
+                                 "exact_refine": [*EXACT, *REFINE], "network_refine": [*NETWORK, *REFINE],
+                                 "network_mirror_limbs_refine": [*NETWORK, "loss.mirror=true",
+                                                                 "loss.mirror_parts=limbs", *REFINE]}
 REFERENCE = "exact"
 # -------------------------------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         fix_threads(params.common.threads)
         device = resolve_device(params.common.device)
         template = load_template(args.template)
-        model = model_reconstructor(args.model, template, device, params.eval.batch_size)
+        model = model_reconstructor(args.model, template, device, params.eval.batch_size, refine=params.eval)
         log.info("model %s (step %s) on %s; initial segmentation %s", args.model, model.info.get("step"), device,
                  "saved" if model.segmentation_init is not None else "not saved")
         result = evaluate(args.keypoints, template, model.run, model.segmentation, params.eval, args.reports,

@@ -34,6 +34,9 @@ ALLOWED = {
         "an import to a later layer: the DVC DAG runs network before densepose, but the network learns from the "
         "synthetic source's store, so its code ranks above densepose; the source imports only the checkpoint read "
         "side",
+    ("pipeline/evaluate/loop.py", "pipeline/train/refine.py"):
+        "test-time refinement is how the evaluation uses the trained model; out of checkpoint.py, so that a change to "
+        "it reruns evaluate, not train",
 }
 MODULES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline").rglob("*.py"))
 
@@ -149,8 +152,9 @@ def test_stage_scripts_hold_no_logic(stage):
             assert ast.unparse(node.iter).endswith(".lines()"), f"stages/{stage}.py: a loop at line {node.lineno}"
 
 
-# evaluate: inputs.py, page.py (index.html); both: core/dispatch.py (stages/__init__.py), train/rounds.py (round 1)
-@pytest.mark.parametrize("stage, most", [("train", 18), ("evaluate", 22)])
+# evaluate: inputs.py, page.py (index.html), train/refine.py with train/losses.py and geometry/lbo.py (test-time
+# refinement); both: core/dispatch.py (stages/__init__.py), train/rounds.py (round 1)
+@pytest.mark.parametrize("stage, most", [("train", 18), ("evaluate", 25)])
 def test_training_and_evaluation_depend_on_few_modules(stage, most):
     modules = {m for m in code_closure(f"stages/{stage}.py") if m.startswith("pipeline/")}
     assert len(modules) <= most, sorted(modules)

@@ -463,6 +463,13 @@ class EvalParams:
     uv_maps: int = param(4, "first reconstructions written as UV position maps", lo=0, hi=1000)
     uv_resolution: int = param(64, "texels per chart side of the UV position maps", lo=4, hi=1024)
     histogram_max_mm: float = param(400.0, "upper end of the error histograms (mm)", lo=1.0, hi=1e6)
+    refine_steps: int = param(100, "test-time refinement: Adam steps on each instance's part motions and camera from "
+                              "the network's prediction (0: the network's prediction alone, the paper's)",
+                              lo=0, hi=100_000)
+    refine_lr: float = param(0.01, "test-time refinement: Adam learning rate", lo=1e-9, hi=10.0)
+    refine_anchor: float = param(0.03, "test-time refinement: weight of the squared distance of the part motions "
+                                 "from the network's prediction (the prior that keeps them in its shape space)",
+                                 lo=0.0, hi=1e6)
 
 
 @dataclass(frozen=True)

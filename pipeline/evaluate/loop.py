@@ -153,7 +153,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.core.config import EvalParams
+from pipeline.core.config import EvalParams, load_params_dict
 from pipeline.core.errors import InputError
 from pipeline.core.stage import progress as progress_bar
 from pipeline.core.store import SPLIT_TRAIN, StoreError
@@ -166,6 +166,7 @@ from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
 from pipeline.keypoints.store import holdout_rows, instances_fingerprint, open_keypoints
 from pipeline.template.file import COARSE_OF_PART, PART_NAMES, SEGMENTS, Template
 from pipeline.train.checkpoint import load_checkpoint, reconstruct
+from pipeline.train.refine import Refiner
 
 log = logging.getLogger(__name__)
 
@@ -364,8 +365,10 @@ class Reconstructor(NamedTuple):
 
 
 def model_reconstructor(path: str | Path, template: Template, device: str = "cpu",
-                        batch_size: int = 1024) -> Reconstructor:
-    """The trained model of a checkpoint as a :data:`Reconstruct` function.
+                        batch_size: int = 1024, refine: EvalParams | None = None) -> Reconstructor:
+    """The trained model of a checkpoint as a :data:`Reconstruct` function; with ``refine`` (the ``eval`` params)
+    each prediction refined ``refine.refine_steps`` steps (:class:`pipeline.train.refine.Refiner`, with the loss
+    params the checkpoint was trained with).
 
     Returns:
         :class:`Reconstructor`: the function, the (N, M) float32 learnt part weights, the weights at
@@ -381,8 +384,13 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
     if model.n_vertices != len(template.vertices):
         raise InputError(f"{path}: model has {model.n_vertices} vertices, the template {len(template.vertices)}")
 
+    refiner = None
+    if refine is not None and refine.refine_steps > 0:
+        refiner = Refiner(model, load_params_dict(info["params"]).loss, refine, template.faces, template.vertex_part)
+
     def run(xy: np.ndarray, visible: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return reconstruct(model, xy, visible, batch_size=batch_size, first_round=info["first_round"]).numpy()
+        return reconstruct(model, xy, visible, batch_size=batch_size, first_round=info["first_round"],
+                           refine=refiner).numpy()
 
     segmentation = model.segmentation().detach().cpu().numpy().astype(np.float32)
     init = info.get("segmentation_init")

@@ -1,7 +1,7 @@
 """``models/model.pt``, the read side of the ``train`` stage: its layout, :func:`save_checkpoint` (the
 trainer writes it, :mod:`pipeline.train.loop`), :func:`read_checkpoint` / :func:`load_checkpoint`
 (evaluation and ``train.resume`` read it) and :func:`reconstruct`, the trained model as the evaluation
-uses it.
+uses it (with :class:`pipeline.train.refine.Refiner`, its test-time refinement, as ``refine``).
 
 ``torch.save`` of a dict, loadable with ``weights_only=True`` (N template vertices, K eigenvectors
 used, M latent parts):
@@ -36,6 +36,7 @@ the facing loss are not saved.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ import torch
 
 from pipeline.core.config import load_params_dict
 from pipeline.core.io import atomic_path
-from pipeline.train.model import LiftingModel, denormalise, normalise
+from pipeline.train.model import LiftingModel, ModelOutput, denormalise, normalise
 from pipeline.train.rounds import FirstRound
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "reconstruct", "INFO_KEYS"]
@@ -110,7 +111,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 @torch.no_grad()
 def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024,
-                first_round: FirstRound | None = None) -> torch.Tensor:
+                first_round: FirstRound | None = None,
+                refine: Callable[[torch.Tensor, torch.Tensor, ModelOutput], ModelOutput] | None = None
+                ) -> torch.Tensor:
     """Posed 3D shapes in the image frame of the input keypoints.
 
     Args:
@@ -119,6 +122,8 @@ def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024,
         visible: (B, N) bool.
         first_round: the checkpoint's round 1 (``info["first_round"]`` of :func:`load_checkpoint`): the
             keypoints it turns away are hidden before ``model`` sees them, as in training. None: none hidden.
+        refine: ``(xy, visible, prediction) -> prediction`` of normalised keypoints, e.g. a
+            :class:`pipeline.train.refine.Refiner`; None: the network's prediction as it is.
     Returns:
         (B, N, 3) float32 CPU tensor: x, y in image pixels (the normalisation undone), z in the same
         pixel units, pointing away from the camera; depth is known up to a constant per instance.
@@ -135,6 +140,8 @@ def reconstruct(model: LiftingModel, xy, visible, batch_size: int = 1024,
             shown = first_round.clean(xy[s:s + batch_size], shown)
         norm = normalise(xy[s:s + batch_size], shown)
         pred = model(norm.xy.to(device), shown.to(device))
+        if refine is not None:
+            pred = refine(norm.xy.to(device), shown.to(device), pred)
         out.append(denormalise(pred.points.float().cpu(), norm.centre, norm.scale))
     if not out:
         return torch.zeros(0, model.n_vertices, 3)

@@ -47,7 +47,7 @@ from pipeline.geometry.mesh import edges as mesh_edges
 from pipeline.train.model import LiftingModel, Trunk, head, vertex_normals
 
 __all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "smooth_min",
-           "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights",
+           "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights", "ArapOperator",
            "best_rotations", "arap_loss", "entropy_loss", "facing_loss", "facing_gate",
            "self_visibility", "oracle_loss", "make_psi", "TrainingObjective", "LOSS_NAMES"]
 
@@ -235,7 +235,7 @@ def best_rotations(cov: torch.Tensor, method: str = "horn", iters: int = 6) -> t
         return roma.unitquat_to_rotmat(q[..., [1, 2, 3, 0]]).to(cov.dtype)
 
 
-class _ArapOperator(nn.Module):
+class ArapOperator(nn.Module):
     """Precomputed sparse operators of the ARAP energy for one rest shape (buffers)."""
 
     def __init__(self, rest: torch.Tensor, w: ArapWeights):
@@ -271,7 +271,7 @@ class _ArapOperator(nn.Module):
         return posed[..., :, None] * self.s[:, None, :] - wy
 
 
-def arap_loss(op: _ArapOperator, posed: torch.Tensor, method: str = "horn") -> torch.Tensor:
+def arap_loss(op: ArapOperator, posed: torch.Tensor, method: str = "horn") -> torch.Tensor:
     """Eq. 7, relative: ``Σ_i Σ_k c_ik |(Y_i − Y_k) − R_i (X_i − X_k)|² / Σ_i Σ_k c_ik |X_i − X_k|²`` over
     both directions of every edge, averaged over the batch; R_i best rotations computed without gradient.
     0 for a rigidly moved rest shape; a uniform scaling by s gives (s − 1)².
@@ -299,12 +299,14 @@ def entropy_loss(weights: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return -(weights * torch.log(weights.clamp(min=eps))).sum(1).mean() / math.log(m)
 
 
-def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, weights: torch.Tensor,
+                per_instance: bool = False) -> torch.Tensor:
     """Each part's visible side must face the camera.
 
     For instance b and part j, ``n̄_bj = Σ_i e_bi w_ij n_bi`` sums the normals of the vertices the
     keypoints show, weighted by their evidence e (pixels mapping to the vertex) and part weight; the loss
-    is ``Σ_bj m_bj max(0, n̄_bj,z / |n̄_bj|) / Σ_bj m_bj`` with ``m_bj = Σ_i e_bi w_ij``.
+    is ``Σ_bj m_bj max(0, n̄_bj,z / |n̄_bj|) / Σ_bj m_bj`` with ``m_bj = Σ_i e_bi w_ij``, or with ``per_instance``
+    the (B,) ``Σ_j m_bj max(0, ...) / Σ_j m_bj`` of each instance alone.
 
     Args:
         normals: (B, N, 3) float unit vertex normals, camera frame (z away from the camera), e.g.
@@ -314,6 +316,8 @@ def facing_loss(normals: torch.Tensor, evidence: torch.Tensor, weights: torch.Te
     agg = torch.einsum("bnc,bn,nm->bmc", normals, evidence, weights)  # (B, M, 3)
     mass = evidence @ weights  # (B, M)
     z = agg[..., 2] / agg.norm(dim=-1).clamp(min=1e-12)
+    if per_instance:
+        return (mass * torch.relu(z)).sum(1) / mass.sum(1).clamp(min=1e-12)
     return (mass * torch.relu(z)).sum() / mass.sum().clamp(min=1e-12)
 
 
@@ -397,7 +401,7 @@ class TrainingObjective(nn.Module):
         if self.weights["arap"] > 0:
             if arap is None:
                 raise InputError("loss.arap > 0 needs the template's ARAP weights")
-            self.arap = _ArapOperator(model.template, arap)
+            self.arap = ArapOperator(model.template, arap)
         else:
             self.arap = None
         self_visible = cfg.self_visibility > 0 and model.type == "dp3d"  # like facing: not in the paper's baselines

@@ -189,6 +189,7 @@ class ModelOutput(NamedTuple):
     uncertainty: (B, N) heteroscedastic scale b (``model.heteroscedastic``) or None.
     normals: (B, N, 3) the template's unit normals moved by the blended part rotations and the camera
         rotation (dp3d, once :meth:`LiftingModel.set_rest_normals` was called) or None.
+    vertex_xi: (B, N, 6) per-vertex blended se(3) vector (dp3d) or None.
     """
 
     latent: torch.Tensor
@@ -197,6 +198,7 @@ class ModelOutput(NamedTuple):
     points: torch.Tensor
     uncertainty: torch.Tensor | None
     normals: torch.Tensor | None = None
+    vertex_xi: torch.Tensor | None = None
 
 
 class LiftingModel(nn.Module):
@@ -286,8 +288,17 @@ class LiftingModel(nn.Module):
         v = visible.to(xy.dtype)[..., None]
         inp = torch.cat([xy * v, v], dim=-1).flatten(1)  # (B, 3N)
         h = self.trunk(inp)
-        latent = self.latent_head(h)
-        camera = self.camera_head(h)
+        out = self.pose(self.latent_head(h), self.camera_head(h))
+        if self.hetero is None:
+            return out
+        xi = out.vertex_xi if out.vertex_xi is not None else out.camera[:, None].expand(-1, self.n_vertices, -1)
+        feats = torch.cat([self.basis.expand(len(xy), -1, -1), xi], dim=-1)  # (B, N, K + 6)
+        return out._replace(uncertainty=self.hetero(feats)[..., 0])
+
+    def pose(self, latent: torch.Tensor, camera: torch.Tensor) -> ModelOutput:
+        """The shape of ``latent`` (B, L) seen by ``camera`` (B, 6): :class:`ModelOutput` without the
+        heteroscedastic scale (what :meth:`forward` predicts once its heads have given both; test-time refinement,
+        :mod:`pipeline.train.refine`, moves them)."""
         shape = self.shape_from_latent(latent)
         rot = roma.rotvec_to_rotmat(camera[:, :3])  # (B, 3, 3)
         normals = None
@@ -298,12 +309,7 @@ class LiftingModel(nn.Module):
             normals = normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         shift = torch.cat([camera[:, 3:5], torch.zeros_like(camera[:, :1])], dim=1)  # (B, 3)
         points = camera[:, 5, None, None].exp() * (shape.vertices @ rot.transpose(-1, -2)) + shift[:, None]
-        unc = None
-        if self.hetero is not None:
-            xi = shape.vertex_xi if shape.vertex_xi is not None else camera[:, None].expand(-1, self.n_vertices, -1)
-            feats = torch.cat([self.basis.expand(len(xy), -1, -1), xi], dim=-1)  # (B, N, K + 6)
-            unc = self.hetero(feats)[..., 0]
-        return ModelOutput(latent, shape.vertices, camera, points, unc, normals)
+        return ModelOutput(latent, shape.vertices, camera, points, None, normals, shape.vertex_xi)
 
     def set_rest_normals(self, normals: np.ndarray | torch.Tensor) -> None:
         """Gives the model the template's (N, 3) unit outward normals (canonical frame), so that

@@ -11,7 +11,7 @@ from pipeline.core.config import LossParams, ModelParams
 from pipeline.core.errors import InputError
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.template.file import canonical_template
-from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, _ArapOperator, annealed_scale, arap_loss,
+from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, ArapOperator, annealed_scale, arap_loss,
                                    arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_gate,
                                    facing_loss, limb_vertices, make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss,
                                    robust_norm, self_visibility, smooth_min)
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def arap_op(template):
     x = torch.as_tensor(template.vertices)
-    return x, _ArapOperator(x, arap_weights(template.vertices, template.faces))
+    return x, ArapOperator(x, arap_weights(template.vertices, template.faces))
 
 
 def test_pseudo_huber_is_quadratic_then_linear():
@@ -110,7 +110,7 @@ def test_arap_matches_naive_loop():
     x = np.asarray(m.vertices, np.float64)
     w = arap_weights(x, np.asarray(m.faces))
     y = x + 0.1 * np.random.default_rng(0).normal(size=x.shape)
-    op = _ArapOperator(torch.as_tensor(x, dtype=torch.float32), w)
+    op = ArapOperator(torch.as_tensor(x, dtype=torch.float32), w)
     got = arap_loss(op, torch.as_tensor(y[None], dtype=torch.float32), "svd").item()
     assert got == pytest.approx(_arap_naive(x, y, w), rel=1e-3)
 
@@ -137,7 +137,7 @@ def test_arap_is_relative_and_scale_free(template, arap_op):
     x, op = arap_op
     for s in (0.9, 1.2):
         assert arap_loss(op, (s * x)[None]).item() == pytest.approx((s - 1) ** 2, rel=1e-3)
-    big = _ArapOperator(10 * x, arap_weights(10 * x.numpy(), template.faces))
+    big = ArapOperator(10 * x, arap_weights(10 * x.numpy(), template.faces))
     assert arap_loss(big, (12 * x)[None]).item() == pytest.approx(0.04, rel=1e-3)
 
 
