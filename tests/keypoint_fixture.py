@@ -66,3 +66,14 @@ def make_keypoints(path: str | Path, template, n: int = 64, seed: int = 0, test_
     }
     write_store(path, arrays, {"schema": SCHEMA, "template_hash": template.hash, "kind": "chart"}, chunk=chunk)
     return Path(path)
+
+
+def training_inputs(folder: Path, template, n: int = 48, chunk: int = 8) -> Path:
+    """``template.npz``, ``lbo.npz`` (16 eigenvectors) and ``kp.zarr`` (:func:`make_keypoints`, seed 0) in ``folder``,
+    what a tiny training run reads; returns ``folder``."""
+    from pipeline.geometry.lbo import eigenbasis, save_basis
+
+    template.save(folder / "template.npz")
+    save_basis(folder / "lbo.npz", eigenbasis(template.vertices.astype(np.float64), template.faces, 16), template.hash)
+    make_keypoints(folder / "kp.zarr", template, n=n, seed=0, chunk=chunk)
+    return folder

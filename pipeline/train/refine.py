@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from pipeline.core.config import EvalParams, LossParams
-from pipeline.train.losses import ArapOperator, arap_loss, arap_weights, facing_loss, limb_vertices, mirror_map, reprojection_loss
+from pipeline.train.losses import (ArapOperator, arap_loss, arap_weights, facing_loss, limb_vertices, mirror_map,
+                                   reprojection_loss)
 from pipeline.train.model import LiftingModel, ModelOutput, vertex_normals
 
 __all__ = ["Refiner"]
@@ -47,7 +48,8 @@ class Refiner:
         template = model.template
         self.arap = None
         if loss.arap > 0 and model.type != "c3dpo":
-            self.arap = ArapOperator(template, arap_weights(template.cpu().numpy(), np.asarray(faces))).to(template.device)
+            weights = arap_weights(template.cpu().numpy(), np.asarray(faces))
+            self.arap = ArapOperator(template, weights).to(template.device)
         self.facing = loss.facing if model.type == "dp3d" else 0.0
         if self.facing > 0 and model.rest_normals is None:
             model.set_rest_normals(vertex_normals(template[None], torch.as_tensor(np.asarray(faces), dtype=torch.long,
@@ -57,11 +59,13 @@ class Refiner:
             keep = ~limb_vertices(vertex_part) if loss.mirror_parts == "limbs" else None
             self.mirror = torch.as_tensor(mirror_map(template.cpu().numpy(), keep), device=template.device)
 
-    def objective(self, out: ModelOutput, xy: torch.Tensor, visible: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    def objective(self, out: ModelOutput, xy: torch.Tensor, visible: torch.Tensor,
+                  start: torch.Tensor) -> torch.Tensor:
         """Σ_b L_b (module docstring). out: the refined prediction; xy (B, N, 2) normalised keypoints; visible
         (B, N) bool; start: (B, L) the network's latent θ⁰."""
         loss = self.loss
-        # ρ's mean over each instance's own keypoints: weights 1 / (its visible count) make the batch mean their sum / B
+        # ρ's mean over each instance's own keypoints: weights 1 / (its visible count) make the batch's weighted mean
+        # the mean of the instances' means
         shown = visible.sum(1, keepdim=True).clamp(min=1).to(xy.dtype)
         weight = (1.0 / shown).expand_as(visible)
         total = len(xy) * reprojection_loss(out.points[..., :2], xy, visible, loss.robust_scale or loss.huber_eps,

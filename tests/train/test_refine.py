@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from keypoint_fixture import make_keypoints
+from keypoint_fixture import training_inputs
 from pipeline.core.config import EvalParams, load_params_dict
-from pipeline.geometry.lbo import eigenbasis, save_basis
 from pipeline.keypoints.store import open_keypoints
 from pipeline.train.checkpoint import load_checkpoint, reconstruct
 from pipeline.train.loop import train
@@ -24,10 +23,7 @@ TINY = {"hidden": 64, "bottleneck": 32, "blocks": 1, "lbo_basis": 16, "parts": 5
 @pytest.fixture(scope="module")
 def trained(template, tmp_path_factory):
     """A tiny model trained 2 epochs on fixture keypoints, the keypoints of 8 instances and the loss params."""
-    d = tmp_path_factory.mktemp("refine")
-    template.save(d / "template.npz")
-    save_basis(d / "lbo.npz", eigenbasis(template.vertices.astype(np.float64), template.faces, 16), template.hash)
-    make_keypoints(d / "kp.zarr", template, n=48, seed=0, chunk=8)
+    d = training_inputs(tmp_path_factory.mktemp("refine"), template)
     params = load_params_dict({"common": {"device": "cpu"}, "model": TINY,
                                "train": {"batch_size": 12, "epochs": 2, "log_every": 1}})
     train(params, d / "kp.zarr", d / "template.npz", d / "lbo.npz", d / "model.pt", None)

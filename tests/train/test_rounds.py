@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from keypoint_fixture import make_keypoints
+from keypoint_fixture import training_inputs
 from pipeline.core.config import load_params_dict
-from pipeline.geometry.lbo import eigenbasis, save_basis
 from pipeline.keypoints.store import open_keypoints
 from pipeline.train.checkpoint import load_checkpoint, reconstruct
 from pipeline.train.data import KeypointStream
@@ -21,11 +20,7 @@ TINY = {"hidden": 64, "bottleneck": 32, "blocks": 1, "lbo_basis": 16, "parts": 5
 
 @pytest.fixture(scope="module")
 def inputs(template, tmp_path_factory):
-    d = tmp_path_factory.mktemp("rounds")
-    template.save(d / "template.npz")
-    save_basis(d / "lbo.npz", eigenbasis(template.vertices.astype(np.float64), template.faces, 16), template.hash)
-    make_keypoints(d / "kp.zarr", template, n=48, seed=0, chunk=8)
-    return d
+    return training_inputs(tmp_path_factory.mktemp("rounds"), template)
 
 
 def _params(**train_):
