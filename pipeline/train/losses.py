@@ -48,7 +48,7 @@ from pipeline.train.model import LiftingModel, Trunk, head, vertex_normals
 
 __all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "smooth_min",
            "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights", "ArapOperator",
-           "best_rotations", "arap_loss", "entropy_loss", "facing_loss", "facing_gate",
+           "best_rotations", "arap_loss", "arap_rotations", "entropy_loss", "facing_loss", "facing_gate",
            "self_visibility", "oracle_loss", "make_psi", "TrainingObjective", "LOSS_NAMES"]
 
 LOSS_NAMES = ("reprojection", "canonicalisation", "arap", "entropy", "facing", "oracle_3d")
@@ -271,7 +271,8 @@ class ArapOperator(nn.Module):
         return posed[..., :, None] * self.s[:, None, :] - wy
 
 
-def arap_loss(op: ArapOperator, posed: torch.Tensor, method: str = "horn") -> torch.Tensor:
+def arap_loss(op: ArapOperator, posed: torch.Tensor, method: str = "horn",
+              rotations: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 7, relative: ``Σ_i Σ_k c_ik |(Y_i − Y_k) − R_i (X_i − X_k)|² / Σ_i Σ_k c_ik |X_i − X_k|²`` over
     both directions of every edge, averaged over the batch; R_i best rotations computed without gradient.
     0 for a rigidly moved rest shape; a uniform scaling by s gives (s − 1)².
@@ -280,14 +281,21 @@ def arap_loss(op: ArapOperator, posed: torch.Tensor, method: str = "horn") -> to
 
     Args:
         posed: (B, N, 3) float posed shapes, same vertex order as the rest shape of ``op``.
+        rotations: (B, N, 3, 3) float R_i to use instead of the best ones (:func:`arap_rotations`), e.g. kept from
+            an earlier step (ARAP's local/global alternation: the energy is then an upper bound of the best one).
     """
     cov = op.covariances(posed)  # (B, N, 3, 3)
-    rot = best_rotations(cov.detach(), method)
+    rot = best_rotations(cov.detach(), method) if rotations is None else rotations
     dy = posed[:, op.i] - posed[:, op.k]  # (B, E, 3)
     posed_energy = 2.0 * (op.c * (dy**2).sum(-1)).sum(-1)  # (B,)
     cross = (rot * cov).sum((-1, -2, -3))  # Σ_i tr(R_iᵀ P_i), (B,)
     total = posed_energy - 2.0 * cross + op.rest_energy
     return (total / op.rest_energy).mean()
+
+
+def arap_rotations(op: ArapOperator, posed: torch.Tensor, method: str = "horn") -> torch.Tensor:
+    """(B, N, 3, 3) the best rotations R_i of :func:`arap_loss` for posed shapes (B, N, 3), no gradient."""
+    return best_rotations(op.covariances(posed.detach()), method)
 
 
 def entropy_loss(weights: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -24,11 +24,15 @@ import numpy as np
 import torch
 
 from pipeline.core.config import EvalParams, LossParams
-from pipeline.train.losses import (ArapOperator, arap_loss, arap_weights, facing_loss, limb_vertices, mirror_map,
-                                   reprojection_loss)
+from pipeline.train.losses import (ArapOperator, arap_loss, arap_rotations, arap_weights, facing_loss, limb_vertices,
+                                   mirror_map, reprojection_loss)
 from pipeline.train.model import LiftingModel, ModelOutput, vertex_normals
 
-__all__ = ["Refiner"]
+__all__ = ["Refiner", "ROTATIONS_EVERY"]
+
+# ARAP's best rotations R_i are found anew every this many steps and kept in between (its local/global alternation:
+# the energy with kept rotations bounds the best one from above); finding them is most of a step's time
+ROTATIONS_EVERY = 5
 
 
 class Refiner:
@@ -59,10 +63,11 @@ class Refiner:
             keep = ~limb_vertices(vertex_part) if loss.mirror_parts == "limbs" else None
             self.mirror = torch.as_tensor(mirror_map(template.cpu().numpy(), keep), device=template.device)
 
-    def objective(self, out: ModelOutput, xy: torch.Tensor, visible: torch.Tensor,
-                  start: torch.Tensor) -> torch.Tensor:
+    def objective(self, out: ModelOutput, xy: torch.Tensor, visible: torch.Tensor, start: torch.Tensor,
+                  rotations: torch.Tensor | None = None) -> torch.Tensor:
         """Σ_b L_b (module docstring). out: the refined prediction; xy (B, N, 2) normalised keypoints; visible
-        (B, N) bool; start: (B, L) the network's latent θ⁰."""
+        (B, N) bool; start: (B, L) the network's latent θ⁰; rotations: (B, N, 3, 3) ARAP's R_i (None: the best
+        for ``out``)."""
         loss = self.loss
         # ρ's mean over each instance's own keypoints: weights 1 / (its visible count) make the batch's weighted mean
         # the mean of the instances' means
@@ -71,7 +76,7 @@ class Refiner:
         total = len(xy) * reprojection_loss(out.points[..., :2], xy, visible, loss.robust_scale or loss.huber_eps,
                                             norm=loss.robust, mirror=self.mirror, weight=weight)
         if self.arap is not None:
-            total = total + loss.arap * len(xy) * arap_loss(self.arap, out.shape, loss.arap_rotations)
+            total = total + loss.arap * len(xy) * arap_loss(self.arap, out.shape, loss.arap_rotations, rotations)
         if self.facing > 0:
             evidence = visible.to(xy.dtype)
             total = total + self.facing * facing_loss(out.normals, evidence, self.model.segmentation(),
@@ -93,9 +98,13 @@ class Refiner:
                 latent = theta0.clone().requires_grad_(True)
                 camera = start.camera.detach().clone().requires_grad_(True)
                 opt = torch.optim.Adam([latent, camera], lr=self.cfg.refine_lr)
-                for _ in range(self.cfg.refine_steps):
+                rotations = None
+                for step in range(self.cfg.refine_steps):
                     opt.zero_grad()
-                    self.objective(model.pose(latent, camera), xy, visible, theta0).backward()
+                    out = model.pose(latent, camera)
+                    if self.arap is not None and step % ROTATIONS_EVERY == 0:
+                        rotations = arap_rotations(self.arap, out.shape, self.loss.arap_rotations)
+                    self.objective(out, xy, visible, theta0, rotations).backward()
                     opt.step()
             with torch.no_grad():
                 return model.pose(latent.detach(), camera.detach())

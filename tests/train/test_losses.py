@@ -11,10 +11,10 @@ from pipeline.core.config import LossParams, ModelParams
 from pipeline.core.errors import InputError
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.template.file import canonical_template
-from pipeline.train.losses import (ROBUST_NORMS, TrainingObjective, ArapOperator, annealed_scale, arap_loss,
-                                   arap_weights, best_rotations, canonicalisation_loss, entropy_loss, facing_gate,
-                                   facing_loss, limb_vertices, make_psi, mirror_map, oracle_loss, pseudo_huber, reprojection_loss,
-                                   robust_norm, self_visibility, smooth_min)
+from pipeline.train.losses import (ROBUST_NORMS, ArapOperator, TrainingObjective, annealed_scale, arap_loss,
+                                   arap_rotations, arap_weights, best_rotations, canonicalisation_loss, entropy_loss,
+                                   facing_gate, facing_loss, limb_vertices, make_psi, mirror_map, oracle_loss,
+                                   pseudo_huber, reprojection_loss, robust_norm, self_visibility, smooth_min)
 from pipeline.train.model import vertex_normals
 from pipeline.train.part_init import build_model
 
@@ -113,6 +113,19 @@ def test_arap_matches_naive_loop():
     op = ArapOperator(torch.as_tensor(x, dtype=torch.float32), w)
     got = arap_loss(op, torch.as_tensor(y[None], dtype=torch.float32), "svd").item()
     assert got == pytest.approx(_arap_naive(x, y, w), rel=1e-3)
+
+
+def test_arap_with_kept_rotations_bounds_the_best_from_above():
+    """The best rotations given back (arap_rotations) reproduce the loss; rotations kept from another shape give more
+    (ARAP's local/global alternation, as test-time refinement keeps them for a few steps)."""
+    m = trimesh.creation.icosphere(subdivisions=1)
+    x = np.asarray(m.vertices, np.float64)
+    op = ArapOperator(torch.as_tensor(x, dtype=torch.float32), arap_weights(x, np.asarray(m.faces)))
+    rng = np.random.default_rng(0)
+    y, z = (torch.as_tensor((x + 0.1 * rng.normal(size=x.shape))[None], dtype=torch.float32) for _ in range(2))
+    best = arap_loss(op, y)
+    assert arap_loss(op, y, rotations=arap_rotations(op, y)).item() == pytest.approx(best.item(), rel=1e-6)
+    assert arap_loss(op, y, rotations=arap_rotations(op, z)).item() > best.item() + 1e-3
 
 
 def test_arap_zero_for_rigid_motion_positive_for_bent_limb(template, arap_op):
