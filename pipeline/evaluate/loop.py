@@ -384,9 +384,8 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
     if model.n_vertices != len(template.vertices):
         raise InputError(f"{path}: model has {model.n_vertices} vertices, the template {len(template.vertices)}")
 
-    refiner = None
-    if refine is not None and refine.refine_steps > 0:
-        refiner = Refiner(model, load_params_dict(info["params"]).loss, refine, template.faces, template.vertex_part)
+    refiner = None if refine is None else Refiner(model, load_params_dict(info["params"]).loss, refine, template.faces,
+                                                  template.vertex_part)
 
     def run(xy: np.ndarray, visible: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return reconstruct(model, xy, visible, batch_size=batch_size, first_round=info["first_round"],

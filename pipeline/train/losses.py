@@ -46,7 +46,7 @@ from pipeline.geometry.lbo import laplacian
 from pipeline.geometry.mesh import edges as mesh_edges
 from pipeline.train.model import LiftingModel, Trunk, head, vertex_normals
 
-__all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "smooth_min",
+__all__ = ["pseudo_huber", "ROBUST_NORMS", "robust_norm", "annealed_scale", "mirror_map", "loss_mirror", "smooth_min",
            "reprojection_loss", "canonicalisation_loss", "ArapWeights", "arap_weights", "ArapOperator",
            "best_rotations", "arap_loss", "arap_rotations", "entropy_loss", "facing_loss", "facing_gate",
            "self_visibility", "oracle_loss", "make_psi", "TrainingObjective", "LOSS_NAMES"]
@@ -113,6 +113,20 @@ def limb_vertices(vertex_part: np.ndarray) -> np.ndarray:
     from pipeline.template.file import SEGMENTS
 
     return ~np.isin(np.asarray(vertex_part), SEGMENTS["torso"] + SEGMENTS["head"])
+
+
+def loss_mirror(cfg: LossParams, template: torch.Tensor, vertex_part: np.ndarray | None) -> torch.Tensor | None:
+    """The (N,) long mirror map the re-projection loss uses under ``loss.mirror`` (``loss.mirror_parts``: every vertex,
+    or the limbs' only), on the device of the (N, 3) canonical ``template``; None when ``loss.mirror`` is off.
+    vertex_part: (N,) int each vertex's DensePose part (needed for ``limbs``)."""
+    if not cfg.mirror:
+        return None
+    keep = None  # loss.mirror_parts all: every vertex may take its mirror
+    if cfg.mirror_parts == "limbs":
+        if vertex_part is None:
+            raise InputError("loss.mirror_parts = limbs needs the template's vertex parts")
+        keep = ~limb_vertices(vertex_part)
+    return torch.as_tensor(mirror_map(template.detach().cpu().numpy(), keep), device=template.device)
 
 
 def smooth_min(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -397,15 +411,7 @@ class TrainingObjective(nn.Module):
         }
         self.psi = make_psi(model) if self.weights["canonicalisation"] > 0 else None
         self.progress = 1.0  # share of training done: the training loop sets it each step (the norm's annealing)
-        mirror = None
-        if cfg.mirror:
-            keep = None  # loss.mirror_parts all: every vertex may take its mirror
-            if cfg.mirror_parts == "limbs":
-                if vertex_part is None:
-                    raise InputError("loss.mirror_parts = limbs needs the template's vertex parts")
-                keep = ~limb_vertices(vertex_part)
-            mirror = torch.as_tensor(mirror_map(model.template.detach().cpu().numpy(), keep))
-        self.register_buffer("mirror", mirror, persistent=False)
+        self.register_buffer("mirror", loss_mirror(cfg, model.template, vertex_part), persistent=False)
         if self.weights["arap"] > 0:
             if arap is None:
                 raise InputError("loss.arap > 0 needs the template's ARAP weights")

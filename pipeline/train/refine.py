@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from pipeline.core.config import EvalParams, LossParams
-from pipeline.train.losses import (ArapOperator, arap_loss, arap_rotations, arap_weights, facing_loss, limb_vertices,
-                                   mirror_map, reprojection_loss)
+from pipeline.train.losses import (ArapOperator, arap_loss, arap_rotations, arap_weights, facing_loss, loss_mirror,
+                                   reprojection_loss)
 from pipeline.train.model import LiftingModel, ModelOutput, vertex_normals
 
 __all__ = ["Refiner", "ROTATIONS_EVERY"]
@@ -58,10 +58,7 @@ class Refiner:
         if self.facing > 0 and model.rest_normals is None:
             model.set_rest_normals(vertex_normals(template[None], torch.as_tensor(np.asarray(faces), dtype=torch.long,
                                                                                  device=template.device))[0])
-        self.mirror = None
-        if loss.mirror:
-            keep = ~limb_vertices(vertex_part) if loss.mirror_parts == "limbs" else None
-            self.mirror = torch.as_tensor(mirror_map(template.cpu().numpy(), keep), device=template.device)
+        self.mirror = loss_mirror(loss, template, vertex_part)
 
     def objective(self, out: ModelOutput, xy: torch.Tensor, visible: torch.Tensor, start: torch.Tensor,
                   rotations: torch.Tensor | None = None) -> torch.Tensor:
