@@ -8,6 +8,7 @@ params.yaml stay untouched), read back from ``dvc exp show --json`` and appended
     python scripts/paper_experiments.py select-c3dpo       # C3DPO's canonicalisation weight on held-out train bodies
     python scripts/paper_experiments.py table1 --seeds 0 1 2
     python scripts/paper_experiments.py all --data default --jobs 2   # the three on the default data (issue 26)
+    python scripts/paper_experiments.py table1 --data refined --jobs 2  # the default data, predictions refined
     python scripts/paper_experiments.py parts --only parts-16
     python scripts/paper_experiments.py sources            # MPJPE from exact, corrupted (now, before) and network IUV
     python scripts/paper_experiments.py robust             # the robust lifting losses on the default data (ROBUST)
@@ -38,7 +39,11 @@ Outputs (``--out-dir``, default ``metrics/paper``):
   canonicalisation weight, chosen (lowest MPJPE) on 10% of the train bodies held out of training;
   ``table1`` uses it for ``c3dpo`` (0.1 until the selection has been run).
 * with ``--data default``: ``table1_default.*``, ``parts_curve_default.*`` and ``c3dpo_selection_default.*``,
-  their runs named ``def-...``.
+  their runs named ``def-...``. The mild and default tables measure the network's prediction alone (as the paper
+  does; ``eval.refine_steps=0`` in every run's overrides).
+* with ``--data refined``: ``table1_refined.*`` and ``parts_curve_refined.*``, runs ``ref-...``: the default data
+  with each test prediction refined (``REFINE``, the default evaluation); C3DPO's weight is the default data's
+  selection (the same training).
 * ``runs.json``: per run name its ``-S`` overrides, git revision, wall time and finish time.
 
 Resuming: a run whose row is in the CSV and whose overrides in ``runs.json`` are the ones planned now

@@ -59,8 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seeds", nargs="+", default=[",".join(map(str, DEFAULT_SEEDS))],
                     help="train.seed values (default 0 1 2)")
     ap.add_argument("--data", choices=list(DATA), default="mild",
-                    help="table1, parts, select-c3dpo: the mild corruption they were first measured on (default) "
-                         "or the default data (files *_default.csv)")
+                    help="table1, parts, select-c3dpo: the mild corruption they were first measured on (default), "
+                         "the default data (files *_default.csv; both the network's prediction alone) or the default "
+                         "data refined at test time (files *_refined.csv; C3DPO's weight from the default data's "
+                         "selection)")
     ap.add_argument("--only", help="run only the runs whose name contains this text, e.g. t1-no_arap or -s1")
     ap.add_argument("--dry-run", action="store_true", help="print the commands of the runs to do, run nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (> 1: through DVC's queue)")
@@ -94,11 +96,11 @@ def make_context(args: argparse.Namespace, run: Callable | None) -> Context:
 
 def plan(command: str, args: argparse.Namespace) -> list[tuple[Table, list[Run]]]:
     """The tables and runs of a subcommand (``all``: selection first, so table1 uses its weight)."""
-    data = DATA[args.data]
+    data, chooser = DATA[args.data], DATA[DATA[args.data].selection]
     if command == "select-c3dpo":
-        return [(data.table(selection.CSV), only(selection.runs(data=data), args.only))]
+        return [(chooser.table(selection.CSV), only(selection.runs(data=chooser), args.only))]
     if command == "table1":
-        weight = selection.c3dpo_weight(args.out_dir / data.table(selection.CSV).file)
+        weight = selection.c3dpo_weight(args.out_dir / chooser.table(selection.CSV).file)
         return [(data.table(table1.CSV), only(table1.runs(args.seeds, weight, data=data), args.only))]
     if command == "parts":
         return [(data.table(parts.CSV), only(parts.runs(args.seeds, data=data), args.only))]
@@ -119,13 +121,14 @@ def main(argv: list[str] | None = None, run: Callable[[str, tuple[str, ...]], di
     commands = ["select-c3dpo", "table1", "parts"] if args.command == "all" else [args.command]
     failed = []
     for command in commands:
-        chosen = args.out_dir / DATA[args.data].table(selection.CSV).file
+        chooser = DATA[DATA[args.data].selection]
+        chosen = args.out_dir / chooser.table(selection.CSV).file
         if command == "table1":
-            print(selection.note(chosen, selection.WEIGHTS[args.data]), flush=True)
+            print(selection.note(chosen, selection.WEIGHTS[chooser.name]), flush=True)
         for table, runs in plan(command, args):  # planned now: table1 reads the selection just made
             failed += run_table(table, runs, ctx)
         if command == "select-c3dpo" and not args.dry_run:
-            print(selection.note(chosen, selection.WEIGHTS[args.data]), flush=True)
+            print(selection.note(chosen, selection.WEIGHTS[chooser.name]), flush=True)
     if not args.dry_run:
         for path in summarise(args.out_dir):
             print(f"wrote {path}")

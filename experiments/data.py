@@ -1,5 +1,6 @@
-"""The data Table 1, the parts curve and the C3DPO selection are measured on (``--data mild|default``): the
-``-S`` overrides every run starts with, the suffix of the files and the prefix of the run names."""
+"""The data Table 1, the parts curve and the C3DPO selection are measured on (``--data mild|default|refined``): the
+``-S`` overrides every run starts with (the data and how it is evaluated), the suffix of the files and the prefix of
+the run names."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ TABLES_DATA = MILD
 # one thread a run (two at once on 2 cores, as robust.ROBUST_DATA); C3DPO's weight grid for it is
 # selection.DEFAULT_SELECTION_WEIGHTS. Files: table1_default.csv, parts_curve_default.csv, c3dpo_selection_default.csv
 DEFAULT_DATA = ["common.threads=1"]
+# how each variant evaluates: the network's prediction alone (as the paper evaluates; every mild and default row was
+# made so, before test-time refinement existed, and eval.refine_steps 0 is that same code path) or refined at test
+# time with its settings named, so that a later default does not change what a row means
+ALONE = ["eval.refine_steps=0"]
+REFINE = ["eval.refine_steps=100", "eval.refine_lr=0.01", "eval.refine_anchor=0.03"]
 # -------------------------------------------------------------------------------------------------
 
 
@@ -30,14 +36,20 @@ class Data:
     name: str
     suffix: str  # table1<suffix>.csv, parts_curve<suffix>.csv, c3dpo_selection<suffix>.csv
     prefix: str  # run names: <prefix>t1-dp3d-s0
+    refined: bool  # each test prediction refined (REFINE), else the network's prediction alone (ALONE)
+    selection: str  # the variant whose C3DPO selection (its grid, its chosen weight) Table 1's c3dpo row uses
 
     @property
     def overrides(self) -> tuple[str, ...]:
-        return tuple(TABLES_DATA if self.name == "mild" else DEFAULT_DATA)
+        """The ``-S`` overrides every run of the variant starts with: its data, then its evaluation."""
+        return (*(TABLES_DATA if self.name == "mild" else DEFAULT_DATA), *(REFINE if self.refined else ALONE))
 
     def table(self, table: Table) -> Table:
         stem, ext = table.file.rsplit(".", 1)
         return dataclasses.replace(table, file=f"{stem}{self.suffix}.{ext}")
 
 
-DATA = {"mild": Data("mild", "", ""), "default": Data("default", "_default", "def-")}
+DATA = {"mild": Data("mild", "", "", False, "mild"), "default": Data("default", "_default", "def-", False, "default"),
+        # the default data, each test prediction refined (the default evaluation since issue 26): the same training
+        # as `default`, so its c3dpo row takes the weight `default`'s selection chose
+        "refined": Data("refined", "_refined", "ref-", True, "default")}

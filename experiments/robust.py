@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from experiments.data import REFINE
 from experiments.runner import METRICS, Run, Table, seeded
 from experiments.summary import compared_markdown
 
@@ -16,9 +17,8 @@ ROBUST_ANNEAL = ["loss.robust_scale=0.1", "loss.robust_scale_start=1", "loss.rob
 # one thread a run, so that two run at once on 2 cores without oversubscription (two 2-thread trainings on 2 cores
 # ran 4x slower); every row of this table, today's default included, is measured so
 ROBUST_DATA = ["common.threads=1"]
-# test-time refinement (eval.refine_*, pipeline/train/refine.py) with its settings named, so that a later default does
-# not change what its rows mean. The rows without it were made before it existed: the network's prediction alone
-REFINE = ["eval.refine_steps=100", "eval.refine_lr=0.01", "eval.refine_anchor=0.03"]
+# test-time refinement: REFINE (experiments/data.py, eval.refine_*, pipeline/train/refine.py). The rows without it were
+# made before it existed: the network's prediction alone
 ROBUST: dict[str, list[str]] = {
     "pseudo_huber": [],  # the default loss (convex, ε = loss.huber_eps), the network's prediction alone
     "refine": REFINE,  # the same model, each test prediction refined

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from experiments.data import MILD
-from experiments.robust import REFINE
+from experiments.data import MILD, REFINE
 from experiments.runner import METRICS, Run, Table, seeded
 from experiments.summary import compared_markdown
 

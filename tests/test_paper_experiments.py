@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from experiments import cli, parts, robust, runner, selection, sources, summary, table1
-from experiments.data import DATA, MILD
+from experiments.data import ALONE, DATA, MILD, REFINE
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE1_HEADER = ["experiment", "seed", "mpjpe_mm", "re14_mm", "xy_mm", "z_mm", "flat_mpjpe_mm", "parts_used",
@@ -61,12 +61,14 @@ def _no_base_overrides(monkeypatch):
     """The runs below are checked on their own overrides; TABLES_DATA (the corruption the tables were made
     with) is checked on its own."""
     monkeypatch.setattr("experiments.data.TABLES_DATA", [])
+    monkeypatch.setattr("experiments.data.ALONE", [])
 
 
-def test_table_runs_keep_the_corruption_they_were_made_with(monkeypatch):
+def test_table_runs_keep_the_corruption_and_evaluation_they_were_made_with(monkeypatch):
     monkeypatch.setattr("experiments.data.TABLES_DATA", MILD)
+    monkeypatch.setattr("experiments.data.ALONE", ALONE)
     runs = table1.runs([0], 0.01) + parts.runs([0]) + selection.runs()
-    assert all(r.overrides[:4] == tuple(MILD) for r in runs)
+    assert all(r.overrides[:5] == (*MILD, "eval.refine_steps=0") for r in runs)
     assert "synthetic.corruption.mirror_prob=0" in MILD and "synthetic.corruption.uv_noise=0.02" in MILD
     assert all(not r.overrides[:1] == tuple(MILD[:1]) for r in sources.runs([0]) if r.key[0] != "mild")
 
@@ -408,9 +410,10 @@ def test_queued_runs_finished_earlier_are_read_back_not_rerun(tmp_path):
     assert ("dvc", "--wait-for-lock", "exp", "remove", other.name) in argvs
 
 
-def test_default_data_tables_have_their_own_files_names_and_grid(tmp_path):
+def test_default_data_tables_have_their_own_files_names_and_grid(tmp_path, monkeypatch):
     """`--data default`: Table 1, the parts curve and the selection on the default data go to *_default.csv, their
     runs named def-... with one thread each, C3DPO's grid below 0.01 and Table 1 using the default selection."""
+    monkeypatch.setattr("experiments.data.ALONE", ALONE)
     fake = FakeRunner()
     assert cli.main(["all", "--data", "default", "--seeds", "0", "--out-dir", str(tmp_path)], run=fake) == 0
     assert {p.name for p in tmp_path.glob("*.csv")} == {"c3dpo_selection_default.csv", "table1_default.csv",
@@ -424,6 +427,32 @@ def test_default_data_tables_have_their_own_files_names_and_grid(tmp_path):
     chosen = selection.chosen_weight(runner.read_rows(tmp_path / "c3dpo_selection_default.csv"))
     assert f"loss.canonicalisation={chosen:g}" in calls["def-t1-c3dpo-s0"]
     assert "--data default" in runner.rerun_hint(table1.runs([0], 0.01, data=DATA["default"])[0])
+    # both are the network's prediction alone, named so: a later default evaluation does not change what a row means
+    assert all("eval.refine_steps=0" in overrides for overrides in calls.values())
+
+
+def test_refined_tables_train_as_default_and_refine_every_test_prediction(tmp_path, monkeypatch):
+    """`--data refined`: the default data's training, every run's test predictions refined with REFINE's settings
+    named, files *_refined.csv and runs ref-...; no selection of its own: its c3dpo row takes the weight the default
+    data's selection chose (read from c3dpo_selection_default.csv, run first when absent)."""
+    monkeypatch.setattr("experiments.data.ALONE", ALONE)
+    fake = FakeRunner()
+    assert cli.main(["all", "--data", "refined", "--seeds", "0", "--out-dir", str(tmp_path)], run=fake) == 0
+    assert {p.name for p in tmp_path.glob("*.csv")} == {"c3dpo_selection_default.csv", "table1_refined.csv",
+                                                        "parts_curve_refined.csv"}
+    calls = dict(fake.calls)
+    trained = {n: o for n, o in calls.items() if not n.startswith("def-c3dpo-w")}
+    assert trained and all(n.startswith("ref-") for n in trained)
+    assert all(o[:4] == ("common.threads=1", *REFINE) for o in trained.values())
+    assert all("eval.refine_steps=0" in o for n, o in calls.items() if n.startswith("def-c3dpo-w"))
+    chosen = selection.chosen_weight(runner.read_rows(tmp_path / "c3dpo_selection_default.csv"))
+    assert f"loss.canonicalisation={chosen:g}" in calls["ref-t1-c3dpo-s0"]
+    # the default data's table and the refined one differ only in the evaluation
+    default = {r.name.removeprefix("def-"): r.overrides for r in table1.runs([0], chosen, data=DATA["default"])}
+    refined = {r.name.removeprefix("ref-"): r.overrides for r in table1.runs([0], chosen, data=DATA["refined"])}
+    assert default.keys() == refined.keys()
+    assert all([o for o in default[k] if not o.startswith("eval.")] == [o for o in refined[k]
+               if not o.startswith("eval.")] for k in default)
 
 
 # --- the script: a shim over the package, its commands as they were -------------------------------------------
@@ -445,7 +474,8 @@ def test_the_script_lists_every_subcommand():
 
 
 # the runs `python scripts/paper_experiments.py all --data default --dry-run` printed before the script became the
-# package experiments/ (at b2691b0, on an empty --out-dir), in order
+# package experiments/ (at b2691b0, on an empty --out-dir), in order; since test-time refinement became the default,
+# each with `-S eval.refine_steps=0` (the evaluation those rows were made with) after the data's own overrides
 SEEDS = ("s0", "s1", "s2")
 DEFAULT_ALL = ([f"def-c3dpo-w{w}" for w in ("0.001", "0.003", "0.01", "0.1")]
                + [f"def-t1-{e}-{s}" for e in ("dp3d", "dp3d_paper", "no_canon", "no_arap", "no_entropy", "no_parts",
@@ -469,19 +499,19 @@ def test_the_scripts_dry_run_of_all_on_the_default_data_prints_the_commands_it_d
     if jobs == "1":
         assert len(commands) == len(DEFAULT_ALL)
         assert runs[0] == ("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 dvc --wait-for-lock exp run --temp -n def-c3dpo-w0.001 "
-                           "-S common.threads=1 -S model.type=c3dpo -S train.inplane_augment=true "
+                           "-S common.threads=1 -S eval.refine_steps=0 -S model.type=c3dpo -S train.inplane_augment=true "
                            "-S loss.canon_samples=4 -S train.val_share=0.1 -S eval.split=val -S train.seed=0 "
                            "-S loss.canonicalisation=0.001")
         assert ("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 dvc --wait-for-lock exp run --temp -n def-t1-c3dpo-s2 "
-                "-S common.threads=1 -S model.type=c3dpo -S train.inplane_augment=true -S loss.canon_samples=4 "
+                "-S common.threads=1 -S eval.refine_steps=0 -S model.type=c3dpo -S train.inplane_augment=true -S loss.canon_samples=4 "
                 "-S loss.canonicalisation=0.1 -S train.seed=2") in runs
         assert runs[-1] == ("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 dvc --wait-for-lock exp run --temp -n def-parts-16-s2 "
-                            "-S common.threads=1 -S model.parts=16 -S train.seed=2")
+                            "-S common.threads=1 -S eval.refine_steps=0 -S model.parts=16 -S train.seed=2")
     else:  # each table queued, then its workers started
         assert [c for c in commands if " exp run " not in c] == [
             "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 dvc --wait-for-lock queue start -j 2"] * 3
         assert runs[-1] == ("dvc --wait-for-lock exp run --queue -n def-parts-16-s2 -S common.threads=1 "
-                            "-S model.parts=16 -S train.seed=2")
+                            "-S eval.refine_steps=0 -S model.parts=16 -S train.seed=2")
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
