@@ -38,6 +38,7 @@ from pipeline.render.poses import anny_pose_parameters, sample_poses
 from pipeline.render.rays import BodyMeshes, Hits, SurfaceMaps, cast_crops, surface_maps, vertex_visibility
 from pipeline.render.scene import (IMAGE_STREAM, OUTFIT_STREAM, Neighbour, paste_occluder, pixel_normals,
                                    sample_outfit, shaded_crop, to_srgb8)
+from pipeline.core.body_model import anny_model
 from pipeline.template.file import Template
 
 __all__ = ["PHENOTYPES", "CROWD_POOL", "CROWDED", "HIDDEN", "Bodies", "Crowd", "body_model", "make_bodies",
@@ -58,9 +59,7 @@ def body_model(template: Template):
     if template.source != "anny":
         raise InputError(f"densepose.source: synthetic needs an Anny template (template.source: anny), "
                          f"got {template.source!r}")
-    import anny  # Warp is initialised quietly by the renderer this module imports
-
-    model = anny.Anny(topology=template.topology)
+    model = anny_model(template.topology)
     n_model = int(model.template_vertices.shape[0])
     if n_model != template.n_vertices or not np.array_equal(model.get_triangular_faces().numpy(), template.faces):
         raise InputError(f"the template has {template.n_vertices} vertices and {len(template.faces)} faces, but Anny "

@@ -13,11 +13,11 @@ import numpy as np
 
 from pipeline.core.config import TemplateParams
 from pipeline.core.errors import InputError
-from pipeline.core.dispatch import start_warp
 from pipeline.geometry.charts import atlas_from_uv_processed, build_atlas, dominant_vertex_part
 from pipeline.geometry.lbo import eigenbasis, unit_rms
 from pipeline.geometry.mesh import MeshError, clean_mesh
 from pipeline.template.file import JOINT_NAMES, N_PARTS, Template, check_template, load_template
+from pipeline.core.body_model import anny_model
 from pipeline.template.densepose_charts import densepose_atlas
 from pipeline.template.joints import ANNY_JOINT_BONES, SMPL_JOINT_INDEX, head_top, regress_points
 from pipeline.template.parts import anny_face_parts
@@ -60,15 +60,6 @@ def cse_embedding(vertices: np.ndarray, faces: np.ndarray, dim: int) -> np.ndarr
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def _anny_model(topology: str):
-    try:
-        start_warp()  # before anny, which initialises Warp
-        import anny
-    except ImportError as e:  # pragma: no cover - anny is a pinned requirement
-        raise ImportError("template.source: anny needs the 'anny' package (pip install -r requirements.txt)") from e
-    return anny.Anny(topology=topology)
-
-
 def part_atlas(vertices: np.ndarray, faces: np.ndarray, face_part: np.ndarray, up: np.ndarray, forward: np.ndarray,
                charts: str):
     """The 24 charts of a part-labelled mesh in the convention ``charts`` asks for (``template.charts``)."""
@@ -85,7 +76,7 @@ def anny_template(topology: str = "notoes_collapse10pc", cse_dim: int = 16,
     (``charts="densepose"``) or the project's own flattening (``"own"``)."""
     import torch
 
-    model = _anny_model(topology)
+    model = anny_model(topology)
     with torch.no_grad():
         out = model(return_bone_ends=False)
     verts = out["vertices"][0].double().numpy()

@@ -85,3 +85,14 @@ def test_the_geometry_stages_give_the_same_bytes_whatever_kernels_the_machine_wo
     native = {"DP3D_CPU_DISPATCH": "native"}
     assert (_stage_bytes(tmp_path / "c", native | {"OPENBLAS_CORETYPE": "Prescott"})["t.npz"]
             != _stage_bytes(tmp_path / "d", native | avx2)["t.npz"])
+
+
+@needs_avx2
+def test_the_test_processes_compute_with_the_stages_kernels():
+    """tests/conftest.py pins before numpy loads (pyproject's addopts keep zarr's plugin from loading it first): an
+    in-process result is then a stage's, and one cache of Anny's model data serves both."""
+    if os.environ.get("DP3D_CPU_DISPATCH") == "native":
+        pytest.skip("DP3D_CPU_DISPATCH=native: the machine's own kernels, asked for")
+    import torch
+
+    assert is_pinned() and torch.backends.cpu.get_cpu_capability() == "AVX2"

@@ -67,10 +67,11 @@ def test_bad_weights_are_errors():
 def test_anny_conventions_flex_moves_limbs_forward():
     """Hip flexion brings the foot forward (-Y, the body faces -Y); knee flexion takes it back;
     shoulder flexion raises the wrist forward; spine flexion moves the head forward."""
-    import anny
     import torch
 
-    model = anny.Anny(topology="notoes_collapse10pc")
+    from pipeline.core.body_model import anny_model
+
+    model = anny_model("notoes_collapse10pc")
     labels = list(model.bone_labels)
     idx = {n: i for i, n in enumerate(labels)}
     k = {n: i for i, n in enumerate(NAMES)}
