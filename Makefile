@@ -29,7 +29,7 @@ repro: $(STAMP)
 	python scripts/summary.py
 
 test: $(STAMP) chromium
-	python -m pytest -q -ra --durations=15 -n 2 --dist loadfile --no-loadscope-reorder
+	python -m pytest -q -ra --durations=15 -n 2 --dist loadfile
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do PYTHONPATH=. python $$f || exit 1; done

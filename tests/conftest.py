@@ -44,20 +44,3 @@ def one_torch_thread():
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` (a Zarr store) by relative path: compare two stores byte for byte."""
     return {str(f.relative_to(root)): f.read_bytes() for f in sorted(Path(root).rglob("*")) if f.is_file()}
-
-
-# the longest files first, so that they start at once on the two workers instead of late on one (`make test`: xdist
-# hands out whole files in collection order, --dist loadfile --no-loadscope-reorder). Measured (2-core box, 1,957 s
-# run, sorted by test count): the fresh clone's full `dvc repro` (1,081 s) started 13 minutes in and ran alone at
-# the end; the DVC workflow took 594 s. Then the other files with a slow test, then the rest, each in its own order
-FIRST = ("tests/test_stages.py", "tests/test_workflow.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-
-    def rank(item) -> tuple[int, int]:
-        path = item.nodeid.split("::")[0]
-        return (0, FIRST.index(path)) if path in FIRST else (1 if path in slow_files else 2, 0)
-
-    items.sort(key=rank)  # stable: each file's tests keep their order
