@@ -96,7 +96,7 @@ def make_context(args: argparse.Namespace, run: Callable | None) -> Context:
 
 def plan(command: str, args: argparse.Namespace) -> list[tuple[Table, list[Run]]]:
     """The tables and runs of a subcommand (``all``: selection first, so table1 uses its weight)."""
-    data, chooser = DATA[args.data], DATA[DATA[args.data].selection]
+    data, chooser = DATA[args.data], DATA[args.data].chooser
     if command == "select-c3dpo":
         return [(chooser.table(selection.CSV), only(selection.runs(data=chooser), args.only))]
     if command == "table1":
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None, run: Callable[[str, tuple[str, ...]], di
     commands = ["select-c3dpo", "table1", "parts"] if args.command == "all" else [args.command]
     failed = []
     for command in commands:
-        chooser = DATA[DATA[args.data].selection]
+        chooser = DATA[args.data].chooser
         chosen = args.out_dir / chooser.table(selection.CSV).file
         if command == "table1":
             print(selection.note(chosen, selection.WEIGHTS[chooser.name]), flush=True)

@@ -44,6 +44,11 @@ class Data:
         """The ``-S`` overrides every run of the variant starts with: its data, then its evaluation."""
         return (*(TABLES_DATA if self.name == "mild" else DEFAULT_DATA), *(REFINE if self.refined else ALONE))
 
+    @property
+    def chooser(self) -> Data:
+        """The variant whose C3DPO selection this one uses (itself for mild and default)."""
+        return DATA[self.selection]
+
     def table(self, table: Table) -> Table:
         stem, ext = table.file.rsplit(".", 1)
         return dataclasses.replace(table, file=f"{stem}{self.suffix}.{ext}")
