@@ -4,15 +4,48 @@ stage's, and both share one cache of Anny's model data (pipeline/core/body_model
 
 from __future__ import annotations
 
+import os
+import sys
+
 from pipeline.core.dispatch import pin_cpu_dispatch
 
 pin_cpu_dispatch()  # before numpy, torch and the rest load (DP3D_CPU_DISPATCH=native: the machine's own)
+
+
+def share_cores(environ=os.environ) -> int | None:
+    """Under pytest-xdist, each worker's OpenMP, MKL and OpenBLAS pools get an equal share of the cores (at least
+    one thread), unless the caller set them; returns the share (None: one process, the libraries' defaults).
+    Without it two workers on two cores ran four torch threads, whose OpenMP spin-waits made a small
+    convolutional network train 4x slower than on one thread (measured: 1.2 against 0.31 s a step). Stages the
+    tests start set their own count (``common.threads``)."""
+    workers = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return None
+    share = max(1, len(os.sched_getaffinity(0)) // workers)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        environ.setdefault(var, str(share))
+    return int(environ["OMP_NUM_THREADS"])
+
+
+SHARE = share_cores()  # before torch and numpy start their pools
 
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import trimesh  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _share_of_the_cores_again():
+    """A test that ran a stage in this process (its ``fix_threads(common.threads)``) gives the worker back its
+    share of the cores for the next test."""
+    yield
+    if SHARE is not None and "torch" in sys.modules and (
+            sys.modules["torch"].get_num_threads() != SHARE or os.environ.get("OMP_NUM_THREADS") != str(SHARE)):
+        from pipeline.core.stage import fix_threads
+
+        fix_threads(SHARE)
 
 
 @pytest.fixture(scope="session")

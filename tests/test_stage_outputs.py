@@ -33,7 +33,7 @@ TINY = {
     "iuv": {"previews": 2},
     "model": {"hidden": 64, "bottleneck": 16, "blocks": 1, "parts": 3, "lbo_basis": 8},
     "train": {"epochs": 3, "batch_size": 16, "checkpoint_every": 2, "log_every": 1},
-    "eval": {"s2s_instances": 2, "grid": 2, "meshes": 1, "uv_maps": 1, "uv_resolution": 16},
+    "eval": {"s2s_instances": 2, "grid": 2, "meshes": 1, "uv_maps": 1, "uv_resolution": 16, "refine_steps": 5},
     "lbo": {"k": 16},
 }
 
@@ -369,3 +369,15 @@ def test_cuda_without_a_gpu_is_a_user_error():
         pytest.skip("a GPU is present")
     with pytest.raises(UserError, match="common.device = cuda.*set common.device to auto or cpu"):
         resolve_device("cuda")
+
+
+def test_xdist_workers_share_the_cores():
+    from tests.conftest import share_cores
+
+    cores = len(os.sched_getaffinity(0))
+    env = {"PYTEST_XDIST_WORKER_COUNT": "2", "MKL_NUM_THREADS": "3"}
+    assert share_cores(env) == max(1, cores // 2)
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == str(max(1, cores // 2))
+    assert env["MKL_NUM_THREADS"] == "3"  # the caller's choice stays
+    alone = {}
+    assert share_cores(alone) is None and alone == {}  # one process: the libraries' own defaults

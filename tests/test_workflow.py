@@ -24,7 +24,7 @@ TINY = {
     "iuv": {"previews": 2},
     "model": {"hidden": 128, "bottleneck": 32, "blocks": 1, "parts": 3, "lbo_basis": 8},
     "train": {"epochs": 2, "batch_size": 8, "checkpoint_every": 50, "log_every": 1},
-    "eval": {"s2s_instances": 2, "grid": 2, "meshes": 1, "uv_maps": 1, "uv_resolution": 16},
+    "eval": {"s2s_instances": 2, "grid": 2, "meshes": 1, "uv_maps": 1, "uv_resolution": 16, "refine_steps": 5},
     "lbo": {"k": 16},
 }
 
