@@ -220,6 +220,13 @@ def parse_workers(status_text: str) -> int | None:
     return int(match[1]) + int(match[2]) if match else None
 
 
+def parse_queue(status_text: str) -> list[tuple[str, str, str]]:
+    """(task id, name, status) of each task in ``dvc queue status``'s table (rows "e21f43c  ref-t1-dp3d-s2
+    10:21 PM   Running")."""
+    rows = re.findall(r"^([0-9a-f]{7,})\s+(\S+)\s.*?\b(Queued|Running|Success|Failed)\s*$", status_text, re.M)
+    return [(task, name, status) for task, name, status in rows]
+
+
 class RunFailed(Exception):
     """A run that did not produce its metrics (the message says why and where its log is)."""
 
@@ -300,6 +307,22 @@ class Dvc:
                 raise RunFailed(f"dvc exp remove {name} failed: {res.stderr.strip()[-500:]}")
         raise RunFailed(f"could not remove the earlier DVC experiment {name}")
 
+    def unqueue(self, name: str) -> None:
+        """Removes tasks called ``name`` still waiting in the DVC queue (left by a stopped queue or a killed script,
+        and based on an older commit, so ``dvc exp show`` of this one does not list them: they would run twice);
+        refuses when one is running."""
+        tasks = parse_queue(self.call(["dvc", "queue", "status"], env=self.env).stdout)
+        running = [task for task, n, status in tasks if n == name and status == "Running"]
+        if running:
+            raise RunFailed(f"{name} is already running in the DVC queue (task {running[0]}): wait for it to finish "
+                            f"(then rerun this command, which reads it back) or stop it with `dvc queue kill {name}`")
+        waiting = [task for task, n, status in tasks if n == name and status == "Queued"]
+        if waiting:
+            print(f"  removing {name}'s earlier queued task {', '.join(waiting)}", flush=True)
+            res = self.call([*DVC, "queue", "remove", *waiting], env=self.env)
+            if res.returncode:
+                raise RunFailed(f"dvc queue remove {' '.join(waiting)} failed: {res.stderr.strip()[-500:]}")
+
     def metrics(self, name: str) -> dict[str, Any]:
         """The metrics of the finished experiment ``name`` from ``dvc exp show --json``: the baseline's, else
         HEAD's (a ``--temp`` run is based on the commit checked out when it starts, which a commit made since
@@ -335,6 +358,7 @@ class Dvc:
                         yield outcome
                         continue
                 try:
+                    self.unqueue(r.name)
                     self.forget(r.name)
                     res = self.call(exp_run_argv(r.name, r.overrides, queue=True), env=self.env)
                     if res.returncode:

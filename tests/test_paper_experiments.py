@@ -388,6 +388,38 @@ def test_queue_without_workers_is_reported_not_waited_for_forever(tmp_path):
     assert runner.parse_workers("Worker status: 2 active, 1 idle") == 3 and runner.parse_workers("nothing") is None
 
 
+def test_tasks_left_in_the_queue_are_removed_before_queueing_again_and_a_running_one_is_not_queued_twice(tmp_path):
+    """A stopped queue or a killed script leaves queued tasks based on an older commit, which `dvc exp show` of the
+    new one does not list: queueing the run again would run it twice (seen: 16 tasks for 9 runs)."""
+    status = ("Task     Name                  Created    Status\n"
+              "e21f43c  parts-1-s0            10:21 PM   Running\n"
+              "6d45b78  parts-2-s0            10:22 PM   Queued\n"
+              "3ab0897  parts-2-s0            11:15 PM   Queued\n"
+              "cd95059  parts-3-s0            09:07 PM   Success\n\n"
+              "Worker status: 1 active, 0 idle\n")
+    assert runner.parse_queue(status) == [("e21f43c", "parts-1-s0", "Running"), ("6d45b78", "parts-2-s0", "Queued"),
+                                          ("3ab0897", "parts-2-s0", "Queued"), ("cd95059", "parts-3-s0", "Success")]
+
+    class LeftTasks(FakeProcesses):
+        def __call__(self, argv, env=None, log=None):
+            if argv[:3] == ["dvc", "queue", "status"]:
+                self.calls.append((tuple(argv), env, log))
+                return runner.Called(0, status)
+            return super().__call__(argv, env, log)
+
+    running = runner.Run("parts-1-s0", ("1", "0"), ("model.parts=1", "train.seed=0"), "parts")
+    left = runner.Run("parts-2-s0", ("2", "0"), ("model.parts=2", "train.seed=0"), "parts")
+    procs = LeftTasks([_exp_show(), _exp_show(), _exp_show(_exp(left.name, "done", 150.0, parts=2))])
+    outcomes = list(runner.Dvc(env={}, call=procs, log_dir=tmp_path).queued(1, poll_s=0, sleep=lambda s: None)(
+        [running, left]))
+    assert "already running in the DVC queue (task e21f43c)" in outcomes[0].error
+    assert (outcomes[1].run.name, outcomes[1].metrics["mpjpe_mm"]) == (left.name, 150.0)
+    argvs = [c[0] for c in procs.calls]
+    assert ("dvc", "--wait-for-lock", "queue", "remove", "6d45b78", "3ab0897") in argvs
+    assert not any(a[:4] == ("dvc", "--wait-for-lock", "exp", "run") and running.name in a for a in argvs)
+    assert any(a[:4] == ("dvc", "--wait-for-lock", "exp", "run") and left.name in a for a in argvs)
+
+
 def test_dvc_yaml_plots_the_parts_curve():
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
     entry = next(p["metrics/paper/parts_curve.csv"] for p in plots if "metrics/paper/parts_curve.csv" in p)
