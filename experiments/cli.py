@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="cores shared by the jobs: OMP/MKL threads = max(1, cores // jobs)")
     ap.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the CSVs, summaries and figure go")
     ap.add_argument("--poll", type=float, default=POLL_S, help="seconds between queue polls (--jobs > 1)")
+    ap.add_argument("--baseline", default="HEAD",
+                    help="the commit whose DVC experiments are read back and recorded as the runs' git_rev (default "
+                         "HEAD; runs queued before later commits are based on the commit checked out then)")
     args = ap.parse_args(argv)
     args.seeds = parse_seeds(args.seeds)
     if args.jobs < 1:
@@ -83,15 +86,19 @@ def make_context(args: argparse.Namespace, run: Callable | None) -> Context:
     prefix = " ".join(f"{v}={env[v]}" for v in THREAD_VARS)
     if run is not None:
         return Context(args.out_dir, serially(run), lambda: {}, args.dry_run)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    dvc = Dvc(env=env, baseline=head.stdout.strip() if head.returncode == 0 else None)
+    rev = subprocess.run(["git", "rev-parse", args.baseline], capture_output=True, text=True)
+    baseline = rev.stdout.strip() if rev.returncode == 0 else None
+    if baseline is None and args.baseline != "HEAD":
+        raise SystemExit(f"--baseline {args.baseline}: not a git revision here")
+    dvc = Dvc(env=env, baseline=baseline)
+    provenance = git_provenance if args.baseline == "HEAD" else lambda: {**git_provenance(), "git_rev": baseline}
     if args.jobs == 1:
-        return Context(args.out_dir, serially(dvc.run), git_provenance, args.dry_run,
+        return Context(args.out_dir, serially(dvc.run), provenance, args.dry_run,
                        lambda runs: [f"{prefix} {shlex.join(exp_run_argv(r.name, r.overrides))}" for r in runs])
     describe = lambda runs: ([shlex.join(exp_run_argv(r.name, r.overrides, queue=True)) for r in runs]  # noqa: E731
                              + ([f"{prefix} {shlex.join([*DVC, 'queue', 'start', '-j', str(args.jobs)])}"]
                                 if runs else []))
-    return Context(args.out_dir, dvc.queued(args.jobs, args.poll), git_provenance, args.dry_run, describe)
+    return Context(args.out_dir, dvc.queued(args.jobs, args.poll), provenance, args.dry_run, describe)
 
 
 def plan(command: str, args: argparse.Namespace) -> list[tuple[Table, list[Run]]]:
