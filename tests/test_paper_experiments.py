@@ -555,3 +555,16 @@ def test_dvc_run_finds_a_run_based_on_a_commit_made_since_the_script_started(tmp
     assert dvc.run("src-exact-s1", ("train.seed=1",))["mpjpe_mm"] == 117.3
     shows = [c[0] for c in procs.calls if c[0][:3] == ("dvc", "exp", "show")]
     assert shows[-2][-2:] == ("--rev", "c" * 40) and "--rev" not in shows[-1]
+
+
+def test_baseline_names_the_commit_whose_runs_are_read_back_and_recorded(monkeypatch):
+    """`--baseline REV`: runs queued before later commits are found under the commit they are based on, and the
+    runs' git_rev says which; a name git does not know is an error."""
+    head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode:
+        pytest.skip("not a git checkout with history")
+    monkeypatch.chdir(ROOT)
+    ctx = cli.make_context(cli.parse_args(["table1", "--baseline", "HEAD~1", "--jobs", "2"]), None)
+    assert ctx.provenance()["git_rev"] == head.stdout.strip()
+    with pytest.raises(SystemExit, match="--baseline no-such-rev: not a git revision"):
+        cli.make_context(cli.parse_args(["table1", "--baseline", "no-such-rev"]), None)
