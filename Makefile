@@ -34,7 +34,7 @@ repro: $(STAMP)
 	python scripts/summary.py
 
 test: $(STAMP) chromium
-	python -m pytest -q -ra --durations=15 -n 2 --dist loadfile -m "not lock"
+	python -m pytest -q -ra --durations=15 -n 2 --dist loadfile --no-loadscope-reorder -m "not lock"
 
 check-lock: $(STAMP)
 	python -m pytest -q -ra -m lock tests/test_stages.py

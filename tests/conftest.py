@@ -77,3 +77,20 @@ def one_torch_thread():
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` (a Zarr store) by relative path: compare two stores byte for byte."""
     return {str(f.relative_to(root)): f.read_bytes() for f in sorted(Path(root).rglob("*")) if f.is_file()}
+
+
+# The longest files first, so that they start at once on the two workers instead of late on one: xdist hands out
+# whole files (`make test`: --dist loadfile --no-loadscope-reorder, in collection order; its own reorder puts the
+# files with the most tests first, which started the one-test DVC workflow, the longest file, last). Then the other
+# files with a slow test, then the rest, each file's tests in their own order.
+FIRST = ("tests/test_stage_outputs.py", "tests/test_workflow.py", "tests/test_stages.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        return (0, FIRST.index(path)) if path in FIRST else (1 if path in slow_files else 2, 0)
+
+    items.sort(key=rank)  # stable
