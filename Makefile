@@ -4,7 +4,7 @@
 #   make test    create .venv, install requirements.txt and Debian's Chromium (apt-get, as root; the browser test
 #                of reports/index.html), run the test suite (the data stages of the lock reproduced in a fresh clone)
 # and, before committing a dvc.lock:
-#   make check-lock   the whole committed dvc.lock reproduced in a fresh clone (about 11 minutes on two cores)
+#   make check-lock   the whole committed dvc.lock reproduced in a fresh clone (about 10 minutes on two cores)
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('requirements.txt','rb').read()).hexdigest()[:12])")

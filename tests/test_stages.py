@@ -150,7 +150,7 @@ def test_fresh_clone_reproduces_the_data_stages_of_the_committed_lock(tmp_path):
 @pytest.mark.lock
 def test_fresh_clone_reproduces_every_hash_of_the_committed_lock(tmp_path):
     """`dvc repro` in a fresh clone (no data, no cache) makes every output's bytes exactly those recorded in the
-    dvc.lock committed in git and leaves the clone clean: the default pipeline, about 11 minutes on two cores
+    dvc.lock committed in git and leaves the clone clean: the default pipeline, about 10 minutes on two cores
     (`make check-lock`; not in `make test`, whose 15 minutes it would take alone)."""
     _, committed, made = _fresh_clone_repro(tmp_path)
     _assert_same_bytes(committed, made)
