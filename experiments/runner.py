@@ -307,11 +307,10 @@ class Dvc:
                 raise RunFailed(f"dvc exp remove {name} failed: {res.stderr.strip()[-500:]}")
         raise RunFailed(f"could not remove the earlier DVC experiment {name}")
 
-    def unqueue(self, name: str) -> None:
-        """Removes tasks called ``name`` still waiting in the DVC queue (left by a stopped queue or a killed script,
-        and based on an older commit, so ``dvc exp show`` of this one does not list them: they would run twice);
-        refuses when one is running."""
-        tasks = parse_queue(self.call(["dvc", "queue", "status"], env=self.env).stdout)
+    def unqueue(self, name: str, tasks: list[tuple[str, str, str]]) -> None:
+        """Removes tasks called ``name`` still waiting in the DVC queue (``tasks``: :func:`parse_queue`'s; left by a
+        stopped queue or a killed script, and based on an older commit, so ``dvc exp show`` of this one does not list
+        them: they would run twice); refuses when one is running."""
         running = [task for task, n, status in tasks if n == name and status == "Running"]
         if running:
             raise RunFailed(f"{name} is already running in the DVC queue (task {running[0]}): wait for it to finish "
@@ -349,6 +348,7 @@ class Dvc:
         def execute(runs: list[Run]) -> Iterator[Outcome]:
             waiting = {}
             shown = self.exp_show()
+            tasks = parse_queue(self.call(["dvc", "queue", "status"], env=self.env).stdout)
             for r in runs:
                 row = find_experiment(shown, r.name)
                 if row is not None and row["state"] == "success" and same_overrides(row, r.overrides):
@@ -358,7 +358,7 @@ class Dvc:
                         yield outcome
                         continue
                 try:
-                    self.unqueue(r.name)
+                    self.unqueue(r.name, tasks)
                     self.forget(r.name)
                     res = self.call(exp_run_argv(r.name, r.overrides, queue=True), env=self.env)
                     if res.returncode:
