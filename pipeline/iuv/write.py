@@ -24,8 +24,6 @@ from pipeline.core.config import Params, as_dict
 from pipeline.core.io import written
 from pipeline.core.store import StoreError, StoreWriter
 from pipeline.densepose.store import open_densepose
-from pipeline.iuv.fullframe import write_frames
-from pipeline.iuv.preview import write_preview
 from pipeline.iuv.repair import QUALITY_SUMS, RepairOptions, quality_from_sums, quality_sums, repair_chart, repair_cse
 from pipeline.iuv.store import CARRIED, COUNT_NAMES, GT_DROPPED, SCHEMA, open_iuv
 from pipeline.template.file import encode_iuv
@@ -83,6 +81,11 @@ def write_iuv(params: Params, densepose: str | Path, out: str | Path, preview: s
               frames: str | Path) -> IuvSummary:
     """The ``iuv`` stage: repairs the ``densepose.kind`` output of ``densepose`` into ``out`` (iuv.zarr), draws
     ``preview``/instances.png and writes ``frames`` (full-frame IUV PNGs for real images; empty otherwise)."""
+    # imported here, not above: the Dask workers import this module for `_repair_chunk`, and torch (the frames)
+    # and matplotlib (the preview) would add seconds to each worker's start for nothing they use
+    from pipeline.iuv.fullframe import write_frames
+    from pipeline.iuv.preview import write_preview
+
     p = params.iuv
     t0 = time.perf_counter()
     c = params.cluster
