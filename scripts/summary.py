@@ -45,9 +45,15 @@ def summary_lines(folder: str | Path = "metrics", reports: str | Path = "reports
         lines.append(f"  evaluate   MPJPE {_mm(mpjpe)} on {ev.get('test_instances', '?')} {ev.get('split', '')} "
                      f"instances ({ratio}the flat reference's {_mm(flat)}); {ev.get('parts_used', '?')} parts used, regions "
                      f"{'distinct' if ev.get('regions_distinct') else 'NOT distinct'}")
+        if ev.get("network_alone"):
+            lines.append(f"             the network's prediction alone, before test-time refinement: MPJPE "
+                         f"{_mm(ev['network_alone'].get('mpjpe_mm'))}")
     else:
         lines.append(f"  evaluate   {ev.get('instances', '?')} instances without ground truth: re-projection "
                      f"error {ev.get('reproj2d_mean_px', float('nan')):.1f} px (mean)")
+        if ev.get("network_alone"):
+            lines.append(f"             the network's prediction alone, before test-time refinement: "
+                         f"{ev['network_alone'].get('reproj2d_mean_px', float('nan')):.1f} px")
     report = Path(reports) / "index.html"
     if report.is_file():
         lines.append(f"  report     {report} (open it in a browser)")

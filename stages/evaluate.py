@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         result = evaluate(args.keypoints, template, model.run, model.segmentation, params.eval, args.reports,
                           device=device, segmentation_init=model.segmentation_init,
                           holdout=(params.train.val_share, params.common.seed), iuv=args.iuv,
-                          densepose=args.densepose, checkpoint=model.info)
+                          densepose=args.densepose, checkpoint=model.info, alone=model.alone)
         write_metrics(result, args.metrics, args.parts, args.segmentation)
         for line in result.lines():
             log.info("%s", line)

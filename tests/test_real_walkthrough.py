@@ -85,17 +85,10 @@ def test_real_demo_walkthrough_end_to_end(demo):
     # the lifted bodies re-project onto the real keypoints within a few percent of the box
     assert np.isfinite(ev["reproj2d_mean_px"]) and ev["reproj2d_median_box_pct"] < 8.0, ev
     assert (tmp / "reports" / "index.html").stat().st_size > 1000
-    # test-time refinement (eval.refine_steps, on by default) fits the real keypoints closer than the network alone
-    plain = yaml.safe_load(params.read_text())
-    plain["eval"]["refine_steps"] = 0
-    (tmp / "plain.yaml").write_text(yaml.safe_dump(plain))
-    run = _stage("evaluate", "--params", str(tmp / "plain.yaml"), "--model", str(tmp / "model.pt"), "--keypoints",
-                 str(tmp / "keypoints.zarr"), "--template", t, "--metrics", str(tmp / "plain.json"), "--parts",
-                 str(tmp / "plain_parts.csv"), "--segmentation", str(tmp / "plain_seg.csv"), "--reports",
-                 str(tmp / "plain_reports"))
-    assert run.returncode == 0, run.stderr
-    network_alone = json.loads((tmp / "plain.json").read_text())
-    assert ev["reproj2d_mean_px"] < 0.8 * network_alone["reproj2d_mean_px"], (ev, network_alone)
+    # test-time refinement (eval.refine_steps, on by default) fits the real keypoints closer than the network alone,
+    # which eval.json also gives (network_alone: the same model unrefined, on the same instances)
+    network_alone = ev["network_alone"]
+    assert ev["reproj2d_mean_px"] < 0.8 * network_alone["reproj2d_mean_px"], ev
     print(f"real demo: 2D re-projection {network_alone['reproj2d_mean_px']:.1f} px mean without refinement, "
           f"{ev['reproj2d_mean_px']:.1f} px with it ({ev['reproj2d_median_box_pct']:.1f} % of the box diagonal, median)")
 

@@ -52,6 +52,10 @@ one is an error) and writes
                           :data:`pipeline.evaluate.metrics.VISIBLE_SHARE_EDGES`): keys
                           ``vis00-30`` [0, 0.3), ``vis30-50`` [0.3, 0.5), ``vis50-70`` [0.5, 0.7),
                           ``vis70-100`` [0.7, 1], which hold every instance once
+  network_alone           when each prediction was refined (``eval.refine_steps`` > 0, the default):
+                          ``mpjpe_mm``, ``xy_mm``, ``z_mm``, ``re14_mm`` of the network's prediction alone
+                          on the same instances (what ``-S eval.refine_steps=0`` would score), so one run
+                          shows what refinement gained; before the last two keys
   ======================  ===========================================================================
 
   (the last two after every other key, :data:`pipeline.evaluate.results.BREAKDOWN_KEYS`)
@@ -117,6 +121,9 @@ unknown. It writes
   reproj2d_mean_box_pct     mean of the same distances each divided by its instance's box diagonal
                             (``box``), percent: comparable across image sizes
   reproj2d_median_box_pct   median of those (streamed likewise)
+  network_alone             when each prediction was refined: ``reproj2d_mean_px``, ``reproj2d_median_px``,
+                            ``reproj2d_mean_box_pct``, ``reproj2d_median_box_pct`` of the network's
+                            prediction alone
   ========================  =========================================================================
 
   followed by the segmentation keys above;
@@ -161,7 +168,8 @@ from pipeline.evaluate.inputs import read_inputs
 from pipeline.evaluate.measures import measure_2d, measure_3d
 from pipeline.evaluate.page import PAGE_INSTANCES, page_data, page_html
 from pipeline.evaluate.reports import UV_HALF_RANGE_PX, write_reports
-from pipeline.evaluate.results import Batch, EvalResult, Reconstruct, SEGMENTATION_KEYS, fmt
+from pipeline.evaluate.results import (ALONE_KEY, ALONE_KEYS, ALONE_KEYS_NO_GT, Batch, EvalResult, Reconstruct,
+                                       SEGMENTATION_KEYS, fmt)
 from pipeline.evaluate.segmentation import REGIONS, segmentation_metrics
 from pipeline.keypoints.store import holdout_rows, instances_fingerprint, open_keypoints
 from pipeline.template.file import COARSE_OF_PART, PART_NAMES, SEGMENTS, Template
@@ -187,7 +195,8 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
              cfg: EvalParams, reports: str | Path | None = None, device: str = "cpu",
              progress: bool = True, segmentation_init: np.ndarray | None = None,
              holdout: tuple[float, int] = (0.0, 0), iuv: str | Path | None = None,
-             densepose: str | Path | None = None, checkpoint: dict | None = None) -> EvalResult:
+             densepose: str | Path | None = None, checkpoint: dict | None = None,
+             alone: Reconstruct | None = None) -> EvalResult:
     """Reconstructs the instances to evaluate, measures them and (if ``reports``) writes the report folder:
     the 3D metrics on the test split with ground truth, else the 2D re-projection error (module docstring),
     and in both cases the segmentation metrics.
@@ -204,6 +213,8 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
             the store has it), or None: the page draws the keypoints without their crop.
         checkpoint: the checkpoint's info (:class:`Reconstructor`'s ``info``: its ``data`` and ``params``), which
             says whether a store without a test split is the one it was trained on (:func:`training_overlap`).
+        alone: the network's prediction before ``reconstruct`` refines it (:class:`Reconstructor`'s ``alone``), or
+            None: measured on the same instances in a second pass (no S2S, no reports) into ``network_alone``.
     Raises:
         StoreError: ground truth but no test instance; no ground truth and no ``box`` array.
         ValueError: ``eval.split: val`` with ``train.val_share: 0``.
@@ -229,6 +240,15 @@ def evaluate(keypoints: str | Path, template: Template, reconstruct: Reconstruct
         log.info("%s: no ground truth (gt/vertices, gt/camera): measuring the 2D re-projection error only",
                  keypoints)
         result, kept, errors = measure_2d(batches, parts, which, keep)
+    if alone is not None:
+        log.info("the network's prediction alone, before refinement (eval.json's %s):", ALONE_KEY)
+        batches = reconstructed_batches(root, rows, alone, cfg.batch_size, progress)
+        if ground_truth:
+            plain = measure_3d(root, batches, template, parts, replace(cfg, s2s_instances=0), 0, device, modes)[0]
+        else:
+            plain = measure_2d(batches, parts, which, 0)[0]
+        keys = ALONE_KEYS if ground_truth else ALONE_KEYS_NO_GT
+        result = replace(result, metrics={**result.metrics, ALONE_KEY: {k: plain.metrics[k] for k in keys}})
     seg_metrics, seg_rows = _segmentation(template, segmentation, segmentation_init)
     result = replace(result, metrics={**result.metrics, "split": which, **seg_metrics}, segmentation=seg_rows)
     if reports is not None:
@@ -362,6 +382,7 @@ class Reconstructor(NamedTuple):
     segmentation: np.ndarray               # (N, M) float32 learnt part weights ((N, 1) ones for the baselines)
     segmentation_init: np.ndarray | None   # (N, M) float32 part weights at initialisation; None if not saved
     info: dict                             # the checkpoint's info (pipeline.train.model.load_checkpoint)
+    alone: Reconstruct | None = None       # the network's prediction alone when ``run`` refines it, else None
 
 
 def model_reconstructor(path: str | Path, template: Template, device: str = "cpu",
@@ -373,7 +394,8 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
     Returns:
         :class:`Reconstructor`: the function, the (N, M) float32 learnt part weights, the weights at
         initialisation (the checkpoint's ``segmentation_init``: None in older checkpoints, or when its
-        shape is not the learnt one's) and the checkpoint's info dict.
+        shape is not the learnt one's), the checkpoint's info dict and, when ``refine`` takes steps, the
+        network's prediction alone.
     Raises:
         ValueError: the checkpoint was trained on another template.
     """
@@ -387,9 +409,11 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
     refiner = None if refine is None else Refiner(model, load_params_dict(info["params"]).loss, refine, template.faces,
                                                   template.vertex_part)
 
-    def run(xy: np.ndarray, visible: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return reconstruct(model, xy, visible, batch_size=batch_size, first_round=info["first_round"],
-                           refine=refiner).numpy()
+    def predicting(refiner: Refiner | None) -> Reconstruct:
+        def run(xy: np.ndarray, visible: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            return reconstruct(model, xy, visible, batch_size=batch_size, first_round=info["first_round"],
+                               refine=refiner).numpy()
+        return run
 
     segmentation = model.segmentation().detach().cpu().numpy().astype(np.float32)
     init = info.get("segmentation_init")
@@ -399,4 +423,5 @@ def model_reconstructor(path: str | Path, template: Template, device: str = "cpu
             log.warning("%s: segmentation_init is %s but the model's segmentation %s: ignored", path, init.shape,
                         segmentation.shape)
             init = None
-    return Reconstructor(run, segmentation, init, info)
+    refines = refiner is not None and refine.refine_steps > 0
+    return Reconstructor(predicting(refiner), segmentation, init, info, predicting(None) if refines else None)

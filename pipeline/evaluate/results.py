@@ -70,6 +70,12 @@ METRIC_KEYS = ("test_instances", "split", "mpjpe_mm", "mpjpe_visible_mm", "mpjpe
 # with ground truth, after METRIC_KEYS when the result has them: by_pose_mode only when the store has gt/mode
 BREAKDOWN_KEYS = ("by_pose_mode", "by_visible_share")
 
+# eval.json's "network_alone" (when each prediction was refined): these figures of the network's prediction alone,
+# with ground truth and without; after METRIC_KEYS (METRIC_KEYS_NO_GT), before BREAKDOWN_KEYS
+ALONE_KEY = "network_alone"
+ALONE_KEYS = ("mpjpe_mm", "xy_mm", "z_mm", "re14_mm")
+ALONE_KEYS_NO_GT = ("reproj2d_mean_px", "reproj2d_median_px", "reproj2d_mean_box_pct", "reproj2d_median_box_pct")
+
 
 PART_COLUMNS = ("part", "name", "vertices", "mpjpe_mm", "visible_mm", "invisible_mm", "flat_mm")
 
@@ -109,14 +115,16 @@ class EvalResult:
 
     def lines(self) -> list[str]:
         """What the stage logs: what was measured and the headline figures."""
-        m = self.metrics
+        m, alone = self.metrics, self.metrics.get(ALONE_KEY)
         if self.ground_truth:
             return [f"evaluated {self.instances} {m['split']} instances against the ground truth: MPJPE "
                     f"{fmt(m.get('mpjpe_mm'))} mm (flat {fmt(m.get('flat_mpjpe_mm'))} mm), RE14 {fmt(m.get('re14_mm'))} mm, "
-                    f"{m.get('parts_used')} parts used"]
+                    f"{m.get('parts_used')} parts used"
+                    + (f"; the network's prediction alone {fmt(alone['mpjpe_mm'])} mm" if alone else "")]
         # split: "test", or "all" when the store has no test split
         return [f"evaluated {self.instances} instances (split: {m['split']}) without ground truth, by the 2D "
-                f"re-projection error: mean {fmt(m.get('reproj2d_mean_px'))} px"]
+                f"re-projection error: mean {fmt(m.get('reproj2d_mean_px'))} px"
+                + (f"; the network's prediction alone {fmt(alone['reproj2d_mean_px'])} px" if alone else "")]
 
 
 def part_head(k: int, vertex_part: np.ndarray, names: list[str]) -> dict:
@@ -147,8 +155,11 @@ def write_metrics(result: EvalResult, metrics_path: str | Path, parts_path: str 
                   segmentation_path: str | Path | None = None) -> None:
     """Writes ``eval.json``, ``eval_parts.csv`` and (if ``segmentation_path``) ``segmentation.csv``
     atomically (values rounded to 0.0001: 0.0001 mm, px, % or share; nested dicts likewise): the keys of
-    :data:`METRIC_KEYS` (or :data:`METRIC_KEYS_NO_GT`), then those of :data:`BREAKDOWN_KEYS` the result has."""
+    :data:`METRIC_KEYS` (or :data:`METRIC_KEYS_NO_GT`), then :data:`ALONE_KEY` and those of :data:`BREAKDOWN_KEYS`
+    the result has."""
     keys, columns = (METRIC_KEYS, PART_COLUMNS) if result.ground_truth else (METRIC_KEYS_NO_GT, PART_COLUMNS_NO_GT)
+    if ALONE_KEY in result.metrics:
+        keys += (ALONE_KEY,)
     if result.ground_truth:
         keys += tuple(k for k in BREAKDOWN_KEYS if k in result.metrics)
 

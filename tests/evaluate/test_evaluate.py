@@ -19,8 +19,8 @@ from pipeline.evaluate.measures import (MIN_EXPONENT, N_BINS, RELATIVE_BIN_WIDTH
                                         box_diagonals, empty_histogram, histogram_median, histogram_quantile, log_bins,
                                         log_histogram, reprojection_errors)
 from pipeline.evaluate.metrics import centre_depth
-from pipeline.evaluate.results import (METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS, PART_COLUMNS_NO_GT,
-                                       SEGMENTATION_COLUMNS, SEGMENTATION_KEYS, write_metrics)
+from pipeline.evaluate.results import (ALONE_KEYS, ALONE_KEYS_NO_GT, METRIC_KEYS, METRIC_KEYS_NO_GT, PART_COLUMNS,
+                                       PART_COLUMNS_NO_GT, SEGMENTATION_COLUMNS, SEGMENTATION_KEYS, write_metrics)
 from pipeline.evaluate.segmentation import REGIONS, layout_change, segmentation_metrics
 from pipeline.geometry.mesh import vertex_normals
 from pipeline.keypoints.store import SCHEMA
@@ -400,13 +400,33 @@ def _stage(template, tmp_path: Path, keypoints: Path, model_type: str = "dp3d",
     return json.loads((tmp_path / "m" / "eval.json").read_text())
 
 
+def _assert_network_alone_is_the_unrefined_score(tmp_path: Path, keypoints: Path, refined: dict, keys: tuple) -> None:
+    """eval.json's network_alone (refinement on, the default) holds exactly what ``eval.refine_steps: 0`` scores with
+    the same model (:func:`_stage`'s, in ``tmp_path``) on the same instances; unrefined, there is no network_alone."""
+    import yaml
+
+    from stages.evaluate import main
+
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["eval"]["refine_steps"] = 0
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(params))
+    main(["--params", str(tmp_path / "plain.yaml"), "--model", str(tmp_path / "model.pt"), "--keypoints",
+          str(keypoints), "--template", str(tmp_path / "template.npz"), "--metrics", str(tmp_path / "plain" / "eval.json"),
+          "--parts", str(tmp_path / "plain" / "eval_parts.csv"), "--segmentation", str(tmp_path / "plain" / "seg.csv"),
+          "--reports", str(tmp_path / "plain" / "reports")])
+    plain = json.loads((tmp_path / "plain" / "eval.json").read_text())
+    assert "network_alone" not in plain and tuple(refined["network_alone"]) == keys
+    assert refined["network_alone"] == {k: plain[k] for k in keys}
+    assert refined[keys[0]] != plain[keys[0]]  # the headline figures are the refined prediction's
+
+
 def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
     """The stage end to end on an untrained tiny model saved as pipeline.train.loop saves it, with the initial
     segmentation in the checkpoint."""
     path, _ = store
     init = np.eye(3)[np.arange(len(template.vertices)) * 3 // len(template.vertices)]  # three bands of vertices
     metrics = _stage(template, tmp_path, path, init=init)
-    assert tuple(metrics) == METRIC_KEYS + ("by_visible_share",)
+    assert tuple(metrics) == METRIC_KEYS + ("network_alone", "by_visible_share")
     assert metrics["test_instances"] == 6 and np.isfinite(metrics["mpjpe_mm"]) and metrics["s2s_instances"] == 1
     assert (tmp_path / "reports" / "segmentation.png").is_file()
     assert (tmp_path / "m" / "eval_parts.csv").read_text().startswith(",".join(PART_COLUMNS))
@@ -417,6 +437,7 @@ def test_stage_runs_on_a_checkpoint(store, template, tmp_path):
     assert 1 <= metrics["parts_used"] <= 3 and metrics["segmentation_changed_share"] is not None
     for key in SEGMENTATION_KEYS:
         assert metrics[key] == pytest.approx(expected[key], abs=1e-4), key
+    _assert_network_alone_is_the_unrefined_score(tmp_path, path, metrics, ALONE_KEYS)
 
 
 def test_a_baseline_has_one_part_and_an_older_checkpoint_no_initial_segmentation(store, template, tmp_path):
@@ -590,12 +611,14 @@ def test_instances_fingerprint_names_the_detections_and_split_not_the_keypoints(
 def test_stage_runs_without_ground_truth(store_no_gt, template, tmp_path):
     path, _ = store_no_gt
     metrics = _stage(template, tmp_path, path)
-    assert tuple(metrics) == METRIC_KEYS_NO_GT and metrics["instances"] == 6 and metrics["split"] == "test"
+    assert tuple(metrics) == METRIC_KEYS_NO_GT + ("network_alone",)
+    assert metrics["instances"] == 6 and metrics["split"] == "test"
     assert np.isfinite(metrics["reproj2d_mean_px"]) and metrics["reproj2d_mean_px"] > 0  # an untrained model
     assert (tmp_path / "m" / "eval_parts.csv").read_text().startswith(",".join(PART_COLUMNS_NO_GT))
     assert (tmp_path / "reports" / "grid.png").is_file() and not (tmp_path / "reports" / "errors.png").exists()
     assert metrics["parts_used"] >= 1 and metrics["segmentation_changed_share"] is None  # no segmentation_init
     assert (tmp_path / "m" / "segmentation.csv").read_text().startswith(",".join(SEGMENTATION_COLUMNS))
+    _assert_network_alone_is_the_unrefined_score(tmp_path, path, metrics, ALONE_KEYS_NO_GT)
 
 
 def _streamed(values: np.ndarray, parts: int = 7):
@@ -685,3 +708,4 @@ def test_without_ground_truth_memory_does_not_grow_with_the_instances(template, 
         tracemalloc.stop()
         assert result.instances == n
     assert peaks[1] - peaks[0] < 1_000_000, peaks  # per-instance scalars only: ~30 bytes an instance
+
