@@ -390,14 +390,18 @@ def _checkpoint(template, tmp_path: Path, model_type: str = "dp3d", init: np.nda
 def _stage(template, tmp_path: Path, keypoints: Path, model_type: str = "dp3d",
            init: np.ndarray | None = None) -> dict:
     """Runs the stage on :func:`_checkpoint`'s model; returns eval.json."""
+    model = _checkpoint(template, tmp_path, model_type, init)
+    return _run_stage(tmp_path, tmp_path / "params.yaml", model, keypoints, tmp_path / "m", tmp_path / "reports")
+
+
+def _run_stage(tmp_path: Path, params: Path, model: Path, keypoints: Path, out: Path, reports: Path) -> dict:
+    """The evaluate stage in-process on the template in ``tmp_path``, its tables in ``out``; returns eval.json."""
     from stages.evaluate import main
 
-    model = _checkpoint(template, tmp_path, model_type, init)
-    main(["--params", str(tmp_path / "params.yaml"), "--model", str(model), "--keypoints",
-          str(keypoints), "--template", str(tmp_path / "template.npz"), "--metrics", str(tmp_path / "m" / "eval.json"),
-          "--parts", str(tmp_path / "m" / "eval_parts.csv"), "--segmentation", str(tmp_path / "m" / "segmentation.csv"),
-          "--reports", str(tmp_path / "reports")])
-    return json.loads((tmp_path / "m" / "eval.json").read_text())
+    main(["--params", str(params), "--model", str(model), "--keypoints", str(keypoints), "--template",
+          str(tmp_path / "template.npz"), "--metrics", str(out / "eval.json"), "--parts", str(out / "eval_parts.csv"),
+          "--segmentation", str(out / "segmentation.csv"), "--reports", str(reports)])
+    return json.loads((out / "eval.json").read_text())
 
 
 def _assert_network_alone_is_the_unrefined_score(tmp_path: Path, keypoints: Path, refined: dict, keys: tuple) -> None:
@@ -405,16 +409,11 @@ def _assert_network_alone_is_the_unrefined_score(tmp_path: Path, keypoints: Path
     the same model (:func:`_stage`'s, in ``tmp_path``) on the same instances; unrefined, there is no network_alone."""
     import yaml
 
-    from stages.evaluate import main
-
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["eval"]["refine_steps"] = 0
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump(params))
-    main(["--params", str(tmp_path / "plain.yaml"), "--model", str(tmp_path / "model.pt"), "--keypoints",
-          str(keypoints), "--template", str(tmp_path / "template.npz"), "--metrics", str(tmp_path / "plain" / "eval.json"),
-          "--parts", str(tmp_path / "plain" / "eval_parts.csv"), "--segmentation", str(tmp_path / "plain" / "seg.csv"),
-          "--reports", str(tmp_path / "plain" / "reports")])
-    plain = json.loads((tmp_path / "plain" / "eval.json").read_text())
+    plain = _run_stage(tmp_path, tmp_path / "plain.yaml", tmp_path / "model.pt", keypoints, tmp_path / "plain",
+                       tmp_path / "plain" / "reports")
     assert "network_alone" not in plain and tuple(refined["network_alone"]) == keys
     assert refined["network_alone"] == {k: plain[k] for k in keys}
     assert refined[keys[0]] != plain[keys[0]]  # the headline figures are the refined prediction's
